@@ -1,0 +1,157 @@
+"""Readers: accounts, passwords, magic links and the flask-login user."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from email_validator import EmailNotValidError, validate_email
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from gate.timeutil import from_iso, to_iso
+
+MIN_PASSWORD = 8
+
+
+class AccountError(ValueError):
+    """A reader-facing problem with an email, a password or an account."""
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A reader account, shaped for flask-login.
+
+    ``get_id`` returns the rotating session token, not the row id: signing
+    out (or changing the password) rotates it, so an old session or remember
+    cookie no longer names anyone.
+    """
+
+    id: int
+    email: str
+    password_hash: str | None
+    is_admin: bool
+    is_subscriber: bool
+    session_token: str
+    created_at: datetime
+
+    is_authenticated = True
+    is_active = True
+    is_anonymous = False
+
+    def get_id(self) -> str:
+        """The id flask-login keeps in the session."""
+        return self.session_token
+
+    @property
+    def tier(self) -> str:
+        """The reader's viewer tier."""
+        return "subscriber" if self.is_subscriber else "registered"
+
+    @property
+    def meter_key(self) -> str:
+        """The key this reader's spends are stored under."""
+        return f"reader:{self.id}"
+
+    @classmethod
+    def from_row(cls, row) -> "Reader":
+        """Build from a ``readers`` row."""
+        return cls(
+            id=row["id"], email=row["email"], password_hash=row["password_hash"],
+            is_admin=bool(row["is_admin"]), is_subscriber=bool(row["is_subscriber"]),
+            session_token=row["session_token"], created_at=from_iso(row["created_at"]),
+        )
+
+
+def normalize_email(raw: str) -> str:
+    """A syntactically valid, normalised address, or an AccountError saying why not."""
+    try:
+        return validate_email((raw or "").strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as error:
+        raise AccountError(str(error)) from None
+
+
+def check_new_password(password: str) -> None:
+    """Refuse passwords too short to be worth having."""
+    if password and len(password) < MIN_PASSWORD:
+        raise AccountError(f"Passwords need at least {MIN_PASSWORD} characters.")
+
+
+def _one(db, where: str, params) -> Reader | None:
+    row = next(db.query(f"select * from readers where {where}", params), None)
+    return Reader.from_row(row) if row else None
+
+
+def by_email(db, email: str) -> Reader | None:
+    """Find an account by (normalised) email."""
+    return _one(db, "email = ?", [email])
+
+
+def by_id(db, reader_id: int) -> Reader | None:
+    """Find an account by id."""
+    return _one(db, "id = ?", [reader_id])
+
+
+def by_session_token(db, token: str) -> Reader | None:
+    """Find the account a session cookie names."""
+    return _one(db, "session_token = ?", [token]) if token else None
+
+
+def create(db, email: str, password: str | None, now: datetime, *,
+           subscriber: bool = False, admin: bool = False) -> Reader:
+    """Create an account; the email must be normalised and unused."""
+    check_new_password(password or "")
+    if by_email(db, email):
+        raise AccountError(f"An account for {email} already exists.")
+    db["readers"].insert({
+        "email": email,
+        "password_hash": generate_password_hash(password) if password else None,
+        "is_admin": int(admin), "is_subscriber": int(subscriber),
+        "session_token": secrets.token_urlsafe(24), "created_at": to_iso(now),
+    })
+    return by_email(db, email)
+
+
+def authenticate(db, email: str, password: str) -> Reader | None:
+    """The account if the password matches, else None (same answer for unknown emails)."""
+    reader = by_email(db, email)
+    if reader is None or not reader.password_hash:
+        generate_password_hash(password or "x")  # spend the same time either way
+        return None
+    return reader if check_password_hash(reader.password_hash, password or "") else None
+
+
+def rotate_session(db, reader_id: int) -> None:
+    """Invalidate every session and remember cookie of a reader."""
+    db.execute("update readers set session_token = ? where id = ?",
+               [secrets.token_urlsafe(24), reader_id])
+
+
+def set_flags(db, reader_id: int, *, subscriber: bool | None = None,
+              admin: bool | None = None, password: str | None = None) -> None:
+    """Change an account's subscriber/admin flags or password."""
+    if subscriber is not None:
+        db.execute("update readers set is_subscriber = ? where id = ?", [int(subscriber), reader_id])
+    if admin is not None:
+        db.execute("update readers set is_admin = ? where id = ?", [int(admin), reader_id])
+    if password:
+        check_new_password(password)
+        db.execute("update readers set password_hash = ? where id = ?",
+                   [generate_password_hash(password), reader_id])
+        rotate_session(db, reader_id)
+
+
+def issue_login_token(db, reader_id: int, now: datetime) -> str:
+    """Record a fresh single-use id for a magic link."""
+    jti = secrets.token_urlsafe(16)
+    db["login_tokens"].insert({"jti": jti, "reader_id": reader_id, "created_at": to_iso(now)})
+    return jti
+
+
+def consume_login_token(db, jti: str, reader_id: int, now: datetime) -> bool:
+    """Mark a magic link used; true only for the first use."""
+    cursor = db.execute(
+        "update login_tokens set used_at = ? where jti = ? and reader_id = ? and used_at is null",
+        [to_iso(now), jti, reader_id],
+    )
+    return cursor.rowcount == 1

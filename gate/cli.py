@@ -1,0 +1,297 @@
+"""The `gate` command: a thin click layer over the library (FlaskGroup, so `gate run` works too)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup, with_appcontext
+
+from gate import accounts, create_app, events, mail, seed, site
+from gate.clock import Clock, ClockError
+from gate.db import get_db
+from gate.settings import ConfigError
+from gate.timeutil import parse_duration, parse_moment
+
+
+def _create_app():
+    """Build the app for a CLI command, turning config errors into clean messages."""
+    try:
+        return create_app()
+    except ConfigError as error:
+        raise click.ClickException(f"configuration error:\n{error}") from None
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False,
+             load_dotenv=False, set_debug_flag=False)
+def main():
+    """gate: a metered-paywall and subscription-gate simulator."""
+
+
+def _now() -> datetime:
+    return Clock(get_db()).now()
+
+
+def _tz():
+    return site.config().preset(site.config().site.site.default_preset).tz
+
+
+# --- db -----------------------------------------------------------------------
+
+
+@main.group()
+def db():
+    """Create, seed and back up the site database."""
+
+
+@db.command("init")
+@with_appcontext
+def db_init():
+    """Create the database (or bring its schema up to date)."""
+    get_db()
+    click.echo(f"Database ready at {current_app.config['DATABASE']}")
+
+
+@db.command("seed")
+@click.option("--synthetic", type=click.IntRange(min=0), default=0,
+              help="Also add N generated articles (for load tests).")
+@with_appcontext
+def db_seed(synthetic):
+    """Load the demo articles (and, with --synthetic N, N generated ones)."""
+    database = get_db()
+    count = seed.seed_articles(database)
+    click.echo(f"Seeded {count} demo articles.")
+    if synthetic:
+        added = seed.seed_synthetic(database, synthetic, site.config().site.site.sections, _now())
+        click.echo(f"Added {added} synthetic articles ({synthetic} requested).")
+
+
+@db.command("backup")
+@click.argument("destination", type=click.Path(dir_okay=False, writable=True))
+@with_appcontext
+def db_backup(destination):
+    """Write a consistent copy of the database to DESTINATION."""
+    if os.path.exists(destination):
+        raise click.ClickException(f"{destination} exists; choose a new file name")
+    get_db().execute("vacuum into ?", [destination])
+    click.echo(f"Backed up to {destination}")
+
+
+# --- readers ------------------------------------------------------------------
+
+
+@main.group()
+def readers():
+    """Manage reader accounts."""
+
+
+@readers.command("add")
+@click.argument("email")
+@click.option("--password", default=None, help="Password (optional: without one, sign in by emailed link).")
+@click.option("--subscriber", is_flag=True, help="Give the account full access.")
+@click.option("--admin", is_flag=True, help="Make the account an admin.")
+@with_appcontext
+def readers_add(email, password, subscriber, admin):
+    """Create an account (or update the flags of an existing one)."""
+    database = get_db()
+    try:
+        address = accounts.normalize_email(email)
+        existing = accounts.by_email(database, address)
+        if existing:
+            accounts.set_flags(database, existing.id, subscriber=subscriber or None,
+                               admin=admin or None, password=password)
+            events.record(database, "reader_changed", _now(), reader_id=existing.id,
+                          subscriber=subscriber, admin=admin, by="cli")
+            click.echo(f"Updated {address}")
+            return
+        reader = accounts.create(database, address, password, _now(), subscriber=subscriber, admin=admin)
+    except accounts.AccountError as error:
+        raise click.ClickException(str(error)) from None
+    events.record(database, "signup", _now(), reader_id=reader.id, source="cli")
+    click.echo(f"Created {reader.email} ({reader.tier}{', admin' if admin else ''})")
+
+
+@readers.command("list")
+@with_appcontext
+def readers_list():
+    """List accounts."""
+    for row in get_db().query("select email, is_subscriber, is_admin from readers order by id"):
+        flags = ", ".join(f for f, on in (("subscriber", row["is_subscriber"]), ("admin", row["is_admin"])) if on)
+        click.echo(f"{row['email']}{'  (' + flags + ')' if flags else ''}")
+
+
+# --- clock --------------------------------------------------------------------
+
+
+@main.group()
+def clock():
+    """Show and move the site's simulated clock."""
+
+
+def _show(state=None):
+    database = get_db()
+    state = state or Clock(database).state()
+    now = Clock(database).now().astimezone(_tz())
+    label = {"real": "real time", "offset": "simulated (running)", "frozen": "simulated (frozen)"}
+    click.echo(f"{now.isoformat(timespec='seconds')}  [{label[state.mode]}]")
+
+
+def _changed(before, how):
+    database = get_db()
+    events.record(database, "clock_changed", _now(), how=how,
+                  **{"from": before.isoformat(), "to": _now().isoformat()})
+
+
+@clock.command("show")
+@with_appcontext
+def clock_show():
+    """Print the site time."""
+    _show()
+
+
+@clock.command("advance")
+@click.argument("duration")
+@with_appcontext
+def clock_advance(duration):
+    """Move the clock forward by DURATION (31d, 2w, 12h, 90m)."""
+    try:
+        step = parse_duration(duration)
+        before = _now()
+        Clock(get_db()).advance(step)
+    except (ValueError, ClockError) as error:
+        raise click.ClickException(str(error)) from None
+    _changed(before, f"advance {duration}")
+    _show()
+
+
+@clock.command("set")
+@click.argument("moment")
+@click.option("--freeze", is_flag=True, help="Stop the clock at MOMENT.")
+@with_appcontext
+def clock_set(moment, freeze):
+    """Jump to MOMENT (ISO 8601; site time zone if none given). Never backward."""
+    try:
+        target = parse_moment(moment, _tz())
+        before = _now()
+        Clock(get_db()).set(target, freeze=freeze)
+    except (ValueError, ClockError) as error:
+        raise click.ClickException(str(error)) from None
+    _changed(before, f"set {moment}")
+    _show()
+
+
+@clock.command("reset")
+@with_appcontext
+def clock_reset():
+    """Return to real time (for a fresh demo)."""
+    before = _now()
+    Clock(get_db()).reset()
+    _changed(before, "reset")
+    _show()
+
+
+# --- presets ------------------------------------------------------------------
+
+
+@main.group()
+def preset():
+    """List the paywall presets and switch the running site's rules."""
+
+
+@preset.command("list")
+@with_appcontext
+def preset_list():
+    """List presets; the active one is marked with *."""
+    cfg = site.config()
+    active = site.active_preset_name(get_db(), cfg)
+    for name, rules in sorted(cfg.presets.items()):
+        click.echo(f"{'*' if name == active else ' '} {name:<20} {rules.title}")
+
+
+@preset.command("use")
+@click.argument("name")
+@with_appcontext
+def preset_use(name):
+    """Make NAME the active preset (the running site applies it at once)."""
+    try:
+        before, after = site.use_preset(get_db(), site.config(), name, _now(), by="cli")
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Preset {after} is active (was {before}).")
+
+
+# --- outbox -------------------------------------------------------------------
+
+
+@main.command("outbox")
+@click.option("--to", "to", default=None, help="Only messages to this address.")
+@click.option("--limit", type=click.IntRange(1, 500), default=10, show_default=True)
+@with_appcontext
+def outbox(to, limit):
+    """Print the newest messages the site has sent."""
+    rows = mail.messages(get_db(), to=to, limit=limit)
+    if not rows:
+        click.echo("The outbox is empty.")
+    for row in reversed(rows):
+        click.echo(f"--- #{row['id']}  {row['created_at']}")
+        for key in ("From", "To", "Subject", "Date"):
+            click.echo(f"{key}: {row['headers'].get(key, '')}")
+        click.echo("")
+        click.echo(row["body_text"] or "")
+
+
+# --- serving ------------------------------------------------------------------
+
+
+def _gunicorn(app, bind: str, workers: int, threads: int) -> None:
+    """Serve ``app`` with gunicorn, in this process."""
+    from gunicorn.app.base import BaseApplication
+
+    class Server(BaseApplication):
+        def load_config(self):
+            options = {"bind": bind, "workers": workers, "threads": threads,
+                       "worker_class": "gthread", "accesslog": "-", "timeout": 60,
+                       "graceful_timeout": 5}
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return app
+
+    Server().run()
+
+
+@main.command("serve")
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True)
+def serve(bind, workers, threads):
+    """Serve the site in production through gunicorn."""
+    app = _create_app()
+    _gunicorn(app, bind, workers, threads)
+
+
+@main.command("demo")
+@click.option("--bind", default="127.0.0.1:5000", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True)
+def demo(bind, workers):
+    """Create and seed the database if needed, create demo accounts, and serve the site."""
+    os.environ["GATE_DEMO"] = "1"
+    app = _create_app()
+    with app.app_context():
+        database = get_db()
+        if database["articles"].count == 0:
+            click.echo(f"Seeded {seed.seed_articles(database)} demo articles.")
+        people = seed.seed_demo_accounts(database, _now())
+        database.close()
+    click.echo(f"\nThe Meridian is at http://{bind}/  (database: {app.config['DATABASE']})")
+    click.echo("Demo accounts (log in at /login):")
+    for email, password, role in people:
+        click.echo(f"  {email:<30} {password:<20} {role}")
+    click.echo("Move the clock with `gate clock advance 31d`; switch rules with `gate preset use NAME`.\n")
+    sys.stdout.flush()
+    _gunicorn(app, bind, workers, 4)
+

@@ -1,0 +1,83 @@
+"""The site database: one sqlite-utils Database per request, kept in ``g``."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+from flask import current_app, g
+
+from gate import migrations
+
+BUSY_TIMEOUT_SECONDS = 30
+
+
+def connect(path: str | Path) -> sqlite_utils.Database:
+    """Open the database with WAL, a busy timeout and foreign keys on.
+
+    ``isolation_level=None`` leaves transactions to us: writes outside
+    :func:`immediate` commit at once, and :func:`immediate` takes the write
+    lock before reading, which a deferred ``BEGIN`` would not.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        str(path), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+    )
+    db = sqlite_utils.Database(conn)
+    if db.journal_mode != "wal":
+        db.enable_wal()
+    conn.execute("pragma foreign_keys = on")
+    conn.execute("pragma synchronous = normal")
+    return db
+
+
+@contextlib.contextmanager
+def immediate(db: sqlite_utils.Database):
+    """A write transaction that holds SQLite's write lock from its first statement.
+
+    A deferred BEGIN followed by a read and then a write can fail with
+    "database is locked" when another writer got in between; BEGIN IMMEDIATE
+    waits (up to the busy timeout) for the lock instead, so a check and the
+    write that depends on it cannot interleave with another process.
+    """
+    if db.conn.in_transaction:
+        yield db
+        return
+    db.conn.execute("begin immediate")
+    try:
+        yield db
+    except BaseException:
+        db.conn.execute("rollback")
+        raise
+    else:
+        db.conn.execute("commit")
+
+
+def open_site_db(path: str | Path) -> sqlite_utils.Database:
+    """Connect and bring the schema up to date."""
+    db = connect(path)
+    migrations.apply(db)
+    return db
+
+
+def get_db() -> sqlite_utils.Database:
+    """The request's database connection, opened on first use."""
+    if "db" not in g:
+        g.db = connect(current_app.config["DATABASE"])
+    return g.db
+
+
+def close_db(exception=None) -> None:
+    """Close the request's connection, if one was opened."""
+    db = g.pop("db", None)
+    if db is not None:
+        db.close()
+
+
+def init_app(app) -> None:
+    """Register teardown and make sure the schema is current."""
+    app.teardown_appcontext(close_db)
+    db = open_site_db(app.config["DATABASE"])
+    db.close()

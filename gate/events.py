@@ -1,0 +1,67 @@
+"""Everything that happens is an event, appended to the ``events`` table.
+
+Dashboards, funnels and the audit read from here; nothing important is
+only a log line. Each type is declared once, with what it means.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from gate.timeutil import to_iso
+
+#: Every event type, with the question it answers.
+TYPES = {
+    "article_view": "A viewer opened an article; data has the decision.",
+    "gate_impression": "A viewer was shown a gate instead of the full text.",
+    "signup": "A reader created an account.",
+    "login": "A reader signed in (data: method).",
+    "logout": "A reader signed out.",
+    "unlock": "A meter spent one article (data: used, limit, mode).",
+    "unlock_refused": "An unlock was asked for and not granted (data: reason).",
+    "meter_merged": "A visitor's spends moved to the account they signed in to.",
+    "magic_link_sent": "A sign-in link was written to the outbox.",
+    "preset_changed": "The active preset changed (data: from, to).",
+    "clock_changed": "The site clock moved (data: from, to, how).",
+    "reader_changed": "An account's flags changed (data: field, from, to).",
+}
+
+
+class UnknownEvent(ValueError):
+    """An event type that was never declared in TYPES."""
+
+
+def record(
+    db,
+    type: str,
+    at: datetime,
+    *,
+    reader_id: int | None = None,
+    visitor_id: str | None = None,
+    slug: str | None = None,
+    **data,
+) -> None:
+    """Append one event."""
+    if type not in TYPES:
+        raise UnknownEvent(type)
+    db.execute(
+        "insert into events (at, type, reader_id, visitor_id, slug, data) values (?, ?, ?, ?, ?, ?)",
+        [to_iso(at), type, reader_id, visitor_id, slug, json.dumps(data, default=str)],
+    )
+
+
+def recent(db, limit: int = 50, type: str | None = None) -> list[dict]:
+    """The newest events, optionally of one type."""
+    where, params = ("where type = ?", [type]) if type else ("", [])
+    rows = db.query(f"select * from events {where} order by id desc limit ?", [*params, limit])
+    return [{**row, "data": json.loads(row["data"] or "{}")} for row in rows]
+
+
+def count(db, type: str, reader_id: int | None = None) -> int:
+    """How many events of a type (for one reader, if given)."""
+    if reader_id is None:
+        return db.execute("select count(*) from events where type = ?", [type]).fetchone()[0]
+    return db.execute(
+        "select count(*) from events where type = ? and reader_id = ?", [type, reader_id]
+    ).fetchone()[0]

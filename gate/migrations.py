@@ -1,0 +1,134 @@
+"""The schema, as named, append-only sqlite-utils migrations.
+
+Never edit an applied migration; add a new one below it.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("gate")
+
+
+@migrations()
+def m001_readers_and_visitors(db):
+    """Accounts and anonymous visitors (who hold a meter before signing up)."""
+    db["readers"].create(
+        {
+            "id": int,
+            "email": str,
+            "password_hash": str,
+            "is_admin": int,
+            "is_subscriber": int,
+            "session_token": str,
+            "created_at": str,
+        },
+        pk="id",
+        not_null={"email", "session_token", "created_at"},
+        defaults={"is_admin": 0, "is_subscriber": 0},
+    )
+    db["readers"].create_index(["email"], unique=True)
+    db["readers"].create_index(["session_token"], unique=True)
+    db["visitors"].create(
+        {"id": str, "created_at": str, "reader_id": int},
+        pk="id",
+        foreign_keys=[("reader_id", "readers", "id")],
+    )
+
+
+@migrations()
+def m002_articles(db):
+    """The publication's articles, with rendered, sanitised HTML."""
+    db["articles"].create(
+        {
+            "id": int,
+            "slug": str,
+            "title": str,
+            "dek": str,
+            "author": str,
+            "section": str,
+            "published_at": str,
+            "access_class": str,
+            "body_md": str,
+            "word_count": int,
+            "synthetic": int,
+        },
+        pk="id",
+        not_null={"slug", "title", "section", "published_at", "access_class", "body_md"},
+        defaults={"synthetic": 0, "dek": "", "author": ""},
+    )
+    db["articles"].create_index(["slug"], unique=True)
+    db["articles"].create_index(["published_at"])
+    db["articles"].create_index(["section", "published_at"])
+
+
+@migrations()
+def m003_unlocks(db):
+    """Meter spends; the unique key is the last line of defence against over-granting."""
+    db["unlocks"].create(
+        {"id": int, "meter_key": str, "slug": str, "window_key": str, "unlocked_at": str},
+        pk="id",
+        not_null={"meter_key", "slug", "window_key", "unlocked_at"},
+    )
+    db["unlocks"].create_index(["meter_key", "slug", "window_key"], unique=True)
+    db["unlocks"].create_index(["meter_key", "unlocked_at"])
+
+
+@migrations()
+def m004_events(db):
+    """The append-only history every dashboard and audit reads."""
+    db["events"].create(
+        {
+            "id": int,
+            "at": str,
+            "type": str,
+            "reader_id": int,
+            "visitor_id": str,
+            "slug": str,
+            "data": str,
+        },
+        pk="id",
+        not_null={"at", "type"},
+    )
+    db["events"].create_index(["type", "at"])
+    db["events"].create_index(["reader_id", "at"])
+
+
+@migrations()
+def m005_site_state(db):
+    """The clock row, site settings (the active preset) and the mail outbox."""
+    db["clock"].create(
+        {"id": int, "mode": str, "offset_seconds": float, "frozen_at": str}, pk="id"
+    )
+    db["settings"].create({"key": str, "value": str}, pk="key")
+    db["outbox"].create(
+        {
+            "id": int,
+            "created_at": str,
+            "kind": str,
+            "to_addr": str,
+            "from_addr": str,
+            "subject": str,
+            "headers": str,
+            "body_text": str,
+            "body_html": str,
+        },
+        pk="id",
+        not_null={"created_at", "to_addr", "subject"},
+    )
+    db["outbox"].create_index(["to_addr", "created_at"])
+
+
+@migrations()
+def m006_login_tokens(db):
+    """Magic-link ids, so that each link signs in once."""
+    db["login_tokens"].create(
+        {"jti": str, "reader_id": int, "created_at": str, "used_at": str},
+        pk="jti",
+        foreign_keys=[("reader_id", "readers", "id")],
+    )
+
+
+def apply(db) -> None:
+    """Apply every pending migration, each in its own transaction."""
+    migrations.apply(db)

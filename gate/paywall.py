@@ -1,0 +1,273 @@
+"""The decision engine: one pure function from rules, viewer, article and now.
+
+Every access decision, on the web, in the API, in the simulator and in the
+audit, comes from :func:`decide`. It imports neither Flask nor the database
+and never reads a clock: the caller passes the viewer's spends and ``now``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gate import periods
+
+Tier = Literal["anonymous", "registered", "subscriber"]
+AccessClass = Literal["metered", "free", "premium"]
+TIERS: tuple[Tier, ...] = ("anonymous", "registered", "subscriber")
+
+
+class _Strict(BaseModel):
+    """Base for rule models: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class TierRule(_Strict):
+    """What one viewer tier may read of metered articles."""
+
+    limit: int | Literal["unlimited"] = Field(default=0)
+    period: str = "month"
+    mode: Literal["choice", "auto"] = "choice"
+    unlock_lasts: Literal["period", "forever"] = "period"
+
+    @field_validator("limit")
+    @classmethod
+    def _limit_not_negative(cls, value):
+        """A meter cannot grant fewer than zero articles."""
+        if isinstance(value, int) and not 0 <= value <= 100_000:
+            raise ValueError("must be between 0 and 100000, or \"unlimited\"")
+        return value
+
+    @field_validator("period")
+    @classmethod
+    def _known_period(cls, value):
+        """Periods are a closed vocabulary (see gate.periods)."""
+        problem = periods.validate_period(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @property
+    def unlimited(self) -> bool:
+        """Whether this tier reads every metered article."""
+        return self.limit == "unlimited"
+
+
+class Tiers(_Strict):
+    """The rule for each tier."""
+
+    anonymous: TierRule = TierRule()
+    registered: TierRule = TierRule()
+    subscriber: TierRule = TierRule(limit="unlimited")
+
+    @field_validator("subscriber")
+    @classmethod
+    def _subscribers_read_everything(cls, value):
+        """A subscription is the promise of full access."""
+        if not value.unlimited:
+            raise ValueError('subscribers must have limit = "unlimited"')
+        return value
+
+
+class GateCopy(_Strict):
+    """How the gate looks and what it says."""
+
+    style: Literal["inline", "modal", "banner"] = "inline"
+    headline: str = Field(default="Keep reading for free", min_length=1, max_length=120)
+    body: str = Field(default="", max_length=500)
+    subscribe_line: str = Field(default="Or, subscribe now to get full access.", max_length=200)
+
+
+class Rules(_Strict):
+    """A paywall preset: the gate's rules, as loaded from config/presets/NAME.toml."""
+
+    name: str = Field(min_length=1)
+    timezone: str = "UTC"
+    title: str = Field(min_length=1, max_length=80)
+    description: str = Field(default="", max_length=600)
+    teaser_paragraphs: int = Field(default=3, ge=1, le=20)
+    gate: GateCopy = GateCopy()
+    tiers: Tiers = Tiers()
+    sections: dict[str, AccessClass] = Field(default_factory=dict)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value):
+        """The site time zone must be an IANA name zoneinfo knows."""
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The site's time zone, in which periods start and end."""
+        return ZoneInfo(self.timezone)
+
+    def tier(self, tier: Tier) -> TierRule:
+        """The rule for one tier."""
+        return getattr(self.tiers, tier)
+
+    def access_class(self, article: "ArticleLike") -> AccessClass:
+        """An article's class after this preset's section overrides."""
+        return self.sections.get(article.section, article.access_class)
+
+
+class ArticleLike(Protocol):
+    """What decide needs to know about an article."""
+
+    slug: str
+    section: str
+    access_class: str
+
+
+@dataclass(frozen=True)
+class Spend:
+    """One article counted against a meter, and when."""
+
+    slug: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is reading: their tier, their meter key and what they have spent."""
+
+    tier: Tier
+    meter_key: str
+    spends: tuple[Spend, ...] = ()
+
+
+@dataclass(frozen=True)
+class Meter:
+    """A viewer's meter in the window that contains now."""
+
+    used: int
+    limit: int | None
+    remaining: int | None
+    resets_at: datetime | None
+    period: str | None
+    mode: str | None
+    window_key: str | None = None
+
+    def as_dict(self) -> dict:
+        """The meter as the JSON API shows it."""
+        return {
+            "used": self.used,
+            "limit": self.limit,
+            "remaining": self.remaining,
+            "resets_at": self.resets_at.isoformat() if self.resets_at else None,
+            "period": self.period,
+            "mode": self.mode,
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The verdict for one viewer and one article at one moment.
+
+    ``spend`` is true when the access is granted on condition that the
+    caller spends one article of quota first (auto-mode meters).
+    """
+
+    access: Literal["full", "teaser"]
+    reason: str
+    offer: str | None
+    meter: Meter
+    tier: Tier
+    access_class: AccessClass
+    spend: bool = False
+    trace: tuple[str, ...] = field(default=())
+
+    def as_dict(self) -> dict:
+        """The decision as the JSON API shows it."""
+        return {
+            "access": self.access,
+            "reason": self.reason,
+            "offer": self.offer,
+            "meter": self.meter.as_dict(),
+            "tier": self.tier,
+            "access_class": self.access_class,
+        }
+
+
+def meter_for(rules: Rules, viewer: Viewer, now: datetime) -> Meter:
+    """The viewer's meter: spends counted in the window of their tier's period."""
+    rule = rules.tier(viewer.tier)
+    if rule.unlimited or rule.limit == 0:
+        limit = None if rule.unlimited else 0
+        return Meter(0, limit, limit, None, None, None)
+    window = periods.period_window(rule.period, now, rules.tz)
+    inside = [s for s in viewer.spends if window.contains(s.at) and s.at <= now]
+    used = len({s.slug for s in inside})
+    resets = periods.resets_at(window, [s.at for s in inside])
+    remaining = max(0, rule.limit - used)
+    return Meter(used, rule.limit, remaining, resets, rule.period, rule.mode, window.key)
+
+
+def _unlocked(rule: TierRule, viewer: Viewer, slug: str, now: datetime, tz: ZoneInfo) -> bool:
+    """Whether the viewer already holds this article under the current rule."""
+    mine = [s for s in viewer.spends if s.slug == slug and s.at <= now]
+    if rule.unlock_lasts == "forever":
+        return bool(mine)
+    window = periods.period_window(rule.period, now, tz)
+    return any(window.contains(s.at) for s in mine)
+
+
+def _registration_helps(rules: Rules, viewer: Viewer) -> bool:
+    """Whether signing up would give an anonymous visitor more to read."""
+    if viewer.tier != "anonymous":
+        return False
+    registered, anonymous = rules.tiers.registered, rules.tiers.anonymous
+    if registered.unlimited:
+        return True
+    return not anonymous.unlimited and registered.limit > anonymous.limit
+
+
+def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) -> Decision:
+    """Decide what this viewer may read of this article now, and what to offer."""
+    cls = rules.access_class(article)
+    rule = rules.tier(viewer.tier)
+    meter = meter_for(rules, viewer, now)
+    trace = [f"tier {viewer.tier}", f"preset {rules.name}"]
+    if cls != article.access_class:
+        trace.append(f"section {article.section} makes the article {cls}")
+    else:
+        trace.append(f"article is {cls}")
+
+    def verdict(access, reason, offer=None, spend=False, note=None):
+        if note:
+            trace.append(note)
+        trace.append(f"{access}: {reason}" + (f", offer {offer}" if offer else ""))
+        return Decision(access, reason, offer, meter, viewer.tier, cls, spend, tuple(trace))
+
+    upsell = "register" if _registration_helps(rules, viewer) else "subscribe"
+    if viewer.tier == "subscriber":
+        return verdict("full", "subscriber")
+    if cls == "free":
+        return verdict("full", "free_article")
+    if cls == "premium":
+        return verdict("teaser", "premium_only", "subscribe", note="premium articles need a subscription")
+    if rule.unlimited:
+        return verdict("full", "tier_unlimited", note=f"{viewer.tier} readers have no limit")
+    if rule.limit == 0:
+        reason = "registration_required" if upsell == "register" else "subscribers_only"
+        return verdict("teaser", reason, upsell, note=f"{viewer.tier} readers get a teaser only")
+    window_note = (
+        f"meter {meter.used} of {meter.limit} used, {rule.period} window {meter.window_key}"
+        + (f", resets {meter.resets_at.astimezone(rules.tz).isoformat()}" if meter.resets_at else "")
+    )
+    trace.append(window_note)
+    if _unlocked(rule, viewer, article.slug, now, rules.tz):
+        return verdict("full", "already_unlocked", note="re-reading costs nothing")
+    if meter.remaining:
+        if rule.mode == "auto":
+            return verdict("full", "meter_available", spend=True, note="auto mode: this view counts")
+        return verdict("teaser", "meter_available", "unlock", note="choice mode: the reader may unlock")
+    return verdict("teaser", "meter_exhausted", upsell)

@@ -1,0 +1,117 @@
+"""Meter periods: calendar month, ISO week, day, rolling N days, lifetime.
+
+Every window is computed in the site's IANA time zone and returned as aware
+UTC datetimes, so the meter resets at local midnight whatever the offset of
+the server, and across daylight-saving changes and year ends.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+UTC = timezone.utc
+#: Start of time for lifetime meters.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+CALENDAR = ("month", "week", "day")
+_ROLLING = re.compile(r"^rolling:([1-9][0-9]{0,3})$")
+
+
+@dataclass(frozen=True)
+class Window:
+    """The span a meter counts in: [start, end), and a key naming it.
+
+    ``end`` is ``None`` for rolling and lifetime windows, which have no fixed
+    end; ``key`` identifies the window for the unlock uniqueness constraint.
+    """
+
+    period: str
+    start: datetime
+    end: datetime | None
+    key: str
+
+    def contains(self, moment: datetime) -> bool:
+        """Whether a moment falls inside the window."""
+        return self.start <= moment and (self.end is None or moment < self.end)
+
+
+def validate_period(period: str) -> str | None:
+    """Return an error message for an invalid period name, or None."""
+    if period in CALENDAR or period == "lifetime" or _ROLLING.match(period):
+        return None
+    return "must be month, week, day, lifetime or rolling:N (N days, 1-9999)"
+
+
+def rolling_days(period: str) -> int | None:
+    """The N of a ``rolling:N`` period, else None."""
+    match = _ROLLING.match(period)
+    return int(match.group(1)) if match else None
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    """The first instant of a local calendar day, in UTC.
+
+    Where midnight does not exist (a DST jump at 00:00), zoneinfo maps the
+    wall time forward, which is the first real instant of that day.
+    """
+    naive = datetime.combine(day, time.min)
+    return naive.replace(tzinfo=tz).astimezone(UTC)
+
+
+def _calendar_bounds(period: str, today: date) -> tuple[date, date, str]:
+    """First day of this calendar period, first day of the next, and a key."""
+    if period == "day":
+        return today, today + timedelta(days=1), f"day:{today.isoformat()}"
+    if period == "week":
+        monday = today - timedelta(days=today.weekday())
+        year, week, _ = monday.isocalendar()
+        return monday, monday + timedelta(days=7), f"week:{year}-W{week:02d}"
+    first = today.replace(day=1)
+    following = (first + timedelta(days=32)).replace(day=1)
+    return first, following, f"month:{first:%Y-%m}"
+
+
+def period_window(period: str, now: datetime, tz: ZoneInfo) -> Window:
+    """The meter window that contains ``now`` for a period rule."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    now = now.astimezone(UTC)
+    if period == "lifetime":
+        return Window(period, EPOCH, None, "lifetime")
+    days = rolling_days(period)
+    if days is not None:
+        today = now.astimezone(tz).date()
+        return Window(period, now - timedelta(days=days), None, f"rolling:{today.isoformat()}")
+    if period not in CALENDAR:
+        raise ValueError(f"unknown period {period!r}")
+    first, following, key = _calendar_bounds(period, now.astimezone(tz).date())
+    return Window(period, local_midnight(first, tz), local_midnight(following, tz), key)
+
+
+def resets_at(window: Window, spent_at: list[datetime]) -> datetime | None:
+    """When the meter next gains a free article.
+
+    Calendar windows reset at their end. A rolling window frees a slot when
+    its oldest spend in the window ages out. A lifetime meter never resets.
+    """
+    if window.end is not None:
+        return window.end
+    days = rolling_days(window.period)
+    if days is None:
+        return None
+    inside = [moment for moment in spent_at if window.contains(moment)]
+    if not inside:
+        return None
+    return min(inside) + timedelta(days=days)
+
+
+def describe(period: str) -> str:
+    """A reader-facing phrase for a period: 'this month', 'in any 30 days'."""
+    days = rolling_days(period)
+    if days is not None:
+        return f"in any {days} days"
+    return {"month": "this month", "week": "this week", "day": "today", "lifetime": "in all"}[
+        period
+    ]

@@ -1,0 +1,164 @@
+"""Load and validate config/site.toml and the presets in config/presets/.
+
+Settings are data, validated at start-up: an unknown key, a wrong type or an
+impossible value stops the app with an error naming the file, the key and
+the problem.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gate.paywall import Rules
+from gate.resources import resource_dir
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used, with the reasons."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class SiteInfo(_Strict):
+    """The publication itself."""
+
+    name: str = Field(min_length=1, max_length=80)
+    tagline: str = ""
+    timezone: str = "UTC"
+    default_preset: str = "wpr"
+    sections: list[str] = Field(min_length=1)
+
+
+class Plan(_Strict):
+    """A subscription plan offered on /subscribe."""
+
+    id: str = Field(pattern=r"^[a-z0-9-]+$")
+    name: str = Field(min_length=1)
+    price_cents: int = Field(gt=0)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    interval: Literal["month", "year"]
+    trial_days: int = Field(default=0, ge=0, le=365)
+
+
+class Newsletter(_Strict):
+    """A mailing list readers can join."""
+
+    id: str = Field(pattern=r"^[a-z0-9-]+$")
+    name: str = Field(min_length=1)
+    description: str = ""
+    audience: Literal["registered", "subscriber"]
+    cadence: Literal["daily", "weekly"]
+    default_on_signup: bool = False
+
+
+class Site(_Strict):
+    """config/site.toml."""
+
+    site: SiteInfo
+    plans: list[Plan] = Field(min_length=1)
+    newsletters: list[Newsletter] = Field(default_factory=list)
+
+    @field_validator("plans", "newsletters")
+    @classmethod
+    def _unique_ids(cls, items):
+        """Plans and lists are referred to by id, so ids must be unique."""
+        ids = [item.id for item in items]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"ids must be unique, got {ids}")
+        return items
+
+
+def _explain(path: Path, error: ValidationError) -> str:
+    """One line per problem: file, dotted key, reason."""
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        reason = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            reason = "unknown key"
+        lines.append(f"{path}: {key}: {reason}")
+    return "\n".join(lines)
+
+
+def _read_toml(path: Path) -> dict:
+    """Parse a TOML file, naming the file in any syntax error."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+
+
+def load_site(path: Path) -> Site:
+    """Load and validate the site file."""
+    try:
+        return Site.model_validate(_read_toml(path))
+    except ValidationError as error:
+        raise ConfigError(_explain(path, error)) from None
+
+
+def load_preset(path: Path, timezone: str) -> Rules:
+    """Load and validate one preset; its name is its file name."""
+    data = _read_toml(path)
+    for reserved in ("name", "timezone"):
+        if reserved in data:
+            raise ConfigError(f"{path}: {reserved}: unknown key (set by gate, not the preset)")
+    try:
+        return Rules.model_validate({**data, "name": path.stem, "timezone": timezone})
+    except ValidationError as error:
+        raise ConfigError(_explain(path, error)) from None
+
+
+class Config:
+    """The whole validated configuration: the site and every preset."""
+
+    def __init__(self, config_dir: Path | None = None) -> None:
+        self.dir = Path(config_dir) if config_dir else resource_dir("config")
+        self.site = load_site(self.dir / "site.toml")
+        self.presets = self._load_presets()
+        default = self.site.site.default_preset
+        if default not in self.presets:
+            raise ConfigError(
+                f"{self.dir / 'site.toml'}: site.default_preset: no preset named {default!r} "
+                f"(have: {', '.join(sorted(self.presets))})"
+            )
+
+    def _load_presets(self) -> dict[str, Rules]:
+        """Every config/presets/*.toml, all errors reported together."""
+        found, problems = {}, []
+        for path in sorted((self.dir / "presets").glob("*.toml")):
+            try:
+                rules = load_preset(path, self.site.site.timezone)
+            except ConfigError as error:
+                problems.append(str(error))
+                continue
+            unknown = sorted(set(rules.sections) - set(self.site.site.sections))
+            if unknown:
+                problems.append(
+                    f"{path}: sections.{unknown[0]}: not a section of this site "
+                    f"(have: {', '.join(self.site.site.sections)})"
+                )
+                continue
+            found[path.stem] = rules
+        if problems:
+            raise ConfigError("\n".join(problems))
+        if not found:
+            raise ConfigError(f"{self.dir / 'presets'}: no presets (*.toml) found")
+        return found
+
+    def preset(self, name: str) -> Rules:
+        """A preset by name, with a clear error listing the known ones."""
+        try:
+            return self.presets[name]
+        except KeyError:
+            raise ConfigError(
+                f"no preset named {name!r} (have: {', '.join(sorted(self.presets))})"
+            ) from None

@@ -1,0 +1,118 @@
+"""The running site's state for one request: config, clock, preset and viewer.
+
+This is the seam between the pure domain modules and Flask: it reads the
+clock once per request, picks the active preset from the database and turns
+the session into a :class:`gate.paywall.Viewer`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+
+from flask import current_app, g, session
+from flask_login import current_user
+
+from gate import events
+from gate.clock import Clock
+from gate.db import get_db, open_site_db
+from gate.paywall import Rules, Viewer
+from gate.quota import SQLiteQuotaStore
+from gate.settings import Config, ConfigError
+
+PRESET_KEY = "preset"
+
+
+def config() -> Config:
+    """The validated site configuration."""
+    return current_app.extensions["gate.config"]
+
+
+def clock_state():
+    """The clock row, read once per request."""
+    if "clock_state" not in g:
+        g.clock_state = Clock(get_db()).state()
+    return g.clock_state
+
+
+def now() -> datetime:
+    """The site time, read once per request so every decision in it agrees."""
+    if "now" not in g:
+        g.now = Clock(get_db()).now()
+    return g.now
+
+
+def active_preset_name(db, cfg: Config) -> str:
+    """The preset stored in the database, else the site default."""
+    row = db.execute("select value from settings where key = ?", [PRESET_KEY]).fetchone()
+    if row and row[0] in cfg.presets:
+        return row[0]
+    return cfg.site.site.default_preset
+
+
+def use_preset(db, cfg: Config, name: str, at: datetime, by: str) -> tuple[str, str]:
+    """Switch the running site to another preset; returns (from, to)."""
+    cfg.preset(name)  # raises ConfigError for an unknown name
+    before = active_preset_name(db, cfg)
+    db.execute(
+        "insert or replace into settings (key, value) values (?, ?)", [PRESET_KEY, name]
+    )
+    if before != name:
+        events.record(db, "preset_changed", at, by=by, **{"from": before, "to": name})
+    return before, name
+
+
+def rules() -> Rules:
+    """The rules the site applies to this request."""
+    if "rules" not in g:
+        cfg = config()
+        g.rules = cfg.preset(active_preset_name(get_db(), cfg))
+    return g.rules
+
+
+def quota_store() -> SQLiteQuotaStore:
+    """The meter store of this site."""
+    return SQLiteQuotaStore(get_db())
+
+
+def visitor_id() -> str:
+    """The anonymous visitor id kept in the signed session cookie."""
+    if "visitor" not in session:
+        session["visitor"] = secrets.token_urlsafe(12)
+        get_db()["visitors"].insert(
+            {"id": session["visitor"], "created_at": now().isoformat()}, ignore=True
+        )
+    return session["visitor"]
+
+
+def viewer() -> Viewer:
+    """The current viewer with the spends of their meter."""
+    if "viewer" not in g:
+        if current_user.is_authenticated:
+            tier, key = current_user.tier, current_user.meter_key
+        else:
+            tier, key = "anonymous", f"visitor:{visitor_id()}"
+        g.viewer = Viewer(tier, key, quota_store().spends(key))
+    return g.viewer
+
+
+def forget_viewer() -> None:
+    """Drop the cached viewer after a spend, login or logout."""
+    g.pop("viewer", None)
+
+
+def init_app(app) -> None:
+    """Apply GATE_PRESET, if set, when the site starts."""
+    name = app.config.get("PRESET")
+    if not name:
+        return
+    cfg: Config = app.extensions["gate.config"]
+    if name not in cfg.presets:
+        raise ConfigError(
+            f"GATE_PRESET: no preset named {name!r} (have: {', '.join(sorted(cfg.presets))})"
+        )
+    db = open_site_db(app.config["DATABASE"])
+    try:
+        use_preset(db, cfg, name, Clock(db).now(), by="GATE_PRESET")
+    finally:
+        db.close()

@@ -1,0 +1,37 @@
+"""Signed tokens: one itsdangerous serializer per purpose, each with an expiry.
+
+A bad or expired signature is "no value", never a crash.
+"""
+
+from __future__ import annotations
+
+from itsdangerous import BadData, URLSafeTimedSerializer
+
+#: Each purpose gets its own salt, so a token for one can't be used for another.
+PURPOSES = {
+    "magic-login": 15 * 60,
+}
+
+
+def serializer(secret_key: str, purpose: str) -> URLSafeTimedSerializer:
+    """The serializer for one purpose."""
+    if purpose not in PURPOSES:
+        raise KeyError(f"unknown token purpose {purpose!r}")
+    return URLSafeTimedSerializer(secret_key, salt=f"gate.{purpose}")
+
+
+def sign(secret_key: str, purpose: str, payload) -> str:
+    """Sign a payload for one purpose."""
+    return serializer(secret_key, purpose).dumps(payload)
+
+
+def load(secret_key: str, purpose: str, token: str):
+    """The payload of a valid, unexpired token, else None.
+
+    Expiry is real (wall-clock) time, checked by itsdangerous: a signed link
+    is a credential, and moving the simulated clock must not extend it.
+    """
+    try:
+        return serializer(secret_key, purpose).loads(token, max_age=PURPOSES[purpose])
+    except BadData:
+        return None

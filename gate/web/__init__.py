@@ -1,0 +1,84 @@
+"""The web layer: one blueprint per area, thin views over the domain modules."""
+
+from __future__ import annotations
+
+from flask import jsonify, render_template, request
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+from gate import accounts, paywall, periods, site
+from gate.db import get_db
+
+csrf = CSRFProtect()
+login_manager = LoginManager()
+login_manager.login_view = "auth.login"
+login_manager.login_message = "Please log in to see that page."
+login_manager.login_message_category = "info"
+
+
+@login_manager.user_loader
+def _load_reader(token: str):
+    """Resolve the session's rotating token to an account (or nobody)."""
+    return accounts.by_session_token(get_db(), token)
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _error(error: HTTPException):
+    """Errors as a clear page, or as JSON under /api/."""
+    code = error.code or 500
+    message = error.description or error.name
+    if _wants_json():
+        return jsonify(error=error.name.lower().replace(" ", "_"), message=message), code
+    return render_template("error.html", code=code, name=error.name, message=message), code
+
+
+def _csrf_error(error: CSRFError):
+    """A missing or stale CSRF token: refuse, change nothing, explain."""
+    message = "This form has expired or was not sent by this site. Reload the page and try again."
+    if _wants_json():
+        return jsonify(error="csrf_failed", message=error.description), 400
+    return render_template("error.html", code=400, name="Form expired", message=message), 400
+
+
+def _private_caching(response):
+    """Pages and API answers vary by reader: keep them out of shared caches."""
+    if request.endpoint != "static":
+        response.headers["Cache-Control"] = "private, no-cache"
+        response.vary.add("Cookie")
+    return response
+
+
+def _template_globals():
+    """The site, the clock and the viewer's meter, for every page."""
+    rules = site.rules()
+    viewer = site.viewer()
+    state_clock = site.now()
+    return {
+        "site_info": site.config().site.site,
+        "rules": rules,
+        "viewer": viewer,
+        "meter": paywall.meter_for(rules, viewer, state_clock),
+        "site_now": state_clock.astimezone(rules.tz),
+        "clock_simulated": site.clock_state().simulated,
+        "sections": site.config().site.site.sections,
+    }
+
+
+def init_app(app) -> None:
+    """Bind extensions, blueprints, error handlers and response headers."""
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    from gate.web import account, api, auth, reading
+
+    for module in (reading, auth, account, api):
+        app.register_blueprint(module.bp)
+    app.register_error_handler(HTTPException, _error)
+    app.register_error_handler(CSRFError, _csrf_error)
+    app.after_request(_private_caching)
+    app.context_processor(_template_globals)
+    app.jinja_env.filters["local"] = lambda moment: moment.astimezone(site.rules().tz)
+    app.jinja_env.filters["period_phrase"] = lambda period: periods.describe(period) if period else ""

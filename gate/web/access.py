@@ -1,0 +1,97 @@
+"""Reading and unlocking, shared by the HTML pages and the JSON API.
+
+Both call these functions, and each makes exactly one ``decide`` call for
+what it serves, so a page and its API answer always agree.
+"""
+
+from __future__ import annotations
+
+from flask import abort, request
+from flask_login import current_user
+
+from gate import content, events, paywall, quota, site
+from gate.content import Article
+from gate.db import get_db
+from gate.paywall import Decision
+from gate.timeutil import to_iso
+
+
+def published(slug: str) -> Article:
+    """A published article by slug, or 404 (future articles do not exist yet)."""
+    row = next(get_db().query("select * from articles where slug = ?", [slug]), None)
+    if row is None:
+        abort(404, description=f"There is no article at /articles/{slug}.")
+    article = Article.from_row(row)
+    if article.published_at > site.now():
+        abort(404, description=f"There is no article at /articles/{slug}.")
+    return article
+
+
+def _who() -> dict:
+    """The reader or visitor an event is about."""
+    if current_user.is_authenticated:
+        return {"reader_id": current_user.id}
+    return {"visitor_id": site.visitor_id()}
+
+
+def _record_spend(article: Article, decision: Decision, how: str) -> None:
+    events.record(
+        get_db(), "unlock", site.now(), slug=article.slug, **_who(),
+        used=decision.meter.used, limit=decision.meter.limit, mode=decision.meter.mode, via=how,
+    )
+
+
+def read(article: Article) -> Decision:
+    """Decide what the viewer sees, spend quota in auto mode, and record the view."""
+    db, rules, now = get_db(), site.rules(), site.now()
+    viewer = site.viewer()
+    decision = paywall.decide(rules, viewer, article, now)
+    if decision.spend and request.method != "HEAD":
+        decision, spent = quota.unlock(site.quota_store(), rules, viewer, article, now)
+        site.forget_viewer()
+        if spent:
+            _record_spend(article, decision, "view")
+    events.record(db, "article_view", now, slug=article.slug, **_who(),
+                  access=decision.access, reason=decision.reason, preset=rules.name)
+    if decision.access == "teaser":
+        events.record(db, "gate_impression", now, slug=article.slug, **_who(),
+                      offer=decision.offer, reason=decision.reason, style=rules.gate.style)
+    return decision
+
+
+def unlock(article: Article) -> tuple[Decision, bool]:
+    """Spend one article of the viewer's meter on this article, at most once."""
+    rules, now = site.rules(), site.now()
+    decision, spent = quota.unlock(site.quota_store(), rules, site.viewer(), article, now)
+    site.forget_viewer()
+    if spent:
+        _record_spend(article, decision, "unlock")
+    elif decision.reason != "already_unlocked":
+        events.record(get_db(), "unlock_refused", now, slug=article.slug, **_who(),
+                      reason=decision.reason)
+    return decision, spent
+
+
+def payload(article: Article, decision: Decision, explain: bool = False) -> dict:
+    """The JSON view of an article for this viewer: the body only with full access."""
+    rules = site.rules()
+    data = {**article.summary(), **decision.as_dict(),
+            "teaser_html": content.teaser_html(article, rules.teaser_paragraphs)}
+    if decision.access == "full":
+        data["body_html"] = content.body_html(article)
+    if explain:
+        data["trace"] = list(decision.trace)
+    return data
+
+
+def latest(limit: int = 20, section: str | None = None, offset: int = 0) -> list[Article]:
+    """Published articles, newest first."""
+    where, params = "published_at <= ?", [to_iso(site.now())]
+    if section:
+        where += " and section = ?"
+        params.append(section)
+    rows = get_db().query(
+        f"select * from articles where {where} order by published_at desc, id desc"
+        " limit ? offset ?", [*params, limit, offset],
+    )
+    return [Article.from_row(row) for row in rows]

@@ -1,0 +1,54 @@
+"""The JSON API: the same decisions as the pages, for scripts and load tests."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from gate import paywall, site
+from gate.db import get_db
+from gate.web import access
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+@bp.get("/articles")
+def articles():
+    """Published articles, newest first (summaries only, never body text)."""
+    limit = min(max(request.args.get("limit", 50, type=int) or 50, 1), 500)
+    offset = max(request.args.get("offset", 0, type=int) or 0, 0)
+    section = request.args.get("section") or None
+    items = access.latest(limit=limit, section=section, offset=offset)
+    return jsonify(articles=[a.summary() for a in items], limit=limit, offset=offset)
+
+
+@bp.get("/articles/<slug>")
+def article(slug: str):
+    """One article for this viewer: access, reason, offer, meter, and the body only if full."""
+    item = access.published(slug)
+    decision = access.read(item)
+    explain = request.args.get("explain") in ("1", "true")
+    return jsonify(access.payload(item, decision, explain=explain))
+
+
+@bp.post("/articles/<slug>/unlock")
+def unlock(slug: str):
+    """Spend one article of the meter on this one; answers with the new meter."""
+    item = access.published(slug)
+    decision, spent = access.unlock(item)
+    status = 200 if decision.access == "full" else 403
+    return jsonify({**access.payload(item, decision), "spent": spent}), status
+
+
+@bp.get("/meter")
+def meter():
+    """The viewer's meter: used, limit, remaining, resets_at and the period."""
+    rules, viewer = site.rules(), site.viewer()
+    data = paywall.meter_for(rules, viewer, site.now()).as_dict()
+    return jsonify(tier=viewer.tier, preset=rules.name, **data)
+
+
+@bp.get("/health")
+def health():
+    """Liveness and the site's clock and preset."""
+    get_db().execute("select 1").fetchone()
+    return jsonify(status="ok", now=site.now().isoformat(), preset=site.rules().name)

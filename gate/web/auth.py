@@ -1,0 +1,154 @@
+"""Signing up, logging in (password or magic link) and logging out."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import (Blueprint, current_app, flash, redirect, render_template, request,
+                   session, url_for)
+from flask_login import current_user, login_user, logout_user
+
+from gate import accounts, events, mail, site, tokens
+from gate.db import get_db
+from gate.web.forms import ConfirmForm, LoginForm, MagicLinkForm, SignupForm
+
+bp = Blueprint("auth", __name__)
+
+
+def safe_next(target: str | None, default: str = "/") -> str:
+    """A local path to return to; anything that could leave the site becomes ``default``.
+
+    Browsers treat ``//host``, ``/\\host`` and ``\\\\host`` as other sites, so
+    only a single leading slash followed by a non-slash is accepted.
+    """
+    if not target or "\\" in target or any(ord(ch) < 32 for ch in target):
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return default
+    return target
+
+
+def _sign_in(reader: accounts.Reader, method: str, remember: bool = False) -> None:
+    """Log a reader in, moving their anonymous meter to the account."""
+    db, now = get_db(), site.now()
+    visitor = session.get("visitor")
+    if visitor:
+        moved = site.quota_store().merge(f"visitor:{visitor}", reader.meter_key)
+        db.execute("update visitors set reader_id = ? where id = ?", [reader.id, visitor])
+        if moved:
+            events.record(db, "meter_merged", now, reader_id=reader.id, visitor_id=visitor,
+                          moved=moved)
+    session.clear()  # a fresh session on every sign-in
+    login_user(reader, remember=remember)
+    site.forget_viewer()
+    events.record(db, "login", now, reader_id=reader.id, visitor_id=visitor, method=method)
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+def signup():
+    """Create an account with an email (password optional) and return to the article."""
+    form = SignupForm()
+    if request.method == "GET":
+        form.next.data = safe_next(request.args.get("next"))
+        form.email.data = request.args.get("email", "")
+    if form.validate_on_submit():
+        db = get_db()
+        if accounts.by_email(db, form.email.data):
+            form.email.errors.append(
+                "That email already has an account: log in, or ask for a sign-in link.")
+        else:
+            reader = accounts.create(db, form.email.data, form.password.data or None, site.now())
+            events.record(db, "signup", site.now(), reader_id=reader.id,
+                          visitor_id=session.get("visitor"), source=safe_next(form.next.data),
+                          newsletter=bool(form.newsletter.data), preset=site.rules().name)
+            _sign_in(reader, "signup")
+            flash("Welcome to The Meridian. Your free articles are ready.", "success")
+            return redirect(safe_next(form.next.data), code=303)
+    status = 400 if request.method == "POST" else 200
+    return render_template("signup.html", form=form), status
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Log in with a password; the page also offers a one-time link."""
+    form = LoginForm()
+    link_form = MagicLinkForm(formdata=None)
+    if request.method == "GET":
+        form.next.data = link_form.next.data = safe_next(request.args.get("next"))
+    if form.validate_on_submit():
+        reader = accounts.authenticate(get_db(), form.email.data, form.password.data)
+        if reader:
+            _sign_in(reader, "password", remember=bool(form.remember.data))
+            flash("You are logged in.", "success")
+            return redirect(safe_next(form.next.data), code=303)
+        form.password.errors.append("That email and password don't match an account.")
+    link_form.email.data = form.email.data
+    link_form.next.data = form.next.data
+    status = 400 if request.method == "POST" else 200
+    return render_template("login.html", form=form, link_form=link_form), status
+
+
+@bp.post("/login/magic")
+def request_magic_link():
+    """Email a single-use sign-in link; the answer is the same for unknown addresses."""
+    form = MagicLinkForm()
+    if not form.validate_on_submit():
+        return render_template("login.html", form=LoginForm(formdata=None), link_form=form), 400
+    db, now = get_db(), site.now()
+    reader = accounts.by_email(db, form.email.data)
+    if reader:
+        jti = accounts.issue_login_token(db, reader.id, now)
+        token = tokens.sign(current_app.secret_key, "magic-login",
+                            {"r": reader.id, "j": jti, "n": safe_next(form.next.data)})
+        link = url_for("auth.magic_link", token=token, _external=True)
+        mail.queue(db, to=reader.email, subject="Your sign-in link for The Meridian",
+                   text=render_template("email/magic_link.txt", link=link),
+                   html=None, kind="magic_link", sender="The Meridian <accounts@meridian.example>",
+                   now=now)
+        events.record(db, "magic_link_sent", now, reader_id=reader.id)
+    return render_template("magic_sent.html", email=form.email.data)
+
+
+def _magic_payload(token: str):
+    """The reader and next-path of a valid link, else None."""
+    data = tokens.load(current_app.secret_key, "magic-login", token)
+    if not isinstance(data, dict) or not {"r", "j", "n"} <= data.keys():
+        return None
+    return data
+
+
+@bp.route("/login/magic/<token>", methods=["GET", "POST"])
+def magic_link(token: str):
+    """GET shows a button (mail scanners prefetch links); only the POST signs in."""
+    data = _magic_payload(token)
+    form = ConfirmForm()
+    if data is None:
+        return render_template("magic_invalid.html"), 400
+    if request.method == "POST" and form.validate_on_submit():
+        db = get_db()
+        reader = accounts.by_id(db, data["r"])
+        if reader is None or not accounts.consume_login_token(db, data["j"], reader.id, site.now()):
+            return render_template("magic_invalid.html"), 400
+        _sign_in(reader, "magic_link")
+        flash("You are logged in.", "success")
+        return redirect(safe_next(data["n"]), code=303)
+    response = current_app.make_response(render_template("magic_confirm.html", form=form))
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def logout():
+    """POST ends the session everywhere; GET asks first (a link can't log you out)."""
+    form = ConfirmForm()
+    if request.method == "POST" and form.validate_on_submit():
+        if current_user.is_authenticated:
+            db = get_db()
+            events.record(db, "logout", site.now(), reader_id=current_user.id)
+            accounts.rotate_session(db, current_user.id)
+        logout_user()
+        session.clear()
+        flash("You are logged out.", "info")
+        return redirect(url_for("reading.index"), code=303)
+    return render_template("logout.html", form=form)

@@ -1,0 +1,74 @@
+"""Reading: the front page, sections, articles, unlocking and the feed."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+
+from gate import content, site
+from gate.web import access
+from gate.web.forms import ConfirmForm
+
+bp = Blueprint("reading", __name__)
+
+
+@bp.get("/")
+def index():
+    """The front page: the lead story, the latest analysis, and each section."""
+    latest = access.latest(limit=13)
+    by_section = {name: access.latest(limit=4, section=name) for name in site.config().site.site.sections}
+    return render_template("index.html", lead=latest[0] if latest else None,
+                           latest=latest[1:], by_section=by_section)
+
+
+@bp.get("/sections/<name>")
+def section(name: str):
+    """All published articles in one section, newest first."""
+    if name not in site.config().site.site.sections:
+        abort(404, description=f"There is no section called {name!r}.")
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    articles = access.latest(limit=21, section=name, offset=(page - 1) * 20)
+    return render_template("section.html", name=name, articles=articles[:20],
+                           page=page, has_more=len(articles) > 20)
+
+
+@bp.get("/articles/<slug>")
+def article(slug: str):
+    """One article: the full text, or the teaser and the gate the rules choose."""
+    item = access.published(slug)
+    decision = access.read(item)
+    rules = site.rules()
+    body = content.body_html(item) if decision.access == "full" else None
+    teaser = None if body else content.teaser_html(item, rules.teaser_paragraphs)
+    return render_template("article.html", article=item, decision=decision, body=body,
+                           teaser=teaser, form=ConfirmForm(), meter=decision.meter)
+
+
+@bp.post("/articles/<slug>/unlock")
+def unlock(slug: str):
+    """Spend one of the reader's free articles on this one (choice mode)."""
+    item = access.published(slug)
+    decision, spent = access.unlock(item)
+    if spent:
+        left = decision.meter.remaining
+        flash(f"Unlocked. You have {left} free article{'s' if left != 1 else ''} left "
+              "this period.", "success")
+    elif decision.reason == "meter_exhausted":
+        flash("You have used all your free articles for this period.", "warning")
+    elif decision.reason not in ("already_unlocked", "subscriber", "free_article"):
+        flash("This article can't be unlocked with free articles.", "warning")
+    return redirect(url_for("reading.article", slug=slug), code=303)
+
+
+@bp.get("/feed.xml")
+def feed():
+    """An RSS feed of titles and deks: never any body text."""
+    items = access.latest(limit=30)
+    xml = render_template("feed.xml", items=items)
+    return xml, 200, {"Content-Type": "application/rss+xml; charset=utf-8"}
+
+
+@bp.get("/subscribe")
+def subscribe():
+    """The plans and what a subscription gives."""
+    return render_template("subscribe.html", plans=site.config().site.plans,
+                           newsletters=site.config().site.newsletters)
