@@ -58,7 +58,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     site.init_app(app)
 
+    from gate.cli import init_app as init_cli
     from gate.web import init_app as init_web
 
     init_web(app)
+    init_cli(app)
     return app

@@ -31,6 +31,12 @@ def main():
     """gate: a metered-paywall and subscription-gate simulator."""
 
 
+def init_app(app) -> None:
+    """Register gate's commands on the app, so `gate` and app.test_cli_runner() see them."""
+    for command in (db, readers, clock, preset, outbox, serve, demo):
+        app.cli.add_command(command)
+
+
 def _now() -> datetime:
     return Clock(get_db()).now()
 
@@ -42,7 +48,7 @@ def _tz():
 # --- db -----------------------------------------------------------------------
 
 
-@main.group()
+@click.group()
 def db():
     """Create, seed and back up the site database."""
 
@@ -83,7 +89,7 @@ def db_backup(destination):
 # --- readers ------------------------------------------------------------------
 
 
-@main.group()
+@click.group()
 def readers():
     """Manage reader accounts."""
 
@@ -126,7 +132,7 @@ def readers_list():
 # --- clock --------------------------------------------------------------------
 
 
-@main.group()
+@click.group()
 def clock():
     """Show and move the site's simulated clock."""
 
@@ -196,7 +202,7 @@ def clock_reset():
 # --- presets ------------------------------------------------------------------
 
 
-@main.group()
+@click.group()
 def preset():
     """List the paywall presets and switch the running site's rules."""
 
@@ -226,7 +232,7 @@ def preset_use(name):
 # --- outbox -------------------------------------------------------------------
 
 
-@main.command("outbox")
+@click.command("outbox")
 @click.option("--to", "to", default=None, help="Only messages to this address.")
 @click.option("--limit", type=click.IntRange(1, 500), default=10, show_default=True)
 @with_appcontext
@@ -264,7 +270,7 @@ def _gunicorn(app, bind: str, workers: int, threads: int) -> None:
     Server().run()
 
 
-@main.command("serve")
+@click.command("serve")
 @click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True)
@@ -274,7 +280,7 @@ def serve(bind, workers, threads):
     _gunicorn(app, bind, workers, threads)
 
 
-@main.command("demo")
+@click.command("demo")
 @click.option("--bind", default="127.0.0.1:5000", show_default=True, help="HOST:PORT to listen on.")
 @click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True)
 def demo(bind, workers):

@@ -1,0 +1,187 @@
+"""Signing up, logging in by password and by magic link, logging out."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import time_machine
+
+from gate import accounts
+from gate.web.auth import safe_next
+from tests.conftest import METERED, metered_slugs
+
+LINK = re.compile(r"http://meridian\.test(/login/magic/[A-Za-z0-9._-]+)")
+
+
+@pytest.fixture
+def member(runner):
+    """An account with a password."""
+    result = runner.invoke(args=["readers", "add", "member@example.com", "--password", "member-pass-1"])
+    assert result.exit_code == 0, result.output
+    return "member@example.com", "member-pass-1"
+
+
+def test_password_login_returns_to_next(reader, member):
+    response = reader.login(*member, next=f"/articles/{METERED}")
+    assert response.status_code == 303 and response.headers["Location"] == f"/articles/{METERED}"
+    assert reader.meter()["tier"] == "registered"
+
+
+def test_wrong_password_is_refused_the_same_way_as_an_unknown_email(reader, member):
+    wrong = reader.login(member[0], "not-the-password")
+    unknown = reader.login("nobody@example.com", "not-the-password")
+    for response in (wrong, unknown):
+        assert response.status_code == 400
+        assert "don&#39;t match an account" in response.get_data(as_text=True)
+    assert reader.meter()["tier"] == "anonymous"
+
+
+@pytest.mark.parametrize("target", [
+    "//evil.example", "////evil.example", "\\\\evil.example", "/\\evil.example",
+    "https://evil.example", "http:/evil.example", "javascript:alert(1)", "/\tevil", "",
+])
+def test_next_only_accepts_local_paths(target):
+    assert safe_next(target) == "/"
+
+
+def test_next_keeps_local_paths():
+    assert safe_next("/articles/x?page=2") == "/articles/x?page=2"
+
+
+def test_login_redirect_ignores_an_external_next(reader, member):
+    response = reader.login(*member, next="//evil.example/")
+    assert response.headers["Location"] == "/"
+
+
+def _magic_link(reader, client, email: str) -> str:
+    reader.post("/login/magic", {"email": email})
+    from gate.db import connect
+
+    body = client.application.config["DATABASE"]
+    db = connect(body)
+    text = db.execute("select body_text from outbox order by id desc limit 1").fetchone()[0]
+    db.close()
+    return LINK.search(text).group(1)
+
+
+def test_magic_link_get_consumes_nothing_and_post_signs_in_once(reader, client, member):
+    path = _magic_link(reader, client, member[0])
+    for _ in range(2):  # a mail scanner prefetching the link
+        page = client.get(path)
+        assert page.status_code == 200
+        assert page.headers["Referrer-Policy"] == "no-referrer"
+        assert client.head(path).status_code == 200
+    assert reader.meter()["tier"] == "anonymous"
+    response = reader.post(path)
+    assert response.status_code == 303
+    assert reader.meter()["tier"] == "registered"
+    reader.logout()
+    again = reader.post(path)
+    assert again.status_code == 400 and "link can't be used" in again.get_data(as_text=True)
+    assert reader.meter()["tier"] == "anonymous"
+
+
+def test_magic_link_request_answers_the_same_for_unknown_emails(reader, db, member):
+    known = reader.post("/login/magic", {"email": member[0]}).get_data(as_text=True)
+    unknown = reader.post("/login/magic", {"email": "ghost@example.com"}).get_data(as_text=True)
+    strip = lambda page: re.sub(r"\S+@example\.com|content=\"[^\"]+\"|value=\"[^\"]+\"", "", page)  # noqa: E731
+    assert strip(known) == strip(unknown)
+    assert db["outbox"].count == 1
+
+
+def test_forged_magic_link_is_refused(reader, client, member):
+    path = _magic_link(reader, client, member[0])
+    forged = path[:-3] + ("AAA" if not path.endswith("AAA") else "BBB")
+    assert client.get(forged).status_code == 400
+    assert reader.post(forged).status_code == 400
+    assert reader.meter()["tier"] == "anonymous"
+
+
+def test_magic_link_expires_after_fifteen_minutes(reader, client, member):
+    with time_machine.travel("2026-11-28 17:00:00+00:00", tick=False):
+        path = _magic_link(reader, client, member[0])
+    with time_machine.travel("2026-11-28 17:16:00+00:00", tick=False):
+        assert reader.post(path).status_code == 400
+    assert reader.meter()["tier"] == "anonymous"
+
+
+def test_outbox_command_prints_the_link(reader, client, runner, member):
+    path = _magic_link(reader, client, member[0])
+    output = runner.invoke(args=["outbox"]).output
+    assert path in output and "Subject: Your sign-in link" in output
+
+
+def test_logout_ends_the_session_even_if_the_old_cookie_is_replayed(app, reader, client, member):
+    reader.login(*member)
+    cookie = client.get_cookie("session", domain="meridian.test").value
+    reader.logout()
+    assert reader.meter()["tier"] == "anonymous"
+    replay = app.test_client()
+    replay.set_cookie("session", cookie, domain="meridian.test")
+    assert replay.get("/api/meter").get_json()["tier"] == "anonymous"
+
+
+def test_remember_cookie_dies_with_logout(app, reader, client, member):
+    reader.post("/login", {"email": member[0], "password": member[1], "remember": "y"})
+    remember = client.get_cookie("remember_token", domain="meridian.test").value
+    reader.logout()
+    replay = app.test_client()
+    replay.set_cookie("remember_token", remember, domain="meridian.test")
+    assert replay.get("/api/meter").get_json()["tier"] == "anonymous"
+
+
+def test_session_cookie_flags(reader, client):
+    response = reader.signup("flags@example.com")
+    cookie = response.headers.get("Set-Cookie")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_signup_with_an_existing_email_changes_nothing(reader, db, member):
+    response = reader.signup(member[0], password="another-pass-9")
+    assert response.status_code == 400
+    assert "already has an account" in response.get_data(as_text=True)
+    reader.login(*member)
+    assert reader.meter()["tier"] == "registered"
+
+
+def test_short_password_is_explained(reader, db):
+    response = reader.signup("short@example.com", password="abc")
+    assert response.status_code == 400
+    assert "at least 8 characters" in response.get_data(as_text=True)
+    assert accounts.by_email(db, "short@example.com") is None
+
+
+def test_extra_form_fields_are_ignored(reader, db):
+    reader.post("/signup", {"email": "sneaky@example.com", "is_admin": "1", "subscriber": "1",
+                            "is_subscriber": "1", "plan": "annual"})
+    account = accounts.by_email(db, "sneaky@example.com")
+    assert account and not account.is_admin and not account.is_subscriber
+
+
+def test_anonymous_meter_moves_to_the_account_without_double_counting(reader, runner, db):
+    runner.invoke(args=["preset", "use", "metered"])
+    slugs = metered_slugs(db, 3)
+    for slug in slugs[:2]:
+        assert reader.article(slug)["reason"] == "already_unlocked"
+    assert reader.meter()["used"] == 2
+    reader.signup("mover@example.com")
+    meter = reader.meter()
+    assert (meter["tier"], meter["used"], meter["limit"]) == ("registered", 2, 10)
+    assert reader.article(slugs[0])["reason"] == "already_unlocked"
+    reader.article(slugs[2])
+    assert reader.meter()["used"] == 3
+    assert db.execute("select count(*) from unlocks where meter_key like 'visitor:%'").fetchone()[0] == 0
+
+
+def test_clearing_cookies_never_refills_an_account(app, reader, runner, db):
+    reader.signup("spender@example.com", password="spender-pass-1")
+    for slug in metered_slugs(db, 3):
+        reader.unlock(slug)
+    fresh = app.test_client()
+    from tests.conftest import Reader
+
+    other = Reader(fresh)
+    assert other.meter()["tier"] == "anonymous"
+    other.login("spender@example.com", "spender-pass-1")
+    assert other.meter()["remaining"] == 0

@@ -1,0 +1,444 @@
+"""The site in a real browser: Chromium, driven by Playwright, against gunicorn.
+
+One real server (``gate serve``) on a free loopback port serves a fresh,
+seeded database with the clock frozen at START, and the tests act as people
+do: they click headlines, type into the gate, press buttons and read what
+the page says. Each test gets its own browser context (its own cookies), so
+each starts as a new anonymous visitor.
+
+The server and browser helpers here are also used by ``tests/screenshots.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gate import content
+from gate.clock import Clock
+from gate.db import open_site_db
+from gate.seed import ARTICLES_DIR
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+pytestmark = pytest.mark.browser
+
+NY = ZoneInfo("America/New_York")
+#: The site's frozen time: after every demo article, three days before the meter resets.
+START = datetime(2026, 11, 28, 12, 0, tzinfo=NY)
+CHROMIUM = os.environ.get("GATE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+READER_EMAIL, READER_PASSWORD = "lena.ortiz@example.org", "correct-horse-battery"
+METERED = "prisoner-swaps-rewarding-hostage-takers"
+UNLOCK_LABEL = "Unlock this article — {left} of 3 free articles left this month"
+
+
+# --- the real server ----------------------------------------------------------
+
+
+def gate_command() -> list[str]:
+    """The `gate` console script of this interpreter's environment."""
+    script = Path(sys.executable).with_name("gate")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from gate.cli import main; main()"]
+
+
+def free_port() -> int:
+    """A loopback port nobody is listening on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LiveSite:
+    """The real site: a fresh seeded database, a frozen clock and gunicorn on loopback."""
+
+    def __init__(self, directory: Path, secret_key: str = "browser-test-key") -> None:
+        self.directory = Path(directory)
+        self.database = self.directory / "gate.sqlite"
+        self.env = {key: value for key, value in os.environ.items() if not key.startswith("GATE_")}
+        self.env.update(GATE_DATABASE=str(self.database), GATE_SECRET_KEY=secret_key)
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def gate(self, *args: str) -> str:
+        """Run a `gate` CLI command against this site's database; returns its output."""
+        done = subprocess.run([*gate_command(), *args], env=self.env, capture_output=True,
+                              text=True, timeout=60)
+        if done.returncode:
+            raise RuntimeError(f"gate {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+        return done.stdout
+
+    def freeze_clock(self, at: datetime = START) -> None:
+        """Freeze the site clock at ``at``.
+
+        `gate clock set` refuses to move a fresh site's (real-time) clock
+        backward, so once the machine's date passes ``at`` it would fail; the
+        library call, with the real time pinned to ``at``, always works.
+        """
+        db = open_site_db(self.database)
+        try:
+            Clock(db, real=lambda: at).set(at, freeze=True)
+        finally:
+            db.close()
+
+    def start(self) -> "LiveSite":
+        """Seed, freeze the clock and serve with one gunicorn worker until /api/health answers."""
+        self.gate("db", "seed")
+        self.freeze_clock()
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self._log = open(self.directory / "server.log", "wb")
+        self.process = subprocess.Popen(
+            [*gate_command(), "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+            env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        self._wait_until_up()
+        return self
+
+    def _wait_until_up(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)
+        self.stop()
+        log = (self.directory / "server.log").read_text(errors="replace")
+        raise RuntimeError(f"gate serve did not come up at {self.url}:\n{log[-3000:]}")
+
+    def stop(self) -> None:
+        """Stop gunicorn (SIGTERM, then SIGKILL) and close its log."""
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+            self.process = None
+            self._log.close()
+
+    def __enter__(self) -> "LiveSite":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def launch_chromium(playwright):
+    """Debian's Chromium, headless (never a downloaded browser build)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+# --- the demo articles, read from their Markdown --------------------------------
+
+
+@cache
+def articles() -> dict[str, dict]:
+    """Every demo article file, parsed, by slug."""
+    rows = (content.parse_article_file(path) for path in sorted(ARTICLES_DIR.glob("*.md")))
+    return {row["slug"]: row for row in rows}
+
+
+def metered_slugs() -> list[str]:
+    """Metered demo articles, newest first (all published before START)."""
+    rows = [row for row in articles().values() if row["access_class"] == "metered"]
+    rows.sort(key=lambda row: row["published_at"], reverse=True)
+    return [row["slug"] for row in rows]
+
+
+def _plain_sentences(paragraph: str) -> list[str]:
+    """Sentences that render as they are written (no quotes, dashes or markup)."""
+    sentences = re.split(r"(?<=[.!?])\s+", paragraph.strip())
+    return [s for s in sentences if re.fullmatch(r"[A-Za-z0-9 ,.;:]+", s) and len(s) > 40]
+
+
+def paragraphs(slug: str) -> list[str]:
+    """The article's prose paragraphs, in order (no headings, lists or quotes)."""
+    blocks = articles()[slug]["body_md"].split("\n\n")
+    return [b.strip() for b in blocks if b.strip() and not b.lstrip().startswith(("#", "-", ">", "*"))]
+
+
+def closing_sentence(slug: str) -> str:
+    """A sentence from the end of the article: gated text that a teaser must not carry."""
+    return _plain_sentences(paragraphs(slug)[-1])[-1]
+
+
+def opening_sentence(slug: str) -> str:
+    """A sentence from the first paragraph: part of every teaser."""
+    return _plain_sentences(paragraphs(slug)[0])[0]
+
+
+# --- fixtures -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The real site, with one reader who has a password."""
+    with LiveSite(tmp_path_factory.mktemp("browser-site")) as live:
+        live.gate("readers", "add", READER_EMAIL, "--password", READER_PASSWORD)
+        yield live
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set GATE_CHROMIUM)")
+    with sync_api.sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def new_page(browser, site):
+    """Open pages in fresh browser contexts (new visitors); closed after the test."""
+    contexts = []
+
+    def open_page(**options):
+        options.setdefault("viewport", {"width": 1280, "height": 900})
+        context = browser.new_context(base_url=site.url, **options)
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page(new_page):
+    """A desktop page for a new anonymous visitor."""
+    return new_page()
+
+
+_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def email() -> str:
+    """An address no one has signed up with yet."""
+    return f"visitor{next(_numbers)}.{os.getpid()}@example.org"
+
+
+# --- what a person does ----------------------------------------------------------
+
+
+def gate_of(page):
+    """The gate card under the teaser, whatever it offers."""
+    return page.locator("aside.gate")
+
+
+def sign_up_at_gate(page, slug: str, address: str) -> None:
+    """Open an article and sign up with the gate's email field."""
+    page.goto(f"/articles/{slug}")
+    gate = gate_of(page)
+    gate.get_by_label("Email address").fill(address)
+    gate.get_by_role("button", name="Keep reading", exact=True).click()
+    expect(page).to_have_url(re.compile(rf"/articles/{slug}$"))
+
+
+def unlock(page, slug: str, left: int) -> None:
+    """Open an article, press the unlock button (showing ``left`` of 3) and check it opened."""
+    if not page.url.endswith(f"/articles/{slug}"):
+        page.goto(f"/articles/{slug}")
+    page.get_by_role("button", name=UNLOCK_LABEL.format(left=left)).click()
+    expect(page.locator(".story__body")).to_contain_text(closing_sentence(slug))
+
+
+def meter_text(page) -> str:
+    return page.locator(".meterbar__meter").inner_text()
+
+
+# --- the tests ------------------------------------------------------------------
+
+
+def test_anonymous_visitor_reads_the_teaser_and_meets_the_gate(page):
+    """(a) A headline on the front page leads to the teaser and the gate, never the rest."""
+    article = articles()[METERED]
+    page.goto("/")
+    page.get_by_role("link", name=article["title"], exact=True).first.click()
+    expect(page).to_have_url(re.compile(rf"/articles/{METERED}$"))
+
+    expect(page.get_by_role("heading", level=1)).to_have_text(article["title"])
+    expect(page.locator(".story__dek")).to_have_text(article["dek"])
+    expect(page.locator(".story__header .byline")).to_contain_text(article["author"])
+    expect(page.locator(".story__body")).to_contain_text(opening_sentence(METERED))
+
+    gate = page.get_by_role("complementary", name="Keep reading for free")
+    expect(gate).to_be_visible()
+    expect(gate.get_by_role("textbox", name="Email address")).to_be_visible()
+    expect(gate.get_by_role("button", name="Keep reading", exact=True)).to_be_visible()
+    expect(gate.get_by_role("link", name=re.compile("subscribe now", re.I))).to_be_visible()
+    expect(gate.get_by_role("link", name="Log in", exact=True)).to_be_visible()
+    assert closing_sentence(METERED) not in page.content()
+
+
+def test_signup_at_the_gate_then_unlock_an_article(page, email):
+    """(b) Keep reading → back on the article → Unlock → the whole text; the meter drops to 2."""
+    sign_up_at_gate(page, METERED, email)
+    expect(page.locator(".meterbar")).to_contain_text(email)
+    expect(page.locator(".meterbar__meter")).to_contain_text("3 of 3")
+    assert closing_sentence(METERED) not in page.content()
+
+    button = page.get_by_role("button", name=UNLOCK_LABEL.format(left=3))
+    expect(button).to_be_visible()
+    button.click()
+
+    expect(page).to_have_url(re.compile(rf"/articles/{METERED}$"))
+    expect(page.locator(".story__body")).to_contain_text(closing_sentence(METERED))
+    assert closing_sentence(METERED) in page.content()
+    expect(page.locator("aside.gate")).to_have_count(0)
+    expect(page.locator(".meterbar__meter")).to_contain_text("2 of 3")
+
+
+def test_the_fourth_article_offers_a_subscription_and_the_reset_date(page, email):
+    """(c) After three unlocks the next article shows the subscribe offer and when the meter resets."""
+    first, second, third, fourth = metered_slugs()[:4]
+    sign_up_at_gate(page, first, email)
+    unlock(page, first, left=3)
+    unlock(page, second, left=2)
+    unlock(page, third, left=1)
+    expect(page.locator(".meterbar__meter")).to_contain_text("0 of 3")
+
+    page.goto(f"/articles/{fourth}")
+    gate = gate_of(page)
+    expect(gate).to_have_attribute("data-offer", "subscribe")
+    expect(gate.get_by_role("heading")).to_have_text("You've read your 3 free articles this month")
+    expect(gate.get_by_role("link", name="Subscribe now to get full access")).to_be_visible()
+    expect(gate).to_contain_text("Your free articles come back on Tuesday, December 1")
+    resets_at = datetime.fromisoformat(gate.locator("time").get_attribute("datetime"))
+    assert resets_at == datetime(2026, 12, 1, tzinfo=NY)
+    expect(page.get_by_role("button", name=re.compile("^Unlock"))).to_have_count(0)
+    assert closing_sentence(fourth) not in page.content()
+
+    page.goto(f"/articles/{first}")  # re-reading an unlocked article costs nothing
+    expect(page.locator(".story__body")).to_contain_text(closing_sentence(first))
+
+
+def test_log_out_with_the_header_button(page, email):
+    """(d) The header's Log out button ends the session: the visitor is anonymous again."""
+    sign_up_at_gate(page, METERED, email)
+    unlock(page, METERED, left=3)
+    page.locator(".meterbar").get_by_role("button", name="Log out").click()
+
+    expect(page.locator(".flash")).to_contain_text("You are logged out.")
+    bar = page.locator(".meterbar")
+    expect(bar).not_to_contain_text(email)
+    expect(bar.get_by_role("link", name="Log in")).to_be_visible()
+    assert page.request.get("/api/meter").json()["tier"] == "anonymous"
+
+    page.goto(f"/articles/{METERED}")
+    expect(page.get_by_role("complementary", name="Keep reading for free")).to_be_visible()
+    assert closing_sentence(METERED) not in page.content()
+
+
+def test_log_in_with_a_password_returns_to_the_article(page):
+    """(e) The gate's Log in link → email and password → back on the article, logged in."""
+    page.goto(f"/articles/{METERED}")
+    gate_of(page).get_by_role("link", name="Log in", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/login\?next="))
+
+    form = page.get_by_role("region", name="Log in")
+    form.get_by_label("Email address").fill(READER_EMAIL)
+    form.get_by_label("Password").fill(READER_PASSWORD)
+    form.get_by_role("button", name="Log in").click()
+
+    expect(page).to_have_url(re.compile(rf"/articles/{METERED}$"))
+    expect(page.locator(".flash")).to_contain_text("You are logged in.")
+    expect(page.locator(".meterbar")).to_contain_text(READER_EMAIL)
+    expect(page.get_by_role("button", name=re.compile(r"^Unlock this article"))).to_be_visible()
+
+
+def test_a_wrong_password_is_refused(page):
+    """Logging in with a wrong password says so and logs nobody in."""
+    page.goto("/login")
+    form = page.get_by_role("region", name="Log in")
+    form.get_by_label("Email address").fill(READER_EMAIL)
+    form.get_by_label("Password").fill("not-the-password")
+    form.get_by_role("button", name="Log in").click()
+    expect(form.locator(".field__error")).to_contain_text("don't match")
+    expect(page.locator(".meterbar")).not_to_contain_text(READER_EMAIL)
+
+
+def test_the_gate_works_without_javascript(new_page, email):
+    """(f) With JavaScript off, the gate's forms still post: sign up, unlock, read."""
+    page = new_page(java_script_enabled=False)
+    sign_up_at_gate(page, METERED, email)
+    expect(page.locator(".meterbar")).to_contain_text(email)
+    unlock(page, METERED, left=3)
+    expect(page.locator(".meterbar__meter")).to_contain_text("2 of 3")
+
+
+def _overflow(page) -> tuple[int, int]:
+    return page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
+
+
+def test_no_horizontal_scrolling_on_a_phone(new_page, email):
+    """(g) At 375 px wide nothing is wider than the screen, anonymous or signed in."""
+    page = new_page(viewport={"width": 375, "height": 800}, is_mobile=True, has_touch=True)
+    wide = {}
+    paths = ["/", f"/articles/{METERED}", "/sections/Diplomacy", "/signup", "/login", "/subscribe"]
+    for path in paths:
+        page.goto(path)
+        scroll_width, inner_width = _overflow(page)
+        if scroll_width > inner_width:
+            wide[path] = scroll_width
+    sign_up_at_gate(page, METERED, email)
+    for path in (f"/articles/{METERED}", "/account"):
+        page.goto(path)
+        scroll_width, inner_width = _overflow(page)
+        if scroll_width > inner_width:
+            wide[f"{path} (signed in)"] = scroll_width
+    assert inner_width == 375
+    assert not wide, f"wider than the 375 px screen: {wide}"
+
+
+_UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+  .filter(el => ![...(el.labels || [])].some(label => label.textContent.trim()))
+  .map(el => el.outerHTML)"""
+
+
+def test_inputs_have_labels_the_gate_is_labelled_and_articles_have_one_h1(new_page, email):
+    """(h) Every input has a label; the gate is a labelled <aside>; one h1 per article page."""
+    page = new_page()
+    page.goto(f"/articles/{METERED}")
+    gate = page.locator(".gate")
+    assert gate.evaluate("el => el.tagName") == "ASIDE"
+    title_id = gate.get_attribute("aria-labelledby")
+    assert title_id and page.locator(f"#{title_id}").inner_text().strip() == "Keep reading for free"
+    assert page.evaluate(_UNLABELLED) == []
+    expect(page.locator("h1")).to_have_count(1)
+
+    for path in ("/signup", "/login"):
+        page.goto(path)
+        assert page.evaluate(_UNLABELLED) == [], path
+
+    sign_up_at_gate(page, METERED, email)
+    assert page.evaluate(_UNLABELLED) == []
+    expect(page.locator("h1")).to_have_count(1)
+    unlock(page, METERED, left=3)
+    expect(page.locator("h1")).to_have_count(1)
+    expect(page.locator("h1")).to_have_text(articles()[METERED]["title"])

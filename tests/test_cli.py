@@ -1,0 +1,131 @@
+"""The `gate` command: every subcommand, its errors and its help."""
+
+from __future__ import annotations
+
+import click
+import pytest
+
+from gate.cli import main
+from tests.conftest import METERED
+
+
+def _commands(group, prefix=()):
+    for name, command in group.commands.items():
+        yield prefix + (name,), command
+        if isinstance(command, click.Group):
+            yield from _commands(command, prefix + (name,))
+
+
+def test_every_command_has_help(app):
+    with app.app_context():
+        groups = list(_commands(app.cli))
+    assert {path[0] for path, _ in groups} >= {"db", "readers", "clock", "preset", "outbox", "serve", "demo"}
+    for path, command in groups:
+        assert command.help and command.help.strip(), f"gate {' '.join(path)} has no help"
+
+
+def test_console_script_lists_commands(app, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    monkeypatch.setenv("GATE_DATABASE", str(tmp_path / "cli.sqlite"))
+    monkeypatch.setenv("GATE_SECRET_KEY", "k")
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for name in ("db", "clock", "preset", "readers", "serve", "demo", "outbox", "routes", "run"):
+        assert f"  {name} " in result.output
+
+
+def test_db_init_and_seed_synthetic(runner, db):
+    assert "Database ready" in runner.invoke(args=["db", "init"]).output
+    result = runner.invoke(args=["db", "seed", "--synthetic", "250"])
+    assert result.exit_code == 0, result.output
+    assert "Seeded 14 demo articles" in result.output
+    assert db["articles"].count == 264
+    again = runner.invoke(args=["db", "seed", "--synthetic", "250"])
+    assert "Added 0 synthetic articles" in again.output
+    assert db["articles"].count == 264
+
+
+def test_db_seed_rejects_a_negative_count(runner):
+    result = runner.invoke(args=["db", "seed", "--synthetic", "-5"])
+    assert result.exit_code == 2 and "-5" in result.output
+
+
+def test_db_backup(runner, tmp_path):
+    target = tmp_path / "copy.sqlite"
+    assert runner.invoke(args=["db", "backup", str(target)]).exit_code == 0
+    assert target.stat().st_size > 10_000
+    refused = runner.invoke(args=["db", "backup", str(target)])
+    assert refused.exit_code == 1 and "exists" in refused.output
+
+
+def test_readers_add_flags_and_errors(runner, db):
+    ok = runner.invoke(args=["readers", "add", "Ed@Example.COM", "--password", "long-enough-1", "--admin"])
+    assert ok.exit_code == 0 and "ed@example.com" in ok.output
+    row = db.execute("select is_admin, is_subscriber from readers where email = 'ed@example.com'").fetchone()
+    assert row == (1, 0)
+    assert runner.invoke(args=["readers", "add", "ed@example.com", "--subscriber"]).exit_code == 0
+    assert db.execute("select is_subscriber from readers where email = 'ed@example.com'").fetchone() == (1,)
+    bad = runner.invoke(args=["readers", "add", "not-an-email"])
+    assert bad.exit_code == 1 and "@-sign" in bad.output
+    short = runner.invoke(args=["readers", "add", "x@example.com", "--password", "short"])
+    assert short.exit_code == 1 and "8 characters" in short.output
+    assert db.execute("select count(*) from readers where email = 'x@example.com'").fetchone() == (0,)
+
+
+def test_clock_commands(runner):
+    assert "2026-11-28T12:00:00-05:00" in runner.invoke(args=["clock", "show"]).output
+    advanced = runner.invoke(args=["clock", "advance", "31d"])
+    assert advanced.exit_code == 0 and "2026-12-29T12:00:00-05:00" in advanced.output
+    jumped = runner.invoke(args=["clock", "set", "2027-03-01T09:00"])
+    assert jumped.exit_code == 0 and "2027-03-01T09:00:00-05:00" in jumped.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["clock", "advance", "soon"], "not a duration"),
+    (["clock", "advance", "0d"], "only moves forward"),
+    (["clock", "set", "2020-01-01"], "only moves forward"),
+    (["clock", "set", "yesterday"], "not a date"),
+])
+def test_clock_refuses_bad_moves_and_changes_nothing(runner, args, message):
+    result = runner.invoke(args=args)
+    assert result.exit_code == 1 and message in result.output
+    assert "2026-11-28T12:00:00-05:00" in runner.invoke(args=["clock", "show"]).output
+
+
+def test_clock_reset_returns_to_real_time(runner):
+    output = runner.invoke(args=["clock", "reset"]).output
+    assert "[real time]" in output
+
+
+def test_clock_moves_are_seen_by_the_running_site(runner, client):
+    runner.invoke(args=["clock", "advance", "2d"])
+    assert client.get("/api/health").get_json()["now"].startswith("2026-11-30T17:00")
+
+
+def test_preset_list_and_use(runner, client):
+    listing = runner.invoke(args=["preset", "list"]).output
+    for name in ("wpr", "metered", "hard", "freemium", "registration-wall"):
+        assert name in listing
+    assert "* wpr" in listing
+    used = runner.invoke(args=["preset", "use", "hard"])
+    assert used.exit_code == 0 and "hard is active" in used.output
+    assert "* hard" in runner.invoke(args=["preset", "list"]).output
+    data = client.get(f"/api/articles/{METERED}").get_json()
+    assert (data["reason"], data["offer"]) == ("subscribers_only", "subscribe")
+
+
+def test_preset_use_unknown_name_changes_nothing(runner):
+    result = runner.invoke(args=["preset", "use", "nope"])
+    assert result.exit_code == 1 and "no preset named 'nope'" in result.output
+    assert "* wpr" in runner.invoke(args=["preset", "list"]).output
+
+
+def test_preset_change_is_an_event(runner, db):
+    runner.invoke(args=["preset", "use", "metered"])
+    row = db.execute("select data from events where type = 'preset_changed'").fetchone()
+    assert '"from": "wpr"' in row[0] and '"to": "metered"' in row[0]
+
+
+def test_outbox_when_empty(runner):
+    assert "The outbox is empty." in runner.invoke(args=["outbox"]).output
