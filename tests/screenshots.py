@@ -1,0 +1,115 @@
+"""Screenshots of the site for the README: `python -m tests.screenshots OUTDIR`.
+
+Starts the real site the way the browser tests do (gunicorn, a fresh seeded
+database, the clock frozen at 2026-11-28 12:00 New York time), walks through
+it in Chromium as an anonymous visitor and then as a reader who signs up at
+the gate, and saves full-page PNGs: desktop at 1280 px wide, and the article
+on a 390 px phone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+from tests.test_browser import UNLOCK_LABEL, LiveSite, launch_chromium, metered_slugs
+
+ARTICLE = "prisoner-swaps-rewarding-hostage-takers"
+DESKTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 390, "height": 844}
+
+
+class Camera:
+    """Saves numbered full-page screenshots into one folder."""
+
+    def __init__(self, outdir: Path) -> None:
+        self.outdir = outdir
+        self.saved: list[Path] = []
+
+    def shoot(self, page, name: str, path: str | None = None) -> None:
+        """Optionally open ``path``, then save the whole page as ``name``.png."""
+        if path is not None:
+            page.goto(path)
+        target = self.outdir / f"{name}.png"
+        page.screenshot(path=str(target), full_page=True, animations="disabled", caret="hide")
+        self.saved.append(target)
+        print(f"{target}  {target.stat().st_size // 1024} KB")
+
+
+def anonymous_pages(browser, base_url: str, camera: Camera) -> None:
+    """What a visitor without an account sees."""
+    context = browser.new_context(base_url=base_url, viewport=DESKTOP)
+    page = context.new_page()
+    camera.shoot(page, "01-front", "/")
+    camera.shoot(page, "02-section", "/sections/Diplomacy")
+    camera.shoot(page, "03-article-gate", f"/articles/{ARTICLE}")
+    camera.shoot(page, "04-signup", f"/signup?next=/articles/{ARTICLE}")
+    camera.shoot(page, "05-login", f"/login?next=/articles/{ARTICLE}")
+    camera.shoot(page, "10-subscribe", "/subscribe")
+    camera.shoot(page, "11-not-found", "/articles/no-such-article")
+    context.close()
+
+    phone = browser.new_context(base_url=base_url, viewport=PHONE, is_mobile=True,
+                                has_touch=True, device_scale_factor=1)
+    page = phone.new_page()
+    camera.shoot(page, "12-mobile-front", "/")
+    camera.shoot(page, "13-mobile-article-gate", f"/articles/{ARTICLE}")
+    phone.close()
+
+
+def reader_pages(browser, base_url: str, camera: Camera) -> None:
+    """A visitor signs up at the gate, unlocks three articles and runs out."""
+    context = browser.new_context(base_url=base_url, viewport=DESKTOP)
+    page = context.new_page()
+    page.goto(f"/articles/{ARTICLE}")
+    page.locator("aside.gate").get_by_label("Email address").fill("amira.haddad@example.org")
+    page.get_by_role("button", name="Keep reading", exact=True).click()
+    page.wait_for_url(f"**/articles/{ARTICLE}")
+    camera.shoot(page, "06-article-unlock")
+    page.get_by_role("button", name=UNLOCK_LABEL.format(left=3)).click()
+    page.wait_for_url(f"**/articles/{ARTICLE}")
+    camera.shoot(page, "07-article-unlocked")
+
+    others = [slug for slug in metered_slugs() if slug != ARTICLE]
+    for left, slug in zip((2, 1), others):
+        page.goto(f"/articles/{slug}")
+        page.get_by_role("button", name=UNLOCK_LABEL.format(left=left)).click()
+        page.wait_for_url(f"**/articles/{slug}")
+    camera.shoot(page, "08-article-meter-exhausted", f"/articles/{others[2]}")
+    camera.shoot(page, "09-account", "/account")
+
+    phone = browser.new_context(base_url=base_url, viewport=PHONE, is_mobile=True,
+                                has_touch=True, device_scale_factor=1,
+                                storage_state=context.storage_state())
+    page = phone.new_page()
+    camera.shoot(page, "14-mobile-article-exhausted", f"/articles/{others[2]}")
+    phone.close()
+    context.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the site, take every screenshot into OUTDIR, stop the site."""
+    parser = argparse.ArgumentParser(prog="python -m tests.screenshots", description=__doc__.split("\n")[0])
+    parser.add_argument("outdir", type=Path, help="folder for the PNG files (created if missing)")
+    args = parser.parse_args(argv)
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    camera = Camera(args.outdir)
+    with tempfile.TemporaryDirectory(prefix="gate-shots-") as scratch, LiveSite(Path(scratch)) as site:
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            try:
+                anonymous_pages(browser, site.url, camera)
+                reader_pages(browser, site.url, camera)
+            finally:
+                browser.close()
+    total = sum(path.stat().st_size for path in camera.saved)
+    print(f"{len(camera.saved)} screenshots, {total / 1024 / 1024:.1f} MB in {args.outdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

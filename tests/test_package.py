@@ -1,0 +1,66 @@
+"""Packaging: a wheel built from the repo, installed in a fresh venv, serves an article."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 60) -> str:
+    """GET a URL, retrying until the server is up or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_serves_an_article(tmp_path):
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
+                   check=True, capture_output=True)
+    wheel = next(dist.glob("gate-*.whl"))
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    bin_dir = env_dir / "bin"
+    subprocess.run([str(bin_dir / "pip"), "install", "--quiet", "--disable-pip-version-check",
+                    str(wheel)], check=True, capture_output=True)
+    env = {**os.environ, "GATE_DATABASE": str(tmp_path / "site.sqlite"), "GATE_SECRET_KEY": "wheel"}
+    env.pop("PYTHONPATH", None)
+    run = lambda *args: subprocess.run([str(bin_dir / "gate"), *args], cwd=tmp_path, env=env,  # noqa: E731
+                                       check=True, capture_output=True, text=True)
+    assert "Seeded 14 demo articles" in run("db", "seed").stdout
+    assert "* wpr" in run("preset", "list").stdout
+    port = _free_port()
+    server = subprocess.Popen([str(bin_dir / "gate"), "serve", "--bind", f"127.0.0.1:{port}",
+                               "--workers", "1"], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        page = _get(f"http://127.0.0.1:{port}/articles/prisoner-swaps-rewarding-hostage-takers")
+        assert "Keep reading for free" in page and "The Meridian" in page
+        assert "site.css" in _get(f"http://127.0.0.1:{port}/")
+        assert "--paper" in _get(f"http://127.0.0.1:{port}/static/site.css")
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
