@@ -1,0 +1,163 @@
+"""Benchmarks: gate's hot paths as ratios against a bare baseline in the same run.
+
+Run with `make bench` (or `python -m gate.bench [--quick]`). Every figure is
+reported next to a baseline doing the least possible version of the same
+work on the same machine in the same run, so the ratios mean something on
+a shared, noisy machine where absolute times do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import statistics
+import tempfile
+import time
+import tracemalloc
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from gate import paywall, quota
+from gate.content import synthetic_articles
+from gate.db import open_site_db
+from gate.paywall import Spend, Viewer
+from gate.settings import Config
+
+UTC = timezone.utc
+NOW = datetime(2026, 11, 20, 15, tzinfo=UTC)
+
+
+class _Article:
+    slug, section, access_class = "bench-article", "Economy", "metered"
+
+
+def _best(fn, repeat: int) -> float:
+    """The best of ``repeat`` timings of fn(), in seconds (least disturbed by noise)."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_decide(n: int) -> dict:
+    """decide() for a registered reader with a half-spent meter vs a bare dict lookup."""
+    rules = Config().preset("wpr")
+    spends = tuple(Spend(f"s{i}", NOW - timedelta(days=i)) for i in range(2))
+    viewer = Viewer("registered", "reader:1", spends)
+    table = {"registered": "teaser"}
+
+    def engine():
+        for _ in range(n):
+            paywall.decide(rules, viewer, _Article, NOW)
+
+    def baseline():
+        for _ in range(n):
+            table.get(viewer.tier)
+
+    return {"name": f"decide x{n}", "gate_s": _best(engine, 5), "baseline_s": _best(baseline, 5)}
+
+
+def bench_spend(n: int) -> dict:
+    """Atomic spends (BEGIN IMMEDIATE, check, insert) vs bare autocommit inserts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = open_site_db(Path(tmp) / "spend.sqlite")
+        store = quota.SQLiteQuotaStore(db)
+        bare = sqlite3.connect(Path(tmp) / "bare.sqlite", isolation_level=None)
+        bare.execute("pragma journal_mode=wal")
+        bare.execute("pragma synchronous=normal")
+        bare.execute("create table t (k text, s text, w text, at text)")
+        rounds = {"i": 0}
+
+        def engine():
+            rounds["i"] += 1
+            for i in range(n):
+                store.spend(f"reader:{rounds['i']}-{i}", "a", "w", NOW, lambda spends: True)
+
+        def baseline():
+            for i in range(n):
+                bare.execute("insert into t values (?, 'a', 'w', '2026')", [f"reader:{i}"])
+
+        result = {"name": f"spend x{n}", "gate_s": _best(engine, 3), "baseline_s": _best(baseline, 3)}
+        db.close()
+        bare.close()
+    return result
+
+
+def bench_page(n: int) -> dict:
+    """An article page through the whole app vs a bare Flask route, via the test client."""
+    from flask import Flask
+
+    from gate import create_app, seed
+
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app({"DATABASE": str(Path(tmp) / "page.sqlite"), "SECRET_KEY": "bench"})
+        db = open_site_db(app.config["DATABASE"])
+        seed.seed_articles(db)
+        slug = db.execute("select slug from articles where access_class='metered' limit 1").fetchone()[0]
+        db.close()
+        client = app.test_client()
+        bare = Flask("bare")
+        bare.add_url_rule("/", "x", lambda: "<p>hello</p>")
+        bare_client = bare.test_client()
+        result = {
+            "name": f"article page x{n}",
+            "gate_s": _best(lambda: [client.get(f"/articles/{slug}") for _ in range(n)], 3),
+            "baseline_s": _best(lambda: [bare_client.get("/") for _ in range(n)], 3),
+        }
+    return result
+
+
+def bench_seed(n: int) -> dict:
+    """Seeding n synthetic articles vs inserting the same rows with bare sqlite3."""
+    rows = list(synthetic_articles(n, ["A", "B", "C"], NOW))
+    with tempfile.TemporaryDirectory() as tmp:
+        db = open_site_db(Path(tmp) / "seed.sqlite")
+        start = time.perf_counter()
+        db["articles"].insert_all(synthetic_articles(n, ["A", "B", "C"], NOW), batch_size=1000)
+        gate_s = time.perf_counter() - start
+        db.close()
+        db = open_site_db(Path(tmp) / "seed-memory.sqlite")  # memory, measured apart: tracing is slow
+        tracemalloc.start()
+        db["articles"].insert_all(synthetic_articles(n, ["A", "B", "C"], NOW), batch_size=1000)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        bare = sqlite3.connect(Path(tmp) / "bare.sqlite")
+        bare.execute("create table a (" + ", ".join(rows[0]) + ")")
+        start = time.perf_counter()
+        with bare:
+            bare.executemany(f"insert into a values ({', '.join('?' * len(rows[0]))})",
+                             [tuple(r.values()) for r in rows])
+        baseline_s = time.perf_counter() - start
+        bare.close()
+        db.close()
+    return {"name": f"seed --synthetic {n}", "gate_s": gate_s, "baseline_s": baseline_s,
+            "peak_mib": round(peak / 2**20, 1)}
+
+
+def main(argv=None) -> None:
+    """Run every benchmark, print a table and write bench-results/latest.json."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
+    parser.add_argument("--out", default="bench-results", help="folder for latest.json")
+    args = parser.parse_args(argv)
+    scale = 1 if args.quick else 10
+    results = [bench_decide(2_000 * scale), bench_spend(50 * scale),
+               bench_page(20 * scale), bench_seed(1_000 * scale)]
+    print(f"{'benchmark':<28} {'gate':>10} {'baseline':>10} {'ratio':>8}")
+    for row in results:
+        row["ratio"] = round(row["gate_s"] / max(row["baseline_s"], 1e-9), 1)
+        extra = f"  peak {row['peak_mib']} MiB" if "peak_mib" in row else ""
+        print(f"{row['name']:<28} {row['gate_s']:>9.4f}s {row['baseline_s']:>9.4f}s "
+              f"{row['ratio']:>7}x{extra}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(
+        {"when": datetime.now(UTC).isoformat(), "results": results}, indent=2))
+    print(f"median ratio {statistics.median(r['ratio'] for r in results)}x; written to {out / 'latest.json'}")
+
+
+if __name__ == "__main__":
+    main()
