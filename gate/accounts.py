@@ -31,9 +31,11 @@ class Reader:
     email: str
     password_hash: str | None
     is_admin: bool
-    is_subscriber: bool
     session_token: str
     created_at: datetime
+    comp_until: datetime | None = None
+    #: Filled in per request by gate.subscriptions.refresh: full access right now.
+    is_subscriber: bool = False
 
     is_authenticated = True
     is_active = True
@@ -58,8 +60,9 @@ class Reader:
         """Build from a ``readers`` row."""
         return cls(
             id=row["id"], email=row["email"], password_hash=row["password_hash"],
-            is_admin=bool(row["is_admin"]), is_subscriber=bool(row["is_subscriber"]),
-            session_token=row["session_token"], created_at=from_iso(row["created_at"]),
+            is_admin=bool(row["is_admin"]), session_token=row["session_token"],
+            created_at=from_iso(row["created_at"]),
+            comp_until=from_iso(row["comp_until"]) if row.get("comp_until") else None,
         )
 
 
@@ -97,8 +100,7 @@ def by_session_token(db, token: str) -> Reader | None:
     return _one(db, "session_token = ?", [token]) if token else None
 
 
-def create(db, email: str, password: str | None, now: datetime, *,
-           subscriber: bool = False, admin: bool = False) -> Reader:
+def create(db, email: str, password: str | None, now: datetime, *, admin: bool = False) -> Reader:
     """Create an account; the email must be normalised and unused."""
     check_new_password(password or "")
     if by_email(db, email):
@@ -106,7 +108,7 @@ def create(db, email: str, password: str | None, now: datetime, *,
     db["readers"].insert({
         "email": email,
         "password_hash": generate_password_hash(password) if password else None,
-        "is_admin": int(admin), "is_subscriber": int(subscriber),
+        "is_admin": int(admin),
         "session_token": secrets.token_urlsafe(24), "created_at": to_iso(now),
     })
     return by_email(db, email)
@@ -127,11 +129,9 @@ def rotate_session(db, reader_id: int) -> None:
                [secrets.token_urlsafe(24), reader_id])
 
 
-def set_flags(db, reader_id: int, *, subscriber: bool | None = None,
-              admin: bool | None = None, password: str | None = None) -> None:
-    """Change an account's subscriber/admin flags or password."""
-    if subscriber is not None:
-        db.execute("update readers set is_subscriber = ? where id = ?", [int(subscriber), reader_id])
+def set_flags(db, reader_id: int, *, admin: bool | None = None,
+              password: str | None = None) -> None:
+    """Change an account's admin flag or password."""
     if admin is not None:
         db.execute("update readers set is_admin = ? where id = ?", [int(admin), reader_id])
     if password:
@@ -139,6 +139,12 @@ def set_flags(db, reader_id: int, *, subscriber: bool | None = None,
         db.execute("update readers set password_hash = ? where id = ?",
                    [generate_password_hash(password), reader_id])
         rotate_session(db, reader_id)
+
+
+def grant_comp(db, reader_id: int, until: datetime | None, by: str) -> None:
+    """Give (or, with until=None, take away) complimentary full access."""
+    db.execute("update readers set comp_until = ?, comp_by = ? where id = ?",
+               [to_iso(until) if until else None, by if until else None, reader_id])
 
 
 def issue_login_token(db, reader_id: int, now: datetime) -> str:

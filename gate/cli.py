@@ -10,7 +10,7 @@ import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
-from gate import accounts, create_app, events, mail, seed, site
+from gate import accounts, create_app, events, mail, seed, site, subscriptions
 from gate.clock import Clock, ClockError
 from gate.db import get_db
 from gate.settings import ConfigError
@@ -97,36 +97,50 @@ def readers():
 @readers.command("add")
 @click.argument("email")
 @click.option("--password", default=None, help="Password (optional: without one, sign in by emailed link).")
-@click.option("--subscriber", is_flag=True, help="Give the account full access.")
+@click.option("--subscriber", is_flag=True,
+              help="Start a paid-up subscription (test card 4242) on --plan.")
+@click.option("--plan", default=None, help="Plan id for --subscriber (default: the first plan).")
 @click.option("--admin", is_flag=True, help="Make the account an admin.")
 @with_appcontext
-def readers_add(email, password, subscriber, admin):
-    """Create an account (or update the flags of an existing one)."""
-    database = get_db()
+def readers_add(email, password, subscriber, plan, admin):
+    """Create an account (or update an existing one)."""
+    database, cfg = get_db(), site.config()
+    plan = plan or cfg.site.plans[0].id
     try:
+        subscriptions.plan_terms(cfg, plan)
         address = accounts.normalize_email(email)
-        existing = accounts.by_email(database, address)
-        if existing:
-            accounts.set_flags(database, existing.id, subscriber=subscriber or None,
-                               admin=admin or None, password=password)
-            events.record(database, "reader_changed", _now(), reader_id=existing.id,
-                          subscriber=subscriber, admin=admin, by="cli")
-            click.echo(f"Updated {address}")
-            return
-        reader = accounts.create(database, address, password, _now(), subscriber=subscriber, admin=admin)
-    except accounts.AccountError as error:
+        reader = accounts.by_email(database, address)
+        created = reader is None
+        if reader:
+            accounts.set_flags(database, reader.id, admin=admin or None, password=password)
+            events.record(database, "reader_changed", _now(), reader_id=reader.id,
+                          admin=admin, password=bool(password), by="cli")
+        else:
+            reader = accounts.create(database, address, password, _now(), admin=admin)
+            events.record(database, "signup", _now(), reader_id=reader.id, source="cli")
+    except (accounts.AccountError, subscriptions.CheckoutError) as error:
         raise click.ClickException(str(error)) from None
-    events.record(database, "signup", _now(), reader_id=reader.id, source="cli")
-    click.echo(f"Created {reader.email} ({reader.tier}{', admin' if admin else ''})")
+    if subscriber:
+        subscriptions.grant(database, cfg, reader.id, plan, _now(), by="cli")
+    sub = subscriptions.current(database, reader.id)
+    status = f"subscription {sub.plan_id} {sub.status}" if sub else "no subscription"
+    click.echo(f"{'Created' if created else 'Updated'} {reader.email}"
+               f" ({status}{', admin' if reader.is_admin or admin else ''})")
 
 
 @readers.command("list")
 @with_appcontext
 def readers_list():
     """List accounts."""
-    for row in get_db().query("select email, is_subscriber, is_admin from readers order by id"):
-        flags = ", ".join(f for f, on in (("subscriber", row["is_subscriber"]), ("admin", row["is_admin"])) if on)
-        click.echo(f"{row['email']}{'  (' + flags + ')' if flags else ''}")
+    database, now = get_db(), _now()
+    for row in database.query("select id from readers order by id"):
+        reader = subscriptions.refresh(database, site.config(), accounts.by_id(database, row["id"]), now)
+        sub = subscriptions.current(database, reader.id)
+        flags = [f"{sub.plan_id} {sub.status}"] if sub else []
+        flags += ["comp"] if reader.comp_until and reader.comp_until > now else []
+        flags += ["admin"] if reader.is_admin else []
+        click.echo(f"{reader.email:<36} {'subscriber' if reader.is_subscriber else 'registered':<11}"
+                   f" {', '.join(flags)}")
 
 
 # --- clock --------------------------------------------------------------------
@@ -261,6 +275,9 @@ def _gunicorn(app, bind: str, workers: int, threads: int) -> None:
             options = {"bind": bind, "workers": workers, "threads": threads,
                        "worker_class": "gthread", "accesslog": "-", "timeout": 60,
                        "graceful_timeout": 5}
+            # Several sites may run at once (tests, demos): no shared control socket.
+            if "control_socket_disable" in self.cfg.settings:
+                options["control_socket_disable"] = True
             for key, value in options.items():
                 self.cfg.set(key, value)
 
@@ -291,7 +308,7 @@ def demo(bind, workers):
         database = get_db()
         if database["articles"].count == 0:
             click.echo(f"Seeded {seed.seed_articles(database)} demo articles.")
-        people = seed.seed_demo_accounts(database, _now())
+        people = seed.seed_demo_accounts(database, site.config(), _now())
         database.close()
     click.echo(f"\nThe Meridian is at http://{bind}/  (database: {app.config['DATABASE']})")
     click.echo("Demo accounts (log in at /login):")

@@ -25,6 +25,8 @@ TYPES = {
     "preset_changed": "The active preset changed (data: from, to).",
     "clock_changed": "The site clock moved (data: from, to, how).",
     "reader_changed": "An account's flags changed (data: field, from, to).",
+    "subscription_changed": "A subscription moved between states (data: from, to, reason, by).",
+    "comp_changed": "Complimentary access was granted or removed (data: from, to, by).",
 }
 
 

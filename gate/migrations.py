@@ -132,3 +132,48 @@ def m006_login_tokens(db):
 def apply(db) -> None:
     """Apply every pending migration, each in its own transaction."""
     migrations.apply(db)
+
+
+@migrations()
+def m007_subscriptions(db):
+    """Subscriptions, every charge attempt, checkout idempotency keys, and comps.
+
+    The old ``is_subscriber`` flag becomes an open-ended complimentary grant.
+    """
+    db["subscriptions"].create(
+        {
+            "id": int, "reader_id": int, "plan_id": str, "status": str, "card_last4": str,
+            "created_at": str, "anchor": str, "current_period_start": str,
+            "current_period_end": str, "trial_end": str, "cancel_at_period_end": int,
+            "past_due_since": str, "retry_count": int, "next_retry_at": str, "ended_at": str,
+        },
+        pk="id",
+        not_null={"reader_id", "plan_id", "status", "created_at"},
+        defaults={"cancel_at_period_end": 0, "retry_count": 0},
+        foreign_keys=[("reader_id", "readers", "id")],
+    )
+    db["subscriptions"].create_index(["reader_id"])
+    db["subscriptions"].create_index(["status", "current_period_end"])
+    db["payments"].create(
+        {
+            "id": int, "subscription_id": int, "reader_id": int, "at": str, "amount_cents": int,
+            "currency": str, "outcome": str, "decline_code": str, "kind": str, "card_last4": str,
+        },
+        pk="id",
+        not_null={"reader_id", "at", "amount_cents", "currency", "outcome", "kind"},
+        foreign_keys=[("subscription_id", "subscriptions", "id"), ("reader_id", "readers", "id")],
+    )
+    db["payments"].create_index(["reader_id", "at"])
+    db["checkouts"].create(
+        {"idempotency_key": str, "reader_id": int, "subscription_id": int, "created_at": str,
+         "decline_code": str},
+        pk="idempotency_key",
+        foreign_keys=[("reader_id", "readers", "id")],
+    )
+    db["readers"].add_column("comp_until", str)
+    db["readers"].add_column("comp_by", str)
+    db.execute(
+        "update readers set comp_until = '9999-12-31T00:00:00.000000+00:00', comp_by = 'legacy flag'"
+        " where is_subscriber = 1"
+    )
+    db["readers"].transform(drop={"is_subscriber"})

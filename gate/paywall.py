@@ -35,6 +35,14 @@ class TierRule(_Strict):
     mode: Literal["choice", "auto"] = "choice"
     unlock_lasts: Literal["period", "forever"] = "period"
 
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _limit_is_a_count(cls, value):
+        """One clear error for a wrong type, not one per member of the union."""
+        if value != "unlimited" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError('must be a whole number or "unlimited"')
+        return value
+
     @field_validator("limit")
     @classmethod
     def _limit_not_negative(cls, value):

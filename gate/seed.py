@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from gate import accounts, content
+from gate import accounts, content, subscriptions
 from gate.resources import PACKAGE
 
 ARTICLES_DIR = PACKAGE / "demo" / "articles"
@@ -45,12 +45,14 @@ def seed_synthetic(db, count: int, sections: list[str], now: datetime, seed: int
     return db["articles"].count - before
 
 
-def seed_demo_accounts(db, now: datetime) -> list[tuple[str, str, str]]:
+def seed_demo_accounts(db, cfg, now: datetime) -> list[tuple[str, str, str]]:
     """Create the demo accounts that are missing; returns (email, password, role)."""
     created = []
     for email, password, subscriber, admin in DEMO_ACCOUNTS:
         if accounts.by_email(db, email) is None:
-            accounts.create(db, email, password, now, subscriber=subscriber, admin=admin)
+            reader = accounts.create(db, email, password, now, admin=admin)
+            if subscriber:
+                subscriptions.grant(db, cfg, reader.id, cfg.site.plans[0].id, now, by="demo")
         role = "admin" if admin else "subscriber" if subscriber else "registered reader"
         created.append((email, password, role))
     return created

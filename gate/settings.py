@@ -10,6 +10,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -34,6 +35,16 @@ class SiteInfo(_Strict):
     default_preset: str = "wpr"
     sections: list[str] = Field(min_length=1)
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value):
+        """Report a bad zone here, in site.toml, not once per preset that inherits it."""
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
+
 
 class Plan(_Strict):
     """A subscription plan offered on /subscribe."""
@@ -57,11 +68,28 @@ class Newsletter(_Strict):
     default_on_signup: bool = False
 
 
+class Billing(_Strict):
+    """Dunning: when failed renewals are retried and what happens when retries run out."""
+
+    retry_days: list[int] = Field(default_factory=lambda: [1, 3, 5], max_length=10)
+    grace_days: int = Field(default=7, ge=0, le=90)
+    on_retries_exhausted: Literal["canceled", "unpaid"] = "canceled"
+
+    @field_validator("retry_days")
+    @classmethod
+    def _increasing(cls, days):
+        """Retries happen in order, each after the one before."""
+        if any(day < 1 for day in days) or days != sorted(set(days)):
+            raise ValueError("must be increasing whole days after the failed renewal, e.g. [1, 3, 5]")
+        return days
+
+
 class Site(_Strict):
     """config/site.toml."""
 
     site: SiteInfo
     plans: list[Plan] = Field(min_length=1)
+    billing: Billing = Billing()
     newsletters: list[Newsletter] = Field(default_factory=list)
 
     @field_validator("plans", "newsletters")

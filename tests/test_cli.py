@@ -62,10 +62,15 @@ def test_db_backup(runner, tmp_path):
 def test_readers_add_flags_and_errors(runner, db):
     ok = runner.invoke(args=["readers", "add", "Ed@Example.COM", "--password", "long-enough-1", "--admin"])
     assert ok.exit_code == 0 and "ed@example.com" in ok.output
-    row = db.execute("select is_admin, is_subscriber from readers where email = 'ed@example.com'").fetchone()
-    assert row == (1, 0)
-    assert runner.invoke(args=["readers", "add", "ed@example.com", "--subscriber"]).exit_code == 0
-    assert db.execute("select is_subscriber from readers where email = 'ed@example.com'").fetchone() == (1,)
+    assert "Created ed@example.com (no subscription, admin)" in ok.output
+    assert db.execute("select is_admin from readers where email = 'ed@example.com'").fetchone() == (1,)
+    sub = runner.invoke(args=["readers", "add", "ed@example.com", "--subscriber", "--plan", "annual"])
+    assert sub.exit_code == 0 and "Updated ed@example.com (subscription annual active, admin)" in sub.output
+    assert db.execute("select count(*) from payments where amount_cents = 12000").fetchone() == (1,)
+    listing = runner.invoke(args=["readers", "list"]).output
+    assert "ed@example.com" in listing and "subscriber" in listing and "annual active" in listing
+    bad_plan = runner.invoke(args=["readers", "add", "ed@example.com", "--subscriber", "--plan", "weekly"])
+    assert bad_plan.exit_code == 1 and "no plan called 'weekly'" in bad_plan.output
     bad = runner.invoke(args=["readers", "add", "not-an-email"])
     assert bad.exit_code == 1 and "@-sign" in bad.output
     short = runner.invoke(args=["readers", "add", "x@example.com", "--password", "short"])

@@ -7,7 +7,7 @@ from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from gate import accounts, paywall, periods, site
+from gate import accounts, paywall, periods, site, subscriptions
 from gate.db import get_db
 
 csrf = CSRFProtect()
@@ -19,8 +19,11 @@ login_manager.login_message_category = "info"
 
 @login_manager.user_loader
 def _load_reader(token: str):
-    """Resolve the session's rotating token to an account (or nobody)."""
-    return accounts.by_session_token(get_db(), token)
+    """Resolve the session's rotating token to an account, its subscription settled."""
+    reader = accounts.by_session_token(get_db(), token)
+    if reader is None:
+        return None
+    return subscriptions.refresh(get_db(), site.config(), reader, site.now())
 
 
 def _wants_json() -> bool:

@@ -1,0 +1,499 @@
+"""The decision engine, table-driven over every preset in config/presets.
+
+Each row says what a reader of one tier sees of one class of article with one
+meter state under one preset: access, reason, offer and meter numbers. The
+expectations are written out by hand from the presets' descriptions, not
+recomputed from the rules, so a change to decide or to a preset shows up here.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import threading
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+import gate
+from gate import paywall
+from gate.paywall import Decision, Rules, Spend, Viewer, decide, meter_for
+from gate.quota import MemoryQuotaStore, unlock
+from gate.settings import Config
+
+UTC = timezone.utc
+NY = ZoneInfo("America/New_York")
+#: Site time of every row: late November 2026, after DST ended on November 1.
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=NY)
+#: The December window opens at local midnight in New York: 05:00 UTC.
+DECEMBER = datetime(2026, 12, 1, 5, 0, tzinfo=UTC)
+SLUG = "the-article"
+PRESETS = ("wpr", "metered", "hard", "freemium", "registration-wall")
+TIERS = ("anonymous", "registered", "subscriber")
+CLASSES = ("free", "metered", "premium")
+STATES = ("none", "some", "exhausted", "unlocked")
+
+
+@dataclass(frozen=True)
+class Article:
+    """Just what decide reads of an article."""
+
+    slug: str
+    section: str
+    access_class: str
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    """The shipped configuration, loaded once for the module."""
+    return Config()
+
+
+def test_every_preset_is_tested(config):
+    assert sorted(config.presets) == sorted(PRESETS)
+
+
+def article_for(preset: str, cls: str, slug: str = SLUG) -> Article:
+    """An article whose class under ``preset`` is ``cls``.
+
+    Freemium sets the class of every site section, so its articles get their
+    class from the section: Climate is free, Security premium, and a metered
+    article can only come from a section the preset does not mention.
+    """
+    if preset == "freemium":
+        section = {"free": "Climate", "premium": "Security", "metered": "Letters"}[cls]
+        return Article(slug, section, "metered")
+    return Article(slug, "Diplomacy", cls)
+
+
+#: Each tier's meter limit per preset: None for unlimited (from the presets' descriptions).
+LIMITS = {
+    "wpr": {"anonymous": 0, "registered": 3, "subscriber": None},
+    "metered": {"anonymous": 5, "registered": 10, "subscriber": None},
+    "hard": {"anonymous": 0, "registered": 0, "subscriber": None},
+    "freemium": {"anonymous": None, "registered": None, "subscriber": None},
+    "registration-wall": {"anonymous": 0, "registered": None, "subscriber": None},
+}
+
+
+def spends_for(state: str, limit: int | None) -> tuple[Spend, ...]:
+    """A November meter in one of the four states, for a tier with this limit.
+
+    ``exhausted`` spends the whole limit on other articles; ``unlocked`` spends
+    it too, one of them on this article, so only re-reading can be free.
+    Tiers without a meter get a few spends anyway (left from another preset).
+    """
+    room = limit if limit else 3
+    others = [f"other-{n}" for n in range(room)]
+    slugs = {"none": [], "some": others[:1], "exhausted": others, "unlocked": [SLUG] + others[1:]}
+    return tuple(Spend(slug, datetime(2026, 11, 2 + n, 9, tzinfo=NY)) for n, slug in enumerate(slugs[state]))
+
+
+#: (used, limit, remaining) of the meter, per preset, tier and state.
+METERS = {
+    ("wpr", "anonymous"): dict.fromkeys(STATES, (0, 0, 0)),
+    ("wpr", "registered"): {"none": (0, 3, 3), "some": (1, 3, 2), "exhausted": (3, 3, 0), "unlocked": (3, 3, 0)},
+    ("metered", "anonymous"): {"none": (0, 5, 5), "some": (1, 5, 4), "exhausted": (5, 5, 0), "unlocked": (5, 5, 0)},
+    ("metered", "registered"): {"none": (0, 10, 10), "some": (1, 10, 9), "exhausted": (10, 10, 0), "unlocked": (10, 10, 0)},
+    ("hard", "anonymous"): dict.fromkeys(STATES, (0, 0, 0)),
+    ("hard", "registered"): dict.fromkeys(STATES, (0, 0, 0)),
+    ("freemium", "anonymous"): dict.fromkeys(STATES, (0, None, None)),
+    ("freemium", "registered"): dict.fromkeys(STATES, (0, None, None)),
+    ("registration-wall", "anonymous"): dict.fromkeys(STATES, (0, 0, 0)),
+    ("registration-wall", "registered"): dict.fromkeys(STATES, (0, None, None)),
+    **{(preset, "subscriber"): dict.fromkeys(STATES, (0, None, None)) for preset in PRESETS},
+}
+
+AVAILABLE_CHOICE = ("teaser", "meter_available", "unlock", False)
+AVAILABLE_AUTO = ("full", "meter_available", None, True)
+REREAD = ("full", "already_unlocked", None, False)
+
+#: (access, reason, offer, spend) for a metered article, per preset, tier and state.
+METERED = {
+    ("wpr", "anonymous"): dict.fromkeys(STATES, ("teaser", "registration_required", "register", False)),
+    ("wpr", "registered"): {
+        "none": AVAILABLE_CHOICE,
+        "some": AVAILABLE_CHOICE,
+        "exhausted": ("teaser", "meter_exhausted", "subscribe", False),
+        "unlocked": REREAD,
+    },
+    ("metered", "anonymous"): {
+        "none": AVAILABLE_AUTO,
+        "some": AVAILABLE_AUTO,
+        # Five free articles spent: signing up gives ten, so offer that first.
+        "exhausted": ("teaser", "meter_exhausted", "register", False),
+        "unlocked": REREAD,
+    },
+    ("metered", "registered"): {
+        "none": AVAILABLE_AUTO,
+        "some": AVAILABLE_AUTO,
+        "exhausted": ("teaser", "meter_exhausted", "subscribe", False),
+        "unlocked": REREAD,
+    },
+    # Signing up to a hard paywall gives nothing more: offer the subscription.
+    ("hard", "anonymous"): dict.fromkeys(STATES, ("teaser", "subscribers_only", "subscribe", False)),
+    ("hard", "registered"): dict.fromkeys(STATES, ("teaser", "subscribers_only", "subscribe", False)),
+    ("freemium", "anonymous"): dict.fromkeys(STATES, ("full", "tier_unlimited", None, False)),
+    ("freemium", "registered"): dict.fromkeys(STATES, ("full", "tier_unlimited", None, False)),
+    ("registration-wall", "anonymous"): dict.fromkeys(STATES, ("teaser", "registration_required", "register", False)),
+    ("registration-wall", "registered"): dict.fromkeys(STATES, ("full", "tier_unlimited", None, False)),
+}
+
+
+def expected(preset: str, tier: str, cls: str, state: str) -> tuple:
+    """The row's (access, reason, offer, spend)."""
+    if tier == "subscriber":
+        return ("full", "subscriber", None, False)
+    if cls == "free":
+        return ("full", "free_article", None, False)
+    if cls == "premium":
+        return ("teaser", "premium_only", "subscribe", False)
+    return METERED[preset, tier][state]
+
+
+ROWS = list(itertools.product(PRESETS, TIERS, CLASSES, STATES))
+
+
+@pytest.mark.parametrize("preset, tier, cls, state", ROWS)
+def test_decision_table(config, preset, tier, cls, state):
+    rules = config.preset(preset)
+    viewer = Viewer(tier, "meter:1", spends_for(state, LIMITS[preset][tier]))
+    decision = decide(rules, viewer, article_for(preset, cls), NOW)
+
+    access, reason, offer, spend = expected(preset, tier, cls, state)
+    meter = decision.meter
+    assert (decision.access, decision.reason, decision.offer, decision.spend) == (access, reason, offer, spend)
+    assert (meter.used, meter.limit, meter.remaining) == METERS[preset, tier][state]
+    assert decision.tier == tier
+    assert decision.access_class == cls
+    limit = LIMITS[preset][tier]
+    assert decision.meter.resets_at == (DECEMBER if limit else None)
+    assert decision.meter.period == ("month" if limit else None)
+    assert decision.trace and any(f"preset {preset}" in line for line in decision.trace)
+    assert decision.trace[-1].startswith(f"{access}: {reason}")
+    if rules.tier(tier).mode == "choice":
+        assert not decision.spend
+    assert decision.as_dict()["meter"]["resets_at"] == (DECEMBER.isoformat() if limit else None)
+
+
+@pytest.mark.parametrize("preset, tier, cls, state", ROWS[::7])
+def test_decide_is_pure(config, preset, tier, cls, state):
+    rules = config.preset(preset)
+    viewer = Viewer(tier, "meter:1", spends_for(state, LIMITS[preset][tier]))
+    article = article_for(preset, cls)
+    before = (rules.model_dump(), viewer, article)
+    first = decide(rules, viewer, article, NOW)
+    second = decide(rules, viewer, article, NOW)
+    assert first == second
+    assert isinstance(first, Decision)
+    assert (rules.model_dump(), viewer, article) == before
+
+
+DOMAIN_MODULES = ("paywall", "periods", "quota")
+
+
+def _imports(path: Path, top_level_only: bool) -> set[str]:
+    """The modules a source file imports (at module level, or anywhere)."""
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("name", DOMAIN_MODULES)
+def test_domain_modules_import_no_web_framework(name):
+    """paywall, periods and quota stay pure: no Flask, and no clock of their own."""
+    package = Path(gate.__file__).parent
+    seen, queue = set(), [name]
+    while queue:
+        module = queue.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = package / f"{module}.py"
+        imported = _imports(path, top_level_only=False)
+        assert not {m for m in imported if m.split(".")[0] in ("flask", "flask_login", "flask_wtf")}, path
+        # Follow gate modules imported at module level (quota reaches gate.db lazily, by design).
+        queue += [
+            m.split(".", 1)[1]
+            for m in _imports(path, top_level_only=True)
+            if m.startswith("gate.") and (package / f"{m.split('.', 1)[1]}.py").exists()
+        ]
+        source = path.read_text()
+        for clock in (".now(", ".utcnow(", ".today(", "time.time("):
+            assert clock not in source, f"{path} reads a clock: {clock}"
+    assert "periods" in seen  # the walk did follow gate's own imports
+
+
+def rules_with(config: Config, preset: str, **registered) -> Rules:
+    """A preset with the registered tier's rule changed."""
+    rules = config.preset(preset)
+    rule = rules.tiers.registered.model_copy(update=registered)
+    return rules.model_copy(update={"tiers": rules.tiers.model_copy(update={"registered": rule})})
+
+
+def test_choice_mode_offers_unlock_and_never_spends(config):
+    rules = config.preset("wpr")
+    assert rules.tiers.registered.mode == "choice"
+    for count in range(5):
+        spends = tuple(Spend(f"s{n}", NOW - timedelta(hours=n + 1)) for n in range(count))
+        decision = decide(rules, Viewer("registered", "m", spends), article_for("wpr", "metered"), NOW)
+        assert decision.spend is False
+        assert decision.offer == ("unlock" if count < 3 else "subscribe")
+
+
+def test_auto_mode_counts_the_view(config):
+    rules = config.preset("metered")
+    decision = decide(rules, Viewer("registered", "m"), article_for("metered", "metered"), NOW)
+    assert (decision.access, decision.reason, decision.spend) == ("full", "meter_available", True)
+    choice = rules_with(config, "metered", mode="choice")
+    decision = decide(choice, Viewer("registered", "m"), article_for("metered", "metered"), NOW)
+    assert (decision.access, decision.offer, decision.spend) == ("teaser", "unlock", False)
+
+
+@pytest.mark.parametrize("preset", ["wpr", "metered"])
+def test_rereading_an_unlocked_article_is_free_even_when_exhausted(config, preset):
+    rules = config.preset(preset)
+    limit = rules.tiers.registered.limit
+    spends = tuple(Spend(f"s{n}", NOW - timedelta(days=n + 1)) for n in range(limit - 1))
+    spends += (Spend(SLUG, NOW - timedelta(minutes=5)),)
+    viewer = Viewer("registered", "m", spends)
+    again = decide(rules, viewer, article_for(preset, "metered"), NOW)
+    assert (again.access, again.reason, again.spend) == ("full", "already_unlocked", False)
+    assert again.meter.remaining == 0
+    other = decide(rules, viewer, article_for(preset, "metered", "another"), NOW)
+    assert (other.access, other.reason) == ("teaser", "meter_exhausted")
+
+
+#: Halloween 23:30 in New York is already November 1 in UTC, but October on the site.
+HALLOWEEN = datetime(2026, 10, 31, 23, 30, tzinfo=NY)
+
+
+@pytest.mark.parametrize(
+    "lasts, access, reason, offer",
+    [
+        ("forever", "full", "already_unlocked", None),
+        ("period", "teaser", "meter_available", "unlock"),
+    ],
+)
+def test_unlock_lasts_across_a_month_boundary(config, lasts, access, reason, offer):
+    rules = rules_with(config, "wpr", unlock_lasts=lasts)
+    viewer = Viewer("registered", "m", (Spend(SLUG, HALLOWEEN),))
+    decision = decide(rules, viewer, article_for("wpr", "metered"), NOW)
+    assert (decision.access, decision.reason, decision.offer) == (access, reason, offer)
+    # Either way, October's unlock is not charged to November's meter.
+    assert (decision.meter.used, decision.meter.remaining) == (0, 3)
+    # Within October, both rules say it is unlocked.
+    october = decide(rules, viewer, article_for("wpr", "metered"), HALLOWEEN + timedelta(minutes=10))
+    assert october.reason == "already_unlocked"
+    assert october.meter.used == 1
+
+
+def test_previous_months_spends_do_not_count(config):
+    rules = config.preset("wpr")
+    october = tuple(Spend(f"old-{n}", HALLOWEEN - timedelta(days=n)) for n in range(3))
+    first_minute = Spend("new", datetime(2026, 11, 1, 0, 0, tzinfo=NY))
+    viewer = Viewer("registered", "m", october + (first_minute,))
+    meter = meter_for(rules, viewer, NOW)
+    assert (meter.used, meter.limit, meter.remaining) == (1, 3, 2)
+    assert meter.window_key == "month:2026-11"
+    # At the end of October the same spends fill that month's meter.
+    assert meter_for(rules, replace(viewer, spends=october), HALLOWEEN).remaining == 0
+
+
+def test_future_spends_do_not_count(config):
+    rules = config.preset("wpr")
+    viewer = Viewer("registered", "m", (Spend(SLUG, NOW + timedelta(hours=1)),))
+    decision = decide(rules, viewer, article_for("wpr", "metered"), NOW)
+    assert (decision.reason, decision.meter.used) == ("meter_available", 0)
+
+
+def test_same_article_spent_twice_counts_once(config):
+    rules = config.preset("wpr")
+    spends = (Spend(SLUG, NOW - timedelta(days=3)), Spend(SLUG, NOW - timedelta(days=1)))
+    assert meter_for(rules, Viewer("registered", "m", spends), NOW).used == 1
+
+
+@pytest.mark.parametrize(
+    "now, resets",
+    [
+        (NOW, DECEMBER),
+        (datetime(2026, 12, 31, 23, 30, tzinfo=NY), datetime(2027, 1, 1, 5, tzinfo=UTC)),
+        (datetime(2027, 3, 20, 12, tzinfo=NY), datetime(2027, 4, 1, 4, tzinfo=UTC)),
+        (datetime(2026, 10, 31, 23, 59, tzinfo=NY), datetime(2026, 11, 1, 4, tzinfo=UTC)),
+    ],
+)
+def test_meter_resets_at_the_next_local_month_start(config, now, resets):
+    rules = config.preset("wpr")
+    assert rules.timezone == "America/New_York"
+    decision = decide(rules, Viewer("registered", "m"), article_for("wpr", "metered"), now)
+    assert decision.meter.resets_at == resets
+    assert any(resets.astimezone(NY).isoformat() in line for line in decision.trace)
+
+
+@pytest.mark.parametrize(
+    "section, own_class, access, reason",
+    [
+        ("Diplomacy", "metered", "full", "free_article"),
+        ("Climate", "premium", "full", "free_article"),
+        ("Economy", "free", "teaser", "premium_only"),
+        ("Technology", "metered", "teaser", "premium_only"),
+        ("Letters", "premium", "teaser", "premium_only"),
+        ("Letters", "free", "full", "free_article"),
+    ],
+)
+def test_freemium_sections_override_the_article_class(config, section, own_class, access, reason):
+    rules = config.preset("freemium")
+    article = Article(SLUG, section, own_class)
+    decision = decide(rules, Viewer("registered", "m"), article, NOW)
+    assert (decision.access, decision.reason) == (access, reason)
+    overridden = section in rules.sections and rules.sections[section] != own_class
+    assert any(f"section {section} makes" in line for line in decision.trace) == overridden
+    assert decide(rules, Viewer("subscriber", "m"), article, NOW).access == "full"
+
+
+def test_sections_only_override_in_presets_that_set_them(config):
+    article = Article(SLUG, "Economy", "metered")
+    assert decide(config.preset("wpr"), Viewer("registered", "m"), article, NOW).access_class == "metered"
+    freemium = decide(config.preset("freemium"), Viewer("registered", "m"), article, NOW)
+    assert freemium.access_class == "premium"
+
+
+@pytest.mark.parametrize(
+    "preset, offer",
+    [("wpr", "register"), ("registration-wall", "register"), ("metered", "register"), ("hard", "subscribe")],
+)
+def test_anonymous_is_offered_registration_only_when_it_helps(config, preset, offer):
+    rules = config.preset(preset)
+    limit = LIMITS[preset]["anonymous"]
+    viewer = Viewer("anonymous", "visitor:1", spends_for("exhausted", limit))
+    decision = decide(rules, viewer, article_for(preset, "metered"), NOW)
+    assert decision.access == "teaser"
+    assert decision.offer == offer
+    registered = decide(rules, replace(viewer, tier="registered"), article_for(preset, "metered"), NOW)
+    assert registered.offer != "register"
+
+
+def test_trace_explains_the_decision(config):
+    rules = config.preset("wpr")
+    viewer = Viewer("registered", "m", spends_for("some", 3))
+    trace = decide(rules, viewer, article_for("wpr", "metered"), NOW).trace
+    assert trace[:3] == ("tier registered", "preset wpr", "article is metered")
+    assert any("meter 1 of 3 used" in line and "month:2026-11" in line for line in trace)
+    assert trace[-1] == "teaser: meter_available, offer unlock"
+
+
+# --- gate.quota.unlock over the memory store ---------------------------------
+
+
+def test_unlock_spends_at_most_the_limit(config):
+    rules, store = config.preset("wpr"), MemoryQuotaStore()
+    viewer = Viewer("registered", "reader:1")
+    results = []
+    for n in range(5):
+        article = article_for("wpr", "metered", f"a{n}")
+        decision, spent = unlock(store, rules, replace(viewer, spends=store.spends("reader:1")), article, NOW)
+        results.append((decision.reason, spent, decision.meter.remaining))
+    assert results == [
+        ("already_unlocked", True, 2),
+        ("already_unlocked", True, 1),
+        ("already_unlocked", True, 0),
+        ("meter_exhausted", False, 0),
+        ("meter_exhausted", False, 0),
+    ]
+    assert [s.slug for s in store.spends("reader:1")] == ["a0", "a1", "a2"]
+
+
+def test_double_unlock_spends_once(config):
+    rules, store = config.preset("wpr"), MemoryQuotaStore()
+    stale = Viewer("registered", "reader:1")  # both tabs loaded before either unlocked
+    article = article_for("wpr", "metered")
+    first, spent_first = unlock(store, rules, stale, article, NOW)
+    second, spent_second = unlock(store, rules, stale, article, NOW)
+    assert (spent_first, spent_second) == (True, False)
+    assert first.reason == second.reason == "already_unlocked"
+    assert second.meter.used == 1
+    assert len(store.spends("reader:1")) == 1
+
+
+def test_concurrent_unlocks_never_exceed_the_limit(config):
+    rules, store = config.preset("wpr"), MemoryQuotaStore()
+    stale = Viewer("registered", "reader:1")
+    start = threading.Barrier(16)
+    outcomes = []
+
+    def press(n: int) -> None:
+        start.wait()
+        outcomes.append(unlock(store, rules, stale, article_for("wpr", "metered", f"a{n % 8}"), NOW)[1])
+
+    threads = [threading.Thread(target=press, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count(True) == 3
+    assert len(store.spends("reader:1")) == 3
+    assert len({s.slug for s in store.spends("reader:1")}) == 3
+
+
+def test_unlock_when_exhausted_is_refused(config):
+    rules, store = config.preset("wpr"), MemoryQuotaStore()
+    for n in range(3):
+        unlock(store, rules, Viewer("registered", "r"), article_for("wpr", "metered", f"a{n}"), NOW)
+    viewer = Viewer("registered", "r", store.spends("r"))
+    decision, spent = unlock(store, rules, viewer, article_for("wpr", "metered"), NOW)
+    assert (decision.access, decision.reason, decision.offer) == ("teaser", "meter_exhausted", "subscribe")
+    assert spent is False
+    assert len(store.spends("r")) == 3
+
+
+@pytest.mark.parametrize(
+    "preset, tier, cls, reason",
+    [
+        ("wpr", "anonymous", "metered", "registration_required"),
+        ("hard", "registered", "metered", "subscribers_only"),
+        ("wpr", "registered", "free", "free_article"),
+        ("wpr", "registered", "premium", "premium_only"),
+        ("wpr", "subscriber", "metered", "subscriber"),
+    ],
+)
+def test_unlock_spends_nothing_where_the_meter_does_not_apply(config, preset, tier, cls, reason):
+    store = MemoryQuotaStore()
+    decision, spent = unlock(store, config.preset(preset), Viewer(tier, "r"), article_for(preset, cls), NOW)
+    assert (decision.reason, spent) == (reason, False)
+    assert store.spends("r") == ()
+
+
+def test_auto_mode_view_spends_through_unlock(config):
+    rules, store = config.preset("metered"), MemoryQuotaStore()
+    decision, spent = unlock(store, rules, Viewer("anonymous", "v"), article_for("metered", "metered"), NOW)
+    assert spent and decision.reason == "already_unlocked" and decision.access == "full"
+    assert decision.meter.used == 1 and decision.meter.remaining == 4
+
+
+def test_unlock_records_the_spend_in_the_local_month_window(config):
+    rules, store = config.preset("wpr"), MemoryQuotaStore()
+    unlock(store, rules, Viewer("registered", "r"), article_for("wpr", "metered"), HALLOWEEN)
+    # A second unlock of the same article in November is a new spend: October's has lapsed.
+    viewer = Viewer("registered", "r", store.spends("r"))
+    decision, spent = unlock(store, rules, viewer, article_for("wpr", "metered"), NOW)
+    assert spent
+    assert decision.meter.used == 1
+    assert len(store.spends("r")) == 2
+
+
+def test_module_exports_match_the_design():
+    """Decision, Viewer, decide and the tiers are the public names the design promises."""
+    assert paywall.TIERS == TIERS
+    assert {"access", "reason", "offer", "meter", "tier", "access_class"} <= set(
+        decide(Config().preset("wpr"), Viewer("anonymous", "v"), article_for("wpr", "free"), NOW).as_dict()
+    )

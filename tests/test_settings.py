@@ -1,0 +1,215 @@
+"""Configuration: every shipped preset loads, and every broken file is refused clearly.
+
+A broken file must stop the app with one line per problem that names the
+file, the dotted key and the reason, so an instructor editing a preset can
+fix it without reading gate's source.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gate import create_app
+from gate.paywall import Rules
+from gate.resources import resource_dir
+from gate.settings import Config, ConfigError, load_preset
+
+CONFIG = resource_dir("config")
+SHIPPED = sorted(path.stem for path in (CONFIG / "presets").glob("*.toml"))
+
+
+def test_the_shipped_presets_are_the_five_teaching_walls():
+    assert SHIPPED == ["freemium", "hard", "metered", "registration-wall", "wpr"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_preset_loads(name):
+    config = Config()
+    rules = config.preset(name)
+    assert isinstance(rules, Rules)
+    assert rules.name == name
+    assert rules.timezone == config.site.site.timezone == "America/New_York"
+    assert rules.title and rules.gate.headline
+    assert rules.tiers.subscriber.unlimited
+    assert set(rules.sections) <= set(config.site.site.sections)
+    assert load_preset(CONFIG / "presets" / f"{name}.toml", "UTC").name == name
+
+
+def test_the_site_file_loads():
+    site = Config().site
+    assert site.site.default_preset == "wpr"
+    assert [plan.id for plan in site.plans] == ["monthly", "annual"]
+    assert {letter.audience for letter in site.newsletters} == {"registered", "subscriber"}
+
+
+def test_an_unknown_preset_name_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"no preset named 'paywall' \(have: freemium, hard,"):
+        Config().preset("paywall")
+
+
+@pytest.fixture
+def config_dir(tmp_path) -> Path:
+    """A private copy of config/ to break."""
+    target = tmp_path / "config"
+    shutil.copytree(CONFIG, target)
+    return target
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    """Replace one exact piece of a config file (which must be there)."""
+    text = path.read_text()
+    assert text.count(old) == 1, f"{old!r} not found once in {path}"
+    path.write_text(text.replace(old, new))
+
+
+WPR_REGISTERED = 'limit = 3\nperiod = "month"\nmode = "choice"\nunlock_lasts = "period"\n'
+WPR_SUBSCRIBER = '[tiers.subscriber]\nlimit = "unlimited"\n'
+
+#: (id, file, text to replace, replacement, dotted key, reason)
+BROKEN = [
+    ("unknown top-level key", "presets/wpr.toml", 'teaser_paragraphs = 3\n',
+     'teaser_paragraphs = 3\nteaser_length = 3\n', "teaser_length", "unknown key"),
+    ("unknown tier key", "presets/wpr.toml", WPR_REGISTERED,
+     WPR_REGISTERED + "limt = 4\n", "tiers.registered.limt", "unknown key"),
+    ("unknown tier", "presets/wpr.toml", WPR_SUBSCRIBER,
+     WPR_SUBSCRIBER + '\n[tiers.lapsed]\nlimit = 1\n', "tiers.lapsed", "unknown key"),
+    ("limit is a word", "presets/wpr.toml", "limit = 3\n",
+     'limit = "three"\n', "tiers.registered.limit", 'must be a whole number or "unlimited"'),
+    ("limit is a float", "presets/wpr.toml", "limit = 3\n",
+     "limit = 3.0\n", "tiers.registered.limit", 'must be a whole number or "unlimited"'),
+    ("limit is a bool", "presets/wpr.toml", "limit = 3\n",
+     "limit = true\n", "tiers.registered.limit", 'must be a whole number or "unlimited"'),
+    ("negative limit", "presets/wpr.toml", "limit = 3\n",
+     "limit = -1\n", "tiers.registered.limit", "must be between 0 and 100000"),
+    ("period fortnight", "presets/wpr.toml", 'period = "month"',
+     'period = "fortnight"', "tiers.registered.period", "must be month, week, day, lifetime or rolling:N"),
+    ("period rolling:0", "presets/wpr.toml", 'period = "month"',
+     'period = "rolling:0"', "tiers.registered.period", "rolling:N (N days, 1-9999)"),
+    ("invalid mode", "presets/wpr.toml", 'mode = "choice"',
+     'mode = "pick"', "tiers.registered.mode", "'choice' or 'auto'"),
+    ("invalid unlock_lasts", "presets/metered.toml", 'unlock_lasts = "period"\n\n[tiers.registered]',
+     'unlock_lasts = "always"\n\n[tiers.registered]', "tiers.anonymous.unlock_lasts", "'period' or 'forever'"),
+    ("subscriber limited", "presets/wpr.toml", WPR_SUBSCRIBER,
+     "[tiers.subscriber]\nlimit = 10\n", "tiers.subscriber", 'subscribers must have limit = "unlimited"'),
+    ("teaser_paragraphs 0", "presets/wpr.toml", "teaser_paragraphs = 3",
+     "teaser_paragraphs = 0", "teaser_paragraphs", "greater than or equal to 1"),
+    ("gate style", "presets/hard.toml", 'style = "inline"',
+     'style = "popup"', "gate.style", "'inline', 'modal' or 'banner'"),
+    ("preset sets its own timezone", "presets/wpr.toml", "teaser_paragraphs = 3\n",
+     'teaser_paragraphs = 3\ntimezone = "UTC"\n', "timezone", "unknown key"),
+    ("section the site lacks", "presets/freemium.toml", 'Climate = "free"',
+     'Climate = "free"\nSports = "free"', "sections.Sports", "not a section of this site"),
+    ("section class unknown", "presets/freemium.toml", 'Climate = "free"',
+     'Climate = "paid"', "sections.Climate", "'metered', 'free' or 'premium'"),
+    ("site unknown key", "site.toml", 'tagline = "',
+     'colour = "red"\ntagline = "', "site.colour", "unknown key"),
+    ("site unknown table", "site.toml", "[site]\n",
+     "[branding]\nlogo = 'x.png'\n\n[site]\n", "branding", "unknown key"),
+    ("site bad timezone", "site.toml", 'timezone = "America/New_York"',
+     'timezone = "America/Gotham"', "site.timezone", "unknown IANA time zone 'America/Gotham'"),
+    ("site duplicate plan id", "site.toml", 'id = "annual"',
+     'id = "monthly"', "plans", "ids must be unique"),
+    ("site duplicate newsletter id", "site.toml", 'id = "weekly-review"',
+     'id = "daily-review"', "newsletters", "ids must be unique"),
+    ("site plan price", "site.toml", "price_cents = 1200\n",
+     "price_cents = -5\n", "plans.0.price_cents", "greater than 0"),
+    ("site default preset missing", "site.toml", 'default_preset = "wpr"',
+     'default_preset = "paywall"', "site.default_preset", "no preset named 'paywall'"),
+]
+
+
+@pytest.mark.parametrize(
+    "file, old, new, key, reason", [row[1:] for row in BROKEN], ids=[row[0] for row in BROKEN]
+)
+def test_a_broken_file_is_refused_naming_file_key_and_reason(config_dir, file, old, new, key, reason):
+    path = config_dir / file
+    edit(path, old, new)
+    with pytest.raises(ConfigError) as caught:
+        Config(config_dir)
+    message = str(caught.value)
+    assert message.splitlines() == [line for line in message.splitlines() if line.startswith(f"{path}: ")]
+    assert len(message.splitlines()) == 1, f"one problem, one line:\n{message}"
+    assert message.startswith(f"{path}: {key}: "), message
+    assert reason in message
+
+
+@pytest.mark.parametrize("file", ["presets/wpr.toml", "site.toml"])
+def test_invalid_toml_names_the_file_and_the_line(config_dir, file):
+    path = config_dir / file
+    text = path.read_text().splitlines()
+    text[7] = "limit = = 3"
+    path.write_text("\n".join(text) + "\n")
+    with pytest.raises(ConfigError) as caught:
+        Config(config_dir)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: not valid TOML: ")
+    assert "line 8" in message
+
+
+def test_every_broken_preset_is_reported_at_once(config_dir):
+    edit(config_dir / "presets/wpr.toml", "limit = 3\n", "limit = -3\n")
+    edit(config_dir / "presets/hard.toml", "teaser_paragraphs = 2", "teaser_paragraphs = 99")
+    with pytest.raises(ConfigError) as caught:
+        Config(config_dir)
+    lines = str(caught.value).splitlines()
+    assert lines == [
+        f"{config_dir / 'presets/hard.toml'}: teaser_paragraphs: Input should be less than or equal to 20",
+        f"{config_dir / 'presets/wpr.toml'}: tiers.registered.limit: Value error, "
+        'must be between 0 and 100000, or "unlimited"',
+    ]
+
+
+def test_a_config_without_presets_is_refused(config_dir):
+    for path in (config_dir / "presets").glob("*.toml"):
+        path.unlink()
+    with pytest.raises(ConfigError, match="no presets"):
+        Config(config_dir)
+
+
+def test_a_missing_site_file_is_refused(config_dir):
+    (config_dir / "site.toml").unlink()
+    with pytest.raises(ConfigError, match=r"site\.toml: cannot read"):
+        Config(config_dir)
+
+
+def test_a_new_valid_preset_is_picked_up(config_dir):
+    (config_dir / "presets/weekly.toml").write_text(
+        'title = "Two a week"\n[tiers.registered]\nlimit = 2\nperiod = "week"\nmode = "auto"\n'
+    )
+    rules = Config(config_dir).preset("weekly")
+    assert (rules.tiers.registered.limit, rules.tiers.registered.period) == (2, "week")
+    assert rules.tiers.anonymous.limit == 0
+    assert rules.tiers.subscriber.unlimited
+
+
+def app_config(tmp_path, **extra) -> dict:
+    """Test settings for create_app on a throwaway database."""
+    return {"TESTING": True, "DATABASE": str(tmp_path / "gate.sqlite"), "SECRET_KEY": "k", **extra}
+
+
+def test_a_bad_gate_preset_stops_the_app(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        create_app(app_config(tmp_path, PRESET="paywall"))
+    message = str(caught.value)
+    assert message.startswith("GATE_PRESET: no preset named 'paywall'")
+    assert "wpr" in message
+
+
+def test_a_bad_gate_preset_from_the_environment_stops_the_app(tmp_path, monkeypatch):
+    monkeypatch.setenv("GATE_PRESET", "Hard")
+    with pytest.raises(ConfigError, match="GATE_PRESET: no preset named 'Hard'"):
+        create_app(app_config(tmp_path))
+
+
+def test_a_good_gate_preset_starts_the_app(tmp_path):
+    app = create_app(app_config(tmp_path, PRESET="hard"))
+    assert "hard" in app.extensions["gate.config"].presets
+
+
+def test_a_broken_config_dir_stops_the_app(tmp_path, config_dir):
+    edit(config_dir / "presets/wpr.toml", 'mode = "choice"', 'mode = "pick"')
+    with pytest.raises(ConfigError, match=r"wpr\.toml: tiers\.registered\.mode: "):
+        create_app(app_config(tmp_path, CONFIG_DIR=str(config_dir)))
