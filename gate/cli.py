@@ -33,7 +33,7 @@ def main():
 
 def init_app(app) -> None:
     """Register gate's commands on the app, so `gate` and app.test_cli_runner() see them."""
-    for command in (db, readers, clock, preset, outbox, serve, demo):
+    for command in (db, readers, billing, clock, preset, outbox, serve, demo):
         app.cli.add_command(command)
 
 
@@ -143,6 +143,47 @@ def readers_list():
                    f" {', '.join(flags)}")
 
 
+@readers.command("comp")
+@click.argument("email")
+@click.option("--until", "until", required=True,
+              help="Last moment of access (ISO date or date-time, site time zone), or 'never' to remove.")
+@with_appcontext
+def readers_comp(email, until):
+    """Grant complimentary full access until a date (or remove it with --until never)."""
+    database = get_db()
+    reader = accounts.by_email(database, email.strip().lower())
+    if reader is None:
+        raise click.ClickException(f"no account for {email}")
+    try:
+        moment = None if until == "never" else parse_moment(until, _tz())
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    if moment is not None and moment <= _now():
+        raise click.ClickException(f"--until must be in the future (site time is {_now().isoformat()})")
+    accounts.grant_comp(database, reader.id, moment, by="cli")
+    events.record(database, "comp_changed", _now(), reader_id=reader.id, by="cli",
+                  **{"from": reader.comp_until.isoformat() if reader.comp_until else None,
+                     "to": moment.isoformat() if moment else None})
+    click.echo(f"{reader.email}: complimentary access "
+               + (f"until {moment.astimezone(_tz()).isoformat(timespec='minutes')}" if moment else "removed"))
+
+
+# --- billing ------------------------------------------------------------------
+
+
+@click.group()
+def billing():
+    """Renewals, retries and expiries of subscriptions."""
+
+
+@billing.command("tick")
+@with_appcontext
+def billing_tick():
+    """Settle every subscription with a renewal, retry or expiry due now."""
+    done = subscriptions.settle_all(get_db(), site.config(), _now())
+    click.echo(f"Settled {done['subscriptions']} subscription(s), {done['charges']} charge attempt(s).")
+
+
 # --- clock --------------------------------------------------------------------
 
 
@@ -160,9 +201,19 @@ def _show(state=None):
 
 
 def _changed(before, how):
+    """Record the move, then run everything that fell due while time passed."""
     database = get_db()
     events.record(database, "clock_changed", _now(), how=how,
                   **{"from": before.isoformat(), "to": _now().isoformat()})
+    _tick()
+
+
+def _tick():
+    """Settle every subscription that has something due by the site's time."""
+    done = subscriptions.settle_all(get_db(), site.config(), _now())
+    if done["subscriptions"]:
+        click.echo(f"Billing: settled {done['subscriptions']} subscription(s), "
+                   f"{done['charges']} charge attempt(s).")
 
 
 @clock.command("show")

@@ -177,3 +177,10 @@ def m007_subscriptions(db):
         " where is_subscriber = 1"
     )
     db["readers"].transform(drop={"is_subscriber"})
+
+
+@migrations()
+def m008_article_search(db):
+    """Full-text search over articles (FTS5, kept current by triggers)."""
+    db["articles"].enable_fts(["title", "dek", "body_md"], fts_version="FTS5",
+                              create_triggers=True, tokenize="porter")

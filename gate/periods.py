@@ -87,6 +87,10 @@ def period_window(period: str, now: datetime, tz: ZoneInfo) -> Window:
     if period not in CALENDAR:
         raise ValueError(f"unknown period {period!r}")
     first, following, key = _calendar_bounds(period, now.astimezone(tz).date())
+    if now >= local_midnight(following, tz):
+        # Clocks set back across midnight (St John's until 2011) repeat part of
+        # yesterday after today began; that repeat belongs to the new period.
+        first, following, key = _calendar_bounds(period, following)
     return Window(period, local_midnight(first, tz), local_midnight(following, tz), key)
 
 

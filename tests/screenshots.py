@@ -24,7 +24,7 @@ PHONE = {"width": 390, "height": 844}
 
 
 class Camera:
-    """Saves numbered full-page screenshots into one folder."""
+    """Saves full-page screenshots into one folder."""
 
     def __init__(self, outdir: Path) -> None:
         self.outdir = outdir
@@ -44,20 +44,20 @@ def anonymous_pages(browser, base_url: str, camera: Camera) -> None:
     """What a visitor without an account sees."""
     context = browser.new_context(base_url=base_url, viewport=DESKTOP)
     page = context.new_page()
-    camera.shoot(page, "01-front", "/")
-    camera.shoot(page, "02-section", "/sections/Diplomacy")
-    camera.shoot(page, "03-article-gate", f"/articles/{ARTICLE}")
-    camera.shoot(page, "04-signup", f"/signup?next=/articles/{ARTICLE}")
-    camera.shoot(page, "05-login", f"/login?next=/articles/{ARTICLE}")
-    camera.shoot(page, "10-subscribe", "/subscribe")
-    camera.shoot(page, "11-not-found", "/articles/no-such-article")
+    camera.shoot(page, "front", "/")
+    camera.shoot(page, "section", "/sections/Diplomacy")
+    camera.shoot(page, "article-anonymous", f"/articles/{ARTICLE}")
+    camera.shoot(page, "signup", f"/signup?next=/articles/{ARTICLE}")
+    camera.shoot(page, "login", f"/login?next=/articles/{ARTICLE}")
+    camera.shoot(page, "subscribe", "/subscribe")
+    camera.shoot(page, "not-found", "/articles/no-such-article")
     context.close()
 
     phone = browser.new_context(base_url=base_url, viewport=PHONE, is_mobile=True,
                                 has_touch=True, device_scale_factor=1)
     page = phone.new_page()
-    camera.shoot(page, "12-mobile-front", "/")
-    camera.shoot(page, "13-mobile-article-gate", f"/articles/{ARTICLE}")
+    camera.shoot(page, "mobile-front", "/")
+    camera.shoot(page, "mobile-article-anonymous", f"/articles/{ARTICLE}")
     phone.close()
 
 
@@ -69,18 +69,18 @@ def reader_pages(browser, base_url: str, camera: Camera) -> None:
     page.locator("aside.gate").get_by_label("Email address").fill("amira.haddad@example.org")
     page.get_by_role("button", name="Keep reading", exact=True).click()
     page.wait_for_url(f"**/articles/{ARTICLE}")
-    camera.shoot(page, "06-article-unlock")
+    camera.shoot(page, "article-registered")
     page.get_by_role("button", name=UNLOCK_LABEL.format(left=3)).click()
     page.wait_for_url(f"**/articles/{ARTICLE}")
-    camera.shoot(page, "07-article-unlocked")
+    camera.shoot(page, "article-unlocked")
 
     others = [slug for slug in metered_slugs() if slug != ARTICLE]
     for left, slug in zip((2, 1), others):
         page.goto(f"/articles/{slug}")
         page.get_by_role("button", name=UNLOCK_LABEL.format(left=left)).click()
         page.wait_for_url(f"**/articles/{slug}")
-    camera.shoot(page, "08-article-meter-exhausted", f"/articles/{others[2]}")
-    camera.shoot(page, "09-account", "/account")
+    camera.shoot(page, "article-meter-exhausted", f"/articles/{others[2]}")
+    camera.shoot(page, "account", "/account")
     context.close()
 
 

@@ -34,7 +34,8 @@ HIGH = datetime(2060, 12, 31, 23, 59, 59, tzinfo=UTC)
 #: Zones with every kind of awkwardness: DST at midnight (Santiago, Havana,
 #: Asuncion, Beirut, Sao Paulo), 30-minute DST (Lord_Howe), quarter-hour
 #: offsets (Chatham, Kathmandu), negative DST (Dublin), Ramadan DST
-#: (Casablanca), skipped calendar days (Apia 2011, Kiritimati 1994), none (UTC).
+#: (Casablanca), skipped calendar days (Apia 2011, Kiritimati 1994), clocks set
+#: back across midnight (St John's and Goose Bay until 2011, Casey 2010), none (UTC).
 ZONES = (
     "UTC",
     "America/New_York",
@@ -49,6 +50,7 @@ ZONES = (
     "America/Asuncion",
     "America/Sao_Paulo",
     "America/St_Johns",
+    "America/Goose_Bay",
     "America/Nuuk",
     "Asia/Beirut",
     "Asia/Tehran",
@@ -60,6 +62,7 @@ ZONES = (
     "Pacific/Auckland",
     "Pacific/Apia",
     "Pacific/Kiritimati",
+    "Antarctica/Casey",
 )
 #: Local calendar days that never happened: the zone jumped over them.
 SKIPPED_DAYS = {
@@ -168,7 +171,13 @@ def test_calendar_window_holds_now_and_runs_midnight_to_midnight(period, case):
     name, now = case
     tz = ZoneInfo(name)
     window = period_window(period, now, tz)
-    first, following, key = expected_bounds(period, now.astimezone(tz).date())
+    local = now.astimezone(tz)
+    first, following, key = expected_bounds(period, local.date())
+    if window.key != key:
+        # Only where clocks went back across midnight: a repeated hour of
+        # yesterday, after the new period had already begun.
+        assert local.fold == 1, f"{now} ({local}) is in {window.key}, expected {key}"
+        first, following, key = expected_bounds(period, following)
 
     assert window.start <= now < window.end
     assert window.contains(now)
@@ -331,6 +340,12 @@ EXAMPLES = [
     ("UTC", "month", "2028-02-29T23:59:59Z", "2028-02-01T00:00Z", "2028-03-01T00:00Z", "month:2028-02"),
     ("UTC", "day", "2060-12-31T23:59:59Z", "2060-12-31T00:00Z", "2061-01-01T00:00Z", "day:2060-12-31"),
     ("Pacific/Apia", "day", "2011-12-31T00:00+14:00", "2011-12-30T10:00Z", "2011-12-31T10:00Z", "day:2011-12-31"),
+    # St John's fell back at 00:01 on 1990-10-28, to 23:01 on the 27th: the
+    # 28th began at the first midnight, and the repeated hour belongs to it.
+    ("America/St_Johns", "day", "1990-10-28T02:30Z", "1990-10-28T02:30Z", "1990-10-29T03:30Z", "day:1990-10-28"),
+    ("America/St_Johns", "day", "1990-10-28T02:31Z", "1990-10-28T02:30Z", "1990-10-29T03:30Z", "day:1990-10-28"),
+    ("America/St_Johns", "day", "1990-10-28T03:29Z", "1990-10-28T02:30Z", "1990-10-29T03:30Z", "day:1990-10-28"),
+    ("America/St_Johns", "day", "1990-10-28T02:29Z", "1990-10-27T02:30Z", "1990-10-28T02:30Z", "day:1990-10-27"),
 ]
 
 

@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from gate import accounts, paywall, periods, site, subscriptions
 from gate.db import get_db
+from gate.timeutil import from_iso
 
 csrf = CSRFProtect()
 login_manager = LoginManager()
@@ -75,13 +76,14 @@ def init_app(app) -> None:
     """Bind extensions, blueprints, error handlers and response headers."""
     csrf.init_app(app)
     login_manager.init_app(app)
-    from gate.web import account, api, auth, reading
+    from gate.web import account, api, auth, reading, subscribe
 
-    for module in (reading, auth, account, api):
+    for module in (reading, auth, account, subscribe, api):
         app.register_blueprint(module.bp)
     app.register_error_handler(HTTPException, _error)
     app.register_error_handler(CSRFError, _csrf_error)
     app.after_request(_private_caching)
     app.context_processor(_template_globals)
     app.jinja_env.filters["local"] = lambda moment: moment.astimezone(site.rules().tz)
+    app.jinja_env.filters["from_iso"] = from_iso
     app.jinja_env.filters["period_phrase"] = lambda period: periods.describe(period) if period else ""

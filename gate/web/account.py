@@ -1,13 +1,16 @@
-"""The reader's account page: tier, meter and the articles unlocked this period."""
+"""The reader's account: meter, unlocked articles, subscription and payments."""
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from datetime import timedelta
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from gate import paywall, site
+from gate import billing, paywall, site, subscriptions
 from gate.content import Article
 from gate.db import get_db
+from gate.web.forms import CardForm, ConfirmForm
 
 bp = Blueprint("account", __name__)
 
@@ -24,7 +27,7 @@ def _articles(slugs: list[str]) -> dict[str, Article]:
 @bp.get("/account")
 @login_required
 def account():
-    """Show who the reader is, their meter and what it has been spent on."""
+    """Show who the reader is, their meter, subscription and payments."""
     rules, viewer, now = site.rules(), site.viewer(), site.now()
     articles = _articles(sorted({s.slug for s in viewer.spends}))
     history = [
@@ -32,5 +35,77 @@ def account():
          "readable": paywall.decide(rules, viewer, articles[s.slug], now).access == "full"}
         for s in reversed(viewer.spends) if s.slug in articles
     ]
-    return render_template("account.html", reader=current_user,
-                           meter=paywall.meter_for(rules, viewer, now), history=history)
+    db = get_db()
+    sub = subscriptions.current(db, current_user.id)
+    plan = next((p for p in site.config().site.plans if sub and p.id == sub.plan_id), None)
+    policy = subscriptions.policy(site.config())
+    return render_template(
+        "account.html", reader=current_user, meter=paywall.meter_for(rules, viewer, now),
+        history=history, sub=sub, plan=plan, payments=subscriptions.payments(db, current_user.id),
+        grace_ends=(sub.past_due_since + timedelta(days=policy.grace_days))
+        if sub and sub.past_due_since else None,
+        form=ConfirmForm(),
+    )
+
+
+def _run(operation, success: str):
+    """Apply a subscription change, flash the result, go back to the account."""
+    try:
+        operation()
+    except billing.BillingError as error:
+        flash(f"That can't be done: {error}.", "warning")
+    else:
+        flash(success, "success")
+    return redirect(url_for("account.account"), code=303)
+
+
+@bp.post("/account/subscription/cancel")
+@login_required
+def cancel():
+    """Cancel at the period end (the default) or, with when=now, immediately."""
+    if not ConfirmForm().validate_on_submit():
+        return redirect(url_for("account.account"), code=303)
+    now_please = request.form.get("when") == "now"
+    return _run(
+        lambda: subscriptions.cancel(get_db(), site.config(), current_user.id, site.now(),
+                                     immediately=now_please),
+        "Your subscription has ended." if now_please else
+        "Your subscription will end at the close of this period. You can resume it until then.",
+    )
+
+
+@bp.post("/account/subscription/resume")
+@login_required
+def resume():
+    """Keep a subscription that was set to end at the period end."""
+    if not ConfirmForm().validate_on_submit():
+        return redirect(url_for("account.account"), code=303)
+    return _run(lambda: subscriptions.resume(get_db(), site.config(), current_user.id, site.now()),
+                "Your subscription will renew as usual.")
+
+
+@bp.route("/account/card", methods=["GET", "POST"])
+@login_required
+def card():
+    """Update the card on file; a past-due renewal is retried with it at once."""
+    form = CardForm()
+    sub = subscriptions.current(get_db(), current_user.id)
+    if sub is None or sub.status not in billing.LIVE:
+        flash("You have no active subscription to update.", "info")
+        return redirect(url_for("account.account"))
+    if form.validate_on_submit():
+        new_card = form.check_card(site.now())
+        if new_card:
+            try:
+                updated = subscriptions.update_card(get_db(), site.config(), current_user.id,
+                                                    new_card, form.card_number.data, site.now())
+            except billing.BillingError as error:
+                form.card_number.errors.append(str(error))
+            else:
+                if updated.status == "past_due":
+                    form.card_number.errors.append("The payment with this card failed too.")
+                else:
+                    flash(f"Card ending {new_card.last4} is now on file.", "success")
+                    return redirect(url_for("account.account"), code=303)
+    status = 400 if request.method == "POST" else 200
+    return render_template("card.html", form=form, sub=sub, test_cards=billing.TEST_CARDS), status

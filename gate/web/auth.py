@@ -13,6 +13,8 @@ from gate.db import get_db
 from gate.web.forms import ConfirmForm, LoginForm, MagicLinkForm, SignupForm
 
 bp = Blueprint("auth", __name__)
+#: Session keys that survive signing in (an open checkout's idempotency keys).
+CARRIED = ("checkout_keys",)
 
 
 def safe_next(target: str | None, default: str = "/") -> str:
@@ -29,7 +31,7 @@ def safe_next(target: str | None, default: str = "/") -> str:
     return target
 
 
-def _sign_in(reader: accounts.Reader, method: str, remember: bool = False) -> None:
+def sign_in(reader: accounts.Reader, method: str, remember: bool = False) -> None:
     """Log a reader in, moving their anonymous meter to the account."""
     db, now = get_db(), site.now()
     visitor = session.get("visitor")
@@ -39,7 +41,9 @@ def _sign_in(reader: accounts.Reader, method: str, remember: bool = False) -> No
         if moved:
             events.record(db, "meter_merged", now, reader_id=reader.id, visitor_id=visitor,
                           moved=moved)
+    carried = {key: session[key] for key in CARRIED if key in session}
     session.clear()  # a fresh session on every sign-in
+    session.update(carried)
     login_user(reader, remember=remember)
     site.forget_viewer()
     events.record(db, "login", now, reader_id=reader.id, visitor_id=visitor, method=method)
@@ -62,7 +66,7 @@ def signup():
             events.record(db, "signup", site.now(), reader_id=reader.id,
                           visitor_id=session.get("visitor"), source=safe_next(form.next.data),
                           newsletter=bool(form.newsletter.data), preset=site.rules().name)
-            _sign_in(reader, "signup")
+            sign_in(reader, "signup")
             flash("Welcome to The Meridian. Your free articles are ready.", "success")
             return redirect(safe_next(form.next.data), code=303)
     status = 400 if request.method == "POST" else 200
@@ -79,7 +83,7 @@ def login():
     if form.validate_on_submit():
         reader = accounts.authenticate(get_db(), form.email.data, form.password.data)
         if reader:
-            _sign_in(reader, "password", remember=bool(form.remember.data))
+            sign_in(reader, "password", remember=bool(form.remember.data))
             flash("You are logged in.", "success")
             return redirect(safe_next(form.next.data), code=303)
         form.password.errors.append("That email and password don't match an account.")
@@ -130,7 +134,7 @@ def magic_link(token: str):
         reader = accounts.by_id(db, data["r"])
         if reader is None or not accounts.consume_login_token(db, data["j"], reader.id, site.now()):
             return render_template("magic_invalid.html"), 400
-        _sign_in(reader, "magic_link")
+        sign_in(reader, "magic_link")
         flash("You are logged in.", "success")
         return redirect(safe_next(data["n"]), code=303)
     response = current_app.make_response(render_template("magic_confirm.html", form=form))

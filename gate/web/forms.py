@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, HiddenField, PasswordField
+from wtforms import BooleanField, EmailField, HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
-from gate import accounts
+from gate import accounts, billing
 
 
 class _EmailForm(FlaskForm):
@@ -47,3 +47,40 @@ class MagicLinkForm(_EmailForm):
 
 class ConfirmForm(FlaskForm):
     """A bare POST button (sign in with a link, unlock): CSRF only."""
+
+
+class CardForm(FlaskForm):
+    """Card details, checked like a payment provider's test mode (see gate.billing)."""
+
+    name = StringField("Name on card", validators=[DataRequired("Enter the name on the card."),
+                                                   Length(max=120)])
+    card_number = StringField("Card number", validators=[DataRequired("Enter the card number.")])
+    expiry = StringField("Expiry (MM/YY)", validators=[DataRequired("Enter the expiry date.")])
+    cvc = StringField("Security code (CVC)", validators=[DataRequired("Enter the security code.")])
+    idempotency_key = HiddenField()
+
+    def check_card(self, now):
+        """Validate the card fields against the test cards; returns a Card or None."""
+        card, errors = billing.validate_card(self.card_number.data, self.expiry.data,
+                                             self.cvc.data, now)
+        for name, message in errors.items():
+            getattr(self, name).errors = [*getattr(self, name).errors, message]
+        return card
+
+
+class CheckoutForm(CardForm):
+    """Checkout; anonymous visitors also give an email (and optional password)."""
+
+    email = EmailField("Email address", validators=[Optional()])
+    password = PasswordField("Password (optional)", validators=[
+        Optional(), Length(min=accounts.MIN_PASSWORD,
+                           message=f"Passwords need at least {accounts.MIN_PASSWORD} characters.")])
+
+
+class SearchForm(FlaskForm):
+    """The archive search box (GET, so no CSRF)."""
+
+    class Meta:
+        csrf = False
+
+    q = StringField("Search the archive", validators=[Length(max=200)])

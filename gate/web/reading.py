@@ -5,8 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from gate import content, site
+from gate import search as archive
+from gate.db import get_db
 from gate.web import access
-from gate.web.forms import ConfirmForm
+from gate.web.forms import ConfirmForm, SearchForm
 
 bp = Blueprint("reading", __name__)
 
@@ -67,8 +69,12 @@ def feed():
     return xml, 200, {"Content-Type": "application/rss+xml; charset=utf-8"}
 
 
-@bp.get("/subscribe")
-def subscribe():
-    """The plans and what a subscription gives."""
-    return render_template("subscribe.html", plans=site.config().site.plans,
-                           newsletters=site.config().site.newsletters)
+@bp.get("/search")
+def search():
+    """Search the archive: full text for subscribers, titles and summaries for others."""
+    form = SearchForm(request.args)
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    query = (form.q.data or "").strip()[:200]
+    full = site.viewer().tier == "subscriber"
+    results = archive.search(get_db(), query, body=full, now=site.now(), page=page) if query else None
+    return render_template("search.html", form=form, results=results, full=full)

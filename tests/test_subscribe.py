@@ -1,0 +1,255 @@
+"""Checkout, the account's subscription controls, and renewals driven by the clock."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+
+from tests.conftest import METERED, PREMIUM, Reader, metered_slugs
+
+KEY = re.compile(r'name="idempotency_key" type="hidden" value="([^"]+)"')
+CARD = {"name": "Ada Reader", "card_number": "4242 4242 4242 4242", "expiry": "12/30", "cvc": "123"}
+
+
+def open_checkout(reader, plan="monthly") -> str:
+    page = reader.client.get(f"/subscribe/{plan}").get_data(as_text=True)
+    return KEY.search(page).group(1)
+
+
+def pay(reader, plan="monthly", key=None, **fields):
+    key = key or open_checkout(reader, plan)
+    return reader.post(f"/subscribe/{plan}", {**CARD, "idempotency_key": key, **fields})
+
+
+def statuses(db):
+    return [row[0] for row in db.execute("select status from subscriptions order by id")]
+
+
+def test_plans_page_lists_plans_and_perks(client):
+    page = client.get("/subscribe").get_data(as_text=True)
+    for text in ("Monthly", "Annual", "USD 12.00", "USD 120.00", "14-day free trial",
+                 "Daily Review", "Weekly Review", "Archive search", "No ads"):
+        assert text in page
+    assert 'href="/subscribe/monthly"' in page and 'href="/subscribe/annual"' in page
+
+
+def test_unknown_plan_is_404(client):
+    assert client.get("/subscribe/weekly").status_code == 404
+
+
+def test_registered_reader_subscribes_and_keeps_their_history(reader, db):
+    reader.signup("keeper@example.com")
+    reader.unlock(METERED)
+    response = pay(reader)
+    assert response.status_code == 303 and response.headers["Location"] == "/account"
+    assert statuses(db) == ["active"]
+    assert reader.article(PREMIUM)["reason"] == "subscriber"
+    assert db.execute("select amount_cents, outcome, card_last4 from payments").fetchall() == [(1200, "succeeded", "4242")]
+    assert db.execute("select count(*) from unlocks").fetchone() == (1,)
+    account = reader.client.get("/account").get_data(as_text=True)
+    assert "Active" in account and "ending 4242" in account and "USD 12.00" in account
+
+
+def test_anonymous_visitor_creates_an_account_in_checkout(reader, db):
+    response = pay(reader, "annual", email="New@Example.com", password="new-pass-123")
+    assert response.status_code == 303
+    assert db.execute("select email from readers where email = 'new@example.com'").fetchone()
+    assert statuses(db) == ["trialing"]
+    assert reader.meter()["tier"] == "subscriber"
+    assert db.execute("select amount_cents, kind from payments").fetchall() == [(0, "trial_verification")]
+
+
+def test_anonymous_checkout_needs_a_valid_email_and_creates_nothing(reader, db):
+    before = db["readers"].count
+    response = pay(reader, email="nope")
+    assert response.status_code == 400 and "@-sign" in response.get_data(as_text=True)
+    assert db["readers"].count == before and statuses(db) == []
+
+
+def test_anonymous_checkout_with_a_bad_card_creates_no_account(reader, db):
+    before = db["readers"].count
+    response = pay(reader, email="carded@example.com", card_number="4242 4242 4242 4241")
+    assert response.status_code == 400
+    assert db["readers"].count == before
+
+
+@pytest.mark.parametrize("number, message", [
+    ("4000 0000 0000 0002", "Your card was declined."),
+    ("4000 0000 0000 9995", "insufficient funds"),
+])
+def test_declined_cards_leave_an_incomplete_subscription_and_no_access(reader, db, number, message):
+    reader.signup("declined@example.com")
+    response = pay(reader, card_number=number)
+    assert response.status_code == 402 and message in response.get_data(as_text=True)
+    assert statuses(db) == ["incomplete"]
+    assert reader.meter()["tier"] == "registered"
+    fixed = pay(reader)  # the re-rendered form has a new key; a good card completes it
+    assert fixed.status_code == 303 and statuses(db) == ["active"]
+    outcomes = [r[0] for r in db.execute("select outcome from payments order by id")]
+    assert outcomes == ["failed", "succeeded"]
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"card_number": "4242 4242 4242 4241"}, "not valid"),
+    ({"card_number": "5555 5555 5555 4444"}, "Unknown test card"),
+    ({"expiry": "01/20"}, "expired"),
+    ({"cvc": "1"}, "3 or 4 digit"),
+    ({"name": ""}, "name on the card"),
+])
+def test_card_field_errors_change_nothing(reader, db, fields, message):
+    reader.signup("fields@example.com")
+    response = pay(reader, **fields)
+    assert response.status_code == 400 and message in response.get_data(as_text=True)
+    assert statuses(db) == [] and db["payments"].count == 0
+
+
+def test_double_submit_charges_once(reader, db):
+    reader.signup("twice@example.com")
+    key = open_checkout(reader)
+    first, second = pay(reader, key=key), pay(reader, key=key)
+    assert first.status_code == second.status_code == 303
+    assert statuses(db) == ["active"] and db["payments"].count == 1
+
+
+def test_anonymous_double_submit_charges_once_and_signs_in(app, db):
+    reader = Reader(app.test_client())
+    key = open_checkout(reader)
+    token = reader.token()
+    cookie = reader.client.get_cookie("session", domain="meridian.test").value
+    data = {**CARD, "idempotency_key": key, "email": "fast@example.com", "csrf_token": token}
+    assert reader.client.post("/subscribe/monthly", data=data).status_code == 303
+    other = app.test_client()  # the second click still carries the pre-login cookie
+    other.set_cookie("session", cookie, domain="meridian.test")
+    assert other.post("/subscribe/monthly", data=data).status_code == 303
+    assert statuses(db) == ["active"] and db["payments"].count == 1
+    assert Reader(other).meter()["tier"] == "subscriber"
+
+
+def test_checkout_form_key_from_another_session_is_refused(app, reader, db):
+    reader.signup("mine@example.com")
+    key = open_checkout(reader)
+    thief = Reader(app.test_client())
+    thief.signup("thief@example.com")
+    response = pay(thief, key=key)
+    assert response.status_code == 400 and statuses(db) == []
+
+
+def test_subscriber_cannot_check_out_twice(reader, db):
+    reader.signup("again@example.com")
+    pay(reader)
+    assert reader.client.get("/subscribe/annual").status_code == 302
+    response = pay(reader, "annual", key="made-up")
+    assert statuses(db) == ["active"]
+
+
+def test_renewals_follow_the_clock(reader, db, runner):
+    reader.signup("renews@example.com")
+    pay(reader)
+    result = runner.invoke(args=["clock", "advance", "400d"])
+    assert "Billing: settled 1 subscription(s), 13 charge attempt(s)." in result.output
+    kinds = [r[0] for r in db.execute("select kind from payments order by at")]
+    assert kinds == ["checkout"] + ["renewal"] * 13
+    changes = db.execute("select data from events where type = 'subscription_changed' order by at").fetchall()
+    assert len(changes) == 14 and all('"from"' in c[0] and '"to"' in c[0] for c in changes)
+    assert reader.meter()["tier"] == "subscriber"
+
+
+def test_0341_card_walks_past_due_to_canceled_and_loses_access(reader, db, runner):
+    reader.signup("lapsing@example.com")
+    pay(reader, card_number="4000 0000 0000 0341")
+    runner.invoke(args=["clock", "advance", "31d"])  # renewal fails
+    assert statuses(db) == ["past_due"]
+    assert reader.meter()["tier"] == "subscriber"  # grace period
+    page = reader.client.get("/account").get_data(as_text=True)
+    assert "Past due" in page and "Update card" in page
+    runner.invoke(args=["clock", "advance", "10d"])
+    assert statuses(db) == ["canceled"]
+    assert reader.meter()["tier"] == "registered"
+    kinds = [r[0] for r in db.execute("select kind from payments order by at")]
+    assert kinds == ["checkout", "renewal", "retry 1", "retry 2", "retry 3"]
+
+
+def test_site_settles_a_reader_when_it_loads_them(reader, db, clock):
+    reader.signup("lazy@example.com")
+    pay(reader, card_number="4000 0000 0000 0341")
+    clock.advance(timedelta(days=45))  # no CLI tick: the page load settles it
+    assert reader.meter()["tier"] == "registered"
+    assert statuses(db) == ["canceled"]
+
+
+def test_update_card_recovers_past_due(reader, db, runner):
+    reader.signup("fixer@example.com")
+    pay(reader, card_number="4000 0000 0000 0341")
+    runner.invoke(args=["clock", "advance", "31d"])
+    bad = reader.post("/account/card", {**CARD, "card_number": "4000 0000 0000 0002"})
+    assert bad.status_code == 400 and "failed too" in bad.get_data(as_text=True)
+    good = reader.post("/account/card", CARD)
+    assert good.status_code == 303 and statuses(db) == ["active"]
+    assert db.execute("select card_last4 from subscriptions").fetchone() == ("4242",)
+
+
+def test_cancel_at_period_end_then_resume_then_cancel_now(reader, db, runner):
+    reader.signup("canceller@example.com")
+    pay(reader)
+    reader.post("/account/subscription/cancel")
+    page = reader.client.get("/account").get_data(as_text=True)
+    assert "Ends on" in page and "Resume" in page
+    assert reader.meter()["tier"] == "subscriber"
+    reader.post("/account/subscription/resume")
+    assert db.execute("select cancel_at_period_end from subscriptions").fetchone() == (0,)
+    reader.post("/account/subscription/cancel", {"when": "now"})
+    assert statuses(db) == ["canceled"] and reader.meter()["tier"] == "registered"
+
+
+def test_cancel_at_period_end_ends_with_the_period(reader, db, runner):
+    reader.signup("leaver@example.com")
+    pay(reader)
+    reader.post("/account/subscription/cancel")
+    runner.invoke(args=["clock", "advance", "32d"])
+    assert statuses(db) == ["canceled"] and db["payments"].count == 1
+
+
+def test_resubscribing_after_the_end_is_a_new_subscription(reader, db):
+    reader.signup("returner@example.com")
+    pay(reader)
+    reader.post("/account/subscription/cancel", {"when": "now"})
+    assert pay(reader).status_code == 303
+    assert statuses(db) == ["canceled", "active"]
+
+
+def test_comp_grants_then_expires(reader, runner, clock):
+    reader.signup("guest@example.com")
+    result = runner.invoke(args=["readers", "comp", "guest@example.com", "--until", "2026-12-15"])
+    assert result.exit_code == 0 and "until 2026-12-15T00:00" in result.output
+    assert reader.meter()["tier"] == "subscriber"
+    clock.advance(timedelta(days=18))
+    assert reader.meter()["tier"] == "registered"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["readers", "comp", "nobody@example.com", "--until", "2027-01-01"], "no account"),
+    (["readers", "comp", "guest@example.com", "--until", "2020-01-01"], "must be in the future"),
+    (["readers", "comp", "guest@example.com", "--until", "someday"], "not a date"),
+])
+def test_comp_errors(reader, runner, args, message):
+    reader.signup("guest@example.com")
+    result = runner.invoke(args=args)
+    assert result.exit_code == 1 and message in result.output
+
+
+def test_billing_tick(reader, runner, db, clock):
+    reader.signup("ticker@example.com")
+    pay(reader)
+    clock.advance(timedelta(days=62))
+    result = runner.invoke(args=["billing", "tick"])
+    assert "Settled 1 subscription(s), 2 charge attempt(s)." in result.output
+    assert "Settled 0 subscription(s)" in runner.invoke(args=["billing", "tick"]).output
+
+
+def test_card_numbers_are_never_stored(reader, db):
+    reader.signup("private@example.com")
+    pay(reader)
+    dump = "\n".join(db.conn.iterdump())
+    assert "4242424242424242" not in dump and "4242 4242 4242 4242" not in dump
