@@ -72,7 +72,13 @@ def render(markdown_text: str) -> str:
 
 
 def split_teaser(markdown_text: str, paragraphs: int) -> tuple[str, bool]:
-    """The Markdown of the first ``paragraphs`` top-level paragraphs, and whether more follows.
+    """The Markdown of the first ``paragraphs`` top-level paragraphs, and whether more follows."""
+    teaser, rest = split_parts(markdown_text, paragraphs)
+    return teaser, bool(rest)
+
+
+def split_parts(markdown_text: str, paragraphs: int) -> tuple[str, str]:
+    """The Markdown of the first ``paragraphs`` top-level paragraphs, and the rest.
 
     The cut is made at a block boundary from markdown-it's source map, so a
     teaser never ends mid-sentence or inside a list.
@@ -88,9 +94,7 @@ def split_teaser(markdown_text: str, paragraphs: int) -> tuple[str, bool]:
         end = token.map[1]
         if seen == paragraphs:
             break
-    teaser = "\n".join(lines[:end]).strip()
-    rest = "\n".join(lines[end:]).strip()
-    return teaser, bool(rest)
+    return "\n".join(lines[:end]).strip(), "\n".join(lines[end:]).strip()
 
 
 @lru_cache(maxsize=4096)
@@ -111,6 +115,31 @@ def body_html(article: Article) -> str:
 def teaser_html(article: Article, paragraphs: int) -> str:
     """The first paragraphs only, rendered from the teaser's own source."""
     return _teaser(article.body_md, paragraphs)
+
+
+@lru_cache(maxsize=4096)
+def _gated(body_md: str, paragraphs: int) -> str:
+    return render(split_parts(body_md, paragraphs)[1])
+
+
+def gated_html(article: Article, paragraphs: int) -> str:
+    """Everything after the teaser (only for viewers with full access)."""
+    return _gated(article.body_md, paragraphs)
+
+
+def json_ld(article: Article, access_class: str, publisher: str, url: str) -> dict:
+    """schema.org NewsArticle metadata, marking the gated part for search engines."""
+    data = {
+        "@context": "https://schema.org", "@type": "NewsArticle", "headline": article.title,
+        "description": article.dek, "datePublished": article.published_at.isoformat(),
+        "author": {"@type": "Person", "name": article.author}, "articleSection": article.section,
+        "publisher": {"@type": "Organization", "name": publisher}, "url": url,
+        "isAccessibleForFree": access_class == "free",
+    }
+    if access_class != "free":
+        data["hasPart"] = {"@type": "WebPageElement", "isAccessibleForFree": False,
+                           "cssSelector": ".story__gated"}
+    return data
 
 
 def parse_article_file(path: Path) -> dict:

@@ -253,3 +253,30 @@ def test_card_numbers_are_never_stored(reader, db):
     pay(reader)
     dump = "\n".join(db.conn.iterdump())
     assert "4242424242424242" not in dump and "4242 4242 4242 4242" not in dump
+
+
+def test_house_ads_for_everyone_but_subscribers(reader, client):
+    for url in ("/", f"/articles/{METERED}"):
+        assert 'aria-label="Advertisement"' in client.get(url).get_data(as_text=True)
+    reader.signup("adfree@example.com")
+    pay(reader)
+    for url in ("/", f"/articles/{METERED}", f"/articles/{PREMIUM}"):
+        assert 'aria-label="Advertisement"' not in client.get(url).get_data(as_text=True)
+
+
+def test_json_ld_marks_the_gated_part(reader, client):
+    import json
+
+    def ld(slug):
+        page = client.get(f"/articles/{slug}").get_data(as_text=True)
+        return json.loads(re.search(r'<script type="application/ld\+json">(.*?)</script>', page, re.S).group(1)), page
+
+    data, page = ld(METERED)
+    assert data["@type"] == "NewsArticle" and data["isAccessibleForFree"] is False
+    assert data["hasPart"]["cssSelector"] == ".story__gated" and 'class="story__gated"' not in page
+    free, _ = ld("southwest-atlantic-squid-rush-treaty")
+    assert free["isAccessibleForFree"] is True and "hasPart" not in free
+    reader.signup("ld@example.com")
+    pay(reader)
+    _, page = ld(METERED)
+    assert 'class="story__gated"' in page

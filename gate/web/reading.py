@@ -38,11 +38,13 @@ def article(slug: str):
     """One article: the full text, or the teaser and the gate the rules choose."""
     item = access.published(slug)
     decision = access.read(item)
-    rules = site.rules()
-    body = content.body_html(item) if decision.access == "full" else None
-    teaser = None if body else content.teaser_html(item, rules.teaser_paragraphs)
-    return render_template("article.html", article=item, decision=decision, body=body,
-                           teaser=teaser, form=ConfirmForm(), meter=decision.meter)
+    paragraphs = site.rules().teaser_paragraphs
+    teaser = content.teaser_html(item, paragraphs)
+    gated = content.gated_html(item, paragraphs) if decision.access == "full" else None
+    ld = content.json_ld(item, decision.access_class, site.config().site.site.name,
+                         url_for("reading.article", slug=slug, _external=True))
+    return render_template("article.html", article=item, decision=decision, teaser=teaser,
+                           gated=gated, json_ld=ld, form=ConfirmForm(), meter=decision.meter)
 
 
 @bp.post("/articles/<slug>/unlock")
