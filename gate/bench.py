@@ -137,6 +137,41 @@ def bench_seed(n: int) -> dict:
             "peak_mib": round(peak / 2**20, 1)}
 
 
+QUERIES = ("trade policy", "border", "inflation reserve", "treaty summit", "grid", "satellite cable",
+           "drought", "coalition mandate", "\"export pipeline\"", "bond")
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def bench_search(n: int, rounds: int) -> list[dict]:
+    """Archive search on an n-article library (p50/p95) vs the bare FTS5 query it wraps."""
+    from gate import search
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = open_site_db(Path(tmp) / "search.sqlite")
+        db["articles"].insert_all(synthetic_articles(n, ["A", "B", "C"], NOW), batch_size=1000)
+        bare_sql = ("select rowid from articles_fts where articles_fts match ?"
+                    " order by rank limit 10")
+        timings = {"gate": [], "bare": []}
+        for _ in range(rounds):
+            for query in QUERIES:
+                start = time.perf_counter()
+                search.search(db, query, body=True, now=NOW)
+                timings["gate"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                db.execute(bare_sql, [search.match_expression(query, True)]).fetchall()
+                timings["bare"].append(time.perf_counter() - start)
+        db.close()
+    return [
+        {"name": f"search {name} ({n} articles)", "gate_s": _percentile(timings["gate"], share),
+         "baseline_s": _percentile(timings["bare"], share)}
+        for name, share in (("p50", 0.5), ("p95", 0.95))
+    ]
+
+
 def main(argv=None) -> None:
     """Run every benchmark, print a table and write bench-results/latest.json."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -145,12 +180,13 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     scale = 1 if args.quick else 10
     results = [bench_decide(2_000 * scale), bench_spend(50 * scale),
-               bench_page(20 * scale), bench_seed(1_000 * scale)]
-    print(f"{'benchmark':<28} {'gate':>10} {'baseline':>10} {'ratio':>8}")
+               bench_page(20 * scale), bench_seed(1_000 * scale),
+               *bench_search(2_000 * scale, 3 if args.quick else 5)]
+    print(f"{'benchmark':<34} {'gate':>10} {'baseline':>10} {'ratio':>8}")
     for row in results:
         row["ratio"] = round(row["gate_s"] / max(row["baseline_s"], 1e-9), 1)
         extra = f"  peak {row['peak_mib']} MiB" if "peak_mib" in row else ""
-        print(f"{row['name']:<28} {row['gate_s']:>9.4f}s {row['baseline_s']:>9.4f}s "
+        print(f"{row['name']:<34} {row['gate_s']:>9.4f}s {row['baseline_s']:>9.4f}s "
               f"{row['ratio']:>7}x{extra}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
