@@ -26,6 +26,9 @@ TYPES = {
     "clock_changed": "The site clock moved (data: from, to, how).",
     "reader_changed": "An account's flags changed (data: field, from, to).",
     "subscription_changed": "A subscription moved between states (data: from, to, reason, by).",
+    "newsletter_changed": "An enrollment changed status (data: list, from, to, reason).",
+    "newsletter_sent": "An issue of a list went out (data: list, issue, sent, skipped).",
+    "confirmation_sent": "A double opt-in confirmation email was written to the outbox.",
     "comp_changed": "Complimentary access was granted or removed (data: from, to, by).",
 }
 

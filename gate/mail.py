@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import smtplib
 from datetime import datetime
+from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 from gate.timeutil import to_iso
@@ -22,6 +24,26 @@ def queue(db, *, to: str, subject: str, text: str, html: str | None, kind: str,
         "subject": subject, "headers": json.dumps(all_headers), "body_text": text,
         "body_html": html,
     }).last_pk
+
+
+def deliver(db, settings, message_id: int) -> None:
+    """Send one outbox message over SMTP (when ``[mail] smtp_host`` is set)."""
+    if not settings.smtp_host:
+        return
+    row = next(db.query("select * from outbox where id = ?", [message_id]))
+    message = EmailMessage()
+    for key, value in json.loads(row["headers"]).items():
+        message[key] = value
+    message.set_content(row["body_text"] or "")
+    if row["body_html"]:
+        message.add_alternative(row["body_html"], subtype="html")
+    with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=30) as smtp:
+        if settings.smtp_starttls:
+            smtp.starttls()
+        if settings.smtp_username:
+            smtp.login(settings.smtp_username, settings.smtp_password)
+        smtp.send_message(message)
+    db.execute("update outbox set delivered_at = ? where id = ?", [row["created_at"], message_id])
 
 
 def messages(db, to: str | None = None, limit: int = 20) -> list[dict]:

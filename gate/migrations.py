@@ -184,3 +184,41 @@ def m008_article_search(db):
     """Full-text search over articles (FTS5, kept current by triggers)."""
     db["articles"].enable_fts(["title", "dek", "body_md"], fts_version="FTS5",
                               create_triggers=True, tokenize="porter")
+
+
+@migrations()
+def m009_newsletters(db):
+    """Enrollments, the consent record, issues and per-reader deliveries."""
+    db["enrollments"].create(
+        {"id": int, "reader_id": int, "list_id": str, "status": str, "created_at": str,
+         "updated_at": str, "confirmed_at": str, "paused_at": str, "unsubscribed_at": str},
+        pk="id", not_null={"reader_id", "list_id", "status", "created_at"},
+        foreign_keys=[("reader_id", "readers", "id")],
+    )
+    db["enrollments"].create_index(["reader_id", "list_id"], unique=True)
+    db["enrollments"].create_index(["list_id", "status"])
+    db["consents"].create(
+        {"id": int, "reader_id": int, "list_id": str, "action": str, "at": str, "wording": str,
+         "source": str, "ip": str, "method": str},
+        pk="id", not_null={"reader_id", "list_id", "action", "at", "wording"},
+        foreign_keys=[("reader_id", "readers", "id")],
+    )
+    db["consents"].create_index(["reader_id"])
+    db["newsletter_issues"].create(
+        {"id": int, "list_id": str, "number": int, "scheduled_for": str, "created_at": str,
+         "sent_at": str, "slugs": str, "recipients": int},
+        pk="id", not_null={"list_id", "number", "scheduled_for"},
+    )
+    db["newsletter_issues"].create_index(["list_id", "number"], unique=True)
+    db["deliveries"].create(
+        {"issue_id": int, "reader_id": int, "at": str, "outbox_id": int},
+        pk=("issue_id", "reader_id"),
+        foreign_keys=[("issue_id", "newsletter_issues", "id"), ("reader_id", "readers", "id")],
+    )
+    db["readers"].add_column("email_verified_at", str)
+
+
+@migrations()
+def m010_outbox_delivery(db):
+    """When a message was handed to SMTP (null: outbox only)."""
+    db["outbox"].add_column("delivered_at", str)

@@ -66,6 +66,32 @@ class Newsletter(_Strict):
     audience: Literal["registered", "subscriber"]
     cadence: Literal["daily", "weekly"]
     default_on_signup: bool = False
+    #: Local time of day the issue goes out (daily lists: Monday to Friday).
+    send_time: str = Field(default="07:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    #: Weekly lists: the day the issue goes out.
+    send_day: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+                      "sunday"] = "saturday"
+    #: The checkbox text shown at signup; recorded word for word as the consent.
+    consent_text: str = Field(default="", max_length=300)
+
+    @property
+    def consent_wording(self) -> str:
+        """What the reader agrees to when they tick this list's box."""
+        return self.consent_text or f"Send me {self.name}: {self.description}"
+
+
+class Mail(_Strict):
+    """Outgoing mail: the sender, the links' origin, double opt-in and optional SMTP."""
+
+    sender: str = "The Meridian <newsletters@meridian.example>"
+    base_url: str = Field(default="http://127.0.0.1:5000", pattern=r"^https?://[^/\s]+$")
+    double_opt_in: bool = True
+    confirm_days: int = Field(default=7, ge=1, le=60)
+    smtp_host: str = ""
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password: str = ""
 
 
 class Billing(_Strict):
@@ -90,6 +116,7 @@ class Site(_Strict):
     site: SiteInfo
     plans: list[Plan] = Field(min_length=1)
     billing: Billing = Billing()
+    mail: Mail = Mail()
     newsletters: list[Newsletter] = Field(default_factory=list)
 
     @field_validator("plans", "newsletters")

@@ -52,13 +52,9 @@ def unlock(slug: str):
     """Spend one of the reader's free articles on this one (choice mode)."""
     item = access.published(slug)
     decision, spent = access.unlock(item)
-    if spent:
-        left = decision.meter.remaining
-        flash(f"Unlocked. You have {left} free article{'s' if left != 1 else ''} left "
-              "this period.", "success")
-    elif decision.reason == "meter_exhausted":
+    if not spent and decision.reason == "meter_exhausted":
         flash("You have used all your free articles for this period.", "warning")
-    elif decision.reason not in ("already_unlocked", "subscriber", "free_article"):
+    elif not spent and decision.access != "full":
         flash("This article can't be unlocked with free articles.", "warning")
     return redirect(url_for("reading.article", slug=slug), code=303)
 
