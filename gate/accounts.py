@@ -34,6 +34,7 @@ class Reader:
     session_token: str
     created_at: datetime
     comp_until: datetime | None = None
+    email_verified_at: datetime | None = None
     #: Filled in per request by gate.subscriptions.refresh: full access right now.
     is_subscriber: bool = False
 
@@ -63,6 +64,7 @@ class Reader:
             is_admin=bool(row["is_admin"]), session_token=row["session_token"],
             created_at=from_iso(row["created_at"]),
             comp_until=from_iso(row["comp_until"]) if row.get("comp_until") else None,
+            email_verified_at=from_iso(row["email_verified_at"]) if row.get("email_verified_at") else None,
         )
 
 
@@ -155,9 +157,12 @@ def issue_login_token(db, reader_id: int, now: datetime) -> str:
 
 
 def consume_login_token(db, jti: str, reader_id: int, now: datetime) -> bool:
-    """Mark a magic link used; true only for the first use."""
+    """Mark a magic link used; true only for the first use. Using one proves the address."""
     cursor = db.execute(
         "update login_tokens set used_at = ? where jti = ? and reader_id = ? and used_at is null",
         [to_iso(now), jti, reader_id],
     )
+    if cursor.rowcount == 1:
+        db.execute("update readers set email_verified_at = coalesce(email_verified_at, ?) where id = ?",
+                   [to_iso(now), reader_id])
     return cursor.rowcount == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from datetime import datetime
@@ -10,7 +11,8 @@ import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
-from gate import accounts, create_app, events, mail, seed, site, subscriptions
+from gate import accounts, create_app, events, mail, newsletter, seed, site, subscriptions
+from gate.web import newsletter as web_newsletter
 from gate.clock import Clock, ClockError
 from gate.db import get_db
 from gate.settings import ConfigError
@@ -33,7 +35,7 @@ def main():
 
 def init_app(app) -> None:
     """Register gate's commands on the app, so `gate` and app.test_cli_runner() see them."""
-    for command in (db, readers, billing, clock, preset, outbox, serve, demo):
+    for command in (db, readers, billing, clock, newsletter_group, preset, outbox, serve, demo):
         app.cli.add_command(command)
 
 
@@ -64,12 +66,18 @@ def db_init():
 @db.command("seed")
 @click.option("--synthetic", type=click.IntRange(min=0), default=0,
               help="Also add N generated articles (for load tests).")
+@click.option("--schedule/--no-schedule", default=True, show_default=True,
+              help="Also add the upcoming articles, dated from today's site time.")
 @with_appcontext
-def db_seed(synthetic):
+def db_seed(synthetic, schedule):
     """Load the demo articles (and, with --synthetic N, N generated ones)."""
     database = get_db()
     count = seed.seed_articles(database)
     click.echo(f"Seeded {count} demo articles.")
+    if schedule:
+        upcoming = seed.seed_schedule(database, _now(), _tz())
+        newsletter.start_schedule(database, site.config(), _now())
+        click.echo(f"Scheduled {upcoming} upcoming articles (they appear as the clock passes them).")
     if synthetic:
         added = seed.seed_synthetic(database, synthetic, site.config().site.site.sections, _now())
         click.echo(f"Added {added} synthetic articles ({synthetic} requested).")
@@ -203,17 +211,22 @@ def _show(state=None):
 def _changed(before, how):
     """Record the move, then run everything that fell due while time passed."""
     database = get_db()
+    newsletter.start_schedule(database, site.config(), before)
     events.record(database, "clock_changed", _now(), how=how,
                   **{"from": before.isoformat(), "to": _now().isoformat()})
     _tick()
 
 
 def _tick():
-    """Settle every subscription that has something due by the site's time."""
+    """Settle subscriptions and send the newsletters that fell due by the site's time."""
     done = subscriptions.settle_all(get_db(), site.config(), _now())
     if done["subscriptions"]:
         click.echo(f"Billing: settled {done['subscriptions']} subscription(s), "
                    f"{done['charges']} charge attempt(s).")
+    issues = web_newsletter.run_due(_now())
+    if issues:
+        sent = sum(issue["sent"] for issue in issues)
+        click.echo(f"Newsletters: {len(issues)} issue(s) sent, {sent} message(s).")
 
 
 @clock.command("show")
@@ -264,6 +277,58 @@ def clock_reset():
     _show()
 
 
+# --- newsletters --------------------------------------------------------------
+
+
+@click.group("newsletter")
+def newsletter_group():
+    """Send newsletter issues and run their schedule."""
+
+
+@newsletter_group.command("list")
+@with_appcontext
+def newsletter_list():
+    """Show each list with its audience, schedule, readers by status and last issue."""
+    database = get_db()
+    for item in site.config().site.newsletters:
+        counts = dict(database.execute(
+            "select status, count(*) from enrollments where list_id = ? group by status", [item.id]))
+        last = newsletter.last_issue(database, item.id)
+        when = "weekdays" if item.cadence == "daily" else f"{item.send_day}s"
+        click.echo(f"{item.id:<16} {item.audience:<10} {when} {item.send_time}  "
+                   + " ".join(f"{k}={counts.get(k, 0)}" for k in newsletter.STATUSES)
+                   + (f"  last issue No. {last['number']}" if last else "  no issues yet"))
+
+
+@newsletter_group.command("send")
+@click.argument("list_id")
+@click.option("--dry-run", is_flag=True, help="Show what would be sent, send nothing.")
+@with_appcontext
+def newsletter_send(list_id, dry_run):
+    """Send the next issue of LIST now: the articles published since the last issue."""
+    try:
+        result = web_newsletter.send_next(list_id, _now(), dry_run=dry_run)
+    except newsletter.NewsletterError as error:
+        raise click.ClickException(str(error)) from None
+    if result is None:
+        click.echo(f"Nothing new to send on {list_id}: no articles since the last issue.")
+    elif dry_run:
+        click.echo(f"Would send {list_id} No. {result['issue']} to {result['recipients']} reader(s):")
+        for title in result["articles"]:
+            click.echo(f"  - {title}")
+    else:
+        click.echo(f"Sent {list_id} No. {result['issue']} ({result['articles']} article(s)) "
+                   f"to {result['sent']} reader(s); {result['skipped']} paused.")
+
+
+@newsletter_group.command("schedule")
+@with_appcontext
+def newsletter_schedule():
+    """Send every scheduled issue whose time has passed on the site clock."""
+    issues = web_newsletter.run_due(_now())
+    click.echo(f"{len(issues)} issue(s) sent, {sum(i['sent'] for i in issues)} message(s).")
+
+
 # --- presets ------------------------------------------------------------------
 
 
@@ -300,10 +365,14 @@ def preset_use(name):
 @click.command("outbox")
 @click.option("--to", "to", default=None, help="Only messages to this address.")
 @click.option("--limit", type=click.IntRange(1, 500), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the messages as JSON.")
 @with_appcontext
-def outbox(to, limit):
+def outbox(to, limit, as_json):
     """Print the newest messages the site has sent."""
-    rows = mail.messages(get_db(), to=to, limit=limit)
+    rows = mail.messages(get_db(), to=to.strip().lower() if to else None, limit=limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
     if not rows:
         click.echo("The outbox is empty.")
     for row in reversed(rows):
@@ -358,7 +427,9 @@ def demo(bind, workers):
     with app.app_context():
         database = get_db()
         if database["articles"].count == 0:
-            click.echo(f"Seeded {seed.seed_articles(database)} demo articles.")
+            click.echo(f"Seeded {seed.seed_articles(database)} demo articles and "
+                       f"{seed.seed_schedule(database, _now(), _tz())} upcoming ones.")
+        newsletter.start_schedule(database, site.config(), _now())
         people = seed.seed_demo_accounts(database, site.config(), _now())
         database.close()
     click.echo(f"\nThe Meridian is at http://{bind}/  (database: {app.config['DATABASE']})")

@@ -10,7 +10,7 @@ import random
 import re
 import tomllib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -142,17 +142,46 @@ def json_ld(article: Article, access_class: str, publisher: str, url: str) -> di
     return data
 
 
-def parse_article_file(path: Path) -> dict:
-    """Read an article file: TOML front matter between '+++' lines, then Markdown."""
+def _front_matter(path: Path) -> tuple[dict, str]:
+    """Split a file into its TOML front matter (between '+++' lines) and Markdown body."""
     text = path.read_text(encoding="utf-8")
     parts = text.split("+++", 2)
     if len(parts) != 3 or parts[0].strip():
         raise ContentError(f"{path}: must start with TOML front matter between +++ lines")
     try:
-        meta = tomllib.loads(parts[1])
+        return tomllib.loads(parts[1]), parts[2].strip() + "\n"
     except tomllib.TOMLDecodeError as error:
         raise ContentError(f"{path}: front matter is not valid TOML: {error}") from None
-    return validate_article({**meta, "slug": path.stem, "body_md": parts[2].strip() + "\n"},
+
+
+def parse_article_file(path: Path) -> dict:
+    """Read an article file: TOML front matter between '+++' lines, then Markdown."""
+    meta, body = _front_matter(path)
+    return validate_article({**meta, "slug": path.stem, "body_md": body}, source=str(path))
+
+
+def parse_scheduled_file(path: Path, start: date, tz) -> dict:
+    """Read an upcoming article, dated relative to ``start`` (a local date).
+
+    ``weekday = N`` publishes on the N-th weekday after ``start``; ``saturday = N``
+    on the N-th Saturday; ``at = "HH:MM"`` is the local time.
+    """
+    meta, body = _front_matter(path)
+    weekday, saturday, at = meta.pop("weekday", None), meta.pop("saturday", None), meta.pop("at", None)
+    if (weekday is None) == (saturday is None):
+        raise ContentError(f"{path}: give exactly one of weekday = N or saturday = N")
+    if not isinstance(at, str) or not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", at):
+        raise ContentError(f"{path}: at: must be a local time like \"07:30\"")
+    count, wanted = (weekday, lambda d: d.weekday() < 5) if weekday else (saturday, lambda d: d.weekday() == 5)
+    if not isinstance(count, int) or count < 1:
+        raise ContentError(f"{path}: weekday/saturday must be a whole number from 1")
+    day = start
+    while count:
+        day += timedelta(days=1)
+        count -= wanted(day)
+    hour, minute = (int(part) for part in at.split(":"))
+    published = datetime.combine(day, time(hour, minute)).replace(tzinfo=tz)
+    return validate_article({**meta, "slug": path.stem, "body_md": body, "published_at": published},
                             source=str(path))
 
 

@@ -26,17 +26,29 @@ def queue(db, *, to: str, subject: str, text: str, html: str | None, kind: str,
     }).last_pk
 
 
+def as_email(row: dict) -> EmailMessage:
+    """An outbox row as a MIME message (text, plus HTML when there is one)."""
+    message = EmailMessage()
+    headers = row["headers"] if isinstance(row["headers"], dict) else json.loads(row["headers"] or "{}")
+    for key, value in headers.items():
+        message[key] = value
+    message.set_content(row["body_text"] or "")
+    if row["body_html"]:
+        message.add_alternative(row["body_html"], subtype="html")
+    return message
+
+
+def raw(row: dict) -> str:
+    """The message source as it would go over the wire."""
+    return as_email(row).as_string()
+
+
 def deliver(db, settings, message_id: int) -> None:
     """Send one outbox message over SMTP (when ``[mail] smtp_host`` is set)."""
     if not settings.smtp_host:
         return
     row = next(db.query("select * from outbox where id = ?", [message_id]))
-    message = EmailMessage()
-    for key, value in json.loads(row["headers"]).items():
-        message[key] = value
-    message.set_content(row["body_text"] or "")
-    if row["body_html"]:
-        message.add_alternative(row["body_html"], subtype="html")
+    message = as_email(row)
     with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=30) as smtp:
         if settings.smtp_starttls:
             smtp.starttls()
@@ -46,8 +58,9 @@ def deliver(db, settings, message_id: int) -> None:
     db.execute("update outbox set delivered_at = ? where id = ?", [row["created_at"], message_id])
 
 
-def messages(db, to: str | None = None, limit: int = 20) -> list[dict]:
+def messages(db, to: str | None = None, limit: int = 20, offset: int = 0) -> list[dict]:
     """The newest messages, optionally for one address."""
     where, params = ("where to_addr = ?", [to]) if to else ("", [])
-    rows = db.query(f"select * from outbox {where} order by id desc limit ?", [*params, limit])
+    rows = db.query(f"select * from outbox {where} order by id desc limit ? offset ?",
+                    [*params, limit, offset])
     return [{**row, "headers": json.loads(row["headers"] or "{}")} for row in rows]

@@ -284,6 +284,13 @@ def set_cursor(db, list_id: str, moment: datetime) -> None:
                [CURSOR + list_id, to_iso(moment)])
 
 
+def start_schedule(db, cfg, now: datetime) -> None:
+    """Start the schedule of every list that has none yet (a new site sends no backlog)."""
+    for item in cfg.site.newsletters:
+        if cursor(db, item.id) is None:
+            set_cursor(db, item.id, now)
+
+
 def run_schedule(db, cfg, now: datetime, compose: Compose, has_access: Callable[[int], bool],
                  deliver=None) -> list[dict]:
     """Send every issue whose time has come since the schedule last ran, in order."""
@@ -291,7 +298,7 @@ def run_schedule(db, cfg, now: datetime, compose: Compose, has_access: Callable[
     results = []
     for item in cfg.site.newsletters:
         start = cursor(db, item.id)
-        if start is None:  # a new site: the schedule starts now, with no backlog
+        if start is None:
             set_cursor(db, item.id, now)
             continue
         for slot in slots(item, start, now, tz):

@@ -9,6 +9,7 @@ from gate import accounts, content, subscriptions
 from gate.resources import PACKAGE
 
 ARTICLES_DIR = PACKAGE / "demo" / "articles"
+SCHEDULE_DIR = PACKAGE / "demo" / "schedule"
 
 #: Demo accounts: (email, password, subscriber, admin). Printed by `gate demo`.
 DEMO_ACCOUNTS = (
@@ -34,6 +35,16 @@ def seed_articles(db, directory: Path = ARTICLES_DIR) -> int:
             else:
                 db["articles"].insert(row)
     return len(rows)
+
+
+def seed_schedule(db, now: datetime, tz, directory: Path = SCHEDULE_DIR) -> int:
+    """Add the upcoming articles, dated from today (site time); existing slugs are kept."""
+    start = now.astimezone(tz).date()
+    rows = [content.parse_scheduled_file(path, start, tz) for path in sorted(directory.glob("*.md"))]
+    before = db["articles"].count
+    with db.atomic():
+        db["articles"].insert_all(rows, ignore=True)
+    return db["articles"].count - before
 
 
 def seed_synthetic(db, count: int, sections: list[str], now: datetime, seed: int = 42) -> int:

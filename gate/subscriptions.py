@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from gate import accounts, billing, events
+from gate import accounts, billing, events, newsletter
 from gate.billing import Outcome, PlanTerms, Policy, Subscription
 from gate.db import immediate
 from gate.timeutil import from_iso, to_iso
@@ -98,7 +98,17 @@ def settle_reader(db, cfg, reader_id: int, now: datetime) -> Subscription | None
     with immediate(db):
         sub = current(db, reader_id)  # re-read under the write lock
         outcome = billing.settle(sub, plan_terms(cfg, sub.plan_id), policy(cfg), now)
-        return _apply(db, outcome, by="clock")
+        sub = _apply(db, outcome, by="clock")
+    _sync_lists(db, cfg, reader_id, now)
+    return sub
+
+
+def _sync_lists(db, cfg, reader_id: int, now: datetime) -> None:
+    """Pause or resume subscriber-only newsletters to match access now."""
+    reader = accounts.by_id(db, reader_id)
+    comp = bool(reader.comp_until and reader.comp_until > now)
+    live = billing.has_access(current(db, reader_id), policy(cfg), now)
+    newsletter.sync_access(db, cfg, reader_id, comp or live, now)
 
 
 def _due(sub: Subscription, now: datetime) -> bool:
@@ -135,7 +145,8 @@ def refresh(db, cfg, reader: accounts.Reader, now: datetime) -> accounts.Reader:
 
 
 def checkout(db, cfg, reader_id: int, plan_id: str, card: billing.Card, card_number: str,
-             idempotency_key: str, now: datetime) -> tuple[Subscription, str | None, bool]:
+             idempotency_key: str, now: datetime, ip: str | None = None
+             ) -> tuple[Subscription, str | None, bool]:
     """Subscribe a reader; returns (subscription, decline code, replayed).
 
     The idempotency key makes a double submit (double click, refresh, two
@@ -162,6 +173,8 @@ def checkout(db, cfg, reader_id: int, plan_id: str, card: billing.Card, card_num
         db["checkouts"].insert({"idempotency_key": idempotency_key, "reader_id": reader_id,
                                 "subscription_id": sub.id, "created_at": to_iso(now),
                                 "decline_code": decline})
+    if not decline:
+        newsletter.enroll_subscriber_lists(db, cfg, reader_id, now, source="checkout", ip=ip)
     return sub, decline, False
 
 
@@ -172,7 +185,9 @@ def _change(db, cfg, reader_id: int, now: datetime, operation, by: str) -> Subsc
         sub = current(db, reader_id)
         if sub is None:
             raise billing.BillingError("there is no subscription to change")
-        return _apply(db, operation(sub), by=by)
+        sub = _apply(db, operation(sub), by=by)
+    _sync_lists(db, cfg, reader_id, now)
+    return sub
 
 
 def cancel(db, cfg, reader_id: int, now: datetime, *, immediately: bool = False,
@@ -208,4 +223,6 @@ def grant(db, cfg, reader_id: int, plan_id: str, now: datetime, by: str) -> Subs
             return existing
         outcome = billing.start(reader_id, replace(plan_terms(cfg, plan_id), trial_days=0),
                                 card, None, now)
-        return _apply(db, outcome, by=by)
+        sub = _apply(db, outcome, by=by)
+    newsletter.enroll_subscriber_lists(db, cfg, reader_id, now, source=by, ip=None)
+    return sub

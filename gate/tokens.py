@@ -10,6 +10,8 @@ from itsdangerous import BadData, URLSafeTimedSerializer
 #: Each purpose gets its own salt, so a token for one can't be used for another.
 PURPOSES = {
     "magic-login": 15 * 60,
+    "newsletter-confirm": 7 * 24 * 3600,
+    "newsletter-unsubscribe": 400 * 24 * 3600,
 }
 
 

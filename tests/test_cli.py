@@ -40,10 +40,11 @@ def test_db_init_and_seed_synthetic(runner, db):
     result = runner.invoke(args=["db", "seed", "--synthetic", "250"])
     assert result.exit_code == 0, result.output
     assert "Seeded 14 demo articles" in result.output
-    assert db["articles"].count == 264
+    assert "Scheduled 48 upcoming articles" in result.output
+    assert db["articles"].count == 14 + 48 + 250
     again = runner.invoke(args=["db", "seed", "--synthetic", "250"])
-    assert "Added 0 synthetic articles" in again.output
-    assert db["articles"].count == 264
+    assert "Added 0 synthetic articles" in again.output and "Scheduled 0 upcoming" in again.output
+    assert db["articles"].count == 14 + 48 + 250
 
 
 def test_db_seed_rejects_a_negative_count(runner):

@@ -69,6 +69,8 @@ def _template_globals():
         "site_now": state_clock.astimezone(rules.tz),
         "clock_simulated": site.clock_state().simulated,
         "sections": site.config().site.site.sections,
+        "signup_lists": [item for item in site.config().site.newsletters
+                         if item.audience == "registered" and item.default_on_signup],
     }
 
 
@@ -76,9 +78,9 @@ def init_app(app) -> None:
     """Bind extensions, blueprints, error handlers and response headers."""
     csrf.init_app(app)
     login_manager.init_app(app)
-    from gate.web import account, api, auth, reading, subscribe
+    from gate.web import account, api, auth, devmail, newsletter, reading, subscribe
 
-    for module in (reading, auth, account, subscribe, api):
+    for module in (reading, auth, account, subscribe, newsletter, devmail, api):
         app.register_blueprint(module.bp)
     app.register_error_handler(HTTPException, _error)
     app.register_error_handler(CSRFError, _csrf_error)

@@ -10,7 +10,8 @@ from flask_login import current_user, login_user, logout_user
 
 from gate import accounts, events, mail, site, tokens
 from gate.db import get_db
-from gate.web.forms import ConfirmForm, LoginForm, MagicLinkForm, SignupForm
+from gate.web.forms import ConfirmForm, LoginForm, MagicLinkForm, list_field, signup_form
+from gate.web.newsletter import enroll_at_signup
 
 bp = Blueprint("auth", __name__)
 #: Session keys that survive signing in (an open checkout's idempotency keys).
@@ -52,7 +53,9 @@ def sign_in(reader: accounts.Reader, method: str, remember: bool = False) -> Non
 @bp.route("/signup", methods=["GET", "POST"])
 def signup():
     """Create an account with an email (password optional) and return to the article."""
-    form = SignupForm()
+    offered = [item for item in site.config().site.newsletters
+               if item.audience == "registered" and item.default_on_signup]
+    form = signup_form(offered)()
     if request.method == "GET":
         form.next.data = safe_next(request.args.get("next"))
         form.email.data = request.args.get("email", "")
@@ -63,14 +66,17 @@ def signup():
                 "That email already has an account: log in, or ask for a sign-in link.")
         else:
             reader = accounts.create(db, form.email.data, form.password.data or None, site.now())
+            chosen = [item.id for item in offered if form[list_field(item.id)].data]
             events.record(db, "signup", site.now(), reader_id=reader.id,
                           visitor_id=session.get("visitor"), source=safe_next(form.next.data),
-                          newsletter=bool(form.newsletter.data), preset=site.rules().name)
+                          newsletters=chosen, preset=site.rules().name)
+            enroll_at_signup(reader, chosen, source=safe_next(form.next.data))
             sign_in(reader, "signup")
             flash("Welcome to The Meridian. Your free articles are ready.", "success")
             return redirect(safe_next(form.next.data), code=303)
     status = 400 if request.method == "POST" else 200
-    return render_template("signup.html", form=form), status
+    return render_template("signup.html", form=form, offered=offered,
+                           list_field=list_field), status
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -31,7 +31,17 @@ class SignupForm(_EmailForm):
         validators=[Optional(), Length(min=accounts.MIN_PASSWORD,
                                        message=f"Passwords need at least {accounts.MIN_PASSWORD} characters.")],
     )
-    newsletter = BooleanField("Send me The Meridian Weekly, our free newsletter", default=True)
+
+
+def list_field(list_id: str) -> str:
+    """The form field name of a newsletter's consent checkbox."""
+    return "list_" + list_id.replace("-", "_")
+
+
+def signup_form(lists) -> type[SignupForm]:
+    """A signup form with one consent checkbox per list that signup offers."""
+    fields = {list_field(item.id): BooleanField(item.consent_wording, default=True) for item in lists}
+    return type("SignupWithLists", (SignupForm,), fields)
 
 
 class LoginForm(_EmailForm):

@@ -7,7 +7,7 @@ import secrets
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user
 
-from gate import accounts, billing, events, site, subscriptions
+from gate import accounts, billing, events, mail, site, subscriptions
 from gate.db import get_db
 from gate.web.forms import CheckoutForm
 
@@ -37,7 +37,8 @@ def _fresh_key(form: CheckoutForm) -> None:
 
 
 def _render(form, plan, status=200):
-    return render_template("checkout.html", form=form, plan=plan,
+    included = [item for item in site.config().site.newsletters if item.audience == "subscriber"]
+    return render_template("checkout.html", form=form, plan=plan, included=included,
                            test_cards=billing.TEST_CARDS), status
 
 
@@ -77,7 +78,8 @@ def checkout(plan_id: str):
         return _render(form, plan, 400)
     try:
         sub, decline, replay = subscriptions.checkout(
-            db, site.config(), reader.id, plan.id, card, form.card_number.data, key, now)
+            db, site.config(), reader.id, plan.id, card, form.card_number.data, key, now,
+            ip=request.remote_addr)
     except subscriptions.CheckoutError as error:
         flash(str(error), "warning")
         return redirect(url_for("account.account"), code=303)
@@ -86,9 +88,20 @@ def checkout(plan_id: str):
         _fresh_key(form)
         return _render(form, plan, 402)
     if not replay:
+        _receipt(reader, plan, sub, now)
         flash(f"Welcome, subscriber. Your {plan.name.lower()} subscription is "
               f"{'in its free trial' if sub.status == 'trialing' else 'active'}.", "success")
     return redirect(url_for("account.account"), code=303)
+
+
+def _receipt(reader, plan, sub, now) -> None:
+    """Email a receipt for the checkout (through the outbox, like all mail)."""
+    db = get_db()
+    charged = next(db.query("select * from payments where subscription_id = ? order by id desc limit 1",
+                            [sub.id]))
+    mail.queue(db, to=reader.email, subject=f"Your {site.config().site.site.name} subscription receipt",
+               text=render_template("email/receipt.txt", plan=plan, sub=sub, payment=charged),
+               html=None, kind="receipt", sender=site.config().site.mail.sender, now=now)
 
 
 def _new_account(form: CheckoutForm, now):
