@@ -1,0 +1,346 @@
+"""Newsletters: consent, double opt-in, preferences, one-click unsubscribe, sends, SMTP, inbox."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+
+import pytest
+from markupsafe import escape
+
+from gate import newsletter
+from gate.settings import Config
+from tests.conftest import METERED, START, Reader
+from tests.test_reading import gated_sentences
+
+CONFIRM = re.compile(r"http://127\.0\.0\.1:5000(/newsletter/confirm/[A-Za-z0-9._-]+)")
+WEEKLY = "meridian-weekly"
+
+
+def status(db, email, list_id=WEEKLY):
+    row = db.execute("select e.status from enrollments e join readers r on r.id = e.reader_id"
+                     " where r.email = ? and e.list_id = ?", [email, list_id]).fetchone()
+    return row[0] if row else None
+
+
+def last_mail(db, to, kind=None):
+    where = " and kind = ?" if kind else ""
+    row = next(db.query(f"select * from outbox where to_addr = ?{where} order by id desc limit 1",
+                        [to] + ([kind] if kind else [])), None)
+    return {**row, "headers": json.loads(row["headers"])} if row else None
+
+
+def signup_with_list(reader, email, tick=True, next="/"):
+    data = {"email": email, "next": next}
+    if tick:
+        data["list_meridian_weekly"] = "y"
+    return reader.post("/signup", data, environ_base={"REMOTE_ADDR": "203.0.113.9"})
+
+
+def confirm_path(db, email):
+    return CONFIRM.search(last_mail(db, email, "newsletter_confirmation")["body_text"]).group(1)
+
+
+def publish(db, slug, when):
+    """Publish a copy of the metered article at ``when`` (site time)."""
+    row = dict(next(db.query("select * from articles where slug = ?", [METERED])))
+    row.update(id=None, slug=slug, title=f"Fresh analysis {slug}",
+               published_at=when.astimezone(START.tzinfo).isoformat())
+    from gate.timeutil import to_iso
+    row["published_at"] = to_iso(when)
+    db["articles"].insert(row)
+
+
+def test_signup_records_consent_and_waits_for_confirmation(reader, db):
+    signup_with_list(reader, "consent@example.com", next=f"/articles/{METERED}")
+    assert status(db, "consent@example.com") == "pending"
+    consent = next(db.query("select * from consents"))
+    wording = Config().site.newsletters[0].consent_wording
+    assert (consent["action"], consent["wording"], consent["ip"], consent["method"]) == (
+        "granted", wording, "203.0.113.9", "signup")
+    assert consent["source"] == f"/articles/{METERED}" and consent["at"].startswith("2026-11-28T17:00")
+    page = reader.client.get("/signup").get_data(as_text=True)
+    assert str(escape(wording)) in page
+
+
+def test_unticked_box_enrolls_nothing(reader, db):
+    signup_with_list(reader, "nothanks@example.com", tick=False)
+    assert status(db, "nothanks@example.com") is None and db["consents"].count == 0
+    assert last_mail(db, "nothanks@example.com") is None
+
+
+def test_gate_form_carries_the_consent_checkbox(client):
+    page = client.get(f"/articles/{METERED}").get_data(as_text=True)
+    assert 'form="gate-signup"' in page and 'name="list_meridian_weekly"' in page
+
+
+def test_double_opt_in_survives_a_prefetching_scanner(reader, client, db, app):
+    signup_with_list(reader, "scanned@example.com")
+    path = confirm_path(db, "scanned@example.com")
+    scanner = app.test_client()
+    for _ in range(3):
+        response = scanner.get(path)
+        assert response.status_code == 200 and response.headers["Referrer-Policy"] == "no-referrer"
+        assert scanner.head(path).status_code == 200
+    assert status(db, "scanned@example.com") == "pending"
+    stranger = Reader(app.test_client())  # the link works from any browser, without a login
+    assert stranger.post(path).status_code == 200
+    assert status(db, "scanned@example.com") == "active"
+    assert [r[0] for r in db.execute("select action from consents order by id")] == ["granted", "confirmed"]
+    assert db.execute("select email_verified_at from readers where email = 'scanned@example.com'").fetchone()[0]
+
+
+def test_tampered_confirmation_link_is_refused(reader, db):
+    signup_with_list(reader, "tamper@example.com")
+    path = confirm_path(db, "tamper@example.com")
+    assert reader.client.get(path[:-4] + "abcd").status_code == 400
+    assert reader.post(path[:-4] + "abcd").status_code == 400
+    assert status(db, "tamper@example.com") == "pending"
+
+
+def test_double_opt_in_off_enrolls_at_once(app, reader, db, monkeypatch):
+    cfg = app.extensions["gate.config"]
+    monkeypatch.setattr(cfg, "site", cfg.site.model_copy(update={
+        "mail": cfg.site.mail.model_copy(update={"double_opt_in": False})}))
+    signup_with_list(reader, "direct@example.com")
+    assert status(db, "direct@example.com") == "active"
+    assert last_mail(db, "direct@example.com", "newsletter_confirmation") is None
+
+
+def test_preference_center_switches_and_locks(reader, client, db):
+    signup_with_list(reader, "prefs@example.com", tick=False)
+    page = client.get("/account/newsletters").get_data(as_text=True)
+    assert "The Meridian Weekly" in page and "Daily Review" in page
+    assert page.count("Subscribe to get it") == 2  # both subscriber lists are locked
+    reader.post("/account/newsletters", {"list": WEEKLY, "action": "on"})
+    assert status(db, "prefs@example.com") == "pending"
+    reader.post(confirm_path(db, "prefs@example.com"))
+    assert status(db, "prefs@example.com") == "active"
+    reader.post("/account/newsletters", {"list": WEEKLY, "action": "off"})
+    assert status(db, "prefs@example.com") == "unsubscribed"
+    locked = reader.post("/account/newsletters", {"list": "daily-review", "action": "on"})
+    assert locked.status_code == 303 and status(db, "prefs@example.com", "daily-review") is None
+    assert reader.post("/account/newsletters", {"list": "nope", "action": "on"}).status_code == 303
+    actions = [r[0] for r in db.execute("select action from consents order by id")]
+    assert actions == ["granted", "confirmed", "withdrawn"]
+
+
+def test_verified_readers_skip_the_confirmation(reader, db, runner):
+    runner.invoke(args=["readers", "add", "verified@example.com", "--password", "verified-pass-1"])
+    db.execute("update readers set email_verified_at = '2026-11-01T00:00:00.000000+00:00'"
+               " where email = 'verified@example.com'")
+    reader.login("verified@example.com", "verified-pass-1")
+    reader.post("/account/newsletters", {"list": WEEKLY, "action": "on"})
+    assert status(db, "verified@example.com") == "active"
+
+
+@pytest.fixture
+def weekly_readers(app, db):
+    """Three confirmed readers of the free weekly list."""
+    emails = [f"weekly{i}@example.com" for i in range(3)]
+    for email in emails:
+        person = Reader(app.test_client())
+        signup_with_list(person, email)
+        person.post(confirm_path(db, email))
+    return emails
+
+
+def test_send_is_idempotent_and_carries_rfc8058_headers(runner, db, clock, weekly_readers):
+    publish(db, "weekly-fresh", START + timedelta(hours=1))
+    clock.advance(timedelta(hours=2))
+    dry = runner.invoke(args=["newsletter", "send", WEEKLY, "--dry-run"])
+    assert "Would send meridian-weekly No. 1 to 3 reader(s)" in dry.output
+    assert db["outbox"].count == 3  # only the confirmation emails so far
+    sent = runner.invoke(args=["newsletter", "send", WEEKLY])
+    assert "Sent meridian-weekly No. 1" in sent.output and "to 3 reader(s)" in sent.output
+    again = runner.invoke(args=["newsletter", "send", WEEKLY])
+    assert "Nothing new to send" in again.output
+    issues = db.execute("select count(*) from outbox where kind = 'newsletter:meridian-weekly'").fetchone()[0]
+    assert issues == 3
+    message = last_mail(db, weekly_readers[0], "newsletter:meridian-weekly")
+    headers = message["headers"]
+    assert headers["List-Id"] == "The Meridian Weekly <meridian-weekly.lists.meridian.example>"
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert re.fullmatch(r"<http://127\.0\.0\.1:5000/newsletter/unsubscribe/[^>]+>, <mailto:unsubscribe@meridian\.example\?subject=[^>]+>",
+                        headers["List-Unsubscribe"])
+
+
+def test_resending_an_interrupted_issue_mails_only_the_rest(app, db, clock, weekly_readers):
+    publish(db, "interrupted", START + timedelta(hours=1))
+    now = START + timedelta(hours=2)
+    cfg = app.extensions["gate.config"]
+    item = newsletter.get_list(cfg, WEEKLY)
+    issue = newsletter.plan_issue(db, item, now)
+    calls = []
+
+    def flaky(list_item, this_issue, reader):
+        calls.append(reader["email"])
+        if len(calls) == 2:
+            raise RuntimeError("mail server went away")
+        return newsletter.Message("s", "t", "h", {})
+
+    with pytest.raises(RuntimeError):
+        newsletter.send_issue(db, cfg, issue, flaky, lambda rid: True, now)
+    result = newsletter.send_issue(db, cfg, issue, flaky, lambda rid: True, now)
+    assert result["sent"] == 2
+    assert db.execute("select count(*) from outbox where kind like 'newsletter:%'").fetchone()[0] == 3
+
+
+def test_one_click_post_unsubscribes_without_login_or_csrf(app, runner, db, clock, weekly_readers):
+    publish(db, "oneclick", START + timedelta(hours=1))
+    clock.advance(timedelta(hours=2))
+    runner.invoke(args=["newsletter", "send", WEEKLY])
+    header = last_mail(db, weekly_readers[0], "newsletter:meridian-weekly")["headers"]["List-Unsubscribe"]
+    path = re.search(r"<http://127\.0\.0\.1:5000(/newsletter/unsubscribe/[^>]+)>", header).group(1)
+    client = app.test_client()
+    page = client.get(path)
+    assert page.status_code == 200 and "Unsubscribe from The Meridian Weekly?" in page.get_data(as_text=True)
+    assert "/account/newsletters" in page.get_data(as_text=True)
+    assert status(db, weekly_readers[0]) == "active"  # GET changes nothing
+    response = client.post(path, data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 200
+    assert status(db, weekly_readers[0]) == "unsubscribed"
+    assert status(db, weekly_readers[1]) == "active"
+    consent = db.execute("select action, method from consents order by id desc limit 1").fetchone()
+    assert consent == ("withdrawn", "one_click")
+    assert db.execute("select count(*) from consents where action = 'granted'").fetchone()[0] == 3  # kept
+
+
+def test_unsubscribe_tokens_cannot_be_altered(app, db, weekly_readers):
+    from gate import tokens
+
+    good = tokens.sign("test-secret-key", "newsletter-unsubscribe", {"r": 1, "l": WEEKLY})
+    payload, signature = good.rsplit(".", 1)
+    forged = tokens.sign("another-key", "newsletter-unsubscribe", {"r": 2, "l": WEEKLY})
+    client = app.test_client()
+    for token in (forged, good[:-2] + "xx", payload + ".AAAA", "x" + good):
+        assert client.post(f"/newsletter/unsubscribe/{token}").status_code == 400
+    wrong_purpose = tokens.sign("test-secret-key", "newsletter-confirm", {"r": 1, "l": WEEKLY})
+    assert client.post(f"/newsletter/unsubscribe/{wrong_purpose}").status_code == 400
+    assert [status(db, email) for email in weekly_readers] == ["active"] * 3
+
+
+def test_free_issues_carry_no_gated_text_and_subscriber_issues_carry_the_opening(app, runner, db, clock):
+    runner.invoke(args=["readers", "add", "paid@example.com", "--subscriber"])
+    person = Reader(app.test_client())
+    signup_with_list(person, "free@example.com")
+    person.post(confirm_path(db, "free@example.com"))
+    db.execute("update enrollments set status = 'active'")
+    runner.invoke(args=["newsletter", "send", "daily-review"])  # nothing new yet
+    publish(db, "digest-piece", START + timedelta(hours=1))
+    clock.advance(timedelta(hours=2))
+    runner.invoke(args=["newsletter", "send", WEEKLY])
+    runner.invoke(args=["newsletter", "send", "daily-review"])
+    free = last_mail(db, "free@example.com", "newsletter:meridian-weekly")
+    daily = last_mail(db, "paid@example.com", "newsletter:daily-review")
+    first_paragraph = next(db.query("select body_md from articles where slug = 'digest-piece'"))["body_md"].split("\n\n")[0]
+    probe = first_paragraph.split(". ")[1][:50]
+    assert probe in daily["body_text"]
+    for part in (free["body_text"], free["body_html"]):
+        assert probe not in part
+        assert all(sentence not in part for sentence in gated_sentences(METERED, paragraphs=1))
+
+
+def test_subscriber_lists_pause_when_the_subscription_ends_and_resume(reader, runner, db):
+    from tests.test_subscribe import pay
+
+    reader.signup("cycle@example.com")
+    pay(reader)
+    assert status(db, "cycle@example.com", "daily-review") == "active"
+    reader.post("/account/newsletters", {"list": "weekly-review", "action": "off"})
+    reader.post("/account/subscription/cancel", {"when": "now"})
+    assert status(db, "cycle@example.com", "daily-review") == "paused"
+    assert status(db, "cycle@example.com", "weekly-review") == "unsubscribed"
+    pay(reader)
+    assert status(db, "cycle@example.com", "daily-review") == "active"
+    assert status(db, "cycle@example.com", "weekly-review") == "unsubscribed"  # never by itself
+
+
+def test_a_month_of_time_travel_sends_a_month_of_issues(runner, db, app):
+    from gate import seed
+    from gate.clock import Clock
+
+    seed.seed_schedule(db, START, START.tzinfo)
+    newsletter.start_schedule(db, app.extensions["gate.config"], START)
+    runner.invoke(args=["readers", "add", "daily@example.com", "--subscriber"])
+    result = runner.invoke(args=["clock", "advance", "30d"])
+    assert "Newsletters:" in result.output
+    daily = db.execute("select number, scheduled_for from newsletter_issues where list_id = 'daily-review'"
+                       " order by number").fetchall()
+    weekly = db.execute("select count(*) from newsletter_issues where list_id = 'weekly-review'").fetchone()[0]
+    assert len(daily) == 21 and weekly == 4  # every weekday from Nov 30 to Dec 28
+    assert [n for n, _ in daily] == list(range(1, len(daily) + 1))
+    mails = db.execute("select created_at from outbox where to_addr = 'daily@example.com' and kind = 'newsletter:daily-review'"
+                       " order by id").fetchall()
+    assert len(mails) == len(daily) and mails[0][0] < mails[-1][0]
+    assert Clock(db).now() > START
+
+
+def test_smtp_delivery(app, runner, db, clock, weekly_readers, monkeypatch):
+    from aiosmtpd.controller import Controller
+
+    received = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            received.append(envelope)
+            return "250 OK"
+
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        cfg = app.extensions["gate.config"]
+        monkeypatch.setattr(cfg, "site", cfg.site.model_copy(update={
+            "mail": cfg.site.mail.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": port})}))
+        publish(db, "smtp-piece", START + timedelta(hours=1))
+        clock.advance(timedelta(hours=2))
+        result = runner.invoke(args=["newsletter", "send", WEEKLY])
+        assert result.exit_code == 0, result.output
+    finally:
+        controller.stop()
+    assert sorted(env.rcpt_tos[0] for env in received) == sorted(weekly_readers)
+    raw = received[0].content.decode()
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in raw
+    assert db.execute("select count(*) from outbox where delivered_at is not null").fetchone()[0] == 3
+
+
+def test_inbox_is_for_demo_mode_or_admins(app, reader, client, runner, db):
+    signup_with_list(reader, "inbox@example.com")
+    assert client.get("/dev/mail/").status_code == 404
+    runner.invoke(args=["readers", "add", "boss@example.com", "--password", "boss-pass-123", "--admin"])
+    reader.logout()
+    reader.login("boss@example.com", "boss-pass-123")
+    page = client.get("/dev/mail/").get_data(as_text=True)
+    assert "Please confirm your newsletter subscription" in page and "inbox@example.com" in page
+    message_id = db.execute("select id from outbox order by id desc limit 1").fetchone()[0]
+    for view, needle in (("html", "Confirm my subscription"), ("text", "Please confirm"),
+                         ("headers", "Message-ID"), ("raw", "Content-Type: multipart/alternative")):
+        body = client.get(f"/dev/mail/{message_id}?view={view}").get_data(as_text=True)
+        assert needle in body, view
+    assert client.get(f"/dev/mail/{message_id}?view=bogus").status_code == 400
+    filtered = client.get("/dev/mail/?to=nobody@example.com").get_data(as_text=True)
+    assert "No messages to nobody@example.com" in filtered
+
+
+def test_inbox_in_demo_mode(app, client):
+    app.config["DEMO"] = True
+    assert client.get("/dev/mail/").status_code == 200
+
+
+def test_outbox_json(reader, runner, db):
+    signup_with_list(reader, "json@example.com")
+    rows = json.loads(runner.invoke(args=["outbox", "--json", "--to", "JSON@example.com"]).output)
+    assert rows[0]["to_addr"] == "json@example.com" and rows[0]["headers"]["Subject"].startswith("Please confirm")
+
+
+def test_newsletter_commands_explain_bad_lists(runner):
+    result = runner.invoke(args=["newsletter", "send", "gossip"])
+    assert result.exit_code == 1 and "no newsletter called 'gossip'" in result.output
+    listing = runner.invoke(args=["newsletter", "list"]).output
+    assert "meridian-weekly" in listing and "daily-review" in listing and "weekdays 09:30" in listing
