@@ -69,7 +69,8 @@ def match_expression(text: str, body: bool) -> str | None:
 
 def _mark(text: str | None) -> str:
     """Escape FTS output and turn its hit markers into <mark> elements."""
-    escaped = html.escape(re.sub(r"[#*_>`]+", " ", text or ""))
+    plain = re.sub(r"(^|\s)[-+](?=\s)", " ", re.sub(r"[#*_>`]+", " ", text or ""))
+    escaped = html.escape(plain)
     return escaped.replace(_OPEN, "<mark>").replace(_CLOSE, "</mark>")
 
 

@@ -84,6 +84,36 @@ def reader_pages(browser, base_url: str, camera: Camera) -> None:
     context.close()
 
 
+def subscriber_pages(browser, site, camera: Camera) -> None:
+    """A visitor subscribes with a test card, searches the archive and manages newsletters."""
+    context = browser.new_context(base_url=site.url, viewport=DESKTOP)
+    page = context.new_page()
+    camera.shoot(page, "checkout", "/subscribe/monthly")
+    page.get_by_label("Email address").fill("lena.fischer@example.org")
+    page.get_by_label("Name on card").fill("Lena Fischer")
+    page.get_by_label("Card number").fill("4242 4242 4242 4242")
+    page.get_by_label("Expiry (MM/YY)").fill("12/30")
+    page.get_by_label("Security code (CVC)").fill("123")
+    page.get_by_role("button", name="Pay and subscribe").click()
+    page.wait_for_url("**/account")
+    camera.shoot(page, "account-subscriber")
+    camera.shoot(page, "search", "/search?q=sanctions")
+    camera.shoot(page, "newsletters", "/account/newsletters")
+    context.close()
+    site.gate("readers", "add", "editor@meridian.example", "--password", "editor-pass-1", "--admin")
+    admin = browser.new_context(base_url=site.url, viewport=DESKTOP)
+    page = admin.new_page()
+    page.goto("/login")
+    page.locator("#email").fill("editor@meridian.example")
+    page.locator("#password").fill("editor-pass-1")
+    page.get_by_role("button", name="Log in", exact=True).click()
+    camera.shoot(page, "inbox", "/dev/mail/")
+    page.goto("/dev/mail/")
+    page.locator(".mailtable a", has_text="Please confirm").first.click()
+    camera.shoot(page, "inbox-message")
+    admin.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start the site, take every screenshot into OUTDIR, stop the site."""
     parser = argparse.ArgumentParser(prog="python -m tests.screenshots", description=__doc__.split("\n")[0])
@@ -97,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 anonymous_pages(browser, site.url, camera)
                 reader_pages(browser, site.url, camera)
+                subscriber_pages(browser, site, camera)
             finally:
                 browser.close()
     total = sum(path.stat().st_size for path in camera.saved)
