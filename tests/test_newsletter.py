@@ -344,3 +344,15 @@ def test_newsletter_commands_explain_bad_lists(runner):
     assert result.exit_code == 1 and "no newsletter called 'gossip'" in result.output
     listing = runner.invoke(args=["newsletter", "list"]).output
     assert "meridian-weekly" in listing and "daily-review" in listing and "weekdays 09:30" in listing
+
+
+def test_links_use_the_configured_https_origin(app, runner, db, clock, weekly_readers, monkeypatch):
+    cfg = app.extensions["gate.config"]
+    monkeypatch.setattr(cfg, "site", cfg.site.model_copy(update={
+        "mail": cfg.site.mail.model_copy(update={"base_url": "https://news.meridian.example"})}))
+    publish(db, "https-piece", START + timedelta(hours=1))
+    clock.advance(timedelta(hours=2))
+    runner.invoke(args=["newsletter", "send", WEEKLY])
+    message = last_mail(db, weekly_readers[0], "newsletter:meridian-weekly")
+    assert message["headers"]["List-Unsubscribe"].startswith("<https://news.meridian.example/newsletter/unsubscribe/")
+    assert "https://news.meridian.example/articles/https-piece" in message["body_text"]
