@@ -35,6 +35,7 @@ class Reader:
     created_at: datetime
     comp_until: datetime | None = None
     email_verified_at: datetime | None = None
+    experiment_unit: str | None = None
     #: Filled in per request by gate.subscriptions.refresh: full access right now.
     is_subscriber: bool = False
 
@@ -65,6 +66,7 @@ class Reader:
             created_at=from_iso(row["created_at"]),
             comp_until=from_iso(row["comp_until"]) if row.get("comp_until") else None,
             email_verified_at=from_iso(row["email_verified_at"]) if row.get("email_verified_at") else None,
+            experiment_unit=row.get("experiment_unit"),
         )
 
 

@@ -12,6 +12,7 @@ from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
 from gate import accounts, create_app, events, mail, newsletter, seed, site, subscriptions
+from gate.web import clockops
 from gate.web import newsletter as web_newsletter
 from gate.clock import Clock, ClockError
 from gate.db import get_db
@@ -210,23 +211,12 @@ def _show(state=None):
 
 def _changed(before, how):
     """Record the move, then run everything that fell due while time passed."""
-    database = get_db()
-    newsletter.start_schedule(database, site.config(), before)
-    events.record(database, "clock_changed", _now(), how=how,
-                  **{"from": before.isoformat(), "to": _now().isoformat()})
-    _tick()
-
-
-def _tick():
-    """Settle subscriptions and send the newsletters that fell due by the site's time."""
-    done = subscriptions.settle_all(get_db(), site.config(), _now())
+    done = clockops.moved(before, how, by="cli")
     if done["subscriptions"]:
         click.echo(f"Billing: settled {done['subscriptions']} subscription(s), "
                    f"{done['charges']} charge attempt(s).")
-    issues = web_newsletter.run_due(_now())
-    if issues:
-        sent = sum(issue["sent"] for issue in issues)
-        click.echo(f"Newsletters: {len(issues)} issue(s) sent, {sent} message(s).")
+    if done["issues"]:
+        click.echo(f"Newsletters: {done['issues']} issue(s) sent, {done['messages']} message(s).")
 
 
 @clock.command("show")

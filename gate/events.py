@@ -7,6 +7,7 @@ only a log line. Each type is declared once, with what it means.
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from datetime import datetime
 
 from gate.timeutil import to_iso
@@ -29,8 +30,15 @@ TYPES = {
     "newsletter_changed": "An enrollment changed status (data: list, from, to, reason).",
     "newsletter_sent": "An issue of a list went out (data: list, issue, sent, skipped).",
     "confirmation_sent": "A double opt-in confirmation email was written to the outbox.",
+    "persona_switched": "Demo mode: the presenter became a persona (data: persona).",
+    "admin_action": "An admin changed something (data: admin, action, target, details).",
     "comp_changed": "Complimentary access was granted or removed (data: from, to, by).",
 }
+
+
+#: Tags added to every event recorded in the current context (the web request's
+#: experiment variants), so funnels can be split by variant.
+TAGS: ContextVar[dict] = ContextVar("gate_event_tags", default={})
 
 
 class UnknownEvent(ValueError):
@@ -50,6 +58,7 @@ def record(
     """Append one event."""
     if type not in TYPES:
         raise UnknownEvent(type)
+    data = {**TAGS.get(), **data}
     db.execute(
         "insert into events (at, type, reader_id, visitor_id, slug, data) values (?, ?, ?, ?, ?, ?)",
         [to_iso(at), type, reader_id, visitor_id, slug, json.dumps(data, default=str)],

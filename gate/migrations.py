@@ -222,3 +222,9 @@ def m009_newsletters(db):
 def m010_outbox_delivery(db):
     """When a message was handed to SMTP (null: outbox only)."""
     db["outbox"].add_column("delivered_at", str)
+
+
+@migrations()
+def m011_experiment_unit(db):
+    """The id experiments assign a reader by: their first visitor id, so variants stick across login."""
+    db["readers"].add_column("experiment_unit", str)

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gate import periods
+from gate.experiments import Experiment
 
 Tier = Literal["anonymous", "registered", "subscriber"]
 AccessClass = Literal["metered", "free", "premium"]
@@ -102,6 +103,16 @@ class Rules(_Strict):
     gate: GateCopy = GateCopy()
     tiers: Tiers = Tiers()
     sections: dict[str, AccessClass] = Field(default_factory=dict)
+    experiments: list[Experiment] = Field(default_factory=list)
+
+    @field_validator("experiments")
+    @classmethod
+    def _unique_experiments(cls, value):
+        """Experiments are reported by id, so ids must be unique within a preset."""
+        ids = [experiment.id for experiment in value]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"experiment ids must be unique, got {ids}")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -279,3 +290,43 @@ def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) ->
             return verdict("full", "meter_available", spend=True, note="auto mode: this view counts")
         return verdict("teaser", "meter_available", "unlock", note="choice mode: the reader may unlock")
     return verdict("teaser", "meter_exhausted", upsell)
+
+
+#: Why each offer is made, in words a classroom can follow.
+OFFER_WHY = {
+    "register": "Signing up would give this visitor more to read than they have now, so the gate asks for an email.",
+    "unlock": "Choice mode: the reader picks which articles to spend free articles on, and has some left.",
+    "subscribe": "Nothing short of a subscription gives more access here, so the gate offers one.",
+    None: "No offer: this reader may read the whole article.",
+}
+
+
+def _local(moment: datetime | None, tz: ZoneInfo) -> str | None:
+    return moment.astimezone(tz).isoformat() if moment else None
+
+
+def explain(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime,
+            after: Decision | None = None) -> dict:
+    """Everything behind a decision, for the explain drawer and ?explain=1.
+
+    ``viewer`` is the viewer before this request; ``after`` is the decision
+    served (after an auto-mode spend), so counts before and after both show.
+    """
+    before = decide(rules, viewer, article, now)
+    served = after or before
+    rule = rules.tier(viewer.tier)
+    window = None
+    if not rule.unlimited and rule.limit:
+        span = periods.period_window(rule.period, now, rules.tz)
+        window = {"key": span.key, "start": _local(span.start, rules.tz), "end": _local(span.end, rules.tz),
+                  "resets_at": _local(served.meter.resets_at, rules.tz), "timezone": rules.timezone}
+    return {
+        "tier": viewer.tier, "preset": rules.name, "preset_title": rules.title,
+        "article_class": article.access_class, "access_class": served.access_class,
+        "section_override": served.access_class != article.access_class,
+        "rule": rule.model_dump(), "window": window,
+        "meter_before": before.meter.as_dict(), "meter_after": served.meter.as_dict(),
+        "spent": served.meter.used > before.meter.used,
+        "access": served.access, "reason": served.reason, "offer": served.offer,
+        "offer_why": OFFER_WHY[served.offer], "trace": list(before.trace),
+    }

@@ -13,7 +13,7 @@ from datetime import datetime
 from flask import current_app, g, session
 from flask_login import current_user
 
-from gate import events
+from gate import events, experiments
 from gate.clock import Clock
 from gate.db import get_db, open_site_db
 from gate.paywall import Rules, Viewer
@@ -62,11 +62,40 @@ def use_preset(db, cfg: Config, name: str, at: datetime, by: str) -> tuple[str, 
     return before, name
 
 
-def rules() -> Rules:
-    """The rules the site applies to this request."""
-    if "rules" not in g:
+def base_rules() -> Rules:
+    """The active preset as configured, before any experiment variant."""
+    if "base_rules" not in g:
         cfg = config()
-        g.rules = cfg.preset(active_preset_name(get_db(), cfg))
+        g.base_rules = cfg.preset(active_preset_name(get_db(), cfg))
+    return g.base_rules
+
+
+def experiment_unit() -> str:
+    """What experiments assign by: the reader's first visitor id, else this visitor's id."""
+    if current_user.is_authenticated:
+        return current_user.experiment_unit or f"reader:{current_user.id}"
+    return f"visitor:{visitor_id()}"
+
+
+def variants() -> dict[str, str]:
+    """This viewer's variant of each active experiment in the preset."""
+    if "variants" not in g:
+        unit = experiment_unit()
+        g.variants = {exp.id: experiments.assign(exp, unit).id
+                      for exp in base_rules().experiments if exp.active}
+        events.TAGS.set({"variants": g.variants} if g.variants else {})
+    return g.variants
+
+
+def rules() -> Rules:
+    """The rules the site applies to this viewer: the preset, with their variants applied."""
+    if "rules" not in g:
+        applied = base_rules()
+        chosen = variants()
+        for exp in applied.experiments:
+            if exp.id in chosen:
+                applied = experiments.apply(applied, exp.variant(chosen[exp.id]))
+        g.rules = applied
     return g.rules
 
 
@@ -99,6 +128,11 @@ def viewer() -> Viewer:
 def forget_viewer() -> None:
     """Drop the cached viewer after a spend, login or logout."""
     g.pop("viewer", None)
+
+
+def reset_request_state() -> None:
+    """Start each request with no event tags (contexts may be reused)."""
+    events.TAGS.set({})
 
 
 def init_app(app) -> None:

@@ -69,7 +69,7 @@ def payments(db, reader_id: int) -> list[dict]:
                          [reader_id]))
 
 
-def _apply(db, outcome: Outcome, by: str) -> Subscription:
+def apply_outcome(db, outcome: Outcome, by: str) -> Subscription:
     """Save the subscription, its charges and its changes (inside the caller's transaction)."""
     sub = outcome.subscription
     if sub.id is None:
@@ -98,7 +98,7 @@ def settle_reader(db, cfg, reader_id: int, now: datetime) -> Subscription | None
     with immediate(db):
         sub = current(db, reader_id)  # re-read under the write lock
         outcome = billing.settle(sub, plan_terms(cfg, sub.plan_id), policy(cfg), now)
-        sub = _apply(db, outcome, by="clock")
+        sub = apply_outcome(db, outcome, by="clock")
     _sync_lists(db, cfg, reader_id, now)
     return sub
 
@@ -169,7 +169,7 @@ def checkout(db, cfg, reader_id: int, plan_id: str, card: billing.Card, card_num
             outcome = billing.complete(replace(existing, plan_id=plan_id), terms, card, decline, now)
         else:
             outcome = billing.start(reader_id, terms, card, decline, now)
-        sub = _apply(db, outcome, by="checkout")
+        sub = apply_outcome(db, outcome, by="checkout")
         db["checkouts"].insert({"idempotency_key": idempotency_key, "reader_id": reader_id,
                                 "subscription_id": sub.id, "created_at": to_iso(now),
                                 "decline_code": decline})
@@ -185,7 +185,7 @@ def _change(db, cfg, reader_id: int, now: datetime, operation, by: str) -> Subsc
         sub = current(db, reader_id)
         if sub is None:
             raise billing.BillingError("there is no subscription to change")
-        sub = _apply(db, operation(sub), by=by)
+        sub = apply_outcome(db, operation(sub), by=by)
     _sync_lists(db, cfg, reader_id, now)
     return sub
 
@@ -223,6 +223,6 @@ def grant(db, cfg, reader_id: int, plan_id: str, now: datetime, by: str) -> Subs
             return existing
         outcome = billing.start(reader_id, replace(plan_terms(cfg, plan_id), trial_days=0),
                                 card, None, now)
-        sub = _apply(db, outcome, by=by)
+        sub = apply_outcome(db, outcome, by=by)
     newsletter.enroll_subscriber_lists(db, cfg, reader_id, now, source=by, ip=None)
     return sub

@@ -53,7 +53,10 @@ def config() -> Config:
 
 
 def test_every_preset_is_tested(config):
-    assert sorted(config.presets) == sorted(PRESETS)
+    """The table covers every preset; metered-ab is metered plus an experiment (test_experiments)."""
+    assert sorted(config.presets) == sorted(PRESETS + ("metered-ab",))
+    plain = config.presets["metered-ab"].model_dump(exclude={"name", "title", "description", "experiments"})
+    assert plain == config.presets["metered"].model_dump(exclude={"name", "title", "description", "experiments"})
 
 
 def article_for(preset: str, cls: str, slug: str = SLUG) -> Article:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from flask import jsonify, render_template, request
-from flask_login import LoginManager
+from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
-from gate import accounts, paywall, periods, site, subscriptions
+from gate import accounts, paywall, periods, personas, site, subscriptions
 from gate.db import get_db
 from gate.timeutil import from_iso
 
@@ -69,6 +69,9 @@ def _template_globals():
         "site_now": state_clock.astimezone(rules.tz),
         "clock_simulated": site.clock_state().simulated,
         "sections": site.config().site.site.sections,
+        "personas": personas.PERSONAS,
+        "current_persona": next((p.id for p in personas.PERSONAS if p.email and current_user.is_authenticated
+                                 and p.email == current_user.email), None if current_user.is_authenticated else "anonymous"),
         "signup_lists": [item for item in site.config().site.newsletters
                          if item.audience == "registered" and item.default_on_signup],
     }
@@ -78,12 +81,13 @@ def init_app(app) -> None:
     """Bind extensions, blueprints, error handlers and response headers."""
     csrf.init_app(app)
     login_manager.init_app(app)
-    from gate.web import account, api, auth, devmail, newsletter, reading, subscribe
+    from gate.web import account, admin, api, auth, demo, devmail, newsletter, reading, subscribe
 
-    for module in (reading, auth, account, subscribe, newsletter, devmail, api):
+    for module in (reading, auth, account, subscribe, newsletter, devmail, demo, admin, api):
         app.register_blueprint(module.bp)
     app.register_error_handler(HTTPException, _error)
     app.register_error_handler(CSRFError, _csrf_error)
+    app.before_request(site.reset_request_state)
     app.after_request(_private_caching)
     app.context_processor(_template_globals)
     app.jinja_env.filters["local"] = lambda moment: moment.astimezone(site.rules().tz)

@@ -25,9 +25,13 @@ def articles():
 def article(slug: str):
     """One article for this viewer: access, reason, offer, meter, and the body only if full."""
     item = access.published(slug)
+    viewer_before = site.viewer()
     decision = access.read(item)
-    explain = request.args.get("explain") in ("1", "true")
-    return jsonify(access.payload(item, decision, explain=explain))
+    data = access.payload(item, decision)
+    if request.args.get("explain") in ("1", "true"):
+        data["explain"] = paywall.explain(site.rules(), viewer_before, item, site.now(), after=decision)
+        data["trace"] = data["explain"]["trace"]
+    return jsonify(data)
 
 
 @bp.post("/articles/<slug>/unlock")

@@ -36,6 +36,9 @@ def sign_in(reader: accounts.Reader, method: str, remember: bool = False) -> Non
     """Log a reader in, moving their anonymous meter to the account."""
     db, now = get_db(), site.now()
     visitor = session.get("visitor")
+    # Experiments stay sticky across login: the account keeps its first visitor's unit.
+    db.execute("update readers set experiment_unit = coalesce(experiment_unit, ?) where id = ?",
+               [f"visitor:{visitor}" if visitor else f"reader:{reader.id}", reader.id])
     if visitor:
         moved = site.quota_store().merge(f"visitor:{visitor}", reader.meter_key)
         db.execute("update visitors set reader_id = ? where id = ?", [reader.id, visitor])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from gate import content, site
+from gate import content, paywall, site
 from gate import search as archive
 from gate.db import get_db
 from gate.web import access
@@ -37,14 +37,17 @@ def section(name: str):
 def article(slug: str):
     """One article: the full text, or the teaser and the gate the rules choose."""
     item = access.published(slug)
+    viewer_before = site.viewer()
     decision = access.read(item)
+    explain = paywall.explain(site.rules(), viewer_before, item, site.now(), after=decision)
     paragraphs = site.rules().teaser_paragraphs
     teaser = content.teaser_html(item, paragraphs)
     gated = content.gated_html(item, paragraphs) if decision.access == "full" else None
     ld = content.json_ld(item, decision.access_class, site.config().site.site.name,
                          url_for("reading.article", slug=slug, _external=True))
     return render_template("article.html", article=item, decision=decision, teaser=teaser,
-                           gated=gated, json_ld=ld, form=ConfirmForm(), meter=decision.meter)
+                           gated=gated, json_ld=ld, form=ConfirmForm(), meter=decision.meter,
+                           explain=explain)
 
 
 @bp.post("/articles/<slug>/unlock")

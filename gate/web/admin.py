@@ -1,0 +1,296 @@
+"""The instructor console at /admin: dashboard, rules, clock, readers, events, experiments.
+
+Admins only: anonymous visitors are sent to log in, readers get 403. Every
+change made here is an event naming the admin.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from datetime import date, datetime, timedelta
+
+from flask import (Blueprint, abort, flash, jsonify, redirect, render_template, request,
+                   url_for)
+from flask_login import current_user
+
+from gate import accounts, billing, charts, events, newsletter, paywall, periods, site, subscriptions
+from gate import dashboard as stats
+from gate import experiments as exp_stats
+from gate.clock import Clock, ClockError
+from gate.db import get_db
+from gate.settings import ConfigError
+from gate.timeutil import parse_duration, parse_moment
+from gate.web import clockops, login_manager
+from gate.web.forms import ConfirmForm
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+EVENT_PAGE = 100
+
+
+@bp.before_request
+def _admins_only():
+    """Log in first; then only admin accounts may pass."""
+    if not current_user.is_authenticated:
+        return login_manager.unauthorized()
+    if not current_user.is_admin:
+        abort(403, description="The console is for admin accounts.")
+    return None
+
+
+def _record(action: str, target: str | None = None, reader_id: int | None = None, **details) -> None:
+    """Every admin change is an event naming the admin."""
+    events.record(get_db(), "admin_action", site.now(), reader_id=reader_id,
+                  admin=current_user.email, action=action, target=target, **details)
+
+
+def _posted() -> bool:
+    """A POST with a valid CSRF token (CSRFProtect has already refused bad ones)."""
+    return request.method == "POST" and ConfirmForm().validate_on_submit()
+
+
+# --- dashboard ------------------------------------------------------------------
+
+
+def _range() -> stats.Range:
+    """The chosen range of simulated time (local days), by default the last 30 days."""
+    tz = site.rules().tz
+    today = site.now().astimezone(tz).date()
+    try:
+        first = date.fromisoformat(request.args.get("start") or (today - timedelta(days=29)).isoformat())
+        last = date.fromisoformat(request.args.get("end") or today.isoformat())
+        return stats.Range.days(first, last, tz)
+    except ValueError as error:
+        abort(400, description=f"Bad range: {error}. Use dates like 2026-11-01.")
+
+
+@bp.get("/")
+def dashboard():
+    """Headline numbers, the funnel and daily activity over a range of simulated time."""
+    span = _range()
+    db, cfg = get_db(), site.config()
+    plans = {plan.id: plan for plan in cfg.site.plans}
+    funnel = stats.funnel(db, span)
+    daily = stats.daily(db, span, site.rules().tz)
+    return render_template(
+        "admin/dashboard.html", span=span, metrics=stats.metrics(db, span, plans, site.now()),
+        funnel=funnel, funnel_svg=charts.funnel(funnel, "Funnel: visit to subscription"),
+        reading_svg=charts.lines(daily, ["views", "gate_impressions", "unlocks"], "Reading per day"),
+        money_svg=charts.lines(daily, ["signups", "new_subscriptions", "cancellations"], "Accounts per day"),
+        currency=cfg.site.plans[0].currency,
+    )
+
+
+@bp.get("/export.csv")
+def export():
+    """The daily series of the chosen range, as CSV."""
+    span = _range()
+    body = stats.to_csv(stats.daily(get_db(), span, site.rules().tz))
+    name = f"gate-{span.first_day}-{span.last_day}.csv"
+    return body, 200, {"Content-Type": "text/csv; charset=utf-8",
+                       "Content-Disposition": f'attachment; filename="{name}"'}
+
+
+# --- rules ----------------------------------------------------------------------
+
+
+def _flatten(value, prefix: str = "") -> dict:
+    """A preset as dotted keys, for the settings table and the diff."""
+    if isinstance(value, dict):
+        flat = {}
+        for key, inner in value.items():
+            flat.update(_flatten(inner, f"{prefix}{key}."))
+        return flat or {prefix.rstrip("."): "(none)"}
+    if isinstance(value, list):
+        return {prefix.rstrip("."): json.dumps(value)}
+    return {prefix.rstrip("."): value}
+
+
+@bp.route("/rules", methods=["GET", "POST"])
+def rules():
+    """The active preset in full, a switcher, and a side-by-side diff of two presets."""
+    cfg = site.config()
+    db = get_db()
+    if _posted():
+        try:
+            before, after = site.use_preset(db, cfg, request.form.get("preset", ""), site.now(),
+                                            by=current_user.email)
+        except ConfigError as error:
+            flash(str(error), "warning")
+        else:
+            _record("preset_switched", after, **{"from": before, "to": after})
+            flash(f"The site now applies {after}.", "success")
+        return redirect(url_for("admin.rules"), code=303)
+    active = site.active_preset_name(db, cfg)
+    left = request.args.get("a") or active
+    right = request.args.get("b") or next(name for name in sorted(cfg.presets) if name != left)
+    if left not in cfg.presets or right not in cfg.presets:
+        abort(400, description="Choose two presets to compare.")
+    flat_a = _flatten(cfg.presets[left].model_dump(exclude={"name", "timezone"}))
+    flat_b = _flatten(cfg.presets[right].model_dump(exclude={"name", "timezone"}))
+    diff = [(key, flat_a.get(key, "—"), flat_b.get(key, "—")) for key in sorted(set(flat_a) | set(flat_b))]
+    return render_template("admin/rules.html", presets=cfg.presets, active=active,
+                           settings=_flatten(cfg.presets[active].model_dump(exclude={"name", "timezone"})),
+                           left=left, right=right, diff=diff, form=ConfirmForm())
+
+
+# --- clock ----------------------------------------------------------------------
+
+
+@bp.route("/clock", methods=["GET", "POST"])
+def clock():
+    """Show the clock; advance it, or jump to the next period boundary."""
+    if _posted():
+        try:
+            if request.form.get("action") == "boundary":
+                done = clockops.jump_to_boundary(site.rules(), current_user.email)
+                if done is None:
+                    raise ClockError("these rules have no fixed period boundary (rolling or lifetime)")
+            else:
+                done = clockops.advance(parse_duration(request.form.get("duration", "")), current_user.email)
+        except (ValueError, ClockError) as error:
+            flash(f"The clock did not move: {error}", "warning")
+        else:
+            _record("clock_moved", request.form.get("action") or "advance",
+                    duration=request.form.get("duration"), **done)
+            flash(f"Time moved. Billing settled {done['subscriptions']} subscription(s) "
+                  f"({done['charges']} charge attempts); {done['issues']} newsletter issue(s) sent.", "success")
+        return redirect(url_for("admin.clock"), code=303)
+    db = get_db()
+    state = Clock(db).state()
+    boundary = clockops.next_boundary(site.rules(), site.now())
+    recent = [e for e in events.recent(db, limit=10, type="clock_changed")]
+    return render_template("admin/clock.html", state=state, boundary=boundary, recent=recent,
+                           form=ConfirmForm())
+
+
+# --- readers --------------------------------------------------------------------
+
+
+@bp.get("/readers")
+def readers():
+    """Find readers by email."""
+    query = (request.args.get("q") or "").strip().lower()
+    rows = get_db().query(
+        "select id, email, is_admin, created_at from readers where email like ? order by id desc limit 100",
+        [f"%{query}%"])
+    return render_template("admin/readers.html", rows=list(rows), query=query)
+
+
+def _reader_or_404(reader_id: int) -> accounts.Reader:
+    reader = accounts.by_id(get_db(), reader_id)
+    if reader is None:
+        abort(404, description=f"There is no reader #{reader_id}.")
+    return subscriptions.refresh(get_db(), site.config(), reader, site.now())
+
+
+@bp.get("/readers/<int:reader_id>")
+def reader(reader_id: int):
+    """One reader: tier, meter and its articles, subscription, payments, newsletters, timeline."""
+    db, rules, now = get_db(), site.rules(), site.now()
+    person = _reader_or_404(reader_id)
+    viewer = paywall.Viewer(person.tier, person.meter_key, site.quota_store().spends(person.meter_key))
+    meter = paywall.meter_for(rules, viewer, now)
+    in_window = [s for s in viewer.spends if meter.window_key and
+                 _in_window(rules, viewer.tier, s.at, now)]
+    timeline = [{**row, "data": json.loads(row["data"] or "{}")} for row in db.query(
+        "select * from events where reader_id = ? order by id desc limit 200", [reader_id])]
+    return render_template(
+        "admin/reader.html", person=person, meter=meter, spends=in_window,
+        sub=subscriptions.current(db, reader_id), payments=subscriptions.payments(db, reader_id),
+        enrollments=newsletter.enrollments(db, reader_id), timeline=timeline, form=ConfirmForm(),
+    )
+
+
+def _in_window(rules, tier, moment: datetime, now: datetime) -> bool:
+    rule = rules.tier(tier)
+    return periods.period_window(rule.period, now, rules.tz).contains(moment)
+
+
+@bp.post("/readers/<int:reader_id>/<action>")
+def reader_action(reader_id: int, action: str):
+    """Reset the meter, grant complimentary access, or cancel the subscription."""
+    person = _reader_or_404(reader_id)
+    back = redirect(url_for("admin.reader", reader_id=reader_id), code=303)
+    if not _posted():
+        return back
+    db, cfg, now = get_db(), site.config(), site.now()
+    try:
+        if action == "reset-meter":
+            removed = site.quota_store().reset(person.meter_key)
+            _record("meter_reset", person.email, reader_id, removed=removed)
+            flash(f"Meter reset: {removed} unlock(s) forgotten.", "success")
+        elif action == "comp":
+            until = parse_moment(request.form.get("until", ""), site.rules().tz)
+            if until <= now:
+                raise ValueError("the end of complimentary access must be in the future")
+            accounts.grant_comp(db, reader_id, until, by=current_user.email)
+            _record("comp_granted", person.email, reader_id, until=until.isoformat())
+            flash(f"Complimentary access until {until.astimezone(site.rules().tz):%B %-d, %Y}.", "success")
+        elif action == "cancel":
+            subscriptions.cancel(db, cfg, reader_id, now, immediately=True, by=current_user.email)
+            _record("subscription_canceled", person.email, reader_id)
+            flash("Subscription canceled.", "success")
+        else:
+            abort(404)
+    except (ValueError, billing.BillingError) as error:
+        flash(f"Nothing changed: {error}", "warning")
+    return back
+
+
+# --- events ---------------------------------------------------------------------
+
+
+def _event_rows(after_id: int = 0):
+    """Events newest first, filtered by type, reader email or slug."""
+    kind = request.args.get("type") or None
+    email = (request.args.get("email") or "").strip().lower() or None
+    slug = (request.args.get("slug") or "").strip() or None
+    where, params = ["e.id > ?"], [after_id]
+    if kind:
+        where.append("e.type = ?")
+        params.append(kind)
+    if email:
+        where.append("r.email = ?")
+        params.append(email)
+    if slug:
+        where.append("e.slug = ?")
+        params.append(slug)
+    rows = get_db().query(
+        "select e.*, r.email from events e left join readers r on r.id = e.reader_id where "
+        + " and ".join(where) + " order by e.id desc limit ?", [*params, EVENT_PAGE])
+    return [{**row, "data": json.loads(row["data"] or "{}")} for row in rows]
+
+
+@bp.get("/events")
+def events_view():
+    """A filterable stream of the events table; ?live=1 refreshes it every few seconds."""
+    return render_template("admin/events.html", rows=_event_rows(), types=sorted(events.TYPES),
+                           live=request.args.get("live") == "1", args=request.args)
+
+
+@bp.get("/events.json")
+def events_json():
+    """Events newer than ?after=ID, for polling."""
+    rows = _event_rows(max(request.args.get("after", 0, type=int) or 0, 0))
+    return jsonify(events=rows)
+
+
+# --- experiments ------------------------------------------------------------------
+
+
+@bp.get("/experiments")
+def experiments():
+    """Per-variant funnels with 95% intervals and a two-proportion test against control."""
+    span = _range()
+    cfg, db = site.config(), get_db()
+    active = site.active_preset_name(db, cfg)
+    reports = []
+    for name, preset in sorted(cfg.presets.items(), key=lambda item: item[0] != active):
+        for experiment in preset.experiments:
+            counts = stats.experiment_counts(db, experiment, span)
+            rows = exp_stats.summarize(counts, list(stats.EXPERIMENT_STEPS))
+            reports.append({"preset": name, "active": name == active, "experiment": experiment,
+                            "rows": rows, "variants": {v.id: v for v in experiment.variants}})
+    return render_template("admin/experiments.html", reports=reports, span=span,
+                           steps=stats.EXPERIMENT_STEPS, labels=stats.FUNNEL_LABELS)

@@ -1,0 +1,62 @@
+"""Moving the site clock, and running everything that falls due as time passes.
+
+Shared by `gate clock …` and the admin console: record the move, then settle
+subscriptions (renewals, retries, expiries) and send scheduled newsletters.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from gate import events, newsletter, periods, site, subscriptions
+from gate.clock import Clock
+from gate.db import get_db
+from gate.web import newsletter as web_newsletter
+
+
+def run_due(now: datetime) -> dict:
+    """Settle what billing owes and send the newsletters due by ``now``."""
+    db, cfg = get_db(), site.config()
+    billed = subscriptions.settle_all(db, cfg, now)
+    issues = web_newsletter.run_due(now)
+    return {"subscriptions": billed["subscriptions"], "charges": billed["charges"],
+            "issues": len(issues), "messages": sum(issue["sent"] for issue in issues)}
+
+
+def moved(before: datetime, how: str, by: str) -> dict:
+    """Record a clock move that already happened, then run what fell due."""
+    db, cfg = get_db(), site.config()
+    newsletter.start_schedule(db, cfg, before)  # a first move must not skip the issues it crosses
+    now = Clock(db).now()
+    events.record(db, "clock_changed", now, how=how, by=by,
+                  **{"from": before.isoformat(), "to": now.isoformat()})
+    return run_due(now)
+
+
+def advance(by_duration: timedelta, who: str) -> dict:
+    """Move the clock forward by a duration."""
+    clock = Clock(get_db())
+    before = clock.now()
+    clock.advance(by_duration)
+    return moved(before, f"advance {by_duration}", who)
+
+
+def next_boundary(rules, now: datetime) -> datetime | None:
+    """When the registered meter next resets (the end of its current window)."""
+    rule = rules.tiers.registered
+    if rule.unlimited or rule.limit == 0:
+        rule = rules.tiers.anonymous
+    if rule.unlimited or rule.limit == 0:
+        return None
+    return periods.period_window(rule.period, now, rules.tz).end  # None: rolling or lifetime
+
+
+def jump_to_boundary(rules, who: str) -> dict | None:
+    """Jump to the next meter reset (a minute past it, so the new window has begun)."""
+    clock = Clock(get_db())
+    before = clock.now()
+    target = next_boundary(rules, before)
+    if target is None:
+        return None
+    clock.set(target + timedelta(minutes=1), freeze=clock.state().mode == "frozen")
+    return moved(before, "next period boundary", who)
