@@ -150,4 +150,9 @@ def unlock(
     if first.reason != "meter_available":
         return first, False
     spent, after = store.spend(viewer.meter_key, article.slug, first.meter.window_key, now, admit)
-    return paywall.decide(rules, replace(viewer, spends=after), article, now), spent
+    decision = paywall.decide(rules, replace(viewer, spends=after), article, now)
+    if spent:  # full access, granted by this spend: keep its reason, show the new meter
+        note = f"spent one: {decision.meter.used} of {decision.meter.limit} used now"
+        decision = replace(first, access="full", offer=None, spend=False, meter=decision.meter,
+                           trace=first.trace + (note,))
+    return decision, spent

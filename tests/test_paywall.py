@@ -407,9 +407,9 @@ def test_unlock_spends_at_most_the_limit(config):
         decision, spent = unlock(store, rules, replace(viewer, spends=store.spends("reader:1")), article, NOW)
         results.append((decision.reason, spent, decision.meter.remaining))
     assert results == [
-        ("already_unlocked", True, 2),
-        ("already_unlocked", True, 1),
-        ("already_unlocked", True, 0),
+        ("meter_available", True, 2),
+        ("meter_available", True, 1),
+        ("meter_available", True, 0),
         ("meter_exhausted", False, 0),
         ("meter_exhausted", False, 0),
     ]
@@ -423,7 +423,8 @@ def test_double_unlock_spends_once(config):
     first, spent_first = unlock(store, rules, stale, article, NOW)
     second, spent_second = unlock(store, rules, stale, article, NOW)
     assert (spent_first, spent_second) == (True, False)
-    assert first.reason == second.reason == "already_unlocked"
+    assert (first.reason, second.reason) == ("meter_available", "already_unlocked")
+    assert first.access == second.access == "full"
     assert second.meter.used == 1
     assert len(store.spends("reader:1")) == 1
 
@@ -479,7 +480,7 @@ def test_unlock_spends_nothing_where_the_meter_does_not_apply(config, preset, ti
 def test_auto_mode_view_spends_through_unlock(config):
     rules, store = config.preset("metered"), MemoryQuotaStore()
     decision, spent = unlock(store, rules, Viewer("anonymous", "v"), article_for("metered", "metered"), NOW)
-    assert spent and decision.reason == "already_unlocked" and decision.access == "full"
+    assert spent and decision.reason == "meter_available" and decision.access == "full"
     assert decision.meter.used == 1 and decision.meter.remaining == 4
 
 

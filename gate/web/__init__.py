@@ -88,6 +88,7 @@ def init_app(app) -> None:
     app.register_error_handler(HTTPException, _error)
     app.register_error_handler(CSRFError, _csrf_error)
     app.before_request(site.reset_request_state)
+    app.teardown_request(lambda error=None: site.reset_request_state())
     app.after_request(_private_caching)
     app.context_processor(_template_globals)
     app.jinja_env.filters["local"] = lambda moment: moment.astimezone(site.rules().tz)
