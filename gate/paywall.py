@@ -104,6 +104,9 @@ class Rules(_Strict):
     tiers: Tiers = Tiers()
     sections: dict[str, AccessClass] = Field(default_factory=dict)
     experiments: list[Experiment] = Field(default_factory=list)
+    #: UNSAFE, for the bypass lab only: the page carries the whole body hidden
+    #: by CSS and script, and the anonymous meter lives in a plain cookie.
+    porous: bool = False
 
     @field_validator("experiments")
     @classmethod

@@ -7,17 +7,18 @@ the session into a :class:`gate.paywall.Viewer`.
 
 from __future__ import annotations
 
+import json
 import secrets
 from datetime import datetime
 
-from flask import current_app, g, session
+from flask import current_app, g, request, session
 from flask_login import current_user
 
 from gate import events, experiments
 from gate.clock import Clock
 from gate.db import get_db, open_site_db
 from gate.paywall import Rules, Viewer
-from gate.quota import SQLiteQuotaStore
+from gate.quota import MemoryQuotaStore, SQLiteQuotaStore
 from gate.settings import Config, ConfigError
 
 PRESET_KEY = "preset"
@@ -114,20 +115,65 @@ def visitor_id() -> str:
     return session["visitor"]
 
 
+def porous_meter() -> bool:
+    """Whether this viewer's meter is the UNSAFE cookie of the bypass-lab preset."""
+    return rules().porous and not current_user.is_authenticated
+
+
+def quota_store_for_viewer():
+    """The store this viewer's meter lives in: the database, or (bypass lab) a cookie."""
+    if not porous_meter():
+        return quota_store()
+    if "porous_store" not in g:
+        g.porous_store = MemoryQuotaStore()
+        for slug, at in _cookie_spends():
+            g.porous_store.spend(POROUS_KEY, slug, at.isoformat(), at, lambda spends: True)
+    return g.porous_store
+
+
+POROUS_KEY, POROUS_COOKIE = "cookie", "porous_meter"
+
+
+def _cookie_spends():
+    """The plain, unsigned cookie meter: a list of [slug, time]. Anyone can edit it."""
+    try:
+        raw = json.loads(request.cookies.get(POROUS_COOKIE, "[]"))
+        return [(str(slug), datetime.fromisoformat(at)) for slug, at in raw][:500]
+    except (ValueError, TypeError):
+        return []
+
+
+def write_porous_cookie(response):
+    """Send the cookie meter back, when this request spent from it."""
+    store = g.get("porous_store")
+    if store is not None and g.get("porous_dirty"):
+        spends = [[s.slug, s.at.isoformat()] for s in store.spends(POROUS_KEY)]
+        response.set_cookie(POROUS_COOKIE, json.dumps(spends), max_age=3600 * 24 * 400, samesite="Lax")
+    return response
+
+
 def viewer() -> Viewer:
     """The current viewer with the spends of their meter."""
     if "viewer" not in g:
         if current_user.is_authenticated:
             tier, key = current_user.tier, current_user.meter_key
+        elif porous_meter():
+            tier, key = "anonymous", POROUS_KEY
         else:
             tier, key = "anonymous", f"visitor:{visitor_id()}"
-        g.viewer = Viewer(tier, key, quota_store().spends(key))
+        g.viewer = Viewer(tier, key, quota_store_for_viewer().spends(key))
     return g.viewer
 
 
 def forget_viewer() -> None:
     """Drop the cached viewer after a spend, login or logout."""
     g.pop("viewer", None)
+
+
+def forget_rules() -> None:
+    """Drop the cached preset, variants and viewer after the site's rules change."""
+    for key in ("base_rules", "rules", "variants", "viewer", "porous_store"):
+        g.pop(key, None)
 
 
 def reset_request_state() -> None:

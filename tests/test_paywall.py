@@ -53,8 +53,9 @@ def config() -> Config:
 
 
 def test_every_preset_is_tested(config):
-    """The table covers every preset; metered-ab is metered plus an experiment (test_experiments)."""
-    assert sorted(config.presets) == sorted(PRESETS + ("metered-ab",))
+    """The table covers every preset; metered-ab is metered plus an experiment (test_console),
+    and bypass-lab, the unsafe teaching preset, has its own tests (test_classroom)."""
+    assert sorted(config.presets) == sorted(PRESETS + ("metered-ab", "bypass-lab"))
     plain = config.presets["metered-ab"].model_dump(exclude={"name", "title", "description", "experiments"})
     assert plain == config.presets["metered"].model_dump(exclude={"name", "title", "description", "experiments"})
 

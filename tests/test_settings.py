@@ -22,7 +22,7 @@ SHIPPED = sorted(path.stem for path in (CONFIG / "presets").glob("*.toml"))
 
 
 def test_the_shipped_presets_are_the_five_teaching_walls_and_an_experiment():
-    assert SHIPPED == ["freemium", "hard", "metered", "metered-ab", "registration-wall", "wpr"]
+    assert SHIPPED == ["bypass-lab", "freemium", "hard", "metered", "metered-ab", "registration-wall", "wpr"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -46,7 +46,7 @@ def test_the_site_file_loads():
 
 
 def test_an_unknown_preset_name_lists_the_known_ones():
-    with pytest.raises(ConfigError, match=r"no preset named 'paywall' \(have: freemium, hard,"):
+    with pytest.raises(ConfigError, match=r"no preset named 'paywall' \(have: bypass-lab, freemium, hard,"):
         Config().preset("paywall")
 
 

@@ -81,15 +81,17 @@ def init_app(app) -> None:
     """Bind extensions, blueprints, error handlers and response headers."""
     csrf.init_app(app)
     login_manager.init_app(app)
-    from gate.web import account, admin, api, auth, demo, devmail, newsletter, reading, subscribe
+    from gate.web import (account, admin, api, auth, demo, devmail, learn, newsletter, reading,
+                          subscribe)
 
-    for module in (reading, auth, account, subscribe, newsletter, devmail, demo, admin, api):
+    for module in (reading, auth, account, subscribe, newsletter, learn, devmail, demo, admin, api):
         app.register_blueprint(module.bp)
     app.register_error_handler(HTTPException, _error)
     app.register_error_handler(CSRFError, _csrf_error)
     app.before_request(site.reset_request_state)
     app.teardown_request(lambda error=None: site.reset_request_state())
     app.after_request(_private_caching)
+    app.after_request(site.write_porous_cookie)
     app.context_processor(_template_globals)
     app.jinja_env.filters["local"] = lambda moment: moment.astimezone(site.rules().tz)
     app.jinja_env.filters["from_iso"] = from_iso

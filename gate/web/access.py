@@ -6,7 +6,7 @@ what it serves, so a page and its API answer always agree.
 
 from __future__ import annotations
 
-from flask import abort, request
+from flask import abort, g, request
 from flask_login import current_user
 
 from gate import content, events, paywall, quota, site
@@ -47,7 +47,8 @@ def read(article: Article) -> Decision:
     viewer = site.viewer()
     decision = paywall.decide(rules, viewer, article, now)
     if decision.spend and request.method != "HEAD":
-        decision, spent = quota.unlock(site.quota_store(), rules, viewer, article, now)
+        decision, spent = quota.unlock(site.quota_store_for_viewer(), rules, viewer, article, now)
+        g.porous_dirty = spent and site.porous_meter()
         site.forget_viewer()
         if spent:
             _record_spend(article, decision, "view")
@@ -62,7 +63,8 @@ def read(article: Article) -> Decision:
 def unlock(article: Article) -> tuple[Decision, bool]:
     """Spend one article of the viewer's meter on this article, at most once."""
     rules, now = site.rules(), site.now()
-    decision, spent = quota.unlock(site.quota_store(), rules, site.viewer(), article, now)
+    decision, spent = quota.unlock(site.quota_store_for_viewer(), rules, site.viewer(), article, now)
+    g.porous_dirty = spent and site.porous_meter()
     site.forget_viewer()
     if spent:
         _record_spend(article, decision, "unlock")

@@ -1,0 +1,114 @@
+"""The classroom: a guided tour of paywall patterns, each one a click away, and the bypass lab."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, logout_user
+
+from gate import events, personas, site
+from gate.db import get_db
+from gate.web.auth import sign_in
+from gate.web.forms import ConfirmForm
+
+bp = Blueprint("learn", __name__, url_prefix="/learn")
+SAMPLE = "prisoner-swaps-rewarding-hostage-takers"
+PREMIUM_SAMPLE = "digital-currencies-contest-wholesale-plumbing"
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """One paywall pattern: what it is, how to try it, what to watch for."""
+
+    id: str
+    title: str
+    preset: str
+    persona: str
+    article: str
+    summary: str
+    watch_for: tuple[str, ...]
+
+
+LESSONS = (
+    Lesson("hard", "Hard paywall", "hard", "new-reader", SAMPLE,
+           "Only subscribers read past the preview. Simple to explain and to enforce, but it turns away "
+           "almost every visitor, and search engines and social links mostly lead to a wall.",
+           ("A registered account gets nothing more than an anonymous visitor: registration has no value to offer.",
+            "Free articles still read in full: a hard wall usually keeps a few open to stay discoverable.",
+            "Watch the dashboard funnel: gate impressions nearly equal visits.")),
+    Lesson("metered-view", "Metered by view", "metered", "anonymous", SAMPLE,
+           "Every distinct article a visitor opens counts against a monthly allowance; after five comes a "
+           "registration wall, then ten a month for registered readers. This is how most news sites meter.",
+           ("Re-reading an article costs nothing; a new article does, whether or not it was worth it.",
+            "The meter lives on the server: clearing cookies makes you a new visitor, it never refills an account.",
+            "Open the explain drawer to see the window, the counts before and after, and the reset time.")),
+    Lesson("metered-choice", "Metered by choice", "wpr", "new-reader", SAMPLE,
+           "A signup unlocks three articles of the reader's choice each month: the reader presses Unlock, "
+           "so nothing is spent on a headline that disappoints. The meter shows what is left on every page.",
+           ("Nothing is spent by opening an article, only by pressing Unlock.",
+            "The fourth unlock is refused with a subscription offer and the date the meter resets.",
+            "Switch to the '0 unlocks left' persona to see the exhausted state at once.")),
+    Lesson("freemium", "Freemium", "freemium", "anonymous", PREMIUM_SAMPLE,
+           "Whole sections are free and others are for subscribers. Readers always know what is free, and "
+           "the premium sections carry the case for paying.",
+           ("Diplomacy and Climate read in full for everyone; Economy, Security and Technology never do.",
+            "No meter at all: the decision depends only on the article's section.")),
+    Lesson("registration-wall", "Registration wall", "registration-wall", "anonymous", SAMPLE,
+           "Everything is free with an account. The price is an email address, which the publisher uses for "
+           "newsletters and to learn who its readers are.",
+           ("Sign up at the gate and you are returned to the same article, now in full.",
+            "Watch the funnel: registration becomes the step that matters.")),
+    Lesson("dynamic", "Dynamic (per-visitor) walls", "metered-ab", "anonymous", SAMPLE,
+           "Dynamic paywalls give different visitors different allowances or gates. gate simulates this with "
+           "an A/B experiment: each visitor is assigned a variant (an inline gate after five articles, or a "
+           "banner after three), sticky across login.",
+           ("Open the page in two private windows: you may land in different variants.",
+            "The console's Experiments page compares the variants' funnels with confidence intervals.")),
+    Lesson("bypass-lab", "Bypass lab (unsafe on purpose)", "bypass-lab", "anonymous", SAMPLE,
+           "A deliberately porous meter: three free articles counted in a plain cookie, and the gated text sent "
+           "to the browser and hidden by script. Read three articles, then try to get around the gate.",
+           ("View the page source: the whole article is there.",
+            "Turn JavaScript off and reload: the text appears.",
+            "Delete the porous_meter cookie (or edit it): the allowance comes back.",
+            "Then try the same tricks under 'Metered by view': each one fails, because the server never sends "
+            "gated text and keeps the meter in its database.")),
+)
+BY_ID = {lesson.id: lesson for lesson in LESSONS}
+
+
+def _may_switch() -> bool:
+    """Switching the site's rules affects everyone: demo mode or admins only."""
+    return bool(current_app.config.get("DEMO") or (current_user.is_authenticated and current_user.is_admin))
+
+
+@bp.get("/")
+def index():
+    """The tour: every pattern, what to watch for, and a try-it button."""
+    return render_template("learn.html", lessons=LESSONS, may_switch=_may_switch(), form=ConfirmForm(),
+                           active=site.active_preset_name(get_db(), site.config()))
+
+
+@bp.post("/try/<lesson_id>")
+def try_it(lesson_id: str):
+    """Switch to the lesson's preset and persona, and open its sample article."""
+    lesson = BY_ID.get(lesson_id) or abort(404)
+    if not _may_switch():
+        abort(403, description="Trying a pattern switches the whole site: it needs demo mode or an admin.")
+    if not ConfirmForm().validate_on_submit():
+        return redirect(url_for("learn.index"), code=303)
+    db, now = get_db(), site.now()
+    who = current_user.email if current_user.is_authenticated else "classroom"
+    site.use_preset(db, site.config(), lesson.preset, now, by=who)
+    if current_app.config.get("DEMO"):
+        if current_user.is_authenticated:
+            logout_user()
+        session.clear()
+        site.forget_rules()
+        reader = personas.reset(db, site.config(), site.config().preset(lesson.preset), lesson.persona, now)
+        if reader is not None:
+            sign_in(reader, "persona")
+        events.record(db, "persona_switched", now, reader_id=reader.id if reader else None,
+                      persona=lesson.persona, lesson=lesson.id)
+    flash(f"Now showing: {lesson.title}.", "info")
+    return redirect(url_for("reading.article", slug=lesson.article), code=303)
