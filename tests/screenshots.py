@@ -114,6 +114,32 @@ def subscriber_pages(browser, site, camera: Camera) -> None:
     admin.close()
 
 
+def demo_pages(browser, site, camera: Camera) -> None:
+    """Demo mode: the persona bar, the explain drawer, the tour and the console."""
+    site.gate("readers", "add", "teacher@meridian.example", "--password", "teacher-pass-1", "--admin")
+    context = browser.new_context(base_url=site.url, viewport=DESKTOP)
+    page = context.new_page()
+    page.goto(f"/articles/{ARTICLE}")
+    page.get_by_role("button", name="1 unlock left").click()
+    page.wait_for_url(f"**/articles/{ARTICLE}")
+    page.locator("details.explain summary").click()
+    camera.shoot(page, "demo-explain")
+    camera.shoot(page, "learn", "/learn/")
+    for persona in ("Anonymous", "New reader", "Subscriber", "Past due", "Lapsed"):
+        page.get_by_role("button", name=persona, exact=True).click()
+        page.goto(f"/articles/{ARTICLE}")
+    page.goto("/login")
+    page.locator("#email").fill("teacher@meridian.example")
+    page.locator("#password").fill("teacher-pass-1")
+    page.get_by_role("button", name="Log in", exact=True).click()
+    camera.shoot(page, "console-dashboard", "/admin/")
+    camera.shoot(page, "console-rules", "/admin/rules?a=wpr&b=metered")
+    camera.shoot(page, "console-readers", "/admin/readers?q=persona.past-due")
+    page.locator("table a", has_text="persona.past-due").first.click()
+    camera.shoot(page, "console-reader")
+    context.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start the site, take every screenshot into OUTDIR, stop the site."""
     parser = argparse.ArgumentParser(prog="python -m tests.screenshots", description=__doc__.split("\n")[0])
@@ -128,6 +154,15 @@ def main(argv: list[str] | None = None) -> int:
                 anonymous_pages(browser, site.url, camera)
                 reader_pages(browser, site.url, camera)
                 subscriber_pages(browser, site, camera)
+            finally:
+                browser.close()
+    with tempfile.TemporaryDirectory(prefix="gate-demo-shots-") as scratch:
+        demo_site = LiveSite(Path(scratch))
+        demo_site.env["GATE_DEMO"] = "1"
+        with demo_site as site, sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            try:
+                demo_pages(browser, site, camera)
             finally:
                 browser.close()
     total = sum(path.stat().st_size for path in camera.saved)
