@@ -43,6 +43,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SAMESITE="Lax",
         WTF_CSRF_TIME_LIMIT=None,
+        PROXY_COUNT=int(os.environ.get("GATE_PROXY_COUNT") or 0),
+        RATELIMIT_ENABLED=os.environ.get("GATE_RATE_LIMITS", "on") != "off",
         JSON_SORT_KEYS=False,
     )
     if test_config:
@@ -55,8 +57,19 @@ def create_app(test_config: dict | None = None) -> Flask:
     from gate.settings import Config
 
     app.extensions["gate.config"] = Config(app.config["CONFIG_DIR"])
+    if os.environ.get("GATE_RATELIMIT_STORAGE"):
+        app.config.setdefault("RATELIMIT_STORAGE_URI", os.environ["GATE_RATELIMIT_STORAGE"])
     db.init_app(app)
+    from gate import ratelimit
+
+    ratelimit.init_app(app)
     site.init_app(app)
+
+    proxies = int(app.config.get("PROXY_COUNT") or 0)
+    if proxies:  # trust X-Forwarded-* only from this many proxies in front of us
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
 
     from gate.cli import init_app as init_cli
     from gate.web import init_app as init_web

@@ -91,8 +91,10 @@ def db_backup(destination):
     """Write a consistent copy of the database to DESTINATION."""
     if os.path.exists(destination):
         raise click.ClickException(f"{destination} exists; choose a new file name")
-    get_db().execute("vacuum into ?", [destination])
-    click.echo(f"Backed up to {destination}")
+    from gate.db import backup
+
+    backup(get_db(), destination)
+    click.echo(f"Backed up to {destination} (SQLite online backup)")
 
 
 # --- readers ------------------------------------------------------------------

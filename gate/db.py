@@ -76,8 +76,28 @@ def close_db(exception=None) -> None:
         db.close()
 
 
+def check_durability(db: sqlite_utils.Database) -> None:
+    """Refuse to start without WAL and a busy timeout of at least 5 s."""
+    mode = db.execute("pragma journal_mode").fetchone()[0]
+    timeout = db.execute("pragma busy_timeout").fetchone()[0]
+    if mode != "wal" or timeout < 5000:
+        raise RuntimeError(f"database must use WAL with busy_timeout >= 5000 ms (got {mode}, {timeout} ms)")
+
+
+def backup(db: sqlite_utils.Database, destination: str | Path) -> None:
+    """A consistent copy of a live database through SQLite's online backup API."""
+    target = sqlite3.connect(str(destination))
+    try:
+        db.conn.backup(target)
+    finally:
+        target.close()
+
+
 def init_app(app) -> None:
-    """Register teardown and make sure the schema is current."""
+    """Register teardown, bring the schema up to date and check durability settings."""
     app.teardown_appcontext(close_db)
     db = open_site_db(app.config["DATABASE"])
-    db.close()
+    try:
+        check_durability(db)
+    finally:
+        db.close()

@@ -48,6 +48,22 @@ def _csrf_error(error: CSRFError):
     return render_template("error.html", code=400, name="Form expired", message=message), 400
 
 
+#: No inline script, no plugins, no framing; forms post only to this site.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def _security_headers(response):
+    """Headers every response carries (a paywall is an access-control system)."""
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+    return response
+
+
 def _private_caching(response):
     """Pages and API answers vary by reader: keep them out of shared caches."""
     if request.endpoint != "static":
@@ -91,6 +107,7 @@ def init_app(app) -> None:
     app.before_request(site.reset_request_state)
     app.teardown_request(lambda error=None: site.reset_request_state())
     app.after_request(_private_caching)
+    app.after_request(_security_headers)
     app.after_request(site.write_porous_cookie)
     app.context_processor(_template_globals)
     app.jinja_env.filters["local"] = lambda moment: moment.astimezone(site.rules().tz)

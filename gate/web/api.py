@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from gate import paywall, site
+from gate import paywall, ratelimit, site
+from gate.ratelimit import limiter
 from gate.db import get_db
 from gate.web import access
 
@@ -35,6 +36,7 @@ def article(slug: str):
 
 
 @bp.post("/articles/<slug>/unlock")
+@limiter.limit(ratelimit.UNLOCK, key_func=ratelimit.viewer_key)
 def unlock(slug: str):
     """Spend one article of the meter on this one; answers with the new meter."""
     item = access.published(slug)

@@ -8,7 +8,8 @@ from flask import (Blueprint, current_app, flash, redirect, render_template, req
                    session, url_for)
 from flask_login import current_user, login_user, logout_user
 
-from gate import accounts, events, mail, site, tokens
+from gate import accounts, events, mail, ratelimit, site, tokens
+from gate.ratelimit import limiter
 from gate.db import get_db
 from gate.web.forms import ConfirmForm, LoginForm, MagicLinkForm, list_field, signup_form
 from gate.web.newsletter import enroll_at_signup
@@ -54,6 +55,7 @@ def sign_in(reader: accounts.Reader, method: str, remember: bool = False) -> Non
 
 
 @bp.route("/signup", methods=["GET", "POST"])
+@limiter.limit(ratelimit.SIGNUP, methods=["POST"])
 def signup():
     """Create an account with an email (password optional) and return to the article."""
     offered = [item for item in site.config().site.newsletters
@@ -64,9 +66,13 @@ def signup():
         form.email.data = request.args.get("email", "")
     if form.validate_on_submit():
         db = get_db()
-        if accounts.by_email(db, form.email.data):
-            form.email.errors.append(
-                "That email already has an account: log in, or ask for a sign-in link.")
+        existing = accounts.by_email(db, form.email.data)
+        if existing:
+            # Answer exactly as a new signup does (303 to next), so the form can't be used to
+            # learn who has an account; the owner gets a sign-in link instead.
+            _send_magic_link(existing, safe_next(form.next.data), reason="signup_existing")
+            flash("Check your email: we sent a link to continue.", "info")
+            return redirect(safe_next(form.next.data), code=303)
         else:
             reader = accounts.create(db, form.email.data, form.password.data or None, site.now())
             chosen = [item.id for item in offered if form[list_field(item.id)].data]
@@ -83,6 +89,7 @@ def signup():
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(ratelimit.LOGIN, methods=["POST"])
 def login():
     """Log in with a password; the page also offers a one-time link."""
     form = LoginForm()
@@ -103,24 +110,29 @@ def login():
 
 
 @bp.post("/login/magic")
+@limiter.limit(ratelimit.MAGIC_LINK_IP)
+@limiter.limit(ratelimit.MAGIC_LINK_EMAIL, key_func=ratelimit.email_key)
 def request_magic_link():
     """Email a single-use sign-in link; the answer is the same for unknown addresses."""
     form = MagicLinkForm()
     if not form.validate_on_submit():
         return render_template("login.html", form=LoginForm(formdata=None), link_form=form), 400
-    db, now = get_db(), site.now()
-    reader = accounts.by_email(db, form.email.data)
+    reader = accounts.by_email(get_db(), form.email.data)
     if reader:
-        jti = accounts.issue_login_token(db, reader.id, now)
-        token = tokens.sign(current_app.secret_key, "magic-login",
-                            {"r": reader.id, "j": jti, "n": safe_next(form.next.data)})
-        link = url_for("auth.magic_link", token=token, _external=True)
-        mail.queue(db, to=reader.email, subject="Your sign-in link for The Meridian",
-                   text=render_template("email/magic_link.txt", link=link),
-                   html=None, kind="magic_link", sender="The Meridian <accounts@meridian.example>",
-                   now=now)
-        events.record(db, "magic_link_sent", now, reader_id=reader.id)
+        _send_magic_link(reader, safe_next(form.next.data), reason="requested")
     return render_template("magic_sent.html", email=form.email.data)
+
+
+def _send_magic_link(reader: accounts.Reader, next_path: str, reason: str) -> None:
+    """Email a single-use, 15-minute sign-in link (through the outbox)."""
+    db, now = get_db(), site.now()
+    jti = accounts.issue_login_token(db, reader.id, now)
+    token = tokens.sign(current_app.secret_key, "magic-login", {"r": reader.id, "j": jti, "n": next_path})
+    link = url_for("auth.magic_link", token=token, _external=True)
+    mail.queue(db, to=reader.email, subject="Your sign-in link for The Meridian",
+               text=render_template("email/magic_link.txt", link=link, reason=reason),
+               html=None, kind="magic_link", sender="The Meridian <accounts@meridian.example>", now=now)
+    events.record(db, "magic_link_sent", now, reader_id=reader.id, reason=reason)
 
 
 def _magic_payload(token: str):

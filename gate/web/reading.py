@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from gate import content, paywall, site
+from gate import content, paywall, ratelimit, site
+from gate.ratelimit import limiter
 from gate import search as archive
 from gate.db import get_db
 from gate.web import access
@@ -53,6 +54,7 @@ def article(slug: str):
 
 
 @bp.post("/articles/<slug>/unlock")
+@limiter.limit(ratelimit.UNLOCK, key_func=ratelimit.viewer_key)
 def unlock(slug: str):
     """Spend one of the reader's free articles on this one (choice mode)."""
     item = access.published(slug)
@@ -62,6 +64,22 @@ def unlock(slug: str):
     elif not spent and decision.access != "full":
         flash("This article can't be unlocked with free articles.", "warning")
     return redirect(url_for("reading.article", slug=slug), code=303)
+
+
+@bp.get("/sitemap.xml")
+def sitemap():
+    """Every published article's URL and date: never any text."""
+    items = access.latest(limit=5000)
+    xml = render_template("sitemap.xml", items=items)
+    return xml, 200, {"Content-Type": "application/xml; charset=utf-8"}
+
+
+@bp.get("/articles/<slug>.json")
+def article_json(slug: str):
+    """The article as JSON: the same answer as /api/articles/<slug>."""
+    from gate.web.api import article as api_article
+
+    return api_article(slug)
 
 
 @bp.get("/feed.xml")

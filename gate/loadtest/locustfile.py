@@ -1,0 +1,320 @@
+"""Locust personas for gate: the readers a metered paywall meets, and the invariants they check.
+
+Run it through `gate loadtest` (which starts a fresh site and seeds the
+subscriber accounts), or by hand against a site you run yourself:
+
+    locust -f gate/loadtest/locustfile.py --host http://127.0.0.1:8000
+
+Only point it at your own servers. The file needs nothing but Locust and the
+standard library, so a distributed worker can run it without gate installed.
+
+Requests are named by endpoint pattern (``/articles/[slug]``) so statistics
+group per endpoint. An unlock the meter refuses (403) is the expected answer
+once a reader has used their free articles: it counts as a success, reported
+under its own name (``... [refused]``) so it is counted apart. 5xx answers and
+connection errors are failures, and so is any broken invariant (``invariant:``
+in the failure message): more unlocks granted than the limit, a subscriber
+shown a teaser, gated text served after the cookies are gone.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+
+import gevent
+from gevent.lock import Semaphore
+from gevent.pool import Pool
+from locust import HttpUser, between, events, task
+from locust.exception import CatchResponseError
+
+_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+_ACCESS = re.compile(r'<article class="story" data-access="(\w+)"')
+#: How many unlock requests a tab racer sends at once.
+RACE_TABS = 10
+#: Subscriber accounts seeded by gate.loadtest.run; override with the --gate-* options.
+SUBSCRIBER_EMAIL = "loadtest-subscriber-{n:03d}@loadtest.example"
+SUBSCRIBER_PASSWORD = "loadtest-pass-{n:03d}"
+SEARCHES = ("treaty", "border tariff", "grid", "inflation", "satellite", "drought")
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser):
+    """gate's options: how the seeded subscriber accounts are named (sent on to workers)."""
+    parser.add_argument("--gate-subscribers", type=int, default=20,
+                        help="How many seeded subscriber accounts there are (0: none)")
+    parser.add_argument("--gate-subscriber-email", default=SUBSCRIBER_EMAIL,
+                        help="Email of subscriber n, a str.format template")
+    parser.add_argument("--gate-subscriber-password", default=SUBSCRIBER_PASSWORD,
+                        help="Password of subscriber n, a str.format template")
+
+
+class _Catalogue:
+    """The site's published articles by access class, fetched once per process."""
+
+    def __init__(self) -> None:
+        self.by_class: dict[str, list[str]] = {}
+        self._lock = Semaphore()
+
+    def load(self, client) -> dict[str, list[str]]:
+        """Read /api/articles the first time any user asks; later calls are free."""
+        with self._lock:
+            if not self.by_class:
+                with client.get("/api/articles?limit=500", name="/api/articles",
+                                catch_response=True) as response:
+                    if settle(response) == "ok":
+                        for item in response.json()["articles"]:
+                            self.by_class.setdefault(item["access_class"], []).append(item["slug"])
+        return self.by_class
+
+
+CATALOGUE = _Catalogue()
+
+
+def settle(response, ok=(200,), refused=()) -> str:
+    """Classify an answer: ``ok``, ``refused`` (expected, counted apart) or ``failed``."""
+    code = response.status_code
+    if code in ok:
+        response.success()
+        return "ok"
+    if code in refused:
+        response.request_meta["name"] += " [refused]"
+        response.success()
+        return "refused"
+    if code == 0:
+        response.failure(f"connection error: {type(response.error).__name__}")
+    elif code >= 500:
+        response.failure(f"server error {code}")
+    else:
+        response.failure(f"unexpected status {code}")
+    return "failed"
+
+
+def broken_invariant(name: str, message: str) -> None:
+    """Report a broken invariant that no single response shows (a race's total)."""
+    events.request.fire(request_type="CHECK", name=name, response_time=0, response_length=0,
+                        exception=CatchResponseError(f"invariant: {message}"), context={})
+
+
+class Reader(HttpUser):
+    """What every persona can do: read, sign up, log in and unlock, as a browser does."""
+
+    abstract = True
+    token = ""
+
+    def articles(self, access_class: str = "metered") -> list[str]:
+        """Slugs of one access class (every slug if the site has none of that class)."""
+        catalogue = CATALOGUE.load(self.client)
+        return catalogue.get(access_class) or [s for slugs in catalogue.values() for s in slugs]
+
+    def pick(self, access_class: str = "metered") -> str:
+        """A random published slug of an access class."""
+        return random.choice(self.articles(access_class) or ["missing-article"])
+
+    def page(self, path: str, name: str, ok=(200,)):
+        """GET an HTML page and keep the session's CSRF token from its meta tag."""
+        with self.client.get(path, name=name, catch_response=True, allow_redirects=False) as response:
+            if settle(response, ok) == "ok" and "html" in response.headers.get("Content-Type", ""):
+                found = _CSRF.search(response.text)
+                self.token = found.group(1) if found else self.token
+            return response
+
+    def read(self, slug: str):
+        """Open an article page; returns the access it shows (full, teaser or None)."""
+        response = self.page(f"/articles/{slug}", "/articles/[slug]")
+        found = _ACCESS.search(response.text or "") if response.status_code == 200 else None
+        return found.group(1) if found else None
+
+    def api_article(self, slug: str) -> dict:
+        """The JSON view of one article for this viewer."""
+        with self.client.get(f"/api/articles/{slug}", name="/api/articles/[slug]",
+                             catch_response=True) as response:
+            return response.json() if settle(response) == "ok" else {}
+
+    def signup(self, password: bool = False) -> bool:
+        """Sign up with a unique email (optionally a password), as the gate's form does."""
+        self.page("/signup", "/signup")
+        email = f"lt-{uuid.uuid4().hex[:16]}@loadtest.example"
+        form = {"csrf_token": self.token, "email": email, "next": "/",
+                "list_meridian_weekly": "y", "password": uuid.uuid4().hex if password else ""}
+        with self.client.post("/signup", data=form, name="/signup", catch_response=True,
+                              allow_redirects=False) as response:
+            done = settle(response, ok=(303,)) == "ok"
+        self.token = ""  # signing in starts a fresh session: the old token is void
+        return done
+
+    def login(self, email: str, password: str) -> bool:
+        """Log in with a password through the login form."""
+        self.page("/login", "/login")
+        form = {"csrf_token": self.token, "email": email, "password": password, "next": "/"}
+        with self.client.post("/login", data=form, name="/login", catch_response=True,
+                              allow_redirects=False) as response:
+            done = settle(response, ok=(303,)) == "ok"
+        self.token = ""
+        return done
+
+    def ensure_token(self) -> str:
+        """A CSRF token for this session (reads the front page if there is none yet)."""
+        if not self.token:
+            self.page("/", "/")
+        return self.token
+
+    def unlock(self, slug: str) -> dict | None:
+        """Spend one free article on ``slug``: the new meter, or None when refused or failed."""
+        with self.client.post(f"/api/articles/{slug}/unlock", name="/api/articles/[slug]/unlock",
+                              headers={"X-CSRFToken": self.ensure_token()},
+                              catch_response=True) as response:
+            return response.json() if settle(response, refused=(403,)) == "ok" else None
+
+    def fresh_session(self) -> None:
+        """Forget every cookie: a new visitor, as after clearing the browser."""
+        self.client.cookies.clear()
+        self.token = ""
+
+
+class AnonymousSkimmer(Reader):
+    """Skims the front page, opens articles, reads teasers and the JSON listing."""
+
+    weight = 10
+    wait_time = between(1, 4)
+
+    @task(3)
+    def front_page(self):
+        self.page("/", "/")
+
+    @task(5)
+    def article(self):
+        self.read(self.pick(random.choice(("metered", "metered", "free", "premium"))))
+
+    @task(2)
+    def api_listing(self):
+        with self.client.get("/api/articles", name="/api/articles", catch_response=True) as response:
+            settle(response)
+
+    @task(1)
+    def api_article(self):
+        data = self.api_article(self.pick())
+        if data and data.get("access") == "teaser" and "body_html" in data:
+            broken_invariant("/api/articles/[slug] body leak", "body_html sent with a teaser")
+
+
+class RegisteredReader(Reader):
+    """Signs up, then unlocks three articles of their choice and re-reads them."""
+
+    weight = 4
+    wait_time = between(1, 3)
+
+    def on_start(self):
+        self.unlocked: list[str] = []
+        self.page("/", "/")
+        self.signup()
+
+    @task(4)
+    def choose_and_unlock(self):
+        slug = self.pick()
+        if self.read(slug) == "teaser" and self.unlock(slug) is not None:
+            self.unlocked.append(slug)
+
+    @task(3)
+    def reread(self):
+        if self.unlocked:
+            if self.read(random.choice(self.unlocked)) != "full":
+                broken_invariant("reread unlocked", "an unlocked article showed a teaser")
+
+    @task(1)
+    def meter(self):
+        with self.client.get("/api/meter", name="/api/meter", catch_response=True) as response:
+            meter = response.json() if settle(response) == "ok" else {}
+        if meter.get("limit") is not None and meter.get("used", 0) > meter["limit"]:
+            broken_invariant("/api/meter over limit", f"used {meter['used']} of {meter['limit']}")
+
+
+class BingeSubscriber(Reader):
+    """Logs in with a seeded subscriber account and reads everything, premium included."""
+
+    weight = 2
+    wait_time = between(0.5, 2)
+
+    def on_start(self):
+        options = self.environment.parsed_options
+        count = getattr(options, "gate_subscribers", 20) if options else 20
+        self.subscribed = False
+        if count > 0:
+            n = random.randrange(count)
+            email = getattr(options, "gate_subscriber_email", SUBSCRIBER_EMAIL).format(n=n)
+            password = getattr(options, "gate_subscriber_password", SUBSCRIBER_PASSWORD).format(n=n)
+            self.subscribed = self.login(email, password)
+
+    @task(5)
+    def binge(self):
+        access = self.read(self.pick(random.choice(("metered", "premium", "free"))))
+        if self.subscribed and access == "teaser":
+            broken_invariant("subscriber access", "a subscriber was shown a teaser")
+
+    @task(2)
+    def api_article(self):
+        data = self.api_article(self.pick("premium"))
+        if self.subscribed and data and data.get("access") != "full":
+            broken_invariant("subscriber access", f"API gave a subscriber {data.get('reason')}")
+
+    @task(1)
+    def search(self):
+        self.page(f"/search?q={random.choice(SEARCHES)}", "/search?q=[query]")
+
+
+class TabRacer(Reader):
+    """Signs up, then unlocks many articles at once from many tabs: the meter must hold."""
+
+    weight = 1
+    wait_time = between(2, 5)
+
+    @task
+    def race(self):
+        self.fresh_session()
+        if not self.signup():
+            return
+        self.ensure_token()
+        with self.client.get("/api/meter", name="/api/meter", catch_response=True) as response:
+            limit = response.json().get("limit") if settle(response) == "ok" else None
+        slugs = random.sample(self.articles(), min(RACE_TABS, len(self.articles())))
+        pool = Pool(len(slugs) or 1)
+        answers = pool.map(self.unlock, slugs)
+        granted = sum(1 for answer in answers if answer and answer.get("spent"))
+        if limit is not None and granted > limit:
+            broken_invariant("tab race over-grant", f"{granted} unlocks granted with a limit of {limit}")
+
+
+class CookieClearer(Reader):
+    """Signs up, unlocks one, clears cookies and re-reads: the new visitor gets the teaser."""
+
+    weight = 2
+    wait_time = between(1, 3)
+
+    @task
+    def clear_and_reread(self):
+        self.fresh_session()
+        slug = self.pick()
+        self.read(slug)
+        if self.signup() and self.unlock(slug) is not None:
+            self.read(slug)
+        self.fresh_session()
+        if self.read(slug) == "full":
+            broken_invariant("cookie clear", "a new visitor was shown a metered article in full")
+        data = self.api_article(slug)
+        if data.get("access") == "teaser" and "body_html" in data:
+            broken_invariant("cookie clear", "body_html sent to a new visitor")
+
+
+class SignupBurst(Reader):
+    """A burst of sign-ups back to back (a newsletter push, a bot wave), then a pause."""
+
+    weight = 1
+    wait_time = between(4, 8)
+
+    @task
+    def burst(self):
+        for number in range(5):
+            self.fresh_session()
+            self.signup(password=number == 0)  # one in five sets a password (slow hash)
+            gevent.sleep(random.uniform(0, 0.2))
