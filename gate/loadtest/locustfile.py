@@ -10,11 +10,19 @@ standard library, so a distributed worker can run it without gate installed.
 
 Requests are named by endpoint pattern (``/articles/[slug]``) so statistics
 group per endpoint. An unlock the meter refuses (403) is the expected answer
-once a reader has used their free articles: it counts as a success, reported
-under its own name (``... [refused]``) so it is counted apart. 5xx answers and
+once a reader has used their free articles, and so is a rate limit's 429 on
+sign-up, login and unlock: they count as successes, reported under their own
+name (``POST /signup [429]``) so they are counted apart. 5xx answers and
 connection errors are failures, and so is any broken invariant (``invariant:``
 in the failure message): more unlocks granted than the limit, a subscriber
 shown a teaser, gated text served after the cookies are gone.
+
+Each simulated user sends its own client address in ``X-Forwarded-For``
+(from 198.18.0.0/15, the range set aside for benchmarks). A site that trusts
+one proxy (``GATE_PROXY_COUNT=1``, as `gate loadtest` starts it) then sees
+two hundred users as two hundred clients, and its per-address rate limits
+apply per user, as they would in production; a site that trusts no proxy
+ignores the header and sees a single client.
 """
 
 from __future__ import annotations
@@ -72,6 +80,11 @@ class _Catalogue:
 CATALOGUE = _Catalogue()
 
 
+def client_address() -> str:
+    """A made-up client address from the benchmarking range 198.18.0.0/15 (RFC 2544)."""
+    return f"198.{random.choice((18, 19))}.{random.randrange(256)}.{random.randrange(1, 255)}"
+
+
 def settle(response, ok=(200,), refused=()) -> str:
     """Classify an answer: ``ok``, ``refused`` (expected, counted apart) or ``failed``."""
     code = response.status_code
@@ -79,7 +92,7 @@ def settle(response, ok=(200,), refused=()) -> str:
         response.success()
         return "ok"
     if code in refused:
-        response.request_meta["name"] += " [refused]"
+        response.request_meta["name"] += f" [{code}]"
         response.success()
         return "refused"
     if code == 0:
@@ -102,6 +115,10 @@ class Reader(HttpUser):
 
     abstract = True
     token = ""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.client.headers["X-Forwarded-For"] = client_address()
 
     def articles(self, access_class: str = "metered") -> list[str]:
         """Slugs of one access class (every slug if the site has none of that class)."""
@@ -126,7 +143,7 @@ class Reader(HttpUser):
         found = _ACCESS.search(response.text or "") if response.status_code == 200 else None
         return found.group(1) if found else None
 
-    def api_article(self, slug: str) -> dict:
+    def fetch_article(self, slug: str) -> dict:
         """The JSON view of one article for this viewer."""
         with self.client.get(f"/api/articles/{slug}", name="/api/articles/[slug]",
                              catch_response=True) as response:
@@ -140,7 +157,7 @@ class Reader(HttpUser):
                 "list_meridian_weekly": "y", "password": uuid.uuid4().hex if password else ""}
         with self.client.post("/signup", data=form, name="/signup", catch_response=True,
                               allow_redirects=False) as response:
-            done = settle(response, ok=(303,)) == "ok"
+            done = settle(response, ok=(303,), refused=(429,)) == "ok"
         self.token = ""  # signing in starts a fresh session: the old token is void
         return done
 
@@ -150,7 +167,7 @@ class Reader(HttpUser):
         form = {"csrf_token": self.token, "email": email, "password": password, "next": "/"}
         with self.client.post("/login", data=form, name="/login", catch_response=True,
                               allow_redirects=False) as response:
-            done = settle(response, ok=(303,)) == "ok"
+            done = settle(response, ok=(303,), refused=(429,)) == "ok"
         self.token = ""
         return done
 
@@ -165,7 +182,7 @@ class Reader(HttpUser):
         with self.client.post(f"/api/articles/{slug}/unlock", name="/api/articles/[slug]/unlock",
                               headers={"X-CSRFToken": self.ensure_token()},
                               catch_response=True) as response:
-            return response.json() if settle(response, refused=(403,)) == "ok" else None
+            return response.json() if settle(response, refused=(403, 429)) == "ok" else None
 
     def fresh_session(self) -> None:
         """Forget every cookie: a new visitor, as after clearing the browser."""
@@ -194,7 +211,7 @@ class AnonymousSkimmer(Reader):
 
     @task(1)
     def api_article(self):
-        data = self.api_article(self.pick())
+        data = self.fetch_article(self.pick())
         if data and data.get("access") == "teaser" and "body_html" in data:
             broken_invariant("/api/articles/[slug] body leak", "body_html sent with a teaser")
 
@@ -254,7 +271,7 @@ class BingeSubscriber(Reader):
 
     @task(2)
     def api_article(self):
-        data = self.api_article(self.pick("premium"))
+        data = self.fetch_article(self.pick("premium"))
         if self.subscribed and data and data.get("access") != "full":
             broken_invariant("subscriber access", f"API gave a subscriber {data.get('reason')}")
 
@@ -301,7 +318,7 @@ class CookieClearer(Reader):
         self.fresh_session()
         if self.read(slug) == "full":
             broken_invariant("cookie clear", "a new visitor was shown a metered article in full")
-        data = self.api_article(slug)
+        data = self.fetch_article(slug)
         if data.get("access") == "teaser" and "body_html" in data:
             broken_invariant("cookie clear", "body_html sent to a new visitor")
 

@@ -61,8 +61,8 @@ def signup():
     offered = [item for item in site.config().site.newsletters
                if item.audience == "registered" and item.default_on_signup]
     form = signup_form(offered)()
+    form.next.data = safe_next(request.args.get("next") if request.method == "GET" else form.next.data)
     if request.method == "GET":
-        form.next.data = safe_next(request.args.get("next"))
         form.email.data = request.args.get("email", "")
     if form.validate_on_submit():
         db = get_db()
@@ -94,8 +94,7 @@ def login():
     """Log in with a password; the page also offers a one-time link."""
     form = LoginForm()
     link_form = MagicLinkForm(formdata=None)
-    if request.method == "GET":
-        form.next.data = link_form.next.data = safe_next(request.args.get("next"))
+    form.next.data = safe_next(request.args.get("next") if request.method == "GET" else form.next.data)
     if form.validate_on_submit():
         reader = accounts.authenticate(get_db(), form.email.data, form.password.data)
         if reader:

@@ -1,0 +1,372 @@
+"""Run a load test: a fresh site under gunicorn, Locust headless against it, and its numbers.
+
+The library behind `gate loadtest`. :func:`run_loadtest` starts the site on a
+free loopback port with a new database (demo articles, synthetic ones, demo
+accounts and subscriber accounts for the personas), runs Locust headless in a
+subprocess (Locust patches the standard library with gevent, so it never runs
+inside this process), stops the site and returns a :class:`Result` with the
+per-endpoint statistics, the failures by kind and the database path, which
+outlives the run so the invariant audit can read it.
+
+Load must only ever target servers you run yourself: :func:`is_loopback`
+is the check the command applies before it sends anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import ipaddress
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+#: Subscriber accounts for the binge-reading persona; passed to Locust as --gate-* options.
+SUBSCRIBER_EMAIL = "loadtest-subscriber-{n:03d}@loadtest.example"
+SUBSCRIBER_PASSWORD = "loadtest-pass-{n:03d}"
+CSV_PREFIX, HTML_REPORT, LOCUST_LOG = "loadtest", "loadtest.html", "locust.log"
+_REFUSED = re.compile(r" \[(\d{3})\]$")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run: the load, the target and where the reports go."""
+
+    users: int = 200
+    spawn_rate: float = 50.0
+    duration: int = 60  # seconds
+    host: str | None = None  # None: start a fresh site here
+    workers: int = 2  # gunicorn workers of the site started here
+    out: Path = Path("loadtest-report")
+    synthetic: int = 500
+    subscribers: int = 20
+    preset: str | None = None
+    rate_limits: bool = True  # the site's own limits, per simulated client address
+    locust_args: tuple[str, ...] = ()  # distributed mode and other passthrough options
+    wait_for_workers: int = 0  # seconds a master may wait for its workers
+
+
+@dataclass(frozen=True)
+class EndpointStats:
+    """One row of Locust's statistics; times in milliseconds."""
+
+    method: str
+    name: str
+    requests: int
+    failures: int
+    rps: float
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+@dataclass
+class Result:
+    """What a run produced: statistics, failures by kind, report files and the database."""
+
+    host: str
+    database: Path | None
+    endpoints: list[EndpointStats]
+    total: EndpointStats
+    failures: list[dict]
+    exceptions: int
+    files: list[Path]
+    returncode: int
+    seeded: dict = field(default_factory=dict)
+
+    def count(self, kind: str) -> int:
+        """Failure occurrences of one kind (see :func:`failure_kind`)."""
+        return sum(int(row["Occurrences"]) for row in self.failures if failure_kind(row["Error"]) == kind)
+
+    @property
+    def refused(self) -> dict[str, int]:
+        """Expected refusals, counted apart: the meter's 403s and the rate limits' 429s."""
+        counts: dict[str, int] = {}
+        for row in self.endpoints:
+            found = _REFUSED.search(row.name)
+            if found:
+                counts[found.group(1)] = counts.get(found.group(1), 0) + row.requests
+        return counts
+
+    def problems(self, max_server_errors: int = 0, max_failure_rate: float = 0.01) -> list[str]:
+        """Why this run fails its thresholds (empty when it passes)."""
+        found = []
+        server = self.count("server")
+        if self.total.requests == 0:
+            found.append("no requests were made")
+        if server > max_server_errors:
+            found.append(f"{server} server error(s) or dropped connection(s) (allowed: {max_server_errors})")
+        if self.count("invariant"):
+            found.append(f"{self.count('invariant')} broken invariant(s) seen by the personas")
+        other = self.count("other") + self.exceptions
+        if self.total.requests and other / self.total.requests > max_failure_rate:
+            found.append(f"{other} other failure(s), {other / self.total.requests:.1%} of requests "
+                         f"(allowed: {max_failure_rate:.1%})")
+        return found
+
+
+def failure_kind(error: str) -> str:
+    """``server`` (5xx, connection), ``invariant`` (a persona's check) or ``other``."""
+    if "invariant:" in error:
+        return "invariant"
+    if "server error" in error or "connection error" in error or re.search(r"\b5\d\d Server Error", error):
+        return "server"
+    return "other"
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` is http(s) on this machine (localhost, 127.0.0.0/8 or ::1)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    if parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def subscriber_account(n: int) -> tuple[str, str]:
+    """Email and password of seeded subscriber ``n``."""
+    return SUBSCRIBER_EMAIL.format(n=n), SUBSCRIBER_PASSWORD.format(n=n)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def gate_command() -> list[str]:
+    """The `gate` console script of this interpreter's environment."""
+    script = Path(sys.executable).with_name("gate")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from gate.cli import main; main()"]
+
+
+def seed_site(database: Path, synthetic: int, subscribers: int) -> dict:
+    """Seed a site as `gate db seed --synthetic N` and `gate readers add … --subscriber` do."""
+    from gate import accounts, events, newsletter, seed, subscriptions
+    from gate.clock import Clock
+    from gate.db import open_site_db
+    from gate.settings import Config
+
+    cfg = Config()
+    db = open_site_db(database)
+    try:
+        now = Clock(db).now()
+        counts = {"articles": seed.seed_articles(db),
+                  "upcoming": seed.seed_schedule(db, now, cfg.preset(cfg.site.site.default_preset).tz)}
+        newsletter.start_schedule(db, cfg, now)
+        counts["synthetic"] = seed.seed_synthetic(db, synthetic, cfg.site.site.sections, now) if synthetic else 0
+        counts["demo_accounts"] = len(seed.seed_demo_accounts(db, cfg, now))
+        for n in range(subscribers):
+            email, password = subscriber_account(n)
+            reader = accounts.create(db, email, password, now)
+            events.record(db, "signup", now, reader_id=reader.id, source="loadtest")
+            subscriptions.grant(db, cfg, reader.id, cfg.site.plans[0].id, now, by="loadtest")
+        counts["subscribers"] = subscribers
+    finally:
+        db.close()
+    return counts
+
+
+class Site:
+    """A fresh site in ``directory``: seeded database and `gate serve` on a loopback port."""
+
+    def __init__(self, directory: Path, workers: int = 2, preset: str | None = None,
+                 rate_limits: bool = True) -> None:
+        self.directory = Path(directory)
+        self.database = self.directory / "gate.sqlite"
+        self.log_path = self.directory / "server.log"
+        self.env = {key: value for key, value in os.environ.items() if not key.startswith("GATE_")}
+        # One trusted proxy: each simulated user's X-Forwarded-For is its client address.
+        self.env.update(GATE_DATABASE=str(self.database), GATE_SECRET_KEY=secrets.token_hex(32),
+                        GATE_PROXY_COUNT="1", GATE_RATE_LIMITS="on" if rate_limits else "off")
+        if preset:
+            self.env["GATE_PRESET"] = preset
+        self.workers = workers
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> "Site":
+        """Serve with gunicorn until /api/health answers (or raise with the server's log)."""
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [*gate_command(), "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(self.workers)],
+            env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the site did not come up at {self.url}:\n{self.log_tail()}")
+
+    def log_tail(self, size: int = 3000) -> str:
+        """The end of the server's log."""
+        return self.log_path.read_text(errors="replace")[-size:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        """Stop gunicorn: SIGTERM (a graceful shutdown), then SIGKILL."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+        self._log.close()
+
+    def __enter__(self) -> "Site":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def locust_command(plan: Plan, host: str, out: Path) -> list[str]:
+    """The headless Locust command line for ``plan`` against ``host``."""
+    return [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+        "--users", str(plan.users), "--spawn-rate", str(plan.spawn_rate),
+        "--run-time", f"{plan.duration}s", "--stop-timeout", "3", "--host", host,
+        "--csv", str(out / CSV_PREFIX), "--html", str(out / HTML_REPORT), "--only-summary",
+        "--gate-subscribers", str(plan.subscribers),
+        "--gate-subscriber-email", SUBSCRIBER_EMAIL, "--gate-subscriber-password", SUBSCRIBER_PASSWORD,
+        *plan.locust_args,
+    ]
+
+
+def run_locust(plan: Plan, host: str) -> tuple[int, Path]:
+    """Run Locust to completion (bounded by the plan's duration); returns its exit code and log."""
+    out = Path(plan.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f"{CSV_PREFIX}_*.csv"):
+        stale.unlink()
+    log = out / LOCUST_LOG
+    limit = plan.duration + plan.users / max(plan.spawn_rate, 0.1) + plan.wait_for_workers + 90
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(locust_command(plan, host, out), stdout=handle,
+                                   stderr=subprocess.STDOUT)
+        try:
+            returncode = process.wait(timeout=limit)
+        except BaseException:  # a timeout or Ctrl-C: never leave Locust running
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            raise
+    return returncode, log
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_stats(out: Path) -> tuple[list[EndpointStats], EndpointStats]:
+    """Per-endpoint rows and the aggregate from Locust's ``*_stats.csv``."""
+    rows = []
+    with open(Path(out) / f"{CSV_PREFIX}_stats.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            rows.append(EndpointStats(
+                method=row["Type"], name=row["Name"], requests=int(row["Request Count"]),
+                failures=int(row["Failure Count"]), rps=_number(row["Requests/s"]) or 0.0,
+                p50=_number(row["50%"]), p95=_number(row["95%"]), p99=_number(row["99%"]),
+            ))
+    total = next((row for row in rows if row.name == "Aggregated"), None)
+    if total is None:
+        raise RuntimeError(f"no aggregate row in {out}/{CSV_PREFIX}_stats.csv")
+    return [row for row in rows if row.name != "Aggregated"], total
+
+
+def read_failures(out: Path) -> tuple[list[dict], int]:
+    """Locust's failures (method, name, error, occurrences) and how many script exceptions."""
+    out = Path(out)
+    failures_csv, exceptions_csv = out / f"{CSV_PREFIX}_failures.csv", out / f"{CSV_PREFIX}_exceptions.csv"
+    with open(failures_csv, newline="") as handle:
+        failures = list(csv.DictReader(handle))
+    exceptions = 0
+    if exceptions_csv.exists():
+        with open(exceptions_csv, newline="") as handle:
+            exceptions = sum(int(row.get("Count") or 0) for row in csv.DictReader(handle))
+    return failures, exceptions
+
+
+def collect(plan: Plan, host: str, database: Path | None, returncode: int, seeded: dict) -> Result:
+    """Read the reports Locust wrote into a :class:`Result`."""
+    out = Path(plan.out)
+    if not (out / f"{CSV_PREFIX}_stats.csv").exists():
+        log = (out / LOCUST_LOG).read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"Locust wrote no statistics (exit code {returncode}):\n{log}")
+    endpoints, total = read_stats(out)
+    failures, exceptions = read_failures(out)
+    files = sorted(out.glob(f"{CSV_PREFIX}_*.csv")) + [out / HTML_REPORT]
+    return Result(host=host, database=database, endpoints=endpoints, total=total, failures=failures,
+                  exceptions=exceptions, files=[f for f in files if f.exists()],
+                  returncode=returncode, seeded=seeded)
+
+
+def run_loadtest(plan: Plan, workdir: Path) -> Result:
+    """Run ``plan``: against plan.host, or a fresh seeded site in ``workdir`` (kept for the audit)."""
+    if plan.host:
+        returncode, _ = run_locust(plan, plan.host)
+        return collect(plan, plan.host, None, returncode, {})
+    site = Site(workdir, workers=plan.workers, preset=plan.preset, rate_limits=plan.rate_limits)
+    seeded = seed_site(site.database, plan.synthetic, plan.subscribers)
+    with site:
+        returncode, _ = run_locust(plan, site.url)
+        if site.process.poll() is not None:
+            raise RuntimeError(f"the site stopped during the load test:\n{site.log_tail()}")
+    return collect(plan, site.url, site.database, returncode, seeded)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def format_table(result: Result) -> str:
+    """Requests, failures, throughput and p50/p95/p99 per endpoint, then the total."""
+    width = max([len(f"{row.method} {row.name}") for row in result.endpoints] + [20])
+    lines = [f"{'endpoint':<{width}} {'requests':>9} {'fails':>6} {'req/s':>8} "
+             f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}"]
+    lines.append("-" * len(lines[0]))
+    for row in sorted(result.endpoints, key=lambda r: (r.name, r.method)):
+        lines.append(f"{row.method + ' ' + row.name:<{width}} {row.requests:>9} {row.failures:>6} "
+                     f"{row.rps:>8.1f} {_ms(row.p50):>7} {_ms(row.p95):>7} {_ms(row.p99):>7}")
+    lines.append("-" * len(lines[0]))
+    t = result.total
+    lines.append(f"{'total':<{width}} {t.requests:>9} {t.failures:>6} {t.rps:>8.1f} "
+                 f"{_ms(t.p50):>7} {_ms(t.p95):>7} {_ms(t.p99):>7}")
+    return "\n".join(lines)
+
+
+def format_failures(result: Result, limit: int = 10) -> str:
+    """The most frequent failures, one line each."""
+    rows = sorted(result.failures, key=lambda r: -int(r["Occurrences"]))[:limit]
+    return "\n".join(f"{int(r['Occurrences']):>7}x {r['Method']} {r['Name']}: {r['Error']}" for r in rows)

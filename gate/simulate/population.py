@@ -1,0 +1,193 @@
+"""The reader population as data: segments, how often they come, what they do at a gate.
+
+``config/population.toml`` declares reader segments (one-off, casual,
+regular, loyal, ...) with a share of the population, a visit-frequency
+distribution, articles per visit, propensities at each kind of gate, the
+chance an anonymous visitor arrives as a new visitor (cookies lost), and
+the monthly churn of those who subscribe. It is validated like the presets:
+an unknown key, a wrong type or an impossible value is a
+:class:`gate.settings.ConfigError` naming the file, the dotted key and the reason.
+
+:class:`Crowd` turns the model into arrays: one segment and one visit rate
+per reader, drawn once, then each day's visits, articles and dice, drawn
+with NumPy from one seeded generator. The draws never depend on the rules,
+so every preset of a run meets exactly the same readers on the same days.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gate.settings import ConfigError, _explain, _read_toml
+
+#: Days in an average Gregorian month, to turn a monthly mean into a daily rate.
+DAYS_PER_MONTH = 365.2425 / 12
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Strict(BaseModel):
+    """Base for population models: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Visits(_Strict):
+    """How often a reader of the segment comes: a mean per week or month, and its spread.
+
+    ``negative_binomial`` gives each reader their own rate, drawn from a gamma
+    distribution with shape ``dispersion`` (smaller is more uneven), so the
+    segment's visits per period follow a negative binomial with this mean;
+    ``poisson`` gives every reader of the segment the same rate.
+    """
+
+    mean: float = Field(ge=0.0, le=1000.0)
+    per: Literal["week", "month"] = "month"
+    distribution: Literal["poisson", "negative_binomial"] = "negative_binomial"
+    dispersion: float = Field(default=1.0, gt=0.0, le=1000.0)
+
+    @property
+    def daily_mean(self) -> float:
+        """The segment's mean visits per day."""
+        return self.mean / (7.0 if self.per == "week" else DAYS_PER_MONTH)
+
+
+class Segment(_Strict):
+    """One kind of reader, and what they do when they meet the gate."""
+
+    description: str = Field(default="", max_length=300)
+    share: Probability
+    visits: Visits
+    #: Mean articles read per visit (at least the one they came for).
+    articles_per_visit: float = Field(ge=1.0, le=100.0)
+    #: At a registration offer: the chance they sign up.
+    registers: Probability
+    #: At an "unlock" offer (choice mode): the chance they want this article enough to spend one.
+    unlocks: Probability
+    #: At a subscribe offer when their meter is exhausted.
+    subscribes_when_exhausted: Probability
+    #: At any other subscribe offer (premium article, hard wall): the smaller base propensity.
+    subscribes_otherwise: Probability
+    #: Per visit, for anonymous visitors: cookies cleared or a new device, so a new visitor.
+    cookie_loss: Probability
+    #: Per month, for subscribers: the chance they do not renew.
+    churn: Probability
+
+
+class Articles(_Strict):
+    """The synthetic article list the readers choose from."""
+
+    count: int = Field(default=500, ge=1, le=20_000)
+    #: Zipf exponent of article popularity over the list (0: all equally read).
+    popularity: float = Field(default=0.8, ge=0.0, le=3.0)
+
+
+class Population(_Strict):
+    """config/population.toml."""
+
+    description: str = Field(default="", max_length=600)
+    #: How many times more often a registered reader subscribes than an anonymous one.
+    registered_lift: float = Field(default=1.0, ge=1.0, le=100.0)
+    articles: Articles = Articles()
+    segments: dict[str, Segment] = Field(min_length=1)
+
+    @field_validator("segments")
+    @classmethod
+    def _shares_add_up(cls, segments):
+        """Every reader belongs to exactly one segment, so the shares sum to 1."""
+        total = sum(segment.share for segment in segments.values())
+        if not math.isclose(total, 1.0, rel_tol=0.0, abs_tol=1e-6):
+            raise ValueError(f"the segments' shares must sum to 1, got {total:.6g}")
+        for name in segments:
+            if not name or len(name) > 40:
+                raise ValueError(f"segment names must be 1 to 40 characters, got {name!r}")
+        return segments
+
+
+def load_population(path: Path) -> Population:
+    """Load and validate a population file, with errors naming the file and key."""
+    path = Path(path)
+    try:
+        return Population.model_validate(_read_toml(path))
+    except ValidationError as error:
+        raise ConfigError(_explain(path, error)) from None
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a population file, so a result names exactly what produced it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Day:
+    """One simulated day's draws, shared by every preset of a run.
+
+    Visits are in reader order; ``views`` says how many articles each visit
+    reads, and ``article`` and ``dice`` hold one entry per article read, in
+    visit order. ``renewal_dice`` has one entry per reader.
+    """
+
+    index: int
+    reader: list[int]
+    views: list[int]
+    lost: list[bool]
+    article: list[int]
+    dice: list[float]
+    renewal_dice: np.ndarray
+    readers_visiting: int
+
+
+class Crowd:
+    """A seeded population of readers and the generator of their days."""
+
+    def __init__(self, population: Population, readers: int, articles: int, seed: int) -> None:
+        if readers < 1:
+            raise ValueError("a population needs at least one reader")
+        self.population = population
+        self.size = readers
+        self.rng = np.random.default_rng(seed)
+        self.segments = list(population.segments.values())
+        self.names = list(population.segments)
+        shares = np.array([s.share for s in self.segments])
+        self.segment = self.rng.choice(len(shares), size=readers, p=shares / shares.sum())
+        self.daily_rate = self._rates()
+        self._extra_views = np.array([s.articles_per_visit - 1.0 for s in self.segments])
+        self._loss = np.array([s.cookie_loss for s in self.segments])
+        weights = 1.0 / np.arange(1, articles + 1) ** population.articles.popularity
+        self._popularity = np.cumsum(weights / weights.sum())
+        self._popularity[-1] = 1.0
+
+    def _rates(self) -> np.ndarray:
+        """Each reader's own mean visits per day (gamma-mixed for negative binomial segments)."""
+        rates = np.empty(self.size)
+        for number, segment in enumerate(self.segments):
+            members = np.flatnonzero(self.segment == number)
+            visits = segment.visits
+            if visits.distribution == "poisson" or visits.daily_mean == 0.0:
+                rates[members] = visits.daily_mean
+            else:
+                shape = visits.dispersion
+                rates[members] = self.rng.gamma(shape, visits.daily_mean / shape, size=members.size)
+        return rates
+
+    def day(self, index: int) -> Day:
+        """Draw one day: who visits, how many articles, which ones, and the dice for each choice."""
+        rng = self.rng
+        counts = rng.poisson(self.daily_rate)
+        who = np.flatnonzero(counts)
+        reader = np.repeat(who, counts[who])
+        segment = self.segment[reader]
+        views = 1 + rng.poisson(self._extra_views[segment])
+        lost = rng.random(reader.size) < self._loss[segment]
+        total = int(views.sum())
+        article = np.searchsorted(self._popularity, rng.random(total), side="right")
+        dice = rng.random(total)
+        renewal_dice = rng.random(self.size)
+        return Day(index, reader.tolist(), views.tolist(), lost.tolist(), article.tolist(),
+                   dice.tolist(), renewal_dice, int(who.size))
