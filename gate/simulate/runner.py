@@ -202,8 +202,13 @@ class PresetRun:
     # --- time -----------------------------------------------------------------
 
     def moment(self, day: int) -> datetime:
-        """The instant of a simulated day's visits: the start's wall-clock time, ``day`` days on."""
-        return self.start + timedelta(days=day)
+        """The instant of a simulated day's visits: the start's wall-clock time, ``day`` days on.
+
+        In UTC, like the times the engine computes its windows in: comparing
+        datetimes that share a tzinfo skips a UTC-offset lookup per comparison,
+        which makes decide() almost twice as fast.
+        """
+        return (self.start + timedelta(days=day)).astimezone(UTC)
 
     def day_of(self, moment: datetime) -> int:
         """The simulated day a local moment falls on."""
@@ -219,7 +224,8 @@ class PresetRun:
         self._prune(now)
         self._visits(day, now)
         after = self.tally.snapshot()
-        row = {"day": now.date().isoformat(), "readers": day.readers_visiting}
+        row = {"day": (self.start.date() + timedelta(days=day.index)).isoformat(),
+               "readers": day.readers_visiting}
         row.update({name: a - b for name, a, b in zip(Tally.DAILY, after, before)})
         row["gate_impressions"] = row.pop("impressions")
         row["subscribers"] = self.tally.subscribers
