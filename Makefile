@@ -7,6 +7,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: venv demo test test-fast bench screenshots clean
 
+# axe-core (npm) for the accessibility checks in the browser tests.
+AXE    := .axe/node_modules/axe-core/axe.min.js
+
+$(AXE):
+	npm install --prefix .axe --no-audit --no-fund --silent axe-core@4
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
@@ -17,7 +23,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/gate demo
 
-test: $(STAMP)
+test: $(STAMP) $(AXE)
 	$(BIN)/pytest
 
 test-fast: $(STAMP)
@@ -26,7 +32,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m gate.bench
 
-screenshots: $(STAMP)
+screenshots: $(STAMP) $(AXE)
 	$(BIN)/python -m tests.screenshots docs/screenshots
 
 clean:

@@ -204,7 +204,10 @@ def site(tmp_path_factory):
 def browser():
     """One headless Chromium for the module."""
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set GATE_CHROMIUM)")
+        message = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set GATE_CHROMIUM)"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # in CI a missing browser is a failure, never a silent skip
+        pytest.skip(message)
     with sync_api.sync_playwright() as playwright:
         chromium = launch_chromium(playwright)
         yield chromium
