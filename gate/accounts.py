@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -109,13 +110,20 @@ def create(db, email: str, password: str | None, now: datetime, *, admin: bool =
     check_new_password(password or "")
     if by_email(db, email):
         raise AccountError(f"An account for {email} already exists.")
+    try:
+        _insert_reader(db, email, password, now, admin)
+    except sqlite3.IntegrityError:  # two signups for one address at the same moment
+        raise AccountError(f"An account for {email} already exists.") from None
+    return by_email(db, email)
+
+
+def _insert_reader(db, email: str, password: str | None, now: datetime, admin: bool) -> None:
     db["readers"].insert({
         "email": email,
         "password_hash": generate_password_hash(password) if password else None,
         "is_admin": int(admin),
         "session_token": secrets.token_urlsafe(24), "created_at": to_iso(now),
     })
-    return by_email(db, email)
 
 
 def authenticate(db, email: str, password: str) -> Reader | None:

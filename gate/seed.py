@@ -6,6 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 from gate import accounts, content, subscriptions
+from gate.db import immediate
 from gate.resources import PACKAGE
 
 ARTICLES_DIR = PACKAGE / "demo" / "articles"
@@ -27,7 +28,7 @@ def load_articles(directory: Path = ARTICLES_DIR) -> list[dict]:
 def seed_articles(db, directory: Path = ARTICLES_DIR) -> int:
     """Insert or update the demo articles; returns how many there are."""
     rows = load_articles(directory)
-    with db.atomic():
+    with immediate(db):  # read-then-write: take the write lock first
         for row in rows:
             existing = db.execute("select id from articles where slug = ?", [row["slug"]]).fetchone()
             if existing:
@@ -41,8 +42,8 @@ def seed_schedule(db, now: datetime, tz, directory: Path = SCHEDULE_DIR) -> int:
     """Add the upcoming articles, dated from today (site time); existing slugs are kept."""
     start = now.astimezone(tz).date()
     rows = [content.parse_scheduled_file(path, start, tz) for path in sorted(directory.glob("*.md"))]
-    before = db["articles"].count
-    with db.atomic():
+    with immediate(db):
+        before = db["articles"].count
         db["articles"].insert_all(rows, ignore=True)
     return db["articles"].count - before
 
@@ -50,8 +51,8 @@ def seed_schedule(db, now: datetime, tz, directory: Path = SCHEDULE_DIR) -> int:
 def seed_synthetic(db, count: int, sections: list[str], now: datetime, seed: int = 42) -> int:
     """Add ``count`` generated articles; slugs already present are kept as they are."""
     rows = content.synthetic_articles(count, sections, now, seed=seed)
-    before = db["articles"].count
-    with db.atomic():
+    with immediate(db):
+        before = db["articles"].count
         db["articles"].insert_all(rows, batch_size=1000, ignore=True)
     return db["articles"].count - before
 

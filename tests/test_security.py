@@ -296,6 +296,17 @@ def test_start_refuses_a_database_without_wal(tmp_path):
     db.close()
 
 
+def test_no_deferred_transactions_in_the_code():
+    """sqlite-utils' atomic() opens a deferred BEGIN: a read-then-write inside it can fail or race.
+    Every transaction in gate takes the write lock first (gate.db.immediate)."""
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "gate"
+    offenders = [str(path.relative_to(package)) for path in package.rglob("*.py")
+                 if ".atomic(" in path.read_text() and path.name != "migrations.py"]
+    assert offenders == []
+
+
 def test_premium_is_never_in_json_ld_or_meta(client):
     page = client.get(f"/articles/{PREMIUM}").get_data(as_text=True)
     head = page.split("</head>")[0]

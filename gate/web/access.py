@@ -86,6 +86,12 @@ def payload(article: Article, decision: Decision, explain: bool = False) -> dict
     return data
 
 
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter, clamped to a sane range (garbage means the default)."""
+    value = request.args.get(name, default, type=int)
+    return min(max(default if value is None else value, low), high)
+
+
 def latest(limit: int = 20, section: str | None = None, offset: int = 0) -> list[Article]:
     """Published articles, newest first."""
     where, params = "published_at <= ?", [to_iso(site.now())]

@@ -272,7 +272,9 @@ def events_view():
 @bp.get("/events.json")
 def events_json():
     """Events newer than ?after=ID, for polling."""
-    rows = _event_rows(max(request.args.get("after", 0, type=int) or 0, 0))
+    from gate.web.access import int_arg
+
+    rows = _event_rows(int_arg("after", 0, 0, 2**62))
     return jsonify(events=rows)
 
 

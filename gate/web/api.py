@@ -15,8 +15,8 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 @bp.get("/articles")
 def articles():
     """Published articles, newest first (summaries only, never body text)."""
-    limit = min(max(request.args.get("limit", 50, type=int) or 50, 1), 500)
-    offset = max(request.args.get("offset", 0, type=int) or 0, 0)
+    limit = access.int_arg("limit", 50, 1, 500)
+    offset = access.int_arg("offset", 0, 0, 10_000_000)
     section = request.args.get("section") or None
     items = access.latest(limit=limit, section=section, offset=offset)
     return jsonify(articles=[a.summary() for a in items], limit=limit, offset=offset)

@@ -74,7 +74,11 @@ def signup():
             flash("Check your email: we sent a link to continue.", "info")
             return redirect(safe_next(form.next.data), code=303)
         else:
-            reader = accounts.create(db, form.email.data, form.password.data or None, site.now())
+            try:
+                reader = accounts.create(db, form.email.data, form.password.data or None, site.now())
+            except accounts.AccountError:  # created by a concurrent request a moment ago
+                flash("Check your email: we sent a link to continue.", "info")
+                return redirect(safe_next(form.next.data), code=303)
             chosen = [item.id for item in offered if form[list_field(item.id)].data]
             events.record(db, "signup", site.now(), reader_id=reader.id,
                           visitor_id=session.get("visitor"), source=safe_next(form.next.data),

@@ -10,6 +10,7 @@ from flask_login import current_user
 
 from gate import mail
 from gate.db import get_db
+from gate.web.access import int_arg
 
 bp = Blueprint("devmail", __name__, url_prefix="/dev/mail")
 VIEWS = ("html", "text", "headers", "raw")
@@ -26,7 +27,7 @@ def _only_demo_or_admins():
 def inbox():
     """The outbox, newest first, optionally for one recipient."""
     to = (request.args.get("to") or "").strip().lower() or None
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = int_arg("page", 1, 1, 100_000)
     rows = mail.messages(get_db(), to=to, limit=51, offset=(page - 1) * 50)
     return render_template("devmail/inbox.html", messages=rows[:50], to=to, page=page,
                            has_more=len(rows) > 50)

@@ -28,7 +28,7 @@ def section(name: str):
     """All published articles in one section, newest first."""
     if name not in site.config().site.site.sections:
         abort(404, description=f"There is no section called {name!r}.")
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = access.int_arg("page", 1, 1, 100_000)
     articles = access.latest(limit=21, section=name, offset=(page - 1) * 20)
     return render_template("section.html", name=name, articles=articles[:20],
                            page=page, has_more=len(articles) > 20)
@@ -94,7 +94,7 @@ def feed():
 def search():
     """Search the archive: full text for subscribers, titles and summaries for others."""
     form = SearchForm(request.args)
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = access.int_arg("page", 1, 1, 100_000)
     query = (form.q.data or "").strip()[:200]
     full = site.viewer().tier == "subscriber"
     results = archive.search(get_db(), query, body=full, now=site.now(), page=page) if query else None
