@@ -36,7 +36,9 @@ def main():
 
 def init_app(app) -> None:
     """Register gate's commands on the app, so `gate` and app.test_cli_runner() see them."""
-    for command in (db, readers, billing, clock, newsletter_group, preset, outbox, serve, demo):
+    from gate.loadtest.audit_command import audit
+
+    for command in (db, readers, billing, clock, newsletter_group, preset, outbox, audit, serve, demo):
         app.cli.add_command(command)
 
 

@@ -219,11 +219,15 @@ def plan_issue(db, item, slot: datetime) -> Issue | None:
     return Issue(item.id, (previous["number"] if previous else 0) + 1, slot, articles)
 
 
-def recipients(db, list_id: str) -> list[dict]:
-    """Readers with an active enrollment in a list."""
-    return list(db.query(
-        "select r.id, r.email from enrollments e join readers r on r.id = e.reader_id"
-        " where e.list_id = ? and e.status = 'active' order by r.id", [list_id]))
+def recipients(db, list_id: str, at: datetime | None = None) -> list[dict]:
+    """Readers with an active enrollment in a list (confirmed by ``at``, for a past issue)."""
+    sql = ("select r.id, r.email from enrollments e join readers r on r.id = e.reader_id"
+           " where e.list_id = ? and e.status = 'active'")
+    params = [list_id]
+    if at is not None:  # a reader who joined after an issue's time never gets that issue
+        sql += " and e.confirmed_at <= ?"
+        params.append(to_iso(at))
+    return list(db.query(sql + " order by r.id", params))
 
 
 def send_issue(db, cfg, issue: Issue, compose: Compose, has_access: Callable[[int], bool],
@@ -240,7 +244,7 @@ def send_issue(db, cfg, issue: Issue, compose: Compose, has_access: Callable[[in
         }).last_pk
     issue = Issue(issue.list_id, issue.number, issue.scheduled_for, issue.articles, issue_id)
     sent = skipped = 0
-    for reader in recipients(db, item.id):
+    for reader in recipients(db, item.id, issue.scheduled_for):
         if item.audience == "subscriber" and not has_access(reader["id"]):
             sync_access(db, cfg, reader["id"], False, issue.scheduled_for)
             skipped += 1

@@ -226,7 +226,9 @@ def meter_for(rules: Rules, viewer: Viewer, now: datetime) -> Meter:
         limit = None if rule.unlimited else 0
         return Meter(0, limit, limit, None, None, None)
     window = periods.period_window(rule.period, now, rules.tz)
-    inside = [s for s in viewer.spends if window.contains(s.at) and s.at <= now]
+    # Every spend in the window counts, even one stamped a moment after ``now``: a
+    # concurrent request may have read the clock later, and the meter must never over-grant.
+    inside = [s for s in viewer.spends if window.contains(s.at)]
     used = len({s.slug for s in inside})
     resets = periods.resets_at(window, [s.at for s in inside])
     remaining = max(0, rule.limit - used)
@@ -235,7 +237,7 @@ def meter_for(rules: Rules, viewer: Viewer, now: datetime) -> Meter:
 
 def _unlocked(rule: TierRule, viewer: Viewer, slug: str, now: datetime, tz: ZoneInfo) -> bool:
     """Whether the viewer already holds this article under the current rule."""
-    mine = [s for s in viewer.spends if s.slug == slug and s.at <= now]
+    mine = [s for s in viewer.spends if s.slug == slug]
     if rule.unlock_lasts == "forever":
         return bool(mine)
     window = periods.period_window(rule.period, now, tz)

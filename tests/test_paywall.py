@@ -314,11 +314,15 @@ def test_previous_months_spends_do_not_count(config):
     assert meter_for(rules, replace(viewer, spends=october), HALLOWEEN).remaining == 0
 
 
-def test_future_spends_do_not_count(config):
+def test_spends_stamped_after_now_still_count(config):
+    """A concurrent request may stamp its spend a moment after this one's now: the meter
+    must count it (never over-grant), and the article it bought is readable."""
     rules = config.preset("wpr")
-    viewer = Viewer("registered", "m", (Spend(SLUG, NOW + timedelta(hours=1)),))
+    viewer = Viewer("registered", "m", (Spend(SLUG, NOW + timedelta(seconds=1)),))
     decision = decide(rules, viewer, article_for("wpr", "metered"), NOW)
-    assert (decision.reason, decision.meter.used) == ("meter_available", 0)
+    assert (decision.reason, decision.meter.used) == ("already_unlocked", 1)
+    other = decide(rules, viewer, article_for("wpr", "metered", "another"), NOW)
+    assert (other.reason, other.meter.used, other.meter.remaining) == ("meter_available", 1, 2)
 
 
 def test_same_article_spent_twice_counts_once(config):

@@ -88,7 +88,7 @@ def test_the_leak_check_would_catch_a_leak(app, runner, db):
 def test_newsletter_emails_never_carry_gated_text(app, runner, db, clock):
     person = Reader(app.test_client())
     person.post("/signup", {"email": "letters@example.com", "list_meridian_weekly": "y"})
-    db.execute("update enrollments set status = 'active'")
+    db.execute("update enrollments set status = 'active', confirmed_at = '2026-11-28T17:00:00.000000+00:00'")
     row = dict(next(db.query("select * from articles where slug = ?", [METERED])))
     row.update(id=None, slug="letter-copy", published_at="2026-11-28T18:00:00.000000+00:00")
     db["articles"].insert(row)

@@ -46,7 +46,9 @@ def read(article: Article) -> Decision:
     db, rules, now = get_db(), site.rules(), site.now()
     viewer = site.viewer()
     decision = paywall.decide(rules, viewer, article, now)
-    if decision.spend and request.method != "HEAD":
+    if request.method == "HEAD":  # headers only: not a read, so no spend and no events
+        return decision
+    if decision.spend:
         decision, spent = quota.unlock(site.quota_store_for_viewer(), rules, viewer, article, now)
         g.porous_dirty = spent and site.porous_meter()
         site.forget_viewer()

@@ -1,0 +1,427 @@
+"""The invariant audit: a real site's history is clean, and each kind of tampering is named."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from datetime import timedelta
+
+import pytest
+
+from gate import create_app, seed
+from gate.clock import Clock
+from gate.db import connect
+from gate.loadtest import audit
+from gate.loadtest.audit_command import audit as audit_command
+from gate.settings import Config
+from gate.timeutil import from_iso, to_iso
+from tests.conftest import FREE, METERED, PREMIUM, START, Reader
+from tests.test_newsletter import WEEKLY, confirm_path, last_mail, publish, signup_with_list
+from tests.test_subscribe import pay
+
+PASSWORD = "reader-pass-1"
+
+
+def cli(runner, *args):
+    """Run a `gate` command that must succeed."""
+    result = runner.invoke(args=list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def person(app) -> Reader:
+    """A new browser."""
+    return Reader(app.test_client())
+
+
+def published_metered(db, count: int = 14) -> list[str]:
+    """Slugs of metered articles already published at START (demo and synthetic)."""
+    rows = db.execute("select slug from articles where access_class = 'metered' and published_at <= ?"
+                      " order by synthetic, slug limit ?", [to_iso(START), count]).fetchall()
+    assert len(rows) == count
+    return [row[0] for row in rows]
+
+
+def reader_id(db, email: str) -> int:
+    return db.execute("select id from readers where email = ?", [email]).fetchone()[0]
+
+
+def read(who: Reader, slug: str) -> dict:
+    """Open an article page, then report what the JSON API says about it (both record views)."""
+    assert who.client.get(f"/articles/{slug}").status_code == 200
+    return who.article(slug)
+
+
+def metered_by_view(app, db, runner, slugs):
+    """Classic meter: a visitor reads to the limit, signs up (the meter moves along), reads on."""
+    cli(runner, "preset", "use", "metered")
+    anna = person(app)
+    for slug in slugs[:5]:
+        assert read(anna, slug)["access"] == "full"
+    assert read(anna, slugs[5])["reason"] == "meter_exhausted"
+    assert read(anna, slugs[0])["reason"] == "already_unlocked"
+    read(anna, FREE), read(anna, PREMIUM)
+    anna.signup("anna@example.com", PASSWORD)
+    for slug in slugs[5:11]:
+        read(anna, slug)
+    assert anna.meter()["used"] == 10 and read(anna, slugs[11])["access"] == "teaser"
+    anna.logout()
+    for slug in slugs[2:4] + slugs[11:12]:  # logged out: a new visitor's meter
+        read(anna, slug)
+    anna.login("anna@example.com", PASSWORD)  # merges those spends into the account
+    assert read(anna, slugs[11])["reason"] == "already_unlocked"
+    return anna
+
+
+def choice_unlocks(app, db, runner, slugs):
+    """Three of your choice: three unlocks, a refused fourth, re-reads."""
+    cli(runner, "preset", "use", "wpr")
+    ben = person(app)
+    ben.signup("ben@example.com", PASSWORD)
+    for slug in slugs[:3]:
+        ben.unlock(slug)
+    ben.unlock(slugs[3])  # refused: meter exhausted
+    assert ben.post_json(f"/api/articles/{slugs[4]}/unlock").status_code == 403
+    assert read(ben, slugs[0])["reason"] == "already_unlocked"
+    assert read(ben, slugs[3])["access"] == "teaser"
+    read(ben, FREE)
+    return ben
+
+
+def subscriptions(app, db, runner):
+    """A 0341 card that will fail its renewal, a trial, a cancel-and-resume, a CLI subscriber."""
+    cara = person(app)
+    cara.signup("cara@example.com", PASSWORD)
+    assert pay(cara, card_number="4000 0000 0000 0341").status_code == 303
+    assert read(cara, METERED)["reason"] == "subscriber" and read(cara, PREMIUM)["access"] == "full"
+    gus = person(app)
+    gus.signup("gus@example.com", PASSWORD)
+    assert pay(gus, "annual").status_code == 303  # 14-day trial, then the card is charged
+    hal = person(app)
+    hal.signup("hal@example.com", PASSWORD)
+    pay(hal, card_number="4000 0000 0000 0002")  # declined: incomplete
+    pay(hal)  # completed with a good card
+    hal.post("/account/subscription/cancel")
+    hal.post("/account/subscription/resume")
+    cli(runner, "readers", "add", "erin@example.com", "--subscriber")
+    cli(runner, "readers", "add", "ivy@example.com", "--password", PASSWORD)
+    cli(runner, "readers", "comp", "ivy@example.com", "--until", "2026-12-10")
+    ivy = person(app)
+    ivy.login("ivy@example.com", PASSWORD)
+    assert read(ivy, PREMIUM)["reason"] == "subscriber"
+    return cara
+
+
+def newsletters(app, db, runner):
+    """Double opt-in, a send, a one-click unsubscribe, and sends that must skip the leaver."""
+    dan, eve = person(app), person(app)
+    for who, email in ((dan, "dan@example.com"), (eve, "eve@example.com")):
+        signup_with_list(who, email)
+        who.post(confirm_path(db, email))
+    publish(db, "audit-fresh-1", START - timedelta(hours=1))
+    assert "to 2 reader(s)" in cli(runner, "newsletter", "send", WEEKLY)
+    link = last_mail(db, "dan@example.com", f"newsletter:{WEEKLY}")["headers"]["List-Unsubscribe"]
+    path = re.search(r"<http://127\.0\.0\.1:5000(/newsletter/unsubscribe/[^>]+)>", link).group(1)
+    assert app.test_client().post(path, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    publish(db, "audit-fresh-2", START + timedelta(hours=1))
+    cli(runner, "clock", "advance", "2h")
+    assert "to 1 reader(s)" in cli(runner, "newsletter", "send", WEEKLY)
+
+
+def console(app, db, runner, slugs):
+    """An admin resets a meter, grants a comp, cancels a subscription and switches the rules."""
+    cli(runner, "readers", "add", "boss@example.com", "--password", PASSWORD, "--admin")
+    boss = person(app)
+    boss.login("boss@example.com", PASSWORD)
+    anna = reader_id(db, "anna@example.com")
+    assert boss.post(f"/admin/readers/{anna}/reset-meter").status_code == 303
+    assert boss.post(f"/admin/readers/{anna}/comp", {"until": "2026-12-20"}).status_code == 303
+    assert boss.post(f"/admin/readers/{reader_id(db, 'erin@example.com')}/cancel").status_code == 303
+    assert boss.post("/admin/rules", {"preset": "metered-ab"}).status_code == 303
+    for n in range(4):  # visitors land in both arms of the A/B test
+        visitor = person(app)
+        for slug in slugs[n:n + 6]:
+            read(visitor, slug)
+
+
+def demo_personas(app, runner):
+    """Every persona, twice, and a classroom lesson that switches preset and persona at once."""
+    app.config["DEMO"] = True
+    presenter = person(app)
+    for persona in ["anonymous", "new-reader", "one-left", "none-left", "trialing", "active", "past-due",
+                    "lapsed"] * 2:
+        presenter.post("/demo/persona", {"persona": persona, "next": "/"})
+        read(presenter, METERED), read(presenter, PREMIUM)
+    presenter.post("/learn/try/metered-choice")
+    presenter.post("/demo/persona", {"persona": "one-left", "next": "/"})
+    spent = presenter.client.get("/account").status_code
+    assert spent == 200
+    app.config["DEMO"] = False
+
+
+def time_passes(app, db, runner, cara, slugs):
+    """A month on: the 0341 renewal fails (grace), then retries run out; issues go out on schedule."""
+    cli(runner, "clock", "advance", "31d")
+    assert db.execute("select status from subscriptions where reader_id = ?",
+                      [reader_id(db, "cara@example.com")]).fetchone()[0] == "past_due"
+    assert read(cara, METERED)["reason"] == "subscriber"  # grace period
+    cli(runner, "clock", "advance", "10d")
+    assert read(cara, METERED)["access"] == "teaser" or cara.meter()["tier"] == "registered"
+    ben = person(app)
+    ben.login("ben@example.com", PASSWORD)  # a new month: three more of his choice
+    for slug in slugs[6:9]:
+        ben.unlock(slug)
+    cli(runner, "preset", "use", "wpr")
+
+
+def build(app, db, runner):
+    """Drive a site through signups, unlocks, checkouts, newsletters, personas, the console and time."""
+    # Upcoming articles (published as the clock passes them) and generated ones, to read plenty.
+    cli(runner, "db", "seed", "--synthetic", "40")
+    slugs = published_metered(db)
+    metered_by_view(app, db, runner, slugs)
+    choice_unlocks(app, db, runner, slugs)
+    cara = subscriptions(app, db, runner)
+    newsletters(app, db, runner)
+    console(app, db, runner, slugs)
+    demo_personas(app, runner)
+    time_passes(app, db, runner, cara, slugs)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """One realistic site for the module (as tests/conftest.py builds one per test), driven once."""
+    path = tmp_path_factory.mktemp("audit") / "gate.sqlite"
+    app = create_app({"TESTING": True, "DATABASE": str(path), "SECRET_KEY": "test-secret-key",
+                      "SERVER_NAME": "meridian.test"})
+    db = connect(path)
+    seed.seed_articles(db)
+    Clock(db, real=lambda: START).set(START, freeze=True)
+    build(app, db, app.test_cli_runner())
+    db.close()
+    return app
+
+
+@pytest.fixture
+def copy(site, tmp_path):
+    """A private copy of the clean site's database, to tamper with."""
+    path = tmp_path / "copy.sqlite"
+    source, target = sqlite3.connect(site.config["DATABASE"]), sqlite3.connect(path)
+    source.backup(target)
+    source.close(), target.close()
+    db = connect(path)
+    yield path, db
+    db.close()
+
+
+def kinds(found) -> set[str]:
+    return {violation.kind for violation in found}
+
+
+def test_a_real_sites_history_is_clean(site):
+    db = connect(site.config["DATABASE"])
+    found = audit.run(db, Config())
+    covered = audit.scope(db)
+    db.close()
+    assert found == [], "\n".join(f"{v.kind}: {v.message}" for v in found)
+    # The history covers every area the audit checks.
+    assert covered["unlocks"] >= 15 and covered["views"] >= 60 and covered["subscriptions"] >= 8
+    assert covered["payments"] >= 10 and covered["newsletters"] >= 5 and covered["deliveries"] >= 5
+
+
+def test_command_passes_a_clean_site(site):
+    result = site.test_cli_runner().invoke(audit_command, [])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Audit clean: no rule broken (")
+    report = json.loads(site.test_cli_runner().invoke(audit_command, ["--json"]).output)
+    assert report["ok"] is True and report["violations"] == 0 and report["found"] == []
+
+
+def test_command_reads_the_app_database_by_default(app, runner, reader, clock):
+    reader.signup("solo@example.com")
+    reader.unlock(METERED)
+    clock.advance(timedelta(days=1))
+    assert runner.invoke(audit_command, []).exit_code == 0
+    db = connect(app.config["DATABASE"])
+    db.execute("delete from events where type = 'unlock'")
+    db.close()
+    result = runner.invoke(audit_command, [])
+    assert result.exit_code == 1 and "unlock_without_event:" in result.output
+
+
+# --- tampering: each kind of broken rule, and only that kind, is named -------------------------
+
+
+def _one(db, sql, params=()):
+    return db.execute(sql, list(params)).fetchone()
+
+
+def _reader(db, email):
+    return reader_id(db, email)
+
+
+def _insert_event(db, type, at, data, **who):
+    db.execute("insert into events (at, type, reader_id, visitor_id, slug, data) values (?, ?, ?, ?, ?, ?)",
+               [at, type, who.get("reader_id"), who.get("visitor_id"), who.get("slug"), json.dumps(data)])
+
+
+def fourth_unlock(db):
+    """Ben's refused fourth unlock is made to have been granted (row and event both)."""
+    event_id, at, rid, slug = _one(db, "select id, at, reader_id, slug from events where type = 'unlock_refused'"
+                                   " and reader_id = ? order by id limit 1", [_reader(db, "ben@example.com")])
+    window = _one(db, "select window_key from unlocks where meter_key = ? order by id limit 1", [f"reader:{rid}"])[0]
+    db.execute("update events set type = 'unlock', data = ? where id = ?",
+               [json.dumps({"used": 4, "limit": 3, "mode": "choice", "via": "unlock"}), event_id])
+    db.execute("insert into unlocks (meter_key, slug, window_key, unlocked_at) values (?, ?, ?, ?)",
+               [f"reader:{rid}", slug, window, at])
+    return event_id
+
+
+def fourth_unlock_committed_first(db):
+    """As above, but the extra spend's clock reading is older than the others: a concurrent request
+    that read the clock first and committed last still made four in the window."""
+    event_id = fourth_unlock(db)
+    first = _one(db, "select min(unlocked_at) from unlocks where meter_key = ?",
+                 [f"reader:{_reader(db, 'ben@example.com')}"])[0]
+    earlier = to_iso(from_iso(first) - timedelta(seconds=1))
+    db.execute("update unlocks set unlocked_at = ? where id = (select max(id) from unlocks)", [earlier])
+    db.execute("update events set at = ? where id = ?", [earlier, event_id])
+
+
+def view_without_unlock(db):
+    """A full view 'paid for by the meter' of an article Ben never unlocked."""
+    rid = _reader(db, "ben@example.com")
+    unlocked = {row[0] for row in db.execute("select slug from events where type = 'unlock' and reader_id = ?", [rid])}
+    slug = next(s for s in published_metered(db) if s not in unlocked)
+    at = _one(db, "select max(at) from events")[0]
+    _insert_event(db, "article_view", at, {"access": "full", "reason": "meter_available", "preset": "wpr"},
+                  reader_id=rid, slug=slug)
+
+
+def view_with_bogus_reason(db):
+    _insert_event(db, "article_view", _one(db, "select max(at) from events")[0],
+                  {"access": "full", "reason": "looked_honest", "preset": "wpr"}, visitor_id="v-x", slug=METERED)
+
+
+def view_as_phantom_subscriber(db):
+    _insert_event(db, "article_view", _one(db, "select max(at) from events")[0],
+                  {"access": "full", "reason": "subscriber", "preset": "wpr"},
+                  reader_id=_reader(db, "ben@example.com"), slug=PREMIUM)
+
+
+def spend_while_subscribed(db):
+    """Cara's view as a subscriber becomes a spend of her meter at that moment."""
+    event_id, at, rid, slug = _one(db, "select id, at, reader_id, slug from events where type = 'article_view'"
+                                   " and reader_id = ? and slug = ? order by id limit 1",
+                                   [_reader(db, "cara@example.com"), METERED])
+    db.execute("update events set type = 'unlock', data = '{}' where id = ?", [event_id])
+    db.execute("insert into unlocks (meter_key, slug, window_key, unlocked_at) values (?, ?, 'month:2026-11', ?)",
+               [f"reader:{rid}", slug, at])
+
+
+def impossible_subscription(db):
+    db.execute("update subscriptions set current_period_end = current_period_start"
+               " where id = (select min(id) from subscriptions where status = 'active')")
+
+
+def overlapping_subscription(db):
+    """A second subscription for Hal, started while his first is live."""
+    rid = _reader(db, "hal@example.com")
+    start, end = to_iso(START + timedelta(days=3)), to_iso(START + timedelta(days=33))
+    sub = db["subscriptions"].insert({
+        "reader_id": rid, "plan_id": "monthly", "status": "active", "card_last4": "4242", "created_at": start,
+        "anchor": start, "current_period_start": start, "current_period_end": end}).last_pk
+    _insert_event(db, "subscription_changed", start, {"subscription_id": sub, "plan": "monthly", "from": None,
+                                                      "to": "active", "reason": "checkout", "by": "checkout"},
+                  reader_id=rid)
+
+
+def orphan_payment(db):
+    db["payments"].insert({"subscription_id": None, "reader_id": _reader(db, "cara@example.com"),
+                           "at": to_iso(START), "amount_cents": 1200, "currency": "USD",
+                           "outcome": "succeeded", "kind": "checkout", "card_last4": "4242"})
+
+
+def negative_charge(db):
+    sub, rid = _one(db, "select id, reader_id from subscriptions where reader_id = ?",
+                    [_reader(db, "cara@example.com")])
+    db["payments"].insert({"subscription_id": sub, "reader_id": rid, "at": to_iso(START), "amount_cents": -1200,
+                           "currency": "USD", "outcome": "succeeded", "kind": "refund", "card_last4": "4242"})
+
+
+def status_disagrees(db):
+    db.execute("update subscriptions set status = 'unpaid' where reader_id = ?", [_reader(db, "cara@example.com")])
+
+
+def mail_after_unsubscribe(db):
+    """Dan left the weekly list; an issue sent after that is forged to have reached him too."""
+    rid = _reader(db, "dan@example.com")
+    issue, when = _one(db, "select i.id, i.scheduled_for from newsletter_issues i where i.list_id = ? and not exists"
+                       " (select 1 from deliveries d where d.issue_id = i.id and d.reader_id = ?) order by i.id",
+                       [WEEKLY, rid])
+    headers = {"To": "dan@example.com", "X-Gate-List": WEEKLY, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    message = db["outbox"].insert({"created_at": when, "kind": f"newsletter:{WEEKLY}", "to_addr": "dan@example.com",
+                                   "subject": "The Meridian Weekly", "headers": json.dumps(headers)}).last_pk
+    db["deliveries"].insert({"issue_id": issue, "reader_id": rid, "at": when, "outbox_id": message})
+
+
+def lost_delivery(db):
+    db.execute("delete from deliveries where rowid = (select min(rowid) from deliveries)")
+
+
+def enrollment_disagrees(db):
+    db.execute("update enrollments set status = 'active' where reader_id = ?", [_reader(db, "dan@example.com")])
+
+
+def unlock_without_event(db):
+    at = _one(db, "select max(at) from events")[0]
+    db.execute("insert into unlocks (meter_key, slug, window_key, unlocked_at) values (?, ?, ?, ?)",
+               [f"reader:{_reader(db, 'dan@example.com')}", METERED, "month:2027-01", at])
+
+
+def missing_signup(db):
+    db.execute("delete from events where type = 'signup' and reader_id = ?", [_reader(db, "ben@example.com")])
+
+
+TAMPERING = [
+    ("quota_exceeded", fourth_unlock),
+    ("quota_exceeded", fourth_unlock_committed_first),
+    ("quota_spent_by_subscriber", spend_while_subscribed),
+    ("access_unjustified", view_with_bogus_reason),
+    ("access_without_unlock", view_without_unlock),
+    ("access_without_subscription", view_as_phantom_subscriber),
+    ("subscription_impossible_state", impossible_subscription),
+    ("subscriptions_overlap", overlapping_subscription),
+    ("payment_without_subscription", orphan_payment),
+    ("negative_charge", negative_charge),
+    ("subscription_event_mismatch", status_disagrees),
+    ("newsletter_not_enrolled", mail_after_unsubscribe),
+    ("delivery_mismatch", lost_delivery),
+    ("enrollment_event_mismatch", enrollment_disagrees),
+    ("unlock_without_event", unlock_without_event),
+    ("signup_mismatch", missing_signup),
+]
+
+
+def test_every_kind_has_a_tampering_test():
+    assert {kind for kind, _ in TAMPERING} == set(audit.KINDS)
+
+
+@pytest.mark.parametrize("kind, tamper", TAMPERING, ids=[tamper.__name__ for _, tamper in TAMPERING])
+def test_tampering_is_named_exactly(kind, tamper, copy, site):
+    path, db = copy
+    tamper(db)
+    found = audit.run(db, Config())
+    assert kinds(found) == {kind}, "\n".join(f"{v.kind}: {v.message}" for v in found)
+    assert all(v.message and v.ids for v in found)
+    result = site.test_cli_runner().invoke(audit_command, ["--database", str(path)])
+    assert result.exit_code == 1
+    assert f"{kind}: " in result.output and "Audit FAILED" in result.output.splitlines()[-1]
+    report = json.loads(site.test_cli_runner().invoke(audit_command, ["--database", str(path), "--json"]).output)
+    assert report["ok"] is False and set(report["by_kind"]) == {kind}
+
+
+def test_missing_database_is_a_usage_error(site, tmp_path):
+    result = site.test_cli_runner().invoke(audit_command, ["--database", str(tmp_path / "nope.sqlite")])
+    assert result.exit_code == 2 and "does not exist" in result.output
