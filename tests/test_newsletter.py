@@ -356,3 +356,16 @@ def test_links_use_the_configured_https_origin(app, runner, db, clock, weekly_re
     message = last_mail(db, weekly_readers[0], "newsletter:meridian-weekly")
     assert message["headers"]["List-Unsubscribe"].startswith("<https://news.meridian.example/newsletter/unsubscribe/")
     assert "https://news.meridian.example/articles/https-piece" in message["body_text"]
+
+
+def test_a_backlog_issue_never_goes_to_a_reader_who_joined_after_it(app, runner, db, clock):
+    from gate import seed
+
+    seed.seed_schedule(db, START, START.tzinfo)
+    newsletter.start_schedule(db, app.extensions["gate.config"], START)
+    clock.advance(timedelta(days=7))  # the schedule has not run: a week of issues is due
+    late = Reader(app.test_client())
+    signup_with_list(late, "late@example.com")
+    late.post(confirm_path(db, "late@example.com"))
+    runner.invoke(args=["newsletter", "schedule"])
+    assert last_mail(db, "late@example.com", "newsletter:meridian-weekly") is None

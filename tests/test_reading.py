@@ -275,3 +275,8 @@ def test_head_request_does_not_spend_an_auto_meter(runner, client, reader):
     assert reader.meter()["used"] == 0
     client.get(f"/articles/{METERED}")
     assert reader.meter()["used"] == 1
+
+
+def test_head_requests_record_no_view(client, db):
+    client.head(f"/articles/{METERED}")
+    assert db.execute("select count(*) from events where type in ('article_view', 'gate_impression')").fetchone() == (0,)

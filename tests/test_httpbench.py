@@ -1,0 +1,86 @@
+"""The HTTP benchmark: its bare baseline, its built-in generator and a --quick run (ratios, no times)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+
+import pytest
+
+from gate import httpbench
+
+
+@pytest.fixture
+def bench_site(tmp_path):
+    """A benchmark database: demo and synthetic articles, a reader and a subscriber."""
+    return httpbench.prepare_site(tmp_path)
+
+
+@pytest.mark.parametrize("tier, marker", [
+    ("anonymous", 'data-offer="register"'),
+    ("registered", 'data-offer="unlock"'),
+    ("subscriber", 'data-access="full"'),
+])
+def test_bare_page_renders_the_same_template_per_tier(bench_site, tier, marker):
+    app = httpbench.bare_app(str(bench_site["database"]), "bench-key")
+    page = app.test_client().get(f"/bare/articles/{bench_site['page']}?as={tier}")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert marker in text and '<meta name="csrf-token"' in text and "story__body" in text
+    assert ('class="story__gated"' in text) is (tier == "subscriber")  # gated text only when full
+
+
+def test_bare_json_and_unlock_answer_like_the_api(bench_site):
+    client = httpbench.bare_app(str(bench_site["database"]), "bench-key").test_client()
+    teaser = client.get(f"/bare/api/articles/{bench_site['page']}").get_json()
+    unlocked = client.post(f"/bare/api/articles/{bench_site['unlocked']}/unlock").get_json()
+    assert teaser["access"] == "teaser" and "body_html" not in teaser
+    assert unlocked["access"] == "full" and unlocked["body_html"] and unlocked["spent"] is False
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = b"ok"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_builtin_generator_keeps_connections_alive_and_counts():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/x"
+        result = httpbench.generate({"url": url, "method": "GET", "headers": {}, "seconds": 0.3,
+                                     "connections": 2})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result["requests"] > 0 and result["rps"] > 0
+    assert result["non2xx"] == 0 and result["errors"] == 0
+    assert 0 < result["p50_ms"] <= result["p99_ms"]
+
+
+@pytest.mark.slow
+def test_quick_http_bench_writes_ratios(tmp_path, capsys):
+    httpbench.main(["--quick", "--out", str(tmp_path)])
+    document = json.loads((tmp_path / "http.json").read_text())
+    names = [row["name"] for row in document["results"]]
+    assert len(names) == 5 and any("unlock" in name for name in names)
+    assert sum("article page" in name for name in names) == 3
+    assert document["gunicorn"]["workers"] == 2 and document["generator"]
+    for row in document["results"]:
+        for side in ("gate", "bare"):
+            assert row[side]["requests"] > 0 and row[side]["rps"] > 0, row
+            assert row[side]["non2xx"] == 0 and row[side]["errors"] == 0, row
+        assert row["ratio"] > 0 and len(row["round_ratios"]) == document["rounds"]
+    assert {row["target"] for row in document["results"]} == {0.8, 0.5, None}
+    assert "ratio" in capsys.readouterr().out

@@ -1,0 +1,113 @@
+"""`gate loadtest`: its options, its verdict, and a short real run against a fresh site."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from click.testing import CliRunner
+
+from gate.loadtest import run
+from gate.loadtest.command import Duration, loadtest
+
+AUDIT_INSTALLED = importlib.util.find_spec("gate.loadtest.audit") is not None
+
+
+@pytest.mark.parametrize("text, seconds", [("60s", 60), ("5m", 300), ("1m30s", 90), ("45", 45), ("1h", 3600)])
+def test_duration_accepts_run_times(text, seconds):
+    assert Duration().convert(text, None, None) == seconds
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--duration", "garbage"], "not a duration"),
+    (["--duration", "0s"], "between 1s and 24h"),
+    (["--duration", "-5s"], "not a duration"),
+    (["--users", "0"], "--users"),
+    (["--host", "http://example.com"], "not a loopback address"),
+    (["--host", "http://10.0.0.7:8000"], "not a loopback address"),
+    (["--host", "http://[2001:db8::1]:8000"], "not a loopback address"),
+    (["--host", "127.0.0.1:8000"], "give a URL"),
+    (["--host", "ftp://127.0.0.1/"], "give a URL"),
+    (["--master", "--processes", "2"], "either --master"),
+])
+def test_bad_options_are_refused_before_any_load(args, message, tmp_path):
+    result = CliRunner().invoke(loadtest, [*args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("url, loopback", [
+    ("http://127.0.0.1:8000", True), ("http://127.8.9.10", True), ("https://localhost:5000/", True),
+    ("http://[::1]:8000", True), ("http://localhost.example.com", False), ("http://192.168.1.2", False),
+    ("http://0.0.0.0:8000", False), ("file:///etc/passwd", False), ("127.0.0.1", False),
+])
+def test_only_loopback_counts_as_this_machine(url, loopback):
+    assert run.is_loopback(url) is loopback
+
+
+@pytest.mark.parametrize("error, kind", [
+    ("CatchResponseError('server error 502')", "server"),
+    ("CatchResponseError('connection error: ConnectionError')", "server"),
+    ("HTTPError('500 Server Error: INTERNAL SERVER ERROR for url: /')", "server"),
+    ("CatchResponseError('invariant: 4 unlocks granted with a limit of 3')", "invariant"),
+    ("CatchResponseError('unexpected status 400')", "other"),
+])
+def test_failures_are_classified(error, kind):
+    assert run.failure_kind(error) == kind
+
+
+def _result(requests, failures, exceptions=0):
+    total = run.EndpointStats("", "Aggregated", requests, 0, 10.0, 5, 9, 12)
+    refused = run.EndpointStats("POST", "/api/articles/[slug]/unlock [403]", 7, 0, 1.0, 5, 9, 12)
+    return run.Result(host="http://127.0.0.1:1", database=None, endpoints=[refused], total=total,
+                      failures=[{"Method": "GET", "Name": "/", "Error": error, "Occurrences": str(n)}
+                                for error, n in failures],
+                      exceptions=exceptions, files=[], returncode=0)
+
+
+@pytest.mark.parametrize("failures, exceptions, expected", [
+    ([], 0, []),
+    ([("CatchResponseError('server error 500')", 1)], 0, ["server error"]),
+    ([("CatchResponseError('invariant: subscriber shown a teaser')", 1)], 0, ["broken invariant"]),
+    ([("CatchResponseError('unexpected status 400')", 5)], 0, []),  # 0.5% is under 1%
+    ([("CatchResponseError('unexpected status 400')", 5)], 10, ["other failure"]),
+])
+def test_verdict_thresholds(failures, exceptions, expected):
+    problems = _result(1000, failures, exceptions).problems(max_server_errors=0, max_failure_rate=0.01)
+    assert len(problems) == len(expected)
+    for problem, words in zip(problems, expected):
+        assert words in problem
+
+
+def test_refusals_are_counted_apart():
+    assert _result(100, []).refused == {"403": 7}
+
+
+def test_command_has_help_and_documents_distributed_mode():
+    result = CliRunner().invoke(loadtest, ["--help"])
+    assert result.exit_code == 0
+    for words in ("--master", "--worker", "--expect-workers", "only", "loopback", str(run.LOCUSTFILE)):
+        assert words in result.output
+
+
+@pytest.mark.slow
+def test_short_real_load_test_against_a_fresh_site(tmp_path):
+    out = tmp_path / "report"
+    result = CliRunner().invoke(loadtest, [
+        "--users", "20", "--spawn-rate", "20", "--duration", "5s", "--out", str(out),
+        "--synthetic", "100", "--subscribers", "3"])
+    stats, total = run.read_stats(out)
+    failures, exceptions = run.read_failures(out)
+    server_errors = [row for row in failures if run.failure_kind(row["Error"]) == "server"]
+    assert "Load test:" in result.output and "total" in result.output
+    assert total.requests > 0 and total.rps > 0
+    assert {"GET /articles/[slug]", "POST /signup", "POST /login"} <= {f"{r.method} {r.name}" for r in stats}
+    assert not server_errors, server_errors
+    assert exceptions == 0, (out / "loadtest_exceptions.csv").read_text()
+    for name in ("loadtest_stats.csv", "loadtest_failures.csv", "loadtest_stats_history.csv",
+                 "loadtest.html", "locust.log"):
+        assert (out / name).stat().st_size > 0, name
+    if AUDIT_INSTALLED:
+        assert "Audit: clean" in result.output, result.output
+    assert result.exit_code == 0, result.output
