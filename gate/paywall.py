@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -121,11 +121,7 @@ class Rules(_Strict):
     @classmethod
     def _known_zone(cls, value):
         """The site time zone must be an IANA name zoneinfo knows."""
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA time zone {value!r}") from None
-        return value
+        return periods.known_zone(value)
 
     @property
     def tz(self) -> ZoneInfo:

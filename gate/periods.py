@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 UTC = timezone.utc
 #: Start of time for lifetime meters.
@@ -42,6 +42,15 @@ def validate_period(period: str) -> str | None:
     if period in CALENDAR or period == "lifetime" or _ROLLING.match(period):
         return None
     return "must be month, week, day, lifetime or rolling:N (N days, 1-9999)"
+
+
+def known_zone(name: str) -> str:
+    """The name, if zoneinfo knows it as an IANA time zone; else a ValueError saying so."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA time zone {name!r}") from None
+    return name
 
 
 def rolling_days(period: str) -> int | None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gate import periods
 from gate.paywall import Rules
 from gate.resources import resource_dir
 
@@ -39,11 +39,7 @@ class SiteInfo(_Strict):
     @classmethod
     def _known_zone(cls, value):
         """Report a bad zone here, in site.toml, not once per preset that inherits it."""
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA time zone {value!r}") from None
-        return value
+        return periods.known_zone(value)
 
 
 class Plan(_Strict):
