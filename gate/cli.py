@@ -417,6 +417,7 @@ def serve(bind, workers, threads):
 def demo(bind, workers):
     """Create and seed the database if needed, create demo accounts, and serve the site."""
     os.environ["GATE_DEMO"] = "1"
+    os.environ.setdefault("GATE_BASE_URL", f"http://{bind}")  # links in the inbox reach this server
     app = _create_app()
     with app.app_context():
         database = get_db()

@@ -72,7 +72,10 @@ class LiveSite:
         self.directory = Path(directory)
         self.database = self.directory / "gate.sqlite"
         self.env = {key: value for key, value in os.environ.items() if not key.startswith("GATE_")}
-        self.env.update(GATE_DATABASE=str(self.database), GATE_SECRET_KEY=secret_key)
+        # One loopback address signs up and logs in many times a minute here: rate limits
+        # (tested on their own in test_security.py) would make the browser tests flaky.
+        self.env.update(GATE_DATABASE=str(self.database), GATE_SECRET_KEY=secret_key,
+                        GATE_RATE_LIMITS="off")
         self.process: subprocess.Popen | None = None
         self.url = ""
 

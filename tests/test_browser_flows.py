@@ -474,7 +474,8 @@ def test_a_presenter_switches_personas_opens_the_explain_drawer_and_tries_a_patt
         personas.get_by_role("button", name=label, exact=True).click()
         expect(page.locator(".flash")).to_contain_text(f"You are now: {label}.")
         expect(page).to_have_url(re.compile(rf"/articles/{METERED}$"))
-        expect(personas.get_by_role("button", name=label, exact=True)).to_have_attribute("aria-pressed", "true")
+        pressed = personas.get_by_role("button", name=label, exact=True)
+        expect(pressed).to_have_attribute("aria-pressed", "true")
 
     for label, offer in PERSONA_STATES:
         become(label)
@@ -546,11 +547,17 @@ def test_an_admin_uses_the_console(site, open_page, audit):
     assert problem is None, problem
     switcher = page.get_by_role("region", name="Switch the running site")
     active = page.get_by_role("heading", name=re.compile(r"^Active: "))
+
+    def switch_to(preset: str):
+        """The switcher's button for ``preset``."""
+        form = switcher.locator("form").filter(has=page.locator(f"input[value={preset}]"))
+        return form.get_by_role("button")
+
     try:
-        switcher.locator("form").filter(has=page.locator("input[value=metered]")).get_by_role("button").click()
+        switch_to("metered").click()
         expect(page.locator(".flash")).to_have_text("The site now applies metered.")
         expect(active).to_contain_text("metered")
-        switcher.locator("form").filter(has=page.locator("input[value=wpr]")).get_by_role("button").click()
+        switch_to("wpr").click()
         expect(page.locator(".flash")).to_have_text("The site now applies wpr.")
         expect(active).to_contain_text("wpr")
     except BaseException:

@@ -21,7 +21,7 @@ bp = Blueprint("newsletter", __name__)
 
 def base_url() -> str:
     """The origin links in emails point at (``[mail] base_url``)."""
-    return site.config().site.mail.base_url.rstrip("/")
+    return (current_app.config.get("BASE_URL") or site.config().site.mail.base_url).rstrip("/")
 
 
 def _unsubscribe_token(reader_id: int, list_id: str) -> str:
