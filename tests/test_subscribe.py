@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.conftest import METERED, PREMIUM, Reader, metered_slugs
+from tests.conftest import METERED, PREMIUM, Reader
 
 KEY = re.compile(r'name="idempotency_key" type="hidden" value="([^"]+)"')
 CARD = {"name": "Ada Reader", "card_number": "4242 4242 4242 4242", "expiry": "12/30", "cvc": "123"}
@@ -140,7 +140,7 @@ def test_subscriber_cannot_check_out_twice(reader, db):
     reader.signup("again@example.com")
     pay(reader)
     assert reader.client.get("/subscribe/annual").status_code == 302
-    response = pay(reader, "annual", key="made-up")
+    pay(reader, "annual", key="made-up")
     assert statuses(db) == ["active"]
 
 

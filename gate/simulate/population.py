@@ -70,9 +70,9 @@ class Segment(_Strict):
     registers: Probability
     #: At an "unlock" offer (choice mode): the chance they want this article enough to spend one.
     unlocks: Probability
-    #: At a subscribe offer when their meter is exhausted.
+    #: At a gate once their meter is exhausted: the chance they subscribe (every gate links to the plans).
     subscribes_when_exhausted: Probability
-    #: At any other subscribe offer (premium article, hard wall): the smaller base propensity.
+    #: At any other gate (registration wall, unlock offer, premium, hard wall): the smaller base one.
     subscribes_otherwise: Probability
     #: Per visit, for anonymous visitors: cookies cleared or a new device, so a new visitor.
     cookie_loss: Probability
@@ -153,7 +153,6 @@ class Crowd:
         self.size = readers
         self.rng = np.random.default_rng(seed)
         self.segments = list(population.segments.values())
-        self.names = list(population.segments)
         shares = np.array([s.share for s in self.segments])
         self.segment = self.rng.choice(len(shares), size=readers, p=shares / shares.sum())
         self.daily_rate = self._rates()
@@ -176,8 +175,13 @@ class Crowd:
                 rates[members] = self.rng.gamma(shape, visits.daily_mean / shape, size=members.size)
         return rates
 
-    def day(self, index: int) -> Day:
-        """Draw one day: who visits, how many articles, which ones, and the dice for each choice."""
+    def day(self, index: int, shard: tuple[int, int] = (0, 1)) -> Day:
+        """Draw one day: who visits, how many articles, which ones, and the dice for each choice.
+
+        Days come from one generator, so draw them in order, once each. Every draw is made for the whole population, then only the visits of
+        readers in ``shard`` (number, of how many: readers whose index modulo
+        the count is the number) are kept, so shards add up to the whole.
+        """
         rng = self.rng
         counts = rng.poisson(self.daily_rate)
         who = np.flatnonzero(counts)
@@ -189,5 +193,12 @@ class Crowd:
         article = np.searchsorted(self._popularity, rng.random(total), side="right")
         dice = rng.random(total)
         renewal_dice = rng.random(self.size)
+        number, count = shard
+        if count > 1:
+            mine = reader % count == number
+            per_view = np.repeat(mine, views)
+            reader, views, lost = reader[mine], views[mine], lost[mine]
+            article, dice = article[per_view], dice[per_view]
+            who = who[who % count == number]
         return Day(index, reader.tolist(), views.tolist(), lost.tolist(), article.tolist(),
                    dice.tolist(), renewal_dice, int(who.size))

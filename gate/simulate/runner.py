@@ -9,7 +9,7 @@ on which day, what they read, and what they do when they meet a gate.
 The population's draws (see :class:`gate.simulate.population.Crowd`) do
 not depend on the rules, so every preset meets the same readers reading the
 same articles with the same dice; with one seed, results are identical run
-after run, in one process or one process per preset.
+after run, in one process or with the readers split over several.
 """
 
 from __future__ import annotations
@@ -31,12 +31,16 @@ from gate.billing import add_months
 from gate.content import synthetic_articles
 from gate.paywall import TIERS, ArticleLike, Decision, Rules, Viewer, decide
 from gate.quota import MemoryQuotaStore
+from gate.simulate import MAX_DAYS
 from gate.simulate.population import Crowd, Day, Population, Segment, file_digest
 
 UTC = timezone.utc
 ANONYMOUS, REGISTERED, SUBSCRIBER = 0, 1, 2
 #: Prune spends no more often than this: keeping a few expired ones never changes a decision.
 PRUNE_EVERY = timedelta(days=7)
+#: The columns of a daily row, in order.
+DAILY_FIELDS = ("day", "active_readers", "visits", "views", "gate_impressions", "registrations", "unlocks",
+                "subscriptions", "churned", "subscribers", "revenue_cents")
 
 
 class Step(NamedTuple):
@@ -109,7 +113,9 @@ class PruningStore(MemoryQuotaStore):
     """The memory store, able to forget spends that no window can ever count again.
 
     Without this, a long run keeps every spend of every reader and memory grows
-    with the days simulated. Everything else is :class:`MemoryQuotaStore`.
+    with the days simulated. Everything else is :class:`MemoryQuotaStore`
+    (tests/test_simulate.py runs the quota contract of tests/test_quota.py
+    against this class, since it reaches into the parent's rows and lock).
     """
 
     def forget_before(self, cutoff: datetime) -> int:
@@ -149,7 +155,7 @@ class Tally:
 
     __slots__ = ("visits", "views", "impressions", "registrations", "unlocks", "subscriptions",
                  "subscriptions_registered", "churned", "renewals", "revenue_cents",
-                 "readers", "visitors", "readers_gated", "subscribers")
+                 "readers", "visitors", "readers_gated", "readers_exhausted", "subscribers")
     DAILY = ("visits", "views", "impressions", "registrations", "unlocks", "subscriptions",
              "churned", "revenue_cents")
 
@@ -160,10 +166,6 @@ class Tally:
     def snapshot(self) -> tuple[int, ...]:
         """The totals that daily rows report, in DAILY order."""
         return tuple(getattr(self, name) for name in self.DAILY)
-
-
-def _rate(part: int, whole: int) -> float:
-    return round(part / whole, 6) if whole else 0.0
 
 
 class PresetRun:
@@ -190,6 +192,7 @@ class PresetRun:
         self.cookie_seen = [False] * size
         self.visited = [False] * size
         self.gated = [False] * size
+        self.exhausted = [False] * size
         self.cycle = {}  # reader -> (first charge day, charges made)
         self.next_bill = np.full(size, -1, dtype=np.int64)
         self.churn_by_segment = np.array([1.0 - (1.0 - s.churn) ** billing.months
@@ -223,13 +226,15 @@ class PresetRun:
         self._renewals(day, now)
         self._prune(now)
         self._visits(day, now)
-        after = self.tally.snapshot()
-        row = {"day": (self.start.date() + timedelta(days=day.index)).isoformat(),
-               "readers": day.readers_visiting}
-        row.update({name: a - b for name, a, b in zip(Tally.DAILY, after, before)})
-        row["gate_impressions"] = row.pop("impressions")
-        row["subscribers"] = self.tally.subscribers
-        self.daily.append(row)
+        change = dict(zip(Tally.DAILY, (a - b for a, b in zip(self.tally.snapshot(), before))))
+        self.daily.append({
+            "day": (self.start.date() + timedelta(days=day.index)).isoformat(),
+            "active_readers": day.readers_visiting, "visits": change["visits"], "views": change["views"],
+            "gate_impressions": change["impressions"], "registrations": change["registrations"],
+            "unlocks": change["unlocks"], "subscriptions": change["subscriptions"],
+            "churned": change["churned"], "subscribers": self.tally.subscribers,
+            "revenue_cents": change["revenue_cents"],
+        })
 
     def _visits(self, day: Day, now: datetime) -> None:
         """Each visit reads its articles in turn; only here does Python loop per reader."""
@@ -258,6 +263,7 @@ class PresetRun:
         return f"reader:{reader}"
 
     def _step(self, day, reader, kind, slug=None, decision: Decision | None = None) -> None:
+        """Tell the trace, if there is one, what this reader just did."""
         if self.trace is None:
             return
         access, reason, offer = ((decision.access, decision.reason, decision.offer)
@@ -309,33 +315,37 @@ class PresetRun:
             if not self.gated[reader]:
                 self.gated[reader] = True
                 self.tally.readers_gated += 1
+            if decision.reason == "meter_exhausted" and not self.exhausted[reader]:
+                self.exhausted[reader] = True
+                self.tally.readers_exhausted += 1
             self._offer(day, reader, article, dice, now, decision)
 
     def _offer(self, day, reader, article, dice, now, decision: Decision) -> None:
-        """At a gate, the reader takes the offer with their segment's propensity.
+        """At a gate the reader may subscribe (every gate links to the plans), else take its offer.
 
-        One die per article read decides; after a yes, ``dice / p`` is again
-        uniform, and decides what they do next on the same page.
+        One die per article read decides. Subscribing comes first, with the
+        segment's propensity for an exhausted meter or its smaller base one
+        (times the registered lift for a registered reader). Otherwise the die,
+        rescaled, is uniform again and decides a signup or an unlock; after a
+        yes, ``die / chance`` is uniform once more for what happens next.
         """
         segment = self.segments[self.segment[reader]]
-        if decision.offer == "register":
-            chance = segment.registers
-            if dice < chance:
-                self._step(day, reader, "register", article.slug)
-                self._sign_in(reader, REGISTERED)
-                self.tally.registrations += 1
-                self._view(day, reader, article, dice / chance, now)  # signup returns to the article
-        elif decision.offer == "unlock":
-            if dice < segment.unlocks:
-                self._unlock(day, reader, article, now)
-        elif decision.offer == "subscribe":
-            exhausted = decision.reason == "meter_exhausted"
-            chance = segment.subscribes_when_exhausted if exhausted else segment.subscribes_otherwise
-            if self.tier[reader] == REGISTERED:
-                chance = min(1.0, chance * self.lift)
-            if dice < chance:
-                self._subscribe(day, reader, article.slug, now)
-                self._view(day, reader, article, dice / chance, now)  # back to the article
+        exhausted = decision.reason == "meter_exhausted"
+        chance = segment.subscribes_when_exhausted if exhausted else segment.subscribes_otherwise
+        if self.tier[reader] == REGISTERED:
+            chance = min(1.0, chance * self.lift)
+        if dice < chance:
+            self._subscribe(day, reader, article.slug, now)
+            self._view(day, reader, article, dice / chance, now)  # checkout returns to the article
+            return
+        dice = (dice - chance) / (1.0 - chance)
+        if decision.offer == "register" and dice < segment.registers:
+            self._step(day, reader, "register", article.slug)
+            self._sign_in(reader, REGISTERED)
+            self.tally.registrations += 1
+            self._view(day, reader, article, dice / segment.registers, now)  # signup returns to it
+        elif decision.offer == "unlock" and dice < segment.unlocks:
+            self._unlock(day, reader, article, now)
 
     def _unlock(self, day: int, reader: int, article: ArticleLike, now: datetime) -> None:
         """A press of *Unlock*: one spend through quota.unlock, as the site's POST makes."""
@@ -404,46 +414,65 @@ class PresetRun:
 
     # --- results --------------------------------------------------------------
 
-    def summary(self) -> dict:
-        """Totals and the rates between them."""
-        t = self.tally
-        anonymous = t.subscriptions - t.subscriptions_registered
-        return {
-            "readers": t.readers, "visitors": t.visitors, "visits": t.visits,
-            "article_views": t.views, "gate_impressions": t.impressions,
-            "readers_gated": t.readers_gated, "registrations": t.registrations,
-            "unlocks": t.unlocks, "subscriptions": t.subscriptions,
-            "subscriptions_anonymous": anonymous,
-            "subscriptions_registered": t.subscriptions_registered,
-            "churned": t.churned, "renewals": t.renewals, "subscribers_end": t.subscribers,
-            "revenue_cents": t.revenue_cents,
-            "mrr_cents_end": round(t.subscribers * self.billing.price_cents / self.billing.months),
-            "impression_rate": _rate(t.impressions, t.views),
-            "wall_reach": _rate(t.readers_gated, t.readers),
-            "registration_rate": _rate(t.registrations, t.readers),
-            "conversion_rate": _rate(t.subscriptions, t.readers),
-            "churn_rate": _rate(t.churned, t.churned + t.renewals),
-            "revenue_per_reader_cents": round(t.revenue_cents / t.readers, 2) if t.readers else 0.0,
-        }
-
     def outcome(self) -> "Outcome":
-        """This run's result."""
-        return Outcome(self.name, self.summary(), list(self.daily), self.experiments_ignored)
+        """This run's totals and daily rows (a shard's, when readers are split over processes)."""
+        totals = {name: getattr(self.tally, name) for name in Tally.__slots__}
+        return Outcome(self.name, totals, list(self.daily), self.experiments_ignored)
+
+
+def _rate(part: int, whole: int) -> float:
+    """A share, rounded so that JSON stays short and stable."""
+    return round(part / whole, 6) if whole else 0.0
+
+
+def summarise(totals: dict, billing: Billing) -> dict:
+    """Totals and the rates between them, as the comparison table shows them."""
+    t = totals
+    return {
+        "active_readers": t["readers"], "visitors": t["visitors"], "visits": t["visits"],
+        "article_views": t["views"], "gate_impressions": t["impressions"],
+        "readers_gated": t["readers_gated"], "readers_exhausted": t["readers_exhausted"],
+        "registrations": t["registrations"], "unlocks": t["unlocks"],
+        "subscriptions": t["subscriptions"],
+        "subscriptions_anonymous": t["subscriptions"] - t["subscriptions_registered"],
+        "subscriptions_registered": t["subscriptions_registered"],
+        "churned": t["churned"], "renewals": t["renewals"], "subscribers_end": t["subscribers"],
+        "revenue_cents": t["revenue_cents"],
+        "mrr_cents_end": round(t["subscribers"] * billing.price_cents / billing.months),
+        "impression_rate": _rate(t["impressions"], t["views"]),
+        "wall_reach": _rate(t["readers_gated"], t["readers"]),
+        "meter_reach": _rate(t["readers_exhausted"], t["readers"]),
+        "registration_rate": _rate(t["registrations"], t["readers"]),
+        "conversion_rate": _rate(t["subscriptions"], t["readers"]),
+        "churn_rate": _rate(t["churned"], t["churned"] + t["renewals"]),
+        "revenue_per_reader_cents": round(t["revenue_cents"] / t["readers"], 2) if t["readers"] else 0.0,
+    }
 
 
 @dataclass
 class Outcome:
-    """One preset's result: totals and rates, and one row per day."""
+    """One preset's raw result: running totals and one row per day."""
 
     preset: str
-    summary: dict
+    totals: dict
     daily: list[dict]
     experiments_ignored: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
+    @classmethod
+    def combine(cls, shards: Sequence["Outcome"]) -> "Outcome":
+        """Add up the shards of one preset: readers are independent, so counts simply add."""
+        first = shards[0]
+        totals = {name: sum(shard.totals[name] for shard in shards) for name in first.totals}
+        daily = []
+        for rows in zip(*(shard.daily for shard in shards)):
+            daily.append({name: rows[0][name] if name == "day" else sum(row[name] for row in rows)
+                          for name in rows[0]})
+        return cls(first.preset, totals, daily, first.experiments_ignored)
+
+    def as_dict(self, billing: Billing) -> dict:
         """The outcome as JSON shows it."""
         return {"preset": self.preset, "experiments_ignored": self.experiments_ignored,
-                "summary": self.summary, "daily": self.daily}
+                "summary": summarise(self.totals, billing), "daily": self.daily}
 
 
 @dataclass
@@ -452,26 +481,33 @@ class Result:
 
     meta: dict
     outcomes: list[Outcome]
+    billing: Billing
     elapsed_s: float = 0.0
+    workers: int = 1
+
+    def summary(self, preset: str) -> dict:
+        """One preset's totals and rates."""
+        outcome = next(o for o in self.outcomes if o.preset == preset)
+        return summarise(outcome.totals, self.billing)
 
     @property
     def visits(self) -> int:
         """Visits simulated over all presets."""
-        return sum(outcome.summary["visits"] for outcome in self.outcomes)
+        return sum(outcome.totals["visits"] for outcome in self.outcomes)
 
     @property
     def views(self) -> int:
         """Article views simulated over all presets."""
-        return sum(outcome.summary["article_views"] for outcome in self.outcomes)
+        return sum(outcome.totals["views"] for outcome in self.outcomes)
 
     def as_dict(self) -> dict:
         """Everything but the timing, so one seed always gives the same JSON."""
-        return {**self.meta, "results": [outcome.as_dict() for outcome in self.outcomes]}
+        return {**self.meta, "results": [o.as_dict(self.billing) for o in self.outcomes]}
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything a run needs, picklable so a worker process can run one preset of it."""
+    """Everything a run needs, picklable so a worker process can run its shard of it."""
 
     population: Population
     presets: dict[str, Rules]
@@ -482,70 +518,63 @@ class Plan:
     articles: tuple
     billing: Billing
 
-    def crowd(self) -> Crowd:
-        """The seeded readers (the same in every process)."""
-        return Crowd(self.population, self.readers, len(self.articles), self.seed)
-
-    def run(self, name: str, crowd: Crowd, trace: Trace | None = None) -> PresetRun:
-        """A fresh run of one preset over these readers."""
-        return PresetRun(name, self.presets[name], crowd, self.articles, self.billing, self.start, trace)
-
-
-def _in_process(plan: Plan, trace: Trace | None, progress: Callable[[int], None] | None) -> list[Outcome]:
-    """Every preset in this process, each day's draws shared between them."""
-    crowd = plan.crowd()
-    runs = [plan.run(name, crowd, trace) for name in plan.presets]
-    for index in range(plan.days):
-        day = crowd.day(index)
-        for run in runs:
-            run.play(day)
+    def play(self, shard: tuple[int, int], trace: Trace | None = None,
+             progress: Callable[[int], None] | None = None) -> list[Outcome]:
+        """Every preset over one shard of the readers, each day's draws shared between them."""
+        crowd = Crowd(self.population, self.readers, len(self.articles), self.seed)
+        runs = [PresetRun(name, rules, crowd, self.articles, self.billing, self.start, trace)
+                for name, rules in self.presets.items()]
+        for index in range(self.days):
+            day = crowd.day(index, shard)
+            for run in runs:
+                run.play(day)
             if progress:
-                progress(1)
-    return [run.outcome() for run in runs]
+                progress(len(runs))
+        return [run.outcome() for run in runs]
 
 
-def _worker(plan: Plan, name: str, messages) -> None:
-    """One preset in a process of its own; reports each day, then the outcome (or the error)."""
+def _worker(plan: Plan, shard: tuple[int, int], messages) -> None:
+    """One shard of the readers in a process of its own; reports progress, then its outcomes."""
     try:
-        crowd = plan.crowd()
-        run = plan.run(name, crowd)
-        for index in range(plan.days):
-            run.play(crowd.day(index))
-            messages.put(("day", name, None))
-        messages.put(("done", name, run.outcome()))
+        outcomes = plan.play(shard, progress=lambda n: messages.put(("progress", shard, n)))
+        messages.put(("done", shard, outcomes))
     except BaseException:  # the parent must hear of any failure, or it would wait for ever
-        messages.put(("error", name, traceback.format_exc()))
+        messages.put(("error", shard, traceback.format_exc()))
 
 
 def _in_workers(plan: Plan, workers: int, progress) -> list[Outcome]:
-    """One process per preset (at most ``workers`` at a time), the same draws in each."""
+    """Split the readers into one shard per process; every process draws the same days."""
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
-    pending, running, done = list(plan.presets), {}, {}
+    shards = [(number, workers) for number in range(workers)]
+    processes = {shard: context.Process(target=_worker, args=(plan, shard, messages), daemon=True)
+                 for shard in shards}
+    done: dict = {}
     try:
-        while pending or running:
-            while pending and len(running) < workers:
-                name = pending.pop(0)
-                running[name] = context.Process(target=_worker, args=(plan, name, messages), daemon=True)
-                running[name].start()
+        for process in processes.values():
+            process.start()
+        while len(done) < len(shards):
             try:
-                kind, name, payload = messages.get(timeout=1.0)
+                kind, shard, payload = messages.get(timeout=1.0)
             except queue_module.Empty:
-                dead = [n for n, p in running.items() if not p.is_alive() and p.exitcode != 0]
+                dead = [s for s, p in processes.items() if s not in done and p.exitcode not in (None, 0)]
                 if dead:
-                    raise RuntimeError(f"the worker for preset {dead[0]} died") from None
+                    raise RuntimeError(f"the worker for shard {dead[0][0]} died") from None
                 continue
-            if kind == "day" and progress:
-                progress(1)
+            if kind == "progress" and progress:
+                progress(payload)
             elif kind == "error":
-                raise RuntimeError(f"preset {name} failed in its worker:\n{payload}")
+                raise RuntimeError(f"a simulation worker failed:\n{payload}")
             elif kind == "done":
-                done[name] = payload
-                running.pop(name).join()
+                done[shard] = payload
+        for process in processes.values():
+            process.join()
     finally:
-        for process in running.values():
-            process.kill()
-    return [done[name] for name in plan.presets]
+        for process in processes.values():
+            if process.is_alive():
+                process.kill()
+    by_preset = zip(*(done[shard] for shard in shards))
+    return [Outcome.combine(list(shard_outcomes)) for shard_outcomes in by_preset]
 
 
 def simulate(population: Population, presets: Mapping[str, Rules], *, readers: int, days: int,
@@ -554,21 +583,40 @@ def simulate(population: Population, presets: Mapping[str, Rules], *, readers: i
              progress: Callable[[int], None] | None = None, workers: int = 1) -> Result:
     """Run ``readers`` readers for ``days`` days through each preset; same seed, same result.
 
-    ``trace`` receives every :class:`Step` (it forces one process);
-    ``progress`` is called with 1 after each preset finishes each day.
+    ``workers`` > 1 splits the readers over that many processes (the result
+    is the same); ``trace`` receives every :class:`Step` and needs one
+    process. ``progress`` is called with a number of preset-days done, out
+    of ``days * len(presets)``.
     """
-    if readers < 1 or days < 1:
-        raise ValueError("a simulation needs at least one reader and one day")
+    if readers < 1 or not 1 <= days <= MAX_DAYS:
+        raise ValueError(f"a simulation needs at least one reader and 1 to {MAX_DAYS} days")
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware")
+    if not presets:
+        raise ValueError("name at least one preset")
     plan = Plan(population, dict(presets), readers, days, seed, start, tuple(articles), billing)
+    workers = max(1, min(workers, readers))
     began = time.perf_counter()
-    if trace is not None or workers <= 1 or len(presets) == 1:
-        outcomes = _in_process(plan, trace, progress)
+    if trace is not None or workers == 1:
+        outcomes = plan.play((0, 1), trace, progress)
     else:
-        outcomes = _in_workers(plan, workers, progress)
+        shares = _Shares(progress, workers) if progress else None
+        outcomes = _in_workers(plan, workers, shares)
     elapsed = time.perf_counter() - began
-    return Result(_meta(plan, population_path), outcomes, elapsed)
+    return Result(_meta(plan, population_path), outcomes, billing, elapsed, workers)
+
+
+class _Shares:
+    """Turn shards' progress into whole preset-days: each shard does 1/workers of one."""
+
+    def __init__(self, progress: Callable[[int], None], workers: int) -> None:
+        self.progress, self.workers, self.units = progress, workers, 0
+
+    def __call__(self, units: int) -> None:
+        before = self.units // self.workers
+        self.units += units
+        if self.units // self.workers > before:
+            self.progress(self.units // self.workers - before)
 
 
 def _meta(plan: Plan, population_path: Path | None) -> dict:

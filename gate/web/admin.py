@@ -6,7 +6,6 @@ change made here is an event naming the admin.
 
 from __future__ import annotations
 
-import functools
 import json
 from datetime import date, datetime, timedelta
 

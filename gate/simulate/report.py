@@ -1,0 +1,139 @@
+"""A simulation's result as a comparison table, JSON, CSV files and an SVG chart."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from markupsafe import escape
+
+from gate.charts import lines
+from gate.simulate.runner import DAILY_FIELDS, Result
+
+#: The comparison table: (summary key, label, format).
+ROWS = (
+    ("active_readers", "readers who came", "count"),
+    ("visitors", "visitors (cookies and accounts)", "count"),
+    ("visits", "visits", "count"),
+    ("article_views", "article views", "count"),
+    ("gate_impressions", "gate impressions", "count"),
+    ("registrations", "registrations", "count"),
+    ("unlocks", "unlocks (meter spends)", "count"),
+    ("subscriptions", "subscriptions", "count"),
+    ("churned", "churned", "count"),
+    ("subscribers_end", "subscribers at the end", "count"),
+    ("revenue_cents", "revenue", "money"),
+    ("mrr_cents_end", "MRR at the end", "money"),
+    ("impression_rate", "impression rate (gates per view)", "rate"),
+    ("wall_reach", "wall reach (readers gated)", "rate"),
+    ("meter_reach", "meter reach (meter ran out)", "rate"),
+    ("registration_rate", "registration rate (per reader)", "rate"),
+    ("conversion_rate", "conversion rate (per reader)", "rate"),
+    ("churn_rate", "churn (per renewal due)", "rate"),
+    ("revenue_per_reader_cents", "revenue per reader", "money"),
+)
+#: The chart's two panels per preset: volumes, and the rarer steps of the funnel.
+PANELS = (
+    ("traffic", ["views", "gate_impressions", "unlocks"]),
+    ("conversions", ["registrations", "subscriptions", "churned"]),
+)
+
+
+def _cell(value, kind: str, currency: str) -> str:
+    """One value of the table: a count, an amount of money or a percentage."""
+    if kind == "count":
+        return f"{value:,}"
+    if kind == "money":
+        return f"{currency} {value / 100:,.2f}"
+    return f"{value * 100:.2f}%"
+
+
+def heading(result: Result) -> str:
+    """One line naming everything needed to run it again."""
+    meta = result.meta
+    return (f"gate {meta['version']} · seed {meta['seed']} · {meta['readers']:,} readers · "
+            f"{meta['days']} days from {meta['first_day']} · population {meta['population'] or '(given)'}")
+
+
+def table(result: Result) -> str:
+    """The presets side by side: counts, money and the rates between them."""
+    currency = result.billing.currency
+    names = [outcome.preset for outcome in result.outcomes]
+    summaries = [result.summary(name) for name in names]
+    label_width = max(len(label) for _, label, _ in ROWS)
+    cells = [[_cell(summary[key], kind, currency) for summary in summaries] for key, _, kind in ROWS]
+    widths = [max(len(name), *(len(row[i]) for row in cells)) for i, name in enumerate(names)]
+    lines_out = [heading(result), "",
+                 " " * label_width + "".join(f"  {name:>{width}}" for name, width in zip(names, widths))]
+    for (_, label, _), row in zip(ROWS, cells):
+        lines_out.append(f"{label:<{label_width}}" +
+                         "".join(f"  {cell:>{width}}" for cell, width in zip(row, widths)))
+    for outcome in result.outcomes:
+        if outcome.experiments_ignored:
+            lines_out.append(f"\n{outcome.preset}: experiments not applied, every reader gets the "
+                             f"preset's base rules ({', '.join(outcome.experiments_ignored)})")
+    return "\n".join(lines_out)
+
+
+def to_json(result: Result) -> str:
+    """The full result, with what produced it (seed, presets, population, version)."""
+    return json.dumps(result.as_dict(), indent=2)
+
+
+def _csv(rows: list[dict], fields: list[str]) -> str:
+    """Rows as CSV text, header first."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def write_csv(result: Result, directory: Path) -> list[Path]:
+    """daily-PRESET.csv for each preset and summary.csv with one row per preset."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for outcome in result.outcomes:
+        path = directory / f"daily-{outcome.preset}.csv"
+        path.write_text(_csv(outcome.daily, list(DAILY_FIELDS)))
+        written.append(path)
+    meta = result.meta
+    run = {"seed": meta["seed"], "population_size": meta["readers"], "days": meta["days"],
+           "first_day": meta["first_day"], "population_file": meta["population"] or "",
+           "version": meta["version"]}
+    rows = [{"preset": outcome.preset, **result.summary(outcome.preset), **run}
+            for outcome in result.outcomes]
+    path = directory / "summary.csv"
+    path.write_text(_csv(rows, list(rows[0])))
+    written.append(path)
+    return written
+
+
+def plot(result: Result) -> str:
+    """One SVG: for each preset, its daily traffic and its daily conversions."""
+    width, panel_h, title_h = 720, 260, 26
+    parts, y = [], 0
+    for outcome in result.outcomes:
+        for name, series in PANELS:
+            title = f"{outcome.preset}: daily {name}"
+            chart = str(lines(outcome.daily, series, title=title))
+            placed = chart.replace("<svg ", f'<svg x="0" y="{y + title_h}" width="{width}" '
+                                   f'height="{panel_h}" ', 1)
+            parts.append(f'<text x="8" y="{y + 18}" class="chart__heading">{escape(title)}</text>{placed}')
+            y += title_h + panel_h
+    style = ("<style>.chart__tick{font:11px sans-serif;fill:#555}"
+             ".chart__axis{stroke:#999}.chart__heading{font:bold 14px sans-serif;fill:#222}</style>")
+    label = escape(heading(result))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {y}" width="{width}" '
+            f'height="{y}" role="img" aria-label="{label}"><title>{label}</title>{style}'
+            + "".join(parts) + "</svg>\n")
+
+
+def write_plot(result: Result, path: Path) -> Path:
+    """Write the SVG chart to ``path``."""
+    path = Path(path)
+    path.write_text(plot(result))
+    return path
