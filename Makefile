@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench screenshots clean
+.PHONY: venv demo test test-fast bench bench-quick loadtest screenshots clean
 
 # axe-core (npm) for the accessibility checks in the browser tests.
 AXE    := .axe/node_modules/axe-core/axe.min.js
@@ -29,8 +29,17 @@ test: $(STAMP) $(AXE)
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not browser and not slow"
 
+# Ratios against bare baselines measured in the same run (wrk is used when installed).
 bench: $(STAMP)
 	$(BIN)/python -m gate.bench
+	$(BIN)/python -m gate.httpbench
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m gate.bench --quick
+	$(BIN)/python -m gate.httpbench --quick
+
+loadtest: $(STAMP)
+	$(BIN)/gate loadtest --users 200 --spawn-rate 50 --duration 60s
 
 screenshots: $(STAMP) $(AXE)
 	$(BIN)/python -m tests.screenshots docs/screenshots

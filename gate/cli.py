@@ -37,10 +37,11 @@ def main():
 def init_app(app) -> None:
     """Register gate's commands on the app, so `gate` and app.test_cli_runner() see them."""
     from gate.loadtest.audit_command import audit
+    from gate.loadtest.command import loadtest
     from gate.simulate.command import simulate
 
     for command in (db, readers, billing, clock, newsletter_group, preset, outbox, audit, simulate,
-                    serve, demo):
+                    loadtest, serve, demo):
         app.cli.add_command(command)
 
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from gate.db import connect, open_site_db
-from gate.paywall import Spend
+from gate.paywall import Spend, Viewer
 from gate.quota import MemoryQuotaStore, SQLiteQuotaStore
 
 T0 = datetime(2026, 11, 3, 15, 0, tzinfo=timezone.utc)
@@ -128,3 +128,25 @@ def test_concurrent_processes_never_over_grant(tmp_path):
     db.close()
     assert sum(granted) == 3
     assert rows == 3
+
+
+def test_a_stale_snapshot_and_a_later_clock_still_cannot_over_grant(tmp_path):
+    """Request A read the clock at t; B, C, D spent at t+5ms and committed first.
+    A's check inside the transaction must see them all."""
+    from gate import quota
+    from gate.settings import Config
+
+    rules = Config().preset("wpr")
+    db = open_site_db(tmp_path / "stale.sqlite")
+    store = SQLiteQuotaStore(db)
+    later = T0 + timedelta(milliseconds=5)
+    for slug in ("a", "b", "c"):
+        store.spend("reader:1", slug, "month:2026-11", later, lambda spends: True)
+
+    class Article:
+        slug, section, access_class = "d", "Economy", "metered"
+
+    decision, spent = quota.unlock(store, rules, Viewer("registered", "reader:1"), Article, T0)
+    assert spent is False and decision.reason == "meter_exhausted"
+    assert len(store.spends("reader:1")) == 3
+    db.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -91,6 +90,20 @@ def audit_database(path: Path) -> list | None:
         db.close()
 
 
+def keep_database(database: Path, out: Path) -> Path:
+    """Copy the site's database (with its WAL) into the report folder for inspection."""
+    from gate.db import backup, connect
+
+    kept = out / "gate.sqlite"
+    kept.unlink(missing_ok=True)
+    db = connect(database)
+    try:
+        backup(db, kept)
+    finally:
+        db.close()
+    return kept
+
+
 def _worker(master_host: str, master_port: int) -> None:
     """Be one Locust worker of a distributed run, until the master stops."""
     command = [sys.executable, "-m", "locust", "-f", str(run.LOCUSTFILE), "--worker",
@@ -108,6 +121,10 @@ def _report(result: run.Result, plan: run.Plan) -> None:
                f"({result.count('server')} server errors or dropped connections, "
                f"{result.count('invariant')} broken invariants, {result.count('other')} other); "
                f"expected refusals (counted apart): {refused}")
+    if result.server_log:
+        log = result.server_log
+        click.echo(f"Server log: {log['requests']} requests, {log['5xx']} answered 5xx, "
+                   f"{len(log['errors'])} error line(s)")
     if result.exceptions:
         click.echo(f"{result.exceptions} exception(s) in the load script: see {plan.out}/loadtest_exceptions.csv")
     if result.failures:
@@ -201,12 +218,7 @@ def loadtest(users, spawn_rate, duration, host, allow_remote, database, workers,
         problems = result.problems(max_server_errors, max_failure_rate)
         problems += _audit(result.database or database)
         if problems and result.database:
-            kept = Path(out) / "gate.sqlite"
-            kept.unlink(missing_ok=True)
-            shutil.copyfile(result.database, kept)
-            for suffix in ("-wal", "-shm"):
-                Path(f"{kept}{suffix}").unlink(missing_ok=True)
-            click.echo(f"The site's database is kept at {kept}")
+            click.echo(f"The site's database is kept at {keep_database(result.database, Path(out))}")
     if problems:
         raise click.ClickException("load test failed: " + "; ".join(problems))
     click.echo("Load test passed.")

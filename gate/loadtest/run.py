@@ -25,7 +25,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -82,6 +82,7 @@ class Result:
     files: list[Path]
     returncode: int
     seeded: dict = field(default_factory=dict)
+    server_log: dict | None = None  # from the log of a site started here (see read_server_log)
 
     def count(self, kind: str) -> int:
         """Failure occurrences of one kind (see :func:`failure_kind`)."""
@@ -101,17 +102,24 @@ class Result:
         """Why this run fails its thresholds (empty when it passes)."""
         found = []
         server = self.count("server")
-        if self.total.requests == 0:
+        if self.total.requests <= 0:
             found.append("no requests were made")
         if server > max_server_errors:
             found.append(f"{server} server error(s) or dropped connection(s) (allowed: {max_server_errors})")
         if self.count("invariant"):
             found.append(f"{self.count('invariant')} broken invariant(s) seen by the personas")
+        if self.server_log and self.server_log["errors"]:
+            found.append(f"the server logged {len(self.server_log['errors'])} error(s), "
+                         f"e.g. {self.server_log['errors'][0]}")
         other = self.count("other") + self.exceptions
         if self.total.requests and other / self.total.requests > max_failure_rate:
             found.append(f"{other} other failure(s), {other / self.total.requests:.1%} of requests "
                          f"(allowed: {max_failure_rate:.1%})")
         return found
+
+
+#: Rows the personas add that are not requests: resends after a dropped keep-alive, checks.
+PSEUDO = ("RETRY", "CHECK")
 
 
 def failure_kind(error: str) -> str:
@@ -245,6 +253,24 @@ class Site:
         self.stop()
 
 
+_ACCESS_STATUS = re.compile(r'" (\d{3}) (?:\d+|-) "')
+_SERVER_ERROR = re.compile(r"\[(ERROR|CRITICAL)\]|^Traceback|WORKER TIMEOUT")
+
+
+def read_server_log(path: Path) -> dict:
+    """What the server saw: requests and 5xx from gunicorn's access log, and error lines."""
+    requests = server_errors = 0
+    errors: list[str] = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        status = _ACCESS_STATUS.search(line)
+        if status:
+            requests += 1
+            server_errors += status.group(1).startswith("5")
+        elif _SERVER_ERROR.search(line):
+            errors.append(line.strip()[:200])
+    return {"requests": requests, "5xx": server_errors, "errors": errors}
+
+
 def locust_command(plan: Plan, host: str, out: Path) -> list[str]:
     """The headless Locust command line for ``plan`` against ``host``."""
     return [
@@ -302,7 +328,12 @@ def read_stats(out: Path) -> tuple[list[EndpointStats], EndpointStats]:
     total = next((row for row in rows if row.name == "Aggregated"), None)
     if total is None:
         raise RuntimeError(f"no aggregate row in {out}/{CSV_PREFIX}_stats.csv")
-    return [row for row in rows if row.name != "Aggregated"], total
+    endpoints = [row for row in rows if row.name != "Aggregated"]
+    pseudo = [row for row in endpoints if row.method in PSEUDO]
+    if pseudo:  # Locust's aggregate counts them as requests: take them out again
+        real = total.requests - sum(row.requests for row in pseudo)
+        total = replace(total, requests=real, rps=total.rps * real / max(total.requests, 1))
+    return endpoints, total
 
 
 def read_failures(out: Path) -> tuple[list[dict], int]:
@@ -343,7 +374,9 @@ def run_loadtest(plan: Plan, workdir: Path) -> Result:
         returncode, _ = run_locust(plan, site.url)
         if site.process.poll() is not None:
             raise RuntimeError(f"the site stopped during the load test:\n{site.log_tail()}")
-    return collect(plan, site.url, site.database, returncode, seeded)
+    result = collect(plan, site.url, site.database, returncode, seeded)
+    result.server_log = read_server_log(site.log_path)
+    return result
 
 
 def _ms(value: float | None) -> str:
@@ -357,8 +390,9 @@ def format_table(result: Result) -> str:
              f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}"]
     lines.append("-" * len(lines[0]))
     for row in sorted(result.endpoints, key=lambda r: (r.name, r.method)):
+        times = (_ms(row.p50), _ms(row.p95), _ms(row.p99)) if row.method not in PSEUDO else ("",) * 3
         lines.append(f"{row.method + ' ' + row.name:<{width}} {row.requests:>9} {row.failures:>6} "
-                     f"{row.rps:>8.1f} {_ms(row.p50):>7} {_ms(row.p95):>7} {_ms(row.p99):>7}")
+                     f"{row.rps:>8.1f} {times[0]:>7} {times[1]:>7} {times[2]:>7}")
     lines.append("-" * len(lines[0]))
     t = result.total
     lines.append(f"{'total':<{width}} {t.requests:>9} {t.failures:>6} {t.rps:>8.1f} "

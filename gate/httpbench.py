@@ -1,0 +1,713 @@
+"""HTTP benchmarks: gate under gunicorn, next to a bare Flask page, loaded by an external generator.
+
+Run with `python -m gate.httpbench [--quick]`. Two sites are served on
+loopback by the same gunicorn configuration (gate.cli's, 2 workers x 4
+threads): gate itself, and a bare Flask app that reads the same article row
+from SQLite (a copy of the same database) and renders it with the same
+templates, but has no sessions, meters, decisions or events. Each scenario
+loads gate and the bare page in alternating rounds with the same generator,
+headers and concurrency, and reports requests per second, p50/p99 latency and
+the ratio gate/bare, the median of the rounds' ratios (higher is better;
+targets: article pages >= 0.8, unlock >= 0.5). A --quick run is one short
+round: a smoke test, not a measurement.
+
+The load comes from another process: wrk (Debian package `wrk`) when it is
+installed, otherwise a small keep-alive http.client generator run in a
+subprocess (``--generator builtin``). Rate limits are off on the benchmarked
+site: the unlock scenario repeats one reader's unlock thousands of times a
+second, far past any limit. Everything listens on 127.0.0.1 only.
+``--profile`` instead runs gate's side of each scenario in-process under
+cProfile, to see where a request's time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import http.cookiejar
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+UTC = timezone.utc
+WORKERS, THREADS = 2, 4
+_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+READER = ("bench-reader@bench.example", "bench-reader-pass")
+SUBSCRIBER = ("bench-subscriber@bench.example", "bench-subscriber-pass")
+BARE_CSRF = "bare-page-constant-csrf-token-of-a-similar-length-to-a-signed-one.0123456789abcdef"
+
+WRK_SCRIPT = r"""
+-- Method, cookie and CSRF header come from the environment; done() prints one JSON line.
+wrk.method = os.getenv("BENCH_METHOD") or "GET"
+if wrk.method == "POST" then wrk.body = "" end
+local cookie, csrf = os.getenv("BENCH_COOKIE"), os.getenv("BENCH_CSRF")
+if cookie and cookie ~= "" then wrk.headers["Cookie"] = cookie end
+if csrf and csrf ~= "" then wrk.headers["X-CSRFToken"] = csrf end
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests": %d, "duration_us": %d, "bytes": %d, "non2xx": %d, "errors": %d, ' ..
+    '"p50_us": %d, "p99_us": %d, "mean_us": %.1f}\n',
+    summary.requests, summary.duration, summary.bytes, e.status,
+    e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.mean))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One measured request, on gate and on the bare app."""
+
+    name: str
+    method: str
+    gate_path: str
+    bare_path: str
+    session: str  # which session's cookie: anonymous, registered, subscriber
+    expect: str  # a marker gate's answer must contain (checked before loading)
+    target: float | None
+    csrf: bool = False
+
+
+# --- the bare baseline ----------------------------------------------------------
+
+
+def _bare_views(cfg, now: datetime) -> dict[str, SimpleNamespace]:
+    """Fixed template context per tier: what gate decides, written down once."""
+    site_info = cfg.site.site
+    rules = cfg.preset(site_info.default_preset)
+    nothing = SimpleNamespace(used=0, limit=0, remaining=0, resets_at=None, period=None)
+    quota = SimpleNamespace(used=1, limit=3, remaining=2, period="month",
+                            resets_at=datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC))
+    unlimited = SimpleNamespace(used=0, limit=None, remaining=None, resets_at=None, period=None)
+    anonymous = SimpleNamespace(is_authenticated=False, is_admin=False, email=None)
+
+    def user(email):
+        return SimpleNamespace(is_authenticated=True, is_admin=False, email=email)
+
+    def decision(access, reason, offer, tier, meter):
+        return SimpleNamespace(access=access, reason=reason, offer=offer, tier=tier, meter=meter,
+                               access_class="metered")
+
+    return {
+        "anonymous": SimpleNamespace(full=False, user=anonymous, tier="anonymous", meter=nothing,
+                                     decision=decision("teaser", "registration_required", "register",
+                                                       "anonymous", nothing)),
+        "registered": SimpleNamespace(full=False, user=user(READER[0]), tier="registered", meter=quota,
+                                      decision=decision("teaser", "meter_available", "unlock",
+                                                        "registered", quota)),
+        "subscriber": SimpleNamespace(full=True, user=user(SUBSCRIBER[0]), tier="subscriber",
+                                      meter=unlimited, decision=decision("full", "subscriber", None,
+                                                                         "subscriber", unlimited)),
+        "rules": rules,
+    }
+
+
+def bare_app(database: str, secret_key: str):
+    """A bare Flask app: gate's templates and URL map, one SQLite read per request, no gate logic.
+
+    It borrows gate's URL rules (with stub views) only so that the template's
+    ``url_for`` calls build the same links at the same cost, and gate's
+    Markdown renderer, cached as gate caches it, so the body is the same HTML.
+    """
+    from flask import Flask, abort, jsonify, render_template, request, url_for
+
+    from gate import content, create_app
+    from gate.resources import resource_dir
+    from gate.settings import Config
+
+    borrowed = create_app({"DATABASE": database, "SECRET_KEY": secret_key})
+    app = Flask("bare", template_folder=str(resource_dir("templates")),
+                static_folder=borrowed.static_folder)
+    app.config.update(SECRET_KEY=secret_key, DEMO=False, JSON_SORT_KEYS=False)
+
+    def stub(**_):
+        abort(404)
+
+    for rule in borrowed.url_map.iter_rules():
+        if rule.endpoint != "static":
+            app.add_url_rule(rule.rule, endpoint=rule.endpoint, view_func=stub, methods=rule.methods)
+    cfg = Config()
+    views = _bare_views(cfg, datetime.now(UTC))
+    rules, site_info = views.pop("rules"), cfg.site.site
+    signup_lists = [item for item in cfg.site.newsletters
+                    if item.audience == "registered" and item.default_on_signup]
+    html: dict[str, tuple[str, str, str]] = {}
+
+    def rendered(body_md: str) -> tuple[str, str, str]:
+        """Teaser, gated part and whole body, rendered once per article (gate caches too)."""
+        if body_md not in html:
+            teaser, rest = content.split_parts(body_md, rules.teaser_paragraphs)
+            html[body_md] = (content.render(teaser), content.render(rest), content.render(body_md))
+        return html[body_md]
+
+    def row_for(slug: str):
+        conn = sqlite3.connect(database)
+        conn.row_factory = sqlite3.Row
+        try:
+            row = conn.execute("select * from articles where slug = ?", [slug]).fetchone()
+        finally:
+            conn.close()
+        if row is None:
+            abort(404)
+        return row
+
+    def article_of(row) -> SimpleNamespace:
+        fields = {key: row[key] for key in row.keys()}
+        fields["published_at"] = datetime.fromisoformat(row["published_at"])
+        return SimpleNamespace(**fields)
+
+    def view() -> SimpleNamespace:
+        return views[request.args.get("as", "anonymous")]
+
+    @app.context_processor
+    def _globals():
+        chosen = view()
+        return {"site_info": site_info, "rules": rules, "viewer": SimpleNamespace(tier=chosen.tier),
+                "meter": chosen.meter, "site_now": datetime.now(UTC).astimezone(rules.tz),
+                "clock_simulated": False, "sections": site_info.sections, "personas": [],
+                "current_persona": None, "signup_lists": signup_lists,
+                "csrf_token": lambda: BARE_CSRF, "current_user": chosen.user}
+
+    app.jinja_env.filters["local"] = lambda moment: moment.astimezone(rules.tz)
+    app.jinja_env.filters["period_phrase"] = lambda period: "this month" if period else ""
+
+    @app.get("/bare/articles/<slug>")
+    def page(slug):
+        row, chosen = row_for(slug), view()
+        article = article_of(row)
+        teaser, gated, _ = rendered(row["body_md"])
+        ld = {"@context": "https://schema.org", "@type": "NewsArticle", "headline": article.title,
+              "description": article.dek, "datePublished": article.published_at.isoformat(),
+              "author": {"@type": "Person", "name": article.author}, "articleSection": article.section,
+              "publisher": {"@type": "Organization", "name": site_info.name},
+              "url": url_for("reading.article", slug=slug, _external=True),
+              "isAccessibleForFree": False,
+              "hasPart": {"@type": "WebPageElement", "isAccessibleForFree": False,
+                          "cssSelector": ".story__gated"}}
+        return render_template("article.html", article=article, decision=chosen.decision,
+                               teaser=teaser, gated=gated if chosen.full else None, json_ld=ld,
+                               form=None, meter=chosen.meter, explain=None, porous=False)
+
+    def payload(slug: str, full: bool) -> dict:
+        row, chosen = row_for(slug), view()
+        teaser, _, body = rendered(row["body_md"])
+        data = {key: row[key] for key in ("slug", "title", "dek", "author", "section",
+                                          "published_at", "access_class")}
+        data.update(access="full" if full else chosen.decision.access,
+                    reason="already_unlocked" if full else chosen.decision.reason,
+                    offer=None if full else chosen.decision.offer, meter=vars(chosen.meter),
+                    tier=chosen.tier, access_class="metered", teaser_html=teaser)
+        if full:
+            data["body_html"] = body
+        return data
+
+    @app.get("/bare/api/articles/<slug>")
+    def api_article(slug):
+        return jsonify(payload(slug, full=False))
+
+    @app.post("/bare/api/articles/<slug>/unlock")
+    def api_unlock(slug):
+        return jsonify({**payload(slug, full=True), "spent": False})
+
+    return app
+
+
+def serve_bare() -> None:
+    """Entry point of the bare server process: DATABASE BIND SECRET on the command line."""
+    from gate.cli import _gunicorn
+
+    database, bind, secret = sys.argv[1:4]
+    _gunicorn(bare_app(database, secret), bind, WORKERS, THREADS)
+
+
+# --- the servers ------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """A gunicorn process on a free loopback port, its output in a log file."""
+
+    def __init__(self, command: list[str], env: dict, log: Path, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self._log = open(log, "wb")
+        self.log_path = log
+        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait(self, path: str, timeout: float = 30) -> None:
+        """Block until ``path`` answers 200, or raise with the log's tail."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.url} did not come up:\n{self.log_path.read_text(errors='replace')[-2000:]}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+def _gate_command() -> list[str]:
+    script = Path(sys.executable).with_name("gate")
+    return [str(script)] if script.exists() else [sys.executable, "-c", "from gate.cli import main; main()"]
+
+
+def prepare_site(directory: Path) -> dict:
+    """A seeded database with a reader and a subscriber, and a copy for the bare app."""
+    from gate import accounts, seed, subscriptions
+    from gate.clock import Clock
+    from gate.db import open_site_db
+    from gate.settings import Config
+
+    database = directory / "gate.sqlite"
+    cfg = Config()
+    db = open_site_db(database)
+    try:
+        now = Clock(db).now()
+        seed.seed_articles(db)
+        seed.seed_synthetic(db, 200, cfg.site.site.sections, now)
+        accounts.create(db, READER[0], READER[1], now)
+        reader = accounts.create(db, SUBSCRIBER[0], SUBSCRIBER[1], now)
+        subscriptions.grant(db, cfg, reader.id, cfg.site.plans[0].id, now, by="bench")
+        # The bare app reads its own copy: a shared file would make it checkpoint gate's WAL.
+        copy = sqlite3.connect(directory / "bare.sqlite")
+        db.conn.backup(copy)
+        copy.close()
+        slugs = [row[0] for row in db.execute(
+            "select slug from articles where access_class = 'metered' and slug not like 'synthetic-%'"
+            " order by published_at desc limit 2")]
+    finally:
+        db.close()
+    return {"database": database, "bare_database": directory / "bare.sqlite", "page": slugs[0],
+            "unlocked": slugs[1]}
+
+
+class Browser:
+    """A cookie-keeping client for setting up sessions (login, CSRF token, first unlock)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.token = ""
+
+    def get(self, path: str) -> str:
+        with self.opener.open(self.base + path, timeout=10) as answer:
+            text = answer.read().decode()
+        found = _CSRF.search(text)
+        self.token = found.group(1) if found else self.token
+        return text
+
+    def post(self, path: str, data: dict | None = None, headers: dict | None = None) -> int:
+        body = urllib.parse.urlencode(data or {}).encode()
+        request = urllib.request.Request(self.base + path, data=body, headers=headers or {}, method="POST")
+        try:
+            with self.opener.open(request, timeout=10) as answer:
+                answer.read()
+                return answer.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    def login(self, email: str, password: str) -> None:
+        self.get("/login")
+        status = self.post("/login", {"csrf_token": self.token, "email": email, "password": password})
+        if status != 200:  # the redirect is followed to the front page
+            raise RuntimeError(f"benchmark login for {email} answered {status}")
+
+    @property
+    def cookie(self) -> str:
+        return "; ".join(f"{c.name}={c.value}" for c in self.jar)
+
+
+def sessions(url: str, page: str, unlocked: str) -> dict[str, dict]:
+    """Cookie and CSRF token of an anonymous visitor, a registered reader and a subscriber."""
+    found = {}
+    anonymous = Browser(url)
+    anonymous.get(f"/articles/{page}")
+    found["anonymous"] = {"cookie": anonymous.cookie, "csrf": anonymous.token}
+    reader = Browser(url)
+    reader.login(*READER)
+    reader.get(f"/articles/{unlocked}")
+    if reader.post(f"/api/articles/{unlocked}/unlock", headers={"X-CSRFToken": reader.token}) != 200:
+        raise RuntimeError("the benchmark reader could not unlock an article")
+    reader.get(f"/articles/{unlocked}")
+    found["registered"] = {"cookie": reader.cookie, "csrf": reader.token}
+    subscriber = Browser(url)
+    subscriber.login(*SUBSCRIBER)
+    subscriber.get(f"/articles/{page}")
+    found["subscriber"] = {"cookie": subscriber.cookie, "csrf": subscriber.token}
+    return found
+
+
+# --- load generators -------------------------------------------------------------
+
+
+def wrk_version() -> str | None:
+    """wrk's version line, if wrk is installed."""
+    path = shutil.which("wrk")
+    if not path:
+        return None
+    done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+    first = (done.stdout + done.stderr).strip().splitlines()[:1]
+    return first[0].split(" Copyright")[0].strip() if first else "wrk"
+
+
+def run_wrk(url: str, method: str, headers: dict, seconds: float, connections: int, script: Path) -> dict:
+    """Load ``url`` with wrk for ``seconds``; returns requests, rps and latency percentiles."""
+    env = dict(os.environ, BENCH_METHOD=method, BENCH_COOKIE=headers.get("Cookie", ""),
+               BENCH_CSRF=headers.get("X-CSRFToken", ""))
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+               "-s", str(script), url]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    line = next((l for l in done.stdout.splitlines() if l.startswith("BENCH ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no result:\n{done.stdout}\n{done.stderr}")
+    data = json.loads(line[6:])
+    elapsed = data["duration_us"] / 1e6
+    return {"requests": data["requests"], "seconds": round(elapsed, 3),
+            "rps": data["requests"] / elapsed, "p50_ms": data["p50_us"] / 1000,
+            "p99_ms": data["p99_us"] / 1000, "non2xx": data["non2xx"], "errors": data["errors"]}
+
+
+def _percentile(ordered: list[float], share: float) -> float:
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
+
+
+def generate(spec: dict) -> dict:
+    """The built-in generator: keep-alive http.client loops in threads, for spec['seconds']."""
+    parts = urllib.parse.urlsplit(spec["url"])
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    body = b"" if spec["method"] == "POST" else None
+    headers = dict(spec["headers"], **({"Content-Length": "0"} if body is not None else {}))
+    deadline = time.perf_counter() + spec["seconds"]
+    latencies: list[list[float]] = []
+    counts = {"non2xx": 0, "errors": 0}
+    lock = threading.Lock()
+
+    def loop() -> None:
+        mine, conn = [], None
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            try:
+                conn = conn or http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+                conn.request(spec["method"], path, body=body, headers=headers)
+                answer = conn.getresponse()
+                answer.read()
+                if not 200 <= answer.status < 300:
+                    with lock:
+                        counts["non2xx"] += 1
+            except (OSError, http.client.HTTPException):
+                if conn is not None:
+                    conn.close()
+                conn = None
+                with lock:
+                    counts["errors"] += 1
+                continue
+            mine.append(time.perf_counter() - start)
+        if conn is not None:
+            conn.close()
+        with lock:
+            latencies.append(mine)
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=loop) for _ in range(spec["connections"])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    ordered = sorted(x for chunk in latencies for x in chunk)
+    return {"requests": len(ordered), "seconds": round(elapsed, 3), "rps": len(ordered) / elapsed,
+            "p50_ms": _percentile(ordered, 0.5) * 1000, "p99_ms": _percentile(ordered, 0.99) * 1000,
+            **counts}
+
+
+def generator_main() -> None:
+    """Entry point of the built-in generator's process: a JSON spec in, a JSON result out."""
+    print(json.dumps(generate(json.loads(sys.argv[1]))))
+
+
+def run_builtin(url: str, method: str, headers: dict, seconds: float, connections: int) -> dict:
+    """Run the built-in generator in its own process (never in the process being measured)."""
+    spec = {"url": url, "method": method, "headers": headers, "seconds": seconds, "connections": connections}
+    done = subprocess.run([sys.executable, "-c", "from gate.httpbench import generator_main; generator_main()",
+                           json.dumps(spec)], capture_output=True, text=True, timeout=seconds + 60)
+    if done.returncode:
+        raise RuntimeError(f"the load generator failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- the benchmark ------------------------------------------------------------------
+
+
+def scenarios(page: str, unlocked: str) -> list[Scenario]:
+    """The measured requests: an article page per tier, the unlock, the JSON article."""
+    return [
+        Scenario("article page, anonymous", "GET", f"/articles/{page}",
+                 f"/bare/articles/{page}?as=anonymous", "anonymous", 'data-offer="register"', 0.8),
+        Scenario("article page, registered (quota left)", "GET", f"/articles/{page}",
+                 f"/bare/articles/{page}?as=registered", "registered", 'data-offer="unlock"', 0.8),
+        Scenario("article page, subscriber", "GET", f"/articles/{page}",
+                 f"/bare/articles/{page}?as=subscriber", "subscriber", 'data-access="full"', 0.8),
+        Scenario("unlock (already unlocked), API", "POST", f"/api/articles/{unlocked}/unlock",
+                 f"/bare/api/articles/{unlocked}/unlock", "registered", '"already_unlocked"', 0.5,
+                 csrf=True),
+        Scenario("JSON article, anonymous", "GET", f"/api/articles/{page}",
+                 f"/bare/api/articles/{page}?as=anonymous", "anonymous", '"registration_required"', None),
+    ]
+
+
+def _fetch(url: str, method: str, headers: dict) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=b"" if method == "POST" else None, headers=headers,
+                                     method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def check(scenario: Scenario, gate_url: str, bare_url: str, headers: dict) -> dict:
+    """One request to each side first: both must answer 200, and gate as the scenario expects."""
+    status, body = _fetch(gate_url, scenario.method, headers)
+    if status != 200 or scenario.expect.encode() not in body:
+        raise RuntimeError(f"{scenario.name}: gate answered {status} without {scenario.expect!r}:\n"
+                           f"{body[:500]!r}")
+    bare_status, bare_body = _fetch(bare_url, scenario.method, headers)
+    if bare_status != 200:
+        raise RuntimeError(f"{scenario.name}: the bare app answered {bare_status}:\n{bare_body[:500]!r}")
+    return {"gate_bytes": len(body), "bare_bytes": len(bare_body)}
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def measure(scenario: Scenario, sites: dict, headers: dict, load, seconds: float, rounds: int,
+            warmup: float) -> dict:
+    """Warm both sides, then alternate gate and bare (AB BA AB …) so drift hits both alike.
+
+    Each round pairs a gate run with the bare run next to it in time; the
+    ratio is the median of the rounds' ratios, which a burst of noise from
+    another process on a shared machine moves less than a ratio of totals.
+    """
+    urls = {"gate": sites["gate"] + scenario.gate_path, "bare": sites["bare"] + scenario.bare_path}
+    sizes = check(scenario, urls["gate"], urls["bare"], headers)
+    for side in ("gate", "bare"):
+        load(urls[side], scenario.method, headers, warmup)
+    runs: dict[str, list[dict]] = {"gate": [], "bare": []}
+    for number in range(rounds):
+        order = ("gate", "bare") if number % 2 == 0 else ("bare", "gate")
+        for side in order:
+            runs[side].append(load(urls[side], scenario.method, headers, seconds))
+    result = {"name": scenario.name, "method": scenario.method, "gate_path": scenario.gate_path,
+              "bare_path": scenario.bare_path, "target": scenario.target}
+    for side in ("gate", "bare"):
+        result[side] = {"rps": round(_median([run["rps"] for run in runs[side]]), 1),
+                        "p50_ms": round(_median([run["p50_ms"] for run in runs[side]]), 2),
+                        "p99_ms": round(_median([run["p99_ms"] for run in runs[side]]), 2),
+                        "requests": sum(run["requests"] for run in runs[side]),
+                        "non2xx": sum(run["non2xx"] for run in runs[side]),
+                        "errors": sum(run["errors"] for run in runs[side]),
+                        "bytes": sizes[f"{side}_bytes"]}
+    ratios = [g["rps"] / max(b["rps"], 1e-9) for g, b in zip(runs["gate"], runs["bare"])]
+    result["ratio"] = round(_median(ratios), 3)
+    result["round_ratios"] = [round(ratio, 3) for ratio in ratios]
+    return result
+
+
+def start_servers(directory: Path, site: dict) -> dict[str, Server]:
+    """gate (`gate serve`) and the bare app, same gunicorn settings, both on loopback."""
+    secret = secrets.token_hex(32)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GATE_")}
+    env.update(GATE_DATABASE=str(site["database"]), GATE_SECRET_KEY=secret, GATE_RATE_LIMITS="off")
+    gate_port, bare_port = _free_port(), _free_port()
+    servers = {
+        "gate": Server([*_gate_command(), "serve", "--bind", f"127.0.0.1:{gate_port}",
+                        "--workers", str(WORKERS), "--threads", str(THREADS)],
+                       env, directory / "gate.log", gate_port),
+        "bare": Server([sys.executable, "-c", "from gate.httpbench import serve_bare; serve_bare()",
+                        str(site["bare_database"]), f"127.0.0.1:{bare_port}", secret],
+                       env, directory / "bare.log", bare_port),
+    }
+    try:
+        servers["gate"].wait("/api/health")
+        servers["bare"].wait(f"/bare/api/articles/{site['page']}")
+    except RuntimeError:
+        for server in servers.values():
+            server.stop()
+        raise
+    return servers
+
+
+def run(quick: bool = False, generator: str = "auto", connections: int = 16) -> dict:
+    """Serve both sites, measure every scenario, stop; returns the results document."""
+    version = wrk_version() if generator in ("auto", "wrk") else None
+    if generator == "wrk" and version is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk), use --generator builtin")
+    seconds, rounds, warmup = (1, 1, 1) if quick else (3, 4, 1)  # wrk counts whole seconds
+    with tempfile.TemporaryDirectory(prefix="gate-httpbench-") as tmp:
+        directory = Path(tmp)
+        site = prepare_site(directory)
+        if version:
+            script = directory / "bench.lua"
+            script.write_text(WRK_SCRIPT)
+
+            def load(url, method, headers, duration):
+                return run_wrk(url, method, headers, duration, connections, script)
+        else:
+            def load(url, method, headers, duration):
+                return run_builtin(url, method, headers, duration, connections)
+
+        servers = start_servers(directory, site)
+        try:
+            cookies = sessions(servers["gate"].url, site["page"], site["unlocked"])
+            urls = {name: server.url for name, server in servers.items()}
+            results = []
+            for scenario in scenarios(site["page"], site["unlocked"]):
+                session = cookies[scenario.session]
+                headers = {"Cookie": session["cookie"]}
+                if scenario.csrf:
+                    headers["X-CSRFToken"] = session["csrf"]
+                results.append(measure(scenario, urls, headers, load, seconds, rounds, warmup))
+        finally:
+            for server in servers.values():
+                server.stop()
+    return {"when": datetime.now(UTC).isoformat(), "quick": quick,
+            "generator": version or "builtin (http.client keep-alive threads, separate process)",
+            "gunicorn": {"workers": WORKERS, "threads": THREADS, "worker_class": "gthread"},
+            "connections": connections, "seconds_per_run": seconds, "rounds": rounds,
+            "cpus": os.cpu_count(), "rate_limits": "off", "results": results}
+
+
+def profile(requests: int = 300) -> str:
+    """cProfile of gate's side of every scenario, in-process through the test client.
+
+    Returns the report: per scenario, the mean time per request and the
+    functions with the most time of their own (SQLite calls show up here as
+    ``execute`` and ``close`` of ``sqlite3.Connection``).
+    """
+    import cProfile
+    import io
+    import pstats
+
+    from gate import create_app
+
+    with tempfile.TemporaryDirectory(prefix="gate-httpbench-") as tmp:
+        site = prepare_site(Path(tmp))
+        app = create_app({"DATABASE": str(site["database"]), "SECRET_KEY": secrets.token_hex(16),
+                          "RATELIMIT_ENABLED": False})
+        clients = {"anonymous": app.test_client(), "registered": app.test_client(),
+                   "subscriber": app.test_client()}
+        clients["anonymous"].get(f"/articles/{site['page']}")
+        tokens = {}
+        for kind, (email, password) in (("registered", READER), ("subscriber", SUBSCRIBER)):
+            client = clients[kind]
+            token = _CSRF.search(client.get("/login").get_data(as_text=True)).group(1)
+            client.post("/login", data={"csrf_token": token, "email": email, "password": password})
+        for kind, client in clients.items():
+            tokens[kind] = _CSRF.search(client.get(f"/articles/{site['unlocked']}").get_data(as_text=True)).group(1)
+        clients["registered"].post(f"/api/articles/{site['unlocked']}/unlock",
+                                   headers={"X-CSRFToken": tokens["registered"]})
+        report = io.StringIO()
+        for scenario in scenarios(site["page"], site["unlocked"]):
+            client = clients[scenario.session]
+            headers = {"X-CSRFToken": tokens[scenario.session]} if scenario.csrf else {}
+
+            def call():
+                return client.open(scenario.gate_path, method=scenario.method, headers=headers)
+
+            for _ in range(30):
+                call()
+            profiler = cProfile.Profile()
+            start = time.perf_counter()
+            profiler.enable()
+            for _ in range(requests):
+                answer = call()
+            profiler.disable()
+            per_request = (time.perf_counter() - start) / requests * 1000
+            report.write(f"\n=== {scenario.name}: {per_request:.2f} ms per request under cProfile "
+                         f"(status {answer.status_code}) ===\n")
+            pstats.Stats(profiler, stream=report).sort_stats("tottime").print_stats(15)
+    return report.getvalue()
+
+
+def format_table(document: dict) -> str:
+    """One line per scenario: gate and bare throughput and latency, and the ratio."""
+    lines = [f"{'scenario':<38} {'gate rps':>9} {'bare rps':>9} {'ratio':>6} {'target':>6}  "
+             f"{'gate p50/p99 ms':>16} {'bare p50/p99 ms':>16}"]
+    for row in document["results"]:
+        gate, bare = row["gate"], row["bare"]
+        target = f"{row['target']:.2f}" if row["target"] else "-"
+        flag = " below target" if row["target"] and row["ratio"] < row["target"] else ""
+        lines.append(f"{row['name']:<38} {gate['rps']:>9.0f} {bare['rps']:>9.0f} {row['ratio']:>6.2f} "
+                     f"{target:>6}  {gate['p50_ms']:>7.1f}/{gate['p99_ms']:<8.1f} "
+                     f"{bare['p50_ms']:>7.1f}/{bare['p99_ms']:<8.1f}{flag}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    """Run the HTTP benchmarks, print a table and write bench-results/http.json."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (a smoke test, ~30 s)")
+    parser.add_argument("--out", default="bench-results", help="folder for http.json")
+    parser.add_argument("--generator", choices=("auto", "wrk", "builtin"), default="auto",
+                        help="load generator (auto: wrk if installed)")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead, profile gate's request path in-process (cProfile) into http-profile.txt")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        text = profile()
+        (out / "http-profile.txt").write_text(text)
+        print(text)
+        print(f"written to {out / 'http-profile.txt'}")
+        return
+    document = run(quick=args.quick, generator=args.generator, connections=args.connections)
+    print(f"gunicorn {WORKERS} workers x {THREADS} threads on 127.0.0.1; load: {document['generator']}, "
+          f"{args.connections} connections")
+    print(format_table(document))
+    (out / "http.json").write_text(json.dumps(document, indent=2))
+    print(f"written to {out / 'http.json'}")
+
+
+if __name__ == "__main__":
+    main()
