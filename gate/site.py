@@ -15,7 +15,7 @@ from flask import current_app, g, request, session
 from flask_login import current_user
 
 from gate import events, experiments
-from gate.clock import Clock
+from gate.clock import Clock, real_now
 from gate.db import get_db, open_site_db
 from gate.paywall import Rules, Viewer
 from gate.quota import MemoryQuotaStore, SQLiteQuotaStore
@@ -39,7 +39,7 @@ def clock_state():
 def now() -> datetime:
     """The site time, read once per request so every decision in it agrees."""
     if "now" not in g:
-        g.now = Clock(get_db()).now()
+        g.now = clock_state().now(real_now())
     return g.now
 
 
