@@ -11,7 +11,7 @@ from flask_login import current_user
 
 from gate import content, events, paywall, quota, site
 from gate.content import Article
-from gate.db import get_db
+from gate.db import get_db, immediate
 from gate.paywall import Decision
 from gate.timeutil import to_iso
 
@@ -54,11 +54,13 @@ def read(article: Article) -> Decision:
         site.forget_viewer()
         if spent:
             _record_spend(article, decision, "view")
-    events.record(db, "article_view", now, slug=article.slug, **_who(),
-                  access=decision.access, reason=decision.reason, preset=rules.name)
-    if decision.access == "teaser":
-        events.record(db, "gate_impression", now, slug=article.slug, **_who(),
-                      offer=decision.offer, reason=decision.reason, style=rules.gate.style)
+    who = _who()
+    with immediate(db):  # one write transaction for the view and its impression
+        events.record(db, "article_view", now, slug=article.slug, **who,
+                      access=decision.access, reason=decision.reason, preset=rules.name)
+        if decision.access == "teaser":
+            events.record(db, "gate_impression", now, slug=article.slug, **who,
+                          offer=decision.offer, reason=decision.reason, style=rules.gate.style)
     return decision
 
 
