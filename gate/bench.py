@@ -192,7 +192,7 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(
         {"when": datetime.now(UTC).isoformat(), "results": results}, indent=2))
-    print(f"median ratio {statistics.median(r['ratio'] for r in results)}x; written to {out / 'latest.json'}")
+    print(f"median ratio {statistics.median(r['ratio'] for r in results):.1f}x; written to {out / 'latest.json'}")
 
 
 if __name__ == "__main__":
