@@ -45,6 +45,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,
         PROXY_COUNT=int(os.environ.get("GATE_PROXY_COUNT") or 0),
         BASE_URL=os.environ.get("GATE_BASE_URL") or None,
+        EVENT_BUFFER=os.environ.get("GATE_EVENT_BUFFER", "") == "1",
         RATELIMIT_ENABLED=os.environ.get("GATE_RATE_LIMITS", "on") != "off",
         JSON_SORT_KEYS=False,
     )

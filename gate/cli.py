@@ -410,6 +410,7 @@ def _gunicorn(app, bind: str, workers: int, threads: int) -> None:
 @click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True)
 def serve(bind, workers, threads):
     """Serve the site in production through gunicorn."""
+    os.environ.setdefault("GATE_EVENT_BUFFER", "1")  # views are logged by a background writer
     app = _create_app()
     _gunicorn(app, bind, workers, threads)
 
@@ -420,6 +421,7 @@ def serve(bind, workers, threads):
 def demo(bind, workers):
     """Create and seed the database if needed, create demo accounts, and serve the site."""
     os.environ["GATE_DEMO"] = "1"
+    os.environ.setdefault("GATE_EVENT_BUFFER", "1")
     os.environ.setdefault("GATE_BASE_URL", f"http://{bind}")  # links in the inbox reach this server
     app = _create_app()
     with app.app_context():

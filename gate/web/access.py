@@ -6,10 +6,10 @@ what it serves, so a page and its API answer always agree.
 
 from __future__ import annotations
 
-from flask import abort, g, request
+from flask import abort, current_app, g, request
 from flask_login import current_user
 
-from gate import content, events, paywall, quota, site
+from gate import content, eventlog, events, paywall, quota, site
 from gate.content import Article
 from gate.db import get_db, immediate
 from gate.paywall import Decision
@@ -55,12 +55,19 @@ def read(article: Article) -> Decision:
         if spent:
             _record_spend(article, decision, "view")
     who = _who()
-    with immediate(db):  # one write transaction for the view and its impression
-        events.record(db, "article_view", now, slug=article.slug, **who,
-                      access=decision.access, reason=decision.reason, preset=rules.name)
-        if decision.access == "teaser":
-            events.record(db, "gate_impression", now, slug=article.slug, **who,
-                          offer=decision.offer, reason=decision.reason, style=rules.gate.style)
+    views = [("article_view", {"access": decision.access, "reason": decision.reason, "preset": rules.name})]
+    if decision.access == "teaser":
+        views.append(("gate_impression", {"offer": decision.offer, "reason": decision.reason,
+                                          "style": rules.gate.style}))
+    if current_app.config.get("EVENT_BUFFER"):  # gate serve: a background writer batches views
+        log = eventlog.writer(str(current_app.config["DATABASE"]))
+        for kind, data in views:
+            log.add(to_iso(now), kind, who.get("reader_id"), who.get("visitor_id"), article.slug,
+                    {**events.TAGS.get(), **data})
+    else:
+        with immediate(db):  # one write transaction for the view and its impression
+            for kind, data in views:
+                events.record(db, kind, now, slug=article.slug, **who, **data)
     return decision
 
 

@@ -1,0 +1,99 @@
+"""A per-process writer for the high-volume reading events (views and gate impressions).
+
+Every article view appends two events. Written inside the request, they make
+each page wait for SQLite's single write lock behind every other request.
+Under `gate serve` they go to this writer instead: a background thread that
+commits whatever has queued in one transaction, every few milliseconds.
+Everything else (signups, unlocks, payments, enrollments) is still written
+in its request's own transaction. A hard kill can lose the views of the last
+few milliseconds, never a spend, a charge or a consent.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import queue
+import threading
+
+from gate.db import connect, immediate
+
+FLUSH_SECONDS = 0.05
+BATCH = 500
+
+
+class EventWriter:
+    """Queue rows for the events table; one thread per process commits them in batches."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.rows: queue.Queue = queue.Queue()
+        self.pid = None
+        self.thread = None
+        self.lock = threading.Lock()
+
+    def add(self, at: str, type: str, reader_id, visitor_id, slug, data: dict) -> None:
+        """Queue one event (the writer thread starts on first use in each process)."""
+        self._ensure_thread()
+        self.rows.put((at, type, reader_id, visitor_id, slug, json.dumps(data, default=str)))
+
+    def _ensure_thread(self) -> None:
+        if self.pid == os.getpid() and self.thread and self.thread.is_alive():
+            return
+        with self.lock:
+            if self.pid != os.getpid() or not (self.thread and self.thread.is_alive()):
+                self.pid = os.getpid()
+                self.rows = queue.Queue() if self.thread is not None else self.rows
+                self.thread = threading.Thread(target=self._run, name="gate-events", daemon=True)
+                self.thread.start()
+                atexit.register(self.flush)
+
+    def _drain(self) -> list:
+        batch = []
+        while len(batch) < BATCH:
+            try:
+                batch.append(self.rows.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _write(self, db, batch: list) -> None:
+        with immediate(db):
+            db.conn.executemany(
+                "insert into events (at, type, reader_id, visitor_id, slug, data) values (?, ?, ?, ?, ?, ?)",
+                batch)
+
+    def _run(self) -> None:
+        db = connect(self.path)
+        while True:
+            try:
+                first = self.rows.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            threading.Event().wait(FLUSH_SECONDS)  # let the batch fill
+            self._write(db, [first, *self._drain()])
+
+    def flush(self) -> int:
+        """Write everything queued now (at exit, and in tests); returns how many."""
+        batch, total = self._drain(), 0
+        if batch:
+            db = connect(self.path)
+            try:
+                while batch:
+                    self._write(db, batch)
+                    total += len(batch)
+                    batch = self._drain()
+            finally:
+                db.close()
+        return total
+
+
+_writers: dict[str, EventWriter] = {}
+
+
+def writer(path: str) -> EventWriter:
+    """The process's writer for one database file."""
+    if path not in _writers:
+        _writers[path] = EventWriter(path)
+    return _writers[path]

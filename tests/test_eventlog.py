@@ -1,0 +1,47 @@
+"""The background writer for view events (used by `gate serve`)."""
+
+from __future__ import annotations
+
+import time
+
+from gate import eventlog
+from tests.conftest import METERED, Reader
+
+
+def test_buffered_views_reach_the_events_table(app, db):
+    app.config["EVENT_BUFFER"] = True
+    person = Reader(app.test_client())
+    for _ in range(3):
+        person.client.get(f"/articles/{METERED}")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        count = db.execute("select count(*) from events where type = 'article_view'").fetchone()[0]
+        if count == 3:
+            break
+        time.sleep(0.02)
+    assert count == 3
+    assert db.execute("select count(*) from events where type = 'gate_impression'").fetchone()[0] == 3
+    row = next(db.query("select * from events where type = 'gate_impression'"))
+    assert row["slug"] == METERED and row["visitor_id"] and '"offer": "register"' in row["data"]
+
+
+def test_flush_writes_everything_queued(tmp_path):
+    from gate.db import open_site_db
+
+    path = str(tmp_path / "log.sqlite")
+    db = open_site_db(path)
+    log = eventlog.EventWriter(path)
+    for n in range(1200):  # more than one batch
+        log.rows.put(("2026-11-28T17:00:00.000000+00:00", "article_view", None, f"v{n}", "a", "{}"))
+    assert log.flush() == 1200
+    assert db.execute("select count(*) from events").fetchone() == (1200,)
+    db.close()
+
+
+def test_spends_are_never_buffered(app, db):
+    app.config["EVENT_BUFFER"] = True
+    person = Reader(app.test_client())
+    person.signup("unbuffered@example.com")
+    person.unlock(METERED)
+    assert db.execute("select count(*) from events where type = 'unlock'").fetchone() == (1,)
+    assert db.execute("select count(*) from unlocks").fetchone() == (1,)
