@@ -12,11 +12,11 @@ few milliseconds, never a spend, a charge or a consent.
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import queue
 import threading
 
+from gate import events
 from gate.db import connect, immediate
 
 FLUSH_SECONDS = 0.05
@@ -33,10 +33,10 @@ class EventWriter:
         self.thread = None
         self.lock = threading.Lock()
 
-    def add(self, at: str, type: str, reader_id, visitor_id, slug, data: dict) -> None:
-        """Queue one event (the writer thread starts on first use in each process)."""
+    def add(self, row: tuple) -> None:
+        """Queue one event row (built by gate.events.row); the writer thread starts on first use."""
         self._ensure_thread()
-        self.rows.put((at, type, reader_id, visitor_id, slug, json.dumps(data, default=str)))
+        self.rows.put(row)
 
     def _ensure_thread(self) -> None:
         if self.pid == os.getpid() and self.thread and self.thread.is_alive():
@@ -60,9 +60,7 @@ class EventWriter:
 
     def _write(self, db, batch: list) -> None:
         with immediate(db):
-            db.conn.executemany(
-                "insert into events (at, type, reader_id, visitor_id, slug, data) values (?, ?, ?, ?, ?, ?)",
-                batch)
+            db.conn.executemany(events.INSERT, batch)
 
     def _run(self) -> None:
         db = connect(self.path)

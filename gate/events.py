@@ -45,8 +45,10 @@ class UnknownEvent(ValueError):
     """An event type that was never declared in TYPES."""
 
 
-def record(
-    db,
+INSERT = "insert into events (at, type, reader_id, visitor_id, slug, data) values (?, ?, ?, ?, ?, ?)"
+
+
+def row(
     type: str,
     at: datetime,
     *,
@@ -54,15 +56,17 @@ def record(
     visitor_id: str | None = None,
     slug: str | None = None,
     **data,
-) -> None:
-    """Append one event."""
+) -> tuple:
+    """One event as the values of INSERT, tagged with the context's tags."""
     if type not in TYPES:
         raise UnknownEvent(type)
     data = {**TAGS.get(), **data}
-    db.execute(
-        "insert into events (at, type, reader_id, visitor_id, slug, data) values (?, ?, ?, ?, ?, ?)",
-        [to_iso(at), type, reader_id, visitor_id, slug, json.dumps(data, default=str)],
-    )
+    return (to_iso(at), type, reader_id, visitor_id, slug, json.dumps(data, default=str))
+
+
+def record(db, type: str, at: datetime, **fields) -> None:
+    """Append one event."""
+    db.execute(INSERT, row(type, at, **fields))
 
 
 def recent(db, limit: int = 50, type: str | None = None) -> list[dict]:
@@ -70,12 +74,3 @@ def recent(db, limit: int = 50, type: str | None = None) -> list[dict]:
     where, params = ("where type = ?", [type]) if type else ("", [])
     rows = db.query(f"select * from events {where} order by id desc limit ?", [*params, limit])
     return [{**row, "data": json.loads(row["data"] or "{}")} for row in rows]
-
-
-def count(db, type: str, reader_id: int | None = None) -> int:
-    """How many events of a type (for one reader, if given)."""
-    if reader_id is None:
-        return db.execute("select count(*) from events where type = ?", [type]).fetchone()[0]
-    return db.execute(
-        "select count(*) from events where type = ? and reader_id = ?", [type, reader_id]
-    ).fetchone()[0]

@@ -147,8 +147,7 @@ def bare_app(database: str, secret_key: str):
     cfg = Config()
     views = _bare_views(cfg, datetime.now(UTC))
     rules, site_info = views.pop("rules"), cfg.site.site
-    signup_lists = [item for item in cfg.site.newsletters
-                    if item.audience == "registered" and item.default_on_signup]
+    signup_lists = cfg.site.signup_lists
     html: dict[str, tuple[str, str, str]] = {}
 
     def rendered(body_md: str) -> tuple[str, str, str]:

@@ -46,6 +46,13 @@ PERSONAS = (
 BY_ID = {persona.id: persona for persona in PERSONAS}
 
 
+def current(email: str | None) -> str | None:
+    """Which persona an account is (the anonymous one when nobody is signed in)."""
+    if email is None:
+        return "anonymous"
+    return next((persona.id for persona in PERSONAS if persona.email == email), None)
+
+
 class PersonaError(ValueError):
     """An unknown persona id."""
 

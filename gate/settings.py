@@ -115,6 +115,11 @@ class Site(_Strict):
     mail: Mail = Mail()
     newsletters: list[Newsletter] = Field(default_factory=list)
 
+    @property
+    def signup_lists(self) -> list[Newsletter]:
+        """The lists a signup offers, each with its own consent checkbox."""
+        return [item for item in self.newsletters if item.audience == "registered" and item.default_on_signup]
+
     @field_validator("plans", "newsletters")
     @classmethod
     def _unique_ids(cls, items):

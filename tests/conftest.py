@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -118,5 +118,3 @@ def metered_slugs(db, count: int) -> list[str]:
     assert len(rows) == count
     return [row[0] for row in rows]
 
-
-__all__ = ["Reader", "START", "METERED", "FREE", "PREMIUM", "metered_slugs", "timedelta"]

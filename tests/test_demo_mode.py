@@ -28,12 +28,6 @@ def become(person, persona, next="/"):
     return person.post("/demo/persona", {"persona": persona, "next": next})
 
 
-def sub_status(db, persona):
-    row = db.execute("select s.status from subscriptions s join readers r on r.id = s.reader_id"
-                     " where r.email like ? order by s.id desc limit 1", [f"persona.%{persona.split('-')[0]}%"]).fetchone()
-    return row[0] if row else None
-
-
 def test_personas_only_exist_in_demo_mode(reader, app):
     assert reader.post("/demo/persona", {"persona": "active"}).status_code == 404
     assert "Demo · view as" not in reader.client.get("/").get_data(as_text=True)

@@ -10,8 +10,7 @@ from importlib.metadata import version
 import pytest
 from packaging.version import Version
 
-from gate import newsletter
-from tests.conftest import METERED, PREMIUM, START, Reader, metered_slugs
+from tests.conftest import METERED, PREMIUM, Reader, metered_slugs
 from tests.test_reading import leaks
 
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
@@ -312,5 +311,3 @@ def test_premium_is_never_in_json_ld_or_meta(client):
     head = page.split("</head>")[0]
     assert leaks(head, PREMIUM) == [] and '"isAccessibleForFree": false' in head
 
-
-__all__ = ["START", "newsletter"]

@@ -86,10 +86,8 @@ def _template_globals():
         "clock_simulated": site.clock_state().simulated,
         "sections": site.config().site.site.sections,
         "personas": personas.PERSONAS,
-        "current_persona": next((p.id for p in personas.PERSONAS if p.email and current_user.is_authenticated
-                                 and p.email == current_user.email), None if current_user.is_authenticated else "anonymous"),
-        "signup_lists": [item for item in site.config().site.newsletters
-                         if item.audience == "registered" and item.default_on_signup],
+        "current_persona": personas.current(current_user.email if current_user.is_authenticated else None),
+        "signup_lists": site.config().site.signup_lists,
     }
 
 

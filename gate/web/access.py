@@ -55,19 +55,18 @@ def read(article: Article) -> Decision:
         if spent:
             _record_spend(article, decision, "view")
     who = _who()
-    views = [("article_view", {"access": decision.access, "reason": decision.reason, "preset": rules.name})]
+    rows = [events.row("article_view", now, slug=article.slug, **who, access=decision.access,
+                       reason=decision.reason, preset=rules.name)]
     if decision.access == "teaser":
-        views.append(("gate_impression", {"offer": decision.offer, "reason": decision.reason,
-                                          "style": rules.gate.style}))
+        rows.append(events.row("gate_impression", now, slug=article.slug, **who, offer=decision.offer,
+                               reason=decision.reason, style=rules.gate.style))
     if current_app.config.get("EVENT_BUFFER"):  # gate serve: a background writer batches views
         log = eventlog.writer(str(current_app.config["DATABASE"]))
-        for kind, data in views:
-            log.add(to_iso(now), kind, who.get("reader_id"), who.get("visitor_id"), article.slug,
-                    {**events.TAGS.get(), **data})
+        for event in rows:
+            log.add(event)
     else:
         with immediate(db):  # one write transaction for the view and its impression
-            for kind, data in views:
-                events.record(db, kind, now, slug=article.slug, **who, **data)
+            db.conn.executemany(events.INSERT, rows)
     return decision
 
 
@@ -85,15 +84,13 @@ def unlock(article: Article) -> tuple[Decision, bool]:
     return decision, spent
 
 
-def payload(article: Article, decision: Decision, explain: bool = False) -> dict:
+def payload(article: Article, decision: Decision) -> dict:
     """The JSON view of an article for this viewer: the body only with full access."""
     rules = site.rules()
     data = {**article.summary(), **decision.as_dict(),
             "teaser_html": content.teaser_html(article, rules.teaser_paragraphs)}
     if decision.access == "full":
         data["body_html"] = content.body_html(article)
-    if explain:
-        data["trace"] = list(decision.trace)
     return data
 
 

@@ -158,7 +158,7 @@ def clock():
     db = get_db()
     state = Clock(db).state()
     boundary = clockops.next_boundary(site.rules(), site.now())
-    recent = [e for e in events.recent(db, limit=10, type="clock_changed")]
+    recent = events.recent(db, limit=10, type="clock_changed")
     return render_template("admin/clock.html", state=state, boundary=boundary, recent=recent,
                            form=ConfirmForm())
 

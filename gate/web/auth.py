@@ -58,35 +58,34 @@ def sign_in(reader: accounts.Reader, method: str, remember: bool = False) -> Non
 @limiter.limit(ratelimit.SIGNUP, methods=["POST"])
 def signup():
     """Create an account with an email (password optional) and return to the article."""
-    offered = [item for item in site.config().site.newsletters
-               if item.audience == "registered" and item.default_on_signup]
+    offered = site.config().site.signup_lists
     form = signup_form(offered)()
     form.next.data = safe_next(request.args.get("next") if request.method == "GET" else form.next.data)
     if request.method == "GET":
         form.email.data = request.args.get("email", "")
     if form.validate_on_submit():
         db = get_db()
-        existing = accounts.by_email(db, form.email.data)
-        if existing:
-            # Answer exactly as a new signup does (303 to next), so the form can't be used to
-            # learn who has an account; the owner gets a sign-in link instead.
-            _send_magic_link(existing, safe_next(form.next.data), reason="signup_existing")
-            flash("Check your email: we sent a link to continue.", "info")
-            return redirect(safe_next(form.next.data), code=303)
-        else:
+        existing, reader = accounts.by_email(db, form.email.data), None
+        if existing is None:
             try:
                 reader = accounts.create(db, form.email.data, form.password.data or None, site.now())
             except accounts.AccountError:  # created by a concurrent request a moment ago
-                flash("Check your email: we sent a link to continue.", "info")
-                return redirect(safe_next(form.next.data), code=303)
-            chosen = [item.id for item in offered if form[list_field(item.id)].data]
-            events.record(db, "signup", site.now(), reader_id=reader.id,
-                          visitor_id=session.get("visitor"), source=safe_next(form.next.data),
-                          newsletters=chosen, preset=site.rules().name)
-            enroll_at_signup(reader, chosen, source=safe_next(form.next.data))
-            sign_in(reader, "signup")
-            flash("Welcome to The Meridian. Your free articles are ready.", "success")
+                existing = accounts.by_email(db, form.email.data)
+        if reader is None:
+            # Answer exactly as a new signup does (303 to next), so the form can't be used to
+            # learn who has an account; the owner gets a sign-in link instead.
+            if existing is not None:
+                _send_magic_link(existing, safe_next(form.next.data), reason="signup_existing")
+            flash("Check your email: we sent a link to continue.", "info")
             return redirect(safe_next(form.next.data), code=303)
+        chosen = [item.id for item in offered if form[list_field(item.id)].data]
+        events.record(db, "signup", site.now(), reader_id=reader.id,
+                      visitor_id=session.get("visitor"), source=safe_next(form.next.data),
+                      newsletters=chosen, preset=site.rules().name)
+        enroll_at_signup(reader, chosen, source=safe_next(form.next.data))
+        sign_in(reader, "signup")
+        flash("Welcome to The Meridian. Your free articles are ready.", "success")
+        return redirect(safe_next(form.next.data), code=303)
     status = 400 if request.method == "POST" else 200
     return render_template("signup.html", form=form, offered=offered,
                            list_field=list_field), status
