@@ -10,6 +10,7 @@ from datetime import datetime
 from email_validator import EmailNotValidError, validate_email
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from gate.db import first
 from gate.timeutil import from_iso, to_iso
 
 MIN_PASSWORD = 8
@@ -86,7 +87,7 @@ def check_new_password(password: str) -> None:
 
 
 def _one(db, where: str, params) -> Reader | None:
-    row = next(db.query(f"select * from readers where {where}", params), None)
+    row = first(db, f"select * from readers where {where}", params)
     return Reader.from_row(row) if row else None
 
 

@@ -383,14 +383,15 @@ def outbox(to, limit, as_json):
 # --- serving ------------------------------------------------------------------
 
 
-def _gunicorn(app, bind: str, workers: int, threads: int) -> None:
+def _gunicorn(app, bind: str, workers: int, threads: int, worker_connections: int = 1000) -> None:
     """Serve ``app`` with gunicorn, in this process."""
     from gunicorn.app.base import BaseApplication
 
     class Server(BaseApplication):
         def load_config(self):
             options = {"bind": bind, "workers": workers, "threads": threads,
-                       "worker_class": "gthread", "accesslog": "-", "timeout": 60,
+                       "worker_class": "gthread", "worker_connections": worker_connections,
+                       "accesslog": "-", "timeout": 60,
                        "graceful_timeout": 5}
             # Several sites may run at once (tests, demos): no shared control socket.
             if "control_socket_disable" in self.cfg.settings:
@@ -408,11 +409,13 @@ def _gunicorn(app, bind: str, workers: int, threads: int) -> None:
 @click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True)
-def serve(bind, workers, threads):
+@click.option("--worker-connections", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="Most connections one worker holds at once; past it, other workers accept.")
+def serve(bind, workers, threads, worker_connections):
     """Serve the site in production through gunicorn."""
     os.environ.setdefault("GATE_EVENT_BUFFER", "1")  # views are logged by a background writer
     app = _create_app()
-    _gunicorn(app, bind, workers, threads)
+    _gunicorn(app, bind, workers, threads, worker_connections)
 
 
 @click.command("demo")

@@ -58,6 +58,25 @@ def immediate(db: sqlite_utils.Database):
         db.conn.execute("commit")
 
 
+def rows(db: sqlite_utils.Database, sql: str, params=()) -> list[dict]:
+    """A read as dicts through one plain statement.
+
+    sqlite-utils' ``query()`` guards every statement with a SAVEPOINT and a
+    RELEASE: three statements, and three releases of the GIL, per read. The
+    request path reads several rows per page, so it reads through this.
+    """
+    cursor = db.conn.execute(sql, params)
+    keys = [column[0] for column in cursor.description]
+    return [dict(zip(keys, row)) for row in cursor]
+
+
+def first(db: sqlite_utils.Database, sql: str, params=()) -> dict | None:
+    """The first row of a read as a dict, or None."""
+    cursor = db.conn.execute(sql, params)
+    row = cursor.fetchone()
+    return dict(zip([column[0] for column in cursor.description], row)) if row else None
+
+
 def open_site_db(path: str | Path) -> sqlite_utils.Database:
     """Connect and bring the schema up to date."""
     db = connect(path)

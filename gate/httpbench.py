@@ -45,6 +45,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
+
 UTC = timezone.utc
 WORKERS, THREADS = 2, 4
 _CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
@@ -157,13 +159,13 @@ def bare_app(database: str, secret_key: str):
             html[body_md] = (content.render(teaser), content.render(rest), content.render(body_md))
         return html[body_md]
 
+    local = threading.local()  # one connection per thread, kept open as gate keeps its own
+
     def row_for(slug: str):
-        conn = sqlite3.connect(database)
-        conn.row_factory = sqlite3.Row
-        try:
-            row = conn.execute("select * from articles where slug = ?", [slug]).fetchone()
-        finally:
-            conn.close()
+        if not hasattr(local, "conn"):
+            local.conn = sqlite3.connect(database, check_same_thread=False)
+            local.conn.row_factory = sqlite3.Row
+        row = local.conn.execute("select * from articles where slug = ?", [slug]).fetchone()
         if row is None:
             abort(404)
         return row
@@ -203,7 +205,7 @@ def bare_app(database: str, secret_key: str):
                           "cssSelector": ".story__gated"}}
         return render_template("article.html", article=article, decision=chosen.decision,
                                teaser=teaser, gated=gated if chosen.full else None, json_ld=ld,
-                               form=None, meter=chosen.meter, explain=None, porous=False)
+                               meter=chosen.meter, explain=None, porous=False)
 
     def payload(slug: str, full: bool) -> dict:
         row, chosen = row_for(slug), view()
@@ -230,11 +232,11 @@ def bare_app(database: str, secret_key: str):
 
 
 def serve_bare() -> None:
-    """Entry point of the bare server process: DATABASE BIND SECRET on the command line."""
+    """Entry point of the bare server process: DATABASE BIND SECRET WORKER_CONNECTIONS."""
     from gate.cli import _gunicorn
 
-    database, bind, secret = sys.argv[1:4]
-    _gunicorn(bare_app(database, secret), bind, WORKERS, THREADS)
+    database, bind, secret, per_worker = sys.argv[1:5]
+    _gunicorn(bare_app(database, secret), bind, WORKERS, THREADS, int(per_worker))
 
 
 # --- the servers ------------------------------------------------------------------
@@ -267,6 +269,17 @@ class Server:
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"{self.url} did not come up:\n{self.log_path.read_text(errors='replace')[-2000:]}")
+
+    def worker_cpu(self) -> list[float]:
+        """CPU seconds (user + system) each gunicorn worker has used so far."""
+        times = []
+        for worker in psutil.Process(self.process.pid).children():
+            try:
+                used = worker.cpu_times()
+            except psutil.NoSuchProcess:  # a worker restarting: its time is gone with it
+                continue
+            times.append(used.user + used.system)
+        return times
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL."""
@@ -518,6 +531,16 @@ def _median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
+def timed(server: Server, load, url: str, method: str, headers: dict, seconds: float) -> dict:
+    """One load run, with the CPU time the server's workers spent on it."""
+    before = server.worker_cpu()
+    run = load(url, method, headers, seconds)
+    spent = [max(0.0, after - start) for after, start in zip(server.worker_cpu(), before)]
+    run["worker_cpu_s"] = [round(value, 2) for value in spent]
+    run["per_cpu_s"] = run["requests"] / sum(spent) if sum(spent) > 0 else 0.0
+    return run
+
+
 def measure(scenario: Scenario, sites: dict, headers: dict, load, seconds: float, rounds: int,
             warmup: float) -> dict:
     """Warm both sides, then alternate gate and bare (AB BA AB …) so drift hits both alike.
@@ -526,7 +549,7 @@ def measure(scenario: Scenario, sites: dict, headers: dict, load, seconds: float
     ratio is the median of the rounds' ratios, which a burst of noise from
     another process on a shared machine moves less than a ratio of totals.
     """
-    urls = {"gate": sites["gate"] + scenario.gate_path, "bare": sites["bare"] + scenario.bare_path}
+    urls = {"gate": sites["gate"].url + scenario.gate_path, "bare": sites["bare"].url + scenario.bare_path}
     sizes = check(scenario, urls["gate"], urls["bare"], headers)
     for side in ("gate", "bare"):
         load(urls[side], scenario.method, headers, warmup)
@@ -534,7 +557,7 @@ def measure(scenario: Scenario, sites: dict, headers: dict, load, seconds: float
     for number in range(rounds):
         order = ("gate", "bare") if number % 2 == 0 else ("bare", "gate")
         for side in order:
-            runs[side].append(load(urls[side], scenario.method, headers, seconds))
+            runs[side].append(timed(sites[side], load, urls[side], scenario.method, headers, seconds))
     result = {"name": scenario.name, "method": scenario.method, "gate_path": scenario.gate_path,
               "bare_path": scenario.bare_path, "target": scenario.target}
     for side in ("gate", "bare"):
@@ -544,14 +567,33 @@ def measure(scenario: Scenario, sites: dict, headers: dict, load, seconds: float
                         "requests": sum(run["requests"] for run in runs[side]),
                         "non2xx": sum(run["non2xx"] for run in runs[side]),
                         "errors": sum(run["errors"] for run in runs[side]),
-                        "bytes": sizes[f"{side}_bytes"]}
-    ratios = [g["rps"] / max(b["rps"], 1e-9) for g, b in zip(runs["gate"], runs["bare"])]
+                        "bytes": sizes[f"{side}_bytes"],
+                        "per_cpu_s": round(_median([run["per_cpu_s"] for run in runs[side]]), 1),
+                        "runs": [{"rps": round(run["rps"], 1), "worker_cpu_s": run["worker_cpu_s"]}
+                                 for run in runs[side]]}
+    pairs = list(zip(runs["gate"], runs["bare"]))
+    ratios = [g["rps"] / max(b["rps"], 1e-9) for g, b in pairs]
+    cpu_ratios = [g["per_cpu_s"] / max(b["per_cpu_s"], 1e-9) for g, b in pairs]
     result["ratio"] = round(_median(ratios), 3)
     result["round_ratios"] = [round(ratio, 3) for ratio in ratios]
+    result["cpu_ratio"] = round(_median(cpu_ratios), 3)
+    result["round_cpu_ratios"] = [round(ratio, 3) for ratio in cpu_ratios]
     return result
 
 
-def start_servers(directory: Path, site: dict) -> dict[str, Server]:
+def worker_connections(connections: int) -> int:
+    """Each worker's connection cap: its share of the load's connections, plus a thread's worth.
+
+    A gthread worker accepts every connection it can: without a cap, all the
+    keep-alive connections of a run can land on one worker while the other
+    idles, and throughput halves at random. Capping each worker near its
+    share splits them evenly; the headroom of one thread per worker keeps
+    gunicorn from closing keep-alive connections it counts as surplus.
+    """
+    return -(-connections // WORKERS) + THREADS
+
+
+def start_servers(directory: Path, site: dict, connections: int) -> dict[str, Server]:
     """gate (`gate serve`) and the bare app, same gunicorn settings, both on loopback."""
     secret = secrets.token_hex(32)
     env = {key: value for key, value in os.environ.items() if not key.startswith("GATE_")}
@@ -559,10 +601,12 @@ def start_servers(directory: Path, site: dict) -> dict[str, Server]:
     gate_port, bare_port = _free_port(), _free_port()
     servers = {
         "gate": Server([*_gate_command(), "serve", "--bind", f"127.0.0.1:{gate_port}",
-                        "--workers", str(WORKERS), "--threads", str(THREADS)],
+                        "--workers", str(WORKERS), "--threads", str(THREADS),
+                        "--worker-connections", str(worker_connections(connections))],
                        env, directory / "gate.log", gate_port),
         "bare": Server([sys.executable, "-c", "from gate.httpbench import serve_bare; serve_bare()",
-                        str(site["bare_database"]), f"127.0.0.1:{bare_port}", secret],
+                        str(site["bare_database"]), f"127.0.0.1:{bare_port}", secret,
+                        str(worker_connections(connections))],
                        env, directory / "bare.log", bare_port),
     }
     try:
@@ -594,17 +638,16 @@ def run(quick: bool = False, generator: str = "auto", connections: int = 16) -> 
             def load(url, method, headers, duration):
                 return run_builtin(url, method, headers, duration, connections)
 
-        servers = start_servers(directory, site)
+        servers = start_servers(directory, site, connections)
         try:
             cookies = sessions(servers["gate"].url, site["page"], site["unlocked"])
-            urls = {name: server.url for name, server in servers.items()}
             results = []
             for scenario in scenarios(site["page"], site["unlocked"]):
                 session = cookies[scenario.session]
                 headers = {"Cookie": session["cookie"]}
                 if scenario.csrf:
                     headers["X-CSRFToken"] = session["csrf"]
-                results.append(measure(scenario, urls, headers, load, seconds, rounds, warmup))
+                results.append(measure(scenario, servers, headers, load, seconds, rounds, warmup))
         finally:
             for server in servers.values():
                 server.stop()

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from gate import accounts, billing, events, newsletter
 from gate.billing import Outcome, PlanTerms, Policy, Subscription
-from gate.db import immediate
+from gate.db import first, immediate
 from gate.timeutil import from_iso, to_iso
 
 _TIMES = ("created_at", "anchor", "current_period_start", "current_period_end", "trial_end",
@@ -58,8 +58,8 @@ def _to_row(sub: Subscription) -> dict:
 
 def current(db, reader_id: int) -> Subscription | None:
     """The reader's newest subscription (live or not)."""
-    row = next(db.query("select * from subscriptions where reader_id = ? order by id desc limit 1",
-                        [reader_id]), None)
+    row = first(db, "select * from subscriptions where reader_id = ? order by id desc limit 1",
+                [reader_id])
     return _from_row(row) if row else None
 
 

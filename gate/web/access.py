@@ -11,14 +11,14 @@ from flask_login import current_user
 
 from gate import content, eventlog, events, paywall, quota, site
 from gate.content import Article
-from gate.db import get_db, immediate
+from gate.db import first, get_db, immediate, rows
 from gate.paywall import Decision
 from gate.timeutil import to_iso
 
 
 def published(slug: str) -> Article:
     """A published article by slug, or 404 (future articles do not exist yet)."""
-    row = next(get_db().query("select * from articles where slug = ?", [slug]), None)
+    row = first(get_db(), "select * from articles where slug = ?", [slug])
     if row is None:
         abort(404, description=f"There is no article at /articles/{slug}.")
     article = Article.from_row(row)
@@ -106,8 +106,6 @@ def latest(limit: int = 20, section: str | None = None, offset: int = 0) -> list
     if section:
         where += " and section = ?"
         params.append(section)
-    rows = get_db().query(
-        f"select * from articles where {where} order by published_at desc, id desc"
-        " limit ? offset ?", [*params, limit, offset],
-    )
-    return [Article.from_row(row) for row in rows]
+    found = rows(get_db(), f"select * from articles where {where} order by published_at desc, id desc"
+                 " limit ? offset ?", [*params, limit, offset])
+    return [Article.from_row(row) for row in found]

@@ -9,7 +9,7 @@ from gate.ratelimit import limiter
 from gate import search as archive
 from gate.db import get_db
 from gate.web import access
-from gate.web.forms import ConfirmForm, SearchForm
+from gate.web.forms import SearchForm
 
 bp = Blueprint("reading", __name__)
 
@@ -50,7 +50,7 @@ def article(slug: str):
     ld = content.json_ld(item, decision.access_class, site.config().site.site.name,
                          url_for("reading.article", slug=slug, _external=True))
     return render_template("article.html", article=item, decision=decision, teaser=teaser,
-                           gated=gated, json_ld=ld, form=ConfirmForm(), meter=decision.meter,
+                           gated=gated, json_ld=ld, meter=decision.meter,
                            explain=explain, porous=porous)
 
 
