@@ -116,9 +116,11 @@ def _reuse(path: str) -> sqlite_utils.Database:
 
 def get_db() -> sqlite_utils.Database:
     """The request's database connection (this thread's, kept open between requests)."""
-    if "db" not in g:
-        g.db = _reuse(str(current_app.config["DATABASE"]))
-    return g.db
+    state = g._get_current_object()  # one context lookup; this runs many times a request
+    db = getattr(state, "db", None)
+    if db is None:
+        db = state.db = _reuse(str(current_app.config["DATABASE"]))
+    return db
 
 
 def close_db(exception=None) -> None:

@@ -29,18 +29,29 @@ def config() -> Config:
     return current_app.extensions["gate.config"]
 
 
+def request_state():
+    """This request's ``g`` itself: one context lookup, where each ``g.name`` is another.
+
+    The helpers below are called many times a page; they keep what they
+    compute on this object once and read it back without the proxy.
+    """
+    return g._get_current_object()
+
+
 def clock_state():
     """The clock row, read once per request."""
-    if "clock_state" not in g:
-        g.clock_state = Clock(get_db()).state()
-    return g.clock_state
+    state = request_state()
+    if "clock_state" not in state:
+        state.clock_state = Clock(get_db()).state()
+    return state.clock_state
 
 
 def now() -> datetime:
     """The site time, read once per request so every decision in it agrees."""
-    if "now" not in g:
-        g.now = clock_state().now(real_now())
-    return g.now
+    state = request_state()
+    if "now" not in state:
+        state.now = clock_state().now(real_now())
+    return state.now
 
 
 def active_preset_name(db, cfg: Config) -> str:
@@ -65,10 +76,11 @@ def use_preset(db, cfg: Config, name: str, at: datetime, by: str) -> tuple[str, 
 
 def base_rules() -> Rules:
     """The active preset as configured, before any experiment variant."""
-    if "base_rules" not in g:
+    state = request_state()
+    if "base_rules" not in state:
         cfg = config()
-        g.base_rules = cfg.preset(active_preset_name(get_db(), cfg))
-    return g.base_rules
+        state.base_rules = cfg.preset(active_preset_name(get_db(), cfg))
+    return state.base_rules
 
 
 def experiment_unit() -> str:
@@ -80,24 +92,26 @@ def experiment_unit() -> str:
 
 def variants() -> dict[str, str]:
     """This viewer's variant of each active experiment in the preset."""
-    if "variants" not in g:
-        unit = experiment_unit()
-        g.variants = {exp.id: experiments.assign(exp, unit).id
-                      for exp in base_rules().experiments if exp.active}
-        events.TAGS.set({"variants": g.variants} if g.variants else {})
-    return g.variants
+    state = request_state()
+    if "variants" not in state:
+        active = [exp for exp in base_rules().experiments if exp.active]
+        unit = experiment_unit() if active else None
+        state.variants = {exp.id: experiments.assign(exp, unit).id for exp in active}
+        events.TAGS.set({"variants": state.variants} if state.variants else {})
+    return state.variants
 
 
 def rules() -> Rules:
     """The rules the site applies to this viewer: the preset, with their variants applied."""
-    if "rules" not in g:
+    state = request_state()
+    if "rules" not in state:
         applied = base_rules()
         chosen = variants()
         for exp in applied.experiments:
             if exp.id in chosen:
                 applied = experiments.apply(applied, exp.variant(chosen[exp.id]))
-        g.rules = applied
-    return g.rules
+        state.rules = applied
+    return state.rules
 
 
 def quota_store() -> SQLiteQuotaStore:
@@ -154,15 +168,17 @@ def write_porous_cookie(response):
 
 def viewer() -> Viewer:
     """The current viewer with the spends of their meter."""
-    if "viewer" not in g:
-        if current_user.is_authenticated:
-            tier, key = current_user.tier, current_user.meter_key
+    state = request_state()
+    if "viewer" not in state:
+        user = current_user._get_current_object()
+        if user.is_authenticated:
+            tier, key = user.tier, user.meter_key
         elif porous_meter():
             tier, key = "anonymous", POROUS_KEY
         else:
             tier, key = "anonymous", f"visitor:{visitor_id()}"
-        g.viewer = Viewer(tier, key, quota_store_for_viewer().spends(key))
-    return g.viewer
+        state.viewer = Viewer(tier, key, quota_store_for_viewer().spends(key))
+    return state.viewer
 
 
 def forget_viewer() -> None:

@@ -53,22 +53,28 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
-def _security_headers(response):
-    """Headers every response carries (a paywall is an access-control system)."""
-    response.headers.setdefault("Content-Security-Policy", CSP)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
-    return response
+#: Headers every response carries (a paywall is an access-control system); a view may set its own.
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", CSP),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "strict-origin-when-cross-origin"),
+    ("X-Frame-Options", "DENY"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Permissions-Policy", "camera=(), microphone=(), geolocation=()"),
+)
 
 
-def _private_caching(response):
-    """Pages and API answers vary by reader: keep them out of shared caches."""
-    if request.endpoint != "static":
-        response.headers["Cache-Control"] = "private, no-cache"
-        response.vary.add("Cookie")
+def _response_headers(response):
+    """Security headers on everything; pages and API answers kept out of shared caches."""
+    headers = response.headers
+    present = {key.lower() for key, _ in headers.items()}
+    headers.extend((key, value) for key, value in SECURITY_HEADERS if key.lower() not in present)
+    if request.endpoint != "static":  # pages and answers vary by reader
+        headers["Cache-Control"] = "private, no-cache"
+        if "vary" in present:
+            response.vary.add("Cookie")
+        else:
+            headers["Vary"] = "Cookie"
     return response
 
 
@@ -77,17 +83,20 @@ def _template_globals():
     rules = site.rules()
     viewer = site.viewer()
     state_clock = site.now()
+    cfg = site.config().site
+    user = current_user._get_current_object()  # the reader itself: templates ask it several things
     return {
-        "site_info": site.config().site.site,
+        "current_user": user,
+        "site_info": cfg.site,
         "rules": rules,
         "viewer": viewer,
         "meter": paywall.meter_for(rules, viewer, state_clock),
         "site_now": state_clock.astimezone(rules.tz),
         "clock_simulated": site.clock_state().simulated,
-        "sections": site.config().site.site.sections,
+        "sections": cfg.site.sections,
         "personas": personas.PERSONAS,
-        "current_persona": personas.current(current_user.email if current_user.is_authenticated else None),
-        "signup_lists": site.config().site.signup_lists,
+        "current_persona": personas.current(user.email if user.is_authenticated else None),
+        "signup_lists": cfg.signup_lists,
     }
 
 
@@ -104,8 +113,7 @@ def init_app(app) -> None:
     app.register_error_handler(CSRFError, _csrf_error)
     app.before_request(site.reset_request_state)
     app.teardown_request(lambda error=None: site.reset_request_state())
-    app.after_request(_private_caching)
-    app.after_request(_security_headers)
+    app.after_request(_response_headers)
     app.after_request(site.write_porous_cookie)
     app.context_processor(_template_globals)
     app.jinja_env.filters["local"] = lambda moment: moment.astimezone(site.rules().tz)
