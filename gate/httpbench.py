@@ -2,13 +2,18 @@
 
 Run with `python -m gate.httpbench [--quick]`. Two sites are served on
 loopback by the same gunicorn configuration (gate.cli's, 2 workers x 4
-threads): gate itself, and a bare Flask app that reads the same article row
-from SQLite (a copy of the same database) and renders it with the same
-templates, but has no sessions, meters, decisions or events. Each scenario
-loads gate and the bare page in alternating rounds with the same generator,
-headers and concurrency, and reports requests per second, p50/p99 latency and
-the ratio gate/bare, the median of the rounds' ratios (higher is better;
-targets: article pages >= 0.8, unlock >= 0.5). A --quick run is one short
+threads, each worker capped near its share of the connections): gate itself,
+and a bare Flask app that reads the same article row from SQLite (a copy of
+the same database) and renders it with the same templates, but has no
+sessions, meters, decisions or events. The bare app serves its page two
+ways: under /bare/ it opens a SQLite connection per request, as Flask's
+tutorial does; under /pooled/ it keeps one connection per thread, as gate
+does, which leaves only gate's own logic in the difference. Each scenario
+loads gate and both baselines in rotating rounds with the same generator,
+headers and concurrency, and reports requests per second, p50/p99 latency,
+the CPU time of every worker, and the ratios gate/bare and gate/pooled, each
+the median of the rounds' ratios (higher is better; targets, against the
+bare page: article pages >= 0.8, unlock >= 0.5). A --quick run is one short
 round: a smoke test, not a measurement.
 
 The load comes from another process: wrk (Debian package `wrk`) when it is
@@ -48,6 +53,7 @@ from types import SimpleNamespace
 import psutil
 
 UTC = timezone.utc
+SIDES = ("gate", "bare", "pooled")
 WORKERS, THREADS = 2, 4
 _CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 READER = ("bench-reader@bench.example", "bench-reader-pass")
@@ -159,13 +165,22 @@ def bare_app(database: str, secret_key: str):
             html[body_md] = (content.render(teaser), content.render(rest), content.render(body_md))
         return html[body_md]
 
-    local = threading.local()  # one connection per thread, kept open as gate keeps its own
+    local = threading.local()
 
     def row_for(slug: str):
-        if not hasattr(local, "conn"):
-            local.conn = sqlite3.connect(database, check_same_thread=False)
-            local.conn.row_factory = sqlite3.Row
-        row = local.conn.execute("select * from articles where slug = ?", [slug]).fetchone()
+        """The article row: under /bare/ on a new connection, under /pooled/ on this thread's own."""
+        if request.path.startswith("/pooled/"):
+            if not hasattr(local, "conn"):
+                local.conn = sqlite3.connect(database, check_same_thread=False)
+                local.conn.row_factory = sqlite3.Row
+            row = local.conn.execute("select * from articles where slug = ?", [slug]).fetchone()
+        else:
+            conn = sqlite3.connect(database)
+            conn.row_factory = sqlite3.Row
+            try:
+                row = conn.execute("select * from articles where slug = ?", [slug]).fetchone()
+            finally:
+                conn.close()
         if row is None:
             abort(404)
         return row
@@ -191,6 +206,7 @@ def bare_app(database: str, secret_key: str):
     app.jinja_env.filters["period_phrase"] = lambda period: "this month" if period else ""
 
     @app.get("/bare/articles/<slug>")
+    @app.get("/pooled/articles/<slug>", endpoint="pooled_page")
     def page(slug):
         row, chosen = row_for(slug), view()
         article = article_of(row)
@@ -221,10 +237,12 @@ def bare_app(database: str, secret_key: str):
         return data
 
     @app.get("/bare/api/articles/<slug>")
+    @app.get("/pooled/api/articles/<slug>", endpoint="pooled_api_article")
     def api_article(slug):
         return jsonify(payload(slug, full=False))
 
     @app.post("/bare/api/articles/<slug>/unlock")
+    @app.post("/pooled/api/articles/<slug>/unlock", endpoint="pooled_api_unlock")
     def api_unlock(slug):
         return jsonify({**payload(slug, full=True), "spent": False})
 
@@ -513,16 +531,16 @@ def _fetch(url: str, method: str, headers: dict) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-def check(scenario: Scenario, gate_url: str, bare_url: str, headers: dict) -> dict:
-    """One request to each side first: both must answer 200, and gate as the scenario expects."""
-    status, body = _fetch(gate_url, scenario.method, headers)
-    if status != 200 or scenario.expect.encode() not in body:
-        raise RuntimeError(f"{scenario.name}: gate answered {status} without {scenario.expect!r}:\n"
-                           f"{body[:500]!r}")
-    bare_status, bare_body = _fetch(bare_url, scenario.method, headers)
-    if bare_status != 200:
-        raise RuntimeError(f"{scenario.name}: the bare app answered {bare_status}:\n{bare_body[:500]!r}")
-    return {"gate_bytes": len(body), "bare_bytes": len(bare_body)}
+def check(scenario: Scenario, urls: dict[str, str], headers: dict) -> dict[str, int]:
+    """One request to each side first: all must answer 200, and gate as the scenario expects."""
+    sizes = {}
+    for side, url in urls.items():
+        status, body = _fetch(url, scenario.method, headers)
+        if status != 200 or (side == "gate" and scenario.expect.encode() not in body):
+            raise RuntimeError(f"{scenario.name}: {side} answered {status}"
+                               f"{f' without {scenario.expect!r}' if side == 'gate' else ''}:\n{body[:500]!r}")
+        sizes[side] = len(body)
+    return sizes
 
 
 def _median(values: list[float]) -> float:
@@ -543,42 +561,53 @@ def timed(server: Server, load, url: str, method: str, headers: dict, seconds: f
 
 def measure(scenario: Scenario, sites: dict, headers: dict, load, seconds: float, rounds: int,
             warmup: float) -> dict:
-    """Warm both sides, then alternate gate and bare (AB BA AB …) so drift hits both alike.
+    """Warm every side, then run them in rotating order each round, so drift hits all alike.
 
-    Each round pairs a gate run with the bare run next to it in time; the
-    ratio is the median of the rounds' ratios, which a burst of noise from
-    another process on a shared machine moves less than a ratio of totals.
+    The sides are gate, the bare page (a new SQLite connection per request,
+    as Flask's tutorial writes it) and the pooled bare page (one connection
+    kept per thread, as gate keeps its own). Each round's gate run is divided
+    by the baseline runs next to it in time; a ratio is the median of the
+    rounds' ratios, which a burst of noise from another process on a shared
+    machine moves less than a ratio of totals.
     """
-    urls = {"gate": sites["gate"].url + scenario.gate_path, "bare": sites["bare"].url + scenario.bare_path}
-    sizes = check(scenario, urls["gate"], urls["bare"], headers)
-    for side in ("gate", "bare"):
+    urls = {"gate": sites["gate"].url + scenario.gate_path,
+            "bare": sites["bare"].url + scenario.bare_path,
+            "pooled": sites["bare"].url + scenario.bare_path.replace("/bare/", "/pooled/", 1)}
+    server = {"gate": sites["gate"], "bare": sites["bare"], "pooled": sites["bare"]}
+    sizes = check(scenario, urls, headers)
+    for side in SIDES:
         load(urls[side], scenario.method, headers, warmup)
-    runs: dict[str, list[dict]] = {"gate": [], "bare": []}
+    runs: dict[str, list[dict]] = {side: [] for side in SIDES}
     for number in range(rounds):
-        order = ("gate", "bare") if number % 2 == 0 else ("bare", "gate")
-        for side in order:
-            runs[side].append(timed(sites[side], load, urls[side], scenario.method, headers, seconds))
+        for side in SIDES[number % len(SIDES):] + SIDES[:number % len(SIDES)]:
+            runs[side].append(timed(server[side], load, urls[side], scenario.method, headers, seconds))
     result = {"name": scenario.name, "method": scenario.method, "gate_path": scenario.gate_path,
               "bare_path": scenario.bare_path, "target": scenario.target}
-    for side in ("gate", "bare"):
+    for side in SIDES:
         result[side] = {"rps": round(_median([run["rps"] for run in runs[side]]), 1),
                         "p50_ms": round(_median([run["p50_ms"] for run in runs[side]]), 2),
                         "p99_ms": round(_median([run["p99_ms"] for run in runs[side]]), 2),
                         "requests": sum(run["requests"] for run in runs[side]),
                         "non2xx": sum(run["non2xx"] for run in runs[side]),
                         "errors": sum(run["errors"] for run in runs[side]),
-                        "bytes": sizes[f"{side}_bytes"],
+                        "bytes": sizes[side],
                         "per_cpu_s": round(_median([run["per_cpu_s"] for run in runs[side]]), 1),
                         "runs": [{"rps": round(run["rps"], 1), "worker_cpu_s": run["worker_cpu_s"]}
                                  for run in runs[side]]}
-    pairs = list(zip(runs["gate"], runs["bare"]))
-    ratios = [g["rps"] / max(b["rps"], 1e-9) for g, b in pairs]
-    cpu_ratios = [g["per_cpu_s"] / max(b["per_cpu_s"], 1e-9) for g, b in pairs]
-    result["ratio"] = round(_median(ratios), 3)
-    result["round_ratios"] = [round(ratio, 3) for ratio in ratios]
-    result["cpu_ratio"] = round(_median(cpu_ratios), 3)
-    result["round_cpu_ratios"] = [round(ratio, 3) for ratio in cpu_ratios]
+    for baseline, key in (("bare", "ratio"), ("pooled", "pooled_ratio")):
+        pairs = list(zip(runs["gate"], runs[baseline]))
+        ratios = [g["rps"] / max(b["rps"], 1e-9) for g, b in pairs]
+        cpu_ratios = [g["per_cpu_s"] / max(b["per_cpu_s"], 1e-9) for g, b in pairs]
+        result[key] = round(_median(ratios), 3)
+        result[f"round_{key}s"] = [round(ratio, 3) for ratio in ratios]
+        result[f"cpu_{key}"] = round(_median(cpu_ratios), 3)
+    result["balanced"] = all(_balanced(run["worker_cpu_s"]) for side in SIDES for run in runs[side])
     return result
+
+
+def _balanced(worker_cpu: list[float]) -> bool:
+    """Whether every worker did a fair share of a run (none under half of the busiest)."""
+    return len(worker_cpu) < 2 or min(worker_cpu) >= 0.5 * max(worker_cpu)
 
 
 def worker_connections(connections: int) -> int:
@@ -624,7 +653,7 @@ def run(quick: bool = False, generator: str = "auto", connections: int = 16) -> 
     version = wrk_version() if generator in ("auto", "wrk") else None
     if generator == "wrk" and version is None:
         raise RuntimeError("wrk is not installed (apt-get install wrk), use --generator builtin")
-    seconds, rounds, warmup = (1, 1, 1) if quick else (3, 4, 1)  # wrk counts whole seconds
+    seconds, rounds, warmup = (1, 1, 1) if quick else (2, 6, 1)  # wrk counts whole seconds
     with tempfile.TemporaryDirectory(prefix="gate-httpbench-") as tmp:
         directory = Path(tmp)
         site = prepare_site(directory)
@@ -711,16 +740,18 @@ def profile(requests: int = 300) -> str:
 
 
 def format_table(document: dict) -> str:
-    """One line per scenario: gate and bare throughput and latency, and the ratio."""
-    lines = [f"{'scenario':<38} {'gate rps':>9} {'bare rps':>9} {'ratio':>6} {'target':>6}  "
-             f"{'gate p50/p99 ms':>16} {'bare p50/p99 ms':>16}"]
+    """One line per scenario: throughput of gate and both baselines, the ratios, gate's latency."""
+    lines = [f"{'scenario':<38} {'gate rps':>9} {'bare rps':>9} {'ratio':>6} {'target':>6} "
+             f"{'pooled rps':>10} {'ratio':>6}  {'gate p50/p99 ms':>16}"]
     for row in document["results"]:
-        gate, bare = row["gate"], row["bare"]
+        gate, bare, pooled = row["gate"], row["bare"], row["pooled"]
         target = f"{row['target']:.2f}" if row["target"] else "-"
-        flag = " below target" if row["target"] and row["ratio"] < row["target"] else ""
+        flags = [" below target"] if row["target"] and row["ratio"] < row["target"] else []
+        if not row["balanced"]:
+            flags.append(" (a worker sat idle in some run)")
         lines.append(f"{row['name']:<38} {gate['rps']:>9.0f} {bare['rps']:>9.0f} {row['ratio']:>6.2f} "
-                     f"{target:>6}  {gate['p50_ms']:>7.1f}/{gate['p99_ms']:<8.1f} "
-                     f"{bare['p50_ms']:>7.1f}/{bare['p99_ms']:<8.1f}{flag}")
+                     f"{target:>6} {pooled['rps']:>10.0f} {row['pooled_ratio']:>6.2f}  "
+                     f"{gate['p50_ms']:>7.1f}/{gate['p99_ms']:<8.1f}{''.join(flags)}")
     return "\n".join(lines)
 
 

@@ -135,3 +135,25 @@ def test_preset_change_is_an_event(runner, db):
 
 def test_outbox_when_empty(runner):
     assert "The outbox is empty." in runner.invoke(args=["outbox"]).output
+
+
+def test_serve_passes_its_gunicorn_settings(runner, monkeypatch):
+    from gunicorn.app.base import BaseApplication
+
+    seen = {}
+
+    def run(self):  # instead of serving: what gunicorn was configured with
+        seen.update(workers=self.cfg.workers, threads=self.cfg.threads,
+                    worker_connections=self.cfg.worker_connections, bind=self.cfg.bind)
+
+    monkeypatch.setattr(BaseApplication, "run", run)
+    monkeypatch.setenv("GATE_EVENT_BUFFER", "1")  # serve sets it if unset; this undoes it afterwards
+    result = runner.invoke(args=["serve", "--bind", "127.0.0.1:9", "--workers", "3", "--threads", "2",
+                                 "--worker-connections", "12"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"workers": 3, "threads": 2, "worker_connections": 12, "bind": ["127.0.0.1:9"]}
+
+
+def test_serve_refuses_a_worker_connection_cap_of_zero(runner):
+    result = runner.invoke(args=["serve", "--worker-connections", "0"])
+    assert result.exit_code == 2 and "--worker-connections" in result.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import threading
 
 import pytest
@@ -29,6 +30,33 @@ def test_bare_page_renders_the_same_template_per_tier(bench_site, tier, marker):
     assert page.status_code == 200
     assert marker in text and '<meta name="csrf-token"' in text and "story__body" in text
     assert ('class="story__gated"' in text) is (tier == "subscriber")  # gated text only when full
+
+
+def test_pooled_bare_page_is_the_same_page(bench_site):
+    client = httpbench.bare_app(str(bench_site["database"]), "bench-key").test_client()
+    clock = re.compile(r'<time datetime="[^"]+">[^<]+</time>')  # the masthead's clock ticks between the two
+    for tier in ("anonymous", "registered", "subscriber"):
+        fresh = client.get(f"/bare/articles/{bench_site['page']}?as={tier}")
+        pooled = client.get(f"/pooled/articles/{bench_site['page']}?as={tier}")
+        assert pooled.status_code == 200
+        assert clock.sub("", pooled.get_data(as_text=True)) == clock.sub("", fresh.get_data(as_text=True))
+    assert client.get(f"/pooled/api/articles/{bench_site['page']}").get_json() == \
+        client.get(f"/bare/api/articles/{bench_site['page']}").get_json()
+    assert client.get("/pooled/articles/no-such-article").status_code == 404
+
+
+def test_each_worker_is_capped_near_its_share_of_the_connections():
+    # 2 workers x 4 threads: 16 connections split 8 and 8, plus a thread's worth of headroom
+    assert httpbench.worker_connections(16) == 8 + 4
+    assert httpbench.worker_connections(15) == 8 + 4  # the odd connection still fits
+    assert httpbench.worker_connections(64) * httpbench.WORKERS >= 64
+
+
+def test_a_run_with_an_idle_worker_is_not_balanced():
+    assert httpbench._balanced([2.9, 2.8])
+    assert not httpbench._balanced([3.8, 0.1])
+    assert not httpbench._balanced([3.0, 1.4])
+    assert httpbench._balanced([3.0])  # a single worker is balanced by definition
 
 
 def test_bare_json_and_unlock_answer_like_the_api(bench_site):
@@ -78,9 +106,14 @@ def test_quick_http_bench_writes_ratios(tmp_path, capsys):
     assert sum("article page" in name for name in names) == 3
     assert document["gunicorn"]["workers"] == 2 and document["generator"]
     for row in document["results"]:
-        for side in ("gate", "bare"):
+        for side in ("gate", "bare", "pooled"):
             assert row[side]["requests"] > 0 and row[side]["rps"] > 0, row
             assert row[side]["non2xx"] == 0 and row[side]["errors"] == 0, row
+            # every run records each worker's CPU time, and requests per CPU-second follow from it
+            assert all(len(run["worker_cpu_s"]) == 2 for run in row[side]["runs"]), row
+            assert sum(row[side]["runs"][0]["worker_cpu_s"]) > 0 and row[side]["per_cpu_s"] > 0, row
         assert row["ratio"] > 0 and len(row["round_ratios"]) == document["rounds"]
+        assert row["pooled_ratio"] > 0 and len(row["round_pooled_ratios"]) == document["rounds"]
+        assert isinstance(row["balanced"], bool)
     assert {row["target"] for row in document["results"]} == {0.8, 0.5, None}
     assert "ratio" in capsys.readouterr().out
