@@ -15,7 +15,7 @@ from gate import accounts, create_app, events, mail, newsletter, seed, site, sub
 from gate.web import clockops
 from gate.web import newsletter as web_newsletter
 from gate.clock import Clock, ClockError
-from gate.db import get_db
+from gate.db import close_thread_connections, get_db
 from gate.settings import ConfigError
 from gate.timeutil import parse_duration, parse_moment
 
@@ -434,7 +434,7 @@ def demo(bind, workers):
                        f"{seed.seed_schedule(database, _now(), _tz())} upcoming ones.")
         newsletter.start_schedule(database, site.config(), _now())
         people = seed.seed_demo_accounts(database, site.config(), _now())
-        database.close()
+    close_thread_connections()  # the master keeps no connection into the forked workers
     click.echo(f"\nThe Meridian is at http://{bind}/  (database: {app.config['DATABASE']})")
     click.echo("Demo accounts (log in at /login):")
     for email, password, role in people:

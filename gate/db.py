@@ -114,6 +114,15 @@ def _reuse(path: str) -> sqlite_utils.Database:
     return db
 
 
+def close_thread_connections() -> None:
+    """Close the connections this thread keeps (before serving: each worker opens its own)."""
+    if _threads.pid != os.getpid():
+        return
+    while _threads.open:
+        _, db = _threads.open.popitem()
+        db.close()
+
+
 def get_db() -> sqlite_utils.Database:
     """The request's database connection (this thread's, kept open between requests)."""
     state = g._get_current_object()  # one context lookup; this runs many times a request

@@ -157,3 +157,28 @@ def test_serve_passes_its_gunicorn_settings(runner, monkeypatch):
 def test_serve_refuses_a_worker_connection_cap_of_zero(runner):
     result = runner.invoke(args=["serve", "--worker-connections", "0"])
     assert result.exit_code == 2 and "--worker-connections" in result.output
+
+
+def test_demo_prepares_a_fresh_database_then_serves(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from gate import cli
+    from gate.db import connect
+
+    served = {}
+    monkeypatch.setattr(cli, "_gunicorn", lambda app, bind, workers, threads: served.update(
+        bind=bind, workers=workers, demo=app.config["DEMO"]))
+    database = tmp_path / "fresh.sqlite"
+    monkeypatch.setenv("GATE_DATABASE", str(database))
+    monkeypatch.setenv("GATE_SECRET_KEY", "demo-test-key")
+    for name in ("GATE_DEMO", "GATE_EVENT_BUFFER", "GATE_BASE_URL"):  # demo sets these; undone after
+        monkeypatch.setenv(name, "")
+    result = CliRunner().invoke(main, ["demo", "--bind", "127.0.0.1:5099"])
+    assert result.exit_code == 0, result.output
+    assert "Seeded 14 demo articles" in result.output and "Demo accounts" in result.output
+    assert served == {"bind": "127.0.0.1:5099", "workers": 2, "demo": True}
+    db = connect(database)
+    assert db["articles"].count >= 14 and db["readers"].count >= 3
+    again = CliRunner().invoke(main, ["demo", "--bind", "127.0.0.1:5099"])  # a second start reuses it
+    assert again.exit_code == 0 and "Seeded" not in again.output, again.output
+    assert db["articles"].count == connect(database)["articles"].count
