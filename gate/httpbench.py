@@ -58,13 +58,17 @@ WORKERS, THREADS = 2, 4
 _CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 READER = ("bench-reader@bench.example", "bench-reader-pass")
 SUBSCRIBER = ("bench-subscriber@bench.example", "bench-subscriber-pass")
+#: Every request of the benchmark, set-up and load alike, comes from one browser: a logged-in
+#: session is bound to its user agent, and a request from another agent rewrites the cookie.
+USER_AGENT = "gate-httpbench/1"
 BARE_CSRF = "bare-page-constant-csrf-token-of-a-similar-length-to-a-signed-one.0123456789abcdef"
 
 WRK_SCRIPT = r"""
--- Method, cookie and CSRF header come from the environment; done() prints one JSON line.
+-- Method, user agent, cookie and CSRF header come from the environment; done() prints one JSON line.
 wrk.method = os.getenv("BENCH_METHOD") or "GET"
 if wrk.method == "POST" then wrk.body = "" end
 local cookie, csrf = os.getenv("BENCH_COOKIE"), os.getenv("BENCH_CSRF")
+wrk.headers["User-Agent"] = os.getenv("BENCH_UA")
 if cookie and cookie ~= "" then wrk.headers["Cookie"] = cookie end
 if csrf and csrf ~= "" then wrk.headers["X-CSRFToken"] = csrf end
 
@@ -353,6 +357,7 @@ class Browser:
         self.base = base
         self.jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        self.opener.addheaders = [("User-Agent", USER_AGENT)]
         self.token = ""
 
     def get(self, path: str) -> str:
@@ -378,6 +383,24 @@ class Browser:
         if status != 200:  # the redirect is followed to the front page
             raise RuntimeError(f"benchmark login for {email} answered {status}")
 
+    def settle(self, path: str, tries: int = 3) -> None:
+        """Load ``path`` until the answer sets no cookie: the load then replays a settled session.
+
+        A browser stores each new cookie; the load generators replay one
+        cookie for thousands of requests. Replaying one the site would still
+        rewrite (a first visit's, say) would make every request re-sign and
+        resend the session, which no real reader causes.
+        """
+        for _ in range(tries):
+            with self.opener.open(self.base + path, timeout=10) as answer:
+                text = answer.read().decode()
+                changed = answer.headers.get_all("Set-Cookie")
+            found = _CSRF.search(text)
+            self.token = found.group(1) if found else self.token
+            if not changed:
+                return
+        raise RuntimeError(f"the session cookie still changes after {tries} visits to {path}")
+
     @property
     def cookie(self) -> str:
         return "; ".join(f"{c.name}={c.value}" for c in self.jar)
@@ -387,18 +410,18 @@ def sessions(url: str, page: str, unlocked: str) -> dict[str, dict]:
     """Cookie and CSRF token of an anonymous visitor, a registered reader and a subscriber."""
     found = {}
     anonymous = Browser(url)
-    anonymous.get(f"/articles/{page}")
+    anonymous.settle(f"/articles/{page}")
     found["anonymous"] = {"cookie": anonymous.cookie, "csrf": anonymous.token}
     reader = Browser(url)
     reader.login(*READER)
     reader.get(f"/articles/{unlocked}")
     if reader.post(f"/api/articles/{unlocked}/unlock", headers={"X-CSRFToken": reader.token}) != 200:
         raise RuntimeError("the benchmark reader could not unlock an article")
-    reader.get(f"/articles/{unlocked}")
+    reader.settle(f"/articles/{unlocked}")
     found["registered"] = {"cookie": reader.cookie, "csrf": reader.token}
     subscriber = Browser(url)
     subscriber.login(*SUBSCRIBER)
-    subscriber.get(f"/articles/{page}")
+    subscriber.settle(f"/articles/{page}")
     found["subscriber"] = {"cookie": subscriber.cookie, "csrf": subscriber.token}
     return found
 
@@ -419,7 +442,7 @@ def wrk_version() -> str | None:
 def run_wrk(url: str, method: str, headers: dict, seconds: float, connections: int, script: Path) -> dict:
     """Load ``url`` with wrk for ``seconds``; returns requests, rps and latency percentiles."""
     env = dict(os.environ, BENCH_METHOD=method, BENCH_COOKIE=headers.get("Cookie", ""),
-               BENCH_CSRF=headers.get("X-CSRFToken", ""))
+               BENCH_CSRF=headers.get("X-CSRFToken", ""), BENCH_UA=headers.get("User-Agent", USER_AGENT))
     command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
                "-s", str(script), url]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60)
@@ -521,24 +544,27 @@ def scenarios(page: str, unlocked: str) -> list[Scenario]:
     ]
 
 
-def _fetch(url: str, method: str, headers: dict) -> tuple[int, bytes]:
+def _fetch(url: str, method: str, headers: dict) -> tuple[int, bytes, bool]:
+    """Status, body, and whether the answer set a cookie."""
     request = urllib.request.Request(url, data=b"" if method == "POST" else None, headers=headers,
                                      method=method)
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status, answer.read()
+            return answer.status, answer.read(), bool(answer.headers.get_all("Set-Cookie"))
     except urllib.error.HTTPError as error:
-        return error.code, error.read()
+        return error.code, error.read(), False
 
 
 def check(scenario: Scenario, urls: dict[str, str], headers: dict) -> dict[str, int]:
     """One request to each side first: all must answer 200, and gate as the scenario expects."""
     sizes = {}
     for side, url in urls.items():
-        status, body = _fetch(url, scenario.method, headers)
+        status, body, set_cookie = _fetch(url, scenario.method, headers)
         if status != 200 or (side == "gate" and scenario.expect.encode() not in body):
             raise RuntimeError(f"{scenario.name}: {side} answered {status}"
                                f"{f' without {scenario.expect!r}' if side == 'gate' else ''}:\n{body[:500]!r}")
+        if set_cookie:  # the load replays one cookie: it must be one the site keeps
+            raise RuntimeError(f"{scenario.name}: {side} rewrote the session cookie of a replayed request")
         sizes[side] = len(body)
     return sizes
 
@@ -673,7 +699,7 @@ def run(quick: bool = False, generator: str = "auto", connections: int = 16) -> 
             results = []
             for scenario in scenarios(site["page"], site["unlocked"]):
                 session = cookies[scenario.session]
-                headers = {"Cookie": session["cookie"]}
+                headers = {"Cookie": session["cookie"], "User-Agent": USER_AGENT}
                 if scenario.csrf:
                     headers["X-CSRFToken"] = session["csrf"]
                 results.append(measure(scenario, servers, headers, load, seconds, rounds, warmup))

@@ -97,6 +97,40 @@ def test_builtin_generator_keeps_connections_alive_and_counts():
     assert 0 < result["p50_ms"] <= result["p99_ms"]
 
 
+class _Cookies(_Quiet):
+    """Sets a new cookie on every answer, or (settling) only when the request has none."""
+
+    settling = True
+
+    def do_GET(self):
+        body = b"<p>page</p>"
+        self.send_response(200)
+        if not (self.settling and self.headers.get("Cookie")):
+            self.send_header("Set-Cookie", f"session={self.path}-{id(self)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize("settling", [True, False])
+def test_sessions_are_replayed_only_once_the_site_keeps_their_cookie(settling):
+    handler = type("Handler", (_Cookies,), {"settling": settling})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        browser = httpbench.Browser(f"http://127.0.0.1:{server.server_address[1]}")
+        if settling:
+            browser.settle("/page")
+            assert browser.cookie.startswith("session=")
+        else:
+            with pytest.raises(RuntimeError, match="still changes"):
+                browser.settle("/page")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.slow
 def test_quick_http_bench_writes_ratios(tmp_path, capsys):
     httpbench.main(["--quick", "--out", str(tmp_path)])
