@@ -149,6 +149,28 @@ def test_security_headers(client):
     assert scripts == []  # no inline scripts for the CSP to have to allow
 
 
+def test_pages_stay_out_of_shared_caches_and_views_keep_their_own_headers(app):
+    from flask import make_response
+
+    def own_headers():
+        response = make_response("x")
+        response.headers["Vary"] = "Accept-Language"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    app.add_url_rule("/own-headers", "own_headers", own_headers)
+    page = app.test_client().get(f"/articles/{METERED}")
+    assert page.headers["Cache-Control"] == "private, no-cache" and page.headers["Vary"] == "Cookie"
+    own = app.test_client().get("/own-headers")
+    assert own.headers["Referrer-Policy"] == "no-referrer"  # the view's own, not overwritten
+    assert own.headers.getlist("Referrer-Policy") == ["no-referrer"]  # and not sent twice
+    assert {part.strip() for part in own.headers["Vary"].split(",")} == {"Accept-Language", "Cookie"}
+    assert own.headers["X-Frame-Options"] == "DENY"
+    static = app.test_client().get("/static/site.css")
+    static.close()  # a file response: release the file
+    assert "private" not in static.headers.get("Cache-Control", "") and static.headers["X-Frame-Options"] == "DENY"
+
+
 def test_secure_cookies_when_configured(tmp_path):
     from gate import create_app
 
