@@ -3,6 +3,7 @@ acknowledged write in the database, an intact file and a clean audit."""
 
 from __future__ import annotations
 
+import http.client
 import http.cookiejar
 import os
 import re
@@ -90,8 +91,8 @@ def _reader_traffic(base: str, number: int, slugs: list[str], acked: dict, stop:
                                                             "csrf_token": person.token("/account")})
         if status == 303:
             acked["unsubscribed"].add(email)
-    except (OSError, AttributeError):
-        return  # the server died mid-request: that request was never acknowledged
+    except (OSError, AttributeError, http.client.HTTPException):
+        return  # the server died mid-request or mid-answer: that request was never acknowledged
 
 
 @pytest.mark.slow
