@@ -14,12 +14,16 @@ from __future__ import annotations
 import atexit
 import os
 import queue
+import sqlite3
+import sys
 import threading
+import time
 
 from gate import events
 from gate.db import connect, immediate
 
 FLUSH_SECONDS = 0.05
+RETRY_SECONDS = 1.0
 BATCH = 500
 
 
@@ -32,6 +36,7 @@ class EventWriter:
         self.pid = None
         self.thread = None
         self.lock = threading.Lock()
+        atexit.register(self.flush)  # forked workers inherit it and flush their own queue
 
     def add(self, row: tuple) -> None:
         """Queue one event row (built by gate.events.row); the writer thread starts on first use."""
@@ -43,11 +48,11 @@ class EventWriter:
             return
         with self.lock:
             if self.pid != os.getpid() or not (self.thread and self.thread.is_alive()):
+                if self.pid is not None and self.pid != os.getpid():
+                    self.rows = queue.Queue()  # a forked child: the parent writes what it queued
                 self.pid = os.getpid()
-                self.rows = queue.Queue() if self.thread is not None else self.rows
                 self.thread = threading.Thread(target=self._run, name="gate-events", daemon=True)
                 self.thread.start()
-                atexit.register(self.flush)
 
     def _drain(self) -> list:
         batch = []
@@ -69,8 +74,16 @@ class EventWriter:
                 first = self.rows.get(timeout=1.0)
             except queue.Empty:
                 continue
-            threading.Event().wait(FLUSH_SECONDS)  # let the batch fill
-            self._write(db, [first, *self._drain()])
+            time.sleep(FLUSH_SECONDS)  # let the batch fill
+            batch = [first, *self._drain()]
+            while True:  # a failed write is retried, never dropped and never the thread's end
+                try:
+                    self._write(db, batch)
+                    break
+                except sqlite3.Error as error:
+                    print(f"gate: could not write {len(batch)} view events ({error}); retrying",
+                          file=sys.stderr, flush=True)
+                    time.sleep(RETRY_SECONDS)
 
     def flush(self) -> int:
         """Write everything queued now (at exit, and in tests); returns how many."""
