@@ -22,6 +22,14 @@ AccessClass = Literal["metered", "free", "premium"]
 TIERS: tuple[Tier, ...] = ("anonymous", "registered", "subscriber")
 
 
+def unique_ids(items: list, what: str) -> list:
+    """``items`` unchanged if their ids are unique (things are referred to by id), else ValueError."""
+    ids = [item.id for item in items]
+    if len(ids) != len(set(ids)):
+        raise ValueError(f"{what} must be unique, got {ids}")
+    return items
+
+
 class _Strict(BaseModel):
     """Base for rule models: unknown keys are errors, values are immutable."""
 
@@ -112,10 +120,7 @@ class Rules(_Strict):
     @classmethod
     def _unique_experiments(cls, value):
         """Experiments are reported by id, so ids must be unique within a preset."""
-        ids = [experiment.id for experiment in value]
-        if len(ids) != len(set(ids)):
-            raise ValueError(f"experiment ids must be unique, got {ids}")
-        return value
+        return unique_ids(value, "experiment ids")
 
     @field_validator("timezone")
     @classmethod

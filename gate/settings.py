@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gate import periods
-from gate.paywall import Rules
+from gate.paywall import Rules, unique_ids
 from gate.resources import resource_dir
 
 
@@ -124,10 +124,7 @@ class Site(_Strict):
     @classmethod
     def _unique_ids(cls, items):
         """Plans and lists are referred to by id, so ids must be unique."""
-        ids = [item.id for item in items]
-        if len(ids) != len(set(ids)):
-            raise ValueError(f"ids must be unique, got {ids}")
-        return items
+        return unique_ids(items, "ids")
 
 
 def _explain(path: Path, error: ValidationError) -> str:

@@ -67,12 +67,16 @@ def unlock(slug: str):
     return redirect(url_for("reading.article", slug=slug), code=303)
 
 
+def _xml_listing(template: str, limit: int, content_type: str):
+    """The newest published articles through an XML template (titles and links, never text)."""
+    xml = render_template(template, items=access.latest(limit=limit))
+    return xml, 200, {"Content-Type": f"{content_type}; charset=utf-8"}
+
+
 @bp.get("/sitemap.xml")
 def sitemap():
     """Every published article's URL and date: never any text."""
-    items = access.latest(limit=5000)
-    xml = render_template("sitemap.xml", items=items)
-    return xml, 200, {"Content-Type": "application/xml; charset=utf-8"}
+    return _xml_listing("sitemap.xml", 5000, "application/xml")
 
 
 @bp.get("/articles/<slug>.json")
@@ -86,9 +90,7 @@ def article_json(slug: str):
 @bp.get("/feed.xml")
 def feed():
     """An RSS feed of titles and deks: never any body text."""
-    items = access.latest(limit=30)
-    xml = render_template("feed.xml", items=items)
-    return xml, 200, {"Content-Type": "application/rss+xml; charset=utf-8"}
+    return _xml_listing("feed.xml", 30, "application/rss+xml")
 
 
 @bp.get("/search")
