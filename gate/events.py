@@ -7,6 +7,7 @@ only a log line. Each type is declared once, with what it means.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import datetime
 
@@ -36,9 +37,10 @@ TYPES = {
 }
 
 
-#: Tags added to every event recorded in the current context (the web request's
-#: experiment variants), so funnels can be split by variant.
-TAGS: ContextVar[dict] = ContextVar("gate_event_tags", default={})
+#: Tags added to every event recorded in the current context, so funnels can be
+#: split by experiment variant: a dict, or (in a web request) a function that
+#: works them out when the first event needs them.
+TAGS: ContextVar[dict | Callable[[], dict]] = ContextVar("gate_event_tags", default={})
 
 
 class UnknownEvent(ValueError):
@@ -60,7 +62,8 @@ def row(
     """One event as the values of INSERT, tagged with the context's tags."""
     if type not in TYPES:
         raise UnknownEvent(type)
-    data = {**TAGS.get(), **data}
+    tags = TAGS.get()
+    data = {**(tags() if callable(tags) else tags), **data}
     return (to_iso(at), type, reader_id, visitor_id, slug, json.dumps(data, default=str))
 
 

@@ -97,8 +97,13 @@ def variants() -> dict[str, str]:
         active = [exp for exp in base_rules().experiments if exp.active]
         unit = experiment_unit() if active else None
         state.variants = {exp.id: experiments.assign(exp, unit).id for exp in active}
-        events.TAGS.set({"variants": state.variants} if state.variants else {})
     return state.variants
+
+
+def _variant_tags() -> dict:
+    """The tags of an event recorded in this request: the viewer's experiment variants."""
+    chosen = variants()
+    return {"variants": chosen} if chosen else {}
 
 
 def rules() -> Rules:
@@ -192,8 +197,13 @@ def forget_rules() -> None:
         g.pop(key, None)
 
 
+def tag_request_events() -> None:
+    """Every event this request records carries the viewer's variants, whatever the view."""
+    events.TAGS.set(_variant_tags)
+
+
 def reset_request_state() -> None:
-    """Start each request with no event tags (contexts may be reused)."""
+    """End each request with no event tags (contexts may be reused)."""
     events.TAGS.set({})
 
 

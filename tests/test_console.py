@@ -212,7 +212,7 @@ def test_experiment_assignment_is_sticky_across_login_and_tagged(app, runner, db
     runner.invoke(args=["preset", "use", "metered-ab"])
     person = Reader(app.test_client())
     before = person.article(METERED)
-    person.signup("ab@example.com")
+    person.signup("ab@example.com", "ab-password-1")
     after = person.article(METERED)
     tags = [json.loads(row[0]).get("variants") for row in db.execute("select data from events where type in"
                                                                       " ('article_view', 'signup') order by id")]
@@ -224,6 +224,33 @@ def test_experiment_assignment_is_sticky_across_login_and_tagged(app, runner, db
     again.post("/login/magic", {"email": "ab@example.com"})
     unit = db.execute("select experiment_unit from readers where email = 'ab@example.com'").fetchone()[0]
     assert unit.startswith("visitor:")
+
+    def last_view_variant():
+        row = db.execute("select data from events where type = 'article_view' order by id desc limit 1").fetchone()
+        return json.loads(row[0])["variants"]["gate-pressure"]
+
+    for _ in range(40):  # another browser, as a visitor first in the other arm
+        other = Reader(app.test_client())
+        other.article(METERED)
+        if last_view_variant() != variant:
+            break
+    assert last_view_variant() != variant
+    assert other.login("ab@example.com", "ab-password-1").status_code == 303
+    other.article(METERED)
+    assert last_view_variant() == variant  # signed in, the reader is back in their own arm
+
+
+def test_every_event_of_a_request_carries_the_viewers_variant(app, runner, db):
+    from tests.test_subscribe import pay
+
+    runner.invoke(args=["preset", "use", "metered-ab"])
+    person = Reader(app.test_client())
+    person.signup("abpay@example.com")
+    assert pay(person).status_code == 303  # the checkout POST renders no page before its events
+    tags = {row[0]: json.loads(row[1]).get("variants") for row in db.execute(
+        "select type, data from events where type in ('signup', 'subscription_changed')")}
+    assert set(tags) == {"signup", "subscription_changed"}
+    assert tags["subscription_changed"] == tags["signup"] and tags["signup"]["gate-pressure"]
 
 
 def test_experiments_page_reports_variants(admin, app, runner, db):

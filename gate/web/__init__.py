@@ -111,7 +111,7 @@ def init_app(app) -> None:
         app.register_blueprint(module.bp)
     app.register_error_handler(HTTPException, _error)
     app.register_error_handler(CSRFError, _csrf_error)
-    app.before_request(site.reset_request_state)
+    app.before_request(site.tag_request_events)
     app.teardown_request(lambda error=None: site.reset_request_state())
     app.after_request(_response_headers)
     app.after_request(site.write_porous_cookie)
