@@ -27,13 +27,13 @@ def sign(secret_key: str, purpose: str, payload) -> str:
     return serializer(secret_key, purpose).dumps(payload)
 
 
-def load(secret_key: str, purpose: str, token: str):
-    """The payload of a valid, unexpired token, else None.
+def load(secret_key: str, purpose: str, token: str, max_age: int | None = None):
+    """The payload of a valid token younger than ``max_age`` seconds (the purpose's default), else None.
 
     Expiry is real (wall-clock) time, checked by itsdangerous: a signed link
     is a credential, and moving the simulated clock must not extend it.
     """
     try:
-        return serializer(secret_key, purpose).loads(token, max_age=PURPOSES[purpose])
+        return serializer(secret_key, purpose).loads(token, max_age=max_age or PURPOSES[purpose])
     except BadData:
         return None

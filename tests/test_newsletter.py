@@ -91,6 +91,22 @@ def test_double_opt_in_survives_a_prefetching_scanner(reader, client, db, app):
     assert db.execute("select email_verified_at from readers where email = 'scanned@example.com'").fetchone()[0]
 
 
+def test_confirmation_link_lasts_the_configured_days(reader, db, app, monkeypatch):
+    import time_machine
+
+    cfg = app.extensions["gate.config"]
+    mail = cfg.site.mail.model_copy(update={"confirm_days": 2})
+    monkeypatch.setattr(cfg, "site", cfg.site.model_copy(update={"mail": mail}))
+    with time_machine.travel("2026-11-28 17:00:00+00:00", tick=False):
+        signup_with_list(reader, "late@example.com")
+        signup_with_list(Reader(app.test_client()), "prompt@example.com")
+    with time_machine.travel("2026-11-30 16:59:00+00:00", tick=False):  # inside the two days
+        assert reader.post(confirm_path(db, "prompt@example.com")).status_code == 200
+    with time_machine.travel("2026-11-30 17:01:00+00:00", tick=False):  # two days and a minute later
+        assert reader.post(confirm_path(db, "late@example.com")).status_code == 400
+    assert status(db, "prompt@example.com") == "active" and status(db, "late@example.com") == "pending"
+
+
 def test_tampered_confirmation_link_is_refused(reader, db):
     signup_with_list(reader, "tamper@example.com")
     path = confirm_path(db, "tamper@example.com")
@@ -367,5 +383,6 @@ def test_a_backlog_issue_never_goes_to_a_reader_who_joined_after_it(app, runner,
     late = Reader(app.test_client())
     signup_with_list(late, "late@example.com")
     late.post(confirm_path(db, "late@example.com"))
-    runner.invoke(args=["newsletter", "schedule"])
+    result = runner.invoke(args=["newsletter", "schedule"])
+    assert result.exit_code == 0 and re.search(r"[1-9]\d* issue\(s\) sent", result.output), result.output
     assert last_mail(db, "late@example.com", "newsletter:meridian-weekly") is None

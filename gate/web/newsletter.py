@@ -150,7 +150,8 @@ def _change(list_id: str, action: str | None, now) -> None:
 @bp.route("/newsletter/confirm/<token>", methods=["GET", "POST"])
 def confirm(token: str):
     """GET shows a button (mail scanners prefetch links); only the POST confirms."""
-    data = tokens.load(current_app.secret_key, "newsletter-confirm", token)
+    data = tokens.load(current_app.secret_key, "newsletter-confirm", token,
+                       max_age=site.config().site.mail.confirm_days * 24 * 3600)
     if not isinstance(data, dict) or not isinstance(data.get("l"), list):
         return render_template("newsletter_link_invalid.html"), 400
     cfg = site.config()
