@@ -167,7 +167,10 @@ def readers_list():
 def readers_comp(email, until):
     """Grant complimentary full access until a date (or remove it with --until never)."""
     database = get_db()
-    reader = accounts.by_email(database, email.strip().lower())
+    try:
+        reader = accounts.by_email(database, accounts.normalize_email(email))
+    except accounts.AccountError as error:
+        raise click.ClickException(str(error)) from None
     if reader is None:
         raise click.ClickException(f"no account for {email}")
     try:

@@ -228,8 +228,19 @@ def test_comp_grants_then_expires(reader, runner, clock):
     assert reader.meter()["tier"] == "registered"
 
 
+def test_comp_finds_the_account_as_typed_and_never_removes_it(reader, runner):
+    reader.signup("guest@example.com")
+    granted = runner.invoke(args=["readers", "comp", "  Guest@EXAMPLE.com ", "--until", "2026-12-15"])
+    assert granted.exit_code == 0, granted.output
+    assert reader.meter()["tier"] == "subscriber"
+    removed = runner.invoke(args=["readers", "comp", "guest@example.com", "--until", "never"])
+    assert removed.exit_code == 0, removed.output
+    assert reader.meter()["tier"] == "registered"
+
+
 @pytest.mark.parametrize("args, message", [
     (["readers", "comp", "nobody@example.com", "--until", "2027-01-01"], "no account"),
+    (["readers", "comp", "not an address", "--until", "2027-01-01"], "email address"),
     (["readers", "comp", "guest@example.com", "--until", "2020-01-01"], "must be in the future"),
     (["readers", "comp", "guest@example.com", "--until", "someday"], "not a date"),
 ])
