@@ -111,17 +111,19 @@ def bench_page(n: int) -> dict:
 
 
 def bench_seed(n: int) -> dict:
-    """Seeding n synthetic articles vs inserting the same rows with bare sqlite3."""
+    """`gate db seed --synthetic n` (writing the articles and inserting them) vs a bare insert of ready rows."""
+    from gate import seed
+
     rows = list(synthetic_articles(n, ["A", "B", "C"], NOW))
     with tempfile.TemporaryDirectory() as tmp:
         db = open_site_db(Path(tmp) / "seed.sqlite")
         start = time.perf_counter()
-        db["articles"].insert_all(synthetic_articles(n, ["A", "B", "C"], NOW), batch_size=1000)
+        seed.seed_synthetic(db, n, ["A", "B", "C"], NOW)
         gate_s = time.perf_counter() - start
         db.close()
         db = open_site_db(Path(tmp) / "seed-memory.sqlite")  # memory, measured apart: tracing is slow
         tracemalloc.start()
-        db["articles"].insert_all(synthetic_articles(n, ["A", "B", "C"], NOW), batch_size=1000)
+        seed.seed_synthetic(db, n, ["A", "B", "C"], NOW)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         bare = sqlite3.connect(Path(tmp) / "bare.sqlite")
@@ -148,11 +150,11 @@ def _percentile(values: list[float], share: float) -> float:
 
 def bench_search(n: int, rounds: int) -> list[dict]:
     """Archive search on an n-article library (p50/p95) vs the bare FTS5 query it wraps."""
-    from gate import search
+    from gate import search, seed
 
     with tempfile.TemporaryDirectory() as tmp:
         db = open_site_db(Path(tmp) / "search.sqlite")
-        db["articles"].insert_all(synthetic_articles(n, ["A", "B", "C"], NOW), batch_size=1000)
+        seed.seed_synthetic(db, n, ["A", "B", "C"], NOW)
         bare_sql = ("select rowid from articles_fts where articles_fts match ?"
                     " order by rank limit 10")
         timings = {"gate": [], "bare": []}
