@@ -123,6 +123,26 @@ def test_explain_for_every_reason_code(app, runner, db):
     seen = {data["reason"] for data, _, _ in cases}
     assert seen == {"registration_required", "free_article", "premium_only", "meter_available",
                     "already_unlocked", "meter_exhausted", "subscriber", "subscribers_only", "tier_unlimited"}
+    assert seen == engine_reason_codes()  # every code decide() can give, read from its source
+
+
+def engine_reason_codes() -> set[str]:
+    """The reason codes written in paywall.decide: verdict()'s second argument, and `reason = a if … else b`."""
+    import ast
+    import inspect
+
+    from gate import paywall
+
+    codes = set()
+    for node in ast.walk(ast.parse(inspect.getsource(paywall.decide))):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "verdict":
+            choices = [node.args[1]]
+        elif isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "reason" for t in node.targets):
+            choices = [node.value.body, node.value.orelse] if isinstance(node.value, ast.IfExp) else [node.value]
+        else:
+            continue
+        codes |= {choice.value for choice in choices if isinstance(choice, ast.Constant)}
+    return codes
 
 
 def test_explain_names_the_window_in_the_site_time_zone(reader):

@@ -38,18 +38,22 @@ def _state(app, runner, db, name):
         for slug in metered_slugs(db, 4)[1:]:
             person.unlock(slug)
     elif name == "lapsed":
-        runner.invoke(args=["readers", "add", "lapsed@example.com", "--password", "lapsed-pass-1", "--subscriber"])
+        assert runner.invoke(args=["readers", "add", "lapsed@example.com", "--password", "lapsed-pass-1",
+                                   "--subscriber"]).exit_code == 0
         db.execute("update subscriptions set status = 'canceled', ended_at = '2026-11-01T00:00:00.000000+00:00'")
         person.login("lapsed@example.com", "lapsed-pass-1")
         for slug in metered_slugs(db, 4)[1:]:
             person.unlock(slug)
     elif name == "past-grace":
-        runner.invoke(args=["readers", "add", "grace@example.com", "--password", "grace-pass-1", "--subscriber"])
+        assert runner.invoke(args=["readers", "add", "grace@example.com", "--password", "grace-pass-1",
+                                   "--subscriber"]).exit_code == 0
         db.execute("update subscriptions set status = 'past_due', past_due_since = '2026-11-01T00:00:00.000000+00:00',"
                    " next_retry_at = '2027-01-01T00:00:00.000000+00:00'")
         person.login("grace@example.com", "grace-pass-1")
         for slug in metered_slugs(db, 4)[1:]:
             person.unlock(slug)
+    if name != "anonymous":  # signed in, without full access: the state the leak checks need
+        assert person.meter()["tier"] == "registered", name
     return person, metered_slugs(db, 4)[0]
 
 
