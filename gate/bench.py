@@ -143,7 +143,8 @@ QUERIES = ("trade policy", "border", "inflation reserve", "treaty summit", "grid
            "drought", "coalition mandate", "\"export pipeline\"", "bond")
 
 
-def _percentile(values: list[float], share: float) -> float:
+def percentile(values: list[float], share: float) -> float:
+    """The value below which ``share`` of ``values`` fall (nearest rank)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
@@ -168,8 +169,8 @@ def bench_search(n: int, rounds: int) -> list[dict]:
                 timings["bare"].append(time.perf_counter() - start)
         db.close()
     return [
-        {"name": f"search {name} ({n} articles)", "gate_s": _percentile(timings["gate"], share),
-         "baseline_s": _percentile(timings["bare"], share)}
+        {"name": f"search {name} ({n} articles)", "gate_s": percentile(timings["gate"], share),
+         "baseline_s": percentile(timings["bare"], share)}
         for name, share in (("p50", 0.5), ("p95", 0.95))
     ]
 

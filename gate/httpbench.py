@@ -35,8 +35,8 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,6 +51,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import psutil
+
+from gate.bench import percentile
+from gate.loadtest.run import free_port, gate_command
+from gate.periods import period_window
 
 UTC = timezone.utc
 SIDES = ("gate", "bare", "pooled")
@@ -107,7 +111,7 @@ def _bare_views(cfg, now: datetime) -> dict[str, SimpleNamespace]:
     rules = cfg.preset(site_info.default_preset)
     nothing = SimpleNamespace(used=0, limit=0, remaining=0, resets_at=None, period=None)
     quota = SimpleNamespace(used=1, limit=3, remaining=2, period="month",
-                            resets_at=datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC))
+                            resets_at=period_window("month", now, rules.tz).end)
     unlimited = SimpleNamespace(used=0, limit=None, remaining=None, resets_at=None, period=None)
     anonymous = SimpleNamespace(is_authenticated=False, is_admin=False, email=None)
 
@@ -264,12 +268,6 @@ def serve_bare() -> None:
 # --- the servers ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Server:
     """A gunicorn process on a free loopback port, its output in a log file."""
 
@@ -315,16 +313,11 @@ class Server:
         self._log.close()
 
 
-def _gate_command() -> list[str]:
-    script = Path(sys.executable).with_name("gate")
-    return [str(script)] if script.exists() else [sys.executable, "-c", "from gate.cli import main; main()"]
-
-
 def prepare_site(directory: Path) -> dict:
     """A seeded database with a reader and a subscriber, and a copy for the bare app."""
     from gate import accounts, seed, subscriptions
     from gate.clock import Clock
-    from gate.db import open_site_db
+    from gate.db import backup, open_site_db
     from gate.settings import Config
 
     database = directory / "gate.sqlite"
@@ -337,10 +330,7 @@ def prepare_site(directory: Path) -> dict:
         accounts.create(db, READER[0], READER[1], now)
         reader = accounts.create(db, SUBSCRIBER[0], SUBSCRIBER[1], now)
         subscriptions.grant(db, cfg, reader.id, cfg.site.plans[0].id, now, by="bench")
-        # The bare app reads its own copy: a shared file would make it checkpoint gate's WAL.
-        copy = sqlite3.connect(directory / "bare.sqlite")
-        db.conn.backup(copy)
-        copy.close()
+        backup(db, directory / "bare.sqlite")  # the bare app's own copy: a shared file would checkpoint gate's WAL
         slugs = [row[0] for row in db.execute(
             "select slug from articles where access_class = 'metered' and slug not like 'synthetic-%'"
             " order by published_at desc limit 2")]
@@ -456,10 +446,6 @@ def run_wrk(url: str, method: str, headers: dict, seconds: float, connections: i
             "p99_ms": data["p99_us"] / 1000, "non2xx": data["non2xx"], "errors": data["errors"]}
 
 
-def _percentile(ordered: list[float], share: float) -> float:
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
-
-
 def generate(spec: dict) -> dict:
     """The built-in generator: keep-alive http.client loops in threads, for spec['seconds']."""
     parts = urllib.parse.urlsplit(spec["url"])
@@ -505,7 +491,7 @@ def generate(spec: dict) -> dict:
     elapsed = time.perf_counter() - began
     ordered = sorted(x for chunk in latencies for x in chunk)
     return {"requests": len(ordered), "seconds": round(elapsed, 3), "rps": len(ordered) / elapsed,
-            "p50_ms": _percentile(ordered, 0.5) * 1000, "p99_ms": _percentile(ordered, 0.99) * 1000,
+            "p50_ms": percentile(ordered, 0.5) * 1000, "p99_ms": percentile(ordered, 0.99) * 1000,
             **counts}
 
 
@@ -569,12 +555,6 @@ def check(scenario: Scenario, urls: dict[str, str], headers: dict) -> dict[str, 
     return sizes
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def timed(server: Server, load, url: str, method: str, headers: dict, seconds: float) -> dict:
     """One load run, with the CPU time the server's workers spent on it."""
     before = server.worker_cpu()
@@ -610,23 +590,23 @@ def measure(scenario: Scenario, sites: dict, headers: dict, load, seconds: float
     result = {"name": scenario.name, "method": scenario.method, "gate_path": scenario.gate_path,
               "bare_path": scenario.bare_path, "target": scenario.target}
     for side in SIDES:
-        result[side] = {"rps": round(_median([run["rps"] for run in runs[side]]), 1),
-                        "p50_ms": round(_median([run["p50_ms"] for run in runs[side]]), 2),
-                        "p99_ms": round(_median([run["p99_ms"] for run in runs[side]]), 2),
+        result[side] = {"rps": round(statistics.median([run["rps"] for run in runs[side]]), 1),
+                        "p50_ms": round(statistics.median([run["p50_ms"] for run in runs[side]]), 2),
+                        "p99_ms": round(statistics.median([run["p99_ms"] for run in runs[side]]), 2),
                         "requests": sum(run["requests"] for run in runs[side]),
                         "non2xx": sum(run["non2xx"] for run in runs[side]),
                         "errors": sum(run["errors"] for run in runs[side]),
                         "bytes": sizes[side],
-                        "per_cpu_s": round(_median([run["per_cpu_s"] for run in runs[side]]), 1),
+                        "per_cpu_s": round(statistics.median([run["per_cpu_s"] for run in runs[side]]), 1),
                         "runs": [{"rps": round(run["rps"], 1), "worker_cpu_s": run["worker_cpu_s"]}
                                  for run in runs[side]]}
     for baseline, key in (("bare", "ratio"), ("pooled", "pooled_ratio")):
         pairs = list(zip(runs["gate"], runs[baseline]))
         ratios = [g["rps"] / max(b["rps"], 1e-9) for g, b in pairs]
         cpu_ratios = [g["per_cpu_s"] / max(b["per_cpu_s"], 1e-9) for g, b in pairs]
-        result[key] = round(_median(ratios), 3)
+        result[key] = round(statistics.median(ratios), 3)
         result[f"round_{key}s"] = [round(ratio, 3) for ratio in ratios]
-        result[f"cpu_{key}"] = round(_median(cpu_ratios), 3)
+        result[f"cpu_{key}"] = round(statistics.median(cpu_ratios), 3)
     result["balanced"] = all(_balanced(run["worker_cpu_s"]) for side in SIDES for run in runs[side])
     return result
 
@@ -653,9 +633,9 @@ def start_servers(directory: Path, site: dict, connections: int) -> dict[str, Se
     secret = secrets.token_hex(32)
     env = {key: value for key, value in os.environ.items() if not key.startswith("GATE_")}
     env.update(GATE_DATABASE=str(site["database"]), GATE_SECRET_KEY=secret, GATE_RATE_LIMITS="off")
-    gate_port, bare_port = _free_port(), _free_port()
+    gate_port, bare_port = free_port(), free_port()
     servers = {
-        "gate": Server([*_gate_command(), "serve", "--bind", f"127.0.0.1:{gate_port}",
+        "gate": Server([*gate_command(), "serve", "--bind", f"127.0.0.1:{gate_port}",
                         "--workers", str(WORKERS), "--threads", str(THREADS),
                         "--worker-connections", str(worker_connections(connections))],
                        env, directory / "gate.log", gate_port),

@@ -26,7 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from gate import billing, experiments, periods, personas, seed
+from gate import billing, experiments, periods, personas, seed, subscriptions
 from gate.paywall import Rules
 from gate.timeutil import from_iso
 
@@ -176,8 +176,7 @@ class History:
 
     def __init__(self, db, cfg) -> None:
         self.db, self.cfg = db, cfg
-        self.policy = billing.Policy(tuple(cfg.site.billing.retry_days), cfg.site.billing.grace_days,
-                                     cfg.site.billing.on_retries_exhausted)
+        self.policy = subscriptions.policy(cfg)
         self.events = self._load_events()
         self.by_type: dict[str, list[Event]] = defaultdict(list)
         for event in self.events:
@@ -485,9 +484,7 @@ def check_access(db, cfg, history: History | None = None) -> list[Violation]:
     """Every full-access view has a justification the records bear out."""
     history = history or History(db, cfg)
     found = []
-    for view in history.by_type["article_view"]:
-        if view.data.get("access") != "full":
-            continue
+    for view in history.by_type["article_view"]:  # only full-access views are loaded
         name = view.data.get("preset")
         variants = history.rules_variants(name) if name else [
             rules for n in history.presets.at(view.at) for rules in history.rules_variants(n)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import tempfile
@@ -75,10 +74,8 @@ def check_host(host: str | None, allow_remote: bool) -> str | None:
     return host
 
 
-def audit_database(path: Path) -> list | None:
-    """The invariant audit's violations for a site database; None if the audit is not installed."""
-    if importlib.util.find_spec("gate.loadtest.audit") is None:
-        return None
+def audit_database(path: Path) -> list:
+    """The invariant audit's violations for a site database."""
     from gate.db import open_site_db
     from gate.loadtest import audit
     from gate.settings import Config
@@ -138,9 +135,6 @@ def _audit(database: Path | None) -> list[str]:
         click.echo("Audit: skipped (give --database with --host to audit that site).")
         return []
     violations = audit_database(database)
-    if violations is None:
-        click.echo("Audit: skipped (gate.loadtest.audit is not installed).")
-        return []
     if not violations:
         click.echo("Audit: clean, no invariant violations.")
         return []

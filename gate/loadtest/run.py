@@ -25,7 +25,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -73,15 +73,12 @@ class EndpointStats:
 class Result:
     """What a run produced: statistics, failures by kind, report files and the database."""
 
-    host: str
     database: Path | None
     endpoints: list[EndpointStats]
     total: EndpointStats
     failures: list[dict]
     exceptions: int
     files: list[Path]
-    returncode: int
-    seeded: dict = field(default_factory=dict)
     server_log: dict | None = None  # from the log of a site started here (see read_server_log)
 
     def count(self, kind: str) -> int:
@@ -164,7 +161,7 @@ def gate_command() -> list[str]:
     return [sys.executable, "-c", "from gate.cli import main; main()"]
 
 
-def seed_site(database: Path, synthetic: int, subscribers: int) -> dict:
+def seed_site(database: Path, synthetic: int, subscribers: int) -> None:
     """Seed a site as `gate db seed --synthetic N` and `gate readers add … --subscriber` do."""
     from gate import accounts, events, newsletter, seed, subscriptions
     from gate.clock import Clock
@@ -175,20 +172,19 @@ def seed_site(database: Path, synthetic: int, subscribers: int) -> dict:
     db = open_site_db(database)
     try:
         now = Clock(db).now()
-        counts = {"articles": seed.seed_articles(db),
-                  "upcoming": seed.seed_schedule(db, now, cfg.preset(cfg.site.site.default_preset).tz)}
+        seed.seed_articles(db)
+        seed.seed_schedule(db, now, cfg.preset(cfg.site.site.default_preset).tz)
         newsletter.start_schedule(db, cfg, now)
-        counts["synthetic"] = seed.seed_synthetic(db, synthetic, cfg.site.site.sections, now) if synthetic else 0
-        counts["demo_accounts"] = len(seed.seed_demo_accounts(db, cfg, now))
+        if synthetic:
+            seed.seed_synthetic(db, synthetic, cfg.site.site.sections, now)
+        seed.seed_demo_accounts(db, cfg, now)
         for n in range(subscribers):
             email, password = subscriber_account(n)
             reader = accounts.create(db, email, password, now)
             events.record(db, "signup", now, reader_id=reader.id, source="loadtest")
             subscriptions.grant(db, cfg, reader.id, cfg.site.plans[0].id, now, by="loadtest")
-        counts["subscribers"] = subscribers
     finally:
         db.close()
-    return counts
 
 
 class Site:
@@ -284,8 +280,8 @@ def locust_command(plan: Plan, host: str, out: Path) -> list[str]:
     ]
 
 
-def run_locust(plan: Plan, host: str) -> tuple[int, Path]:
-    """Run Locust to completion (bounded by the plan's duration); returns its exit code and log."""
+def run_locust(plan: Plan, host: str) -> int:
+    """Run Locust to completion (bounded by the plan's duration); returns its exit code."""
     out = Path(plan.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f"{CSV_PREFIX}_*.csv"):
@@ -305,7 +301,7 @@ def run_locust(plan: Plan, host: str) -> tuple[int, Path]:
                 process.kill()
                 process.wait()
             raise
-    return returncode, log
+    return returncode
 
 
 def _number(text: str) -> float | None:
@@ -349,7 +345,7 @@ def read_failures(out: Path) -> tuple[list[dict], int]:
     return failures, exceptions
 
 
-def collect(plan: Plan, host: str, database: Path | None, returncode: int, seeded: dict) -> Result:
+def collect(plan: Plan, database: Path | None, returncode: int) -> Result:
     """Read the reports Locust wrote into a :class:`Result`."""
     out = Path(plan.out)
     if not (out / f"{CSV_PREFIX}_stats.csv").exists():
@@ -358,23 +354,21 @@ def collect(plan: Plan, host: str, database: Path | None, returncode: int, seede
     endpoints, total = read_stats(out)
     failures, exceptions = read_failures(out)
     files = sorted(out.glob(f"{CSV_PREFIX}_*.csv")) + [out / HTML_REPORT]
-    return Result(host=host, database=database, endpoints=endpoints, total=total, failures=failures,
-                  exceptions=exceptions, files=[f for f in files if f.exists()],
-                  returncode=returncode, seeded=seeded)
+    return Result(database=database, endpoints=endpoints, total=total, failures=failures,
+                  exceptions=exceptions, files=[f for f in files if f.exists()])
 
 
 def run_loadtest(plan: Plan, workdir: Path) -> Result:
     """Run ``plan``: against plan.host, or a fresh seeded site in ``workdir`` (kept for the audit)."""
     if plan.host:
-        returncode, _ = run_locust(plan, plan.host)
-        return collect(plan, plan.host, None, returncode, {})
+        return collect(plan, None, run_locust(plan, plan.host))
     site = Site(workdir, workers=plan.workers, preset=plan.preset, rate_limits=plan.rate_limits)
-    seeded = seed_site(site.database, plan.synthetic, plan.subscribers)
+    seed_site(site.database, plan.synthetic, plan.subscribers)
     with site:
-        returncode, _ = run_locust(plan, site.url)
+        returncode = run_locust(plan, site.url)
         if site.process.poll() is not None:
             raise RuntimeError(f"the site stopped during the load test:\n{site.log_tail()}")
-    result = collect(plan, site.url, site.database, returncode, seeded)
+    result = collect(plan, site.database, returncode)
     result.server_log = read_server_log(site.log_path)
     return result
 

@@ -223,7 +223,7 @@ class PresetRun:
         """Renewals first, then every visit of the day, then the day's row."""
         now = self.moment(day.index)
         before = self.tally.snapshot()
-        self._renewals(day, now)
+        self._renewals(day)
         self._prune(now)
         self._visits(day, now)
         change = dict(zip(Tally.DAILY, (a - b for a, b in zip(self.tally.snapshot(), before))))
@@ -335,7 +335,7 @@ class PresetRun:
         if self.tier[reader] == REGISTERED:
             chance = min(1.0, chance * self.lift)
         if dice < chance:
-            self._subscribe(day, reader, article.slug, now)
+            self._subscribe(day, reader, article.slug)
             self._view(day, reader, article, dice / chance, now)  # checkout returns to the article
             return
         dice = (dice - chance) / (1.0 - chance)
@@ -360,7 +360,7 @@ class PresetRun:
 
     # --- money ----------------------------------------------------------------
 
-    def _subscribe(self, day: int, reader: int, slug: str | None, now: datetime) -> None:
+    def _subscribe(self, day: int, reader: int, slug: str | None) -> None:
         """Checkout: an account if they had none, full access, and the first charge (after any trial)."""
         self._step(day, reader, "subscribe", slug)
         if self.tier[reader] == REGISTERED:
@@ -384,7 +384,7 @@ class PresetRun:
         anchor = self.moment(first)
         self.next_bill[reader] = self.day_of(add_months(anchor, charges * self.billing.months))
 
-    def _renewals(self, day: Day, now: datetime) -> None:
+    def _renewals(self, day: Day) -> None:
         """Subscribers whose billing day it is renew, or churn with their segment's chance."""
         due = np.flatnonzero(self.next_bill == day.index)
         if due.size == 0:
