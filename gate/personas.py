@@ -108,12 +108,16 @@ def _subscribe(db, cfg, reader_id: int, plan_id: str, last4: str, start: datetim
                            billing.has_access(subscriptions.current(db, reader_id), policy, now), now)
 
 
-def reset(db, cfg, rules, persona_id: str, now: datetime) -> accounts.Reader | None:
-    """Rebuild a persona's account to its defined state; None for the anonymous persona."""
+def reset(db, cfg, rules_of, persona_id: str, now: datetime) -> accounts.Reader | None:
+    """Rebuild a persona's account to its defined state, under the rules ``rules_of(reader)`` gives it.
+
+    Returns None for the anonymous persona.
+    """
     persona = get(persona_id)
     if persona.email is None:
         return None
     reader = accounts.by_email(db, persona.email) or accounts.create(db, persona.email, None, now)
+    rules = rules_of(reader)
     _clear(db, reader.id)
     limit = rules.tiers.registered.limit
     monthly = next((p.id for p in cfg.site.plans if p.interval == "month"), cfg.site.plans[0].id)

@@ -83,20 +83,38 @@ def base_rules() -> Rules:
     return state.base_rules
 
 
+def reader_unit(reader) -> str:
+    """What experiments assign a reader by: their first visitor id, else their account."""
+    return reader.experiment_unit or f"reader:{reader.id}"
+
+
 def experiment_unit() -> str:
-    """What experiments assign by: the reader's first visitor id, else this visitor's id."""
+    """What experiments assign this viewer by: the signed-in reader's unit, else this visitor's id."""
     if current_user.is_authenticated:
-        return current_user.experiment_unit or f"reader:{current_user.id}"
+        return reader_unit(current_user)
     return f"visitor:{visitor_id()}"
+
+
+def _assign(unit_of) -> dict[str, str]:
+    """The variant of each active experiment for the unit ``unit_of()`` names (asked only if any is active)."""
+    active = [exp for exp in base_rules().experiments if exp.active]
+    unit = unit_of() if active else None
+    return {exp.id: experiments.assign(exp, unit).id for exp in active}
+
+
+def _with_variants(chosen: dict[str, str]) -> Rules:
+    applied = base_rules()
+    for exp in applied.experiments:
+        if exp.id in chosen:
+            applied = experiments.apply(applied, exp.variant(chosen[exp.id]))
+    return applied
 
 
 def variants() -> dict[str, str]:
     """This viewer's variant of each active experiment in the preset."""
     state = request_state()
     if "variants" not in state:
-        active = [exp for exp in base_rules().experiments if exp.active]
-        unit = experiment_unit() if active else None
-        state.variants = {exp.id: experiments.assign(exp, unit).id for exp in active}
+        state.variants = _assign(experiment_unit)
     return state.variants
 
 
@@ -110,13 +128,13 @@ def rules() -> Rules:
     """The rules the site applies to this viewer: the preset, with their variants applied."""
     state = request_state()
     if "rules" not in state:
-        applied = base_rules()
-        chosen = variants()
-        for exp in applied.experiments:
-            if exp.id in chosen:
-                applied = experiments.apply(applied, exp.variant(chosen[exp.id]))
-        state.rules = applied
+        state.rules = _with_variants(variants())
     return state.rules
+
+
+def rules_for(reader) -> Rules:
+    """The rules another reader sees (an admin's view of them, a persona being built)."""
+    return _with_variants(_assign(lambda: reader_unit(reader)))
 
 
 def quota_store() -> SQLiteQuotaStore:

@@ -518,3 +518,21 @@ def test_summary_of_nothing():
     (row,) = summarize({"control": {}}, STEPS)
     assert [step["ci_high"] for step in row["steps"]] == [1.0] * 4
     assert [step["rate"] for step in row["steps"]] == [0.0] * 4
+
+
+def test_another_readers_rules_follow_their_own_arm(app, runner):
+    """An admin's view of a reader, or a persona being built, uses that reader's variant, not the viewer's."""
+    from types import SimpleNamespace
+
+    from gate import experiments, site
+
+    runner.invoke(args=["preset", "use", "metered-ab"])
+    experiment = app.extensions["gate.config"].presets["metered-ab"].experiments[0]
+    arms = set()
+    with app.test_request_context():
+        for number in range(1, 21):
+            reader = SimpleNamespace(id=number, experiment_unit=None if number % 2 else f"visitor:v{number}")
+            arm = experiments.assign(experiment, site.reader_unit(reader)).id
+            arms.add(arm)
+            assert site.rules_for(reader).tiers.anonymous.limit == (3 if arm == "banner-3" else 5)
+    assert arms == {"control", "banner-3"}  # both arms were met

@@ -186,8 +186,9 @@ def _reader_or_404(reader_id: int) -> accounts.Reader:
 @bp.get("/readers/<int:reader_id>")
 def reader(reader_id: int):
     """One reader: tier, meter and its articles, subscription, payments, newsletters, timeline."""
-    db, rules, now = get_db(), site.rules(), site.now()
+    db, now = get_db(), site.now()
     person = _reader_or_404(reader_id)
+    rules = site.rules_for(person)
     viewer = paywall.Viewer(person.tier, person.meter_key, site.quota_store().spends(person.meter_key))
     meter = paywall.meter_for(rules, viewer, now)
     in_window = [s for s in viewer.spends if meter.window_key and

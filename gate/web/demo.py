@@ -30,14 +30,20 @@ def switch():
         persona = personas.get(request.form.get("persona", ""))
     except personas.PersonaError as error:
         abort(400, description=str(error))
+    become(persona.id)
+    flash(f"You are now: {persona.label}. {persona.description}", "info")
+    return redirect(target, code=303)
+
+
+def become(persona_id: str, **detail) -> None:
+    """Sign out whoever is here, rebuild the persona under the rules it reads by, and sign it in."""
     db, now = get_db(), site.now()
     if current_user.is_authenticated:
         logout_user()
     session.clear()
-    reader = personas.reset(db, site.config(), site.rules(), persona.id, now)
-    events.record(db, "persona_switched", now, reader_id=reader.id if reader else None,
-                  persona=persona.id)
+    site.forget_rules()  # the rules, variants and viewer worked out so far were the presenter's
+    reader = personas.reset(db, site.config(), site.rules_for, persona_id, now)
     if reader is not None:
         sign_in(reader, "persona")
-    flash(f"You are now: {persona.label}. {persona.description}", "info")
-    return redirect(target, code=303)
+    events.record(db, "persona_switched", now, reader_id=reader.id if reader else None,
+                  persona=persona_id, **detail)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, session, url_for
-from flask_login import current_user, logout_user
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
+from flask_login import current_user
 
-from gate import events, personas, site
+from gate import site
 from gate.db import get_db
-from gate.web.auth import sign_in
+from gate.web.demo import become
 from gate.web.forms import ConfirmForm
 
 bp = Blueprint("learn", __name__, url_prefix="/learn")
@@ -101,14 +101,6 @@ def try_it(lesson_id: str):
     who = current_user.email if current_user.is_authenticated else "classroom"
     site.use_preset(db, site.config(), lesson.preset, now, by=who)
     if current_app.config.get("DEMO"):
-        if current_user.is_authenticated:
-            logout_user()
-        session.clear()
-        site.forget_rules()
-        reader = personas.reset(db, site.config(), site.config().preset(lesson.preset), lesson.persona, now)
-        if reader is not None:
-            sign_in(reader, "persona")
-        events.record(db, "persona_switched", now, reader_id=reader.id if reader else None,
-                      persona=lesson.persona, lesson=lesson.id)
+        become(lesson.persona, lesson=lesson.id)
     flash(f"Now showing: {lesson.title}.", "info")
     return redirect(url_for("reading.article", slug=lesson.article), code=303)
