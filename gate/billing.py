@@ -244,6 +244,11 @@ def complete(sub: Subscription, plan: PlanTerms, card: Card, decline: str | None
     return Outcome(new, changes, fresh.charges)
 
 
+def _paid_up(sub: Subscription, **changes) -> Subscription:
+    """Active, with no dunning left over (a renewal, retry or new card that went through)."""
+    return replace(sub, status="active", past_due_since=None, retry_count=0, next_retry_at=None, **changes)
+
+
 def _renew(sub: Subscription, plan: PlanTerms, policy: Policy, at: datetime) -> Outcome:
     """Charge for the next period at ``at`` (a period end or the trial's end)."""
     decline = renewal_decline(sub.card_last4)
@@ -257,8 +262,7 @@ def _renew(sub: Subscription, plan: PlanTerms, policy: Policy, at: datetime) -> 
                       next_retry_at=at + timedelta(days=policy.retry_days[0]) if policy.retry_days else at,
                       **new_period)
         return Outcome(new, (Change(at, sub.status, "past_due", f"{kind} failed: {decline}"),), (charge,))
-    new = replace(sub, status="active", past_due_since=None, retry_count=0, next_retry_at=None,
-                  **new_period)
+    new = _paid_up(sub, **new_period)
     return Outcome(new, (Change(at, sub.status, "active", kind),), (charge,))
 
 
@@ -267,7 +271,7 @@ def _retry(sub: Subscription, plan: PlanTerms, policy: Policy, at: datetime) -> 
     decline = renewal_decline(sub.card_last4)
     charge = _charge(plan, at, sub.card_last4, decline, f"retry {sub.retry_count + 1}")
     if not decline:
-        new = replace(sub, status="active", past_due_since=None, retry_count=0, next_retry_at=None)
+        new = _paid_up(sub)
         return Outcome(new, (Change(at, "past_due", "active", "retry succeeded"),), (charge,))
     count = sub.retry_count + 1
     if count < len(policy.retry_days):
@@ -360,5 +364,5 @@ def update_card(sub: Subscription, plan: PlanTerms, card: Card, decline: str | N
     charge = _charge(plan, now, card.last4, decline, "card update")
     if decline:
         return Outcome(new, (), (charge,))
-    new = replace(new, status="active", past_due_since=None, retry_count=0, next_retry_at=None)
+    new = _paid_up(new)
     return Outcome(new, (Change(now, "past_due", "active", "card updated"),), (charge,))

@@ -20,7 +20,7 @@ from datetime import datetime, time, timedelta
 from typing import Callable
 from zoneinfo import ZoneInfo
 
-from gate import events, mail
+from gate import accounts, events, mail
 from gate.content import Article
 from gate.db import immediate
 from gate.timeutil import from_iso, to_iso
@@ -115,8 +115,7 @@ def confirm(db, reader_id: int, list_ids: list[str], now: datetime, *, ip: str |
                 record_consent(db, reader_id, list_id, "confirmed", now, wording="confirmation link",
                                source="confirmation email", ip=ip, method="double_opt_in")
                 done.append(list_id)
-        db.execute("update readers set email_verified_at = coalesce(email_verified_at, ?) where id = ?",
-                   [to_iso(now), reader_id])
+        accounts.mark_verified(db, reader_id, now)
     return done
 
 

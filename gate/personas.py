@@ -67,8 +67,7 @@ def get(persona_id: str) -> Persona:
 
 def _clear(db, reader_id: int) -> None:
     """Remove the persona's state (not its events)."""
-    for table in ("unlocks",):
-        db.execute(f"delete from {table} where meter_key = ?", [f"reader:{reader_id}"])
+    db.execute("delete from unlocks where meter_key = ?", [f"reader:{reader_id}"])
     db.execute("delete from payments where reader_id = ?", [reader_id])
     db.execute("delete from checkouts where reader_id = ?", [reader_id])
     db.execute("delete from subscriptions where reader_id = ?", [reader_id])

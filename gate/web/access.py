@@ -34,11 +34,16 @@ def _who() -> dict:
     return {"visitor_id": site.visitor_id()}
 
 
-def _record_spend(article: Article, decision: Decision, how: str) -> None:
-    events.record(
-        get_db(), "unlock", site.now(), slug=article.slug, **_who(),
-        used=decision.meter.used, limit=decision.meter.limit, mode=decision.meter.mode, via=how,
-    )
+def _spend(article: Article, how: str) -> tuple[Decision, bool]:
+    """Spend one article of the viewer's meter on ``article`` (at most once), recording the unlock."""
+    decision, spent = quota.unlock(site.quota_store_for_viewer(), site.rules(), site.viewer(), article,
+                                   site.now())
+    g.porous_dirty = spent and site.porous_meter()
+    site.forget_viewer()
+    if spent:
+        events.record(get_db(), "unlock", site.now(), slug=article.slug, **_who(), used=decision.meter.used,
+                      limit=decision.meter.limit, mode=decision.meter.mode, via=how)
+    return decision, spent
 
 
 def read(article: Article) -> Decision:
@@ -49,11 +54,7 @@ def read(article: Article) -> Decision:
     if request.method == "HEAD":  # headers only: not a read, so no spend and no events
         return decision
     if decision.spend:
-        decision, spent = quota.unlock(site.quota_store_for_viewer(), rules, viewer, article, now)
-        g.porous_dirty = spent and site.porous_meter()
-        site.forget_viewer()
-        if spent:
-            _record_spend(article, decision, "view")
+        decision, _ = _spend(article, "view")
     who = _who()
     rows = [events.row("article_view", now, slug=article.slug, **who, access=decision.access,
                        reason=decision.reason, preset=rules.name)]
@@ -72,14 +73,9 @@ def read(article: Article) -> Decision:
 
 def unlock(article: Article) -> tuple[Decision, bool]:
     """Spend one article of the viewer's meter on this article, at most once."""
-    rules, now = site.rules(), site.now()
-    decision, spent = quota.unlock(site.quota_store_for_viewer(), rules, site.viewer(), article, now)
-    g.porous_dirty = spent and site.porous_meter()
-    site.forget_viewer()
-    if spent:
-        _record_spend(article, decision, "unlock")
-    elif decision.reason != "already_unlocked":
-        events.record(get_db(), "unlock_refused", now, slug=article.slug, **_who(),
+    decision, spent = _spend(article, "unlock")
+    if not spent and decision.reason != "already_unlocked":
+        events.record(get_db(), "unlock_refused", site.now(), slug=article.slug, **_who(),
                       reason=decision.reason)
     return decision, spent
 

@@ -127,13 +127,12 @@ def _change(list_id: str, action: str | None, now) -> None:
     try:
         item = newsletter.get_list(cfg, list_id)
         if action == "on":
-            reader = accounts.by_id(db, current_user.id)
-            status = newsletter.enroll(db, cfg, reader.id, item.id, now, source=request.path,
+            status = newsletter.enroll(db, cfg, current_user.id, item.id, now, source=request.path,
                                        ip=request.remote_addr, method="preference_center",
-                                       verified=reader.email_verified_at is not None,
+                                       verified=current_user.email_verified_at is not None,
                                        has_access=current_user.is_subscriber)
             if status == "pending":
-                send_confirmation(reader, [item.id], now)
+                send_confirmation(current_user, [item.id], now)
                 flash(f"Almost done: confirm {item.name} with the link we just emailed you.", "info")
             else:
                 flash(f"You're subscribed to {item.name}.", "success")
