@@ -49,6 +49,10 @@ class Reader:
         """The id flask-login keeps in the session."""
         return self.session_token
 
+    def comp_active(self, now: datetime) -> bool:
+        """Whether complimentary full access covers ``now``."""
+        return bool(self.comp_until and self.comp_until > now)
+
     @property
     def tier(self) -> str:
         """The reader's viewer tier."""

@@ -153,7 +153,7 @@ def readers_list():
         reader = subscriptions.refresh(database, site.config(), accounts.by_id(database, row["id"]), now)
         sub = subscriptions.current(database, reader.id)
         flags = [f"{sub.plan_id} {sub.status}"] if sub else []
-        flags += ["comp"] if reader.comp_until and reader.comp_until > now else []
+        flags += ["comp"] if reader.comp_active(now) else []
         flags += ["admin"] if reader.is_admin else []
         click.echo(f"{reader.email:<36} {'subscriber' if reader.is_subscriber else 'registered':<11}"
                    f" {', '.join(flags)}")

@@ -106,7 +106,7 @@ def settle_reader(db, cfg, reader_id: int, now: datetime) -> Subscription | None
 def _sync_lists(db, cfg, reader_id: int, now: datetime) -> None:
     """Pause or resume subscriber-only newsletters to match access now."""
     reader = accounts.by_id(db, reader_id)
-    comp = bool(reader.comp_until and reader.comp_until > now)
+    comp = reader.comp_active(now)
     live = billing.has_access(current(db, reader_id), policy(cfg), now)
     newsletter.sync_access(db, cfg, reader_id, comp or live, now)
 
@@ -134,7 +134,7 @@ def settle_all(db, cfg, now: datetime) -> dict:
 
 def has_access(db, cfg, reader: accounts.Reader, now: datetime) -> bool:
     """Full access now: a complimentary grant or a live subscription (settled first)."""
-    if reader.comp_until and reader.comp_until > now:
+    if reader.comp_active(now):
         return True
     return billing.has_access(settle_reader(db, cfg, reader.id, now), policy(cfg), now)
 

@@ -40,8 +40,7 @@ def account():
     plan = next((p for p in site.config().site.plans if sub and p.id == sub.plan_id), None)
     policy = subscriptions.policy(site.config())
     return render_template(
-        "account.html", reader=current_user, meter=paywall.meter_for(rules, viewer, now),
-        history=history, sub=sub, plan=plan, payments=subscriptions.payments(db, current_user.id),
+        "account.html", reader=current_user, history=history, sub=sub, plan=plan, payments=subscriptions.payments(db, current_user.id),
         grace_ends=(sub.past_due_since + timedelta(days=policy.grace_days))
         if sub and sub.past_due_since else None,
         form=ConfirmForm(),
