@@ -56,7 +56,7 @@ def _count(db, where: str, span: Range, distinct: str | None = None, extra: list
     return db.execute(sql, span.params + (extra or [])).fetchone()[0]
 
 
-def metrics(db, span: Range, plans: dict, now: datetime) -> dict:
+def metrics(db, span: Range, plans: dict) -> dict:
     """The headline numbers for a range, plus live subscribers and MRR now."""
     live = db.execute("select plan_id, count(*) from subscriptions where status in "
                       "('trialing', 'active', 'past_due') group by plan_id").fetchall()
@@ -84,15 +84,17 @@ def _monthly(plan) -> float:
     return plan.price_cents / 12 if plan.interval == "year" else float(plan.price_cents)
 
 
+#: Each funnel step: which events reach it, and who is counted once (a viewer or a reader).
+STEPS = {"visit": ("type = 'article_view'", _VIEWER),
+         "gate_impression": ("type = 'gate_impression'", _VIEWER),
+         "registration": ("type = 'signup'", "reader_id"),
+         "unlock": ("type = 'unlock'", _VIEWER),
+         "subscription": (_NEW_SUB_ANY, "reader_id")}
+
+
 def funnel(db, span: Range) -> list[dict]:
     """Distinct viewers at each step, with the share of the first step and of the step before."""
-    counts = {
-        "visit": _count(db, "type = 'article_view'", span, _VIEWER),
-        "gate_impression": _count(db, "type = 'gate_impression'", span, _VIEWER),
-        "registration": _count(db, "type = 'signup'", span, "reader_id"),
-        "unlock": _count(db, "type = 'unlock'", span, _VIEWER),
-        "subscription": _count(db, _NEW_SUB_ANY, span, "reader_id"),
-    }
+    counts = {step: _count(db, where, span, who) for step, (where, who) in STEPS.items()}
     rows, first, previous = [], counts["visit"], None
     for step in FUNNEL:
         value = counts[step]
@@ -136,12 +138,9 @@ EXPERIMENT_STEPS = ("visit", "gate_impression", "registration", "subscription")
 def experiment_counts(db, experiment, span: Range) -> dict[str, dict[str, int]]:
     """Distinct viewers reaching each funnel step, per variant (from the variant tag on events)."""
     path = f'$.variants."{experiment.id}"'
-    steps = {"visit": ("type = 'article_view'", _VIEWER),
-             "gate_impression": ("type = 'gate_impression'", _VIEWER),
-             "registration": ("type = 'signup'", "reader_id"),
-             "subscription": (_NEW_SUB_ANY, "reader_id")}
     counts = {variant.id: dict.fromkeys(EXPERIMENT_STEPS, 0) for variant in experiment.variants}
-    for step, (where, who) in steps.items():
+    for step in EXPERIMENT_STEPS:
+        where, who = STEPS[step]
         rows = db.execute(
             f"select json_extract(data, ?) as variant, count(distinct {who}) from events"
             f" where at >= ? and at < ? and {where} and variant is not null group by variant",

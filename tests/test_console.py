@@ -181,7 +181,7 @@ def test_funnel_numbers_against_a_seeded_event_set(db):
     assert [rows[s]["count"] for s in dashboard.FUNNEL] == [10, 6, 3, 2, 1]
     assert rows["gate_impression"]["of_first"] == pytest.approx(0.6)
     assert rows["unlock"]["of_previous"] == pytest.approx(2 / 3)
-    metrics = dashboard.metrics(db, span, {}, START)
+    metrics = dashboard.metrics(db, span, {})
     assert (metrics["visitors"], metrics["gate_impressions"], metrics["signups"], metrics["unlocks"],
             metrics["new_subscriptions"], metrics["cancellations"]) == (10, 6, 3, 2, 1, 1)
     daily = dashboard.daily(db, span, START.tzinfo)

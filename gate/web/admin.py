@@ -72,7 +72,7 @@ def dashboard():
     funnel = stats.funnel(db, span)
     daily = stats.daily(db, span, site.rules().tz)
     return render_template(
-        "admin/dashboard.html", span=span, metrics=stats.metrics(db, span, plans, site.now()),
+        "admin/dashboard.html", span=span, metrics=stats.metrics(db, span, plans),
         funnel=funnel, funnel_svg=charts.funnel(funnel, "Funnel: visit to subscription"),
         reading_svg=charts.lines(daily, ["views", "gate_impressions", "unlocks"], "Reading per day"),
         money_svg=charts.lines(daily, ["signups", "new_subscriptions", "cancellations"], "Accounts per day"),
