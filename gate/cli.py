@@ -211,10 +211,9 @@ def clock():
     """Show and move the site's simulated clock."""
 
 
-def _show(state=None):
-    database = get_db()
-    state = state or Clock(database).state()
-    now = Clock(database).now().astimezone(_tz())
+def _show():
+    clock = Clock(get_db())
+    state, now = clock.state(), clock.now().astimezone(_tz())
     label = {"real": "real time", "offset": "simulated (running)", "frozen": "simulated (frozen)"}
     click.echo(f"{now.isoformat(timespec='seconds')}  [{label[state.mode]}]")
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
+from gate.db import first
 from gate.timeutil import to_iso
 
 
@@ -47,7 +48,7 @@ def deliver(db, settings, message_id: int) -> None:
     """Send one outbox message over SMTP (when ``[mail] smtp_host`` is set)."""
     if not settings.smtp_host:
         return
-    row = next(db.query("select * from outbox where id = ?", [message_id]))
+    row = first(db, "select * from outbox where id = ?", [message_id])
     message = as_email(row)
     with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=30) as smtp:
         if settings.smtp_starttls:

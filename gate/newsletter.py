@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from gate import accounts, events, mail
 from gate.content import Article
-from gate.db import immediate
+from gate.db import first, immediate
 from gate.timeutil import from_iso, to_iso
 
 STATUSES = ("pending", "active", "paused", "unsubscribed")
@@ -201,8 +201,8 @@ def slots(item, after: datetime, until: datetime, tz: ZoneInfo) -> list[datetime
 
 def last_issue(db, list_id: str) -> dict | None:
     """The newest issue row of a list."""
-    return next(db.query("select * from newsletter_issues where list_id = ? order by number desc limit 1",
-                         [list_id]), None)
+    return first(db, "select * from newsletter_issues where list_id = ? order by number desc limit 1",
+                 [list_id])
 
 
 def plan_issue(db, item, slot: datetime) -> Issue | None:
@@ -234,8 +234,8 @@ def send_issue(db, cfg, issue: Issue, compose: Compose, has_access: Callable[[in
     """Store the issue (once) and mail every active reader who has not had it yet."""
     item = get_list(cfg, issue.list_id)
     with immediate(db):
-        row = next(db.query("select id from newsletter_issues where list_id = ? and number = ?",
-                            [issue.list_id, issue.number]), None)
+        row = first(db, "select id from newsletter_issues where list_id = ? and number = ?",
+                    [issue.list_id, issue.number])
         issue_id = row["id"] if row else db["newsletter_issues"].insert({
             "list_id": issue.list_id, "number": issue.number,
             "scheduled_for": to_iso(issue.scheduled_for), "created_at": to_iso(now),

@@ -154,12 +154,11 @@ def checkout(db, cfg, reader_id: int, plan_id: str, card: billing.Card, card_num
     """
     terms = plan_terms(cfg, plan_id)
     with immediate(db):
-        seen = next(db.query("select * from checkouts where idempotency_key = ?", [idempotency_key]), None)
+        seen = first(db, "select * from checkouts where idempotency_key = ?", [idempotency_key])
         if seen:
             if seen["reader_id"] != reader_id:
                 raise CheckoutError("This checkout form belongs to another session. Reload the page.")
-            sub = _from_row(next(db.query("select * from subscriptions where id = ?",
-                                          [seen["subscription_id"]])))
+            sub = _from_row(first(db, "select * from subscriptions where id = ?", [seen["subscription_id"]]))
             return sub, seen["decline_code"], True
         existing = current(db, reader_id)
         if existing and existing.status in billing.LIVE:

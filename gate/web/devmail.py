@@ -9,7 +9,7 @@ from flask import Blueprint, abort, current_app, render_template, request
 from flask_login import current_user
 
 from gate import mail
-from gate.db import get_db
+from gate.db import first, get_db
 from gate.web.access import int_arg
 
 bp = Blueprint("devmail", __name__, url_prefix="/dev/mail")
@@ -36,7 +36,7 @@ def inbox():
 @bp.get("/<int:message_id>")
 def message(message_id: int):
     """One message: its HTML, text, headers or raw source."""
-    row = next(get_db().query("select * from outbox where id = ?", [message_id]), None)
+    row = first(get_db(), "select * from outbox where id = ?", [message_id])
     if row is None:
         abort(404, description=f"There is no message #{message_id}.")
     view = request.args.get("view", "html" if row["body_html"] else "text")

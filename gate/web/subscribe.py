@@ -8,7 +8,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, s
 from flask_login import current_user, login_user
 
 from gate import accounts, billing, events, mail, site, subscriptions
-from gate.db import get_db
+from gate.db import first, get_db
 from gate.web.forms import CheckoutForm
 
 bp = Blueprint("subscribe", __name__)
@@ -97,8 +97,7 @@ def checkout(plan_id: str):
 def _receipt(reader, plan, sub, now) -> None:
     """Email a receipt for the checkout (through the outbox, like all mail)."""
     db = get_db()
-    charged = next(db.query("select * from payments where subscription_id = ? order by id desc limit 1",
-                            [sub.id]))
+    charged = first(db, "select * from payments where subscription_id = ? order by id desc limit 1", [sub.id])
     mail.queue(db, to=reader.email, subject=f"Your {site.config().site.site.name} subscription receipt",
                text=render_template("email/receipt.txt", plan=plan, sub=sub, payment=charged),
                html=None, kind="receipt", sender=site.config().site.mail.sender, now=now)
