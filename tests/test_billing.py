@@ -96,6 +96,33 @@ def test_trial_then_active_then_renewals_in_order():
     assert later.subscription.current_period_end == trial_end.replace(year=2029)
 
 
+def test_a_trial_whose_card_fails_goes_past_due_then_ends():
+    sub = billing.start(1, ANNUAL_TRIAL, RENEWAL_FAILS, None, T0).subscription
+    trial_end = T0 + timedelta(days=14)
+    converting = billing.settle(sub, ANNUAL_TRIAL, POLICY, trial_end + timedelta(hours=1))
+    assert statuses(converting) == [("trialing", "past_due", "trial_conversion failed: card_declined")]
+    assert converting.charges[0].kind == "trial_conversion" and converting.charges[0].outcome == "failed"
+    assert billing.has_access(converting.subscription, POLICY, trial_end + timedelta(days=6))  # grace
+    ended = billing.settle(converting.subscription, ANNUAL_TRIAL, POLICY, trial_end + timedelta(days=30))
+    assert statuses(ended) == [("past_due", "canceled", "retries exhausted: card_declined")]
+    assert not billing.has_access(ended.subscription, POLICY, trial_end + timedelta(days=8))
+
+
+def test_a_trial_canceled_at_its_end_never_charges():
+    sub = billing.start(1, ANNUAL_TRIAL, GOOD, None, T0).subscription
+    asked = billing.cancel(sub, T0 + timedelta(days=3))
+    assert statuses(asked) == [("trialing", "trialing", "cancel at period end requested")]
+    trial_end = T0 + timedelta(days=14)
+    assert billing.has_access(asked.subscription, POLICY, trial_end - timedelta(minutes=1))
+    ended = billing.settle(asked.subscription, ANNUAL_TRIAL, POLICY, trial_end + timedelta(days=60))
+    assert statuses(ended) == [("trialing", "canceled", "canceled at period end")]
+    assert ended.charges == () and ended.subscription.ended_at == trial_end
+    assert not billing.has_access(ended.subscription, POLICY, trial_end)
+    now = billing.cancel(billing.start(2, ANNUAL_TRIAL, GOOD, None, T0).subscription, T0 + timedelta(days=1),
+                         immediately=True)
+    assert statuses(now) == [("trialing", "canceled", "canceled by the reader")]
+
+
 def test_monthly_renewals_keep_the_billing_day():
     sub = billing.start(1, MONTHLY, GOOD, None, T0).subscription
     later = billing.settle(sub, MONTHLY, POLICY, datetime(2026, 6, 1, tzinfo=UTC))

@@ -142,6 +142,17 @@ def test_preference_center_switches_and_locks(reader, client, db):
     assert actions == ["granted", "confirmed", "withdrawn"]
 
 
+def test_a_magic_link_sign_in_proves_the_address(reader, db, runner):
+    from tests.test_auth import _magic_link
+
+    runner.invoke(args=["readers", "add", "linked@example.com", "--password", "linked-pass-1"])
+    assert reader.post(_magic_link(reader, reader.client, "linked@example.com")).status_code == 303
+    assert db.execute("select email_verified_at from readers where email = 'linked@example.com'").fetchone()[0]
+    reader.post("/account/newsletters", {"list": WEEKLY, "action": "on"})
+    assert status(db, "linked@example.com") == "active"  # no confirmation link needed
+    assert last_mail(db, "linked@example.com", "newsletter_confirmation") is None
+
+
 def test_verified_readers_skip_the_confirmation(reader, db, runner):
     runner.invoke(args=["readers", "add", "verified@example.com", "--password", "verified-pass-1"])
     db.execute("update readers set email_verified_at = '2026-11-01T00:00:00.000000+00:00'"

@@ -131,6 +131,21 @@ def test_forwarded_for_is_ignored_without_a_configured_proxy(app, client):
     assert seen == ["127.0.0.1"]
 
 
+def test_the_environment_turns_on_secure_cookies_and_the_proxy_count(tmp_path, monkeypatch):
+    from flask import request
+
+    from gate import create_app
+
+    monkeypatch.setenv("GATE_SECURE_COOKIES", "1")
+    monkeypatch.setenv("GATE_PROXY_COUNT", "1")
+    app = create_app({"DATABASE": str(tmp_path / "env.sqlite"), "SECRET_KEY": "k"})
+    assert app.config["SESSION_COOKIE_SECURE"] is True and app.config["REMEMBER_COOKIE_SECURE"] is True
+    seen = []
+    app.before_request(lambda: seen.append(request.remote_addr))
+    app.test_client().get("/api/health", headers={"X-Forwarded-For": "203.0.113.8"})
+    assert seen == ["203.0.113.8"]
+
+
 def test_forwarded_for_is_trusted_through_proxyfix_when_configured(tmp_path):
     from gate import create_app
 

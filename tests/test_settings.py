@@ -116,6 +116,12 @@ BROKEN = [
      'id = "daily-review"', "newsletters", "ids must be unique"),
     ("site plan price", "site.toml", "price_cents = 1200\n",
      "price_cents = -5\n", "plans.0.price_cents", "greater than 0"),
+    ("site plan currency", "site.toml", 'currency = "USD"\ninterval = "month"',
+     'currency = "usd"\ninterval = "month"', "plans.0.currency", "should match pattern"),
+    ("site plan interval", "site.toml", 'interval = "month"',
+     'interval = "week"', "plans.0.interval", "'month' or 'year'"),
+    ("site plan id", "site.toml", 'id = "monthly"',
+     'id = "Monthly Plan"', "plans.0.id", "should match pattern"),
     ("site default preset missing", "site.toml", 'default_preset = "wpr"',
      'default_preset = "paywall"', "site.default_preset", "no preset named 'paywall'"),
 ]
