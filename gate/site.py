@@ -92,7 +92,7 @@ def experiment_unit() -> str:
     """What experiments assign this viewer by: the signed-in reader's unit, else this visitor's id."""
     if current_user.is_authenticated:
         return reader_unit(current_user)
-    return f"visitor:{visitor_id()}"
+    return f"visitor:{visitor_id()}"  # an arm given is kept, so the visitor stays in it
 
 
 def _assign(unit_of) -> dict[str, str]:
@@ -142,10 +142,25 @@ def quota_store() -> SQLiteQuotaStore:
     return SQLiteQuotaStore(get_db())
 
 
+def _visitor() -> str:
+    """This visitor's id: the session's, or one chosen for this request and kept only once it is used.
+
+    Reading the meter does not keep it; recording an event or a spend, or
+    placing the visitor in an experiment, does (``visitor_id``). A feed
+    reader, a crawler or a 404 gets no cookie and adds no visitor.
+    """
+    if "visitor" in session:
+        return session["visitor"]
+    state = request_state()
+    if "new_visitor" not in state:
+        state.new_visitor = secrets.token_urlsafe(12)
+    return state.new_visitor
+
+
 def visitor_id() -> str:
-    """The anonymous visitor id kept in the signed session cookie."""
+    """The anonymous visitor id, kept in the signed session cookie and the visitors table from now on."""
     if "visitor" not in session:
-        session["visitor"] = secrets.token_urlsafe(12)
+        session["visitor"] = _visitor()
         get_db()["visitors"].insert(
             {"id": session["visitor"], "created_at": now().isoformat()}, ignore=True
         )
@@ -199,7 +214,7 @@ def viewer() -> Viewer:
         elif porous_meter():
             tier, key = "anonymous", POROUS_KEY
         else:
-            tier, key = "anonymous", f"visitor:{visitor_id()}"
+            tier, key = "anonymous", f"visitor:{_visitor()}"
         state.viewer = Viewer(tier, key, quota_store_for_viewer().spends(key))
     return state.viewer
 

@@ -64,6 +64,22 @@ def test_unknown_article_is_a_clear_404(client):
     assert api.status_code == 404 and api.get_json()["error"] == "not_found"
 
 
+def test_only_a_reading_visitor_is_kept(app, db):
+    """Feeds, the sitemap, errors, the front page and the meter add no visitor for a cookieless client."""
+    for path in ("/feed.xml", "/sitemap.xml", "/api/meter"):  # no page, so no CSRF token: no cookie at all
+        assert "Set-Cookie" not in app.test_client().get(path).headers, path
+    for path in ("/articles/no-such-article", "/"):
+        app.test_client().get(path)
+    assert db["visitors"].count == 0
+    reading = app.test_client()
+    answer = reading.get(f"/articles/{METERED}")  # a read is an event about this visitor: they are kept
+    assert "session=" in answer.headers["Set-Cookie"] and db["visitors"].count == 1
+    visitor = db.execute("select id from visitors").fetchone()[0]
+    assert db.execute("select visitor_id from events where type = 'article_view'").fetchone()[0] == visitor
+    reading.get(f"/articles/{METERED}")
+    assert db["visitors"].count == 1
+
+
 def test_signup_logs_in_and_returns_to_the_article(reader, db):
     response = reader.signup("New.Reader@Example.com", next=f"/articles/{METERED}")
     assert response.status_code == 303
