@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import Flask
 
+from gate import environment
 from gate.resources import resource_dir
 
 __version__ = "0.1.0"
@@ -31,22 +33,23 @@ def create_app(test_config: dict | None = None) -> Flask:
         instance_relative_config=True,
         template_folder=str(resource_dir("templates")),
     )
+    env = environment.read()
     app.config.from_mapping(
-        DATABASE=os.environ.get("GATE_DATABASE") or os.path.join(app.instance_path, "gate.sqlite"),
-        SECRET_KEY=os.environ.get("GATE_SECRET_KEY"),
-        PRESET=os.environ.get("GATE_PRESET") or None,
-        DEMO=os.environ.get("GATE_DEMO", "") not in ("", "0", "false"),
+        DATABASE=env["GATE_DATABASE"] or os.path.join(app.instance_path, "gate.sqlite"),
+        SECRET_KEY=env["GATE_SECRET_KEY"],
+        PRESET=env["GATE_PRESET"],
+        DEMO=env["GATE_DEMO"],
         CONFIG_DIR=None,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=os.environ.get("GATE_SECURE_COOKIES", "") == "1",
+        SESSION_COOKIE_SECURE=env["GATE_SECURE_COOKIES"],
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SAMESITE="Lax",
         WTF_CSRF_TIME_LIMIT=None,
-        PROXY_COUNT=int(os.environ.get("GATE_PROXY_COUNT") or 0),
-        BASE_URL=os.environ.get("GATE_BASE_URL") or None,
-        EVENT_BUFFER=os.environ.get("GATE_EVENT_BUFFER", "") == "1",
-        RATELIMIT_ENABLED=os.environ.get("GATE_RATE_LIMITS", "on") != "off",
+        PROXY_COUNT=env["GATE_PROXY_COUNT"],
+        BASE_URL=env["GATE_BASE_URL"],
+        EVENT_BUFFER=env["GATE_EVENT_BUFFER"],
+        RATELIMIT_ENABLED=env["GATE_RATE_LIMITS"],
         JSON_SORT_KEYS=False,
     )
     if test_config:
@@ -59,8 +62,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     from gate.settings import Config
 
     app.extensions["gate.config"] = Config(app.config["CONFIG_DIR"])
-    if os.environ.get("GATE_RATELIMIT_STORAGE"):
-        app.config.setdefault("RATELIMIT_STORAGE_URI", os.environ["GATE_RATELIMIT_STORAGE"])
+    _pin_origin(app.config, app.extensions["gate.config"].site.site.base_url)
+    if env["GATE_RATELIMIT_STORAGE"]:
+        app.config.setdefault("RATELIMIT_STORAGE_URI", env["GATE_RATELIMIT_STORAGE"])
     db.init_app(app)
     from gate import ratelimit
 
@@ -79,3 +83,32 @@ def create_app(test_config: dict | None = None) -> Flask:
     init_web(app)
     init_cli(app)
     return app
+
+
+#: Hosts a demo (or a site with no origin configured) is reached by on this machine, any port.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+
+
+def _pin_origin(config, site_origin: str | None) -> None:
+    """Fix the public origin from configuration and answer only its host (plus loopback in demo).
+
+    Precedence: BASE_URL (GATE_BASE_URL or a test config), then ``[site] base_url``, then
+    Flask's own SERVER_NAME (how tests name their host). With none, BASE_URL stays None:
+    links point at the loopback demo address and only loopback hosts are answered;
+    `gate serve` refuses to start. A request for any other Host gets 400 (TRUSTED_HOSTS),
+    so no URL is ever built from a Host header an attacker chose.
+    """
+    base = config.get("BASE_URL") or site_origin
+    if not base and config.get("SERVER_NAME"):
+        base = f"{config['PREFERRED_URL_SCHEME']}://{config['SERVER_NAME']}"
+    try:
+        config["BASE_URL"] = environment.origin(base) if base else None
+    except ValueError as error:
+        raise environment.SettingError(f"BASE_URL={base!r}: {error}") from None
+    if config["BASE_URL"]:
+        parts = urlsplit(config["BASE_URL"])
+        config["SERVER_NAME"] = config["SERVER_NAME"] or parts.netloc
+        config["PREFERRED_URL_SCHEME"] = parts.scheme
+    if config.get("TRUSTED_HOSTS") is None:
+        hosts = [urlsplit(config["BASE_URL"]).hostname] if config["BASE_URL"] else []
+        config["TRUSTED_HOSTS"] = hosts + list(LOOPBACK_HOSTS if config["DEMO"] or not hosts else ())

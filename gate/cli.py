@@ -11,7 +11,7 @@ import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
-from gate import accounts, create_app, events, mail, newsletter, seed, site, subscriptions
+from gate import accounts, create_app, environment, events, mail, newsletter, seed, site, subscriptions
 from gate.web import clockops
 from gate.web import newsletter as web_newsletter
 from gate.clock import Clock, ClockError
@@ -24,12 +24,17 @@ def _create_app():
     """Build the app for a CLI command, turning config errors into clean messages."""
     try:
         return create_app()
-    except ConfigError as error:
+    except (ConfigError, environment.SettingError) as error:
         raise click.ClickException(f"configuration error:\n{error}") from None
 
 
+def _environment_help() -> str:
+    """The GATE_* table for `gate --help` (click keeps \b paragraphs as written)."""
+    return "\b\nEnvironment (booleans: 1/true/yes/on or 0/false/no/off):\n" + environment.table()
+
+
 @click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False,
-             load_dotenv=False, set_debug_flag=False)
+             load_dotenv=False, set_debug_flag=False, epilog=_environment_help())
 def main():
     """gate: a metered-paywall and subscription-gate simulator."""
 
@@ -416,8 +421,29 @@ def _gunicorn(app, bind: str, workers: int, threads: int, worker_connections: in
 def serve(bind, workers, threads, worker_connections):
     """Serve the site in production through gunicorn."""
     os.environ.setdefault("GATE_EVENT_BUFFER", "1")  # views are logged by a background writer
+    if _parsed("GATE_DEMO"):
+        _origin_from_bind(bind)
     app = _create_app()
+    if not app.config["BASE_URL"]:
+        raise click.ClickException(
+            "no public origin: set GATE_BASE_URL (e.g. https://news.example.com) or [site] base_url "
+            "in config/site.toml. Links in mail, the feed and the sitemap are built from it, never "
+            "from a request's Host header.")
     _gunicorn(app, bind, workers, threads, worker_connections)
+
+
+def _parsed(name: str):
+    """One GATE_* variable, strictly parsed (a bad value is a clean refusal)."""
+    try:
+        return environment.read()[name]
+    except environment.SettingError as error:
+        raise click.ClickException(f"configuration error:\n{error}") from None
+
+
+def _origin_from_bind(bind: str) -> None:
+    """In demo mode the --bind address is the origin, unless GATE_BASE_URL names one."""
+    if not os.environ.get("GATE_BASE_URL", "").strip():  # links in the inbox reach this server
+        os.environ["GATE_BASE_URL"] = f"http://{bind}"
 
 
 @click.command("demo")
@@ -427,7 +453,7 @@ def demo(bind, workers):
     """Create and seed the database if needed, create demo accounts, and serve the site."""
     os.environ["GATE_DEMO"] = "1"
     os.environ.setdefault("GATE_EVENT_BUFFER", "1")
-    os.environ.setdefault("GATE_BASE_URL", f"http://{bind}")  # links in the inbox reach this server
+    _origin_from_bind(bind)
     app = _create_app()
     with app.app_context():
         database = get_db()

@@ -634,6 +634,7 @@ def start_servers(directory: Path, site: dict, connections: int) -> dict[str, Se
     env = {key: value for key, value in os.environ.items() if not key.startswith("GATE_")}
     env.update(GATE_DATABASE=str(site["database"]), GATE_SECRET_KEY=secret, GATE_RATE_LIMITS="off")
     gate_port, bare_port = free_port(), free_port()
+    env["GATE_BASE_URL"] = f"http://127.0.0.1:{gate_port}"  # gate serve needs its public origin
     servers = {
         "gate": Server([*gate_command(), "serve", "--bind", f"127.0.0.1:{gate_port}",
                         "--workers", str(WORKERS), "--threads", str(THREADS),

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gate import periods
+from gate import environment, periods
 from gate.paywall import Rules, unique_ids
 from gate.resources import resource_dir
 
@@ -34,6 +34,14 @@ class SiteInfo(_Strict):
     timezone: str = "UTC"
     default_preset: str = "wpr"
     sections: list[str] = Field(min_length=1)
+    #: The public origin of every absolute URL the site emits (GATE_BASE_URL overrides it).
+    base_url: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _origin(cls, value):
+        """An origin only (scheme, host, port): links are this plus a path."""
+        return None if value is None else environment.origin(value)
 
     @field_validator("timezone")
     @classmethod
@@ -77,10 +85,9 @@ class Newsletter(_Strict):
 
 
 class Mail(_Strict):
-    """Outgoing mail: the sender, the links' origin, double opt-in and optional SMTP."""
+    """Outgoing mail: the sender, double opt-in and optional SMTP (links use ``[site] base_url``)."""
 
     sender: str = "The Meridian <newsletters@meridian.example>"
-    base_url: str = Field(default="http://127.0.0.1:5000", pattern=r"^https?://[^/\s]+$")
     double_opt_in: bool = True
     confirm_days: int = Field(default=7, ge=1, le=60)
     smtp_host: str = ""
@@ -152,8 +159,11 @@ def _read_toml(path: Path) -> dict:
 
 def load_site(path: Path) -> Site:
     """Load and validate the site file."""
+    data = _read_toml(path)
+    if isinstance(data.get("mail"), dict) and "base_url" in data["mail"]:
+        raise ConfigError(f"{path}: mail.base_url: moved to [site] base_url (the origin of every link)")
     try:
-        return Site.model_validate(_read_toml(path))
+        return Site.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_explain(path, error)) from None
 

@@ -11,7 +11,7 @@ import json
 import secrets
 from datetime import datetime
 
-from flask import current_app, g, request, session
+from flask import current_app, g, request, session, url_for
 from flask_login import current_user
 
 from gate import events, experiments
@@ -27,6 +27,20 @@ PRESET_KEY = "preset"
 def config() -> Config:
     """The validated site configuration."""
     return current_app.extensions["gate.config"]
+
+
+#: Where links point when no origin is configured: the demo's own address, never a request's Host.
+LOCAL_ORIGIN = "http://127.0.0.1:5000"
+
+
+def origin() -> str:
+    """The public origin every absolute URL starts with: configuration, never the request."""
+    return current_app.config.get("BASE_URL") or LOCAL_ORIGIN
+
+
+def absolute_url(endpoint: str, **values) -> str:
+    """The configured origin plus the path of ``endpoint`` (for mail, feeds, JSON-LD, canonical)."""
+    return origin() + url_for(endpoint, **values)
 
 
 def request_state():

@@ -122,7 +122,7 @@ def newsletters(app, db, runner):
     publish(db, "audit-fresh-1", START - timedelta(hours=1))
     assert "to 2 reader(s)" in cli(runner, "newsletter", "send", WEEKLY)
     link = last_mail(db, "dan@example.com", f"newsletter:{WEEKLY}")["headers"]["List-Unsubscribe"]
-    path = re.search(r"<http://127\.0\.0\.1:5000(/newsletter/unsubscribe/[^>]+)>", link).group(1)
+    path = re.search(r"<http://meridian\.test(/newsletter/unsubscribe/[^>]+)>", link).group(1)
     assert app.test_client().post(path, data={"List-Unsubscribe": "One-Click"}).status_code == 200
     publish(db, "audit-fresh-2", START + timedelta(hours=1))
     cli(runner, "clock", "advance", "2h")

@@ -41,6 +41,8 @@ NY = ZoneInfo("America/New_York")
 #: The site's frozen time: after every demo article, three days before the meter resets.
 START = datetime(2026, 11, 28, 12, 0, tzinfo=NY)
 CHROMIUM = os.environ.get("GATE_CHROMIUM", "/usr/bin/chromium")
+#: The site's public origin (GATE_BASE_URL): links in its emails point here, on another port.
+MAIL_ORIGIN = "http://127.0.0.1:5000"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 READER_EMAIL, READER_PASSWORD = "lena.ortiz@example.org", "correct-horse-battery"
@@ -76,7 +78,7 @@ class LiveSite:
         # One loopback address signs up and logs in many times a minute here: rate limits
         # (tested on their own in test_security.py) would make the browser tests flaky.
         self.env.update(GATE_DATABASE=str(self.database), GATE_SECRET_KEY=secret_key,
-                        GATE_RATE_LIMITS="off")
+                        GATE_RATE_LIMITS="off", GATE_BASE_URL=MAIL_ORIGIN)
         self.process: subprocess.Popen | None = None
         self.url = ""
 

@@ -30,11 +30,11 @@ import pytest
 
 from gate.clock import Clock
 from gate.db import open_site_db
-from gate.settings import Config
 from gate.timeutil import to_iso
 from tests.test_browser import (  # noqa: F401 (``browser`` is a pytest fixture)
     METERED,
     UNLOCK_LABEL,
+    MAIL_ORIGIN,
     LiveSite,
     articles,
     browser,
@@ -52,8 +52,6 @@ DESKTOP = {"viewport": {"width": 1280, "height": 900}}
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 DEVICES = [pytest.param(DESKTOP, id="desktop"), pytest.param(PHONE, id="phone")]
 ADMIN_EMAIL, ADMIN_PASSWORD = "editor@meridian.example", "editor-pass-1"
-#: The origin the site writes into the links of its emails (``[mail] base_url``).
-MAIL_ORIGIN = Config().site.mail.base_url.rstrip("/")
 BLOCKING = ("serious", "critical")
 
 
@@ -241,7 +239,7 @@ def unlock(page, slug: str, left: int) -> None:
 
 
 def follow_mail_links_to_the_site(context, site: LiveSite) -> None:
-    """Serve the links inside emails (written for ``[mail] base_url``) from the site under test.
+    """Serve the links inside emails (written for GATE_BASE_URL) from the site under test.
 
     The emails point at the configured origin, http://127.0.0.1:5000, where
     this test's server is not listening: each request there is fetched from

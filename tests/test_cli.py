@@ -148,6 +148,7 @@ def test_serve_passes_its_gunicorn_settings(runner, monkeypatch):
 
     monkeypatch.setattr(BaseApplication, "run", run)
     monkeypatch.setenv("GATE_EVENT_BUFFER", "1")  # serve sets it if unset; this undoes it afterwards
+    monkeypatch.setenv("GATE_BASE_URL", "https://news.example.com")  # serve needs a public origin
     result = runner.invoke(args=["serve", "--bind", "127.0.0.1:9", "--workers", "3", "--threads", "2",
                                  "--worker-connections", "12"])
     assert result.exit_code == 0, result.output

@@ -99,7 +99,8 @@ def _reader_traffic(base: str, number: int, slugs: list[str], acked: dict, stop:
 def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path):
     database = tmp_path / "crash.sqlite"
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
-    env.update(GATE_DATABASE=str(database), GATE_SECRET_KEY="crash-key", GATE_RATE_LIMITS="off")
+    env.update(GATE_DATABASE=str(database), GATE_SECRET_KEY="crash-key", GATE_RATE_LIMITS="off",
+               GATE_BASE_URL="http://127.0.0.1")  # the origin's host; any loopback port is it
     subprocess.run([*gate_command(), "db", "seed", "--no-schedule"], env=env, check=True, capture_output=True)
     db = connect(database)
     slugs = [r[0] for r in db.execute("select slug from articles where access_class = 'metered' order by slug")]

@@ -14,7 +14,7 @@ from gate.settings import Config
 from tests.conftest import METERED, START, Reader
 from tests.test_reading import gated_sentences
 
-CONFIRM = re.compile(r"http://127\.0\.0\.1:5000(/newsletter/confirm/[A-Za-z0-9._-]+)")
+CONFIRM = re.compile(r"http://meridian\.test(/newsletter/confirm/[A-Za-z0-9._-]+)")
 WEEKLY = "meridian-weekly"
 
 
@@ -189,7 +189,7 @@ def test_send_is_idempotent_and_carries_rfc8058_headers(runner, db, clock, weekl
     headers = message["headers"]
     assert headers["List-Id"] == "The Meridian Weekly <meridian-weekly.lists.meridian.example>"
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert re.fullmatch(r"<http://127\.0\.0\.1:5000/newsletter/unsubscribe/[^>]+>, <mailto:unsubscribe@meridian\.example\?subject=[^>]+>",
+    assert re.fullmatch(r"<http://meridian\.test/newsletter/unsubscribe/[^>]+>, <mailto:unsubscribe@meridian\.example\?subject=[^>]+>",
                         headers["List-Unsubscribe"])
 
 
@@ -219,7 +219,7 @@ def test_one_click_post_unsubscribes_without_login_or_csrf(app, runner, db, cloc
     clock.advance(timedelta(hours=2))
     runner.invoke(args=["newsletter", "send", WEEKLY])
     header = last_mail(db, weekly_readers[0], "newsletter:meridian-weekly")["headers"]["List-Unsubscribe"]
-    path = re.search(r"<http://127\.0\.0\.1:5000(/newsletter/unsubscribe/[^>]+)>", header).group(1)
+    path = re.search(r"<http://meridian\.test(/newsletter/unsubscribe/[^>]+)>", header).group(1)
     client = app.test_client()
     page = client.get(path)
     assert page.status_code == 200 and "Unsubscribe from The Meridian Weekly?" in page.get_data(as_text=True)
@@ -374,9 +374,7 @@ def test_newsletter_commands_explain_bad_lists(runner):
 
 
 def test_links_use_the_configured_https_origin(app, runner, db, clock, weekly_readers, monkeypatch):
-    cfg = app.extensions["gate.config"]
-    monkeypatch.setattr(cfg, "site", cfg.site.model_copy(update={
-        "mail": cfg.site.mail.model_copy(update={"base_url": "https://news.meridian.example"})}))
+    monkeypatch.setitem(app.config, "BASE_URL", "https://news.meridian.example")
     publish(db, "https-piece", START + timedelta(hours=1))
     clock.advance(timedelta(hours=2))
     runner.invoke(args=["newsletter", "send", WEEKLY])

@@ -46,7 +46,8 @@ def test_wheel_installs_and_serves_an_article(tmp_path):
     bin_dir = env_dir / "bin"
     subprocess.run([str(bin_dir / "pip"), "install", "--quiet", "--disable-pip-version-check",
                     str(wheel)], check=True, capture_output=True)
-    env = {**os.environ, "GATE_DATABASE": str(tmp_path / "site.sqlite"), "GATE_SECRET_KEY": "wheel"}
+    env = {**os.environ, "GATE_DATABASE": str(tmp_path / "site.sqlite"), "GATE_SECRET_KEY": "wheel",
+           "GATE_BASE_URL": "http://127.0.0.1"}
     env.pop("PYTHONPATH", None)
     run = lambda *args: subprocess.run([str(bin_dir / "gate"), *args], cwd=tmp_path, env=env,  # noqa: E731
                                        check=True, capture_output=True, text=True)

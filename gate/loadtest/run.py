@@ -209,6 +209,7 @@ class Site:
         """Serve with gunicorn until /api/health answers (or raise with the server's log)."""
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
+        self.env["GATE_BASE_URL"] = self.url  # the site's public origin: this loopback port
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             [*gate_command(), "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(self.workers)],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import jsonify, render_template, request
 from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 
 from gate import accounts, paywall, periods, personas, site, subscriptions
 from gate.db import get_db
@@ -38,6 +38,14 @@ def _error(error: HTTPException):
     if _wants_json():
         return jsonify(error=error.name.lower().replace(" ", "_"), message=message), code
     return render_template("error.html", code=code, name=error.name, message=message), code
+
+
+def _untrusted_host(error: SecurityError):
+    """A Host that is not this site's origin: refuse before anything builds a URL from it."""
+    message = "This site answers only for its configured origin (GATE_BASE_URL)."
+    if _wants_json():
+        return jsonify(error="untrusted_host", message=message), 400
+    return f"Bad request: {message}\n", 400, {"Content-Type": "text/plain; charset=utf-8"}
 
 
 def _csrf_error(error: CSRFError):
@@ -111,6 +119,7 @@ def init_app(app) -> None:
         app.register_blueprint(module.bp)
     app.register_error_handler(HTTPException, _error)
     app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(SecurityError, _untrusted_host)  # TRUSTED_HOSTS said no
     app.before_request(site.tag_request_events)
     app.teardown_request(lambda error=None: site.reset_request_state())
     app.after_request(_response_headers)
@@ -118,4 +127,5 @@ def init_app(app) -> None:
     app.context_processor(_template_globals)
     app.jinja_env.filters["local"] = lambda moment: moment.astimezone(site.rules().tz)
     app.jinja_env.filters["from_iso"] = from_iso
+    app.jinja_env.globals["absolute_url"] = site.absolute_url
     app.jinja_env.filters["period_phrase"] = lambda period: periods.describe(period) if period else ""

@@ -130,7 +130,7 @@ def _send_magic_link(reader: accounts.Reader, next_path: str, reason: str) -> No
     db, now = get_db(), site.now()
     jti = accounts.issue_login_token(db, reader.id, now)
     token = tokens.sign(current_app.secret_key, "magic-login", {"r": reader.id, "j": jti, "n": next_path})
-    link = url_for("auth.magic_link", token=token, _external=True)
+    link = site.absolute_url("auth.magic_link", token=token)  # never the request's Host
     mail.queue(db, to=reader.email, subject="Your sign-in link for The Meridian",
                text=render_template("email/magic_link.txt", link=link, reason=reason),
                html=None, kind="magic_link", sender="The Meridian <accounts@meridian.example>", now=now)

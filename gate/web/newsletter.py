@@ -19,11 +19,6 @@ from gate.web.forms import ConfirmForm
 bp = Blueprint("newsletter", __name__)
 
 
-def base_url() -> str:
-    """The origin links in emails point at (``[mail] base_url``)."""
-    return (current_app.config.get("BASE_URL") or site.config().site.mail.base_url).rstrip("/")
-
-
 def _unsubscribe_token(reader_id: int, list_id: str) -> str:
     return tokens.sign(current_app.secret_key, "newsletter-unsubscribe", {"r": reader_id, "l": list_id})
 
@@ -32,7 +27,7 @@ def send_confirmation(reader: accounts.Reader, list_ids: list[str], now) -> None
     """Email the double opt-in link for the reader's pending lists."""
     db, cfg = get_db(), site.config()
     token = tokens.sign(current_app.secret_key, "newsletter-confirm", {"r": reader.id, "l": list_ids})
-    link = base_url() + url_for("newsletter.confirm", token=token)
+    link = site.absolute_url("newsletter.confirm", token=token)
     names = [newsletter.get_list(cfg, list_id).name for list_id in list_ids]
     mail.queue(db, to=reader.email, subject="Please confirm your newsletter subscription",
                text=render_template("email/confirm.txt", link=link, names=names),
@@ -44,16 +39,16 @@ def send_confirmation(reader: accounts.Reader, list_ids: list[str], now) -> None
 def compose(item, issue: newsletter.Issue, reader: dict) -> newsletter.Message:
     """Render one issue for one reader: subscriber lists carry the opening, free lists never do."""
     token = _unsubscribe_token(reader["id"], item.id)
-    unsubscribe = f"{base_url()}/newsletter/unsubscribe/{token}"
+    unsubscribe = site.absolute_url("newsletter.unsubscribe", token=token)
     mailto = f"mailto:unsubscribe@meridian.example?subject={quote('unsubscribe ' + token)}"
     articles = [
-        {"article": a, "url": base_url() + url_for("reading.article", slug=a.slug),
+        {"article": a, "url": site.absolute_url("reading.article", slug=a.slug),
          "opening_html": content.teaser_html(a, 1) if item.audience == "subscriber" else None,
          "opening_text": content.split_teaser(a.body_md, 1)[0] if item.audience == "subscriber" else None}
         for a in issue.articles
     ]
     context = {"list": item, "issue": issue, "articles": articles, "unsubscribe": unsubscribe,
-               "preferences": base_url() + url_for("newsletter.preferences"),
+               "preferences": site.absolute_url("newsletter.preferences"),
                "site_name": site.config().site.site.name}
     headers = {
         "List-Id": f"{item.name} <{item.id}.lists.meridian.example>",
@@ -84,7 +79,7 @@ def deliverer(db, cfg):
 def run_due(now) -> list[dict]:
     """Send every scheduled issue whose time has passed (the clock moved)."""
     db, cfg = get_db(), site.config()
-    with current_app.test_request_context(base_url=base_url()):
+    with current_app.test_request_context():
         return newsletter.run_schedule(db, cfg, now, compose, access_check(db, cfg, now),
                                        deliverer(db, cfg))
 
@@ -99,7 +94,7 @@ def send_next(list_id: str, now, dry_run: bool = False) -> dict | None:
     if dry_run:
         return {"list": item.id, "issue": issue.number, "articles": [a.title for a in issue.articles],
                 "recipients": len(newsletter.recipients(db, item.id)), "dry_run": True}
-    with current_app.test_request_context(base_url=base_url()):
+    with current_app.test_request_context():
         return newsletter.send_issue(db, cfg, issue, compose, access_check(db, cfg, now), now,
                                      deliverer(db, cfg))
 

@@ -48,7 +48,7 @@ def article(slug: str):
     porous = decision.access == "teaser" and site.rules().porous
     gated = content.gated_html(item, paragraphs) if decision.access == "full" or porous else None
     ld = content.json_ld(item, decision.access_class, site.config().site.site.name,
-                         url_for("reading.article", slug=slug, _external=True))
+                         site.absolute_url("reading.article", slug=slug))
     return render_template("article.html", article=item, decision=decision, teaser=teaser,
                            gated=gated, json_ld=ld, meter=decision.meter,
                            explain=explain, porous=porous)
