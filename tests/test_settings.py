@@ -7,6 +7,8 @@ fix it without reading gate's source.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -219,3 +221,118 @@ def test_a_broken_config_dir_stops_the_app(tmp_path, config_dir):
     edit(config_dir / "presets/wpr.toml", 'mode = "choice"', 'mode = "pick"')
     with pytest.raises(ConfigError, match=r"wpr\.toml: tiers\.registered\.mode: "):
         create_app(app_config(tmp_path, CONFIG_DIR=str(config_dir)))
+
+
+# --- GATE_* environment variables: declared once, parsed strictly ------------------
+
+
+def env_app(tmp_path, monkeypatch, **variables):
+    """A site built with these GATE_* variables set (and no others from the shell)."""
+    for name in [key for key in os.environ if key.startswith("GATE_")]:
+        monkeypatch.delenv(name)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    return create_app(app_config(tmp_path, SERVER_NAME="meridian.test"))
+
+
+SPELLINGS = [(word, True) for word in ("1", "true", "yes", "on", "TRUE", "Yes", "On")] + \
+            [(word, False) for word in ("0", "false", "no", "off", "False", "NO", "Off", "")]
+
+
+@pytest.mark.parametrize(("word", "expected"), SPELLINGS)
+@pytest.mark.parametrize(("variable", "key"), [
+    ("GATE_DEMO", "DEMO"), ("GATE_SECURE_COOKIES", "SESSION_COOKIE_SECURE"),
+    ("GATE_EVENT_BUFFER", "EVENT_BUFFER"), ("GATE_RATE_LIMITS", "RATELIMIT_ENABLED"),
+])
+def test_every_boolean_spelling_means_what_it_says(tmp_path, monkeypatch, variable, key, word, expected):
+    # Once GATE_DEMO=off turned demo mode (and /dev/mail/) ON, and GATE_SECURE_COOKIES=true left
+    # cookies insecure.
+    app = env_app(tmp_path, monkeypatch, **{variable: word})
+    default = key == "RATELIMIT_ENABLED"  # the one boolean that is on unless turned off
+    assert app.config[key] is (expected if word else default)
+
+
+@pytest.mark.parametrize(("variable", "value", "accepted"), [
+    ("GATE_DEMO", "maybe", "1/true/yes/on or 0/false/no/off"),
+    ("GATE_SECURE_COOKIES", "enabled", "1/true/yes/on or 0/false/no/off"),
+    ("GATE_RATE_LIMITS", "2", "1/true/yes/on or 0/false/no/off"),
+    ("GATE_PROXY_COUNT", "-1", "a whole number from 0 to 10"),
+    ("GATE_PROXY_COUNT", "one", "a whole number from 0 to 10"),
+    ("GATE_PROXY_COUNT", "11", "a whole number from 0 to 10"),
+    ("GATE_BASE_URL", "news.example.com", "an origin like"),
+    ("GATE_BASE_URL", "https://news.example.com/paper", "an origin like"),
+    ("GATE_BASE_URL", "https://user@news.example.com", "an origin like"),
+    ("GATE_BASE_URL", "javascript://news.example.com", "an origin like"),
+    ("GATE_BASE_URL", "https://news.example.com:99999", "an origin like"),
+    ("GATE_BASE_URL", "https://news.example.com?x", "an origin like"),
+    ("GATE_RATELIMIT_STORAGE", "localhost:6379", "a storage URI"),
+    ("GATE_DEMOO", "1", "not a gate setting"),
+])
+def test_a_bad_value_stops_the_start_naming_variable_value_and_what_is_accepted(
+        tmp_path, monkeypatch, variable, value, accepted):
+    from gate.environment import SettingError
+
+    with pytest.raises(SettingError) as refused:
+        env_app(tmp_path, monkeypatch, **{variable: value})
+    message = str(refused.value)
+    assert message.startswith(variable) and accepted in message
+    assert variable == "GATE_DEMOO" or f"{variable}={value!r}" in message
+
+
+def test_the_cli_refuses_a_bad_value_cleanly(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from gate.cli import main
+
+    monkeypatch.setenv("GATE_DATABASE", str(tmp_path / "cli.sqlite"))
+    monkeypatch.setenv("GATE_DEMO", "off-ish")
+    result = CliRunner().invoke(main, ["db", "init"])
+    assert result.exit_code == 1 and "configuration error" in result.output
+    assert "GATE_DEMO='off-ish': accepted: 1/true/yes/on or 0/false/no/off" in result.output
+    assert not (tmp_path / "cli.sqlite").exists()
+
+
+@pytest.mark.parametrize(("value", "origin"), [
+    ("https://News.Example.com", "https://news.example.com"),
+    ("https://news.example.com/", "https://news.example.com"),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+])
+def test_an_origin_is_kept_as_scheme_host_and_port(tmp_path, monkeypatch, value, origin):
+    app = env_app(tmp_path, monkeypatch, GATE_BASE_URL=value)
+    assert app.config["BASE_URL"] == origin
+
+
+def test_the_site_file_sets_the_origin_and_the_old_mail_key_is_refused(tmp_path, config_dir):
+    site_file = config_dir / "site.toml"
+    text = site_file.read_text()
+    site_file.write_text(text.replace("[site]\n", '[site]\nbase_url = "https://paper.example"\n', 1))
+    assert Config(config_dir).site.site.base_url == "https://paper.example"
+    assert create_app(app_config(tmp_path, CONFIG_DIR=str(config_dir)))
+    site_file.write_text(text.replace("[site]\n", '[site]\nbase_url = "paper.example"\n', 1))
+    with pytest.raises(ConfigError, match="site.base_url: Value error, accepted: an origin like"):
+        Config(config_dir)
+    site_file.write_text(text.replace("[mail]\n", '[mail]\nbase_url = "https://paper.example"\n', 1))
+    with pytest.raises(ConfigError, match=r"mail.base_url: moved to \[site\] base_url"):
+        Config(config_dir)
+
+
+def _readme_environment_rows() -> list[str]:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Environment", 1)[1].split("\n#", 1)[0]
+    return re.findall(r"^\| `(GATE_[A-Z_]+)` \|", section, re.MULTILINE)
+
+
+def test_help_readme_and_code_list_the_same_variables():
+    from click.testing import CliRunner
+
+    from gate.cli import main
+    from gate.environment import VARIABLES
+
+    declared = [variable.name for variable in VARIABLES]
+    assert _readme_environment_rows() == declared
+    shown = re.findall(r"^\s+(GATE_[A-Z_]+) ", CliRunner().invoke(main, ["--help"]).output, re.MULTILINE)
+    assert shown == declared
+    package = Path(__file__).parents[1] / "gate"
+    used = {name for path in package.rglob("*.py")
+            for name in re.findall(r"""["'](GATE_[A-Z_]+)["']""", path.read_text())}
+    assert used <= set(declared), f"read but not declared in gate/environment.py: {used - set(declared)}"
