@@ -84,10 +84,16 @@ def normalize_email(raw: str) -> str:
         raise AccountError(str(error)) from None
 
 
-def check_new_password(password: str) -> None:
-    """Refuse passwords too short to be worth having."""
-    if password and len(password) < MIN_PASSWORD:
-        raise AccountError(f"Passwords need at least {MIN_PASSWORD} characters.")
+def check_password(password: str, *, new: bool = True) -> None:
+    """The one password rule, for signup, checkout, the CLI and login alike.
+
+    A password is kept exactly as typed, but spaces around it don't count: one that is
+    only spaces is refused everywhere, and a new one needs MIN_PASSWORD other characters.
+    """
+    if password and not password.strip():
+        raise AccountError("A password can't be only spaces.")
+    if new and password and len(password.strip()) < MIN_PASSWORD:
+        raise AccountError(f"Passwords need at least {MIN_PASSWORD} characters (spaces around them don't count).")
 
 
 def _one(db, where: str, params) -> Reader | None:
@@ -112,7 +118,7 @@ def by_session_token(db, token: str) -> Reader | None:
 
 def create(db, email: str, password: str | None, now: datetime, *, admin: bool = False) -> Reader:
     """Create an account; the email must be normalised and unused."""
-    check_new_password(password or "")
+    check_password(password or "")
     if by_email(db, email):
         raise AccountError(f"An account for {email} already exists.")
     try:
@@ -152,7 +158,7 @@ def set_flags(db, reader_id: int, *, admin: bool | None = None,
     if admin is not None:
         db.execute("update readers set is_admin = ? where id = ?", [int(admin), reader_id])
     if password:
-        check_new_password(password)
+        check_password(password)
         db.execute("update readers set password_hash = ? where id = ?",
                    [generate_password_hash(password), reader_id])
         rotate_session(db, reader_id)

@@ -6,12 +6,16 @@ A fixed width keeps SQL comparisons on the text column in time order.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 UTC = timezone.utc
 _DURATION = re.compile(r"^\s*(\d+)\s*(w|d|h|m|s)\s*$")
 _UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+#: The years a date typed at the site's edges (comp ends, dashboard ranges) may fall in: room
+#: for a simulated clock a century ahead, and far enough from datetime's limits that no
+#: arithmetic on such a date (a day added, a time zone applied) can overflow.
+YEARS = range(2000, 2200)
 
 
 def to_iso(moment: datetime) -> str:
@@ -53,4 +57,21 @@ def parse_moment(text: str, tz: ZoneInfo) -> datetime:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
-    return moment.astimezone(UTC)
+    return in_years(moment).astimezone(UTC)
+
+
+def parse_day(text: str) -> date:
+    """Parse an ISO date (2026-11-01) within YEARS."""
+    try:
+        day = date.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"not a date: {text!r} (use ISO 8601, e.g. 2026-11-01)") from None
+    return in_years(day)
+
+
+def in_years(moment):
+    """The date or time itself, if its year is in YEARS; else a ValueError saying the window."""
+    if moment.year not in YEARS:
+        raise ValueError(f"{moment.isoformat()[:10]} is outside the years this site accepts "
+                         f"({YEARS[0]} to {YEARS[-1]})")
+    return moment

@@ -114,6 +114,9 @@ def init_app(app) -> None:
     login_manager.init_app(app)
     from gate.web import (account, admin, api, auth, demo, devmail, learn, newsletter, reading,
                           subscribe)
+    from gate.web.access import RowId
+
+    app.url_map.converters["id"] = RowId  # before the blueprints' routes use it
 
     for module in (reading, auth, account, subscribe, newsletter, learn, devmail, demo, admin, api):
         app.register_blueprint(module.bp)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import abort, current_app, g, request
 from flask_login import current_user
+from werkzeug.routing import IntegerConverter
 
 from gate import content, eventlog, events, paywall, quota, site
 from gate.content import Article
@@ -88,6 +89,13 @@ def payload(article: Article, decision: Decision) -> dict:
     if decision.access == "full":
         data["body_html"] = content.body_html(article)
     return data
+
+
+class RowId(IntegerConverter):
+    """``<id:...>`` in a route: a row id, 1 to 2**63-1 (SQLite's INTEGER); past that, no such page."""
+
+    def __init__(self, url_map) -> None:
+        super().__init__(url_map, min=1, max=2**63 - 1)
 
 
 def int_arg(name: str, default: int, low: int, high: int) -> int:

@@ -7,7 +7,7 @@ change made here is an event naming the admin.
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 from flask import (Blueprint, abort, flash, jsonify, redirect, render_template, request,
                    url_for)
@@ -19,7 +19,7 @@ from gate import experiments as exp_stats
 from gate.clock import Clock, ClockError
 from gate.db import get_db
 from gate.settings import ConfigError
-from gate.timeutil import parse_duration, parse_moment
+from gate.timeutil import parse_day, parse_duration, parse_moment
 from gate.web import clockops, login_manager
 from gate.web.forms import ConfirmForm
 
@@ -56,8 +56,8 @@ def _range() -> stats.Range:
     tz = site.rules().tz
     today = site.now().astimezone(tz).date()
     try:
-        first = date.fromisoformat(request.args.get("start") or (today - timedelta(days=29)).isoformat())
-        last = date.fromisoformat(request.args.get("end") or today.isoformat())
+        first = parse_day(request.args.get("start") or (today - timedelta(days=29)).isoformat())
+        last = parse_day(request.args.get("end") or today.isoformat())
         return stats.Range.days(first, last, tz)
     except ValueError as error:
         abort(400, description=f"Bad range: {error}. Use dates like 2026-11-01.")
@@ -183,7 +183,7 @@ def _reader_or_404(reader_id: int) -> accounts.Reader:
     return subscriptions.refresh(get_db(), site.config(), reader, site.now())
 
 
-@bp.get("/readers/<int:reader_id>")
+@bp.get("/readers/<id:reader_id>")
 def reader(reader_id: int):
     """One reader: tier, meter and its articles, subscription, payments, newsletters, timeline."""
     db, now = get_db(), site.now()
@@ -207,7 +207,7 @@ def _in_window(rules, tier, moment: datetime, now: datetime) -> bool:
     return periods.period_window(rule.period, now, rules.tz).contains(moment)
 
 
-@bp.post("/readers/<int:reader_id>/<action>")
+@bp.post("/readers/<id:reader_id>/<action>")
 def reader_action(reader_id: int, action: str):
     """Reset the meter, grant complimentary access, or cancel the subscription."""
     person = _reader_or_404(reader_id)

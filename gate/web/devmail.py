@@ -33,7 +33,7 @@ def inbox():
                            has_more=len(rows) > 50)
 
 
-@bp.get("/<int:message_id>")
+@bp.get("/<id:message_id>")
 def message(message_id: int):
     """One message: its HTML, text, headers or raw source."""
     row = first(get_db(), "select * from outbox where id = ?", [message_id])

@@ -2,35 +2,85 @@
 
 from __future__ import annotations
 
+from flask import request
 from flask_wtf import FlaskForm
+from werkzeug.datastructures import MultiDict
 from wtforms import BooleanField, EmailField, HiddenField, PasswordField, StringField
-from wtforms.validators import DataRequired, Length, Optional, ValidationError
+from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
 from gate import accounts, billing
 
+#: The field error for a value sent as a file part (curl -F email=@file) or a JSON non-string.
+NOT_TEXT = "Type this in: it must be text, not a file."
+_FROM_REQUEST = object()
 
-class _EmailForm(FlaskForm):
+
+class TextForm(FlaskForm):
+    """Every form's base: fields take text only, so a file part is a field error, never a 500.
+
+    Flask-WTF merges ``request.files`` (and a JSON body's values) into the form data, where
+    a file or a number reaches code that expects a string; here they are set aside instead.
+    """
+
+    def __init__(self, formdata=_FROM_REQUEST, **kwargs) -> None:
+        self.not_text: set[str] = set()
+        if formdata is _FROM_REQUEST:
+            formdata = self._submitted_text() if self.is_submitted() else None
+        super().__init__(formdata=formdata, **kwargs)
+
+    def _submitted_text(self) -> MultiDict | None:
+        """The submission's text values (form fields or a JSON object); other names are noted."""
+        if request.is_json:
+            body = request.get_json(silent=True)
+            pairs = list(body.items()) if isinstance(body, dict) else []
+        else:
+            pairs = [*request.form.items(multi=True), *request.files.items(multi=True)]
+        text = MultiDict((name, value) for name, value in pairs if isinstance(value, str))
+        self.not_text = {name for name, value in pairs if not isinstance(value, str)}
+        return text if pairs else None
+
+    def validate(self, extra_validators=None) -> bool:
+        """Validate as usual, and refuse every field that arrived as something other than text."""
+        valid = super().validate(extra_validators)
+        refused = self.not_text & self._fields.keys()
+        for name in refused:
+            self[name].errors = [NOT_TEXT]
+        return valid and not refused
+
+
+def _as_field_error(check):
+    """A WTForms validator from a domain check that raises AccountError."""
+    def validator(form, field) -> None:
+        try:
+            check(field)
+        except accounts.AccountError as error:
+            raise ValidationError(str(error)) from None
+    return validator
+
+
+def password_field(label: str, *, new: bool, required: bool = False) -> PasswordField:
+    """A password field under the one rule (accounts.check_password) in signup, checkout and login."""
+    first = [InputRequired("Enter your password.")] if required else []
+    rule = _as_field_error(lambda field: accounts.check_password(field.data or "", new=new))
+    return PasswordField(label, validators=[*first, rule])
+
+
+class _EmailForm(TextForm):
     """Any form that takes an email address; ``email`` is normalised on success."""
 
     email = EmailField("Email address", validators=[DataRequired("Enter your email address.")])
     next = HiddenField()
 
-    def validate_email(self, field) -> None:
+    @_as_field_error
+    def validate_email(field) -> None:
         """Validate with email-validator and keep the normalised address."""
-        try:
-            field.data = accounts.normalize_email(field.data)
-        except accounts.AccountError as error:
-            raise ValidationError(str(error)) from None
+        field.data = accounts.normalize_email(field.data)
 
 
 class SignupForm(_EmailForm):
     """Create an account with an email and, optionally, a password."""
 
-    password = PasswordField(
-        "Password (optional)",
-        validators=[Optional(), Length(min=accounts.MIN_PASSWORD,
-                                       message=f"Passwords need at least {accounts.MIN_PASSWORD} characters.")],
-    )
+    password = password_field("Password (optional)", new=True)
 
 
 def list_field(list_id: str) -> str:
@@ -47,7 +97,7 @@ def signup_form(lists) -> type[SignupForm]:
 class LoginForm(_EmailForm):
     """Log in with a password."""
 
-    password = PasswordField("Password", validators=[DataRequired("Enter your password.")])
+    password = password_field("Password", new=False, required=True)
     remember = BooleanField("Keep me signed in on this device")
 
 
@@ -55,11 +105,11 @@ class MagicLinkForm(_EmailForm):
     """Ask for a one-time sign-in link by email."""
 
 
-class ConfirmForm(FlaskForm):
+class ConfirmForm(TextForm):
     """A bare POST button (sign in with a link, unlock): CSRF only."""
 
 
-class CardForm(FlaskForm):
+class CardForm(TextForm):
     """Card details, checked like a payment provider's test mode (see gate.billing)."""
 
     name = StringField("Name on card", validators=[DataRequired("Enter the name on the card."),
@@ -82,12 +132,10 @@ class CheckoutForm(CardForm):
     """Checkout; anonymous visitors also give an email (and optional password)."""
 
     email = EmailField("Email address", validators=[Optional()])
-    password = PasswordField("Password (optional)", validators=[
-        Optional(), Length(min=accounts.MIN_PASSWORD,
-                           message=f"Passwords need at least {accounts.MIN_PASSWORD} characters.")])
+    password = password_field("Password (optional)", new=True)
 
 
-class SearchForm(FlaskForm):
+class SearchForm(TextForm):
     """The archive search box (GET, so no CSRF)."""
 
     class Meta:
