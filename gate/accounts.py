@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import sqlite3
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -76,10 +78,23 @@ class Reader:
         )
 
 
+#: An RFC 2047 encoded word (=?charset?B|Q?text?=): a mail header decodes it into another address.
+_ENCODED_WORD = re.compile(r"=\?[^?]*\?[bq]\?[^?]*\?=", re.IGNORECASE)
+
+
 def normalize_email(raw: str) -> str:
-    """A syntactically valid, normalised address, or an AccountError saying why not."""
+    """A syntactically valid, normalised address, or an AccountError saying why not.
+
+    Every form, rate limit and lookup uses this one spelling: fullwidth letters,
+    capitals and punycode (``xn--``) domains all name the same inbox.
+    """
+    raw = raw or ""
+    if any(unicodedata.category(ch) == "Cc" for ch in raw):
+        raise AccountError("An email address can't contain control characters.")
+    if _ENCODED_WORD.search(raw):
+        raise AccountError("An email address can't contain an encoded word (=?...?=).")
     try:
-        return validate_email((raw or "").strip(), check_deliverability=False).normalized.lower()
+        return validate_email(raw.strip(), check_deliverability=False).normalized.lower()
     except EmailNotValidError as error:
         raise AccountError(str(error)) from None
 

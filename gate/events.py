@@ -34,6 +34,7 @@ TYPES = {
     "persona_switched": "Demo mode: the presenter became a persona (data: persona).",
     "admin_action": "An admin changed something (data: admin, action, target, details).",
     "comp_changed": "Complimentary access was granted or removed (data: from, to, by).",
+    "checkout_declined": "An anonymous checkout was declined; no account was made (data: plan, decline).",
 }
 
 

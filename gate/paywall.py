@@ -43,6 +43,9 @@ class TierRule(_Strict):
     period: str = "month"
     mode: Literal["choice", "auto"] = "choice"
     unlock_lasts: Literal["period", "forever"] = "period"
+    #: Registered tier only: the meter opens once the reader has proven their address
+    #: (clicked a mailed link). Friction for real readers, against throwaway accounts.
+    require_verified: bool = False
 
     @field_validator("limit", mode="before")
     @classmethod
@@ -88,6 +91,14 @@ class Tiers(_Strict):
         """A subscription is the promise of full access."""
         if not value.unlimited:
             raise ValueError('subscribers must have limit = "unlimited"')
+        return value
+
+    @field_validator("anonymous", "subscriber")
+    @classmethod
+    def _only_accounts_prove_addresses(cls, value):
+        """Only a registered account has an address to prove."""
+        if value.require_verified:
+            raise ValueError("require_verified applies to the registered tier only")
         return value
 
 
@@ -165,6 +176,8 @@ class Viewer:
     tier: Tier
     meter_key: str
     spends: tuple[Spend, ...] = ()
+    #: Whether the reader has proven their address (always true for other tiers).
+    verified: bool = True
 
 
 @dataclass(frozen=True)
@@ -255,6 +268,11 @@ def _registration_helps(rules: Rules, viewer: Viewer) -> bool:
     return not anonymous.unlimited and registered.limit > anonymous.limit
 
 
+def _awaits_proof(rule: TierRule, viewer: Viewer) -> bool:
+    """Whether the meter stays shut until this reader proves their address (against throwaway accounts)."""
+    return viewer.tier == "registered" and rule.require_verified and not viewer.verified
+
+
 def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) -> Decision:
     """Decide what this viewer may read of this article now, and what to offer."""
     cls = rules.access_class(article)
@@ -279,6 +297,9 @@ def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) ->
         return verdict("full", "free_article")
     if cls == "premium":
         return verdict("teaser", "premium_only", "subscribe", note="premium articles need a subscription")
+    proof_note = "the meter opens once the reader confirms their address"
+    if rule.unlimited and _awaits_proof(rule, viewer):
+        return verdict("teaser", "verification_required", "verify", note=proof_note)
     if rule.unlimited:
         return verdict("full", "tier_unlimited", note=f"{viewer.tier} readers have no limit")
     if rule.limit == 0:
@@ -291,6 +312,8 @@ def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) ->
     trace.append(window_note)
     if _unlocked(rule, viewer, article.slug, now, rules.tz):
         return verdict("full", "already_unlocked", note="re-reading costs nothing")
+    if meter.remaining and _awaits_proof(rule, viewer):
+        return verdict("teaser", "verification_required", "verify", note=proof_note)
     if meter.remaining:
         if rule.mode == "auto":
             return verdict("full", "meter_available", spend=True, note="auto mode: this view counts")
@@ -302,6 +325,8 @@ def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) ->
 OFFER_WHY = {
     "register": "Signing up would give this visitor more to read than they have now, so the gate asks for an email.",
     "unlock": "Choice mode: the reader picks which articles to spend free articles on, and has some left.",
+    "verify": "This preset opens the meter only once a reader proves their address, so throwaway accounts "
+              "get nothing: the gate asks the reader to click the link we emailed.",
     "subscribe": "Nothing short of a subscription gives more access here, so the gate offers one.",
     None: "No offer: this reader may read the whole article.",
 }

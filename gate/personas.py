@@ -35,6 +35,8 @@ PERSONAS = (
             "persona.one-left@meridian.example"),
     Persona("none-left", "0 unlocks left", "A registered reader who has used every free article.",
             "persona.none-left@meridian.example"),
+    Persona("throwaway", "Throwaway account", "Signed up a minute ago with a made-up address nobody has "
+            "proven: one of a dozen accounts made for a fresh meter each.", "persona.throwaway@meridian.example"),
     Persona("trialing", "Trialing", "Two days into the annual plan's free trial.",
             "persona.trial@meridian.example"),
     Persona("active", "Subscriber", "A paying monthly subscriber.", "persona.active@meridian.example"),
@@ -73,6 +75,7 @@ def _clear(db, reader_id: int) -> None:
     db.execute("delete from subscriptions where reader_id = ?", [reader_id])
     db.execute("delete from enrollments where reader_id = ?", [reader_id])
     db.execute("update readers set comp_until = null, comp_by = null where id = ?", [reader_id])
+    db.execute("update readers set email_verified_at = null where id = ?", [reader_id])
 
 
 def _spend(db, rules, reader_id: int, count: int, now: datetime) -> None:
@@ -118,6 +121,8 @@ def reset(db, cfg, rules_of, persona_id: str, now: datetime) -> accounts.Reader 
     reader = accounts.by_email(db, persona.email) or accounts.create(db, persona.email, None, now)
     rules = rules_of(reader)
     _clear(db, reader.id)
+    if persona_id != "throwaway":  # every other persona is a real reader who clicked our link once
+        accounts.mark_verified(db, reader.id, now)
     limit = rules.tiers.registered.limit
     monthly = next((p.id for p in cfg.site.plans if p.interval == "month"), cfg.site.plans[0].id)
     trial = next((p.id for p in cfg.site.plans if p.trial_days), monthly)

@@ -19,6 +19,8 @@ from flask_limiter.util import get_remote_address
 from flask_login import current_user
 from limits.storage import Storage
 
+from gate import accounts
+
 _SCHEMA = "create table if not exists rate_limits (key text primary key, count integer, expires_at real)"
 
 
@@ -94,8 +96,18 @@ def viewer_key() -> str:
 
 
 def email_key() -> str:
-    """Limit sign-in links per target address, whoever asks."""
-    return "email:" + (request.form.get("email") or "").strip().lower()
+    """Limit per target address, whoever asks, in the spelling accounts use.
+
+    Fullwidth, capitalised or punycode spellings of one domain are one inbox, so
+    they share one count. A signed-in reader sending no address counts as themselves.
+    """
+    raw = request.form.get("email") or ""
+    if not raw and current_user.is_authenticated:
+        return f"reader:{current_user.id}"
+    try:
+        return "email:" + accounts.normalize_email(raw)
+    except accounts.AccountError:
+        return "email:" + raw.strip().lower()  # refused by the form anyway; still counted
 
 
 limiter = Limiter(key_func=get_remote_address, headers_enabled=True, strategy="fixed-window")
@@ -103,9 +115,22 @@ limiter = Limiter(key_func=get_remote_address, headers_enabled=True, strategy="f
 #: The limits, by what they protect.
 LOGIN = "20 per minute"
 SIGNUP = "20 per minute"
+#: Checkout creates accounts too, so it is limited like signup, and per address.
+CHECKOUT = SIGNUP
+CHECKOUT_EMAIL = "10 per hour"
+
+
+def reached_the_card(response) -> bool:
+    """Whether a checkout got as far as a charge (a form refused with 400 writes and charges nothing)."""
+    return response.status_code != 400
 MAGIC_LINK_IP = "10 per minute"
 MAGIC_LINK_EMAIL = "5 per hour"
 UNLOCK = "60 per minute"
+
+#: Sign-in links to one inbox, from signup and the link form together (mail bombing);
+#: a refused form sends nothing, so it doesn't count.
+sign_in_mail = limiter.shared_limit(MAGIC_LINK_EMAIL, scope="sign-in-mail", key_func=email_key,
+                                    methods=["POST"], deduct_when=lambda response: response.status_code < 400)
 
 
 def init_app(app) -> None:

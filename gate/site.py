@@ -223,13 +223,14 @@ def viewer() -> Viewer:
     state = request_state()
     if "viewer" not in state:
         user = current_user._get_current_object()
+        verified = not user.is_authenticated or user.email_verified_at is not None
         if user.is_authenticated:
             tier, key = user.tier, user.meter_key
         elif porous_meter():
             tier, key = "anonymous", POROUS_KEY
         else:
             tier, key = "anonymous", f"visitor:{_visitor()}"
-        state.viewer = Viewer(tier, key, quota_store_for_viewer().spends(key))
+        state.viewer = Viewer(tier, key, quota_store_for_viewer().spends(key), verified)
     return state.viewer
 
 

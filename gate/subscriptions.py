@@ -8,7 +8,7 @@ happened), each operation in one ``BEGIN IMMEDIATE`` transaction.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from gate import accounts, billing, events, newsletter
@@ -158,6 +158,8 @@ def checkout(db, cfg, reader_id: int, plan_id: str, card: billing.Card, card_num
         if seen:
             if seen["reader_id"] != reader_id:
                 raise CheckoutError("This checkout form belongs to another session. Reload the page.")
+            if seen["subscription_id"] is None:  # spent on a guest checkout that charged nothing
+                raise CheckoutError("This checkout form has expired. Reload the page.")
             sub = _from_row(first(db, "select * from subscriptions where id = ?", [seen["subscription_id"]]))
             return sub, seen["decline_code"], True
         existing = current(db, reader_id)
@@ -225,3 +227,48 @@ def grant(db, cfg, reader_id: int, plan_id: str, now: datetime, by: str) -> Subs
         sub = apply_outcome(db, outcome, by=by)
     newsletter.enroll_subscriber_lists(db, cfg, reader_id, now, source=by, ip=None)
     return sub
+
+
+@dataclass(frozen=True)
+class GuestCheckout:
+    """What an anonymous checkout did. ``outcome`` is ``declined`` (nothing written),
+    ``subscribed`` (a new account, subscribed, not signed in), ``known`` (the address has an
+    account: nothing charged, its owner is asked to sign in) or ``replayed`` (this form was
+    already submitted). The payer is told the same for ``subscribed``, ``known`` and
+    ``replayed``, so a checkout never reveals who has an account."""
+
+    outcome: str
+    reader: accounts.Reader | None = None
+    subscription: Subscription | None = None
+    decline: str | None = None
+
+
+def guest_checkout(db, cfg, email: str, password: str | None, plan_id: str, card: billing.Card,
+                   card_number: str, idempotency_key: str, now: datetime, ip: str | None = None,
+                   **signup_event) -> GuestCheckout:
+    """Subscribe an anonymous payer without ever handing them an account they haven't proven.
+
+    A declined card creates nothing (no throwaway account with a free meter); an address
+    that already has an account is not charged and not signed in (that would be a
+    takeover). All of it happens under one write lock, so two submissions of one form
+    (a double click) make one account and one charge, and the second is a replay.
+    """
+    terms = plan_terms(cfg, plan_id)
+    decline = billing.checkout_decline(card_number)
+    with immediate(db):
+        seen = first(db, "select reader_id from checkouts where idempotency_key = ?", [idempotency_key])
+        if seen:
+            return GuestCheckout("replayed", accounts.by_id(db, seen["reader_id"]))
+        if decline:
+            events.record(db, "checkout_declined", now, plan=terms.id, decline=decline, **signup_event)
+            return GuestCheckout("declined", decline=decline)
+        reader = accounts.by_email(db, email)
+        if reader is not None:
+            db["checkouts"].insert({"idempotency_key": idempotency_key, "reader_id": reader.id,
+                                    "subscription_id": None, "created_at": to_iso(now),
+                                    "decline_code": None})
+            return GuestCheckout("known", reader)
+        reader = accounts.create(db, email, password, now)
+        events.record(db, "signup", now, reader_id=reader.id, **signup_event)
+        sub, _, _ = checkout(db, cfg, reader.id, plan_id, card, card_number, idempotency_key, now, ip=ip)
+    return GuestCheckout("subscribed", reader, sub)

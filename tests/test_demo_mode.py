@@ -116,13 +116,19 @@ def test_explain_for_every_reason_code(app, runner, db):
     runner.invoke(args=["preset", "use", "metered"])
     auto = explain(Reader(app.test_client()), slugs[0])
     cases.append((auto, "meter_available", None))
+    runner.invoke(args=["preset", "use", "metered-verified"])
+    unproven = Reader(app.test_client())
+    runner.invoke(args=["readers", "add", "unproven@example.com", "--password", "unproven-pass-1"])
+    unproven.login("unproven@example.com", "unproven-pass-1")
+    cases.append((explain(unproven, slugs[0]), "verification_required", "verify"))
     assert auto["spent"] is True and auto["meter_before"]["used"] == 0 and auto["meter_after"]["used"] == 1
     for data, reason, offer in cases:
         assert (data["reason"], data["offer"]) == (reason, offer)
         assert data["preset"] and data["tier"] and data["offer_why"] and data["trace"]
     seen = {data["reason"] for data, _, _ in cases}
     assert seen == {"registration_required", "free_article", "premium_only", "meter_available",
-                    "already_unlocked", "meter_exhausted", "subscriber", "subscribers_only", "tier_unlimited"}
+                    "already_unlocked", "meter_exhausted", "subscriber", "subscribers_only", "tier_unlimited",
+                    "verification_required"}
     assert seen == engine_reason_codes()  # every code decide() can give, read from its source
 
 
@@ -151,4 +157,5 @@ def test_explain_names_the_window_in_the_site_time_zone(reader):
     assert data["window"] == {"key": "month:2026-11", "start": "2026-11-01T00:00:00-04:00",
                               "end": "2026-12-01T00:00:00-05:00", "resets_at": "2026-12-01T00:00:00-05:00",
                               "timezone": "America/New_York"}
-    assert data["rule"] == {"limit": 3, "period": "month", "mode": "choice", "unlock_lasts": "period"}
+    assert data["rule"] == {"limit": 3, "period": "month", "mode": "choice", "unlock_lasts": "period",
+                            "require_verified": False}

@@ -54,10 +54,50 @@ def config() -> Config:
 
 def test_every_preset_is_tested(config):
     """The table covers every preset; metered-ab is metered plus an experiment (test_console),
-    and bypass-lab, the unsafe teaching preset, has its own tests (test_classroom)."""
-    assert sorted(config.presets) == sorted(PRESETS + ("metered-ab", "bypass-lab"))
+    metered-verified is metered plus proven addresses (below), and bypass-lab, the unsafe
+    teaching preset, has its own tests (test_classroom)."""
+    assert sorted(config.presets) == sorted(PRESETS + ("metered-ab", "metered-verified", "bypass-lab"))
     plain = config.presets["metered-ab"].model_dump(exclude={"name", "title", "description", "experiments"})
     assert plain == config.presets["metered"].model_dump(exclude={"name", "title", "description", "experiments"})
+    tiers = config.presets["metered-verified"].tiers
+    assert tiers.registered.require_verified
+    assert tiers.model_copy(update={"registered": tiers.registered.model_copy(
+        update={"require_verified": False})}) == config.presets["metered"].tiers
+
+
+#: (access, reason, offer) for an unproven registered reader's metered article under metered-verified.
+UNPROVEN = {
+    "none": ("teaser", "verification_required", "verify"),
+    "some": ("teaser", "verification_required", "verify"),  # spends moved from the anonymous meter
+    "exhausted": ("teaser", "meter_exhausted", "subscribe"),
+    "unlocked": ("full", "already_unlocked", None),
+}
+
+
+@pytest.mark.parametrize("state", STATES)
+@pytest.mark.parametrize("verified", [True, False])
+def test_the_registered_meter_can_require_a_proven_address(config, state, verified):
+    rules = config.preset("metered-verified")
+    viewer = Viewer("registered", "reader:1", spends_for(state, 10), verified=verified)
+    decision = decide(rules, viewer, article_for("metered-verified", "metered"), NOW)
+    want = METERED["metered", "registered"][state][:3] if verified else UNPROVEN[state]
+    assert (decision.access, decision.reason, decision.offer) == want
+    assert not decision.spend or verified
+    assert paywall.explain(rules, viewer, article_for("metered-verified", "metered"), NOW)["offer_why"]
+
+
+def test_an_unlimited_registered_tier_can_require_a_proven_address():
+    rules = Rules(name="x", title="x", tiers={"anonymous": {"limit": 0},
+                                               "registered": {"limit": "unlimited", "require_verified": True}})
+    decision = decide(rules, Viewer("registered", "reader:1", verified=False), Article(SLUG, "Diplomacy", "metered"), NOW)
+    assert (decision.access, decision.reason, decision.offer) == ("teaser", "verification_required", "verify")
+
+
+@pytest.mark.parametrize("tier", ["anonymous", "subscriber"])
+def test_only_the_registered_tier_has_an_address_to_prove(tier):
+    rule = {"limit": "unlimited", "require_verified": True}
+    with pytest.raises(ValueError, match="registered tier only"):
+        Rules(name="x", title="x", tiers={tier: rule})
 
 
 def article_for(preset: str, cls: str, slug: str = SLUG) -> Article:

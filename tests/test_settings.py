@@ -23,8 +23,9 @@ CONFIG = resource_dir("config")
 SHIPPED = sorted(path.stem for path in (CONFIG / "presets").glob("*.toml"))
 
 
-def test_the_shipped_presets_are_the_five_teaching_walls_and_an_experiment():
-    assert SHIPPED == ["bypass-lab", "freemium", "hard", "metered", "metered-ab", "registration-wall", "wpr"]
+def test_the_shipped_presets_are_the_five_teaching_walls_an_experiment_and_a_proven_meter():
+    assert SHIPPED == ["bypass-lab", "freemium", "hard", "metered", "metered-ab", "metered-verified",
+                       "registration-wall", "wpr"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)

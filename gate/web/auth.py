@@ -56,6 +56,7 @@ def sign_in(reader: accounts.Reader, method: str, remember: bool = False) -> Non
 
 @bp.route("/signup", methods=["GET", "POST"])
 @limiter.limit(ratelimit.SIGNUP, methods=["POST"])
+@ratelimit.sign_in_mail
 def signup():
     """Create an account with an email (password optional) and return to the article."""
     offered = site.config().site.signup_lists
@@ -63,32 +64,51 @@ def signup():
     form.next.data = safe_next(request.args.get("next") if request.method == "GET" else form.next.data)
     if request.method == "GET":
         form.email.data = request.args.get("email", "")
-    if form.validate_on_submit():
-        db = get_db()
-        existing, reader = accounts.by_email(db, form.email.data), None
-        if existing is None:
-            try:
-                reader = accounts.create(db, form.email.data, form.password.data or None, site.now())
-            except accounts.AccountError:  # created by a concurrent request a moment ago
-                existing = accounts.by_email(db, form.email.data)
-        if reader is None:
-            # Answer exactly as a new signup does (303 to next), so the form can't be used to
-            # learn who has an account; the owner gets a sign-in link instead.
-            if existing is not None:
-                _send_magic_link(existing, safe_next(form.next.data), reason="signup_existing")
-            flash("Check your email: we sent a link to continue.", "info")
-            return redirect(safe_next(form.next.data), code=303)
-        chosen = [item.id for item in offered if form[list_field(item.id)].data]
-        events.record(db, "signup", site.now(), reader_id=reader.id,
-                      visitor_id=session.get("visitor"), source=safe_next(form.next.data),
-                      newsletters=chosen, preset=site.rules().name)
-        enroll_at_signup(reader, chosen, source=safe_next(form.next.data))
-        sign_in(reader, "signup")
-        flash("Welcome to The Meridian. Your free articles are ready.", "success")
-        return redirect(safe_next(form.next.data), code=303)
-    status = 400 if request.method == "POST" else 200
-    return render_template("signup.html", form=form, offered=offered,
-                           list_field=list_field), status
+    if not form.validate_on_submit():
+        status = 400 if request.method == "POST" else 200
+        return render_template("signup.html", form=form, offered=offered,
+                               list_field=list_field), status
+    next_path = safe_next(form.next.data)
+    reader = _new_reader(form, [item.id for item in offered if form[list_field(item.id)].data], next_path)
+    if reader is None or _proof_first():
+        # A known address (or any address, where the meter needs a proven one) gets this same
+        # answer, so the form can't be used to learn who has an account; the owner gets a link.
+        flash("Check your email: we sent a link to continue.", "info")
+        return redirect(next_path, code=303)
+    sign_in(reader, "signup")
+    flash("Welcome to The Meridian. Your free articles are ready.", "success")
+    return redirect(next_path, code=303)
+
+
+def _proof_first() -> bool:
+    """Whether this preset opens the registered meter only for proven addresses.
+
+    Then a new signup is answered, like a known address, with a mailed link and no
+    sign-in; otherwise a new reader is signed in at once (and signup necessarily
+    tells a new address from a known one: the trade-off the README describes).
+    """
+    return site.rules().tiers.registered.require_verified
+
+
+def _new_reader(form, chosen: list[str], next_path: str) -> accounts.Reader | None:
+    """The account a signup created, or None (and a sign-in link mailed) if the address has one."""
+    db = get_db()
+    existing, reader = accounts.by_email(db, form.email.data), None
+    if existing is None:
+        try:
+            reader = accounts.create(db, form.email.data, form.password.data or None, site.now())
+        except accounts.AccountError:  # created by a concurrent request a moment ago
+            existing = accounts.by_email(db, form.email.data)
+    if reader is None:
+        if existing is not None:
+            send_magic_link(existing, next_path, reason="signup_existing")
+        return None
+    events.record(db, "signup", site.now(), reader_id=reader.id, visitor_id=session.get("visitor"),
+                  source=next_path, newsletters=chosen, preset=site.rules().name)
+    enroll_at_signup(reader, chosen, source=next_path)
+    if _proof_first():
+        send_magic_link(reader, next_path, reason="signup_new")
+    return reader
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -113,7 +133,7 @@ def login():
 
 @bp.post("/login/magic")
 @limiter.limit(ratelimit.MAGIC_LINK_IP)
-@limiter.limit(ratelimit.MAGIC_LINK_EMAIL, key_func=ratelimit.email_key)
+@ratelimit.sign_in_mail
 def request_magic_link():
     """Email a single-use sign-in link; the answer is the same for unknown addresses."""
     form = MagicLinkForm()
@@ -121,11 +141,11 @@ def request_magic_link():
         return render_template("login.html", form=LoginForm(formdata=None), link_form=form), 400
     reader = accounts.by_email(get_db(), form.email.data)
     if reader:
-        _send_magic_link(reader, safe_next(form.next.data), reason="requested")
+        send_magic_link(reader, safe_next(form.next.data), reason="requested")
     return render_template("magic_sent.html", email=form.email.data)
 
 
-def _send_magic_link(reader: accounts.Reader, next_path: str, reason: str) -> None:
+def send_magic_link(reader: accounts.Reader, next_path: str, reason: str) -> None:
     """Email a single-use, 15-minute sign-in link (through the outbox)."""
     db, now = get_db(), site.now()
     jti = accounts.issue_login_token(db, reader.id, now)

@@ -65,6 +65,19 @@ LESSONS = (
            "banner after three), sticky across login.",
            ("Open the page in two private windows: you may land in different variants.",
             "The console's Experiments page compares the variants' funnels with confidence intervals.")),
+    Lesson("throwaway-accounts", "Throwaway accounts (unsafe on purpose)", "metered", "throwaway", SAMPLE,
+           "Each made-up email address is a new account with a full meter: ten more articles a month, as often "
+           "as someone cares to sign up. Here the classic meter trusts any address; you are one such account.",
+           ("The throwaway account reads ten articles although nobody proved its address.",
+            "Sign out and sign up again with another made-up address: a fresh meter every time.",
+            "Then try 'Proven addresses': the same account gets nothing until it clicks a mailed link.")),
+    Lesson("proven-addresses", "Proven addresses", "metered-verified", "throwaway", SAMPLE,
+           "The same meter, but the registered allowance opens only once the reader clicks a link mailed to "
+           "their address. Throwaway accounts read nothing more than an anonymous visitor; real readers pay "
+           "with a trip to their inbox, and some never come back from it.",
+           ("The gate asks the throwaway account to confirm its address, with a button to send the link again.",
+            "A new signup answers 'check your email' whether or not the address has an account.",
+            "Watch the funnel: signups that never confirm are the price of this protection.")),
     Lesson("bypass-lab", "Bypass lab (unsafe on purpose)", "bypass-lab", "anonymous", SAMPLE,
            "A deliberately porous meter: three free articles counted in a plain cookie, and the gated text sent "
            "to the browser and hidden by script. Read three articles, then try to get around the gate.",

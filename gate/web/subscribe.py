@@ -5,10 +5,12 @@ from __future__ import annotations
 import secrets
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_user
+from flask_login import current_user
 
-from gate import accounts, billing, events, mail, site, subscriptions
+from gate import accounts, billing, mail, ratelimit, site, subscriptions
 from gate.db import first, get_db
+from gate.ratelimit import limiter
+from gate.web.auth import send_magic_link
 from gate.web.forms import CheckoutForm
 
 bp = Blueprint("subscribe", __name__)
@@ -42,15 +44,10 @@ def _render(form, plan, status=200):
                            test_cards=billing.TEST_CARDS), status
 
 
-def _replayed(key: str):
-    """The reader a repeated submission of this form belongs to, if this browser sent it first."""
-    row = get_db().execute("select reader_id from checkouts where idempotency_key = ?", [key]).fetchone()
-    if row and key in session.get(_KEYS, []):
-        return accounts.by_id(get_db(), row[0])
-    return None
-
-
 @bp.route("/subscribe/<plan_id>", methods=["GET", "POST"])
+@limiter.limit(ratelimit.CHECKOUT, methods=["POST"], deduct_when=ratelimit.reached_the_card)
+@limiter.limit(ratelimit.CHECKOUT_EMAIL, methods=["POST"], key_func=ratelimit.email_key,
+               deduct_when=ratelimit.reached_the_card)
 def checkout(plan_id: str):
     """Show the checkout form; on POST validate, charge the test card and subscribe."""
     plan = _plan(plan_id)
@@ -65,33 +62,70 @@ def checkout(plan_id: str):
     if not form.validate_on_submit():
         return _render(form, plan, 400)
     key = form.idempotency_key.data or ""
-    if not current_user.is_authenticated and (owner := _replayed(key)):
-        login_user(owner)  # the same browser submitted this form twice: show its result
     card = form.check_card(now)
-    reader = current_user if current_user.is_authenticated else None
-    if reader is None:
-        reader = _new_account(form, now)
-    if card is None or reader is None or key not in session.get(_KEYS, []):
-        if key not in session.get(_KEYS, []):
-            form.card_number.errors.append("This form has expired. Please enter your card again.")
-        _fresh_key(form)
+    if not current_user.is_authenticated:
+        return _guest_checkout(form, plan, card, key, now)
+    if not _ready(form, card, key):
         return _render(form, plan, 400)
     try:
         sub, decline, replay = subscriptions.checkout(
-            db, site.config(), reader.id, plan.id, card, form.card_number.data, key, now,
+            db, site.config(), current_user.id, plan.id, card, form.card_number.data, key, now,
             ip=request.remote_addr)
     except subscriptions.CheckoutError as error:
         flash(str(error), "warning")
         return redirect(url_for("account.account"), code=303)
     if decline:
-        form.card_number.errors.append(billing.DECLINE_MESSAGES.get(decline, "Your card was declined."))
-        _fresh_key(form)
-        return _render(form, plan, 402)
+        return _declined(form, plan, decline)
     if not replay:
-        _receipt(reader, plan, sub, now)
+        _receipt(current_user, plan, sub, now)
         flash(f"Welcome, subscriber. Your {plan.name.lower()} subscription is "
               f"{'in its free trial' if sub.status == 'trialing' else 'active'}.", "success")
     return redirect(url_for("account.account"), code=303)
+
+
+def _ready(form: CheckoutForm, card, key: str) -> bool:
+    """Whether the card is valid and the form was rendered for this browser (else a fresh key)."""
+    if card is not None and key in session.get(_KEYS, []):
+        return True
+    if key not in session.get(_KEYS, []):
+        form.card_number.errors.append("This form has expired. Please enter your card again.")
+    _fresh_key(form)
+    return False
+
+
+def _declined(form: CheckoutForm, plan, decline: str):
+    """The form again, with the card's decline message and a fresh key."""
+    form.card_number.errors.append(billing.DECLINE_MESSAGES.get(decline, "Your card was declined."))
+    _fresh_key(form)
+    return _render(form, plan, 402)
+
+
+def _guest_checkout(form: CheckoutForm, plan, card, key: str, now):
+    """An anonymous checkout: the same answer whether or not the address has an account.
+
+    Nobody is signed in here: the account (new, or the owner's) is reached through a
+    mailed link, which proves the address. A declined card creates nothing.
+    """
+    try:
+        email = accounts.normalize_email(form.email.data or "")
+    except accounts.AccountError as error:
+        form.email.errors.append(str(error))
+        email = None
+    if not _ready(form, card, key) or email is None:
+        return _render(form, plan, 400)
+    result = subscriptions.guest_checkout(
+        get_db(), site.config(), email, form.password.data or None, plan.id, card,
+        form.card_number.data, key, now, ip=request.remote_addr, visitor_id=session.get("visitor"),
+        source=request.path, preset=site.rules().name)
+    if result.outcome == "declined":
+        return _declined(form, plan, result.decline)
+    if result.outcome == "subscribed":
+        _receipt(result.reader, plan, result.subscription, now)
+        send_magic_link(result.reader, url_for("account.account"), reason="checkout_new")
+    elif result.outcome == "known":
+        send_magic_link(result.reader, url_for("subscribe.checkout", plan_id=plan.id),
+                        reason="checkout_existing")
+    return render_template("checkout_sent.html", email=email, plan=plan)
 
 
 def _receipt(reader, plan, sub, now) -> None:
@@ -101,25 +135,3 @@ def _receipt(reader, plan, sub, now) -> None:
     mail.queue(db, to=reader.email, subject=f"Your {site.config().site.site.name} subscription receipt",
                text=render_template("email/receipt.txt", plan=plan, sub=sub, payment=charged),
                html=None, kind="receipt", sender=site.config().site.mail.sender, now=now)
-
-
-def _new_account(form: CheckoutForm, now):
-    """Create and sign in the account of an anonymous visitor who is subscribing."""
-    db = get_db()
-    try:
-        email = accounts.normalize_email(form.email.data or "")
-    except accounts.AccountError as error:
-        form.email.errors.append(str(error))
-        return None
-    if accounts.by_email(db, email):
-        form.email.errors.append("That email already has an account: log in first, then subscribe.")
-        return None
-    if form.card_number.errors or form.expiry.errors or form.cvc.errors:
-        return None  # don't create an account for a checkout that can't go ahead
-    reader = accounts.create(db, email, form.password.data or None, now)
-    events.record(db, "signup", now, reader_id=reader.id, visitor_id=session.get("visitor"),
-                  source=request.path, preset=site.rules().name)
-    from gate.web.auth import sign_in
-
-    sign_in(reader, "checkout")
-    return subscriptions.refresh(db, site.config(), reader, now)
