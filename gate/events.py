@@ -31,7 +31,8 @@ TYPES = {
     "newsletter_changed": "An enrollment changed status (data: list, from, to, reason).",
     "newsletter_sent": "An issue of a list went out (data: list, issue, sent, skipped).",
     "confirmation_sent": "A double opt-in confirmation email was written to the outbox.",
-    "persona_switched": "Demo mode: the presenter became a persona (data: persona).",
+    "persona_switched": "Demo mode: the presenter became a persona (data: persona, from, to, instructor).",
+    "persona_returned": "Demo mode: an admin viewing as a persona returned to their own account (data: from, to).",
     "admin_action": "An admin changed something (data: admin, action, target, details).",
     "comp_changed": "Complimentary access was granted or removed (data: from, to, by).",
 }
