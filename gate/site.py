@@ -14,7 +14,7 @@ from datetime import datetime
 from flask import current_app, g, request, session, url_for
 from flask_login import current_user
 
-from gate import events, experiments
+from gate import accounts, events, experiments
 from gate.clock import Clock, real_now
 from gate.db import get_db, open_site_db
 from gate.paywall import Rules, Viewer
@@ -22,6 +22,8 @@ from gate.quota import MemoryQuotaStore, SQLiteQuotaStore
 from gate.settings import Config, ConfigError
 
 PRESET_KEY = "preset"
+#: Session keys of demo mode's "view as": the preset this session previews, and the admin underneath a persona.
+PREVIEW_KEY, INSTRUCTOR_KEY = "preset_preview", "instructor"
 
 
 def config() -> Config:
@@ -88,12 +90,36 @@ def use_preset(db, cfg: Config, name: str, at: datetime, by: str) -> tuple[str, 
     return before, name
 
 
+def previewed_preset() -> str | None:
+    """The preset this session previews instead of the site's (demo mode only), or None.
+
+    A student's Try it changes only their own view; the console always shows
+    the site's own preset (``show_site_preset``).
+    """
+    state = request_state()
+    if not current_app.config.get("DEMO") or state.get("site_preset_only"):
+        return None
+    name = session.get(PREVIEW_KEY)
+    return name if isinstance(name, str) and name in config().presets else None
+
+
+def show_site_preset() -> None:
+    """This request reads by the site's preset whatever the session previews (the console)."""
+    request_state().site_preset_only = True
+    forget_rules()
+
+
+def preset_name() -> str:
+    """The preset this viewer reads by: their preview, else the site's active preset."""
+    cfg = config()
+    return previewed_preset() or active_preset_name(get_db(), cfg)
+
+
 def base_rules() -> Rules:
-    """The active preset as configured, before any experiment variant."""
+    """The viewer's preset as configured, before any experiment variant."""
     state = request_state()
     if "base_rules" not in state:
-        cfg = config()
-        state.base_rules = cfg.preset(active_preset_name(get_db(), cfg))
+        state.base_rules = config().preset(preset_name())
     return state.base_rules
 
 
@@ -133,9 +159,13 @@ def variants() -> dict[str, str]:
 
 
 def _variant_tags() -> dict:
-    """The tags of an event recorded in this request: the viewer's experiment variants."""
-    chosen = variants()
-    return {"variants": chosen} if chosen else {}
+    """The tags of an event recorded in this request: the viewer's variants, and a previewed preset.
+
+    The audit reads the site's preset from its history; an event recorded
+    under a preview names its preset so it is checked by the rules it had.
+    """
+    chosen, preview = variants(), previewed_preset()
+    return {**({"variants": chosen} if chosen else {}), **({"preset": preview} if preview else {})}
 
 
 def rules() -> Rules:
@@ -237,6 +267,30 @@ def viewer() -> Viewer:
 def forget_viewer() -> None:
     """Drop the cached viewer after a spend, login or logout."""
     g.pop("viewer", None)
+
+
+def instructor() -> accounts.Reader | None:
+    """The admin underneath this session's persona (demo mode's "view as"), or None.
+
+    The session keeps the admin's rotating session token, so signing the
+    admin out anywhere (or removing their admin flag) ends it too.
+    """
+    state = request_state()
+    if "instructor" not in state:
+        token = session.get(INSTRUCTOR_KEY) if current_app.config.get("DEMO") else None
+        reader = accounts.by_session_token(get_db(), token) if isinstance(token, str) else None
+        state.instructor = reader if reader is not None and reader.is_admin else None
+    return state.instructor
+
+
+def act_as_instructor() -> bool:
+    """In the console, be the admin underneath the persona for this request; False if there is none."""
+    admin = instructor()
+    if admin is None:
+        return False
+    g._login_user = admin  # what flask-login's current_user reads for the rest of this request
+    forget_rules()
+    return True
 
 
 def forget_rules() -> None:

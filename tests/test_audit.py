@@ -230,6 +230,20 @@ def test_a_real_sites_history_is_clean(site):
     assert covered["payments"] >= 10 and covered["newsletters"] >= 5 and covered["deliveries"] >= 5
 
 
+def test_spends_under_a_students_preview_are_checked_by_the_previewed_preset(app, db):
+    """A demo preview is not in the site's preset history: its events name the preset they ran under."""
+    app.config["DEMO"] = True
+    student = person(app)
+    student.post("/learn/try/metered-view")  # the anonymous persona, previewing the classic meter
+    for slug in published_metered(db, 5):
+        assert read(student, slug)["access"] == "full"
+    student.post("/demo/persona", {"persona": "one-left", "next": "/"})  # nine of the preview's ten spent
+    assert student.meter()["remaining"] == 1 and student.meter()["limit"] == 10
+    assert db.execute("select value from settings where key = 'preset'").fetchone() is None  # still wpr
+    found = audit.run(db, Config())
+    assert found == [], "\n".join(f"{v.kind}: {v.message}" for v in found)
+
+
 def test_command_passes_a_clean_site(site):
     result = site.test_cli_runner().invoke(audit_command, [])
     assert result.exit_code == 0, result.output

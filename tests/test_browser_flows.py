@@ -147,6 +147,7 @@ def demo_site(tmp_path_factory):
     live = LiveSite(tmp_path_factory.mktemp("flows-demo"))
     live.env["GATE_DEMO"] = "1"
     with live:
+        live.gate("readers", "add", ADMIN_EMAIL, "--password", ADMIN_PASSWORD, "--admin")
         yield live
 
 
@@ -469,11 +470,12 @@ def test_a_presenter_switches_personas_opens_the_explain_drawer_and_tries_a_patt
     personas = page.get_by_role("form", name="Demo personas")
 
     def become(label: str) -> None:
+        open_demo_bar(page)
         personas.get_by_role("button", name=label, exact=True).click()
         expect(page.locator(".flash")).to_contain_text(f"You are now: {label}.")
         expect(page).to_have_url(re.compile(rf"/articles/{METERED}$"))
-        pressed = personas.get_by_role("button", name=label, exact=True)
-        expect(pressed).to_have_attribute("aria-pressed", "true")
+        pressed = personas.locator("button[aria-pressed=true]")
+        expect(pressed).to_have_text(label)
 
     for label, offer in PERSONA_STATES:
         become(label)
@@ -501,7 +503,8 @@ def test_a_presenter_switches_personas_opens_the_explain_drawer_and_tries_a_patt
     expect(facts).to_contain_text("offer register")
     audit.axe(page, "article with the explain drawer (demo)")
 
-    # The tour: Try it switches the preset and the persona, and opens the sample article.
+    # The tour: Try it previews the preset as the persona, and opens the sample article.
+    open_demo_bar(page)
     page.get_by_role("link", name="Tour").click()
     expect(page).to_have_url(re.compile(r"/learn/$"))
     audit.axe(page, "learn")
@@ -514,6 +517,80 @@ def test_a_presenter_switches_personas_opens_the_explain_drawer_and_tries_a_patt
     expect(page.locator(".flash")).to_contain_text("Now showing: Metered by choice.")
     expect(page.get_by_role("contentinfo")).to_contain_text("preset wpr")
     expect(page.get_by_role("button", name=UNLOCK_LABEL.format(left=3))).to_be_visible()
+
+    audit.assert_clean()
+
+
+def open_demo_bar(page) -> None:
+    """On a phone the demo bar folds its personas behind one control: open it (a wide screen shows them)."""
+    summary = page.locator(".personas__summary")
+    if summary.is_visible() and page.locator(".personas__menu[open]").count() == 0:
+        summary.click()
+    expect(page.locator(".personas__list")).to_be_visible()
+
+
+def demo_bar_share(page) -> float:
+    """The share of the first screen the demo bar takes, in percent."""
+    return page.evaluate("""() => {
+        const bar = document.querySelector('.personas').getBoundingClientRect();
+        return 100 * Math.min(bar.bottom, innerHeight) / innerHeight; }""")
+
+
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
+def test_an_instructor_views_as_a_persona_keeps_the_console_and_returns(demo_site, open_page, audit):
+    """View as a persona with the admin underneath; the console stays a click away; a student's preview is theirs."""
+    page = open_page(demo_site.url)
+    log_in(page, ADMIN_EMAIL, ADMIN_PASSWORD)
+    page.goto(f"/articles/{METERED}")
+    bar = page.get_by_role("form", name="Demo personas")
+    phone = page.viewport_size["width"] < 600
+    if phone:  # one compact line: the personas are folded away until asked for
+        expect(bar.get_by_role("button", name="1 unlock left", exact=True)).to_be_hidden()
+    assert demo_bar_share(page) <= 8, f"the demo bar takes {demo_bar_share(page):.0f}% of the first screen"
+
+    open_demo_bar(page)
+    bar.get_by_role("button", name="1 unlock left", exact=True).click()
+    expect(page.locator(".flash")).to_contain_text("You are now: 1 unlock left.")
+    back = bar.get_by_role("button", name="Return to instructor")
+    expect(back).to_be_visible()
+    expect(bar.get_by_role("link", name="Console")).to_be_visible()
+    expect(page.get_by_role("button", name=UNLOCK_LABEL.format(left=1))).to_be_visible()
+    share = demo_bar_share(page)
+    print(f"demo bar: {share:.1f}% of the first screen ({page.viewport_size})")
+    assert share <= 8, f"the demo bar takes {share:.0f}% of the first screen"
+    audit.axe(page, "article viewed as a persona, instructor underneath")
+
+    # The console answers as the instructor, with the persona still underneath for the site.
+    bar.get_by_role("link", name="Console").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Dashboard")
+    expect(page.locator(".meterbar")).to_contain_text(ADMIN_EMAIL)
+    audit.axe(page, "console while viewing as a persona")
+    page.goto(f"/articles/{METERED}")
+    expect(page.get_by_role("button", name=UNLOCK_LABEL.format(left=1))).to_be_visible()
+
+    # Return: the admin's own account again, in one click, on the same page.
+    bar.get_by_role("button", name="Return to instructor").click()
+    expect(page.locator(".flash")).to_contain_text("You are back in your own account.")
+    expect(page).to_have_url(re.compile(rf"/articles/{METERED}$"))
+    expect(page.locator(".meterbar")).to_contain_text(ADMIN_EMAIL)
+    expect(bar.get_by_role("button", name="Return to instructor")).to_have_count(0)
+    expect(bar.get_by_role("link", name="Console")).to_be_visible()
+
+    # A student's Try it previews the pattern for them alone: the instructor's page keeps the site's rules.
+    student = open_page(demo_site.url)
+    student.goto("/learn/")
+    student.locator("li#hard").get_by_role("button", name="Try it").click()
+    expect(student.locator(".flash")).to_contain_text("Now showing: Hard paywall. A preview for you alone")
+    expect(student.locator(".personas__summary .personas__badge") if phone else
+           student.locator(".personas__rules")).to_contain_text("Preview")
+    open_demo_bar(student)
+    expect(student.locator(".personas__rules")).to_contain_text("Previewing Hard paywall")
+    audit.axe(student, "a student's preview")
+    page.reload()
+    open_demo_bar(page)
+    expect(page.locator(".personas__rules")).to_contain_text("Rules: Three of your choice")
+    student.get_by_role("button", name="Back to the site's preset").click()
+    expect(student.locator(".flash")).to_contain_text("Back to the site's preset: Three of your choice.")
 
     audit.assert_clean()
 

@@ -92,3 +92,100 @@ def test_the_lab_keeps_the_api_honest(app, runner, db):
     read_three(visitor, db)
     data = visitor.article(metered_slugs(db, 4)[3])
     assert data["access"] == "teaser" and "body_html" not in data
+
+
+# --- in demo mode, a Try it previews the pattern for one visitor only -----------------
+
+BOSS = ("boss@example.com", "boss-pass-123")
+
+
+def site_preset(db):
+    row = db.execute("select value from settings where key = 'preset'").fetchone()
+    return row[0] if row else "wpr"  # the site's default
+
+
+def test_a_students_try_it_does_not_change_the_site_for_anyone_else(app, classroom, db):
+    neighbour = Reader(app.test_client())
+    assert classroom.post("/learn/try/metered-view").status_code == 303
+    assert classroom.client.get("/api/health").get_json()["preset"] == "metered"
+    assert classroom.article(metered_slugs(db, 1)[0])["meter"]["limit"] == 5  # the meter answers by it
+    assert site_preset(db) == "wpr"
+    assert neighbour.client.get("/api/health").get_json()["preset"] == "wpr"
+    assert neighbour.article(metered_slugs(db, 1)[0])["reason"] == "registration_required"
+    assert db.execute("select count(*) from events where type = 'preset_changed'").fetchone()[0] == 0
+
+
+def test_a_preview_survives_persona_switches_and_signup_until_given_back(app, classroom, db):
+    classroom.post("/learn/try/hard")
+    classroom.post("/demo/persona", {"persona": "none-left", "next": "/"})
+    assert classroom.client.get("/api/health").get_json()["preset"] == "hard"
+    classroom.logout()
+    classroom.post("/demo/preview", {"preset": "registration-wall", "next": "/"})
+    classroom.signup("pupil@example.com")
+    assert classroom.article(metered_slugs(db, 1)[0])["reason"] == "tier_unlimited"
+    assert classroom.post("/demo/preview", {"preset": "", "next": "/learn/"}).headers["Location"] == "/learn/"
+    assert classroom.client.get("/api/health").get_json()["preset"] == "wpr"
+
+
+def test_spends_under_a_preview_follow_the_previewed_rules(classroom, db):
+    classroom.post("/demo/preview", {"preset": "metered", "next": "/"})
+    slugs = metered_slugs(db, 2)
+    for slug in slugs:
+        assert classroom.article(slug)["access"] == "full"
+    meter = classroom.meter()
+    assert (meter["used"], meter["limit"], meter["period"]) == (2, 5, "month")
+    unlock = db.execute("select data from events where type = 'unlock'").fetchone()[0]
+    assert '"preset": "metered"' in unlock  # the audit checks it by the rules it had
+
+
+@pytest.mark.parametrize("form", [{"preset": "wizard"}, {"preset": "hard", "csrf_token": "forged"}],
+                         ids=["unknown preset", "forged form"])
+def test_a_bad_preview_changes_nothing(classroom, form):
+    assert classroom.post("/demo/preview", {"next": "/", **form}).status_code == 400
+    assert classroom.client.get("/api/health").get_json()["preset"] == "wpr"
+
+
+def test_a_student_cannot_apply_a_lesson_to_the_site(classroom, db):
+    assert classroom.post("/learn/try/hard", {"scope": "site"}).status_code == 403
+    assert classroom.post("/learn/try/hard", {"scope": "everyone"}).status_code == 400
+    assert site_preset(db) == "wpr"
+
+
+@pytest.fixture
+def admin_in_class(classroom, runner):
+    runner.invoke(args=["readers", "add", BOSS[0], "--password", BOSS[1], "--admin"])
+    classroom.login(*BOSS)
+    return classroom
+
+
+def test_an_admin_chooses_between_preview_and_applying_to_the_site(app, admin_in_class, db):
+    tour = admin_in_class.client.get("/learn/").get_data(as_text=True)
+    assert 'value="preview" class="button button--primary">Try it</button>' in tour
+    assert 'value="site" class="button">Apply to the site</button>' in tour
+    admin_in_class.post("/learn/try/freemium")  # preview: the default
+    assert site_preset(db) == "wpr"
+    # Now viewing as the lesson's persona, with the admin underneath: they may still apply.
+    assert admin_in_class.post("/learn/try/hard", {"scope": "site"}).status_code == 303
+    assert site_preset(db) == "hard"
+    change = db.execute("select data from events where type = 'preset_changed'").fetchone()[0]
+    assert f'"by": "{BOSS[0]}"' in change and '"to": "hard"' in change
+    assert Reader(app.test_client()).client.get("/api/health").get_json()["preset"] == "hard"
+    assert admin_in_class.client.get("/api/health").get_json()["preset"] == "hard"  # the preview is over
+    assert admin_in_class.client.get("/admin/").status_code == 200
+
+
+def test_the_console_shows_the_sites_preset_not_a_preview(admin_in_class):
+    admin_in_class.post("/demo/preview", {"preset": "hard", "next": "/"})
+    assert admin_in_class.client.get("/api/health").get_json()["preset"] == "hard"
+    rules = admin_in_class.client.get("/admin/rules").get_data(as_text=True)
+    assert "Paywall rules: <em>Three of your choice</em>" in rules
+
+
+def test_outside_demo_mode_an_admins_try_it_applies_to_the_site(app, runner, db):
+    runner.invoke(args=["readers", "add", BOSS[0], "--password", BOSS[1], "--admin"])
+    admin = Reader(app.test_client())
+    admin.login(*BOSS)
+    assert admin.post("/learn/try/hard", {"scope": "preview"}).status_code == 400
+    assert admin.post("/demo/preview", {"preset": "hard"}).status_code == 404
+    assert admin.post("/learn/try/hard").status_code == 303
+    assert site_preset(db) == "hard"

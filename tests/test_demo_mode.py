@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from flask import abort
 
 from tests.conftest import FREE, METERED, PREMIUM, Reader, metered_slugs
 
@@ -159,3 +160,119 @@ def test_explain_names_the_window_in_the_site_time_zone(reader):
                               "timezone": "America/New_York"}
     assert data["rule"] == {"limit": 3, "period": "month", "mode": "choice", "unlock_lasts": "period",
                             "require_verified": False}
+
+
+# --- "view as": the instructor keeps the console underneath a persona ----------------
+
+BOSS = ("boss@example.com", "boss-pass-123")
+
+
+@pytest.fixture
+def instructor(demo, runner):
+    """An admin, signed in on a demo site."""
+    runner.invoke(args=["readers", "add", BOSS[0], "--password", BOSS[1], "--admin"])
+    assert demo.login(*BOSS).status_code == 303
+    return demo
+
+
+def page(person, path="/"):
+    return person.client.get(path).get_data(as_text=True)
+
+
+def test_an_admin_keeps_the_console_after_switching_persona(instructor):
+    become(instructor, "one-left")
+    assert instructor.meter()["tier"] == "registered" and instructor.meter()["remaining"] == 1
+    front = page(instructor)
+    assert "Return to instructor</button>" in front and ">Console</a>" in front
+    console = instructor.client.get("/admin/")
+    assert console.status_code == 200
+    assert BOSS[0] in console.get_data(as_text=True)  # the console acts as the instructor
+    assert instructor.meter()["remaining"] == 1  # and the site is still seen as the persona
+    become(instructor, "anonymous")  # switching again keeps the instructor underneath
+    assert instructor.client.get("/admin/").status_code == 200
+
+
+def test_return_to_instructor_restores_the_admin(instructor, db):
+    become(instructor, "active")
+    response = instructor.post("/demo/return", {"next": "/admin/"})
+    assert response.status_code == 303 and response.headers["Location"] == "/admin/"
+    assert instructor.meter()["tier"] == "registered"  # the admin's own account, not the subscriber
+    front = page(instructor)
+    assert f">{BOSS[0]}</a>" in front and "Return to instructor" not in front and ">Console</a>" in front
+    events = [row[0] for row in db.execute(
+        "select type from events where type in ('persona_switched', 'persona_returned') order by id")]
+    assert events == ["persona_switched", "persona_returned"]
+    switched = db.execute("select data from events where type = 'persona_switched'").fetchone()[0]
+    assert '"instructor": true' in switched and '"to": "active"' in switched
+
+
+def test_admin_actions_under_a_persona_are_recorded_as_the_instructor(instructor, db):
+    become(instructor, "new-reader")
+    assert instructor.post("/admin/rules", {"preset": "metered"}).status_code == 303
+    row = db.execute("select data from events where type = 'admin_action'").fetchone()
+    assert f'"admin": "{BOSS[0]}"' in row[0]
+    assert instructor.meter()["tier"] == "registered"  # still the persona on the site
+
+
+@pytest.mark.parametrize("who", ["anonymous student", "registered student", "demoted admin"])
+def test_without_an_admin_underneath_nobody_gains_the_console(demo, runner, db, who):
+    if who == "registered student":
+        runner.invoke(args=["readers", "add", "student@example.com", "--password", "student-pass-1"])
+        demo.login("student@example.com", "student-pass-1")
+    if who == "demoted admin":
+        runner.invoke(args=["readers", "add", BOSS[0], "--password", BOSS[1], "--admin"])
+        demo.login(*BOSS)
+    become(demo, "one-left")
+    if who == "demoted admin":
+        db.execute("update readers set is_admin = 0 where email = ?", [BOSS[0]])
+    assert demo.post("/demo/return").status_code == 403
+    assert demo.client.get("/admin/").status_code == 403
+    front = page(demo)
+    assert "Return to instructor" not in front and ">Console</a>" not in front
+    assert demo.meter()["remaining"] == 1  # still the persona
+
+
+def test_the_instructor_does_not_survive_logout(instructor):
+    become(instructor, "one-left")
+    stolen = instructor.client.get_cookie("session", domain="meridian.test").value
+    assert instructor.client.get("/admin/").status_code == 200
+    assert instructor.logout().status_code == 303
+    assert instructor.client.get("/admin/").status_code == 302  # to the login page
+    assert "Return to instructor" not in page(instructor)
+    instructor.client.set_cookie("session", stolen, domain="meridian.test")  # a copy made before logout
+    assert instructor.client.get("/admin/").status_code in (302, 403)
+    assert "Return to instructor" not in page(instructor)
+    assert instructor.post("/demo/return").status_code == 403
+
+
+def test_view_as_is_for_demo_mode_only(instructor, app):
+    become(instructor, "one-left")
+    assert instructor.client.get("/admin/").status_code == 200
+    app.config["DEMO"] = False
+    assert instructor.client.get("/admin/").status_code == 403
+
+
+def test_a_forbidden_page_offers_the_way_back(app, runner):
+    app.add_url_rule("/forbidden-for-test", "forbidden", lambda: abort(403, description="Not for you."))
+    app.config["DEMO"] = True
+    runner.invoke(args=["readers", "add", BOSS[0], "--password", BOSS[1], "--admin"])
+    instructor = Reader(app.test_client())
+    instructor.login(*BOSS)
+    become(instructor, "one-left")
+    refused = instructor.client.get("/forbidden-for-test")
+    assert refused.status_code == 403
+    text = refused.get_data(as_text=True)
+    assert 'action="/demo/return"' in text and "Return to instructor</button>" in text
+    student = Reader(app.test_client())
+    student.signup("student@example.com")
+    text = student.client.get("/admin/").get_data(as_text=True)
+    assert "Return to instructor" not in text and 'href="/login?next=/admin/"' in text
+
+
+def test_the_demo_bar_shows_the_rules_in_force(demo, runner):
+    assert "Rules: <strong>Three of your choice</strong>" in page(demo)
+    runner.invoke(args=["preset", "use", "hard"])
+    assert "Rules: <strong>Hard paywall</strong>" in page(demo)
+    demo.post("/demo/preview", {"preset": "metered", "next": "/"})
+    bar = page(demo)
+    assert "Previewing <strong>Classic meter</strong>" in bar and "Back to the site's preset</button>" in bar

@@ -354,14 +354,19 @@ def _origin(history: History, row: Unlock) -> tuple[str, Event | None]:
 
 
 def _candidate_presets(history: History, row: Unlock, event: Event | None) -> list[str]:
-    """The presets that may have governed a spend: exact by append order when its event is known."""
+    """The presets that may have governed a spend: exact by append order when its event is known.
+
+    An event recorded under a demo preview names its preset (the site's
+    history does not know the preview), and that preset governed it.
+    """
     if event is not None:
-        return [history.presets.as_of(event.id)[0]]
+        return [event.data.get("preset") or history.presets.as_of(event.id)[0]]
     names = list(history.presets.at(row.at))
     reader_id = _reader_of(row.meter_key)
     switches = history.persona_switches.get(reader_id, ()) if reader_id is not None else ()
     if switches:  # a persona's spends are written by its last switch, under the rules then
-        names.append(history.presets.as_of(switches[-1].id + 1)[0])
+        last = switches[-1]
+        names.append(last.data.get("preset") or history.presets.as_of(last.id + 1)[0])
     return names
 
 

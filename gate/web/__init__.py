@@ -104,6 +104,8 @@ def _template_globals():
         "sections": cfg.site.sections,
         "personas": personas.PERSONAS,
         "current_persona": personas.current(user.email if user.is_authenticated else None),
+        "instructor": site.instructor(),  # demo mode: the admin underneath a persona
+        "previewing": site.previewed_preset(),
         "signup_lists": cfg.signup_lists,
     }
 

@@ -29,11 +29,15 @@ EVENT_PAGE = 100
 
 @bp.before_request
 def _admins_only():
-    """Log in first; then only admin accounts may pass."""
-    if not current_user.is_authenticated:
-        return login_manager.unauthorized()
-    if not current_user.is_admin:
+    """Log in first; then only admin accounts may pass (in demo mode, the admin underneath a persona).
+
+    The console always shows the site's own preset, never the session's preview.
+    """
+    if not (current_user.is_authenticated and current_user.is_admin or site.act_as_instructor()):
+        if not current_user.is_authenticated:
+            return login_manager.unauthorized()
         abort(403, description="The console is for admin accounts.")
+    site.show_site_preset()
     return None
 
 

@@ -15,8 +15,8 @@ from gate.web.forms import ConfirmForm, LoginForm, MagicLinkForm, list_field, si
 from gate.web.newsletter import enroll_at_signup
 
 bp = Blueprint("auth", __name__)
-#: Session keys that survive signing in (an open checkout's idempotency keys).
-CARRIED = ("checkout_keys",)
+#: Session keys that survive signing in (an open checkout's idempotency keys, a demo preset preview).
+CARRIED = ("checkout_keys", site.PREVIEW_KEY)
 
 
 def safe_next(target: str | None, default: str = "/") -> str:
@@ -190,6 +190,8 @@ def logout():
     """POST ends the session everywhere; GET asks first (a link can't log you out)."""
     form = ConfirmForm()
     if request.method == "POST" and form.validate_on_submit():
+        if site.instructor() is not None:  # a replayed cookie must not bring the admin underneath back
+            accounts.rotate_session(get_db(), site.instructor().id)
         if current_user.is_authenticated:
             db = get_db()
             events.record(db, "logout", site.now(), reader_id=current_user.id)

@@ -1,8 +1,13 @@
-"""Demo mode: the persona switcher (only with `gate demo` or GATE_DEMO=1)."""
+"""Demo mode: the persona switcher and preset preview (only with `gate demo` or GATE_DEMO=1).
+
+A persona is a "view as": an admin who switches keeps their own identity
+underneath (the session's instructor) and returns to it in one click. A
+preset chosen here changes only this session's view, never the site's.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, flash, redirect, request, session
+from flask import Blueprint, Response, abort, current_app, flash, redirect, request, session
 from flask_login import current_user, logout_user
 
 from gate import events, personas, site
@@ -20,30 +25,106 @@ def _demo_only():
         abort(404)
 
 
+def _then_back(act) -> Response:
+    """Do ``act`` for a form this site sent (it returns what to tell the presenter), then go back."""
+    target = safe_next(request.form.get("next"))
+    if ConfirmForm().validate_on_submit():
+        flash(act(), "info")
+    return redirect(target, code=303)
+
+
 @bp.post("/persona")
 def switch():
     """Become a persona, reset to its defined state, and go back to the same page."""
-    target = safe_next(request.form.get("next"))
-    if not ConfirmForm().validate_on_submit():
-        return redirect(target, code=303)
+    return _then_back(_switch)
+
+
+def _switch() -> str:
     try:
         persona = personas.get(request.form.get("persona", ""))
     except personas.PersonaError as error:
         abort(400, description=str(error))
     become(persona.id)
-    flash(f"You are now: {persona.label}. {persona.description}", "info")
-    return redirect(target, code=303)
+    return f"You are now: {persona.label}. {persona.description}"
+
+
+@bp.post("/return")
+def return_to_instructor():
+    """Leave the persona and be the admin underneath again, in a fresh session."""
+    return _then_back(_return)
+
+
+def _return() -> str:
+    admin = site.instructor()
+    if admin is None:
+        abort(403, description="There is no instructor session to return to: log in as an admin.")
+    persona = _current_persona()
+    session.pop("visitor", None)  # the persona's anonymous meter is not the admin's to keep
+    sign_in(admin, "instructor")
+    events.record(get_db(), "persona_returned", site.now(), reader_id=admin.id,
+                  **{"from": persona, "to": "instructor"})
+    return "You are back in your own account."
+
+
+@bp.post("/preview")
+def preview():
+    """Read the site by another preset in this session only (an empty choice: the site's own)."""
+    return _then_back(_preview)
+
+
+def _preview() -> str:
+    name = request.form.get("preset", "")
+    if name and name not in site.config().presets:
+        abort(400, description=f"There is no preset called {name!r}.")
+    start_preview(name or None)
+    if name:
+        return f"Previewing {site.rules().title}: only you see it; everyone else keeps the site's rules."
+    return f"Back to the site's preset: {site.rules().title}."
+
+
+def start_preview(name: str | None) -> None:
+    """Set (or clear) this session's preset preview and work the rules out again."""
+    if name:
+        session[site.PREVIEW_KEY] = name
+    else:
+        session.pop(site.PREVIEW_KEY, None)
+    site.forget_rules()
+
+
+def _current_persona() -> str | None:
+    """The persona this session is (None for an account that is no persona)."""
+    return personas.current(current_user.email if current_user.is_authenticated else None)
+
+
+def _underneath() -> str | None:
+    """The session token of the admin who stays underneath a persona switch, if any."""
+    if site.instructor() is not None:
+        return site.instructor().session_token
+    if current_user.is_authenticated and current_user.is_admin:
+        return current_user.session_token
+    return None
 
 
 def become(persona_id: str, **detail) -> None:
-    """Sign out whoever is here, rebuild the persona under the rules it reads by, and sign it in."""
+    """Sign out whoever is here, rebuild the persona under the rules it reads by, and sign it in.
+
+    An admin stays underneath (see ``return_to_instructor``); a preset
+    preview stays in force.
+    """
     db, now = get_db(), site.now()
+    admin, before = _underneath(), _current_persona()
+    preview = session.get(site.PREVIEW_KEY)
     if current_user.is_authenticated:
         logout_user()
     session.clear()
+    if preview:
+        session[site.PREVIEW_KEY] = preview
     site.forget_rules()  # the rules, variants and viewer worked out so far were the presenter's
     reader = personas.reset(db, site.config(), site.rules_for, persona_id, now)
     if reader is not None:
-        sign_in(reader, "persona")
+        sign_in(reader, "persona")  # a fresh session: it carries the preview, not the admin
+    if admin:
+        session[site.INSTRUCTOR_KEY] = admin
+        detail["instructor"] = True
     events.record(db, "persona_switched", now, reader_id=reader.id if reader else None,
-                  persona=persona_id, **detail)
+                  persona=persona_id, **{"from": before, "to": persona_id}, **detail)

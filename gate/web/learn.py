@@ -1,15 +1,20 @@
-"""The classroom: a guided tour of paywall patterns, each one a click away, and the bypass lab."""
+"""The classroom: a guided tour of paywall patterns, each one a click away, and the bypass lab.
+
+In demo mode a Try it previews the pattern in the visitor's own session, so
+students in one class never flip the site for each other; an admin may
+apply it to the whole site instead.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from gate import site
 from gate.db import get_db
-from gate.web.demo import become
+from gate.web.demo import become, start_preview
 from gate.web.forms import ConfirmForm
 
 bp = Blueprint("learn", __name__, url_prefix="/learn")
@@ -90,30 +95,57 @@ LESSONS = (
 BY_ID = {lesson.id: lesson for lesson in LESSONS}
 
 
+def _instructor():
+    """The admin choosing here: the signed-in admin, or (demo mode) the one underneath a persona."""
+    if current_user.is_authenticated and current_user.is_admin:
+        return current_user
+    return site.instructor()
+
+
 def _may_switch() -> bool:
-    """Switching the site's rules affects everyone: demo mode or admins only."""
-    return bool(current_app.config.get("DEMO") or (current_user.is_authenticated and current_user.is_admin))
+    """Demo mode previews a pattern for anyone; outside it, only an admin may switch the site's rules."""
+    return bool(current_app.config.get("DEMO") or _instructor())
 
 
 @bp.get("/")
 def index():
     """The tour: every pattern, what to watch for, and a try-it button."""
     return render_template("learn.html", lessons=LESSONS, may_switch=_may_switch(), form=ConfirmForm(),
-                           active=site.active_preset_name(get_db(), site.config()))
+                           may_apply=_instructor() is not None, demo=bool(current_app.config.get("DEMO")),
+                           active=site.active_preset_name(get_db(), site.config()),
+                           previewing=site.previewed_preset())
+
+
+#: Where a Try it takes effect: this session only, or the whole site (admins).
+SCOPES = ("preview", "site")
+
+
+def _scope() -> str:
+    """The posted scope, checked: demo mode previews by default, elsewhere an admin applies."""
+    default = "preview" if current_app.config.get("DEMO") else "site"
+    scope = request.form.get("scope") or default
+    if scope not in SCOPES or (scope == "preview" and not current_app.config.get("DEMO")):
+        abort(400, description="Choose to preview the pattern or to apply it to the site.")
+    if scope == "site" and _instructor() is None:
+        abort(403, description="Applying a pattern to the whole site needs an admin; preview it instead.")
+    return scope
 
 
 @bp.post("/try/<lesson_id>")
 def try_it(lesson_id: str):
-    """Switch to the lesson's preset and persona, and open its sample article."""
+    """Preview (or, for an admin, apply) the lesson's preset, become its persona, and open its sample article."""
     lesson = BY_ID.get(lesson_id) or abort(404)
     if not _may_switch():
         abort(403, description="Trying a pattern switches the whole site: it needs demo mode or an admin.")
     if not ConfirmForm().validate_on_submit():
         return redirect(url_for("learn.index"), code=303)
-    db, now = get_db(), site.now()
-    who = current_user.email if current_user.is_authenticated else "classroom"
-    site.use_preset(db, site.config(), lesson.preset, now, by=who)
+    scope = _scope()
+    if scope == "site":
+        site.use_preset(get_db(), site.config(), lesson.preset, site.now(), by=_instructor().email)
     if current_app.config.get("DEMO"):
+        start_preview(lesson.preset if scope == "preview" else None)
         become(lesson.persona, lesson=lesson.id)
-    flash(f"Now showing: {lesson.title}.", "info")
+    scope_note = "A preview for you alone: the site's rules are unchanged." if scope == "preview" else (
+        "Applied to the whole site.")
+    flash(f"Now showing: {lesson.title}. {scope_note}", "info")
     return redirect(url_for("reading.article", slug=lesson.article), code=303)
