@@ -157,6 +157,7 @@ def bare_app(database: str, secret_key: str):
     def stub(**_):
         abort(404)
 
+    app.url_map.converters.update(borrowed.url_map.converters)  # the site's routes use <id:...>
     for rule in borrowed.url_map.iter_rules():
         if rule.endpoint != "static":
             app.add_url_rule(rule.rule, endpoint=rule.endpoint, view_func=stub, methods=rule.methods)
