@@ -133,7 +133,8 @@ def _send_magic_link(reader: accounts.Reader, next_path: str, reason: str) -> No
     link = url_for("auth.magic_link", token=token, _external=True)
     mail.queue(db, to=reader.email, subject="Your sign-in link for The Meridian",
                text=render_template("email/magic_link.txt", link=link, reason=reason),
-               html=None, kind="magic_link", sender="The Meridian <accounts@meridian.example>", now=now)
+               html=None, kind="magic_link", sender="The Meridian <accounts@meridian.example>", now=now,
+               tz=site.config().site.site.tz)
     events.record(db, "magic_link_sent", now, reader_id=reader.id, reason=reason)
 
 
