@@ -24,6 +24,25 @@ from typing import Literal
 Status = Literal["incomplete", "trialing", "active", "past_due", "canceled", "unpaid"]
 LIVE = ("trialing", "active", "past_due")
 ENDED = ("canceled", "unpaid")
+#: Each status in words, for every page that shows one.
+STATUS_LABELS = {"incomplete": "Payment needed", "trialing": "Free trial", "active": "Active",
+                 "past_due": "Past due", "canceled": "Canceled", "unpaid": "Unpaid"}
+#: Each kind of charge in words ("retry N" is worded by :func:`charge_label`).
+CHARGE_LABELS = {"checkout": "First payment", "trial_verification": "Card check for the free trial",
+                 "trial_conversion": "First payment after the trial", "renewal": "Renewal",
+                 "card update": "Payment with the new card"}
+
+
+def status_label(status: str) -> str:
+    """A subscription status in words."""
+    return STATUS_LABELS.get(status, status)
+
+
+def charge_label(kind: str) -> str:
+    """A charge's kind in words: 'retry 2' is the second retry of a failed renewal."""
+    if kind.startswith("retry "):
+        return f"Renewal, retry {kind.removeprefix('retry ')}"
+    return CHARGE_LABELS.get(kind, kind)
 
 
 # --- test cards ---------------------------------------------------------------
@@ -52,6 +71,10 @@ DECLINE_MESSAGES = {
     "card_declined": "Your card was declined.",
     "insufficient_funds": "Your card has insufficient funds.",
 }
+
+
+#: Each decline code in words, for payment histories.
+DECLINE_LABELS = {"card_declined": "card declined", "insufficient_funds": "insufficient funds"}
 
 
 def luhn_ok(digits: str) -> bool:
@@ -310,6 +333,13 @@ def settle(sub: Subscription, plan: PlanTerms, policy: Policy, now: datetime) ->
     raise RuntimeError("settle did not converge")
 
 
+def grace_ends(sub: Subscription | None, policy: Policy) -> datetime | None:
+    """When a past-due subscription's access runs out, if it is past due."""
+    if sub is None or sub.past_due_since is None:
+        return None
+    return sub.past_due_since + timedelta(days=policy.grace_days)
+
+
 def has_access(sub: Subscription | None, policy: Policy, now: datetime) -> bool:
     """Whether a (settled) subscription gives subscriber access now."""
     if sub is None:
@@ -317,7 +347,7 @@ def has_access(sub: Subscription | None, policy: Policy, now: datetime) -> bool:
     if sub.status in ("trialing", "active"):
         return now < sub.current_period_end
     if sub.status == "past_due" and sub.past_due_since is not None:
-        return now < sub.past_due_since + timedelta(days=policy.grace_days)
+        return now < grace_ends(sub, policy)
     return False
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import smtplib
-from datetime import datetime
+from datetime import datetime, tzinfo
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
@@ -13,11 +13,15 @@ from gate.timeutil import to_iso
 
 
 def queue(db, *, to: str, subject: str, text: str, html: str | None, kind: str,
-          sender: str, now: datetime, headers: dict | None = None) -> int:
-    """Write one message to the outbox with its full headers; returns its id."""
+          sender: str, now: datetime, tz: tzinfo, headers: dict | None = None) -> int:
+    """Write one message to the outbox with its full headers; returns its id.
+
+    ``now`` is the site clock (time travel dates mail too); ``tz`` the site's
+    zone, so the ``Date`` header (RFC 5322) reads as the site's local time.
+    """
     all_headers = {
         "From": sender, "To": to, "Subject": subject,
-        "Date": format_datetime(now), "Message-ID": make_msgid(domain="meridian.example"),
+        "Date": format_datetime(now.astimezone(tz)), "Message-ID": make_msgid(domain="meridian.example"),
         **(headers or {}),
     }
     return db["outbox"].insert({

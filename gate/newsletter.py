@@ -256,7 +256,7 @@ def send_issue(db, cfg, issue: Issue, compose: Compose, has_access: Callable[[in
                 continue
             message_id = mail.queue(db, to=reader["email"], subject=message.subject,
                                     text=message.text, html=message.html, kind=f"newsletter:{item.id}",
-                                    sender=cfg.site.mail.sender, now=issue.scheduled_for,
+                                    sender=cfg.site.mail.sender, now=issue.scheduled_for, tz=cfg.site.site.tz,
                                     headers=message.headers)
             db.execute("update deliveries set outbox_id = ? where issue_id = ? and reader_id = ?",
                        [message_id, issue_id, reader["id"]])

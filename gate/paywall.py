@@ -152,6 +152,14 @@ class Rules(_Strict):
         """An article's class after this preset's section overrides."""
         return self.sections.get(article.section, article.access_class)
 
+    @property
+    def registration_helps(self) -> bool:
+        """Whether an account reads more than an anonymous visitor (else the only upsell is a subscription)."""
+        registered, anonymous = self.tiers.registered, self.tiers.anonymous
+        if registered.unlimited:
+            return not anonymous.unlimited
+        return not anonymous.unlimited and registered.limit > anonymous.limit
+
 
 class ArticleLike(Protocol):
     """What decide needs to know about an article."""
@@ -260,12 +268,7 @@ def _unlocked(rule: TierRule, viewer: Viewer, slug: str, now: datetime, tz: Zone
 
 def _registration_helps(rules: Rules, viewer: Viewer) -> bool:
     """Whether signing up would give an anonymous visitor more to read."""
-    if viewer.tier != "anonymous":
-        return False
-    registered, anonymous = rules.tiers.registered, rules.tiers.anonymous
-    if registered.unlimited:
-        return True
-    return not anonymous.unlimited and registered.limit > anonymous.limit
+    return viewer.tier == "anonymous" and rules.registration_helps
 
 
 def _awaits_proof(rule: TierRule, viewer: Viewer) -> bool:
@@ -321,6 +324,50 @@ def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) ->
     return verdict("teaser", "meter_exhausted", upsell)
 
 
+#: Every reason code decide() gives, in words a reader or a classroom can follow.
+REASON_LABELS = {
+    "subscriber": "Subscriber: every article is open",
+    "free_article": "Free article: open to everyone",
+    "premium_only": "Premium article: for subscribers only",
+    "tier_unlimited": "No limit for this kind of reader",
+    "registration_required": "A free account is needed to read on",
+    "subscribers_only": "Only subscribers read past the teaser",
+    "already_unlocked": "Already unlocked: reading it again is free",
+    "meter_available": "Free articles left on the meter",
+    "meter_exhausted": "Free articles used up",
+}
+
+
+def reason_label(code: str) -> str:
+    """A reason code in words (an unknown code is shown as it is, never hidden)."""
+    return REASON_LABELS.get(code, code)
+
+
+@dataclass(frozen=True)
+class GateCopyUse:
+    """Whether a gate shows the preset's own headline and body, and where its words come from."""
+
+    own: bool
+    source: str
+
+
+def gate_copy(rules: Rules, decision: Decision) -> GateCopyUse | None:
+    """Which copy the gate for ``decision`` shows: a preset's copy is written for its own offer.
+
+    A preset whose accounts read more than visitors pitches a signup; its copy
+    would be wrong on a subscribe gate, which then has the built-in words.
+    """
+    preset = f"The preset's own [gate] headline and body (config/presets/{rules.name}.toml)"
+    if decision.access == "full":
+        return None
+    if decision.offer == "unlock":
+        return GateCopyUse(False, "Built-in unlock gate (choice mode), with the preset's subscribe_line")
+    if decision.offer == "register" or not rules.registration_helps:
+        return GateCopyUse(True, preset)
+    return GateCopyUse(False, "Built-in subscribe copy: this preset's own copy asks for a signup, "
+                              "which would not give this reader more")
+
+
 #: Why each offer is made, in words a classroom can follow.
 OFFER_WHY = {
     "register": "Signing up would give this visitor more to read than they have now, so the gate asks for an email.",
@@ -358,6 +405,7 @@ def explain(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime,
         "rule": rule.model_dump(), "window": window,
         "meter_before": before.meter.as_dict(), "meter_after": served.meter.as_dict(),
         "spent": served.meter.used > before.meter.used,
-        "access": served.access, "reason": served.reason, "offer": served.offer,
+        "access": served.access, "reason": served.reason, "reason_label": reason_label(served.reason),
+        "offer": served.offer,
         "offer_why": OFFER_WHY[served.offer], "trace": list(before.trace),
     }

@@ -95,14 +95,18 @@ def _spend(db, rules, reader_id: int, count: int, now: datetime) -> None:
 
 def _subscribe(db, cfg, reader_id: int, plan_id: str, last4: str, start: datetime,
                now: datetime, cancel_at: datetime | None = None) -> None:
-    """A subscription started at ``start`` on a test card, lived through to ``now``."""
+    """A subscription started at ``start`` on a test card, lived through to ``now``.
+
+    ``cancel_at`` is when the reader asked to cancel at the period end, as
+    most do: the period they paid for runs out and nothing more is charged.
+    """
     terms = subscriptions.plan_terms(cfg, plan_id)
     card = billing.Card(last4, 12, now.year + 3)
     outcome = billing.start(reader_id, terms, card, None, start)
     policy = subscriptions.policy(cfg)
     if cancel_at is not None:
         outcome = outcome.then(billing.settle(outcome.subscription, terms, policy, cancel_at))
-        outcome = outcome.then(billing.cancel(outcome.subscription, cancel_at, immediately=True))
+        outcome = outcome.then(billing.cancel(outcome.subscription, cancel_at))
     outcome = outcome.then(billing.settle(outcome.subscription, terms, policy, now))
     subscriptions.apply_outcome(db, outcome, by="persona")
     newsletter.enroll_subscriber_lists(db, cfg, reader_id, start, source="persona", ip=None)
@@ -137,8 +141,8 @@ def reset(db, cfg, rules_of, persona_id: str, now: datetime) -> accounts.Reader 
     elif persona_id == "past-due":
         start = billing.add_months(now, -1) - timedelta(days=1)
         _subscribe(db, cfg, reader.id, monthly, "0341", start, now)
-    elif persona_id == "lapsed":
+    elif persona_id == "lapsed":  # paid two months, canceled in the second; ended a month ago
         start = billing.add_months(now, -3)
         _subscribe(db, cfg, reader.id, monthly, "4242", start, now,
-                   cancel_at=billing.add_months(now, -1))
+                   cancel_at=billing.add_months(now, -2) + timedelta(days=10))
     return accounts.by_id(db, reader.id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -48,6 +49,11 @@ class SiteInfo(_Strict):
     def _known_zone(cls, value):
         """Report a bad zone here, in site.toml, not once per preset that inherits it."""
         return periods.known_zone(value)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The site's time zone: meters reset and mail is dated in it."""
+        return ZoneInfo(self.timezone)
 
 
 class Plan(_Strict):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -592,6 +592,32 @@ def test_an_instructor_views_as_a_persona_keeps_the_console_and_returns(demo_sit
     student.get_by_role("button", name="Back to the site's preset").click()
     expect(student.locator(".flash")).to_contain_text("Back to the site's preset: Three of your choice.")
 
+@pytest.mark.parametrize("device", DEVICES, indirect=True)
+def test_the_drawer_explains_a_past_due_reader_and_a_lapsed_one_reads_true(demo_site, open_page, audit):
+    """The drawer names the status and the grace end; the lapsed account shows no renewal on its end date."""
+    page = open_page(demo_site.url)
+    page.goto(f"/articles/{METERED}")
+    personas = page.get_by_role("form", name="Demo personas")
+    personas.get_by_role("button", name="Past due", exact=True).click()
+    expect(page.locator(".flash")).to_contain_text("You are now: Past due.")
+    drawer = page.locator("details.explain")
+    drawer.locator("summary").click()
+    expect(drawer.locator(".explain__subscription")).to_contain_text(
+        re.compile(r"Past due: renewal failed \w+ \d+; access continues in the grace period until \w+ \d+"))
+    expect(drawer.locator(".explain__experiment")).to_have_text("none running in this preset")
+    audit.axe(page, "explain drawer, past due")
+
+    personas = page.get_by_role("form", name="Demo personas")
+    personas.get_by_role("button", name="Lapsed", exact=True).click()
+    expect(page.locator(".flash")).to_contain_text("You are now: Lapsed.")
+    page.goto("/account")
+    panel = page.get_by_role("region", name="Subscription")
+    ended = datetime.strptime(panel.locator("dt:text-is('Ended') + dd").inner_text(), "%B %d, %Y")
+    paid = panel.get_by_role("row").filter(has_text="Paid")
+    expect(paid).to_have_count(2)
+    assert all(datetime.strptime(day, "%b %d, %Y") < ended for day in paid.locator("td:first-child").all_inner_texts())
+    expect(panel).not_to_contain_text("_")  # words, not codes
+    audit.axe(page, "account, lapsed")
     audit.assert_clean()
 
 
@@ -675,6 +701,36 @@ def test_an_admin_uses_the_console(site, open_page, audit):
 
 
 # --- 4. the icon the browser asks every site for --------------------------------------------
+
+
+_NARROW_CELLS = """selector => [...document.querySelectorAll(selector)]
+  .filter(cell => cell.textContent.trim() && cell.getBoundingClientRect().width < 48)
+  .map(cell => `${cell.tagName.toLowerCase()} ${Math.round(cell.getBoundingClientRect().width)} px: ${cell.textContent.trim().slice(0, 40)}`)"""
+_WRAPPED_KEYS = """() => [...document.querySelectorAll('table.settings th code, table.diff tbody th code')]
+  .filter(key => key.getClientRects().length > 1).map(key => key.textContent)"""
+
+
+@pytest.mark.parametrize("device", [pytest.param(PHONE, id="phone")], indirect=True)
+def test_the_reader_timeline_and_rules_read_on_a_phone(site, open_page, audit):
+    """On a 390 px phone the console's long tables stack: no sideways scroll, no word one letter a line."""
+    page = open_page(site.url)
+    log_in(page, ADMIN_EMAIL, ADMIN_PASSWORD)
+    for slug in metered_slugs()[:3]:  # long slugs and event details in the admin's own timeline
+        page.goto(f"/articles/{slug}")
+    page.goto("/admin/readers")
+    page.locator("#main").get_by_role("link", name=ADMIN_EMAIL).click()
+    expect(page.get_by_role("region", name="Timeline").locator("tr").first).to_be_visible()
+    for path, cells in (("reader timeline", "table.timeline td"),
+                        ("/admin/rules", "table.settings th, table.settings td, table.diff th, table.diff td")):
+        if path.startswith("/"):
+            page.goto(path)
+        assert too_wide(page) is None, too_wide(page)
+        narrow = page.evaluate(_NARROW_CELLS, cells)
+        assert not narrow, f"{path}: cells squeezed to a letter or two a line:\n" + "\n".join(narrow)
+    wrapped = page.evaluate(_WRAPPED_KEYS)
+    assert not wrapped, f"rules keys wrapped over several lines: {wrapped}"
+    audit.axe(page, "admin rules (phone)")
+    audit.assert_clean()
 
 
 def test_the_site_has_an_icon(site, open_page, audit):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+import re
+
 import pytest
 from flask import abort
 
@@ -276,3 +279,133 @@ def test_the_demo_bar_shows_the_rules_in_force(demo, runner):
     demo.post("/demo/preview", {"preset": "metered", "next": "/"})
     bar = page(demo)
     assert "Previewing <strong>Classic meter</strong>" in bar and "Back to the site's preset</button>" in bar
+
+
+# --- what the reader sees never contradicts the rules (issue 12) -------------------------
+
+PRESETS = ("wpr", "metered", "metered-ab", "hard", "freemium", "registration-wall", "bypass-lab")
+PERSONAS = [persona for persona in EXPECTED]
+
+
+def visible_text(page: str) -> str:
+    """The words a reader sees: no tags, scripts, styles, or the demo drawer's <code> terms."""
+    page = re.sub(r"(?s)<(script|style|code)\b.*?</\1>", " ", page)
+    return re.sub(r"\s+", " ", re.sub(r"(?s)<[^>]+>", " ", page))
+
+
+def contradictions(app, preset: str, persona: str, page: str) -> list[str]:
+    """Copy on an article page that says something the preset's rules do not do."""
+    rules = app.extensions["gate.config"].presets[preset]
+    tier = EXPECTED[persona][0]
+    text = visible_text(page)
+    found = []
+    if "You unlocked this article" in text and rules.tier(tier).mode == "auto":
+        found.append("'You unlocked this article' where viewing counts by itself (auto mode)")
+    anonymous, registered = rules.tiers.anonymous, rules.tiers.registered
+    signup_helps = not anonymous.unlimited and (registered.unlimited or registered.limit > anonymous.limit)
+    if "Sign up to read free articles" in text and not signup_helps:
+        found.append("the top bar offers a signup that gives nothing more")
+    if "Free access with your account" in text and tier == "anonymous":
+        found.append("the top bar speaks of an account an anonymous visitor does not have")
+    if 'data-access="teaser"' in page and "Rule unlimited" in text:
+        found.append("the drawer says 'Rule: unlimited' above a teaser")
+    return found
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_no_page_contradicts_its_rules(demo, app, runner, preset):
+    """Every preset × persona × article class: the copy agrees with the rule that applied."""
+    runner.invoke(args=["preset", "use", preset])
+    problems = []
+    for persona in PERSONAS:
+        become(demo, persona)
+        for slug in (METERED, FREE, PREMIUM, METERED):  # twice: the second view re-reads
+            page = demo.client.get(f"/articles/{slug}").get_data(as_text=True)
+            problems += [f"{persona} on {slug}: {p}" for p in contradictions(app, preset, persona, page)]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_no_raw_codes_reach_the_reader(demo, persona):
+    """Statuses, charge kinds and reason codes are shown in words: no 'Trial_verification'."""
+    become(demo, persona)
+    pages = [demo.client.get(f"/articles/{slug}").get_data(as_text=True) for slug in (METERED, PREMIUM)]
+    if persona != "anonymous":
+        pages.append(demo.client.get("/account").get_data(as_text=True))
+    for page in pages:
+        text = visible_text(page.split('<details class="explain">')[0])
+        assert not re.findall(r"\b[A-Za-z]+_[a-z_]+\b", text), persona
+
+
+@pytest.mark.parametrize("preset, slug, headline, body", [
+    ("hard", METERED, "This article is for subscribers", "get our subscriber newsletters"),
+    ("freemium", PREMIUM, "Part of our premium coverage", "Diplomacy and Climate stay free"),
+])
+def test_subscribe_gates_use_the_presets_own_copy(demo, runner, preset, slug, headline, body):
+    """A preset whose gate asks for a subscription says it in its own words, headline and body."""
+    runner.invoke(args=["preset", "use", preset])
+    page = demo.client.get(f"/articles/{slug}").get_data(as_text=True)
+    gate = page.split('<aside class="gate', 1)[1].split("</aside>", 1)[0]
+    assert headline in gate and body in gate
+    assert "Subscribers read every article, search the archive" not in gate  # the built-in words
+
+
+def test_a_signup_presets_copy_stays_off_its_subscribe_gate(demo, runner):
+    """wpr's copy asks for a signup: its premium gate keeps the built-in subscribe words."""
+    page = demo.client.get(f"/articles/{PREMIUM}").get_data(as_text=True)
+    gate = page.split('<aside class="gate', 1)[1].split("</aside>", 1)[0]
+    assert "Keep reading for free" not in gate and "This article is for subscribers" in gate
+
+
+def drawer(person, slug) -> str:
+    """The explain drawer of an article page, as text."""
+    page = person.client.get(f"/articles/{slug}").get_data(as_text=True)
+    inside = page.split('<details class="explain">')[1].split("</details>")[0]
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", inside)))
+
+
+def test_drawer_names_the_experiment_arm_and_where_the_copy_comes_from(demo, runner):
+    runner.invoke(args=["preset", "use", "metered-ab"])
+    text = drawer(demo, PREMIUM)
+    assert re.search(r"Experiment gate-pressure , arm (control \(the control|banner-3 \(changes style to banner)", text)
+    assert "Gate copy Built-in subscribe copy" in text
+    runner.invoke(args=["preset", "use", "hard"])
+    assert "Gate copy The preset's own [gate] headline and body (config/presets/hard.toml)" in drawer(demo, METERED)
+
+
+@pytest.mark.parametrize("persona, says", [
+    ("trialing", "Subscription Free trial until December 10, then the first payment is taken"),
+    ("past-due", "Subscription Past due: renewal failed November 27; access continues in the grace period "
+                 "until December 4, 12:00"),
+    ("active", "Subscription Active, renews December 18"),
+    ("lapsed", "Subscription Canceled: ended October 28, 2026, so this reader is back to the registered rules"),
+])
+def test_drawer_names_the_subscription_status(demo, persona, says):
+    become(demo, persona)
+    assert says in drawer(demo, METERED)
+
+
+def test_freemium_drawer_does_not_say_unlimited_above_a_teaser(demo, runner):
+    runner.invoke(args=["preset", "use", "freemium"])
+    text = drawer(demo, PREMIUM)
+    assert "Rule premium articles are for subscribers only (the anonymous allowance, unlimited" in text
+
+
+def test_lapsed_persona_paid_only_for_the_time_it_was_served(demo, db):
+    """A lapsed reader's history never shows a paid renewal on or after the day it ended."""
+    from gate import billing
+    from gate.timeutil import from_iso
+
+    become(demo, "lapsed")
+    reader = db.execute("select id from readers where email = 'persona.lapsed@meridian.example'").fetchone()[0]
+    ended = from_iso(db.execute("select ended_at from subscriptions where reader_id = ?", [reader]).fetchone()[0])
+    paid = [from_iso(row[0]) for row in db.execute(
+        "select at from payments where reader_id = ? and outcome = 'succeeded' order by at", [reader])]
+    assert len(paid) == 2 and all(at < ended for at in paid)
+    assert billing.add_months(paid[-1], 1) == ended  # the last payment covered the time up to the end
+
+
+def test_every_reason_code_has_words(app):
+    from gate import paywall
+
+    assert set(paywall.REASON_LABELS) == engine_reason_codes()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from email.utils import format_datetime
 
 import pytest
 from markupsafe import escape
 
 from gate import newsletter
 from gate.settings import Config
+from gate.timeutil import from_iso
 from tests.conftest import METERED, START, Reader
 from tests.test_reading import gated_sentences
 
@@ -395,3 +397,16 @@ def test_a_backlog_issue_never_goes_to_a_reader_who_joined_after_it(app, runner,
     result = runner.invoke(args=["newsletter", "schedule"])
     assert result.exit_code == 0 and re.search(r"[1-9]\d* issue\(s\) sent", result.output), result.output
     assert last_mail(db, "late@example.com", "newsletter:meridian-weekly") is None
+
+
+def test_mail_is_dated_by_the_site_clock_in_the_site_time_zone(runner, db, clock, weekly_readers):
+    """A mail catcher shows the Date header: it reads as the site's local time, not UTC."""
+    publish(db, "dated", START + timedelta(hours=1))
+    clock.advance(timedelta(hours=2))
+    runner.invoke(args=["newsletter", "send", WEEKLY])
+    rows = list(db.query("select created_at, kind, headers from outbox"))
+    assert {row["kind"] for row in rows} == {"newsletter_confirmation", "newsletter:meridian-weekly"}
+    for row in rows:
+        local = from_iso(row["created_at"]).astimezone(START.tzinfo)
+        assert json.loads(row["headers"])["Date"] == format_datetime(local)
+        assert format_datetime(local).endswith("-0500")  # New York in November, not +0000

@@ -295,3 +295,12 @@ def test_json_ld_marks_the_gated_part(reader, client):
     pay(reader)
     _, page = ld(METERED)
     assert 'class="story__gated"' in page
+
+
+def test_receipt_dates_are_in_the_site_time_zone(reader, db, clock):
+    """At 10 pm in New York it is already tomorrow in UTC: the receipt must say New York's date."""
+    clock.advance(timedelta(hours=10))  # 22:00 on November 28 in New York, 03:00 on the 29th in UTC
+    reader.signup("late@example.com")
+    pay(reader)
+    body = db.execute("select body_text from outbox where kind = 'receipt'").fetchone()[0]
+    assert "active, renews December 28, 2026" in body

@@ -7,7 +7,7 @@ from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, SecurityError
 
-from gate import accounts, paywall, periods, personas, site, subscriptions
+from gate import accounts, billing, paywall, periods, personas, site, subscriptions
 from gate.db import get_db
 from gate.timeutil import from_iso
 
@@ -134,3 +134,8 @@ def init_app(app) -> None:
     app.jinja_env.filters["from_iso"] = from_iso
     app.jinja_env.globals["absolute_url"] = site.absolute_url
     app.jinja_env.filters["period_phrase"] = lambda period: periods.describe(period) if period else ""
+    # Codes in words, from the one mapping beside each code's definition.
+    app.jinja_env.filters["reason_label"] = paywall.reason_label
+    app.jinja_env.filters["status_label"] = billing.status_label
+    app.jinja_env.filters["charge_label"] = billing.charge_label
+    app.jinja_env.filters["decline_label"] = lambda code: billing.DECLINE_LABELS.get(code, code)

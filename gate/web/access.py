@@ -10,7 +10,7 @@ from flask import abort, current_app, g, request
 from flask_login import current_user
 from werkzeug.routing import IntegerConverter
 
-from gate import content, eventlog, events, paywall, quota, site
+from gate import billing, content, eventlog, events, paywall, quota, site, subscriptions
 from gate.content import Article
 from gate.db import first, get_db, immediate, rows
 from gate.paywall import Decision
@@ -113,3 +113,43 @@ def latest(limit: int = 20, section: str | None = None, offset: int = 0) -> list
     found = rows(get_db(), f"select * from articles where {where} order by published_at desc, id desc"
                  " limit ? offset ?", [*params, limit, offset])
     return [Article.from_row(row) for row in found]
+
+
+def explain(article: Article, viewer_before, decision: Decision) -> dict:
+    """The explain drawer's facts: the decision's, this viewer's experiment arms and subscription, and the gate's copy."""
+    rules = site.rules()
+    data = paywall.explain(rules, viewer_before, article, site.now(), after=decision)
+    data["experiments"] = _arms()
+    copy = paywall.gate_copy(rules, decision)
+    reworded = [arm for arm in data["experiments"] if {"headline", "body"} & set(arm["changes"])]
+    data["gate_copy"] = copy and (copy.source + "".join(
+        f"; worded by arm {arm['arm']} of experiment {arm['id']}" for arm in reworded if copy.own))
+    data["subscription"] = _subscription_facts()
+    return data
+
+
+def _arms() -> list[dict]:
+    """Each running experiment's arm for this viewer, and what that arm changes."""
+    chosen = site.variants()
+    arms = []
+    for exp in site.base_rules().experiments:
+        if exp.id in chosen:
+            variant = exp.variant(chosen[exp.id])
+            arms.append({"id": exp.id, "arm": variant.id, "control": variant is exp.variants[0],
+                         "changes": variant.overrides()})
+    return arms
+
+
+def _subscription_facts() -> dict | None:
+    """The signed-in reader's subscription, with the moment its status runs out (trial, renewal or grace end)."""
+    if not current_user.is_authenticated:
+        return None
+    sub = subscriptions.current(get_db(), current_user.id)
+    if sub is None:
+        return None
+    grace = billing.grace_ends(sub, subscriptions.policy(site.config()))
+    until = grace if sub.status == "past_due" else sub.ended_at or sub.current_period_end
+    return {"status": sub.status, "label": billing.status_label(sub.status),
+            "cancel_at_period_end": sub.cancel_at_period_end,
+            "since": to_iso(sub.past_due_since) if sub.past_due_since else None,
+            "until": to_iso(until) if until else None}

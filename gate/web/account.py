@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
@@ -41,8 +39,7 @@ def account():
     policy = subscriptions.policy(site.config())
     return render_template(
         "account.html", reader=current_user, history=history, sub=sub, plan=plan, payments=subscriptions.payments(db, current_user.id),
-        grace_ends=(sub.past_due_since + timedelta(days=policy.grace_days))
-        if sub and sub.past_due_since else None,
+        grace_ends=billing.grace_ends(sub, policy),
         form=ConfirmForm(),
     )
 

@@ -30,7 +30,7 @@ def article(slug: str):
     decision = access.read(item)
     data = access.payload(item, decision)
     if request.args.get("explain") in ("1", "true"):
-        data["explain"] = paywall.explain(site.rules(), viewer_before, item, site.now(), after=decision)
+        data["explain"] = access.explain(item, viewer_before, decision)
         data["trace"] = data["explain"]["trace"]
     return jsonify(data)
 

@@ -153,7 +153,8 @@ def send_magic_link(reader: accounts.Reader, next_path: str, reason: str) -> Non
     link = site.absolute_url("auth.magic_link", token=token)  # never the request's Host
     mail.queue(db, to=reader.email, subject="Your sign-in link for The Meridian",
                text=render_template("email/magic_link.txt", link=link, reason=reason),
-               html=None, kind="magic_link", sender="The Meridian <accounts@meridian.example>", now=now)
+               html=None, kind="magic_link", sender="The Meridian <accounts@meridian.example>", now=now,
+               tz=site.config().site.site.tz)
     events.record(db, "magic_link_sent", now, reader_id=reader.id, reason=reason)
 
 

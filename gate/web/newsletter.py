@@ -32,7 +32,7 @@ def send_confirmation(reader: accounts.Reader, list_ids: list[str], now) -> None
     mail.queue(db, to=reader.email, subject="Please confirm your newsletter subscription",
                text=render_template("email/confirm.txt", link=link, names=names),
                html=render_template("email/confirm.html", link=link, names=names),
-               kind="newsletter_confirmation", sender=cfg.site.mail.sender, now=now)
+               kind="newsletter_confirmation", sender=cfg.site.mail.sender, now=now, tz=cfg.site.site.tz)
     events.record(db, "confirmation_sent", now, reader_id=reader.id, lists=list_ids)
 
 

@@ -40,8 +40,7 @@ def article(slug: str):
     item = access.published(slug)
     viewer_before = site.viewer()
     decision = access.read(item)
-    explain = (paywall.explain(site.rules(), viewer_before, item, site.now(), after=decision)
-               if current_app.config.get("DEMO") else None)
+    explain = access.explain(item, viewer_before, decision) if current_app.config.get("DEMO") else None
     paragraphs = site.rules().teaser_paragraphs
     teaser = content.teaser_html(item, paragraphs)
     # The bypass-lab preset (UNSAFE, for teaching) sends the gated text anyway, hidden by script.
@@ -51,7 +50,7 @@ def article(slug: str):
                          site.absolute_url("reading.article", slug=slug))
     return render_template("article.html", article=item, decision=decision, teaser=teaser,
                            gated=gated, json_ld=ld, meter=decision.meter,
-                           explain=explain, porous=porous)
+                           explain=explain, porous=porous, gate_copy=paywall.gate_copy(site.rules(), decision))
 
 
 @bp.post("/articles/<slug>/unlock")

@@ -134,4 +134,5 @@ def _receipt(reader, plan, sub, now) -> None:
     charged = first(db, "select * from payments where subscription_id = ? order by id desc limit 1", [sub.id])
     mail.queue(db, to=reader.email, subject=f"Your {site.config().site.site.name} subscription receipt",
                text=render_template("email/receipt.txt", plan=plan, sub=sub, payment=charged),
-               html=None, kind="receipt", sender=site.config().site.mail.sender, now=now)
+               html=None, kind="receipt", sender=site.config().site.mail.sender, now=now,
+               tz=site.config().site.site.tz)
