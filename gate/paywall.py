@@ -335,6 +335,7 @@ REASON_LABELS = {
     "already_unlocked": "Already unlocked: reading it again is free",
     "meter_available": "Free articles left on the meter",
     "meter_exhausted": "Free articles used up",
+    "verification_required": "The meter opens once the reader proves their address",
 }
 
 
