@@ -7,8 +7,8 @@ import secrets
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user
 
-from gate import accounts, billing, events, mail, site, subscriptions
-from gate.db import first, get_db
+from gate import accounts, billing, events, site, subscriptions
+from gate.db import get_db
 from gate.web.forms import CheckoutForm
 
 bp = Blueprint("subscribe", __name__)
@@ -87,20 +87,10 @@ def checkout(plan_id: str):
         form.card_number.errors.append(billing.DECLINE_MESSAGES.get(decline, "Your card was declined."))
         _fresh_key(form)
         return _render(form, plan, 402)
-    if not replay:
-        _receipt(reader, plan, sub, now)
+    if not replay:  # the receipt was mailed with the subscription (gate.notices)
         flash(f"Welcome, subscriber. Your {plan.name.lower()} subscription is "
               f"{'in its free trial' if sub.status == 'trialing' else 'active'}.", "success")
     return redirect(url_for("account.account"), code=303)
-
-
-def _receipt(reader, plan, sub, now) -> None:
-    """Email a receipt for the checkout (through the outbox, like all mail)."""
-    db = get_db()
-    charged = first(db, "select * from payments where subscription_id = ? order by id desc limit 1", [sub.id])
-    mail.queue(db, to=reader.email, subject=f"Your {site.config().site.site.name} subscription receipt",
-               text=render_template("email/receipt.txt", plan=plan, sub=sub, payment=charged),
-               html=None, kind="receipt", sender=site.config().site.mail.sender, now=now)
 
 
 def _new_account(form: CheckoutForm, now):
