@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from markupsafe import escape
 
-from gate import billing, subscriptions
-from gate.timeutil import from_iso
+from gate import billing, mail, subscriptions
+from gate.timeutil import from_iso, to_iso
+from gate.web import devmail
 from tests.conftest import START
+from tests.test_newsletter import publish
 from tests.test_subscribe import pay
 
 FAILS_RENEWAL = "4000 0000 0000 0341"
@@ -100,3 +106,71 @@ def test_past_due_banner_on_every_page_with_the_grace_end(reader, db, runner):
         assert "January 4, 2027" in page and 'href="/account/card"' in page
     runner.invoke(args=["clock", "advance", "10d"])
     assert "Your last payment failed" not in reader.client.get("/").get_data(as_text=True)
+
+
+# --- the local inbox -------------------------------------------------------------
+
+
+def queue(db, to: str, at, subject: str, text: str = "Hello", headers: dict | None = None) -> int:
+    return mail.queue(db, to=to, subject=subject, text=text, html=None, kind="test",
+                      sender="The Meridian <desk@meridian.example>", now=at, headers=headers)
+
+
+def subjects(page: str) -> list[str]:
+    return re.findall(r'<td class="mailtable__subject"><a [^>]*>([^<]*)</a>', page)
+
+
+def test_inbox_shows_the_readers_own_mail_newest_first(app, reader, db):
+    app.config["DEMO"] = True
+    reader.signup("me@example.com")
+    queue(db, "me@example.com", START - timedelta(days=1), "Older")
+    queue(db, "other@example.com", START, "Another reader")
+    queue(db, "me@example.com", START + timedelta(hours=1), "Newest")  # queued before, dated later
+    queue(db, "me@example.com", START - timedelta(days=2), "Oldest")  # queued last, dated earliest
+    page = reader.client.get("/dev/mail/").get_data(as_text=True)
+    assert subjects(page) == ["Newest", "Older", "Oldest"]
+    assert "Your mail" in page and "Show everyone's mail" in page
+    everyone = subjects(reader.client.get("/dev/mail/?all=1").get_data(as_text=True))
+    assert everyone == ["Newest", "Another reader", "Older", "Oldest"]
+
+
+def test_text_mail_links_to_the_site_are_clickable_and_nothing_else_is_markup(app, db):
+    app.config["DEMO"] = True
+    body = ('Read <b>this</b>: http://127.0.0.1:5000/account/card?a=1&b=2.\n'
+            'Not ours: https://evil.example/account and http://127.0.0.1:50001/x\n'
+            'Quote trick: http://127.0.0.1:5000/x"onmouseover="alert(1)')
+    message_id = queue(db, "links@example.com", START, "Links", text=body)
+    page = app.test_client().get(f"/dev/mail/{message_id}?view=text").get_data(as_text=True)
+    assert ('<a href="http://127.0.0.1:5000/account/card?a=1&amp;b=2" rel="noopener">'
+            'http://127.0.0.1:5000/account/card?a=1&amp;b=2</a>.') in page
+    assert "&lt;b&gt;this&lt;/b&gt;" in page and "<b>this</b>" not in page
+    assert 'href="https://evil.example' not in page and 'href="http://127.0.0.1:50001' not in page
+    assert '<a href="http://127.0.0.1:5000/x" rel="noopener">' in page and 'onmouseover="' not in page
+
+
+@given(st.lists(st.sampled_from(list('ab <>&"\'/.:?=') + ["http://127.0.0.1:5000/", "https://x.example/"]),
+                max_size=30).map("".join))
+def test_linkify_only_adds_anchors_to_the_escaped_text(text):
+    html = str(devmail.linkify(text, "http://127.0.0.1:5000"))
+    assert re.sub(r'<a href="[^"<>]*" rel="noopener">|</a>', "", html) == str(escape(text))
+
+
+def test_one_click_button_posts_what_a_mail_provider_posts(app, reader, db, runner, clock):
+    app.config["DEMO"] = True
+    reader.post("/signup", {"email": "oneclick@example.com", "list_meridian_weekly": "y"})
+    db.execute("update enrollments set status = 'active', confirmed_at = ?", [to_iso(START)])
+    publish(db, "one-click-news", START + timedelta(minutes=5))
+    clock.advance(timedelta(hours=1))
+    runner.invoke(args=["newsletter", "send", "meridian-weekly"])
+    message_id = db.execute("select id from outbox where kind = 'newsletter:meridian-weekly'").fetchone()[0]
+    page = reader.client.get(f"/dev/mail/{message_id}").get_data(as_text=True)
+    form = re.search(r'<form method="post" action="([^"]+)" class="one-click">(.*?)</form>', page, re.S)
+    assert form and form.group(1).startswith("/newsletter/unsubscribe/")
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]+)">', form.group(2)))
+    assert fields == {"List-Unsubscribe": "One-Click"}  # RFC 8058's body, and nothing else
+    provider = app.test_client()  # no cookies, no CSRF token: as Gmail would post it
+    done = provider.post(form.group(1), data=fields)
+    assert done.status_code == 200 and "unsubscribed" in done.get_data(as_text=True).lower()
+    row = db.execute("select e.status, c.method from enrollments e join consents c"
+                     " on c.reader_id = e.reader_id and c.action = 'withdrawn'").fetchone()
+    assert row == ("unsubscribed", "one_click")
