@@ -11,7 +11,7 @@ from urllib.parse import quote
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from gate import accounts, content, events, mail, newsletter, site, subscriptions, tokens
+from gate import accounts, content, desk, events, mail, newsletter, site, subscriptions, tokens
 from gate.db import get_db
 from gate.web import csrf
 from gate.web.forms import ConfirmForm
@@ -84,6 +84,7 @@ def deliverer(db, cfg):
 def run_due(now) -> list[dict]:
     """Send every scheduled issue whose time has passed (the clock moved)."""
     db, cfg = get_db(), site.config()
+    desk.publish_through(db, cfg, now)  # past the scheduled pieces, the desk keeps publishing
     with current_app.test_request_context(base_url=base_url()):
         return newsletter.run_schedule(db, cfg, now, compose, access_check(db, cfg, now),
                                        deliverer(db, cfg))
@@ -93,6 +94,7 @@ def send_next(list_id: str, now, dry_run: bool = False) -> dict | None:
     """Send the next issue of a list now; None when nothing was published since the last."""
     db, cfg = get_db(), site.config()
     item = newsletter.get_list(cfg, list_id)
+    desk.publish_through(db, cfg, now)
     issue = newsletter.plan_issue(db, item, now)
     if issue is None:
         return None
