@@ -33,6 +33,7 @@ TYPES = {
     "confirmation_sent": "A double opt-in confirmation email was written to the outbox.",
     "persona_switched": "Demo mode: the presenter became a persona (data: persona).",
     "admin_action": "An admin changed something (data: admin, action, target, details).",
+    "consent_lesson_changed": "The /learn pre-ticked consent lesson was turned on or off (data: from, to, by).",
     "comp_changed": "Complimentary access was granted or removed (data: from, to, by).",
 }
 

@@ -83,6 +83,29 @@ def consents(db, reader_id: int) -> list[dict]:
     return list(db.query("select * from consents where reader_id = ? order by id", [reader_id]))
 
 
+LESSON_KEY = "consent_lesson"
+
+
+def preticked_lesson(db) -> bool:
+    """Whether the /learn lesson has signup boxes pre-ticked on the running site."""
+    row = db.execute("select value from settings where key = ?", [LESSON_KEY]).fetchone()
+    return bool(row and row[0] == "on")
+
+
+def set_preticked_lesson(db, on: bool, at: datetime, by: str) -> None:
+    """Turn the pre-ticked consent lesson on or off for the whole site (an event if it changed)."""
+    before = preticked_lesson(db)
+    db.execute("insert or replace into settings (key, value) values (?, ?)",
+               [LESSON_KEY, "on" if on else "off"])
+    if before != on:
+        events.record(db, "consent_lesson_changed", at, by=by, **{"from": before, "to": on})
+
+
+def ticked_by_default(item, lesson_on: bool) -> bool:
+    """Whether a list's signup box starts ticked: its setting, or the dark-pattern lesson."""
+    return lesson_on or item.consent_default == "ticked"
+
+
 def enroll(db, cfg, reader_id: int, list_id: str, now: datetime, *, source: str, ip: str | None,
            method: str, verified: bool, has_access: bool) -> str:
     """Join a list with recorded consent; returns the new status.

@@ -69,6 +69,9 @@ class Newsletter(_Strict):
                       "sunday"] = "saturday"
     #: The checkbox text shown at signup; recorded word for word as the consent.
     consent_text: str = Field(default="", max_length=300)
+    #: Whether the signup box starts ticked. GDPR consent is an affirmative act, so the
+    #: default is "unticked"; "ticked" is the dark pattern /learn teaches.
+    consent_default: Literal["unticked", "ticked"] = "unticked"
 
     @property
     def consent_wording(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from datetime import timedelta
 
 import pytest
@@ -12,9 +13,11 @@ from hypothesis import strategies as st
 from markupsafe import escape
 
 from gate import billing, desk, mail, newsletter, seed, subscriptions
+from gate.settings import Config, ConfigError
 from gate.timeutil import from_iso, to_iso
 from gate.web import devmail
-from tests.conftest import START
+from gate.web.forms import list_field, signup_form
+from tests.conftest import METERED, START, Reader
 from tests.test_newsletter import publish
 from tests.test_subscribe import pay
 
@@ -239,3 +242,69 @@ def test_admin_sends_the_next_issue_now(app, reader, db, runner, clock):
     bogus = reader.post("/admin/newsletters", {"list": "no-such-list"}, follow_redirects=True)
     assert bogus.status_code == 200 and "Nothing was sent: no newsletter called" in bogus.get_data(as_text=True)
     assert reader.client.post("/admin/newsletters", data={"list": "weekly-review"}).status_code == 400  # no CSRF
+
+
+# --- consent: opt-in by default, the pre-ticked version only as a lesson -------------
+
+
+BOX = re.compile(r'<input[^>]*name="list_meridian_weekly"[^>]*>')
+
+
+def test_signup_and_gate_boxes_start_unticked(client):
+    for path in ("/signup", f"/articles/{METERED}"):
+        boxes = BOX.findall(client.get(path).get_data(as_text=True))
+        assert boxes and not any("checked" in box for box in boxes), path
+
+
+@pytest.mark.parametrize("ticked", [False, True])
+def test_consent_is_recorded_only_when_ticked(reader, db, ticked):
+    data = {"email": "optin@example.com", **({"list_meridian_weekly": "y"} if ticked else {})}
+    reader.post("/signup", data)
+    rows = db.execute("select list_id, wording, method from consents").fetchall()
+    wording = Config().site.newsletters[0].consent_wording
+    assert rows == ([("meridian-weekly", wording, "signup")] if ticked else [])
+    assert db["enrollments"].count == int(ticked)
+
+
+def test_a_list_may_start_ticked_only_by_its_setting(app):
+    item = Config().site.newsletters[0]
+    with app.test_request_context():
+        assert signup_form([item])()[list_field(item.id)].data is False
+        preticked = item.model_copy(update={"consent_default": "ticked"})
+        assert signup_form([preticked])()[list_field(item.id)].data is True
+
+
+def test_a_bad_consent_default_is_refused(tmp_path):
+    target = tmp_path / "config"
+    shutil.copytree(Config().dir, target)
+    site_toml = target / "site.toml"
+    site_toml.write_text(site_toml.read_text().replace('consent_default = "unticked"', 'consent_default = "yes"'))
+    with pytest.raises(ConfigError, match=r"newsletters\.0\.consent_default: .*'unticked' or 'ticked'"):
+        Config(target)
+
+
+def test_the_pre_ticked_lesson_shows_the_dark_pattern_and_records_it(app, client, db):
+    app.config["DEMO"] = True
+    learner = Reader(client)
+    learner.post("/learn/try/pre-ticked-consent")
+    page = client.get(f"/articles/{METERED}").get_data(as_text=True)
+    assert "Dark pattern on, for a lesson" in page and "checked" in BOX.search(page).group(0)
+    learner.post("/signup", {"email": "lured@example.com", "list_meridian_weekly": "y"})
+    assert db.execute("select method from consents").fetchall() == [("signup_preticked",)]
+    history = client.get("/account/newsletters").get_data(as_text=True)
+    assert "signup preticked" in history
+    learner.post("/learn/consent-lesson/end")
+    page = client.get("/signup").get_data(as_text=True)
+    assert "Dark pattern on" not in page and "checked" not in BOX.search(page).group(0)
+    changes = [json.loads(row[0]) for row in db.execute(
+        "select data from events where type = 'consent_lesson_changed' order by id")]
+    assert [(c["from"], c["to"]) for c in changes] == [(False, True), (True, False)]
+
+
+def test_checkout_enrolls_subscriber_lists_only_with_the_exact_wording(reader, db):
+    pay(reader, email="payer@example.com")
+    rows = db.execute("select list_id, wording, method from consents order by list_id").fetchall()
+    cfg = Config().site
+    expected = sorted((item.id, item.consent_wording, "subscription") for item in cfg.newsletters
+                      if item.audience == "subscriber")
+    assert rows == expected  # a marketing list is never joined without its own box

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user
 
-from gate import site
+from gate import newsletter, site
 from gate.db import get_db
 from gate.web.demo import become
 from gate.web.forms import ConfirmForm
 
 bp = Blueprint("learn", __name__, url_prefix="/learn")
 SAMPLE = "prisoner-swaps-rewarding-hostage-takers"
+CONSENT_LESSON = "pre-ticked-consent"
 PREMIUM_SAMPLE = "digital-currencies-contest-wholesale-plumbing"
 
 
@@ -65,6 +66,16 @@ LESSONS = (
            "banner after three), sticky across login.",
            ("Open the page in two private windows: you may land in different variants.",
             "The console's Experiments page compares the variants' funnels with confidence intervals.")),
+    Lesson("pre-ticked-consent", "Pre-ticked consent (a dark pattern)", "wpr", "anonymous", SAMPLE,
+           "The signup box for the free newsletter starts ticked, so a reader who just wants the article "
+           "joins a mailing list without choosing to. Lists grow faster, and the consent is worth nothing: "
+           "under the GDPR consent must be an affirmative act, and 'silence, pre-ticked boxes or inactivity' "
+           "do not count (Recital 32; the EU Court of Justice said the same of cookies in Planet49, 2019).",
+           ("At the gate, the newsletter box under the email field is already ticked.",
+            "Sign up without touching it, then open the newsletter settings: the consent record says "
+            "'signup preticked', which is exactly what a regulator would ask to see.",
+            "Try any other lesson (or the button below) and the box is unticked again, as this site ships: "
+            "a list can only start ticked when its consent_default says so in config/site.toml.")),
     Lesson("bypass-lab", "Bypass lab (unsafe on purpose)", "bypass-lab", "anonymous", SAMPLE,
            "A deliberately porous meter: three free articles counted in a plain cookie, and the gated text sent "
            "to the browser and hidden by script. Read three articles, then try to get around the gate.",
@@ -100,7 +111,20 @@ def try_it(lesson_id: str):
     db, now = get_db(), site.now()
     who = current_user.email if current_user.is_authenticated else "classroom"
     site.use_preset(db, site.config(), lesson.preset, now, by=who)
+    newsletter.set_preticked_lesson(db, lesson.id == CONSENT_LESSON, now, by=who)
     if current_app.config.get("DEMO"):
         become(lesson.persona, lesson=lesson.id)
     flash(f"Now showing: {lesson.title}.", "info")
     return redirect(url_for("reading.article", slug=lesson.article), code=303)
+
+
+@bp.post("/consent-lesson/end")
+def end_consent_lesson():
+    """Untick the signup boxes again (the site's opt-in default)."""
+    if not _may_switch():
+        abort(403, description="The lesson switches the whole site: it needs demo mode or an admin.")
+    if ConfirmForm().validate_on_submit():
+        who = current_user.email if current_user.is_authenticated else "classroom"
+        newsletter.set_preticked_lesson(get_db(), False, site.now(), by=who)
+        flash("Signup boxes start unticked again: consent is opt-in.", "info")
+    return redirect(url_for("learn.index", _anchor=CONSENT_LESSON), code=303)

@@ -191,13 +191,37 @@ def unsubscribe(token: str):
     return render_template("newsletter_unsubscribe.html", item=item, email=reader.email, token=token)
 
 
+def consent_lesson() -> bool:
+    """Whether the pre-ticked consent lesson is on (read once per request)."""
+    state = site.request_state()
+    if "consent_lesson" not in state:
+        state.consent_lesson = newsletter.preticked_lesson(get_db())
+    return state.consent_lesson
+
+
+def consent_ticked(item) -> bool:
+    """Whether this list's signup box is shown ticked on the running site."""
+    return newsletter.ticked_by_default(item, consent_lesson())
+
+
+@bp.app_context_processor
+def _consent_defaults():
+    """Templates ask whether a signup box starts ticked, and whether the lesson is on."""
+    return {"consent_ticked": consent_ticked, "consent_lesson": consent_lesson}
+
+
 def enroll_at_signup(reader: accounts.Reader, list_ids: list[str], source: str) -> None:
-    """Enroll a new reader in the lists they ticked, and send the confirmation link."""
+    """Enroll a new reader in the lists they ticked, and send the confirmation link.
+
+    A box that was shown ticked is recorded as such (method ``signup_preticked``):
+    the consent record then shows the consent was not an affirmative act.
+    """
     db, cfg, now = get_db(), site.config(), site.now()
     pending = []
     for list_id in list_ids:
+        method = "signup_preticked" if consent_ticked(newsletter.get_list(cfg, list_id)) else "signup"
         status = newsletter.enroll(db, cfg, reader.id, list_id, now, source=source,
-                                   ip=request.remote_addr, method="signup", verified=False,
+                                   ip=request.remote_addr, method=method, verified=False,
                                    has_access=False)
         if status == "pending":
             pending.append(list_id)
