@@ -63,6 +63,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app.extensions["gate.config"] = Config(app.config["CONFIG_DIR"])
     _pin_origin(app.config, app.extensions["gate.config"].site.site.base_url)
+    if app.config["BASE_URL"]:  # services without Flask (lifecycle mail) build links from it
+        app.extensions["gate.config"].origin = app.config["BASE_URL"]
     if env["GATE_RATELIMIT_STORAGE"]:
         app.config.setdefault("RATELIMIT_STORAGE_URI", env["GATE_RATELIMIT_STORAGE"])
     db.init_app(app)

@@ -34,6 +34,7 @@ TYPES = {
     "persona_switched": "Demo mode: the presenter became a persona (data: persona, from, to, instructor).",
     "persona_returned": "Demo mode: an admin viewing as a persona returned to their own account (data: from, to).",
     "admin_action": "An admin changed something (data: admin, action, target, details).",
+    "consent_lesson_changed": "The /learn pre-ticked consent lesson was turned on or off (data: from, to, by).",
     "comp_changed": "Complimentary access was granted or removed (data: from, to, by).",
     "checkout_declined": "An anonymous checkout was declined; no account was made (data: plan, decline).",
 }

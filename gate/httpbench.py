@@ -209,7 +209,9 @@ def bare_app(database: str, secret_key: str):
                 "meter": chosen.meter, "site_now": datetime.now(UTC).astimezone(rules.tz),
                 "clock_simulated": False, "sections": site_info.sections, "personas": [],
                 "current_persona": None, "signup_lists": signup_lists,
-                "csrf_token": lambda: BARE_CSRF, "current_user": chosen.user}
+                "csrf_token": lambda: BARE_CSRF, "current_user": chosen.user,
+                "billing_alert": None, "consent_lesson": lambda: False,
+                "consent_ticked": lambda item: item.consent_default == "ticked"}
 
     app.jinja_env.filters["local"] = lambda moment: moment.astimezone(rules.tz)
     app.jinja_env.filters["period_phrase"] = lambda period: "this month" if period else ""

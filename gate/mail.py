@@ -64,8 +64,8 @@ def deliver(db, settings, message_id: int) -> None:
 
 
 def messages(db, to: str | None = None, limit: int = 20, offset: int = 0) -> list[dict]:
-    """The newest messages, optionally for one address."""
+    """The newest messages by date (as a mail client sorts them), optionally for one address."""
     where, params = ("where to_addr = ?", [to]) if to else ("", [])
-    rows = db.query(f"select * from outbox {where} order by id desc limit ? offset ?",
+    rows = db.query(f"select * from outbox {where} order by created_at desc, id desc limit ? offset ?",
                     [*params, limit, offset])
     return [{**row, "headers": json.loads(row["headers"] or "{}")} for row in rows]

@@ -228,3 +228,13 @@ def m010_outbox_delivery(db):
 def m011_experiment_unit(db):
     """The id experiments assign a reader by: their first visitor id, so variants stick across login."""
     db["readers"].add_column("experiment_unit", str)
+
+
+@migrations()
+def m012_lifecycle_notices(db):
+    """Lifecycle mail sent per subscription: the unique key that makes each one go out once."""
+    db["notices"].create(
+        {"subscription_id": int, "kind": str, "at": str, "outbox_id": int},
+        pk=("subscription_id", "kind", "at"),
+        foreign_keys=[("subscription_id", "subscriptions", "id")],
+    )

@@ -83,6 +83,29 @@ def consents(db, reader_id: int) -> list[dict]:
     return list(db.query("select * from consents where reader_id = ? order by id", [reader_id]))
 
 
+LESSON_KEY = "consent_lesson"
+
+
+def preticked_lesson(db) -> bool:
+    """Whether the /learn lesson has signup boxes pre-ticked on the running site."""
+    row = db.execute("select value from settings where key = ?", [LESSON_KEY]).fetchone()
+    return bool(row and row[0] == "on")
+
+
+def set_preticked_lesson(db, on: bool, at: datetime, by: str) -> None:
+    """Turn the pre-ticked consent lesson on or off for the whole site (an event if it changed)."""
+    before = preticked_lesson(db)
+    db.execute("insert or replace into settings (key, value) values (?, ?)",
+               [LESSON_KEY, "on" if on else "off"])
+    if before != on:
+        events.record(db, "consent_lesson_changed", at, by=by, **{"from": before, "to": on})
+
+
+def ticked_by_default(item, lesson_on: bool) -> bool:
+    """Whether a list's signup box starts ticked: its setting, or the dark-pattern lesson."""
+    return lesson_on or item.consent_default == "ticked"
+
+
 def enroll(db, cfg, reader_id: int, list_id: str, now: datetime, *, source: str, ip: str | None,
            method: str, verified: bool, has_access: bool) -> str:
     """Join a list with recorded consent; returns the new status.
@@ -205,17 +228,41 @@ def last_issue(db, list_id: str) -> dict | None:
                  [list_id])
 
 
+def _since(previous: dict | None, item, slot: datetime) -> datetime:
+    """Where the next issue's articles start: the previous issue, else one cadence back."""
+    if previous:
+        return from_iso(previous["scheduled_for"])
+    return slot - timedelta(days=1 if item.cadence == "daily" else 7)
+
+
 def plan_issue(db, item, slot: datetime) -> Issue | None:
     """The next issue at ``slot``: articles published since the previous one, or None if none."""
     previous = last_issue(db, item.id)
-    since = from_iso(previous["scheduled_for"]) if previous else slot - timedelta(
-        days=1 if item.cadence == "daily" else 7)
+    since = _since(previous, item, slot)
     rows = db.query("select * from articles where published_at > ? and published_at <= ?"
                     " order by published_at", [to_iso(since), to_iso(slot)])
     articles = tuple(Article.from_row(row) for row in rows)
     if not articles:
         return None
     return Issue(item.id, (previous["number"] if previous else 0) + 1, slot, articles)
+
+
+def waiting(db, item, now: datetime) -> int:
+    """How many articles the next issue of a list would carry if it went out now."""
+    since = _since(last_issue(db, item.id), item, now)
+    return db.execute("select count(*) from articles where published_at > ? and published_at <= ?",
+                      [to_iso(since), to_iso(now)]).fetchone()[0]
+
+
+def overview(db, cfg, now: datetime) -> list[dict]:
+    """Each list with its readers by status, its last issue and what the next one would carry."""
+    found = []
+    for item in cfg.site.newsletters:
+        counts = dict(db.execute("select status, count(*) from enrollments where list_id = ?"
+                                 " group by status", [item.id]).fetchall())
+        found.append({"list": item, "counts": counts, "last": last_issue(db, item.id),
+                      "waiting": waiting(db, item, now)})
+    return found
 
 
 def recipients(db, list_id: str, at: datetime | None = None) -> list[dict]:

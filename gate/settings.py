@@ -19,6 +19,10 @@ from gate.paywall import Rules, unique_ids
 from gate.resources import resource_dir
 
 
+#: Where a demo with no configured origin is reached (`gate demo`'s default bind).
+LOCAL_ORIGIN = "http://127.0.0.1:5000"
+
+
 class ConfigError(ValueError):
     """A configuration file that cannot be used, with the reasons."""
 
@@ -83,6 +87,9 @@ class Newsletter(_Strict):
                       "sunday"] = "saturday"
     #: The checkbox text shown at signup; recorded word for word as the consent.
     consent_text: str = Field(default="", max_length=300)
+    #: Whether the signup box starts ticked. GDPR consent is an affirmative act, so the
+    #: default is "unticked"; "ticked" is the dark pattern /learn teaches.
+    consent_default: Literal["unticked", "ticked"] = "unticked"
 
     @property
     def consent_wording(self) -> str:
@@ -193,6 +200,8 @@ class Config:
         self.dir = Path(config_dir) if config_dir else resource_dir("config")
         self.site = load_site(self.dir / "site.toml")
         self.presets = self._load_presets()
+        #: The public origin of every link; the app pins it from GATE_BASE_URL and friends.
+        self.origin = self.site.site.base_url or LOCAL_ORIGIN
         default = self.site.site.default_preset
         if default not in self.presets:
             raise ConfigError(

@@ -24,6 +24,10 @@ from gate.settings import Config, ConfigError
 PRESET_KEY = "preset"
 #: Session keys of demo mode's "view as": the preset this session previews, and the admin underneath a persona.
 PREVIEW_KEY, INSTRUCTOR_KEY = "preset_preview", "instructor"
+#: A preview of the pre-ticked consent lesson, for this session only (see /learn).
+CONSENT_PREVIEW_KEY = "consent_preview"
+#: What a preview is made of: carried across persona switches and sign-ins.
+PREVIEW_KEYS = (PREVIEW_KEY, CONSENT_PREVIEW_KEY)
 
 
 def config() -> Config:
@@ -32,12 +36,11 @@ def config() -> Config:
 
 
 #: Where links point when no origin is configured: the demo's own address, never a request's Host.
-LOCAL_ORIGIN = "http://127.0.0.1:5000"
 
 
 def origin() -> str:
     """The public origin every absolute URL starts with: configuration, never the request."""
-    return current_app.config.get("BASE_URL") or LOCAL_ORIGIN
+    return current_app.config.get("BASE_URL") or config().origin
 
 
 def absolute_url(endpoint: str, **values) -> str:

@@ -9,9 +9,9 @@ happened), each operation in one ``BEGIN IMMEDIATE`` transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from gate import accounts, billing, events, newsletter
+from gate import accounts, billing, events, newsletter, notices
 from gate.billing import Outcome, PlanTerms, Policy, Subscription
 from gate.db import first, immediate
 from gate.timeutil import from_iso, to_iso
@@ -69,8 +69,12 @@ def payments(db, reader_id: int) -> list[dict]:
                          [reader_id]))
 
 
-def apply_outcome(db, outcome: Outcome, by: str) -> Subscription:
-    """Save the subscription, its charges and its changes (inside the caller's transaction)."""
+def apply_outcome(db, outcome: Outcome, by: str, notify=None) -> Subscription:
+    """Save the subscription, its charges and its changes (inside the caller's transaction).
+
+    With ``notify`` (the site config) the reader is also emailed about each
+    change, in the same transaction, once per change.
+    """
     sub = outcome.subscription
     if sub.id is None:
         sub = replace(sub, id=db["subscriptions"].insert(_to_row(sub)).last_pk)
@@ -87,18 +91,22 @@ def apply_outcome(db, outcome: Outcome, by: str) -> Subscription:
         events.record(db, "subscription_changed", change.at, reader_id=sub.reader_id,
                       subscription_id=sub.id, plan=sub.plan_id, reason=change.reason, by=by,
                       **{"from": change.from_status, "to": change.to_status})
+        if notify is not None:
+            notices.for_change(db, notify, sub, change, outcome.charges)
     return sub
 
 
 def settle_reader(db, cfg, reader_id: int, now: datetime) -> Subscription | None:
     """Bring one reader's subscription up to ``now`` (renewals, retries, expiry)."""
     sub = current(db, reader_id)
-    if sub is None or sub.status not in billing.LIVE or not _due(sub, now):
+    if sub is None or sub.status not in billing.LIVE or not (
+            _due(sub, now) or notices.trial_reminder_due(db, sub, now)):
         return sub
     with immediate(db):
         sub = current(db, reader_id)  # re-read under the write lock
+        notices.remind_trial_end(db, cfg, sub, now)
         outcome = billing.settle(sub, plan_terms(cfg, sub.plan_id), policy(cfg), now)
-        sub = apply_outcome(db, outcome, by="clock")
+        sub = apply_outcome(db, outcome, by="clock", notify=cfg)
     _sync_lists(db, cfg, reader_id, now)
     return sub
 
@@ -122,14 +130,23 @@ def settle_all(db, cfg, now: datetime) -> dict:
     rows = db.execute(
         "select distinct reader_id from subscriptions where"
         " (status in ('trialing', 'active') and current_period_end <= ?)"
-        " or (status = 'past_due' and next_retry_at <= ?)",
-        [to_iso(now), to_iso(now)],
+        " or (status = 'past_due' and next_retry_at <= ?)"
+        " or (status = 'trialing' and cancel_at_period_end = 0 and trial_end <= ?)",
+        [to_iso(now), to_iso(now),
+         to_iso(now + timedelta(days=notices.TRIAL_REMINDER_DAYS))],
     ).fetchall()
     before = db.execute("select count(*) from payments").fetchone()[0]
     for (reader_id,) in rows:
         settle_reader(db, cfg, reader_id, now)
     charges = db.execute("select count(*) from payments").fetchone()[0] - before
     return {"subscriptions": len(rows), "charges": charges}
+
+
+def grace_end(cfg, sub: Subscription | None) -> datetime | None:
+    """When a past-due subscription stops giving access (None: not past due)."""
+    if sub is None or sub.status != "past_due":
+        return None
+    return billing.grace_ends(sub, policy(cfg))
 
 
 def has_access(db, cfg, reader: accounts.Reader, now: datetime) -> bool:
@@ -170,7 +187,7 @@ def checkout(db, cfg, reader_id: int, plan_id: str, card: billing.Card, card_num
             outcome = billing.complete(replace(existing, plan_id=plan_id), terms, card, decline, now)
         else:
             outcome = billing.start(reader_id, terms, card, decline, now)
-        sub = apply_outcome(db, outcome, by="checkout")
+        sub = apply_outcome(db, outcome, by="checkout", notify=cfg)
         db["checkouts"].insert({"idempotency_key": idempotency_key, "reader_id": reader_id,
                                 "subscription_id": sub.id, "created_at": to_iso(now),
                                 "decline_code": decline})
@@ -186,7 +203,7 @@ def _change(db, cfg, reader_id: int, now: datetime, operation, by: str) -> Subsc
         sub = current(db, reader_id)
         if sub is None:
             raise billing.BillingError("there is no subscription to change")
-        sub = apply_outcome(db, operation(sub), by=by)
+        sub = apply_outcome(db, operation(sub), by=by, notify=cfg)
     _sync_lists(db, cfg, reader_id, now)
     return sub
 

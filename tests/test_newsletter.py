@@ -278,7 +278,7 @@ def test_subscriber_lists_pause_when_the_subscription_ends_and_resume(reader, ru
     pay(reader)
     assert status(db, "cycle@example.com", "daily-review") == "active"
     reader.post("/account/newsletters", {"list": "weekly-review", "action": "off"})
-    reader.post("/account/subscription/cancel", {"when": "now"})
+    reader.post("/account/subscription/cancel", {"when": "now", "confirm": "yes"})
     assert status(db, "cycle@example.com", "daily-review") == "paused"
     assert status(db, "cycle@example.com", "weekly-review") == "unsubscribed"
     pay(reader)

@@ -205,7 +205,7 @@ def test_serve_starts_with_a_configured_origin_or_in_demo_mode(served, monkeypat
 
 
 HOSTS = st.one_of(
-    st.sampled_from(["evil.example", f"{HOST}.evil.example", f"evil.example:443", f"{HOST}:8080",
+    st.sampled_from(["evil.example", f"{HOST}.evil.example", "evil.example:443", f"{HOST}:8080",
                      f"{HOST}", f"{HOST.upper()}", f"evil.example/{HOST}", f"{HOST}@evil.example",
                      "127.0.0.1", "localhost:5000", "[::1]:80", "", " ", f"{HOST} evil.example"]),
     st.from_regex(r"[a-zA-Z0-9.-]{1,40}(:[0-9]{1,6})?", fullmatch=True),

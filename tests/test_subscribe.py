@@ -202,7 +202,12 @@ def test_cancel_at_period_end_then_resume_then_cancel_now(reader, db, runner):
     assert reader.meter()["tier"] == "subscriber"
     reader.post("/account/subscription/resume")
     assert db.execute("select cancel_at_period_end from subscriptions").fetchone() == (0,)
-    reader.post("/account/subscription/cancel", {"when": "now"})
+    unconfirmed = reader.post("/account/subscription/cancel", {"when": "now"})
+    assert unconfirmed.headers["Location"].endswith("/account/subscription/cancel")
+    assert statuses(db) == ["active"]  # one click on "Cancel now" only asks
+    page = reader.client.get("/account/subscription/cancel").get_data(as_text=True)
+    assert "Cancel your subscription now?" in page and 'name="confirm" value="yes"' in page
+    reader.post("/account/subscription/cancel", {"when": "now", "confirm": "yes"})
     assert statuses(db) == ["canceled"] and reader.meter()["tier"] == "registered"
 
 
@@ -217,7 +222,7 @@ def test_cancel_at_period_end_ends_with_the_period(reader, db, runner):
 def test_resubscribing_after_the_end_is_a_new_subscription(reader, db):
     reader.signup("returner@example.com")
     pay(reader)
-    reader.post("/account/subscription/cancel", {"when": "now"})
+    reader.post("/account/subscription/cancel", {"when": "now", "confirm": "yes"})
     assert pay(reader).status_code == 303
     assert statuses(db) == ["canceled", "active"]
 

@@ -8,9 +8,8 @@ import threading
 import pytest
 
 from gate import accounts
-from gate.db import connect
 from tests.conftest import METERED, Reader
-from tests.test_subscribe import CARD, KEY, open_checkout, pay, statuses
+from tests.test_subscribe import CARD, open_checkout, pay, statuses
 
 LINK = re.compile(r"http://meridian\.test(/login/magic/[A-Za-z0-9._-]+)")
 DECLINED = "4000 0000 0000 0002"

@@ -36,12 +36,20 @@ def account():
     db = get_db()
     sub = subscriptions.current(db, current_user.id)
     plan = next((p for p in site.config().site.plans if sub and p.id == sub.plan_id), None)
-    policy = subscriptions.policy(site.config())
     return render_template(
         "account.html", reader=current_user, history=history, sub=sub, plan=plan, payments=subscriptions.payments(db, current_user.id),
-        grace_ends=billing.grace_ends(sub, policy),
+        grace_ends=subscriptions.grace_end(site.config(), sub),
         form=ConfirmForm(),
     )
+
+
+@bp.app_context_processor
+def _billing_alert():
+    """A past-due reader sees on every page until when they keep access, and how to fix it."""
+    if not current_user.is_authenticated:
+        return {"billing_alert": None}
+    ends = subscriptions.grace_end(site.config(), subscriptions.current(get_db(), current_user.id))
+    return {"billing_alert": {"grace_ends": ends, "over": ends <= site.now()} if ends else None}
 
 
 def _run(operation, success: str):
@@ -55,13 +63,27 @@ def _run(operation, success: str):
     return redirect(url_for("account.account"), code=303)
 
 
+@bp.get("/account/subscription/cancel")
+@login_required
+def confirm_cancel():
+    """Ask before ending a subscription right away: access stops at once, with no refund."""
+    sub = subscriptions.current(get_db(), current_user.id)
+    if sub is None or sub.status not in billing.LIVE:
+        flash("You have no active subscription to cancel.", "info")
+        return redirect(url_for("account.account"))
+    plan = next((p for p in site.config().site.plans if p.id == sub.plan_id), None)
+    return render_template("cancel_confirm.html", sub=sub, plan=plan, form=ConfirmForm())
+
+
 @bp.post("/account/subscription/cancel")
 @login_required
 def cancel():
-    """Cancel at the period end (the default) or, with when=now, immediately."""
+    """Cancel at the period end (the default) or, with when=now and confirm=yes, immediately."""
     if not ConfirmForm().validate_on_submit():
         return redirect(url_for("account.account"), code=303)
     now_please = request.form.get("when") == "now"
+    if now_please and request.form.get("confirm") != "yes":  # one click must not end access
+        return redirect(url_for("account.confirm_cancel"), code=303)
     return _run(
         lambda: subscriptions.cancel(get_db(), site.config(), current_user.id, site.now(),
                                      immediately=now_please),

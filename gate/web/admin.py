@@ -21,6 +21,7 @@ from gate.db import get_db
 from gate.settings import ConfigError
 from gate.timeutil import parse_day, parse_duration, parse_moment
 from gate.web import clockops, login_manager
+from gate.web import newsletter as web_newsletter
 from gate.web.forms import ConfirmForm
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -300,3 +301,28 @@ def experiments():
                             "rows": rows, "variants": {v.id: v for v in experiment.variants}})
     return render_template("admin/experiments.html", reports=reports, span=span,
                            steps=stats.EXPERIMENT_STEPS, labels=stats.FUNNEL_LABELS)
+
+
+# --- newsletters ----------------------------------------------------------------
+
+
+@bp.route("/newsletters", methods=["GET", "POST"])
+def newsletters():
+    """Each list's readers and last issue; send the next issue now, without moving the clock."""
+    if _posted():
+        list_id = request.form.get("list", "")
+        try:
+            done = web_newsletter.send_next(list_id, site.now())
+        except newsletter.NewsletterError as error:
+            flash(f"Nothing was sent: {error}.", "warning")
+        else:
+            if done is None:
+                flash("Nothing new to send: no articles were published since the last issue.", "info")
+            else:
+                _record("newsletter_sent", list_id, issue=done["issue"], sent=done["sent"],
+                        skipped=done["skipped"], articles=done["articles"])
+                flash(f"Sent issue No. {done['issue']} ({done['articles']} article(s)) to "
+                      f"{done['sent']} reader(s); {done['skipped']} paused.", "success")
+        return redirect(url_for("admin.newsletters"), code=303)
+    return render_template("admin/newsletters.html", form=ConfirmForm(),
+                           lists=newsletter.overview(get_db(), site.config(), site.now()))

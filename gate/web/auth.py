@@ -12,11 +12,11 @@ from gate import accounts, events, mail, ratelimit, site, tokens
 from gate.ratelimit import limiter
 from gate.db import get_db
 from gate.web.forms import ConfirmForm, LoginForm, MagicLinkForm, list_field, signup_form
-from gate.web.newsletter import enroll_at_signup
+from gate.web.newsletter import consent_ticked, enroll_at_signup
 
 bp = Blueprint("auth", __name__)
 #: Session keys that survive signing in (an open checkout's idempotency keys, a demo preset preview).
-CARRIED = ("checkout_keys", site.PREVIEW_KEY)
+CARRIED = ("checkout_keys", *site.PREVIEW_KEYS)
 
 
 def safe_next(target: str | None, default: str = "/") -> str:
@@ -60,7 +60,7 @@ def sign_in(reader: accounts.Reader, method: str, remember: bool = False) -> Non
 def signup():
     """Create an account with an email (password optional) and return to the article."""
     offered = site.config().site.signup_lists
-    form = signup_form(offered)()
+    form = signup_form(offered, consent_ticked)()
     form.next.data = safe_next(request.args.get("next") if request.method == "GET" else form.next.data)
     if request.method == "GET":
         form.email.data = request.args.get("email", "")

@@ -82,12 +82,16 @@ def _preview() -> str:
     return f"Back to the site's preset: {site.rules().title}."
 
 
-def start_preview(name: str | None) -> None:
-    """Set (or clear) this session's preset preview and work the rules out again."""
+def start_preview(name: str | None, consent: bool = False) -> None:
+    """Set (or clear) this session's preset preview, and its consent lesson, and work the rules out again."""
     if name:
         session[site.PREVIEW_KEY] = name
     else:
         session.pop(site.PREVIEW_KEY, None)
+    if consent:
+        session[site.CONSENT_PREVIEW_KEY] = True
+    else:
+        session.pop(site.CONSENT_PREVIEW_KEY, None)
     site.forget_rules()
 
 
@@ -113,12 +117,11 @@ def become(persona_id: str, **detail) -> None:
     """
     db, now = get_db(), site.now()
     admin, before = _underneath(), _current_persona()
-    preview = session.get(site.PREVIEW_KEY)
+    preview = {key: session[key] for key in site.PREVIEW_KEYS if key in session}
     if current_user.is_authenticated:
         logout_user()
     session.clear()
-    if preview:
-        session[site.PREVIEW_KEY] = preview
+    session.update(preview)
     site.forget_rules()  # the rules, variants and viewer worked out so far were the presenter's
     reader = personas.reset(db, site.config(), site.rules_for, persona_id, now)
     if reader is not None:

@@ -88,9 +88,11 @@ def list_field(list_id: str) -> str:
     return "list_" + list_id.replace("-", "_")
 
 
-def signup_form(lists) -> type[SignupForm]:
-    """A signup form with one consent checkbox per list that signup offers."""
-    fields = {list_field(item.id): BooleanField(item.consent_wording, default=True) for item in lists}
+def signup_form(lists, ticked=lambda item: item.consent_default == "ticked") -> type[SignupForm]:
+    """A signup form with one consent checkbox per list that signup offers, unticked unless
+    ``ticked(list)`` says otherwise (opt-in: consent must be an affirmative act)."""
+    fields = {list_field(item.id): BooleanField(item.consent_wording, default=ticked(item))
+              for item in lists}
     return type("SignupWithLists", (SignupForm,), fields)
 
 

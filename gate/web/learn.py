@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request, session,
+                   url_for)
 from flask_login import current_user
 
-from gate import site
+from gate import newsletter, site
 from gate.db import get_db
 from gate.web.demo import become, start_preview
 from gate.web.forms import ConfirmForm
 
 bp = Blueprint("learn", __name__, url_prefix="/learn")
 SAMPLE = "prisoner-swaps-rewarding-hostage-takers"
+CONSENT_LESSON = "pre-ticked-consent"
 PREMIUM_SAMPLE = "digital-currencies-contest-wholesale-plumbing"
 
 
@@ -83,6 +85,16 @@ LESSONS = (
            ("The gate asks the throwaway account to confirm its address, with a button to send the link again.",
             "A new signup answers 'check your email' whether or not the address has an account.",
             "Watch the funnel: signups that never confirm are the price of this protection.")),
+    Lesson("pre-ticked-consent", "Pre-ticked consent (a dark pattern)", "wpr", "anonymous", SAMPLE,
+           "The signup box for the free newsletter starts ticked, so a reader who just wants the article "
+           "joins a mailing list without choosing to. Lists grow faster, and the consent is worth nothing: "
+           "under the GDPR consent must be an affirmative act, and 'silence, pre-ticked boxes or inactivity' "
+           "do not count (Recital 32; the EU Court of Justice said the same of cookies in Planet49, 2019).",
+           ("At the gate, the newsletter box under the email field is already ticked.",
+            "Sign up without touching it, then open the newsletter settings: the consent record says "
+            "'signup preticked', which is exactly what a regulator would ask to see.",
+            "Try any other lesson (or the button below) and the box is unticked again, as this site ships: "
+            "a list can only start ticked when its consent_default says so in config/site.toml.")),
     Lesson("bypass-lab", "Bypass lab (unsafe on purpose)", "bypass-lab", "anonymous", SAMPLE,
            "A deliberately porous meter: three free articles counted in a plain cookie, and the gated text sent "
            "to the browser and hidden by script. Read three articles, then try to get around the gate.",
@@ -139,13 +151,29 @@ def try_it(lesson_id: str):
         abort(403, description="Trying a pattern switches the whole site: it needs demo mode or an admin.")
     if not ConfirmForm().validate_on_submit():
         return redirect(url_for("learn.index"), code=303)
-    scope = _scope()
+    scope, consent = _scope(), lesson.id == CONSENT_LESSON
     if scope == "site":
-        site.use_preset(get_db(), site.config(), lesson.preset, site.now(), by=_instructor().email)
+        db, now, who = get_db(), site.now(), _instructor().email
+        site.use_preset(db, site.config(), lesson.preset, now, by=who)
+        newsletter.set_preticked_lesson(db, consent, now, by=who)
     if current_app.config.get("DEMO"):
-        start_preview(lesson.preset if scope == "preview" else None)
+        start_preview(lesson.preset if scope == "preview" else None, consent and scope == "preview")
         become(lesson.persona, lesson=lesson.id)
     scope_note = "A preview for you alone: the site's rules are unchanged." if scope == "preview" else (
         "Applied to the whole site.")
     flash(f"Now showing: {lesson.title}. {scope_note}", "info")
     return redirect(url_for("reading.article", slug=lesson.article), code=303)
+
+
+@bp.post("/consent-lesson/end")
+def end_consent_lesson():
+    """Untick the signup boxes again (the site's opt-in default)."""
+    if not _may_switch():
+        abort(403, description="The lesson switches the whole site: it needs demo mode or an admin.")
+    if ConfirmForm().validate_on_submit():
+        if session.pop(site.CONSENT_PREVIEW_KEY, None) is None:  # not a preview: the site's setting
+            if _instructor() is None:
+                abort(403, description="The lesson is on for the whole site: an admin turns it off.")
+            newsletter.set_preticked_lesson(get_db(), False, site.now(), by=_instructor().email)
+        flash("Signup boxes start unticked again: consent is opt-in.", "info")
+    return redirect(url_for("learn.index", _anchor=CONSENT_LESSON), code=303)

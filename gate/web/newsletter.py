@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
-from gate import accounts, content, events, mail, newsletter, site, subscriptions, tokens
+from gate import accounts, content, desk, events, mail, newsletter, site, subscriptions, tokens
 from gate.db import get_db
 from gate.web import csrf
 from gate.web.forms import ConfirmForm
@@ -79,6 +79,7 @@ def deliverer(db, cfg):
 def run_due(now) -> list[dict]:
     """Send every scheduled issue whose time has passed (the clock moved)."""
     db, cfg = get_db(), site.config()
+    desk.publish_through(db, cfg, now)  # past the scheduled pieces, the desk keeps publishing
     with current_app.test_request_context():
         return newsletter.run_schedule(db, cfg, now, compose, access_check(db, cfg, now),
                                        deliverer(db, cfg))
@@ -88,6 +89,7 @@ def send_next(list_id: str, now, dry_run: bool = False) -> dict | None:
     """Send the next issue of a list now; None when nothing was published since the last."""
     db, cfg = get_db(), site.config()
     item = newsletter.get_list(cfg, list_id)
+    desk.publish_through(db, cfg, now)
     issue = newsletter.plan_issue(db, item, now)
     if issue is None:
         return None
@@ -184,13 +186,37 @@ def unsubscribe(token: str):
     return render_template("newsletter_unsubscribe.html", item=item, email=reader.email, token=token)
 
 
+def consent_lesson() -> bool:
+    """Whether the pre-ticked consent lesson is on (read once per request)."""
+    state = site.request_state()
+    if "consent_lesson" not in state:  # a student's preview of the lesson, else the site's setting
+        state.consent_lesson = bool(session.get(site.CONSENT_PREVIEW_KEY)) or newsletter.preticked_lesson(get_db())
+    return state.consent_lesson
+
+
+def consent_ticked(item) -> bool:
+    """Whether this list's signup box is shown ticked on the running site."""
+    return newsletter.ticked_by_default(item, consent_lesson())
+
+
+@bp.app_context_processor
+def _consent_defaults():
+    """Templates ask whether a signup box starts ticked, and whether the lesson is on."""
+    return {"consent_ticked": consent_ticked, "consent_lesson": consent_lesson}
+
+
 def enroll_at_signup(reader: accounts.Reader, list_ids: list[str], source: str) -> None:
-    """Enroll a new reader in the lists they ticked, and send the confirmation link."""
+    """Enroll a new reader in the lists they ticked, and send the confirmation link.
+
+    A box that was shown ticked is recorded as such (method ``signup_preticked``):
+    the consent record then shows the consent was not an affirmative act.
+    """
     db, cfg, now = get_db(), site.config(), site.now()
     pending = []
     for list_id in list_ids:
+        method = "signup_preticked" if consent_ticked(newsletter.get_list(cfg, list_id)) else "signup"
         status = newsletter.enroll(db, cfg, reader.id, list_id, now, source=source,
-                                   ip=request.remote_addr, method="signup", verified=False,
+                                   ip=request.remote_addr, method=method, verified=False,
                                    has_access=False)
         if status == "pending":
             pending.append(list_id)

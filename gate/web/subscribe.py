@@ -7,8 +7,8 @@ import secrets
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
-from gate import accounts, billing, mail, ratelimit, site, subscriptions
-from gate.db import first, get_db
+from gate import accounts, billing, ratelimit, site, subscriptions
+from gate.db import get_db
 from gate.ratelimit import limiter
 from gate.web.auth import send_magic_link
 from gate.web.forms import CheckoutForm
@@ -76,8 +76,7 @@ def checkout(plan_id: str):
         return redirect(url_for("account.account"), code=303)
     if decline:
         return _declined(form, plan, decline)
-    if not replay:
-        _receipt(current_user, plan, sub, now)
+    if not replay:  # the receipt was mailed with the subscription (gate.notices)
         flash(f"Welcome, subscriber. Your {plan.name.lower()} subscription is "
               f"{'in its free trial' if sub.status == 'trialing' else 'active'}.", "success")
     return redirect(url_for("account.account"), code=303)
@@ -120,19 +119,9 @@ def _guest_checkout(form: CheckoutForm, plan, card, key: str, now):
     if result.outcome == "declined":
         return _declined(form, plan, result.decline)
     if result.outcome == "subscribed":
-        _receipt(result.reader, plan, result.subscription, now)
         send_magic_link(result.reader, url_for("account.account"), reason="checkout_new")
     elif result.outcome == "known":
         send_magic_link(result.reader, url_for("subscribe.checkout", plan_id=plan.id),
                         reason="checkout_existing")
     return render_template("checkout_sent.html", email=email, plan=plan)
 
-
-def _receipt(reader, plan, sub, now) -> None:
-    """Email a receipt for the checkout (through the outbox, like all mail)."""
-    db = get_db()
-    charged = first(db, "select * from payments where subscription_id = ? order by id desc limit 1", [sub.id])
-    mail.queue(db, to=reader.email, subject=f"Your {site.config().site.site.name} subscription receipt",
-               text=render_template("email/receipt.txt", plan=plan, sub=sub, payment=charged),
-               html=None, kind="receipt", sender=site.config().site.mail.sender, now=now,
-               tz=site.config().site.site.tz)
