@@ -117,7 +117,7 @@ def test_past_due_banner_on_every_page_with_the_grace_end(reader, db, runner):
 
 def queue(db, to: str, at, subject: str, text: str = "Hello", headers: dict | None = None) -> int:
     return mail.queue(db, to=to, subject=subject, text=text, html=None, kind="test",
-                      sender="The Meridian <desk@meridian.example>", now=at, headers=headers)
+                      sender="The Meridian <desk@meridian.example>", now=at, tz=START.tzinfo, headers=headers)
 
 
 def subjects(page: str) -> list[str]:
@@ -140,19 +140,19 @@ def test_inbox_shows_the_readers_own_mail_newest_first(app, reader, db):
 
 def test_text_mail_links_to_the_site_are_clickable_and_nothing_else_is_markup(app, db):
     app.config["DEMO"] = True
-    body = ('Read <b>this</b>: http://127.0.0.1:5000/account/card?a=1&b=2.\n'
-            'Not ours: https://evil.example/account and http://127.0.0.1:50001/x\n'
-            'Quote trick: http://127.0.0.1:5000/x"onmouseover="alert(1)')
+    body = ('Read <b>this</b>: http://meridian.test/account/card?a=1&b=2.\n'
+            'Not ours: https://evil.example/account and http://meridian.test:50001/x\n'
+            'Quote trick: http://meridian.test/x"onmouseover="alert(1)')
     message_id = queue(db, "links@example.com", START, "Links", text=body)
     page = app.test_client().get(f"/dev/mail/{message_id}?view=text").get_data(as_text=True)
-    assert ('<a href="http://127.0.0.1:5000/account/card?a=1&amp;b=2" rel="noopener">'
-            'http://127.0.0.1:5000/account/card?a=1&amp;b=2</a>.') in page
+    assert ('<a href="http://meridian.test/account/card?a=1&amp;b=2" rel="noopener">'
+            'http://meridian.test/account/card?a=1&amp;b=2</a>.') in page
     assert "&lt;b&gt;this&lt;/b&gt;" in page and "<b>this</b>" not in page
-    assert 'href="https://evil.example' not in page and 'href="http://127.0.0.1:50001' not in page
-    assert '<a href="http://127.0.0.1:5000/x" rel="noopener">' in page and 'onmouseover="' not in page
+    assert 'href="https://evil.example' not in page and 'href="http://meridian.test:50001' not in page
+    assert '<a href="http://meridian.test/x" rel="noopener">' in page and 'onmouseover="' not in page
 
 
-@given(st.lists(st.sampled_from(list('ab <>&"\'/.:?=') + ["http://127.0.0.1:5000/", "https://x.example/"]),
+@given(st.lists(st.sampled_from(list('ab <>&"\'/.:?=') + ["http://meridian.test/", "https://x.example/"]),
                 max_size=30).map("".join))
 def test_linkify_only_adds_anchors_to_the_escaped_text(text):
     html = str(devmail.linkify(text, "http://127.0.0.1:5000"))
@@ -289,6 +289,8 @@ def test_the_pre_ticked_lesson_shows_the_dark_pattern_and_records_it(app, client
     learner.post("/learn/try/pre-ticked-consent")
     page = client.get(f"/articles/{METERED}").get_data(as_text=True)
     assert "Dark pattern on, for a lesson" in page and "checked" in BOX.search(page).group(0)
+    classmate = app.test_client().get("/signup").get_data(as_text=True)  # a preview is the learner's alone
+    assert "Dark pattern on" not in classmate and "checked" not in BOX.search(classmate).group(0)
     learner.post("/signup", {"email": "lured@example.com", "list_meridian_weekly": "y"})
     assert db.execute("select method from consents").fetchall() == [("signup_preticked",)]
     history = client.get("/account/newsletters").get_data(as_text=True)
@@ -296,6 +298,21 @@ def test_the_pre_ticked_lesson_shows_the_dark_pattern_and_records_it(app, client
     learner.post("/learn/consent-lesson/end")
     page = client.get("/signup").get_data(as_text=True)
     assert "Dark pattern on" not in page and "checked" not in BOX.search(page).group(0)
+    changes = [json.loads(row[0]) for row in db.execute(
+        "select data from events where type = 'consent_lesson_changed' order by id")]
+    assert changes == []  # the site's own setting never moved
+
+
+def test_an_admin_applies_the_pre_ticked_lesson_to_the_site_and_takes_it_back(app, client, db, runner):
+    app.config["DEMO"] = True
+    runner.invoke(args=["readers", "add", "boss@example.com", "--password", "boss-pass-123", "--admin"])
+    admin = Reader(client)
+    admin.login("boss@example.com", "boss-pass-123")
+    admin.post("/learn/try/pre-ticked-consent", {"scope": "site"})
+    classmate = app.test_client().get("/signup").get_data(as_text=True)
+    assert "Dark pattern on, for a lesson" in classmate and "checked" in BOX.search(classmate).group(0)
+    admin.post("/learn/consent-lesson/end")
+    assert "Dark pattern on" not in app.test_client().get("/signup").get_data(as_text=True)
     changes = [json.loads(row[0]) for row in db.execute(
         "select data from events where type = 'consent_lesson_changed' order by id")]
     assert [(c["from"], c["to"]) for c in changes] == [(False, True), (True, False)]
