@@ -14,10 +14,10 @@ from flask.cli import FlaskGroup, with_appcontext
 from gate import accounts, create_app, environment, events, mail, newsletter, seed, site, subscriptions
 from gate.web import clockops
 from gate.web import newsletter as web_newsletter
-from gate.clock import Clock, ClockError
+from gate.clock import Clock, ClockError, parse_step, parse_target
 from gate.db import close_thread_connections, get_db
 from gate.settings import ConfigError
-from gate.timeutil import parse_duration, parse_moment
+from gate.timeutil import parse_moment
 
 
 def _create_app():
@@ -225,7 +225,11 @@ def _show():
 
 def _changed(before, how):
     """Record the move, then run everything that fell due while time passed."""
-    done = clockops.moved(before, how, by="cli")
+    _report(clockops.moved(before, how, by="cli"))
+
+
+def _report(done):
+    """Say what billing and the newsletters did while time passed."""
     if done["subscriptions"]:
         click.echo(f"Billing: settled {done['subscriptions']} subscription(s), "
                    f"{done['charges']} charge attempt(s).")
@@ -244,14 +248,12 @@ def clock_show():
 @click.argument("duration")
 @with_appcontext
 def clock_advance(duration):
-    """Move the clock forward by DURATION (31d, 2w, 12h, 90m)."""
+    """Move the clock forward by DURATION (90min, 12h, 31d, 2w, 1mo; at most 100 years ahead)."""
     try:
-        step = parse_duration(duration)
-        before = _now()
-        Clock(get_db()).advance(step)
+        done = clockops.advance(parse_step(duration), _tz(), who="cli")
     except (ValueError, ClockError) as error:
         raise click.ClickException(str(error)) from None
-    _changed(before, f"advance {duration}")
+    _report(done)
     _show()
 
 
@@ -260,9 +262,9 @@ def clock_advance(duration):
 @click.option("--freeze", is_flag=True, help="Stop the clock at MOMENT.")
 @with_appcontext
 def clock_set(moment, freeze):
-    """Jump to MOMENT (ISO 8601; site time zone if none given). Never backward."""
+    """Jump to MOMENT (ISO 8601; site time zone if none given). Never backward, at most 100 years ahead."""
     try:
-        target = parse_moment(moment, _tz())
+        target = parse_target(moment, _tz())
         before = _now()
         Clock(get_db()).set(target, freeze=freeze)
     except (ValueError, ClockError) as error:

@@ -16,10 +16,10 @@ from flask_login import current_user
 from gate import accounts, billing, charts, events, newsletter, paywall, periods, site, subscriptions
 from gate import dashboard as stats
 from gate import experiments as exp_stats
-from gate.clock import Clock, ClockError
+from gate.clock import REACH_YEARS, Clock, ClockError, parse_step
 from gate.db import get_db
 from gate.settings import ConfigError
-from gate.timeutil import parse_day, parse_duration, parse_moment
+from gate.timeutil import parse_day, parse_moment
 from gate.web import clockops, login_manager
 from gate.web import newsletter as web_newsletter
 from gate.web.forms import ConfirmForm
@@ -144,28 +144,48 @@ def rules():
 @bp.route("/clock", methods=["GET", "POST"])
 def clock():
     """Show the clock; advance it, or jump to the next period boundary."""
-    if _posted():
-        try:
-            if request.form.get("action") == "boundary":
-                done = clockops.jump_to_boundary(site.rules(), current_user.email)
-                if done is None:
-                    raise ClockError("these rules have no fixed period boundary (rolling or lifetime)")
-            else:
-                done = clockops.advance(parse_duration(request.form.get("duration", "")), current_user.email)
-        except (ValueError, ClockError) as error:
-            flash(f"The clock did not move: {error}", "warning")
-        else:
-            _record("clock_moved", request.form.get("action") or "advance",
-                    duration=request.form.get("duration"), **done)
-            flash(f"Time moved. Billing settled {done['subscriptions']} subscription(s) "
-                  f"({done['charges']} charge attempts); {done['issues']} newsletter issue(s) sent.", "success")
+    if not _posted():
+        return _clock_page()
+    if request.form.get("action") == "boundary":
+        return _jump_to_boundary()
+    duration = request.form.get("duration", "")
+    try:
+        step = parse_step(duration)
+        done = clockops.advance(step, site.rules().tz, current_user.email)
+    except (ValueError, ClockError) as error:
+        return _clock_page(duration, f"The clock did not move: {error}"), 400
+    return _clock_moved("advance", done, str(step))
+
+
+def _jump_to_boundary():
+    """Jump to the next meter reset, or say why there is none."""
+    try:
+        done = clockops.jump_to_boundary(site.rules(), current_user.email)
+        if done is None:
+            raise ClockError("these rules have no fixed period boundary (rolling or lifetime)")
+    except (ValueError, ClockError) as error:
+        flash(f"The clock did not move: {error}", "warning")
         return redirect(url_for("admin.clock"), code=303)
+    return _clock_moved("boundary", done)
+
+
+def _clock_moved(action: str, done: dict, duration: str | None = None):
+    """Record the admin's move, say what ran while time passed, and show the clock again."""
+    _record("clock_moved", action, duration=duration, **done)
+    moved = f"Time moved forward {duration}." if duration else "Time moved."
+    flash(f"{moved} Billing settled {done['subscriptions']} subscription(s) "
+          f"({done['charges']} charge attempts); {done['issues']} newsletter issue(s) sent.", "success")
+    return redirect(url_for("admin.clock"), code=303)
+
+
+def _clock_page(duration: str = "1d", error: str | None = None):
+    """The clock page; a refused move shows its duration again with the reason beside it."""
     db = get_db()
     state = Clock(db).state()
     boundary = clockops.next_boundary(site.rules(), site.now())
     recent = events.recent(db, limit=10, type="clock_changed")
     return render_template("admin/clock.html", state=state, boundary=boundary, recent=recent,
-                           form=ConfirmForm())
+                           form=ConfirmForm(), duration=duration, error=error, reach_years=REACH_YEARS)
 
 
 # --- readers --------------------------------------------------------------------

@@ -7,9 +7,10 @@ subscriptions (renewals, retries, expiries) and send scheduled newsletters.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from gate import events, newsletter, periods, site, subscriptions
-from gate.clock import Clock
+from gate.clock import Clock, Step
 from gate.db import get_db
 from gate.web import newsletter as web_newsletter
 
@@ -33,12 +34,12 @@ def moved(before: datetime, how: str, by: str) -> dict:
     return run_due(now)
 
 
-def advance(by_duration: timedelta, who: str) -> dict:
-    """Move the clock forward by a duration."""
+def advance(step: Step, tz: ZoneInfo, who: str) -> dict:
+    """Move the clock forward by a duration (months on the site's calendar in ``tz``)."""
     clock = Clock(get_db())
     before = clock.now()
-    clock.advance(by_duration)
-    return moved(before, f"advance {by_duration}", who)
+    clock.advance(step.after(before, tz) - before)
+    return moved(before, f"advance {step}", who)
 
 
 def next_boundary(rules, now: datetime) -> datetime | None:
