@@ -228,3 +228,9 @@ def m010_outbox_delivery(db):
 def m011_experiment_unit(db):
     """The id experiments assign a reader by: their first visitor id, so variants stick across login."""
     db["readers"].add_column("experiment_unit", str)
+
+
+@migrations()
+def m012_synthetic_readers(db):
+    """Accounts made by *Generate traffic*, so business numbers can leave them out."""
+    db["readers"].add_column("synthetic", int, not_null_default=0)
