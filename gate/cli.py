@@ -356,7 +356,7 @@ def traffic_generate(visitors, days, seed):
         raise click.ClickException(str(error)) from None
     events.record(database, "admin_action", _now(), admin="cli", action="traffic_generated",
                   target=done.batch, asked=visitors, days=days, **done.counts)
-    click.echo(f"Generated {done.summary()}.")
+    click.echo(f"Traffic generated: {done.summary()}.")
 
 
 # --- presets ------------------------------------------------------------------

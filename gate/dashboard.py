@@ -39,7 +39,6 @@ FUNNEL = ("visit", "gate_impression", "registration", "unlock", "subscription")
 FUNNEL_LABELS = {"visit": "Visited", "gate_impression": "Saw a gate", "registration": "Registered",
                  "unlock": "Unlocked", "subscription": "Subscribed"}
 SERIES = ("views", "gate_impressions", "signups", "unlocks", "new_subscriptions", "cancellations")
-_VIEWER = "coalesce(visitor_id, 'reader:' || reader_id)"
 _NEW_SUB_ANY = ("type = 'subscription_changed' and json_extract(data, '$.to') in ('trialing', 'active')"
                 " and (json_extract(data, '$.from') is null or json_extract(data, '$.from') = 'incomplete')")
 _CANCELED = ("type = 'subscription_changed' and json_extract(data, '$.to') in ('canceled', 'unpaid')")
@@ -115,7 +114,7 @@ def metrics(db, span: Range, plans: dict, audience: str = "people") -> dict:
     paying = _subscriptions(db, "'active', 'past_due'", audience)
     mrr = sum(_monthly(plans.get(plan)) * count for plan, count in paying)
     return {
-        "visitors": _count(db, "type = 'article_view'", span, _VIEWER, audience),
+        "visitors": len({person for person, *_ in _moments(db, span, audience, ["visit"], None)}),
         "gate_impressions": _count(db, "type = 'gate_impression'", span, audience=audience),
         "signups": _count(db, "type = 'signup'", span, audience=audience),
         "unlocks": _count(db, "type = 'unlock'", span, audience=audience),

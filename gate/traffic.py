@@ -65,7 +65,7 @@ class Generated:
     def summary(self) -> str:
         """One line a presenter can read aloud."""
         c = self.counts
-        return (f"{c['visitors']:,} generated visitors, {c['views']:,} views, {c['gate_impressions']:,} gate "
+        return (f"{c['visitors']:,} generated visitors made {c['views']:,} views, {c['gate_impressions']:,} gate "
                 f"impressions, {c['signups']:,} signups, {c['unlocks']:,} unlocks and {c['subscriptions']:,} "
                 f"subscriptions from {self.first_day} to {self.last_day}")
 

@@ -369,5 +369,6 @@ def generate_traffic():
         flash(f"No traffic was generated: {error}", "warning")
         return back
     _record("traffic_generated", done.batch, asked=visitors, days=days, **done.counts)
-    flash(f"Generated {done.summary()}.", "success")
+    flash(f"Traffic generated: {done.summary()}. Counted here; left out of the dashboard unless chosen.",
+          "success")
     return back
