@@ -240,6 +240,7 @@ EXPERIMENT_STEPS = ("visit", "gate_impression", "registration", "subscription")
 
 
 def _variant_path(experiment) -> str:
+    """Where an event's data names this experiment's arm."""
     return f'$.variants."{experiment.id}"'
 
 

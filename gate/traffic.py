@@ -46,6 +46,8 @@ CLASSROOM_POPULATION = "population-classroom.toml"
 #: Generated visits of one day are spread over these hours from noon, so they end before midnight.
 SPREAD = timedelta(hours=10)
 TEST_CARD = billing.Card("4242", 12, 2099)
+#: What a run counts as it writes.
+COUNTED = ("visitors", "views", "gate_impressions", "signups", "unlocks", "subscriptions", "cancellations")
 
 
 class TrafficError(ValueError):
@@ -59,8 +61,7 @@ class Generated:
     batch: str
     first_day: str
     last_day: str
-    counts: dict = field(default_factory=lambda: dict.fromkeys(
-        ("visitors", "views", "gate_impressions", "signups", "unlocks", "subscriptions", "cancellations"), 0))
+    counts: dict = field(default_factory=lambda: dict.fromkeys(COUNTED, 0))
 
     def summary(self) -> str:
         """One line a presenter can read aloud."""
@@ -124,6 +125,7 @@ def _play(rules: Rules, people: Population, readers: int, days: int, seed: int, 
 
 
 def _visitor(batch: str, reader: int, generation: int) -> str:
+    """The visitor id of one simulated reader's cookie (a new one each time they lose it)."""
     return f"synthetic-{batch}-{reader}-{generation}"
 
 
@@ -149,8 +151,7 @@ def generate(db, cfg, rules: Rules, now: datetime, *, visitors: int, days: int, 
             for number, step in enumerate(todays):
                 writer.write(step, moment + gap * number)
     writer.settle(now)
-    result = Generated(batch, start.date().isoformat(), (today - timedelta(days=1)).isoformat(), writer.counts)
-    return result
+    return Generated(batch, start.date().isoformat(), (today - timedelta(days=1)).isoformat(), writer.counts)
 
 
 class _Writer:
@@ -164,7 +165,7 @@ class _Writer:
         self.accounts: dict[int, int] = {}
         self.subs: dict[int, billing.Subscription] = {}
         self.seen: set[str] = set()
-        self.counts = Generated("", "", "").counts
+        self.counts = dict.fromkeys(COUNTED, 0)
 
     # --- identities ---------------------------------------------------------------
 
@@ -175,10 +176,12 @@ class _Writer:
         return {"visitor_id": self._visitor_of(step.key)}
 
     def _visitor_of(self, key: str) -> str:
+        """The visitor id behind a simulator's anonymous meter key ``visitor:READER.GENERATION``."""
         reader, _, generation = key.removeprefix("visitor:").partition(".")
         return _visitor(self.batch, int(reader), int(generation))
 
     def _meter(self, who: dict) -> str:
+        """The meter key the site spends from for this reader or visitor."""
         return f"reader:{who['reader_id']}" if "reader_id" in who else f"visitor:{who['visitor_id']}"
 
     def _arrive(self, who: dict, at: datetime) -> None:
@@ -191,10 +194,14 @@ class _Writer:
 
     # --- steps --------------------------------------------------------------------
 
+    def _tag(self, reader: int):
+        """Tag the events that follow as this reader's: synthetic, and their arms (reset the token after)."""
+        arms = self.arms[reader]
+        return events.TAGS.set({"variants": arms, "synthetic": True} if arms else {"synthetic": True})
+
     def write(self, step: Step, at: datetime) -> None:
         """One simulated step, as the site records the same action."""
-        events.TAGS.set({"variants": self.arms[step.reader], "synthetic": True} if self.arms[step.reader]
-                        else {"synthetic": True})
+        token = self._tag(step.reader)
         try:
             if step.kind in ("view", "unlock"):
                 self._read(step, at)
@@ -205,7 +212,7 @@ class _Writer:
             elif step.kind == "churn":
                 self._cancel(step.reader, at)
         finally:
-            events.TAGS.set({})
+            events.TAGS.reset(token)
 
     def _read(self, step: Step, at: datetime) -> None:
         """A view (with the spend an auto meter makes) or a press of Unlock."""
@@ -225,6 +232,7 @@ class _Writer:
                           reason=step.reason, style=rules.gate.style)
 
     def _rules(self, reader: int) -> Rules:
+        """The rules this simulated reader's arms give them."""
         return _with_arms(self.rules, self.arms[reader])
 
     def _spend(self, step: Step, who: dict, at: datetime) -> None:
@@ -278,9 +286,9 @@ class _Writer:
         """Bring the generated subscriptions still running up to now (renewals on the way)."""
         with immediate(self.db):
             for reader, sub in self.subs.items():
-                events.TAGS.set({"variants": self.arms[reader], "synthetic": True})
+                token = self._tag(reader)
                 try:
                     subscriptions.apply_outcome(self.db, billing.settle(sub, self.terms, self.policy, now),
                                                 by="clock")
                 finally:
-                    events.TAGS.set({})
+                    events.TAGS.reset(token)

@@ -8,8 +8,10 @@ import json
 from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gate import dashboard, personas, seed, site, traffic
+from gate import accounts, dashboard, events, personas, seed, site, traffic
 from gate.experiments import summarize
 from gate.loadtest import audit
 from tests.conftest import METERED, START, Reader, metered_slugs
@@ -80,7 +82,6 @@ def test_the_default_funnel_of_a_seeded_classroom_never_grows(app, db, clock):
 
 def test_order_matters_a_signup_before_any_gate_is_not_a_registration_from_the_gate(db):
     at = START - timedelta(hours=2)
-    from gate import events
     events.record(db, "signup", at, reader_id=500, visitor_id="early")
     events.record(db, "article_view", at + timedelta(minutes=1), reader_id=500, slug="a")
     events.record(db, "gate_impression", at + timedelta(minutes=2), reader_id=500, slug="a")
@@ -96,7 +97,6 @@ def test_presenters_and_generated_traffic_are_left_out_unless_chosen(app, db, ad
     seed.seed_demo_accounts(db, cfg, START)
     personas.reset(db, cfg, lambda reader: cfg.preset("wpr"), "active", START)
     admin.article(METERED)  # the admin reading is not a reader
-    from gate import accounts, events
     persona = accounts.by_email(db, "persona.active@meridian.example")
     events.record(db, "article_view", START, reader_id=persona.id, slug=METERED, access="full")  # the presenter as a persona
     Reader(app.test_client()).article(METERED)  # one real visitor
@@ -186,3 +186,21 @@ def test_generate_traffic_from_the_cli(runner, db):
     assert "generated visitors" in result.output
     refused = runner.invoke(args=["traffic", "generate", "--visitors", "2001"])
     assert refused.exit_code != 0 and "between 1 and 2,000" in refused.output
+
+
+# --- the cohort, for any history ------------------------------------------------------------
+
+_moment = st.tuples(st.sampled_from(["visitor:a", "visitor:b", "reader:1", "reader:2"]),
+                    st.sampled_from(dashboard.FUNNEL), st.integers(0, 20).map(lambda n: f"2026-11-{n + 1:02d}"),
+                    st.sampled_from([None, "control", "b"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_moment, max_size=40))
+def test_a_cohort_never_grows_from_one_step_to_the_next(moments):
+    reached = dashboard.cohort(moments, dashboard.FUNNEL)
+    sizes = [sum(1 for depth, _ in reached.values() if depth > index) for index in range(len(dashboard.FUNNEL))]
+    assert sizes == sorted(sizes, reverse=True)
+    assert sizes[0] == len({person for person, step, *_ in moments if step == "visit"})
+    for person, (depth, tag) in reached.items():  # the tag is one from the person's views
+        assert tag is None or (person, "visit", tag) in {(p, s, t) for p, s, _, t in moments}
