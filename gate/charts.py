@@ -7,14 +7,38 @@ from markupsafe import Markup, escape
 PALETTE = ("#8a1c1c", "#24384f", "#1f6b3a", "#b26a00", "#6b4e16", "#5f6368")
 
 
-def _svg(width: int, height: int, title: str, body: str) -> Markup:
+def _svg(width: int, height: int, title: str, body: str, extra: str = "") -> Markup:
     return Markup(
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="{escape(title)}" class="chart"><title>{escape(title)}</title>{body}</svg>'
+        f'aria-label="{escape(title)}" class="chart{extra}"><title>{escape(title)}</title>{body}</svg>'
     )
 
 
 def funnel(rows: list[dict], title: str = "Funnel") -> Markup:
+    """The funnel twice: wide for desktops, narrow for phones (the CSS shows one), so text stays legible."""
+    # An SVG's text scales with it: a 720-wide chart on a 390-pixel phone drew 6-pixel labels.
+    return _funnel_wide(rows, title) + _funnel_narrow(rows, title)
+
+
+def _funnel_narrow(rows: list[dict], title: str) -> Markup:
+    """A label line over each bar, in a viewBox about a phone's width."""
+    width, bar_h, line = 340, 14, 20
+    top = max([row["count"] for row in rows] + [1])
+    parts = []
+    for index, row in enumerate(rows):
+        y = 4 + index * (line + bar_h + 12)
+        length = (width - 2) * row["count"] / top
+        parts.append(
+            f'<text x="0" y="{y + 14}" class="chart__label">{escape(row["label"])}</text>'
+            f'<text x="{width}" y="{y + 14}" text-anchor="end" class="chart__value">'
+            f'{row["count"]:,} · {row["of_first"] * 100:.1f}%</text>'
+            f'<rect x="0" y="{y + line}" width="{max(length, 1):.1f}" height="{bar_h}" fill="{PALETTE[0]}" '
+            f'opacity="{1 - index * 0.13:.2f}"/>')
+    height = 4 + len(rows) * (line + bar_h + 12)
+    return _svg(width, height, title, "".join(parts), " chart--narrow")
+
+
+def _funnel_wide(rows: list[dict], title: str) -> Markup:
     """Horizontal bars, one per step, labelled with the count and the share of the first step."""
     width, bar_h, gap, label_w = 720, 30, 14, 150
     height = len(rows) * (bar_h + gap) + gap
@@ -29,7 +53,30 @@ def funnel(rows: list[dict], title: str = "Funnel") -> Markup:
             f'<text x="{label_w + max(length, 1) + 8:.1f}" y="{y + bar_h * 0.68:.1f}" class="chart__value">'
             f'{row["count"]:,} · {row["of_first"] * 100:.1f}%</text>'
         )
-    return _svg(width, height, title, "".join(parts))
+    return _svg(width, height, title, "".join(parts), " chart--wide")
+
+
+def intervals(rows: list[dict], metric: str, label: str, title: str) -> Markup:
+    """Each arm's rate of ``metric`` as a dot on its 95% Wilson interval, on one shared scale."""
+    width, row_h, left, right = 340, 44, 4, 4
+    cells = [next(cell for cell in row["steps"] if cell["step"] == metric) for row in rows]
+    top = min(1.0, max([cell["ci_high"] for cell in cells] + [0.01]) * 1.1)
+    scale = (width - left - right) / top
+    parts = [f'<text x="{left}" y="14" class="chart__tick">0%</text>',
+             f'<text x="{width - right}" y="14" text-anchor="end" class="chart__tick">{top * 100:.1f}% {escape(label)}</text>']
+    for index, (row, cell) in enumerate(zip(rows, cells)):
+        y = 24 + index * row_h
+        low, high, rate = (left + cell[name] * scale for name in ("ci_low", "ci_high", "rate"))
+        colour = PALETTE[1] if row["is_control"] else PALETTE[0]
+        parts.append(
+            f'<text x="{left}" y="{y + 12}" class="chart__label">{escape(row["variant"])}</text>'
+            f'<text x="{width - right}" y="{y + 12}" text-anchor="end" class="chart__value">{cell["rate"] * 100:.1f}%'
+            f' [{cell["ci_low"] * 100:.1f}–{cell["ci_high"] * 100:.1f}]</text>'
+            f'<line x1="{low:.1f}" y1="{y + 26}" x2="{high:.1f}" y2="{y + 26}" stroke="{colour}" stroke-width="3"/>'
+            f'<line x1="{low:.1f}" y1="{y + 20}" x2="{low:.1f}" y2="{y + 32}" stroke="{colour}" stroke-width="2"/>'
+            f'<line x1="{high:.1f}" y1="{y + 20}" x2="{high:.1f}" y2="{y + 32}" stroke="{colour}" stroke-width="2"/>'
+            f'<circle cx="{rate:.1f}" cy="{y + 26}" r="5" fill="{colour}"/>')
+    return _svg(width, 24 + len(rows) * row_h, title, "".join(parts), " chart--intervals")
 
 
 def lines(rows: list[dict], series: list[str], title: str = "Daily activity") -> Markup:

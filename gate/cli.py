@@ -46,7 +46,7 @@ def init_app(app) -> None:
     from gate.simulate.command import simulate
 
     for command in (db, readers, billing, clock, newsletter_group, preset, outbox, audit, simulate,
-                    loadtest, serve, demo):
+                    loadtest, serve, demo, traffic_group):
         app.cli.add_command(command)
 
 
@@ -333,6 +333,37 @@ def newsletter_schedule():
     """Send every scheduled issue whose time has passed on the site clock."""
     issues = web_newsletter.run_due(_now())
     click.echo(f"{len(issues)} issue(s) sent, {sum(i['sent'] for i in issues)} message(s).")
+
+
+# --- generated traffic --------------------------------------------------------
+
+
+@click.group("traffic")
+def traffic_group():
+    """Generate simulated readers' traffic into the site (tagged synthetic)."""
+
+
+@traffic_group.command("generate")
+@click.option("--visitors", type=int, default=1000, show_default=True,
+              help="Simulated readers (at most 2,000).")
+@click.option("--days", type=int, default=14, show_default=True,
+              help="Past days of simulated time the traffic is spread over (at most 60).")
+@click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True,
+              help="Random seed: the same seed draws the same readers.")
+@with_appcontext
+def traffic_generate(visitors, days, seed):
+    """Run a simulated population through the active preset and its experiments into the database."""
+    from gate import traffic  # NumPy is loaded only when generating
+
+    cfg, database = site.config(), get_db()
+    try:
+        done = traffic.generate(database, cfg, cfg.preset(site.active_preset_name(database, cfg)), _now(),
+                                visitors=visitors, days=days, seed=seed, people=traffic.population(cfg.dir))
+    except (traffic.TrafficError, ConfigError) as error:
+        raise click.ClickException(str(error)) from None
+    events.record(database, "admin_action", _now(), admin="cli", action="traffic_generated",
+                  target=done.batch, asked=visitors, days=days, **done.counts)
+    click.echo(f"Traffic generated: {done.summary()}.")
 
 
 # --- presets ------------------------------------------------------------------

@@ -75,6 +75,8 @@ class Experiment(_Strict):
     description: str = Field(default="", max_length=600)
     variants: list[Variant]
     active: bool = True
+    #: The step the test is judged by: a gate-pressure test moves registrations, not subscriptions.
+    metric: Literal["gate_impression", "registration", "subscription"] = "subscription"
 
     @field_validator("variants")
     @classmethod
@@ -228,16 +230,21 @@ def two_proportion_test(x1: int, n1: int, x2: int, n2: int, confidence: float = 
 # -- summary for the dashboard ------------------------------------------------
 
 
-def summarize(variant_counts: dict[str, dict[str, int]], steps: list[str]) -> list[dict]:
-    """Plain rows for the dashboard: each variant's funnel, and its last step vs control."""
+def summarize(variant_counts: dict[str, dict[str, int]], steps: list[str],
+              metric: str | None = None) -> list[dict]:
+    """Plain rows for the dashboard: each variant's funnel, and its ``metric`` step vs control."""
     # Rates are from the first step with a 95% Wilson interval; the first variant
     # is the control; a missing step counts zero; floats are rounded to 4 places.
+    # The metric is the last step unless named.
     if not steps:
         raise ValueError("a funnel needs at least one step")
+    metric = steps[-1] if metric is None else metric
+    if metric not in steps:
+        raise ValueError(f"the metric {metric!r} is not a step of the funnel ({', '.join(steps)})")
     rows, control = [], None
     for variant_id, counts in variant_counts.items():
         funnel = _funnel(variant_id, counts, steps)
-        test = None if control is None else _compare(funnel, control, steps[-1])
+        test = None if control is None else _compare(funnel, control, steps.index(metric))
         rows.append({"variant": variant_id, "is_control": control is None,
                      "steps": funnel, "test": test})
         if control is None:
@@ -262,9 +269,9 @@ def _funnel(variant_id: str, counts: dict[str, int], steps: list[str]) -> list[d
     return funnel
 
 
-def _compare(funnel: list[dict], control: list[dict], step: str) -> dict:
-    """The last step's rate in this variant against the control's."""
-    result = two_proportion_test(funnel[-1]["count"], funnel[0]["count"],
-                                 control[-1]["count"], control[0]["count"])
+def _compare(funnel: list[dict], control: list[dict], index: int) -> dict:
+    """One step's rate (of visitors) in this variant against the control's."""
+    result = two_proportion_test(funnel[index]["count"], funnel[0]["count"],
+                                 control[index]["count"], control[0]["count"])
     plain = {name: round(value, 4) for name, value in result._asdict().items()}
-    return {"step": step, **plain, "significant": result.p_value < 0.05}
+    return {"step": funnel[index]["step"], **plain, "significant": result.p_value < 0.05}

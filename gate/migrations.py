@@ -238,3 +238,9 @@ def m012_lifecycle_notices(db):
         pk=("subscription_id", "kind", "at"),
         foreign_keys=[("subscription_id", "subscriptions", "id")],
     )
+
+
+@migrations()
+def m013_synthetic_readers(db):
+    """Accounts made by *Generate traffic*, so business numbers can leave them out."""
+    db["readers"].add_column("synthetic", int, not_null_default=0)

@@ -165,8 +165,8 @@ def _seed_events(db):
         events.record(db, "article_view", at, visitor_id=f"v{n}", slug="b")  # a second view counts once
     for n in range(6):
         events.record(db, "gate_impression", at, visitor_id=f"v{n}", slug="a")
-    for n in range(3):
-        events.record(db, "signup", at, reader_id=100 + n)
+    for n in range(3):  # the signup names the visitor who became the account, as the site records it
+        events.record(db, "signup", at, reader_id=100 + n, visitor_id=f"v{n}")
     for n in range(2):
         events.record(db, "unlock", at, reader_id=100 + n, slug="a")
     events.record(db, "subscription_changed", at, reader_id=100, **{"from": None, "to": "active", "by": "checkout"})

@@ -536,3 +536,30 @@ def test_another_readers_rules_follow_their_own_arm(app, runner):
             arms.add(arm)
             assert site.rules_for(reader).tiers.anonymous.limit == (3 if arm == "banner-3" else 5)
     assert arms == {"control", "banner-3"}  # both arms were met
+
+
+def test_an_experiment_is_judged_by_its_primary_metric():
+    rows = summarize(COUNTS, STEPS, "signup")
+    modal = rows[1]["test"]
+    assert modal["step"] == "signup"
+    assert modal["difference"] == pytest.approx(round(63 / 1000 - 40 / 1000, 4))
+    assert summarize(COUNTS, STEPS)[1]["test"]["step"] == "subscription"  # the last step by default
+    with pytest.raises(ValueError, match="'unlock' is not a step"):
+        summarize(COUNTS, STEPS, "unlock")
+
+
+@pytest.mark.parametrize("metric, ok", [("registration", True), ("gate_impression", True),
+                                        ("subscription", True), ("signups", False), ("visit", False), (1, False)])
+def test_the_primary_metric_is_validated_strictly(metric, ok):
+    data = {"id": "gate-style", "metric": metric,
+            "variants": [{"id": "control", "weight": 1}, {"id": "b", "weight": 1}]}
+    if ok:
+        assert Experiment.model_validate(data).metric == metric
+    else:
+        with pytest.raises(ValidationError, match="metric"):
+            Experiment.model_validate(data)
+
+
+def test_the_gate_pressure_test_is_judged_by_registrations():
+    (experiment,) = Config().preset("metered-ab").experiments
+    assert experiment.metric == "registration"

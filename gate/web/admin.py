@@ -7,7 +7,7 @@ change made here is an event naming the admin.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from flask import (Blueprint, abort, flash, jsonify, redirect, render_template, request,
                    url_for)
@@ -68,31 +68,43 @@ def _range() -> stats.Range:
         abort(400, description=f"Bad range: {error}. Use dates like 2026-11-01.")
 
 
+def _audience(default: str) -> str:
+    """Whose events count (?include=people|synthetic|all), refused clearly if unknown."""
+    try:
+        return stats.parse_audience(request.args.get("include"), default)
+    except ValueError as error:
+        abort(400, description=f"Bad audience: {error}.")
+
+
+def _csv(body: str, name: str):
+    """A CSV download."""
+    return body, 200, {"Content-Type": "text/csv; charset=utf-8",
+                       "Content-Disposition": f'attachment; filename="{name}"'}
+
+
 @bp.get("/")
 def dashboard():
-    """Headline numbers, the funnel and daily activity over a range of simulated time."""
-    span = _range()
+    """Headline numbers, the cohort funnel and daily activity over a range of simulated time."""
+    span, audience = _range(), _audience("people")
     db, cfg = get_db(), site.config()
     plans = {plan.id: plan for plan in cfg.site.plans}
-    funnel = stats.funnel(db, span)
-    daily = stats.daily(db, span, site.rules().tz)
+    funnel = stats.funnel(db, span, audience)
+    daily = stats.daily(db, span, site.rules().tz, audience)
     return render_template(
-        "admin/dashboard.html", span=span, metrics=stats.metrics(db, span, plans),
+        "admin/dashboard.html", span=span, metrics=stats.metrics(db, span, plans, audience),
         funnel=funnel, funnel_svg=charts.funnel(funnel, "Funnel: visit to subscription"),
         reading_svg=charts.lines(daily, ["views", "gate_impressions", "unlocks"], "Reading per day"),
         money_svg=charts.lines(daily, ["signups", "new_subscriptions", "cancellations"], "Accounts per day"),
-        currency=cfg.site.plans[0].currency,
+        currency=cfg.site.plans[0].currency, audience=audience, audiences=stats.AUDIENCES,
     )
 
 
 @bp.get("/export.csv")
 def export():
     """The daily series of the chosen range, as CSV."""
-    span = _range()
-    body = stats.to_csv(stats.daily(get_db(), span, site.rules().tz))
-    name = f"gate-{span.first_day}-{span.last_day}.csv"
-    return body, 200, {"Content-Type": "text/csv; charset=utf-8",
-                       "Content-Disposition": f'attachment; filename="{name}"'}
+    span, audience = _range(), _audience("people")
+    body = stats.to_csv(stats.daily(get_db(), span, site.rules().tz, audience))
+    return _csv(body, f"gate-{span.first_day}-{span.last_day}.csv")
 
 
 # --- rules ----------------------------------------------------------------------
@@ -306,21 +318,85 @@ def events_json():
 # --- experiments ------------------------------------------------------------------
 
 
-@bp.get("/experiments")
-def experiments():
-    """Per-variant funnels with 95% intervals and a two-proportion test against control."""
-    span = _range()
+def _experiment_span() -> tuple[stats.Range, date | None]:
+    """The chosen range; by default, from the day the active preset's experiments started to today."""
+    db, cfg = get_db(), site.config()
+    starts = [moment for exp in cfg.preset(site.active_preset_name(db, cfg)).experiments
+              if (moment := stats.experiment_start(db, exp)) is not None]
+    if request.args.get("start") or request.args.get("end") or not starts:
+        return _range(), None
+    tz = site.rules().tz
+    today = site.now().astimezone(tz).date()
+    began = min(min(starts).astimezone(tz).date(), today)
+    return stats.Range.days(began, today, tz), began
+
+
+def _experiment_reports(span: stats.Range, audience: str) -> list[dict]:
+    """Every experiment of every preset (the active preset's first), with its arms' funnels."""
     cfg, db = site.config(), get_db()
     active = site.active_preset_name(db, cfg)
     reports = []
     for name, preset in sorted(cfg.presets.items(), key=lambda item: item[0] != active):
         for experiment in preset.experiments:
-            counts = stats.experiment_counts(db, experiment, span)
-            rows = exp_stats.summarize(counts, list(stats.EXPERIMENT_STEPS))
+            counts = stats.experiment_counts(db, experiment, span, audience)
+            rows = exp_stats.summarize(counts, list(stats.EXPERIMENT_STEPS), experiment.metric)
             reports.append({"preset": name, "active": name == active, "experiment": experiment,
-                            "rows": rows, "variants": {v.id: v for v in experiment.variants}})
-    return render_template("admin/experiments.html", reports=reports, span=span,
-                           steps=stats.EXPERIMENT_STEPS, labels=stats.FUNNEL_LABELS)
+                            "rows": rows, "variants": {v.id: v for v in experiment.variants},
+                            "chart": charts.intervals(rows, experiment.metric, "of visitors",
+                                                      f"{experiment.id}: {stats.FUNNEL_LABELS[experiment.metric]}"
+                                                      " rate per arm, 95% intervals")})
+    return reports
+
+
+@bp.get("/experiments")
+def experiments():
+    """Per-variant cohort funnels, the primary metric's intervals and its test against control."""
+    from gate import traffic  # NumPy is loaded only when the experiments are looked at
+
+    span, began = _experiment_span()
+    audience = _audience("synthetic")
+    return render_template("admin/experiments.html", reports=_experiment_reports(span, audience), span=span,
+                           began=began, steps=stats.EXPERIMENT_STEPS, labels=stats.FUNNEL_LABELS,
+                           audience=audience, audiences=stats.AUDIENCES, form=ConfirmForm(),
+                           max_visitors=traffic.MAX_VISITORS, max_days=traffic.MAX_DAYS)
+
+
+@bp.get("/experiments.csv")
+def experiments_export():
+    """The experiments page's numbers, as CSV."""
+    span, _ = _experiment_span()
+    body = stats.experiments_csv(_experiment_reports(span, _audience("synthetic")))
+    return _csv(body, f"gate-experiments-{span.first_day}-{span.last_day}.csv")
+
+
+def _whole(name: str, default: int) -> int:
+    """A whole number from the posted form, or a clear error."""
+    text = (request.form.get(name) or str(default)).strip()
+    if not text.isdigit() or len(text) > 6:
+        raise ValueError(f"{name} must be a whole number, not {text[:20]!r}")
+    return int(text)
+
+
+@bp.post("/experiments/traffic")
+def generate_traffic():
+    """Run a simulated population through the live site's engine into the database (tagged synthetic)."""
+    from gate import traffic
+
+    back = redirect(url_for("admin.experiments"), code=303)
+    if not _posted():
+        return back
+    cfg, db = site.config(), get_db()
+    try:
+        visitors, days = _whole("visitors", 1000), _whole("days", 14)
+        done = traffic.generate(db, cfg, site.base_rules(), site.now(), visitors=visitors, days=days,
+                                seed=_whole("seed", 42), people=traffic.population(cfg.dir))
+    except (ValueError, ConfigError) as error:  # TrafficError is a ValueError
+        flash(f"No traffic was generated: {error}", "warning")
+        return back
+    _record("traffic_generated", done.batch, asked=visitors, days=days, **done.counts)
+    flash(f"Traffic generated: {done.summary()}. Counted here; left out of the dashboard unless chosen.",
+          "success")
+    return back
 
 
 # --- newsletters ----------------------------------------------------------------
