@@ -84,6 +84,39 @@ def test_clock_advance_and_boundary(admin, db, clock):
     assert [a["action"] for a in admin_actions(db)] == ["clock_moved", "clock_moved"]
 
 
+def test_clock_history_is_in_the_site_time_zone(admin):
+    admin.post("/admin/clock", {"action": "advance", "duration": "2d"})
+    page = admin.client.get("/admin/clock").get_data(as_text=True)
+    assert "Sat 28 Nov 2026, 12:00" in page and "Mon 30 Nov 2026, 12:00" in page  # New York, not UTC's 17:00
+    assert "2026-11-28 17:00" not in page
+
+
+def test_reset_demo_asks_first_then_starts_the_class_afresh(admin, app, db, clock):
+    from gate import newsletter, site
+    from gate.settings import Config
+
+    admin.post("/admin/rules", {"preset": "hard"})
+    newsletter.set_preticked_lesson(db, True, START, by="test")
+    admin.post("/admin/clock", {"action": "advance", "duration": "1w"})
+    confirm = admin.client.get("/admin/clock/reset")
+    assert confirm.status_code == 200 and "Yes, reset the demo" in confirm.get_data(as_text=True)
+    admin.post("/admin/clock/reset")  # no confirmation: nothing happens
+    assert clock.state().mode == "frozen" and site.active_preset_name(db, Config()) == "hard"
+    response = admin.post("/admin/clock/reset", {"confirm": "yes"})
+    assert response.status_code == 303
+    assert clock.state().mode == "real" and site.active_preset_name(db, Config()) == Config().site.site.default_preset
+    assert not newsletter.preticked_lesson(db)
+    assert [m["how"] for m in map(json.loads, (r[0] for r in db.execute(
+        "select data from events where type = 'clock_changed' order by id")))][-1] == "reset"
+    assert admin_actions(db)[-1]["action"] == "demo_reset"
+
+
+def test_reset_demo_is_for_admins(reader, clock):
+    reader.signup("student@example.com")
+    assert reader.post("/admin/clock/reset", {"confirm": "yes"}).status_code == 403
+    assert clock.state().mode == "frozen"
+
+
 @pytest.mark.parametrize("duration", ["", "soon", "-1d", "0d"])
 def test_clock_refuses_bad_durations(admin, clock, duration):
     response = admin.post("/admin/clock", {"action": "advance", "duration": duration})

@@ -169,6 +169,21 @@ def clock():
     return _clock_moved("advance", done, str(step))
 
 
+@bp.route("/clock/reset", methods=["GET", "POST"])
+def reset_demo():
+    """Ask first; then back to real time and the default preset, for the next class."""
+    form = ConfirmForm()
+    if request.method == "POST" and form.validate_on_submit() and request.form.get("confirm") == "yes":
+        clockops.reset_demo(current_user.email)
+        _record("demo_reset", "clock")
+        site.forget_rules()
+        flash("The demo is reset: real time, the site's default preset, no lesson on. "
+              "Readers and their history are kept.", "success")
+        return redirect(url_for("admin.clock"), code=303)
+    return render_template("admin/reset_confirm.html", form=form,
+                           default=site.config().site.site.default_preset)
+
+
 def _jump_to_boundary():
     """Jump to the next meter reset, or say why there is none."""
     try:

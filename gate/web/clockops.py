@@ -42,6 +42,23 @@ def advance(step: Step, tz: ZoneInfo, who: str) -> dict:
     return moved(before, f"advance {step}", who)
 
 
+def reset_demo(who: str) -> dict:
+    """Start a class afresh: real time, the site's default preset, no lesson left on.
+
+    Readers, subscriptions and history are kept (the audit needs them); persona
+    accounts are rebuilt whenever someone switches to one.
+    """
+    db, cfg = get_db(), site.config()
+    clock = Clock(db)
+    before = clock.now()
+    clock.reset()
+    done = moved(before, "reset", who)
+    now = clock.now()
+    site.use_preset(db, cfg, cfg.site.site.default_preset, now, by=who)
+    newsletter.set_preticked_lesson(db, False, now, by=who)
+    return done
+
+
 def next_boundary(rules, now: datetime) -> datetime | None:
     """When the registered meter next resets (the end of its current window)."""
     rule = rules.tiers.registered
