@@ -35,7 +35,7 @@ PERSONAS = (
             "persona.one-left@meridian.example"),
     Persona("none-left", "0 unlocks left", "A registered reader who has used every free article.",
             "persona.none-left@meridian.example"),
-    Persona("throwaway", "Throwaway account", "Signed up a minute ago with a made-up address nobody has "
+    Persona("throwaway", "Throwaway", "Signed up a minute ago with a made-up address nobody has "
             "proven: one of a dozen accounts made for a fresh meter each.", "persona.throwaway@meridian.example"),
     Persona("trialing", "Trialing", "Two days into the annual plan's free trial.",
             "persona.trial@meridian.example"),

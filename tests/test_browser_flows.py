@@ -547,7 +547,10 @@ def test_an_instructor_views_as_a_persona_keeps_the_console_and_returns(demo_sit
     phone = page.viewport_size["width"] < 600
     if phone:  # one compact line: the personas are folded away until asked for
         expect(bar.get_by_role("button", name="1 unlock left", exact=True)).to_be_hidden()
-    assert demo_bar_share(page) <= 8, f"the demo bar takes {demo_bar_share(page):.0f}% of the first screen"
+    #: The bar's budget: one compact line on a phone; on a desktop at most three short lines
+    #: (every persona, Return to instructor and Console, the rules), about a tenth of the screen.
+    budget = 8 if phone else 10
+    assert demo_bar_share(page) <= budget, f"the demo bar takes {demo_bar_share(page):.0f}% of the first screen"
 
     open_demo_bar(page)
     bar.get_by_role("button", name="1 unlock left", exact=True).click()
@@ -558,7 +561,7 @@ def test_an_instructor_views_as_a_persona_keeps_the_console_and_returns(demo_sit
     expect(page.get_by_role("button", name=UNLOCK_LABEL.format(left=1))).to_be_visible()
     share = demo_bar_share(page)
     print(f"demo bar: {share:.1f}% of the first screen ({page.viewport_size})")
-    assert share <= 8, f"the demo bar takes {share:.0f}% of the first screen"
+    assert share <= budget, f"the demo bar takes {share:.0f}% of the first screen"
     audit.axe(page, "article viewed as a persona, instructor underneath")
 
     # The console answers as the instructor, with the persona still underneath for the site.
@@ -598,6 +601,7 @@ def test_the_drawer_explains_a_past_due_reader_and_a_lapsed_one_reads_true(demo_
     """The drawer names the status and the grace end; the lapsed account shows no renewal on its end date."""
     page = open_page(demo_site.url)
     page.goto(f"/articles/{METERED}")
+    open_demo_bar(page)  # folded behind the current persona on a phone
     personas = page.get_by_role("form", name="Demo personas")
     personas.get_by_role("button", name="Past due", exact=True).click()
     expect(page.locator(".flash")).to_contain_text("You are now: Past due.")
@@ -608,6 +612,7 @@ def test_the_drawer_explains_a_past_due_reader_and_a_lapsed_one_reads_true(demo_
     expect(drawer.locator(".explain__experiment")).to_have_text("none running in this preset")
     audit.axe(page, "explain drawer, past due")
 
+    open_demo_bar(page)
     personas = page.get_by_role("form", name="Demo personas")
     personas.get_by_role("button", name="Lapsed", exact=True).click()
     expect(page.locator(".flash")).to_contain_text("You are now: Lapsed.")
@@ -672,7 +677,7 @@ def test_an_admin_uses_the_console(site, open_page, audit):
     before = page.locator(".big-number").inner_text()
     page.get_by_label("Advance by").fill("1d")
     page.get_by_role("button", name="Advance").click()
-    expect(page.locator(".flash")).to_contain_text("Time moved.")
+    expect(page.locator(".flash")).to_contain_text("Time moved forward 1d.")
     expect(page.locator(".big-number")).not_to_have_text(before)
     moves = page.locator("section").filter(has=page.get_by_role("heading", name="Recent moves"))
     expect(moves.get_by_role("row").nth(1)).to_contain_text(ADMIN_EMAIL)
@@ -762,7 +767,7 @@ def test_the_reader_timeline_and_rules_read_on_a_phone(site, open_page, audit):
     log_in(page, ADMIN_EMAIL, ADMIN_PASSWORD)
     for slug in metered_slugs()[:3]:  # long slugs and event details in the admin's own timeline
         page.goto(f"/articles/{slug}")
-    page.goto("/admin/readers")
+    page.goto(f"/admin/readers?q={ADMIN_EMAIL}")  # the shared site has many readers by now
     page.locator("#main").get_by_role("link", name=ADMIN_EMAIL).click()
     expect(page.get_by_role("region", name="Timeline").locator("tr").first).to_be_visible()
     for path, cells in (("reader timeline", "table.timeline td"),

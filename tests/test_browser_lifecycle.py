@@ -31,7 +31,7 @@ pytestmark = pytest.mark.browser
 
 
 def subscribe(page, email: str, card: str) -> None:
-    """Check out the Monthly plan as a new visitor."""
+    """Check out the Monthly plan as a new visitor, then sign in through the link it mails."""
     page.goto("/subscribe/monthly")
     page.get_by_label("Email address").fill(email)
     page.get_by_label("Name on card").fill("Dana Okafor")
@@ -39,6 +39,13 @@ def subscribe(page, email: str, card: str) -> None:
     page.get_by_label("Expiry (MM/YY)").fill("12/30")
     page.get_by_label("Security code (CVC)").fill("123")
     page.get_by_role("button", name="Pay and subscribe").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Check your email to finish")
+    page.goto("/dev/mail/")
+    page.get_by_role("textbox", name="Recipient").fill(email)
+    page.get_by_role("button", name="Filter").click()
+    page.get_by_role("link", name="Your sign-in link for The Meridian").first.click()
+    page.locator(".mailview__pre a[href*='/login/magic/']").click()
+    page.get_by_role("button", name="Sign me in").click()
     expect(page).to_have_url(re.compile(r"/account$"))
 
 
