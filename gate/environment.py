@@ -2,7 +2,7 @@
 
 The table below is the only place a GATE_* variable is read: create_app and
 the CLI call :func:`read`, `gate --help` prints :func:`table`, and a test
-checks the README lists the same rows. A value that is not exactly one of the
+checks the README and docs/cli.md list the same rows. A value that is not exactly one of the
 accepted spellings stops the start with the variable, the value and what is
 accepted (``GATE_DEMO=off`` once turned demo mode *on*). An empty value counts
 as unset. No Flask here.

@@ -1,4 +1,4 @@
-"""Screenshots of the site for the README: `python -m tests.screenshots OUTDIR`.
+"""Screenshots of the site for the README and docs/: `python -m tests.screenshots OUTDIR`.
 
 Starts the real site the way the browser tests do (gunicorn, a fresh seeded
 database, the clock frozen at 2026-11-28 12:00 New York time), walks through

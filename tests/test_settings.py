@@ -317,20 +317,22 @@ def test_the_site_file_sets_the_origin_and_the_old_mail_key_is_refused(tmp_path,
         Config(config_dir)
 
 
-def _readme_environment_rows() -> list[str]:
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme.split("### Environment", 1)[1].split("\n#", 1)[0]
+def _environment_rows(document: str) -> list[str]:
+    """The variables in the rows of a document's Environment table, in order."""
+    text = (Path(__file__).parents[1] / document).read_text()
+    section = re.split(r"^#+ Environment$", text, maxsplit=1, flags=re.MULTILINE)[1].split("\n#", 1)[0]
     return re.findall(r"^\| `(GATE_[A-Z_]+)` \|", section, re.MULTILINE)
 
 
-def test_help_readme_and_code_list_the_same_variables():
+def test_help_readme_docs_and_code_list_the_same_variables():
     from click.testing import CliRunner
 
     from gate.cli import main
     from gate.environment import VARIABLES
 
     declared = [variable.name for variable in VARIABLES]
-    assert _readme_environment_rows() == declared
+    assert _environment_rows("README.md") == declared
+    assert _environment_rows("docs/cli.md") == declared
     shown = re.findall(r"^\s+(GATE_[A-Z_]+) ", CliRunner().invoke(main, ["--help"]).output, re.MULTILINE)
     assert shown == declared
     package = Path(__file__).parents[1] / "gate"

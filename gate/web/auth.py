@@ -85,7 +85,7 @@ def _proof_first() -> bool:
 
     Then a new signup is answered, like a known address, with a mailed link and no
     sign-in; otherwise a new reader is signed in at once (and signup necessarily
-    tells a new address from a known one: the trade-off the README describes).
+    tells a new address from a known one: the trade-off docs/security.md describes).
     """
     return site.rules().tiers.registered.require_verified
 
