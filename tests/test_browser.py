@@ -26,13 +26,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from playwright import sync_api  # a test dependency: missing, it fails the run rather than skipping
 
 from gate import content
 from gate.clock import Clock
 from gate.db import open_site_db
 from gate.seed import ARTICLES_DIR
-
-from playwright import sync_api  # a test dependency: missing, it fails the run rather than skipping
 
 expect = sync_api.expect
 pytestmark = pytest.mark.browser

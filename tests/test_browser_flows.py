@@ -32,9 +32,9 @@ from gate.clock import Clock
 from gate.db import open_site_db
 from gate.timeutil import to_iso
 from tests.test_browser import (  # noqa: F401 (``browser`` is a pytest fixture)
+    MAIL_ORIGIN,
     METERED,
     UNLOCK_LABEL,
-    MAIL_ORIGIN,
     LiveSite,
     articles,
     browser,

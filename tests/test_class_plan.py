@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from gate.seed import DEMO_ACCOUNTS
+from gate.web.learn import LESSONS
 from tests.screenshots import Camera
 from tests.test_browser import NY, START, UNLOCK_LABEL, LiveSite, closing_sentence, metered_slugs
 from tests.test_browser_flows import (  # noqa: F401 (fixtures)
@@ -44,7 +45,6 @@ from tests.test_browser_flows import (  # noqa: F401 (fixtures)
     open_page,
     sync_api,
 )
-from gate.web.learn import LESSONS
 
 expect = sync_api.expect
 pytestmark = pytest.mark.browser

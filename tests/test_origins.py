@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
+from conftest import FREE, METERED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import FREE, METERED
 from gate import cli, create_app
 
 ORIGIN = "https://news.example.com"
@@ -37,8 +37,9 @@ def serve(app_db: str, **config):
 @pytest.fixture
 def site(app, db):
     """The conftest site's database (seeded, clock frozen) served at ORIGIN, with an account."""
-    from gate import accounts
     from conftest import START
+
+    from gate import accounts
 
     accounts.create(db, "victim@example.com", "victim-pass-1", START, admin=True)
     return serve(app.config["DATABASE"])
