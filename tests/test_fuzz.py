@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gate import events
-from tests.conftest import METERED, Reader
+from tests.helpers import METERED, Reader
 
 NASTY = st.one_of(
     st.text(max_size=300),

@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
-from conftest import FREE, METERED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gate import cli, create_app
+from tests.helpers import FREE, METERED, START, publish
 
 ORIGIN = "https://news.example.com"
 HOST = "news.example.com"
@@ -37,8 +37,6 @@ def serve(app_db: str, **config):
 @pytest.fixture
 def site(app, db):
     """The conftest site's database (seeded, clock frozen) served at ORIGIN, with an account."""
-    from conftest import START
-
     from gate import accounts
 
     accounts.create(db, "victim@example.com", "victim-pass-1", START, admin=True)
@@ -104,9 +102,6 @@ def test_feed_sitemap_canonical_and_json_ld_use_the_configured_origin(site):
 
 def test_newsletter_mail_and_one_click_unsubscribe_use_the_configured_origin(site, db, clock):
     from datetime import timedelta
-
-    from conftest import START
-    from test_newsletter import publish
 
     client = site.test_client()
     client.post("/signup", data={"email": "new@example.com", "password": "pass-word-1",

@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 from gate import accounts, dashboard, events, personas, seed, site, traffic
 from gate.experiments import summarize
 from gate.loadtest import audit
-from tests.conftest import METERED, START, Reader, metered_slugs
-from tests.test_console import ADMIN, admin  # noqa: F401 (a fixture)
+from tests.helpers import ADMIN, METERED, START, Reader, metered_slugs
 
 
 def cfg_of(app):
