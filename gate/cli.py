@@ -12,12 +12,12 @@ from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
 from gate import accounts, create_app, environment, events, mail, newsletter, seed, site, subscriptions
-from gate.web import clockops
-from gate.web import newsletter as web_newsletter
 from gate.clock import Clock, ClockError, parse_step, parse_target
 from gate.db import close_thread_connections, get_db
 from gate.settings import ConfigError
 from gate.timeutil import parse_moment
+from gate.web import clockops
+from gate.web import newsletter as web_newsletter
 
 
 def _create_app():

@@ -7,9 +7,10 @@ only a log line. Each type is declared once, with what it means.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from datetime import datetime
+from types import MappingProxyType
 
 from gate.timeutil import to_iso
 
@@ -42,8 +43,8 @@ TYPES = {
 
 #: Tags added to every event recorded in the current context, so funnels can be
 #: split by experiment variant: a dict, or (in a web request) a function that
-#: works them out when the first event needs them.
-TAGS: ContextVar[dict | Callable[[], dict]] = ContextVar("gate_event_tags", default={})
+#: works them out when the first event needs them. The default is read-only: one shared dict.
+TAGS: ContextVar[Mapping | Callable[[], dict]] = ContextVar("gate_event_tags", default=MappingProxyType({}))
 
 
 class UnknownEvent(ValueError):

@@ -731,7 +731,7 @@ def profile(requests: int = 300) -> str:
             client = clients[scenario.session]
             headers = {"X-CSRFToken": tokens[scenario.session]} if scenario.csrf else {}
 
-            def call():
+            def call(client=client, scenario=scenario, headers=headers):
                 return client.open(scenario.gate_path, method=scenario.method, headers=headers)
 
             for _ in range(30):

@@ -18,7 +18,6 @@ from gate import environment, periods
 from gate.paywall import Rules, unique_ids
 from gate.resources import resource_dir
 
-
 #: Where a demo with no configured origin is reached (`gate demo`'s default bind).
 LOCAL_ORIGIN = "http://127.0.0.1:5000"
 

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import re
-from datetime import datetime
-from zoneinfo import ZoneInfo
-
 import pytest
 
 from gate import create_app, seed
 from gate.clock import Clock
 from gate.db import connect
-
-NY = ZoneInfo("America/New_York")
-#: Every test starts at this site time, after all demo articles are published.
-START = datetime(2026, 11, 28, 12, 0, tzinfo=NY)
-
-METERED = "prisoner-swaps-rewarding-hostage-takers"
-FREE = "southwest-atlantic-squid-rush-treaty"
-PREMIUM = "digital-currencies-contest-wholesale-plumbing"
-_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+from tests.helpers import ADMIN, START, Reader
 
 
 @pytest.fixture
@@ -66,55 +54,15 @@ def runner(app):
     return app.test_cli_runner()
 
 
-class Reader:
-    """Drives the site as one person in one browser, CSRF tokens and all."""
-
-    def __init__(self, client) -> None:
-        self.client = client
-
-    def token(self) -> str:
-        """The CSRF token of the current session, read from a page's meta tag."""
-        page = self.client.get("/signup").get_data(as_text=True)
-        return _CSRF.search(page).group(1)
-
-    def post(self, url: str, data: dict | None = None, **kwargs):
-        """POST a form with the session's CSRF token."""
-        return self.client.post(url, data={"csrf_token": self.token(), **(data or {})}, **kwargs)
-
-    def post_json(self, url: str, **kwargs):
-        """POST to the API with the X-CSRFToken header."""
-        return self.client.post(url, headers={"X-CSRFToken": self.token()}, **kwargs)
-
-    def signup(self, email: str, password: str = "", next: str = "/"):
-        return self.post("/signup", {"email": email, "password": password, "next": next})
-
-    def login(self, email: str, password: str, next: str = "/"):
-        return self.post("/login", {"email": email, "password": password, "next": next})
-
-    def logout(self):
-        return self.post("/logout")
-
-    def unlock(self, slug: str):
-        return self.post(f"/articles/{slug}/unlock")
-
-    def article(self, slug: str) -> dict:
-        return self.client.get(f"/api/articles/{slug}").get_json()
-
-    def meter(self) -> dict:
-        return self.client.get("/api/meter").get_json()
-
-
 @pytest.fixture
 def reader(client):
     """A reader driving the test client."""
     return Reader(client)
 
 
-def metered_slugs(db, count: int) -> list[str]:
-    """Slugs of ``count`` published metered articles."""
-    rows = db.execute(
-        "select slug from articles where access_class = 'metered' order by slug limit ?", [count]
-    ).fetchall()
-    assert len(rows) == count
-    return [row[0] for row in rows]
-
+@pytest.fixture
+def admin(runner, reader):
+    """A reader signed in as an administrator (ADMIN)."""
+    runner.invoke(args=["readers", "add", ADMIN[0], "--password", ADMIN[1], "--admin"])
+    reader.login(*ADMIN)
+    return reader

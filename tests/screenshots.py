@@ -16,28 +16,11 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from tests.test_browser import UNLOCK_LABEL, LiveSite, launch_chromium, metered_slugs
+from tests.helpers import UNLOCK_LABEL, Camera, LiveSite, launch_chromium, metered_demo_slugs
 
 ARTICLE = "prisoner-swaps-rewarding-hostage-takers"
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
-
-
-class Camera:
-    """Saves full-page screenshots into one folder."""
-
-    def __init__(self, outdir: Path) -> None:
-        self.outdir = outdir
-        self.saved: list[Path] = []
-
-    def shoot(self, page, name: str, path: str | None = None) -> None:
-        """Optionally open ``path``, then save the whole page as ``name``.png."""
-        if path is not None:
-            page.goto(path)
-        target = self.outdir / f"{name}.png"
-        page.screenshot(path=str(target), full_page=True, animations="disabled", caret="hide")
-        self.saved.append(target)
-        print(f"{target}  {target.stat().st_size // 1024} KB")
 
 
 def anonymous_pages(browser, base_url: str, camera: Camera) -> None:
@@ -74,7 +57,7 @@ def reader_pages(browser, base_url: str, camera: Camera) -> None:
     page.wait_for_url(f"**/articles/{ARTICLE}")
     camera.shoot(page, "article-unlocked")
 
-    others = [slug for slug in metered_slugs() if slug != ARTICLE]
+    others = [slug for slug in metered_demo_slugs() if slug != ARTICLE]
     for left, slug in zip((2, 1), others):
         page.goto(f"/articles/{slug}")
         page.get_by_role("button", name=UNLOCK_LABEL.format(left=left)).click()

@@ -16,9 +16,19 @@ from gate.loadtest import audit
 from gate.loadtest.audit_command import audit as audit_command
 from gate.settings import Config
 from gate.timeutil import from_iso, to_iso
-from tests.conftest import FREE, METERED, PREMIUM, START, Reader
-from tests.test_newsletter import WEEKLY, confirm_path, last_mail, publish, signup_with_list
-from tests.test_subscribe import pay
+from tests.helpers import (
+    FREE,
+    METERED,
+    PREMIUM,
+    START,
+    WEEKLY,
+    Reader,
+    confirm_path,
+    last_mail,
+    pay,
+    publish,
+    signup_with_list,
+)
 
 PASSWORD = "reader-pass-1"
 

@@ -9,7 +9,7 @@ import time_machine
 
 from gate import accounts
 from gate.web.auth import safe_next
-from tests.conftest import METERED, Reader, metered_slugs
+from tests.helpers import METERED, Reader, magic_link, metered_slugs
 
 LINK = re.compile(r"http://meridian\.test(/login/magic/[A-Za-z0-9._-]+)")
 
@@ -54,19 +54,8 @@ def test_login_redirect_ignores_an_external_next(reader, member):
     assert response.headers["Location"] == "/"
 
 
-def _magic_link(reader, client, email: str) -> str:
-    reader.post("/login/magic", {"email": email})
-    from gate.db import connect
-
-    body = client.application.config["DATABASE"]
-    db = connect(body)
-    text = db.execute("select body_text from outbox order by id desc limit 1").fetchone()[0]
-    db.close()
-    return LINK.search(text).group(1)
-
-
 def test_magic_link_get_consumes_nothing_and_post_signs_in_once(reader, client, member):
-    path = _magic_link(reader, client, member[0])
+    path = magic_link(reader, client, member[0])
     for _ in range(2):  # a mail scanner prefetching the link
         page = client.get(path)
         assert page.status_code == 200
@@ -91,7 +80,7 @@ def test_magic_link_request_answers_the_same_for_unknown_emails(reader, db, memb
 
 
 def test_forged_magic_link_is_refused(reader, client, member):
-    path = _magic_link(reader, client, member[0])
+    path = magic_link(reader, client, member[0])
     forged = path[:-3] + ("AAA" if not path.endswith("AAA") else "BBB")
     assert client.get(forged).status_code == 400
     assert reader.post(forged).status_code == 400
@@ -100,14 +89,14 @@ def test_forged_magic_link_is_refused(reader, client, member):
 
 def test_magic_link_expires_after_fifteen_minutes(reader, client, member):
     with time_machine.travel("2026-11-28 17:00:00+00:00", tick=False):
-        path = _magic_link(reader, client, member[0])
+        path = magic_link(reader, client, member[0])
     with time_machine.travel("2026-11-28 17:16:00+00:00", tick=False):
         assert reader.post(path).status_code == 400
     assert reader.meter()["tier"] == "anonymous"
 
 
 def test_outbox_command_prints_the_link(reader, client, runner, member):
-    path = _magic_link(reader, client, member[0])
+    path = magic_link(reader, client, member[0])
     output = runner.invoke(args=["outbox"]).output
     assert path in output and "Subject: Your sign-in link" in output
 
@@ -184,8 +173,6 @@ def test_clearing_cookies_never_refills_an_account(app, reader, runner, db):
     for slug in metered_slugs(db, 3):
         reader.unlock(slug)
     fresh = app.test_client()
-    from tests.conftest import Reader
-
     other = Reader(fresh)
     assert other.meter()["tier"] == "anonymous"
     other.login("spender@example.com", "spender-pass-1")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from gate import bench
 
 
+@pytest.mark.slow
 def test_quick_bench_writes_ratios(tmp_path, capsys):
     bench.main(["--quick", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "latest.json").read_text())["results"]

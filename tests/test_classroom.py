@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gate.web.learn import LESSONS
-from tests.conftest import Reader, metered_slugs
-from tests.test_reading import leaks
+from tests.helpers import Reader, leaks, metered_slugs
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import click
 import pytest
 
 from gate.cli import main
-from tests.conftest import METERED
+from tests.helpers import METERED
 
 
 def _commands(group, prefix=()):

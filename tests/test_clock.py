@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 from gate.clock import REACH, Clock, ClockError, Step, parse_step
 from gate.db import open_site_db
 from gate.timeutil import parse_duration, parse_moment
-from tests.conftest import METERED, START
-from tests.test_console import admin  # noqa: F401 (the logged-in admin fixture)
+from tests.helpers import METERED, START
 
 UTC = timezone.utc
 NY = ZoneInfo("America/New_York")

@@ -9,18 +9,10 @@ import pytest
 
 from gate import dashboard, events
 from gate.timeutil import to_iso
-from tests.conftest import METERED, START, Reader
+from tests.helpers import ADMIN, METERED, START, Reader, pay
 
-ADMIN = ("boss@example.com", "boss-pass-123")
 PAGES = ("/admin/", "/admin/rules", "/admin/clock", "/admin/readers", "/admin/events",
          "/admin/events.json", "/admin/experiments", "/admin/export.csv")
-
-
-@pytest.fixture
-def admin(runner, reader):
-    runner.invoke(args=["readers", "add", ADMIN[0], "--password", ADMIN[1], "--admin"])
-    reader.login(*ADMIN)
-    return reader
 
 
 def admin_actions(db):
@@ -274,8 +266,6 @@ def test_experiment_assignment_is_sticky_across_login_and_tagged(app, runner, db
 
 
 def test_every_event_of_a_request_carries_the_viewers_variant(app, runner, db):
-    from tests.test_subscribe import pay
-
     runner.invoke(args=["preset", "use", "metered-ab"])
     person = Reader(app.test_client())
     person.signup("abpay@example.com")

@@ -58,7 +58,7 @@ def test_teaser_of_a_short_article_says_nothing_more():
 def test_rendering_leaves_no_active_content(payload):
     elements = _elements(render(f"Text before.\n\n{payload}\n"))
     assert not {tag for tag, _ in elements} & {"script", "img", "iframe"}
-    for tag, attrs in elements:
+    for _tag, attrs in elements:
         assert not [name for name, _ in attrs if name.startswith("on")]
         assert all("javascript:" not in (value or "").lower() for _, value in attrs)
 

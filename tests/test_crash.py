@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from gate.db import connect
-from tests.test_browser import free_port, gate_command
+from tests.helpers import free_port, gate_command
 
 CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 CARD = {"name": "Crash Test", "card_number": "4242 4242 4242 4242", "expiry": "12/30", "cvc": "123"}

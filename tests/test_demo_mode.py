@@ -8,7 +8,7 @@ import re
 import pytest
 from flask import abort
 
-from tests.conftest import FREE, METERED, PREMIUM, Reader, metered_slugs
+from tests.helpers import FREE, METERED, PREMIUM, Reader, metered_slugs
 
 EXPECTED = {  # persona: (tier, remaining of the wpr meter, subscription status)
     "anonymous": ("anonymous", 0, None),

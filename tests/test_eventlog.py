@@ -7,7 +7,7 @@ import threading
 import time
 
 from gate import eventlog
-from tests.conftest import METERED, Reader
+from tests.helpers import METERED, Reader
 
 
 def test_buffered_views_reach_the_events_table(app, db):

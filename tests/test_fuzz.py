@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gate import events
-from tests.conftest import METERED, Reader
+from tests.helpers import METERED, Reader
 
 NASTY = st.one_of(
     st.text(max_size=300),
@@ -34,6 +34,7 @@ EXTREME_DATE = st.one_of(
 EXTREME_DURATION = st.builds(lambda number, unit: f"{number}{unit}", st.integers(-10, 10**15),
                              st.sampled_from(["w", "d", "h", "m", "s", "min", "mo", ""]))
 VALUE = st.one_of(NASTY, HUGE_INT, EXTREME_DATE, EXTREME_DURATION, FILE_PART)
+ONE_ID = st.just("1")
 CARD_FIELDS = ("name", "card_number", "expiry", "cvc", "idempotency_key")
 #: Every form a visitor can post, with its fields; readers and admins have these and more.
 VISITOR_FORMS = {
@@ -88,7 +89,7 @@ def _refused(person: Reader, response) -> bool:
         return any(category == "warning" for category, _ in session.get("_flashes", []))
 
 
-def _post_drawn(person: Reader, db, data, forms: dict, path_ids=st.just("1")) -> None:
+def _post_drawn(person: Reader, db, data, forms: dict, path_ids=ONE_ID) -> None:
     """Post one drawn form with drawn values: never a 5xx, and nothing changed if refused."""
     path = data.draw(st.sampled_from(sorted(forms)), label="form")
     values = {name: data.draw(VALUE, label=name) for name in forms[path]}

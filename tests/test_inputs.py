@@ -13,7 +13,7 @@ import pytest
 from gate import accounts
 from gate.timeutil import parse_day, parse_moment
 from gate.web.forms import NOT_TEXT
-from tests.conftest import Reader
+from tests.helpers import Reader
 
 CARD = {"name": "Ada Reader", "card_number": "4242 4242 4242 4242", "expiry": "12/30", "cvc": "123"}
 FORMS = [("/signup", {"email": "new@example.com", "password": "a-long-password"}),

@@ -17,9 +17,7 @@ from gate.settings import Config, ConfigError
 from gate.timeutil import from_iso, to_iso
 from gate.web import devmail
 from gate.web.forms import list_field, signup_form
-from tests.conftest import METERED, START, Reader
-from tests.test_newsletter import publish
-from tests.test_subscribe import pay
+from tests.helpers import METERED, START, Reader, pay, publish
 
 FAILS_RENEWAL = "4000 0000 0000 0341"
 

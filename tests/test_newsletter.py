@@ -13,45 +13,25 @@ from markupsafe import escape
 from gate import newsletter
 from gate.settings import Config
 from gate.timeutil import from_iso
-from tests.conftest import METERED, START, Reader
-from tests.test_reading import gated_sentences
-
-CONFIRM = re.compile(r"http://meridian\.test(/newsletter/confirm/[A-Za-z0-9._-]+)")
-WEEKLY = "meridian-weekly"
+from tests.helpers import (
+    METERED,
+    START,
+    WEEKLY,
+    Reader,
+    confirm_path,
+    gated_sentences,
+    last_mail,
+    magic_link,
+    pay,
+    publish,
+    signup_with_list,
+)
 
 
 def status(db, email, list_id=WEEKLY):
     row = db.execute("select e.status from enrollments e join readers r on r.id = e.reader_id"
                      " where r.email = ? and e.list_id = ?", [email, list_id]).fetchone()
     return row[0] if row else None
-
-
-def last_mail(db, to, kind=None):
-    where = " and kind = ?" if kind else ""
-    row = next(db.query(f"select * from outbox where to_addr = ?{where} order by id desc limit 1",
-                        [to] + ([kind] if kind else [])), None)
-    return {**row, "headers": json.loads(row["headers"])} if row else None
-
-
-def signup_with_list(reader, email, tick=True, next="/"):
-    data = {"email": email, "next": next}
-    if tick:
-        data["list_meridian_weekly"] = "y"
-    return reader.post("/signup", data, environ_base={"REMOTE_ADDR": "203.0.113.9"})
-
-
-def confirm_path(db, email):
-    return CONFIRM.search(last_mail(db, email, "newsletter_confirmation")["body_text"]).group(1)
-
-
-def publish(db, slug, when):
-    """Publish a copy of the metered article at ``when`` (site time)."""
-    row = dict(next(db.query("select * from articles where slug = ?", [METERED])))
-    row.update(id=None, slug=slug, title=f"Fresh analysis {slug}",
-               published_at=when.astimezone(START.tzinfo).isoformat())
-    from gate.timeutil import to_iso
-    row["published_at"] = to_iso(when)
-    db["articles"].insert(row)
 
 
 def test_signup_records_consent_and_waits_for_confirmation(reader, db):
@@ -145,10 +125,8 @@ def test_preference_center_switches_and_locks(reader, client, db):
 
 
 def test_a_magic_link_sign_in_proves_the_address(reader, db, runner):
-    from tests.test_auth import _magic_link
-
     runner.invoke(args=["readers", "add", "linked@example.com", "--password", "linked-pass-1"])
-    assert reader.post(_magic_link(reader, reader.client, "linked@example.com")).status_code == 303
+    assert reader.post(magic_link(reader, reader.client, "linked@example.com")).status_code == 303
     assert db.execute("select email_verified_at from readers where email = 'linked@example.com'").fetchone()[0]
     reader.post("/account/newsletters", {"list": WEEKLY, "action": "on"})
     assert status(db, "linked@example.com") == "active"  # no confirmation link needed
@@ -272,8 +250,6 @@ def test_free_issues_carry_no_gated_text_and_subscriber_issues_carry_the_opening
 
 
 def test_subscriber_lists_pause_when_the_subscription_ends_and_resume(reader, runner, db):
-    from tests.test_subscribe import pay
-
     reader.signup("cycle@example.com")
     pay(reader)
     assert status(db, "cycle@example.com", "daily-review") == "active"

@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import FREE, METERED
 from gate import cli, create_app
+from tests.helpers import FREE, METERED, START, publish
 
 ORIGIN = "https://news.example.com"
 HOST = "news.example.com"
@@ -38,7 +38,6 @@ def serve(app_db: str, **config):
 def site(app, db):
     """The conftest site's database (seeded, clock frozen) served at ORIGIN, with an account."""
     from gate import accounts
-    from conftest import START
 
     accounts.create(db, "victim@example.com", "victim-pass-1", START, admin=True)
     return serve(app.config["DATABASE"])
@@ -103,9 +102,6 @@ def test_feed_sitemap_canonical_and_json_ld_use_the_configured_origin(site):
 
 def test_newsletter_mail_and_one_click_unsubscribe_use_the_configured_origin(site, db, clock):
     from datetime import timedelta
-
-    from conftest import START
-    from test_newsletter import publish
 
     client = site.test_client()
     client.post("/signup", data={"email": "new@example.com", "password": "pass-word-1",

@@ -11,6 +11,7 @@ import pytest
 from gate.db import connect, open_site_db
 from gate.paywall import Spend, Viewer
 from gate.quota import MemoryQuotaStore, SQLiteQuotaStore
+from gate.simulate.runner import PruningStore
 
 T0 = datetime(2026, 11, 3, 15, 0, tzinfo=timezone.utc)
 
@@ -20,11 +21,14 @@ def _limit(n):
     return lambda spends: len({s.slug for s in spends}) < n
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "pruning"])
 def store(request, tmp_path):
-    """Each contract test runs against both stores."""
+    """Each contract test runs against every store (the simulator's pruning one too)."""
     if request.param == "memory":
         yield MemoryQuotaStore()
+        return
+    if request.param == "pruning":
+        yield PruningStore()
         return
     db = open_site_db(tmp_path / "quota.sqlite")
     yield SQLiteQuotaStore(db)

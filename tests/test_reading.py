@@ -7,26 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from gate import seed
-from gate.content import parse_article_file, split_teaser
-from tests.conftest import FREE, METERED, PREMIUM, metered_slugs
-
-
-def gated_sentences(slug: str, paragraphs: int = 3) -> list[str]:
-    """Sentences from the part of an article a teaser must never contain."""
-    row = parse_article_file(seed.ARTICLES_DIR / f"{slug}.md")
-    teaser, _ = split_teaser(row["body_md"], paragraphs)
-    rest = row["body_md"][len(teaser):]
-    plain = re.sub(r"[#>*_`-]", " ", rest)
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", plain) if len(s.split()) >= 6]
-    # quotes and apostrophes are typographically rewritten when rendered: use words only
-    return [re.sub(r"[\"'’“”]", "", s).split(",")[0][:60] for s in sentences]
-
-
-def leaks(html: str, slug: str) -> list[str]:
-    """Gated fragments present in a response."""
-    text = re.sub(r"[\"'’“”]|&#\d+;|&\w+;", "", html)
-    return [s for s in gated_sentences(slug) if s and s in text]
+from tests.helpers import FREE, METERED, PREMIUM, leaks, metered_slugs
 
 
 def test_gated_sentences_helper_finds_the_body_when_it_is_there(client):

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from gate import search
-from tests.test_reading import gated_sentences
+from tests.helpers import gated_sentences
 
 SUBSCRIBER = ("searcher@example.com", "search-pass-1")
 

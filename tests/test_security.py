@@ -10,8 +10,7 @@ from importlib.metadata import version
 import pytest
 from packaging.version import Version
 
-from tests.conftest import METERED, PREMIUM, Reader, metered_slugs
-from tests.test_reading import leaks
+from tests.helpers import CARD, METERED, PREMIUM, Reader, leaks, metered_slugs, open_checkout
 
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 BINGBOT = "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)"
@@ -285,8 +284,6 @@ def test_payloads_in_every_text_field_are_inert(app, runner, db, payload):
 
 
 def test_checkout_ignores_extra_fields(reader, db):
-    from tests.test_subscribe import CARD, open_checkout
-
     reader.signup("greedy@example.com")
     key = open_checkout(reader, "monthly")
     reader.post("/subscribe/monthly", {**CARD, "idempotency_key": key, "plan": "annual", "amount_cents": "1",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 import re
 import subprocess
@@ -27,10 +26,8 @@ from gate.settings import Config, ConfigError
 from gate.simulate import runner as sim
 from gate.simulate.command import simulate as simulate_command
 from gate.simulate.population import Crowd, load_population
-from gate.simulate.runner import Billing, PresetRun, PruningStore, catalogue, spend_horizon
-from tests import test_quota as quota_contract
-from tests.conftest import START, Reader
-from tests.test_sybil import mailed_link
+from gate.simulate.runner import Billing, PresetRun, catalogue, spend_horizon
+from tests.helpers import START, Reader, mailed_link
 
 POPULATION = resource_dir("config") / "population.toml"
 KEY = re.compile(r'name="idempotency_key" type="hidden" value="([^"]+)"')
@@ -379,14 +376,6 @@ def test_each_simulated_day_is_one_local_day_at_the_same_hour(first, day, zone):
 
 
 # --- memory: spends no window can count again are forgotten, invisibly ------------------
-
-
-@pytest.mark.parametrize("check", [
-    fn for name, fn in vars(quota_contract).items()
-    if name.startswith("test_") and list(inspect.signature(fn).parameters) == ["store"]
-], ids=lambda fn: fn.__name__)
-def test_pruning_store_keeps_the_quota_contract(check):
-    check(PruningStore())
 
 
 def test_pruning_changes_no_decision(cfg, monkeypatch):

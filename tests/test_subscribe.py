@@ -7,24 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.conftest import METERED, PREMIUM, Reader
-
-KEY = re.compile(r'name="idempotency_key" type="hidden" value="([^"]+)"')
-CARD = {"name": "Ada Reader", "card_number": "4242 4242 4242 4242", "expiry": "12/30", "cvc": "123"}
-
-
-def open_checkout(reader, plan="monthly") -> str:
-    page = reader.client.get(f"/subscribe/{plan}").get_data(as_text=True)
-    return KEY.search(page).group(1)
-
-
-def pay(reader, plan="monthly", key=None, **fields):
-    key = key or open_checkout(reader, plan)
-    return reader.post(f"/subscribe/{plan}", {**CARD, "idempotency_key": key, **fields})
-
-
-def statuses(db):
-    return [row[0] for row in db.execute("select status from subscriptions order by id")]
+from tests.helpers import CARD, METERED, PREMIUM, Reader, open_checkout, pay, statuses
 
 
 def test_plans_page_lists_plans_and_perks(client):

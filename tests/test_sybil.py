@@ -8,10 +8,8 @@ import threading
 import pytest
 
 from gate import accounts
-from tests.conftest import METERED, Reader
-from tests.test_subscribe import CARD, open_checkout, pay, statuses
+from tests.helpers import CARD, METERED, Reader, mailed_link, open_checkout, pay, statuses
 
-LINK = re.compile(r"http://meridian\.test(/login/magic/[A-Za-z0-9._-]+)")
 DECLINED = "4000 0000 0000 0002"
 OWNER = "owner@example.com"
 
@@ -20,12 +18,6 @@ OWNER = "owner@example.com"
 def owner(db, clock):
     """An existing account (with a password) that strangers will type into forms."""
     return accounts.create(db, OWNER, "owner-pass-123", clock.now())
-
-
-def mailed_link(db, to: str) -> str:
-    """The path of the newest sign-in link mailed to ``to``."""
-    text = db.execute("select body_text from outbox where to_addr = ? order by id desc limit 1", [to]).fetchone()
-    return LINK.search(text[0]).group(1)
 
 
 def use_preset(runner, name: str) -> None:

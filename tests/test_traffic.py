@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 from gate import accounts, dashboard, events, personas, seed, site, traffic
 from gate.experiments import summarize
 from gate.loadtest import audit
-from tests.conftest import METERED, START, Reader, metered_slugs
-from tests.test_console import ADMIN, admin  # noqa: F401 (a fixture)
+from tests.helpers import ADMIN, METERED, START, Reader, metered_slugs
 
 
 def cfg_of(app):
@@ -202,5 +201,5 @@ def test_a_cohort_never_grows_from_one_step_to_the_next(moments):
     sizes = [sum(1 for depth, _ in reached.values() if depth > index) for index in range(len(dashboard.FUNNEL))]
     assert sizes == sorted(sizes, reverse=True)
     assert sizes[0] == len({person for person, step, *_ in moments if step == "visit"})
-    for person, (depth, tag) in reached.items():  # the tag is one from the person's views
+    for person, (_depth, tag) in reached.items():  # the tag is one from the person's views
         assert tag is None or (person, "visit", tag) in {(p, s, t) for p, s, _, t in moments}

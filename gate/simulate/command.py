@@ -87,7 +87,8 @@ def simulate(preset_names, readers, days, seed, start_text, population_file, as_
              plot_file, workers, config_dir):
     """Run a population of readers through paywall presets and compare their funnels."""
     from gate.simulate.population import load_population  # NumPy is loaded only when simulating
-    from gate.simulate.runner import Billing, catalogue, simulate as run_simulation
+    from gate.simulate.runner import Billing, catalogue
+    from gate.simulate.runner import simulate as run_simulation
 
     cfg = _config(config_dir)
     presets = _presets(cfg, tuple(preset_names))

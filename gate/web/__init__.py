@@ -114,8 +114,7 @@ def init_app(app) -> None:
     """Bind extensions, blueprints, error handlers and response headers."""
     csrf.init_app(app)
     login_manager.init_app(app)
-    from gate.web import (account, admin, api, auth, demo, devmail, learn, newsletter, reading,
-                          subscribe)
+    from gate.web import account, admin, api, auth, demo, devmail, learn, newsletter, reading, subscribe
     from gate.web.access import RowId
 
     app.url_map.converters["id"] = RowId  # before the blueprints' routes use it

@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 from datetime import date, datetime, timedelta
 
-from flask import (Blueprint, abort, flash, jsonify, redirect, render_template, request,
-                   url_for)
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from gate import accounts, billing, charts, events, newsletter, paywall, periods, site, subscriptions

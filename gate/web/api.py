@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from gate import paywall, ratelimit, site
-from gate.ratelimit import limiter
 from gate.db import get_db
+from gate.ratelimit import limiter
 from gate.web import access
 
 bp = Blueprint("api", __name__, url_prefix="/api")

@@ -14,7 +14,6 @@ from gate import mail, site
 from gate.db import first, get_db
 from gate.web.access import int_arg
 
-
 bp = Blueprint("devmail", __name__, url_prefix="/dev/mail")
 VIEWS = ("html", "text", "headers", "raw")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from gate import content, paywall, ratelimit, site
-from gate.ratelimit import limiter
 from gate import search as archive
 from gate.db import get_db
+from gate.ratelimit import limiter
 from gate.web import access
 from gate.web.forms import SearchForm
 

@@ -6,7 +6,8 @@ do: they click headlines, type into the gate, press buttons and read what
 the page says. Each test gets its own browser context (its own cookies), so
 each starts as a new anonymous visitor.
 
-The server and browser helpers here are also used by ``tests/screenshots.py``.
+The server and browser helpers are in ``tests/helpers.py`` (``tests/screenshots.py`` uses them too);
+Chromium is a fixture of ``tests/browser/conftest.py``.
 """
 
 from __future__ import annotations
@@ -14,185 +15,27 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from datetime import datetime
-from functools import cache
-from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
-
-from gate import content
-from gate.clock import Clock
-from gate.db import open_site_db
-from gate.seed import ARTICLES_DIR
-
 from playwright import sync_api  # a test dependency: missing, it fails the run rather than skipping
+
+from tests.helpers import (
+    METERED,
+    NY,
+    READER_EMAIL,
+    READER_PASSWORD,
+    UNLOCK_LABEL,
+    LiveSite,
+    articles,
+    closing_sentence,
+    metered_demo_slugs,
+    opening_sentence,
+)
 
 expect = sync_api.expect
 pytestmark = pytest.mark.browser
 
-NY = ZoneInfo("America/New_York")
-#: The site's frozen time: after every demo article, three days before the meter resets.
-START = datetime(2026, 11, 28, 12, 0, tzinfo=NY)
-CHROMIUM = os.environ.get("GATE_CHROMIUM", "/usr/bin/chromium")
-#: The site's public origin (GATE_BASE_URL): links in its emails point here, on another port.
-MAIL_ORIGIN = "http://127.0.0.1:5000"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-READER_EMAIL, READER_PASSWORD = "lena.ortiz@example.org", "correct-horse-battery"
-METERED = "prisoner-swaps-rewarding-hostage-takers"
-UNLOCK_LABEL = "Unlock this article — {left} of 3 free articles left this month"
-
-
-# --- the real server ----------------------------------------------------------
-
-
-def gate_command() -> list[str]:
-    """The `gate` console script of this interpreter's environment."""
-    script = Path(sys.executable).with_name("gate")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from gate.cli import main; main()"]
-
-
-def free_port() -> int:
-    """A loopback port nobody is listening on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class LiveSite:
-    """The real site: a fresh seeded database, a frozen clock and gunicorn on loopback."""
-
-    def __init__(self, directory: Path, secret_key: str = "browser-test-key") -> None:
-        self.directory = Path(directory)
-        self.database = self.directory / "gate.sqlite"
-        self.env = {key: value for key, value in os.environ.items() if not key.startswith("GATE_")}
-        # One loopback address signs up and logs in many times a minute here: rate limits
-        # (tested on their own in test_security.py) would make the browser tests flaky.
-        self.env.update(GATE_DATABASE=str(self.database), GATE_SECRET_KEY=secret_key,
-                        GATE_RATE_LIMITS="off", GATE_BASE_URL=MAIL_ORIGIN)
-        self.process: subprocess.Popen | None = None
-        self.url = ""
-
-    def gate(self, *args: str) -> str:
-        """Run a `gate` CLI command against this site's database; returns its output."""
-        done = subprocess.run([*gate_command(), *args], env=self.env, capture_output=True,
-                              text=True, timeout=60)
-        if done.returncode:
-            raise RuntimeError(f"gate {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
-        return done.stdout
-
-    def freeze_clock(self, at: datetime = START) -> None:
-        """Freeze the site clock at ``at``.
-
-        `gate clock set` refuses to move a fresh site's (real-time) clock
-        backward, so once the machine's date passes ``at`` it would fail; the
-        library call, with the real time pinned to ``at``, always works.
-        """
-        db = open_site_db(self.database)
-        try:
-            Clock(db, real=lambda: at).set(at, freeze=True)
-        finally:
-            db.close()
-
-    def start(self) -> "LiveSite":
-        """Seed, freeze the clock and serve with one gunicorn worker until /api/health answers."""
-        self.gate("db", "seed")
-        self.freeze_clock()
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self._log = open(self.directory / "server.log", "wb")
-        self.process = subprocess.Popen(
-            [*gate_command(), "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-            env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-        self._wait_until_up()
-        return self
-
-    def _wait_until_up(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
-        self.stop()
-        log = (self.directory / "server.log").read_text(errors="replace")
-        raise RuntimeError(f"gate serve did not come up at {self.url}:\n{log[-3000:]}")
-
-    def stop(self) -> None:
-        """Stop gunicorn (SIGTERM, then SIGKILL) and close its log."""
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-            self.process = None
-            self._log.close()
-
-    def __enter__(self) -> "LiveSite":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def launch_chromium(playwright):
-    """Debian's Chromium, headless (never a downloaded browser build)."""
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-
-
-# --- the demo articles, read from their Markdown --------------------------------
-
-
-@cache
-def articles() -> dict[str, dict]:
-    """Every demo article file, parsed, by slug."""
-    rows = (content.parse_article_file(path) for path in sorted(ARTICLES_DIR.glob("*.md")))
-    return {row["slug"]: row for row in rows}
-
-
-def metered_slugs() -> list[str]:
-    """Metered demo articles, newest first (all published before START)."""
-    rows = [row for row in articles().values() if row["access_class"] == "metered"]
-    rows.sort(key=lambda row: row["published_at"], reverse=True)
-    return [row["slug"] for row in rows]
-
-
-def _plain_sentences(paragraph: str) -> list[str]:
-    """Sentences that render as they are written (no quotes, dashes or markup)."""
-    sentences = re.split(r"(?<=[.!?])\s+", paragraph.strip())
-    return [s for s in sentences if re.fullmatch(r"[A-Za-z0-9 ,.;:]+", s) and len(s) > 40]
-
-
-def paragraphs(slug: str) -> list[str]:
-    """The article's prose paragraphs, in order (no headings, lists or quotes)."""
-    blocks = articles()[slug]["body_md"].split("\n\n")
-    return [b.strip() for b in blocks if b.strip() and not b.lstrip().startswith(("#", "-", ">", "*"))]
-
-
-def closing_sentence(slug: str) -> str:
-    """A sentence from the end of the article: gated text that a teaser must not carry."""
-    return _plain_sentences(paragraphs(slug)[-1])[-1]
-
-
-def opening_sentence(slug: str) -> str:
-    """A sentence from the first paragraph: part of every teaser."""
-    return _plain_sentences(paragraphs(slug)[0])[0]
 
 
 # --- fixtures -------------------------------------------------------------------
@@ -204,20 +47,6 @@ def site(tmp_path_factory):
     with LiveSite(tmp_path_factory.mktemp("browser-site")) as live:
         live.gate("readers", "add", READER_EMAIL, "--password", READER_PASSWORD)
         yield live
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """One headless Chromium for the module."""
-    if not Path(CHROMIUM).exists():
-        message = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set GATE_CHROMIUM)"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # in CI a missing browser is a failure, never a silent skip
-        pytest.skip(message)
-    with sync_api.sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -325,7 +154,7 @@ def test_signup_at_the_gate_then_unlock_an_article(page, email):
 
 def test_the_fourth_article_offers_a_subscription_and_the_reset_date(page, email):
     """(c) After three unlocks the next article shows the subscribe offer and when the meter resets."""
-    first, second, third, fourth = metered_slugs()[:4]
+    first, second, third, fourth = metered_demo_slugs()[:4]
     sign_up_at_gate(page, first, email)
     unlock(page, first, left=3)
     unlock(page, second, left=2)

@@ -18,116 +18,39 @@ run shows every problem at once.
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 from datetime import datetime, timedelta
-from functools import cache
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
+from playwright.sync_api import expect
 
 from gate.clock import Clock
 from gate.db import open_site_db
 from gate.timeutil import to_iso
-from tests.test_browser import (  # noqa: F401 (``browser`` is a pytest fixture)
-    METERED,
-    UNLOCK_LABEL,
+from tests.helpers import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    DEVICES,
     MAIL_ORIGIN,
+    METERED,
+    PHONE,
+    UNLOCK_LABEL,
     LiveSite,
     articles,
-    browser,
     closing_sentence,
-    metered_slugs,
+    follow_mail_links_to_the_site,
+    log_in,
+    metered_demo_slugs,
+    new_email,
+    newsletter_status,
+    open_demo_bar,
     opening_sentence,
-    sync_api,
+    too_wide,
 )
 
-expect = sync_api.expect
 pytestmark = pytest.mark.browser
 
-AXE = Path(__file__).parents[1] / ".axe/node_modules/axe-core/axe.min.js"
-DESKTOP = {"viewport": {"width": 1280, "height": 900}}
-PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
-DEVICES = [pytest.param(DESKTOP, id="desktop"), pytest.param(PHONE, id="phone")]
-ADMIN_EMAIL, ADMIN_PASSWORD = "editor@meridian.example", "editor-pass-1"
-BLOCKING = ("serious", "critical")
-
-
-# --- what every page is checked for ---------------------------------------------
-
-
-class Audit:
-    """Console errors, uncaught exceptions and axe violations, gathered over one test."""
-
-    def __init__(self, device: str) -> None:
-        self.device = device
-        self.errors: list[str] = []
-        self.violations: list[str] = []
-        self.too_wide: list[str] = []
-
-    def watch(self, context) -> None:
-        """Record every console error and page error from the pages of ``context``."""
-        context.on("console", self._console)
-        context.on("weberror", lambda error: self.errors.append(
-            f"uncaught exception on {error.page.url if error.page else '?'}: {error.error}"))
-
-    def _console(self, message) -> None:
-        if message.type != "error":
-            return
-        source = message.location.get("url", "")
-        # Chromium asks for /favicon.ico once per browser, on whichever page comes first;
-        # its 404 is checked by its own test, so one missing icon fails one test, not a random one.
-        if urlsplit(source).path == "/favicon.ico":
-            return
-        page = message.page.url if message.page else "?"
-        self.errors.append(f"console error on {page}: {message.text} (from {source or 'the page'})")
-
-    def axe(self, page, screen: str) -> None:
-        """Run axe-core on the page as it is now; keep the serious and critical violations."""
-        # Evaluated through the DevTools protocol, which the page's CSP does not govern, so the
-        # contexts keep enforcing the CSP (a bypass_csp context would hide every CSP violation).
-        if not page.evaluate("() => typeof window.axe === 'object'"):
-            page.evaluate(_axe_source())
-        self.fits(page, screen)
-        found = page.evaluate(_AXE_RUN)
-        for item in found:
-            line = (f"{screen} ({self.device}, {page.url}): {item['id']} [{item['impact']}] "
-                    f"{item['help']}\n      " + "\n      ".join(item["targets"]))
-            print(line)
-            if item["impact"] in BLOCKING:
-                self.violations.append(line)
-
-    def fits(self, page, screen: str) -> None:
-        """On a phone, record a page that is wider than the screen."""
-        problem = too_wide(page)
-        if problem:
-            self.too_wide.append(f"{screen} ({self.device}): {problem}")
-
-    def assert_clean(self) -> None:
-        """Fail with every problem found, each with its page."""
-        problems = []
-        if self.errors:
-            problems.append("Console errors and uncaught exceptions:\n  " + "\n  ".join(self.errors))
-        if self.violations:
-            problems.append("Serious or critical accessibility violations (axe-core):\n  "
-                            + "\n  ".join(self.violations))
-        if self.too_wide:
-            problems.append("Pages wider than the phone (they scroll sideways and zoom out):\n  "
-                            + "\n  ".join(self.too_wide))
-        assert not problems, "\n\n".join(problems)
-
-
-_AXE_RUN = """() => axe.run(document, {resultTypes: ['violations']}).then(result =>
-  result.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-    targets: v.nodes.map(n => n.target.join(' ') + (n.any[0] ? '  — ' + n.any[0].message : ''))})))"""
-
-
-@cache
-def _axe_source() -> str:
-    """axe.min.js, read once."""
-    return AXE.read_text()
 
 
 # --- sites and browser contexts -------------------------------------------------------
@@ -141,94 +64,7 @@ def site(tmp_path_factory):
         yield live
 
 
-@pytest.fixture(scope="module")
-def demo_site(tmp_path_factory):
-    """A second real site in demo mode (GATE_DEMO=1): persona bar, explain drawer, try-it buttons."""
-    live = LiveSite(tmp_path_factory.mktemp("flows-demo"))
-    live.env["GATE_DEMO"] = "1"
-    with live:
-        live.gate("readers", "add", ADMIN_EMAIL, "--password", ADMIN_PASSWORD, "--admin")
-        yield live
-
-
-@pytest.fixture
-def device(request) -> dict:
-    """The viewport options of the parametrized device (desktop unless parametrized)."""
-    return getattr(request, "param", DESKTOP)
-
-
-@pytest.fixture
-def audit(device) -> Audit:
-    """What the test's pages showed in the developer tools, and what axe-core found."""
-    if not AXE.exists():
-        message = f"axe-core is not installed at {AXE} (`make test` installs it from npm)"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # in CI a missing checker is a failure, never a silent skip
-        pytest.skip(message)
-    return Audit("phone" if device.get("is_mobile") else "desktop")
-
-
-@pytest.fixture
-def open_page(browser, device, audit):
-    """Open a page in a new browser context (a new visitor) on ``base_url``, watched by ``audit``."""
-    contexts = []
-
-    def opener(base_url: str):
-        context = browser.new_context(base_url=base_url, **device)
-        context.set_default_timeout(10_000)
-        audit.watch(context)
-        contexts.append(context)
-        return context.new_page()
-
-    yield opener
-    for context in contexts:
-        context.close()
-
-
-_numbers = itertools.count(1)
-
-
-def new_email(name: str) -> str:
-    """An address nobody has used on these sites yet."""
-    return f"{name}{next(_numbers)}.{os.getpid()}@example.org"
-
-
 # --- what a person does -----------------------------------------------------------
-
-
-def log_in(page, email: str, password: str) -> None:
-    """Log in with a password on /login."""
-    page.goto("/login")
-    form = page.get_by_role("region", name="Log in")
-    form.get_by_label("Email address").fill(email)
-    form.get_by_label("Password").fill(password)
-    form.get_by_role("button", name="Log in").click()
-    expect(page.locator(".flash")).to_contain_text("You are logged in.")
-
-
-_WIDEST = """() => [...document.querySelectorAll('main *')]
-  .filter(el => el.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
-  .filter(el => ![...el.children].some(child => child.getBoundingClientRect().right >
-                                                  document.documentElement.clientWidth + 1))
-  .slice(0, 3).map(el => `<${el.tagName.toLowerCase()}${el.className ? '.' + el.className : ''}> ` +
-                         `${Math.round(el.getBoundingClientRect().right)} px: ` +
-                         JSON.stringify(el.textContent.trim().slice(0, 50)))"""
-
-
-def too_wide(page) -> str | None:
-    """On a phone, what makes the page wider than the screen, if it is; else None.
-
-    A mobile browser zooms out to fit a page that is too wide, which widens
-    innerWidth too, so both are compared with the screen's width.
-    """
-    screen = page.viewport_size["width"]
-    if screen >= 1000:
-        return None
-    scroll_width, inner_width = page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
-    if max(scroll_width, inner_width) <= screen:
-        return None
-    return (f"{urlsplit(page.url).path} is {scroll_width} px wide on a {screen} px screen; widest: "
-            + "; ".join(page.evaluate(_WIDEST)))
 
 
 def unlock(page, slug: str, left: int) -> None:
@@ -237,21 +73,6 @@ def unlock(page, slug: str, left: int) -> None:
     page.get_by_role("button", name=UNLOCK_LABEL.format(left=left)).click()
     expect(page.locator(".story__body")).to_contain_text(closing_sentence(slug))
     expect(page.locator(".meterbar__meter")).to_contain_text(f"{left - 1} of 3")
-
-
-def follow_mail_links_to_the_site(context, site: LiveSite) -> None:
-    """Serve the links inside emails (written for GATE_BASE_URL) from the site under test.
-
-    The emails point at the configured origin, http://127.0.0.1:5000, where
-    this test's server is not listening: each request there is fetched from
-    the test's server instead (with the context's cookies, which name a host,
-    not a port) and its answer handed to the page unchanged, redirects included.
-    """
-    def forward(route) -> None:
-        target = site.url + route.request.url[len(MAIL_ORIGIN):]
-        route.fulfill(response=route.fetch(url=target, max_redirects=0))
-
-    context.route(f"{MAIL_ORIGIN}/**", forward)
 
 
 def open_message(page, to: str, subject: str, about: str = "") -> None:
@@ -277,12 +98,6 @@ def open_message(page, to: str, subject: str, about: str = "") -> None:
            ).to_have_attribute("aria-current", "page")
 
 
-def newsletter_status(page, name: str):
-    """The status line of one list in the preference center."""
-    return page.locator(".list-item").filter(
-        has=page.get_by_role("heading", name=re.compile("^" + re.escape(name)))).locator(".list-item__status")
-
-
 def publish_after_now(site: LiveSite, slug: str) -> None:
     """Publish a copy of the metered article one hour after the site's now (as an editor would)."""
     db = open_site_db(site.database)
@@ -304,7 +119,7 @@ def test_a_reader_goes_from_the_gate_to_subscriber_to_unsubscribing(site, open_p
     """Anonymous → signup at the gate → three unlocks → refused → subscribe → read, search,
     manage newsletters → confirm and unsubscribe from the emails, in the local inbox."""
     email = new_email("journey")
-    first, second, third, fourth = metered_slugs()[:4]
+    first, second, third, fourth = metered_demo_slugs()[:4]
     page = open_page(site.url)
 
     # Anonymous: a headline on the front page leads to the teaser and the gate, never the rest.
@@ -520,14 +335,6 @@ def test_a_presenter_switches_personas_opens_the_explain_drawer_and_tries_a_patt
     expect(page.get_by_role("button", name=UNLOCK_LABEL.format(left=3))).to_be_visible()
 
     audit.assert_clean()
-
-
-def open_demo_bar(page) -> None:
-    """On a phone the demo bar folds its personas behind one control: open it (a wide screen shows them)."""
-    summary = page.locator(".personas__summary")
-    if summary.is_visible() and page.locator(".personas__menu[open]").count() == 0:
-        summary.click()
-    expect(page.locator(".personas__list")).to_be_visible()
 
 
 def demo_bar_share(page) -> float:
@@ -765,7 +572,7 @@ def test_the_reader_timeline_and_rules_read_on_a_phone(site, open_page, audit):
     """On a 390 px phone the console's long tables stack: no sideways scroll, no word one letter a line."""
     page = open_page(site.url)
     log_in(page, ADMIN_EMAIL, ADMIN_PASSWORD)
-    for slug in metered_slugs()[:3]:  # long slugs and event details in the admin's own timeline
+    for slug in metered_demo_slugs()[:3]:  # long slugs and event details in the admin's own timeline
         page.goto(f"/articles/{slug}")
     page.goto(f"/admin/readers?q={ADMIN_EMAIL}")  # the shared site has many readers by now
     page.locator("#main").get_by_role("link", name=ADMIN_EMAIL).click()

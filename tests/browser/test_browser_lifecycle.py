@@ -12,21 +12,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
-from tests.test_browser_flows import (  # noqa: F401 (fixtures)
-    DEVICES,
-    MAIL_ORIGIN,
-    audit,
-    browser,
-    demo_site,
-    device,
-    follow_mail_links_to_the_site,
-    new_email,
-    open_page,
-    sync_api,
-)
+from tests.helpers import DEVICES, MAIL_ORIGIN, follow_mail_links_to_the_site, new_email
 
-expect = sync_api.expect
 pytestmark = pytest.mark.browser
 
 

@@ -27,26 +27,26 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from gate.seed import DEMO_ACCOUNTS
-from tests.screenshots import Camera
-from tests.test_browser import NY, START, UNLOCK_LABEL, LiveSite, closing_sentence, metered_slugs
-from tests.test_browser_flows import (  # noqa: F401 (fixtures)
+from gate.web.learn import LESSONS
+from tests.helpers import (
     DEVICES,
-    audit,
-    browser,
-    device,
+    NY,
+    START,
+    UNLOCK_LABEL,
+    Camera,
+    LiveSite,
+    closing_sentence,
     follow_mail_links_to_the_site,
     log_in,
+    metered_demo_slugs,
     new_email,
     newsletter_status,
     open_demo_bar,
-    open_page,
-    sync_api,
 )
-from gate.web.learn import LESSONS
 
-expect = sync_api.expect
 pytestmark = pytest.mark.browser
 
 ADMIN_EMAIL, ADMIN_PASSWORD = next((email, password) for email, password, _, admin in DEMO_ACCOUNTS if admin)
@@ -125,7 +125,7 @@ def site_rules(page):
 
 def student_meets_the_gate_and_spends_the_meter(student, email, audit, camera) -> None:
     """1. The seeded metered article, its gate, an opt-in signup, three unlocks, the fourth refused."""
-    first, second, third, fourth = metered_slugs()[:4]
+    first, second, third, fourth = metered_demo_slugs()[:4]
     student.goto(f"/articles/{first}")
     gate = student.get_by_role("complementary", name="Keep reading for free")
     expect(gate).to_be_visible()

@@ -1,0 +1,489 @@
+"""What several test files share: the site's fixed facts, a person driving the site, the real
+server and browser, and small readers of the database and the demo articles.
+
+Test files import from here and from nothing else under tests/ (a test checks it);
+shared fixtures live in conftest.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import pytest
+from playwright.sync_api import expect
+
+from gate import content, seed
+from gate.clock import Clock
+from gate.content import parse_article_file, split_teaser
+from gate.db import open_site_db
+from gate.loadtest.run import free_port, gate_command
+from gate.seed import ARTICLES_DIR
+from gate.timeutil import to_iso
+
+__all__ = ["free_port", "gate_command"]  # re-exported: one copy, in gate.loadtest.run
+
+NY = ZoneInfo("America/New_York")
+#: Every test starts at this site time, after all demo articles are published.
+START = datetime(2026, 11, 28, 12, 0, tzinfo=NY)
+
+METERED = "prisoner-swaps-rewarding-hostage-takers"
+FREE = "southwest-atlantic-squid-rush-treaty"
+PREMIUM = "digital-currencies-contest-wholesale-plumbing"
+_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+CHROMIUM = os.environ.get("GATE_CHROMIUM", "/usr/bin/chromium")
+#: The site's public origin (GATE_BASE_URL): links in its emails point here, on another port.
+MAIL_ORIGIN = "http://127.0.0.1:5000"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+READER_EMAIL, READER_PASSWORD = "lena.ortiz@example.org", "correct-horse-battery"
+UNLOCK_LABEL = "Unlock this article — {left} of 3 free articles left this month"
+ADMIN = ("boss@example.com", "boss-pass-123")
+
+
+# --- a person on the site, through the test client ---------------------------------
+
+
+class Reader:
+    """Drives the site as one person in one browser, CSRF tokens and all."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def token(self) -> str:
+        """The CSRF token of the current session, read from a page's meta tag."""
+        page = self.client.get("/signup").get_data(as_text=True)
+        return _CSRF.search(page).group(1)
+
+    def post(self, url: str, data: dict | None = None, **kwargs):
+        """POST a form with the session's CSRF token."""
+        return self.client.post(url, data={"csrf_token": self.token(), **(data or {})}, **kwargs)
+
+    def post_json(self, url: str, **kwargs):
+        """POST to the API with the X-CSRFToken header."""
+        return self.client.post(url, headers={"X-CSRFToken": self.token()}, **kwargs)
+
+    def signup(self, email: str, password: str = "", next: str = "/"):
+        return self.post("/signup", {"email": email, "password": password, "next": next})
+
+    def login(self, email: str, password: str, next: str = "/"):
+        return self.post("/login", {"email": email, "password": password, "next": next})
+
+    def logout(self):
+        return self.post("/logout")
+
+    def unlock(self, slug: str):
+        return self.post(f"/articles/{slug}/unlock")
+
+    def article(self, slug: str) -> dict:
+        return self.client.get(f"/api/articles/{slug}").get_json()
+
+    def meter(self) -> dict:
+        return self.client.get("/api/meter").get_json()
+
+
+def metered_slugs(db, count: int) -> list[str]:
+    """Slugs of ``count`` published metered articles."""
+    rows = db.execute(
+        "select slug from articles where access_class = 'metered' order by slug limit ?", [count]
+    ).fetchall()
+    assert len(rows) == count
+    return [row[0] for row in rows]
+
+
+KEY = re.compile(r'name="idempotency_key" type="hidden" value="([^"]+)"')
+CARD = {"name": "Ada Reader", "card_number": "4242 4242 4242 4242", "expiry": "12/30", "cvc": "123"}
+
+
+def open_checkout(reader, plan="monthly") -> str:
+    page = reader.client.get(f"/subscribe/{plan}").get_data(as_text=True)
+    return KEY.search(page).group(1)
+
+
+def pay(reader, plan="monthly", key=None, **fields):
+    key = key or open_checkout(reader, plan)
+    return reader.post(f"/subscribe/{plan}", {**CARD, "idempotency_key": key, **fields})
+
+
+def statuses(db):
+    return [row[0] for row in db.execute("select status from subscriptions order by id")]
+
+
+CONFIRM = re.compile(r"http://meridian\.test(/newsletter/confirm/[A-Za-z0-9._-]+)")
+WEEKLY = "meridian-weekly"
+
+
+def last_mail(db, to, kind=None):
+    where = " and kind = ?" if kind else ""
+    row = next(db.query(f"select * from outbox where to_addr = ?{where} order by id desc limit 1",
+                        [to] + ([kind] if kind else [])), None)
+    return {**row, "headers": json.loads(row["headers"])} if row else None
+
+
+def signup_with_list(reader, email, tick=True, next="/"):
+    data = {"email": email, "next": next}
+    if tick:
+        data["list_meridian_weekly"] = "y"
+    return reader.post("/signup", data, environ_base={"REMOTE_ADDR": "203.0.113.9"})
+
+
+def confirm_path(db, email):
+    return CONFIRM.search(last_mail(db, email, "newsletter_confirmation")["body_text"]).group(1)
+
+
+def publish(db, slug, when):
+    """Publish a copy of the metered article at ``when`` (site time)."""
+    row = dict(next(db.query("select * from articles where slug = ?", [METERED])))
+    row.update(id=None, slug=slug, title=f"Fresh analysis {slug}",
+               published_at=when.astimezone(START.tzinfo).isoformat())
+    row["published_at"] = to_iso(when)
+    db["articles"].insert(row)
+
+
+def magic_link(reader, client, email: str) -> str:
+    """Ask for a sign-in link for ``email`` and return the path it mails."""
+    reader.post("/login/magic", {"email": email})
+    from gate.db import connect
+
+    body = client.application.config["DATABASE"]
+    db = connect(body)
+    text = db.execute("select body_text from outbox order by id desc limit 1").fetchone()[0]
+    db.close()
+    return LINK.search(text).group(1)
+
+
+def gated_sentences(slug: str, paragraphs: int = 3) -> list[str]:
+    """Sentences from the part of an article a teaser must never contain."""
+    row = parse_article_file(seed.ARTICLES_DIR / f"{slug}.md")
+    teaser, _ = split_teaser(row["body_md"], paragraphs)
+    rest = row["body_md"][len(teaser):]
+    plain = re.sub(r"[#>*_`-]", " ", rest)
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", plain) if len(s.split()) >= 6]
+    # quotes and apostrophes are typographically rewritten when rendered: use words only
+    return [re.sub(r"[\"'’“”]", "", s).split(",")[0][:60] for s in sentences]
+
+
+def leaks(html: str, slug: str) -> list[str]:
+    """Gated fragments present in a response."""
+    text = re.sub(r"[\"'’“”]|&#\d+;|&\w+;", "", html)
+    return [s for s in gated_sentences(slug) if s and s in text]
+
+
+LINK = re.compile(r"http://meridian\.test(/login/magic/[A-Za-z0-9._-]+)")
+def mailed_link(db, to: str) -> str:
+    """The path of the newest sign-in link mailed to ``to``."""
+    text = db.execute("select body_text from outbox where to_addr = ? order by id desc limit 1", [to]).fetchone()
+    return LINK.search(text[0]).group(1)
+
+
+# --- the real server ----------------------------------------------------------
+
+
+class LiveSite:
+    """The real site: a fresh seeded database, a frozen clock and gunicorn on loopback."""
+
+    def __init__(self, directory: Path, secret_key: str = "browser-test-key") -> None:
+        self.directory = Path(directory)
+        self.database = self.directory / "gate.sqlite"
+        self.env = {key: value for key, value in os.environ.items() if not key.startswith("GATE_")}
+        # One loopback address signs up and logs in many times a minute here: rate limits
+        # (tested on their own in test_security.py) would make the browser tests flaky.
+        self.env.update(GATE_DATABASE=str(self.database), GATE_SECRET_KEY=secret_key,
+                        GATE_RATE_LIMITS="off", GATE_BASE_URL=MAIL_ORIGIN)
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def gate(self, *args: str) -> str:
+        """Run a `gate` CLI command against this site's database; returns its output."""
+        done = subprocess.run([*gate_command(), *args], env=self.env, capture_output=True,
+                              text=True, timeout=60)
+        if done.returncode:
+            raise RuntimeError(f"gate {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+        return done.stdout
+
+    def freeze_clock(self, at: datetime = START) -> None:
+        """Freeze the site clock at ``at``.
+
+        `gate clock set` refuses to move a fresh site's (real-time) clock
+        backward, so once the machine's date passes ``at`` it would fail; the
+        library call, with the real time pinned to ``at``, always works.
+        """
+        db = open_site_db(self.database)
+        try:
+            Clock(db, real=lambda: at).set(at, freeze=True)
+        finally:
+            db.close()
+
+    def start(self) -> "LiveSite":
+        """Seed, freeze the clock and serve with one gunicorn worker until /api/health answers."""
+        self.gate("db", "seed")
+        self.freeze_clock()
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self._log = open(self.directory / "server.log", "wb")
+        self.process = subprocess.Popen(
+            [*gate_command(), "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+            env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        self._wait_until_up()
+        return self
+
+    def _wait_until_up(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)
+        self.stop()
+        log = (self.directory / "server.log").read_text(errors="replace")
+        raise RuntimeError(f"gate serve did not come up at {self.url}:\n{log[-3000:]}")
+
+    def stop(self) -> None:
+        """Stop gunicorn (SIGTERM, then SIGKILL) and close its log."""
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+            self.process = None
+            self._log.close()
+
+    def __enter__(self) -> "LiveSite":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def launch_chromium(playwright):
+    """Debian's Chromium, headless (never a downloaded browser build)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+# --- the demo articles, read from their Markdown --------------------------------
+
+
+@cache
+def articles() -> dict[str, dict]:
+    """Every demo article file, parsed, by slug."""
+    rows = (content.parse_article_file(path) for path in sorted(ARTICLES_DIR.glob("*.md")))
+    return {row["slug"]: row for row in rows}
+
+
+def metered_demo_slugs() -> list[str]:
+    """Metered demo articles, newest first (all published before START)."""
+    rows = [row for row in articles().values() if row["access_class"] == "metered"]
+    rows.sort(key=lambda row: row["published_at"], reverse=True)
+    return [row["slug"] for row in rows]
+
+
+def _plain_sentences(paragraph: str) -> list[str]:
+    """Sentences that render as they are written (no quotes, dashes or markup)."""
+    sentences = re.split(r"(?<=[.!?])\s+", paragraph.strip())
+    return [s for s in sentences if re.fullmatch(r"[A-Za-z0-9 ,.;:]+", s) and len(s) > 40]
+
+
+def paragraphs(slug: str) -> list[str]:
+    """The article's prose paragraphs, in order (no headings, lists or quotes)."""
+    blocks = articles()[slug]["body_md"].split("\n\n")
+    return [b.strip() for b in blocks if b.strip() and not b.lstrip().startswith(("#", "-", ">", "*"))]
+
+
+def closing_sentence(slug: str) -> str:
+    """A sentence from the end of the article: gated text that a teaser must not carry."""
+    return _plain_sentences(paragraphs(slug)[-1])[-1]
+
+
+def opening_sentence(slug: str) -> str:
+    """A sentence from the first paragraph: part of every teaser."""
+    return _plain_sentences(paragraphs(slug)[0])[0]
+
+
+class Camera:
+    """Saves full-page screenshots into one folder."""
+
+    def __init__(self, outdir: Path) -> None:
+        self.outdir = outdir
+        self.saved: list[Path] = []
+
+    def shoot(self, page, name: str, path: str | None = None) -> None:
+        """Optionally open ``path``, then save the whole page as ``name``.png."""
+        if path is not None:
+            page.goto(path)
+        target = self.outdir / f"{name}.png"
+        page.screenshot(path=str(target), full_page=True, animations="disabled", caret="hide")
+        self.saved.append(target)
+        print(f"{target}  {target.stat().st_size // 1024} KB")
+
+
+# --- what a browser test checks on every page, and what a person does there ----------
+
+
+AXE = Path(__file__).parents[1] / ".axe/node_modules/axe-core/axe.min.js"
+DESKTOP = {"viewport": {"width": 1280, "height": 900}}
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+DEVICES = [pytest.param(DESKTOP, id="desktop"), pytest.param(PHONE, id="phone")]
+ADMIN_EMAIL, ADMIN_PASSWORD = "editor@meridian.example", "editor-pass-1"
+BLOCKING = ("serious", "critical")
+
+
+class Audit:
+    """Console errors, uncaught exceptions and axe violations, gathered over one test."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.errors: list[str] = []
+        self.violations: list[str] = []
+        self.too_wide: list[str] = []
+
+    def watch(self, context) -> None:
+        """Record every console error and page error from the pages of ``context``."""
+        context.on("console", self._console)
+        context.on("weberror", lambda error: self.errors.append(
+            f"uncaught exception on {error.page.url if error.page else '?'}: {error.error}"))
+
+    def _console(self, message) -> None:
+        if message.type != "error":
+            return
+        source = message.location.get("url", "")
+        # Chromium asks for /favicon.ico once per browser, on whichever page comes first;
+        # its 404 is checked by its own test, so one missing icon fails one test, not a random one.
+        if urlsplit(source).path == "/favicon.ico":
+            return
+        page = message.page.url if message.page else "?"
+        self.errors.append(f"console error on {page}: {message.text} (from {source or 'the page'})")
+
+    def axe(self, page, screen: str) -> None:
+        """Run axe-core on the page as it is now; keep the serious and critical violations."""
+        # Evaluated through the DevTools protocol, which the page's CSP does not govern, so the
+        # contexts keep enforcing the CSP (a bypass_csp context would hide every CSP violation).
+        if not page.evaluate("() => typeof window.axe === 'object'"):
+            page.evaluate(_axe_source())
+        self.fits(page, screen)
+        found = page.evaluate(_AXE_RUN)
+        for item in found:
+            line = (f"{screen} ({self.device}, {page.url}): {item['id']} [{item['impact']}] "
+                    f"{item['help']}\n      " + "\n      ".join(item["targets"]))
+            print(line)
+            if item["impact"] in BLOCKING:
+                self.violations.append(line)
+
+    def fits(self, page, screen: str) -> None:
+        """On a phone, record a page that is wider than the screen."""
+        problem = too_wide(page)
+        if problem:
+            self.too_wide.append(f"{screen} ({self.device}): {problem}")
+
+    def assert_clean(self) -> None:
+        """Fail with every problem found, each with its page."""
+        problems = []
+        if self.errors:
+            problems.append("Console errors and uncaught exceptions:\n  " + "\n  ".join(self.errors))
+        if self.violations:
+            problems.append("Serious or critical accessibility violations (axe-core):\n  "
+                            + "\n  ".join(self.violations))
+        if self.too_wide:
+            problems.append("Pages wider than the phone (they scroll sideways and zoom out):\n  "
+                            + "\n  ".join(self.too_wide))
+        assert not problems, "\n\n".join(problems)
+
+
+_AXE_RUN = """() => axe.run(document, {resultTypes: ['violations']}).then(result =>
+  result.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+    targets: v.nodes.map(n => n.target.join(' ') + (n.any[0] ? '  — ' + n.any[0].message : ''))})))"""
+
+
+@cache
+def _axe_source() -> str:
+    """axe.min.js, read once."""
+    return AXE.read_text()
+
+
+_numbers = itertools.count(1)
+
+
+def new_email(name: str) -> str:
+    """An address nobody has used on these sites yet."""
+    return f"{name}{next(_numbers)}.{os.getpid()}@example.org"
+
+
+def log_in(page, email: str, password: str) -> None:
+    """Log in with a password on /login."""
+    page.goto("/login")
+    form = page.get_by_role("region", name="Log in")
+    form.get_by_label("Email address").fill(email)
+    form.get_by_label("Password").fill(password)
+    form.get_by_role("button", name="Log in").click()
+    expect(page.locator(".flash")).to_contain_text("You are logged in.")
+
+
+_WIDEST = """() => [...document.querySelectorAll('main *')]
+  .filter(el => el.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+  .filter(el => ![...el.children].some(child => child.getBoundingClientRect().right >
+                                                  document.documentElement.clientWidth + 1))
+  .slice(0, 3).map(el => `<${el.tagName.toLowerCase()}${el.className ? '.' + el.className : ''}> ` +
+                         `${Math.round(el.getBoundingClientRect().right)} px: ` +
+                         JSON.stringify(el.textContent.trim().slice(0, 50)))"""
+
+
+def too_wide(page) -> str | None:
+    """On a phone, what makes the page wider than the screen, if it is; else None.
+
+    A mobile browser zooms out to fit a page that is too wide, which widens
+    innerWidth too, so both are compared with the screen's width.
+    """
+    screen = page.viewport_size["width"]
+    if screen >= 1000:
+        return None
+    scroll_width, inner_width = page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
+    if max(scroll_width, inner_width) <= screen:
+        return None
+    return (f"{urlsplit(page.url).path} is {scroll_width} px wide on a {screen} px screen; widest: "
+            + "; ".join(page.evaluate(_WIDEST)))
+
+
+def follow_mail_links_to_the_site(context, site: LiveSite) -> None:
+    """Serve the links inside emails (written for GATE_BASE_URL) from the site under test.
+
+    The emails point at the configured origin, http://127.0.0.1:5000, where
+    this test's server is not listening: each request there is fetched from
+    the test's server instead (with the context's cookies, which name a host,
+    not a port) and its answer handed to the page unchanged, redirects included.
+    """
+    def forward(route) -> None:
+        target = site.url + route.request.url[len(MAIL_ORIGIN):]
+        route.fulfill(response=route.fetch(url=target, max_redirects=0))
+
+    context.route(f"{MAIL_ORIGIN}/**", forward)
+
+
+def newsletter_status(page, name: str):
+    """The status line of one list in the preference center."""
+    return page.locator(".list-item").filter(
+        has=page.get_by_role("heading", name=re.compile("^" + re.escape(name)))).locator(".list-item__status")
+
+
+def open_demo_bar(page) -> None:
+    """On a phone the demo bar folds its personas behind one control: open it (a wide screen shows them)."""
+    summary = page.locator(".personas__summary")
+    if summary.is_visible() and page.locator(".personas__menu[open]").count() == 0:
+        summary.click()
+    expect(page.locator(".personas__list")).to_be_visible()
