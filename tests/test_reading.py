@@ -122,6 +122,28 @@ def test_double_submitted_unlock_spends_once(reader, db):
     assert reader.meter()["used"] == 1
 
 
+def test_an_unlock_and_its_event_commit_together(reader, db, monkeypatch):
+    """A failure between the spend and its event (a crash, a full disk) leaves neither, never a
+    spend the audit can't explain (unlock_without_event)."""
+    from gate import events
+
+    reader.signup("atomic@example.com")
+    token = reader.token()
+    record = events.record
+
+    def failing(db_, type_, *args, **kwargs):
+        if type_ == "unlock":
+            raise RuntimeError("the disk filled up")
+        return record(db_, type_, *args, **kwargs)
+
+    monkeypatch.setattr(events, "record", failing)
+    with pytest.raises(RuntimeError):
+        reader.client.post(f"/articles/{METERED}/unlock", data={"csrf_token": token})
+    monkeypatch.setattr(events, "record", record)
+    assert db.execute("select count(*) from unlocks where slug = ?", [METERED]).fetchone()[0] == 0
+    assert reader.meter()["used"] == 0
+
+
 def test_api_unlock_with_header_token(reader):
     reader.signup("api@example.com")
     response = reader.post_json(f"/api/articles/{METERED}/unlock")

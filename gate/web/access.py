@@ -37,13 +37,15 @@ def _who() -> dict:
 
 def _spend(article: Article, how: str) -> tuple[Decision, bool]:
     """Spend one article of the viewer's meter on ``article`` (at most once), recording the unlock."""
-    decision, spent = quota.unlock(site.quota_store_for_viewer(), site.rules(), site.viewer(), article,
-                                   site.now())
+    db = get_db()
+    with immediate(db):  # the spend and its event commit together: a crash between them leaves neither
+        decision, spent = quota.unlock(site.quota_store_for_viewer(), site.rules(), site.viewer(), article,
+                                       site.now())
+        if spent:
+            events.record(db, "unlock", site.now(), slug=article.slug, **_who(), used=decision.meter.used,
+                          limit=decision.meter.limit, mode=decision.meter.mode, via=how)
     g.porous_dirty = spent and site.porous_meter()
     site.forget_viewer()
-    if spent:
-        events.record(get_db(), "unlock", site.now(), slug=article.slug, **_who(), used=decision.meter.used,
-                      limit=decision.meter.limit, mode=decision.meter.mode, via=how)
     return decision, spent
 
 
