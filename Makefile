@@ -15,7 +15,7 @@ $(AXE):
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,docs]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,docs,bench]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -31,12 +31,12 @@ test-fast: $(STAMP)
 
 # Ratios against bare baselines measured in the same run (wrk is used when installed).
 bench: $(STAMP)
-	$(BIN)/python -m gate.bench
-	$(BIN)/python -m gate.httpbench
+	$(BIN)/python -m benchmarks.bench
+	$(BIN)/python -m benchmarks.httpbench
 
 bench-quick: $(STAMP)
-	$(BIN)/python -m gate.bench --quick
-	$(BIN)/python -m gate.httpbench --quick
+	$(BIN)/python -m benchmarks.bench --quick
+	$(BIN)/python -m benchmarks.httpbench --quick
 
 loadtest: $(STAMP)
 	$(BIN)/gate loadtest --users 200 --spawn-rate 50 --duration 60s

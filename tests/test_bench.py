@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gate import bench
+from benchmarks import bench
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from gate import httpbench
+from benchmarks import httpbench
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -35,12 +36,24 @@ def _get(url: str, timeout: float = 60) -> str:
             time.sleep(0.3)
 
 
+def _bench_leaks(wheel: Path) -> list[str]:
+    """Benchmark files in the wheel, and benchmark-only packages every install would pull in."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = next(archive.read(name).decode() for name in names if name.endswith(".dist-info/METADATA"))
+    files = [name for name in names if "bench" in name.rsplit("/", 1)[-1] or name.startswith("benchmarks/")]
+    required = [line for line in metadata.splitlines()
+                if line.startswith("Requires-Dist:") and "extra ==" not in line and "psutil" in line]
+    return files + required
+
+
 @pytest.mark.slow
 def test_wheel_installs_and_serves_an_article(tmp_path):
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
                    check=True, capture_output=True)
     wheel = next(dist.glob("gate-*.whl"))
+    assert _bench_leaks(wheel) == [], "benchmarks belong in the checkout and their deps in the bench extra"
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     bin_dir = env_dir / "bin"

@@ -1,6 +1,6 @@
 """HTTP benchmarks: gate under gunicorn, next to a bare Flask page, loaded by an external generator.
 
-Run with `python -m gate.httpbench [--quick]`. Two sites are served on
+Run with `python -m benchmarks.httpbench [--quick]` from the checkout. Two sites are served on
 loopback by the same gunicorn configuration (gate.cli's, 2 workers x 4
 threads, each worker capped near its share of the connections): gate itself,
 and a bare Flask app that reads the same article row from SQLite (a copy of
@@ -52,11 +52,12 @@ from types import SimpleNamespace
 
 import psutil
 
-from gate.bench import percentile
+from benchmarks.bench import percentile
 from gate.loadtest.run import free_port, gate_command
 from gate.periods import period_window
 
 UTC = timezone.utc
+CHECKOUT = Path(__file__).resolve().parents[1]  # the directory holding benchmarks/ and gate/
 SIDES = ("gate", "bare", "pooled")
 WORKERS, THREADS = 2, 4
 _CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
@@ -498,6 +499,16 @@ def generate(spec: dict) -> dict:
             **counts}
 
 
+def _entry_point(function: str) -> list[str]:
+    """A command running one of this module's entry points in a new interpreter, from any directory.
+
+    The benchmarks live in the checkout, not in the installed package, so the
+    child puts the checkout on its path before importing them.
+    """
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(CHECKOUT)!r}); "
+            f"from benchmarks.httpbench import {function}; {function}()"]
+
+
 def generator_main() -> None:
     """Entry point of the built-in generator's process: a JSON spec in, a JSON result out."""
     print(json.dumps(generate(json.loads(sys.argv[1]))))
@@ -506,8 +517,8 @@ def generator_main() -> None:
 def run_builtin(url: str, method: str, headers: dict, seconds: float, connections: int) -> dict:
     """Run the built-in generator in its own process (never in the process being measured)."""
     spec = {"url": url, "method": method, "headers": headers, "seconds": seconds, "connections": connections}
-    done = subprocess.run([sys.executable, "-c", "from gate.httpbench import generator_main; generator_main()",
-                           json.dumps(spec)], capture_output=True, text=True, timeout=seconds + 60)
+    done = subprocess.run([*_entry_point("generator_main"), json.dumps(spec)],
+                          capture_output=True, text=True, timeout=seconds + 60)
     if done.returncode:
         raise RuntimeError(f"the load generator failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -643,9 +654,8 @@ def start_servers(directory: Path, site: dict, connections: int) -> dict[str, Se
                         "--workers", str(WORKERS), "--threads", str(THREADS),
                         "--worker-connections", str(worker_connections(connections))],
                        env, directory / "gate.log", gate_port),
-        "bare": Server([sys.executable, "-c", "from gate.httpbench import serve_bare; serve_bare()",
-                        str(site["bare_database"]), f"127.0.0.1:{bare_port}", secret,
-                        str(worker_connections(connections))],
+        "bare": Server([*_entry_point("serve_bare"), str(site["bare_database"]), f"127.0.0.1:{bare_port}",
+                        secret, str(worker_connections(connections))],
                        env, directory / "bare.log", bare_port),
     }
     try:

@@ -1,6 +1,6 @@
 """Benchmarks: gate's hot paths as ratios against a bare baseline in the same run.
 
-Run with `make bench` (or `python -m gate.bench [--quick]`). Every figure is
+Run with `make bench` (or `python -m benchmarks.bench [--quick]` from the checkout). Every figure is
 reported next to a baseline doing the least possible version of the same
 work on the same machine in the same run, so the ratios mean something on
 a shared, noisy machine where absolute times do not.

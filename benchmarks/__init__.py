@@ -1,0 +1,1 @@
+"""Benchmarks of gate, run from the checkout (`make bench`); not part of the installed package."""
