@@ -41,7 +41,7 @@ def main():
 
 def init_app(app) -> None:
     """Register gate's commands on the app, so `gate` and app.test_cli_runner() see them."""
-    from gate.loadtest.audit_command import audit
+    from gate.audit.command import audit
     from gate.loadtest.command import loadtest
     from gate.simulate.command import simulate
 

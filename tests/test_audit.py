@@ -9,11 +9,10 @@ from datetime import timedelta
 
 import pytest
 
-from gate import create_app, seed
+from gate import audit, create_app, seed
+from gate.audit.command import audit as audit_command
 from gate.clock import Clock
 from gate.db import connect
-from gate.loadtest import audit
-from gate.loadtest.audit_command import audit as audit_command
 from gate.settings import Config
 from gate.timeutil import from_iso, to_iso
 from tests.helpers import (

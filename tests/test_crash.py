@@ -142,7 +142,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path):
     left = {r[0] for r in db.execute("select r.email from enrollments e join readers r on r.id = e.reader_id"
                                      " where e.list_id = 'daily-review' and e.status = 'unsubscribed'")}
     assert acked["unsubscribed"] <= left
-    from gate.loadtest import audit
+    from gate import audit
     from gate.settings import Config
 
     violations = audit.run(db, Config())

@@ -11,9 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gate import accounts, dashboard, events, personas, seed, site, traffic
+from gate import accounts, audit, dashboard, events, personas, seed, site, traffic
 from gate.experiments import summarize
-from gate.loadtest import audit
 from tests.helpers import ADMIN, METERED, START, Reader, metered_slugs
 
 

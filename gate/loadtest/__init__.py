@@ -1,1 +1,1 @@
-"""Load testing the site: the Locust personas, the runner and the invariant audit."""
+"""Load testing the site: the Locust personas and the runner; the invariant audit is gate.audit."""

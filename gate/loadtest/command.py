@@ -76,8 +76,8 @@ def check_host(host: str | None, allow_remote: bool) -> str | None:
 
 def audit_database(path: Path) -> list:
     """The invariant audit's violations for a site database."""
+    from gate import audit
     from gate.db import open_site_db
-    from gate.loadtest import audit
     from gate.settings import Config
 
     db = open_site_db(path)

@@ -1,6 +1,6 @@
 """`gate audit`: check a site database against every quota, access, billing and newsletter rule.
 
-A thin click layer over :mod:`gate.loadtest.audit`: one line per violation
+A thin click layer over :mod:`gate.audit`: one line per violation
 and a summary, or a JSON report; exit status 1 when anything was broken.
 """
 
@@ -11,9 +11,9 @@ import json
 import click
 from flask.cli import with_appcontext
 
+from gate import audit as invariants
 from gate import site
 from gate.db import get_db, open_site_db
-from gate.loadtest import audit as invariants
 
 
 def _report(found: list[invariants.Violation], covered: dict) -> dict:

@@ -2,14 +2,7 @@
 
 Each check is a function of a sqlite-utils ``Database`` and the validated
 :class:`gate.settings.Config` that returns :class:`Violation` records; :func:`run`
-applies them all. The audit reads what the site wrote (tables and the events
-history) and never the clock, the session or a cookie.
-
-Histories are read in the order they were appended (event ids), not only by
-their times: on a frozen clock many things happen at one instant, concurrent
-requests record their events after committing, and demo personas are rebuilt
-with backdated histories. Where only a time is known, an instant at which
-several states held is given the benefit of the doubt.
+applies them all over one :class:`gate.audit.history.History`.
 
 Deliberate exceptions, each for a reason the site documents:
 the bypass-lab preset (``porous``) keeps anonymous meters in a cookie, so
@@ -20,13 +13,12 @@ without a signup event.
 
 from __future__ import annotations
 
-import json
-from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from gate import billing, experiments, periods, personas, seed, subscriptions
+from gate import billing, periods
+from gate.audit.history import LIVE_ACCESS, Event, History, Timeline, Unlock, parse_json, parse_time
 from gate.paywall import Rules
 from gate.timeutil import from_iso
 
@@ -58,10 +50,7 @@ METER_REASONS = ("already_unlocked", "meter_available")
 RACE_SLACK = timedelta(minutes=5)
 #: Demo personas' synthetic spends are dated up to this long before the switch that made them.
 PERSONA_SPAN = timedelta(days=7)
-_LIVE_ACCESS = ("trialing", "active")
 _STATUSES = ("incomplete", *billing.LIVE, *billing.ENDED)
-_EVENT_TYPES = ("article_view", "unlock", "meter_merged", "preset_changed", "subscription_changed",
-                "newsletter_changed", "comp_changed", "admin_action", "persona_switched", "signup")
 
 
 @dataclass(frozen=True)
@@ -75,260 +64,6 @@ class Violation:
     def as_dict(self) -> dict:
         """The violation as the JSON report shows it."""
         return {"kind": self.kind, "message": self.message, "ids": self.ids}
-
-
-@dataclass(frozen=True)
-class Event:
-    """One row of the events table, its data parsed."""
-
-    id: int
-    at: datetime
-    type: str
-    reader_id: int | None
-    visitor_id: str | None
-    slug: str | None
-    data: dict
-    raw_at: str = ""
-
-    @property
-    def meter_key(self) -> str:
-        """The meter this event's viewer spends from."""
-        return f"reader:{self.reader_id}" if self.reader_id is not None else f"visitor:{self.visitor_id}"
-
-
-@dataclass(frozen=True)
-class Unlock:
-    """One row of the unlocks table."""
-
-    id: int
-    meter_key: str
-    slug: str
-    window_key: str
-    at: datetime
-    raw_at: str
-
-
-class Timeline:
-    """Values set over time, kept in the order they were recorded.
-
-    A value recorded with a time earlier than the one before it (a persona's
-    backdated history, a clock reset) takes effect no earlier than that one.
-    """
-
-    def __init__(self, initial=None) -> None:
-        self.initial = initial
-        self.ids: list[int] = []
-        self.times: list[datetime] = []
-        self.values: list = []
-
-    def add(self, event_id: int, at: datetime, value) -> None:
-        """Record a value set by one event."""
-        if self.times and at < self.times[-1]:
-            at = self.times[-1]
-        self.ids.append(event_id)
-        self.times.append(at)
-        self.values.append(value)
-
-    def __bool__(self) -> bool:
-        return bool(self.values)
-
-    @property
-    def last(self):
-        """The value in force now."""
-        return self.values[-1] if self.values else self.initial
-
-    def as_of(self, event_id: int) -> tuple[object, datetime | None]:
-        """The value in force just before an event (by append order), and since when."""
-        index = bisect_left(self.ids, event_id) - 1
-        return (self.values[index], self.times[index]) if index >= 0 else (self.initial, None)
-
-    def at(self, moment: datetime) -> list:
-        """Every value in force at some point of the instant ``moment``."""
-        before = bisect_left(self.times, moment) - 1
-        through = bisect_right(self.times, moment)
-        return [self.values[before] if before >= 0 else self.initial, *self.values[before + 1:through]]
-
-
-# --- loading ----------------------------------------------------------------------
-
-
-def _json(text: str | None) -> dict:
-    """A stored JSON object, or {} for anything else."""
-    try:
-        value = json.loads(text or "{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _moment(text) -> datetime | None:
-    """A stored or ISO time, or None when absent or unreadable."""
-    if not text:
-        return None
-    try:
-        return from_iso(str(text))
-    except ValueError:
-        return None
-
-
-class History:
-    """Everything the checks read, loaded once from the database."""
-
-    def __init__(self, db, cfg) -> None:
-        self.db, self.cfg = db, cfg
-        self.policy = subscriptions.policy(cfg)
-        self.events = self._load_events()
-        self.by_type: dict[str, list[Event]] = defaultdict(list)
-        for event in self.events:
-            self.by_type[event.type].append(event)
-        self.readers = {row["id"]: row for row in db.query("select * from readers")}
-        self.reader_by_email = {row["email"]: row["id"] for row in self.readers.values()}
-        self.articles = {row["slug"]: row for row in
-                         db.query("select slug, section, access_class from articles")}
-        self.unlocks = [Unlock(row[0], row[1], row[2], row[3], from_iso(row[4]), row[4]) for row in
-                        db.execute("select id, meter_key, slug, window_key, unlocked_at from unlocks order by id")]
-        self._index_meters()
-        self._index_people()
-        self.presets = self._preset_timeline()
-        self.subscriptions = {row["id"]: row for row in db.query("select * from subscriptions")}
-        self.subscriptions_of: dict[int, list[dict]] = defaultdict(list)
-        for row in self.subscriptions.values():
-            self.subscriptions_of[row["reader_id"]].append(row)
-        self.sub_events = self._subscription_timelines()
-        self.comps = self._comp_timelines()
-
-    def _load_events(self) -> list[Event]:
-        """The events the audit reads; of views, only those that granted full access."""
-        marks = ", ".join("?" * len(_EVENT_TYPES))
-        rows = self.db.execute(
-            f"select id, at, type, reader_id, visitor_id, slug, data from events where type in ({marks})"
-            " and (type != 'article_view' or json_extract(data, '$.access') = 'full') order by id",
-            list(_EVENT_TYPES))
-        return [Event(row[0], from_iso(row[1]), row[2], row[3], row[4], row[5], _json(row[6]), row[1])
-                for row in rows]
-
-    def _index_meters(self) -> None:
-        """Unlock events and rows by meter and article; visitors merged into accounts."""
-        self.unlock_events: dict[tuple[str, str], list[Event]] = defaultdict(list)
-        self.unlock_event_at: dict[tuple[str, str, str], Event] = {}
-        for event in self.by_type["unlock"]:
-            self.unlock_events[(event.meter_key, event.slug)].append(event)
-            # The spend and its event share the request's clock reading, to the microsecond.
-            self.unlock_event_at.setdefault((event.meter_key, event.slug, event.raw_at), event)
-        self.rows_by_slug: dict[tuple[str, str], list[Unlock]] = defaultdict(list)
-        for row in self.unlocks:
-            self.rows_by_slug[(row.meter_key, row.slug)].append(row)
-        self.merged_into: dict[str, int] = {}
-        for visitor, reader_id in self.db.execute("select id, reader_id from visitors where reader_id is not null"):
-            self.merged_into[visitor] = reader_id
-        for event in self.by_type["meter_merged"]:
-            self.merged_into.setdefault(event.visitor_id, event.reader_id)
-        self.visitors_of: dict[int, set[str]] = defaultdict(set)
-        for visitor, reader_id in self.merged_into.items():
-            self.visitors_of[reader_id].add(visitor)
-
-    def _index_people(self) -> None:
-        """Demo personas and demo accounts: built by the demo, not by signing up."""
-        self.persona_switches: dict[int, list[Event]] = defaultdict(list)
-        for event in self.by_type["persona_switched"]:
-            if event.reader_id is not None:
-                self.persona_switches[event.reader_id].append(event)
-        persona_emails = {persona.email for persona in personas.PERSONAS if persona.email}
-        self.persona_readers = set(self.persona_switches) | {
-            reader_id for email, reader_id in self.reader_by_email.items() if email in persona_emails}
-        demo_emails = {email for email, *_ in seed.DEMO_ACCOUNTS}
-        self.demo_readers = {reader_id for email, reader_id in self.reader_by_email.items()
-                             if email in demo_emails}
-
-    def _preset_timeline(self) -> Timeline:
-        """The active preset over time, from preset_changed events."""
-        changes = self.by_type["preset_changed"]
-        if changes:
-            initial = changes[0].data.get("from")
-        else:
-            row = self.db.execute("select value from settings where key = 'preset'").fetchone()
-            initial = row[0] if row and row[0] in self.cfg.presets else self.cfg.site.site.default_preset
-        timeline = Timeline(initial)
-        for event in changes:
-            timeline.add(event.id, event.at, event.data.get("to"))
-        return timeline
-
-    def _subscription_timelines(self) -> dict[int, dict[int, Timeline]]:
-        """Each reader's subscriptions' statuses over time (reader id → subscription id → timeline)."""
-        found: dict[int, dict[int, Timeline]] = defaultdict(dict)
-        for event in self.by_type["subscription_changed"]:
-            sub_id = event.data.get("subscription_id")
-            if event.reader_id is None or sub_id is None:
-                continue
-            timeline = found[event.reader_id].setdefault(sub_id, Timeline())
-            timeline.add(event.id, event.at, (event.data.get("to"), event.data.get("from")))
-        return found
-
-    def _comp_timelines(self) -> dict[int, Timeline]:
-        """Complimentary access over time: the moment it ends, or None."""
-        found: dict[int, Timeline] = {}
-        for reader_id, row in self.readers.items():
-            legacy = row.get("comp_by") == "legacy flag"
-            found[reader_id] = Timeline(_moment(row.get("comp_until")) if legacy else None)
-        for event in self.events:
-            if event.reader_id not in found:
-                continue
-            if event.type == "comp_changed":
-                found[event.reader_id].add(event.id, event.at, _moment(event.data.get("to")))
-            elif event.type == "admin_action" and event.data.get("action") == "comp_granted":
-                found[event.reader_id].add(event.id, event.at, _moment(event.data.get("until")))
-            elif event.type == "persona_switched":  # a persona is rebuilt without a comp
-                found[event.reader_id].add(event.id, event.at, None)
-        return found
-
-    # --- questions the checks ask ---------------------------------------------------
-
-    def rules_variants(self, name: str | None) -> list[Rules]:
-        """A preset and each of its active experiments' variants applied to it."""
-        base = self.cfg.presets.get(name or "")
-        if base is None:
-            return []
-        found = [base]
-        for exp in base.experiments:
-            if exp.active:
-                found += [experiments.apply(base, variant) for variant in exp.variants]
-        return found
-
-    def subscriber_as_of(self, reader_id: int, event_id: int, moment: datetime) -> bool:
-        """Whether the reader had subscriber access when an event was recorded (append order)."""
-        for timeline in self.sub_events.get(reader_id, {}).values():
-            value, since = timeline.as_of(event_id)
-            status = value[0] if value else None
-            if status in _LIVE_ACCESS:
-                return True
-            if status == "past_due" and since is not None and moment < since + timedelta(
-                    days=self.policy.grace_days):
-                return True
-        comp, _ = self.comps.get(reader_id, Timeline()).as_of(event_id)
-        return bool(comp and comp > moment)
-
-    def subscriber_maybe(self, reader_id: int, event_id: int, moment: datetime) -> bool:
-        """Whether any record suggests subscriber access at a moment (lenient where history is thin)."""
-        if self.subscriber_as_of(reader_id, event_id, moment):
-            return True
-        for timeline in self.sub_events.get(reader_id, {}).values():
-            if any(value and value[0] in billing.LIVE for value in timeline.at(moment)):
-                return True
-        comp_until = _moment(self.readers.get(reader_id, {}).get("comp_until"))
-        if comp_until and comp_until > moment:
-            return True
-        if any(comp and comp > moment for comp in self.comps.get(reader_id, Timeline()).at(moment)):
-            return True
-        for sub in self.subscriptions_of.get(reader_id, ()):
-            if sub["status"] != "incomplete":
-                start, end = _moment(sub["created_at"]), _moment(sub["ended_at"])
-                if start and start <= moment and (end is None or moment < end):
-                    return True
-        return False
-
-    def persona_switch_before(self, reader_id: int, event_id: int) -> bool:
-        """Whether a demo persona had been rebuilt before an event."""
-        return any(switch.id < event_id for switch in self.persona_switches.get(reader_id, ()))
 
 
 def _reader_of(meter_key: str) -> int | None:
@@ -532,8 +267,8 @@ def _impossible_state(sub: dict) -> str | None:
     status = sub["status"]
     if status not in _STATUSES:
         return f"unknown status {status!r}"
-    start, end = _moment(sub["current_period_start"]), _moment(sub["current_period_end"])
-    if status in _LIVE_ACCESS and (start is None or end is None or end <= start):
+    start, end = parse_time(sub["current_period_start"]), parse_time(sub["current_period_end"])
+    if status in LIVE_ACCESS and (start is None or end is None or end <= start):
         return f"{status} with period {sub['current_period_start']} to {sub['current_period_end']}"
     if status == "past_due" and not sub["past_due_since"]:
         return "past_due without past_due_since"
@@ -554,10 +289,10 @@ def _live_span(history: History, sub: dict) -> tuple | None:
     ended = [event_id for event_id, _, (to, _) in entries if to in billing.ENDED]
     start = live[0][1] if live else None
     if start is None and sub["status"] != "incomplete":
-        start = _moment(sub["created_at"])
+        start = parse_time(sub["created_at"])
     if start is None:
         return None
-    end = _moment(sub["ended_at"]) if sub["status"] in billing.ENDED else None
+    end = parse_time(sub["ended_at"]) if sub["status"] in billing.ENDED else None
     order = (live[0][0], ended[-1] if ended and end else None) if live else None
     return start, end, order
 
@@ -582,7 +317,7 @@ def check_billing(db, cfg, history: History | None = None) -> list[Violation]:
         if span:
             spans[sub["reader_id"]].append((sub["id"], *span))
     found += _overlaps(spans)
-    found += _payments(db, history)
+    found += _payments(history)
     return found
 
 
@@ -615,10 +350,10 @@ def _before(point, end) -> bool:
     return end is None or point < end
 
 
-def _payments(db, history: History) -> list[Violation]:
+def _payments(history: History) -> list[Violation]:
     """Every payment belongs to a subscription of its reader; no successful negative charge."""
     found = []
-    for pay in db.query("select * from payments order by id"):
+    for pay in history.payments:
         ids = {"payment_id": pay["id"], "subscription_id": pay["subscription_id"], "reader_id": pay["reader_id"]}
         sub = history.subscriptions.get(pay["subscription_id"])
         if sub is None:
@@ -646,10 +381,10 @@ def _enrollment_timelines(history: History) -> dict[tuple[int, str], Timeline]:
     return found
 
 
-def _consent_timelines(db) -> dict[tuple[int, str], Timeline]:
+def _consent_timelines(history: History) -> dict[tuple[int, str], Timeline]:
     """Each reader's consent to each list over time: granted, confirmed or withdrawn."""
     found: dict[tuple[int, str], Timeline] = defaultdict(Timeline)
-    for row in db.query("select id, reader_id, list_id, action, at from consents order by id"):
+    for row in history.consents:
         found[(row["reader_id"], row["list_id"])].add(row["id"], from_iso(row["at"]), row["action"])
     return found
 
@@ -660,20 +395,19 @@ def _enrolled_at(status: Timeline | None, row: dict | None, moment: datetime) ->
         return "active" in status.at(moment)
     if row is None:
         return False
-    confirmed, left = _moment(row["confirmed_at"]), _moment(row["unsubscribed_at"])
+    confirmed, left = parse_time(row["confirmed_at"]), parse_time(row["unsubscribed_at"])
     return bool(confirmed and confirmed <= moment and (left is None or left > moment or left < confirmed))
 
 
 def check_newsletters(db, cfg, history: History | None = None) -> list[Violation]:
     """Newsletters only to active, consenting readers; deliveries and the outbox agree."""
     history = history or History(db, cfg)
-    statuses, consents = _enrollment_timelines(history), _consent_timelines(db)
-    rows = {(row["reader_id"], row["list_id"]): row for row in db.query("select * from enrollments")}
+    statuses, consents = _enrollment_timelines(history), _consent_timelines(history)
+    rows = history.enrollments
     found = []
-    messages = list(db.query("select id, created_at, kind, to_addr, headers from outbox"
-                             " where kind like 'newsletter:%' order by id"))
+    messages = history.newsletters
     for message in messages:
-        list_id = _json(message["headers"]).get("X-Gate-List") or message["kind"].split(":", 1)[1]
+        list_id = parse_json(message["headers"]).get("X-Gate-List") or message["kind"].split(":", 1)[1]
         reader_id = history.reader_by_email.get(message["to_addr"])
         moment = from_iso(message["created_at"])
         ids = {"outbox_id": message["id"], "reader_id": reader_id, "list_id": list_id}
@@ -688,18 +422,16 @@ def check_newsletters(db, cfg, history: History | None = None) -> list[Violation
             continue
         found.append(Violation("newsletter_not_enrolled", f"outbox {message['id']}: {list_id} sent at "
                                f"{message['created_at']} to {problem} ({message['to_addr']})", ids))
-    found += _deliveries(db, history, messages)
+    found += _deliveries(history, messages)
     found += _enrollment_events(rows, statuses)
     return found
 
 
-def _deliveries(db, history: History, messages: list[dict]) -> list[Violation]:
+def _deliveries(history: History, messages: list[dict]) -> list[Violation]:
     """Every delivery names an outbox message of its list to its reader, and every message has one."""
     found, delivered = [], set()
     outbox = {message["id"]: message for message in messages}
-    rows = db.query("select d.issue_id, d.reader_id, d.outbox_id, i.list_id from deliveries d"
-                    " left join newsletter_issues i on i.id = d.issue_id")
-    for row in rows:
+    for row in history.deliveries:
         ids = {"issue_id": row["issue_id"], "reader_id": row["reader_id"], "outbox_id": row["outbox_id"]}
         message = outbox.get(row["outbox_id"])
         reader = history.readers.get(row["reader_id"])
@@ -779,15 +511,6 @@ def run(db, cfg) -> list[Violation]:
     """Every check over one database; an empty list means no rule was broken."""
     history = History(db, cfg)
     return [violation for check in CHECKS for violation in check(db, cfg, history)]
-
-
-def scope(db) -> dict[str, int]:
-    """How much the audit read, so that a clean report says what it covered."""
-    counts = {table: db.execute(f"select count(*) from {table}").fetchone()[0]
-              for table in ("readers", "unlocks", "subscriptions", "payments", "deliveries")}
-    counts["views"] = db.execute("select count(*) from events where type = 'article_view'").fetchone()[0]
-    counts["newsletters"] = db.execute("select count(*) from outbox where kind like 'newsletter:%'").fetchone()[0]
-    return counts
 
 
 def by_kind(violations: list[Violation]) -> dict[str, int]:
