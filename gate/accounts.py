@@ -42,6 +42,8 @@ class Reader:
     experiment_unit: str | None = None
     #: Filled in per request by gate.subscriptions.refresh: full access right now.
     is_subscriber: bool = False
+    #: Filled in with it: when a past-due subscription's access runs out (None: not past due).
+    grace_ends: datetime | None = None
 
     is_authenticated = True
     is_active = True

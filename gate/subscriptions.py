@@ -157,8 +157,10 @@ def has_access(db, cfg, reader: accounts.Reader, now: datetime) -> bool:
 
 
 def refresh(db, cfg, reader: accounts.Reader, now: datetime) -> accounts.Reader:
-    """The reader with ``is_subscriber`` set for this moment."""
-    return replace(reader, is_subscriber=has_access(db, cfg, reader, now))
+    """The reader with ``is_subscriber`` and a past-due ``grace_ends`` set for this moment (one settle)."""
+    sub = settle_reader(db, cfg, reader.id, now)
+    access = reader.comp_active(now) or billing.has_access(sub, policy(cfg), now)
+    return replace(reader, is_subscriber=access, grace_ends=grace_end(cfg, sub))
 
 
 def checkout(db, cfg, reader_id: int, plan_id: str, card: billing.Card, card_number: str,

@@ -48,7 +48,7 @@ def _billing_alert():
     """A past-due reader sees on every page until when they keep access, and how to fix it."""
     if not current_user.is_authenticated:
         return {"billing_alert": None}
-    ends = subscriptions.grace_end(site.config(), subscriptions.current(get_db(), current_user.id))
+    ends = current_user.grace_ends  # worked out with the reader's access when the session loaded it
     return {"billing_alert": {"grace_ends": ends, "over": ends <= site.now()} if ends else None}
 
 
