@@ -487,3 +487,27 @@ def open_demo_bar(page) -> None:
     if summary.is_visible() and page.locator(".personas__menu[open]").count() == 0:
         summary.click()
     expect(page.locator(".personas__list")).to_be_visible()
+
+
+def sign_in_from_the_inbox(page, email: str) -> None:
+    """Open the newest sign-in link mailed to ``email`` in the local inbox and press its button."""
+    page.goto("/dev/mail/")
+    page.get_by_role("textbox", name="Recipient").fill(email)
+    page.get_by_role("button", name="Filter").click()
+    page.get_by_role("link", name="Your sign-in link for The Meridian").first.click()
+    page.locator(".mailview__pre a[href*='/login/magic/']").click()
+    page.get_by_role("button", name="Sign me in").click()
+
+
+def generate_traffic(page, visitors: int = 600, days: int = 14):
+    """Press *Generate traffic* on the console's experiments page; returns the gate-pressure test's region."""
+    page.goto("/admin/experiments")
+    form = page.get_by_role("region", name="Generate traffic")
+    form.get_by_label("Visitors").fill(str(visitors))
+    form.get_by_label("Past days").fill(str(days))
+    form.get_by_role("button", name="Generate traffic").click()
+    expect(page.locator(".flash")).to_contain_text("Traffic generated", timeout=60_000)
+    test = page.get_by_role("region", name=re.compile(r"gate-pressure in metered-ab"))
+    expect(test).to_contain_text("Primary metric: Registered")
+    expect(test.locator("svg.chart--intervals")).to_be_visible()
+    return test

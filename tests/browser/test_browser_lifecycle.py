@@ -14,7 +14,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.helpers import DEVICES, MAIL_ORIGIN, follow_mail_links_to_the_site, new_email
+from tests.helpers import DEVICES, MAIL_ORIGIN, follow_mail_links_to_the_site, new_email, sign_in_from_the_inbox
 
 pytestmark = pytest.mark.browser
 
@@ -29,12 +29,7 @@ def subscribe(page, email: str, card: str) -> None:
     page.get_by_label("Security code (CVC)").fill("123")
     page.get_by_role("button", name="Pay and subscribe").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Check your email to finish")
-    page.goto("/dev/mail/")
-    page.get_by_role("textbox", name="Recipient").fill(email)
-    page.get_by_role("button", name="Filter").click()
-    page.get_by_role("link", name="Your sign-in link for The Meridian").first.click()
-    page.locator(".mailview__pre a[href*='/login/magic/']").click()
-    page.get_by_role("button", name="Sign me in").click()
+    sign_in_from_the_inbox(page, email)
     expect(page).to_have_url(re.compile(r"/account$"))
 
 

@@ -40,11 +40,13 @@ from tests.helpers import (
     LiveSite,
     closing_sentence,
     follow_mail_links_to_the_site,
+    generate_traffic,
     log_in,
     metered_demo_slugs,
     new_email,
     newsletter_status,
     open_demo_bar,
+    sign_in_from_the_inbox,
 )
 
 pytestmark = pytest.mark.browser
@@ -224,12 +226,7 @@ def student_subscribes_fails_a_renewal_and_cancels(student, presenter, email, au
     expect(student.get_by_role("heading", level=1)).to_have_text("Check your email to finish")
     check(audit, student, "5. check your email")
 
-    student.goto("/dev/mail/")  # anonymous in demo mode: everyone's mail, filtered to theirs
-    student.get_by_role("textbox", name="Recipient").fill(email)
-    student.get_by_role("button", name="Filter").click()
-    student.get_by_role("link", name="Your sign-in link for The Meridian").first.click()
-    student.locator(".mailview__pre a[href*='/login/magic/']").click()
-    student.get_by_role("button", name="Sign me in").click()
+    sign_in_from_the_inbox(student, email)  # anonymous in demo mode: everyone's mail, filtered to theirs
     # The student has an account (from the gate): checkout signs them in, then they pay.
     expect(student).to_have_url(re.compile(r"/subscribe/monthly$"))
     pay(student, FAILS_RENEWALS)
@@ -309,15 +306,7 @@ def presenter_reads_the_numbers_and_changes_the_rule(presenter, student, audit, 
     expect(site_rules(student)).to_contain_text("Rules:")
     expect(site_rules(student)).not_to_contain_text(SITE_RULES)
 
-    presenter.goto("/admin/experiments")
-    form = presenter.get_by_role("region", name="Generate traffic")
-    form.get_by_label("Visitors").fill("600")
-    form.get_by_label("Past days").fill("14")
-    form.get_by_role("button", name="Generate traffic").click()
-    expect(presenter.locator(".flash")).to_contain_text("Traffic generated", timeout=60_000)
-    test = presenter.get_by_role("region", name=re.compile(r"gate-pressure in metered-ab"))
-    expect(test).to_contain_text("Primary metric: Registered")
-    expect(test.locator("svg.chart--intervals")).to_be_visible()
+    generate_traffic(presenter)
     camera(presenter, "experiments")
     check(audit, presenter, "7. experiments")
 
