@@ -301,6 +301,15 @@ def test_the_pre_ticked_lesson_shows_the_dark_pattern_and_records_it(app, client
     assert changes == []  # the site's own setting never moved
 
 
+def test_a_consent_preview_left_in_a_session_ends_with_demo_mode(app, client):
+    app.config["DEMO"] = True
+    Reader(client).post("/learn/try/pre-ticked-consent")
+    assert "checked" in BOX.search(client.get("/signup").get_data(as_text=True)).group(0)
+    app.config["DEMO"] = False  # the same browser, once the site is served for real
+    page = client.get("/signup").get_data(as_text=True)
+    assert "Dark pattern on" not in page and "checked" not in BOX.search(page).group(0)
+
+
 def test_an_admin_applies_the_pre_ticked_lesson_to_the_site_and_takes_it_back(app, client, db, runner):
     app.config["DEMO"] = True
     runner.invoke(args=["readers", "add", "boss@example.com", "--password", "boss-pass-123", "--admin"])

@@ -190,7 +190,8 @@ def consent_lesson() -> bool:
     """Whether the pre-ticked consent lesson is on (read once per request)."""
     state = site.request_state()
     if "consent_lesson" not in state:  # a student's preview of the lesson, else the site's setting
-        state.consent_lesson = bool(session.get(site.CONSENT_PREVIEW_KEY)) or newsletter.preticked_lesson(get_db())
+        preview = current_app.config.get("DEMO") and session.get(site.CONSENT_PREVIEW_KEY)
+        state.consent_lesson = bool(preview) or newsletter.preticked_lesson(get_db())
     return state.consent_lesson
 
 
