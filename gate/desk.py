@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import random
 from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 from gate import content
 from gate.db import immediate
@@ -126,7 +125,7 @@ def publish_through(db, cfg, now: datetime) -> int:
     last = _last_scheduled(db)
     if last is None or last >= now:
         return 0
-    tz = ZoneInfo(cfg.site.site.timezone)
+    tz = cfg.site.site.tz
     today = now.astimezone(tz).date()
     day = max(last.astimezone(tz).date() + timedelta(days=1), today - timedelta(days=BACKFILL_DAYS))
     rows = []

@@ -344,7 +344,7 @@ def start_schedule(db, cfg, now: datetime) -> None:
 def run_schedule(db, cfg, now: datetime, compose: Compose, has_access: Callable[[int], bool],
                  deliver=None) -> list[dict]:
     """Send every issue whose time has come since the schedule last ran, in order."""
-    tz = ZoneInfo(cfg.site.site.timezone)
+    tz = cfg.site.site.tz
     results = []
     for item in cfg.site.newsletters:
         start = cursor(db, item.id)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo
 
 import jinja2
 
@@ -72,7 +71,7 @@ def _send(db, cfg, sub: Subscription, kind: str, at: datetime, **context) -> int
     reader = accounts.by_id(db, sub.reader_id)
     if not fresh or reader is None:
         return None
-    tz = ZoneInfo(cfg.site.site.timezone)
+    tz = cfg.site.site.tz
 
     def day(moment: datetime | None) -> str:
         return moment.astimezone(tz).strftime("%B %-d, %Y") if moment else ""
