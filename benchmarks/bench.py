@@ -18,11 +18,12 @@ import tracemalloc
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from gate import paywall, quota
-from gate.content import synthetic_articles
-from gate.db import open_site_db
-from gate.paywall import Spend, Viewer
-from gate.settings import Config
+from gate.conf.settings import Config
+from gate.rules import paywall
+from gate.rules.paywall import Spend, Viewer
+from gate.services.content import synthetic_articles
+from gate.storage import quota
+from gate.storage.db import open_site_db
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 20, 15, tzinfo=UTC)
@@ -90,7 +91,8 @@ def bench_page(n: int) -> dict:
     """An article page through the whole app vs a bare Flask route, via the test client."""
     from flask import Flask
 
-    from gate import create_app, seed
+    from gate import create_app
+    from gate.services import seed
 
     with tempfile.TemporaryDirectory() as tmp:
         app = create_app({"DATABASE": str(Path(tmp) / "page.sqlite"), "SECRET_KEY": "bench"})
@@ -112,7 +114,7 @@ def bench_page(n: int) -> dict:
 
 def bench_seed(n: int) -> dict:
     """`gate db seed --synthetic n` (writing the articles and inserting them) vs a bare insert of ready rows."""
-    from gate import seed
+    from gate.services import seed
 
     rows = list(synthetic_articles(n, ["A", "B", "C"], NOW))
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,7 +153,7 @@ def percentile(values: list[float], share: float) -> float:
 
 def bench_search(n: int, rounds: int) -> list[dict]:
     """Archive search on an n-article library (p50/p95) vs the bare FTS5 query it wraps."""
-    from gate import search, seed
+    from gate.services import search, seed
 
     with tempfile.TemporaryDirectory() as tmp:
         db = open_site_db(Path(tmp) / "search.sqlite")

@@ -54,7 +54,7 @@ import psutil
 
 from benchmarks.bench import percentile
 from gate.loadtest.run import free_port, gate_command
-from gate.periods import period_window
+from gate.rules.periods import period_window
 
 UTC = timezone.utc
 CHECKOUT = Path(__file__).resolve().parents[1]  # the directory holding benchmarks/ and gate/
@@ -146,9 +146,10 @@ def bare_app(database: str, secret_key: str):
     """
     from flask import Flask, abort, jsonify, render_template, request, url_for
 
-    from gate import content, create_app
-    from gate.resources import resource_dir
-    from gate.settings import Config
+    from gate import create_app
+    from gate.conf.resources import resource_dir
+    from gate.conf.settings import Config
+    from gate.services import content
 
     borrowed = create_app({"DATABASE": database, "SECRET_KEY": secret_key})
     app = Flask("bare", template_folder=str(resource_dir("templates")),
@@ -319,10 +320,10 @@ class Server:
 
 def prepare_site(directory: Path) -> dict:
     """A seeded database with a reader and a subscriber, and a copy for the bare app."""
-    from gate import accounts, seed, subscriptions
-    from gate.clock import Clock
-    from gate.db import backup, open_site_db
-    from gate.settings import Config
+    from gate.conf.settings import Config
+    from gate.services import accounts, seed, subscriptions
+    from gate.storage.clock import Clock
+    from gate.storage.db import backup, open_site_db
 
     database = directory / "gate.sqlite"
     cfg = Config()

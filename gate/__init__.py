@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 
-from gate import environment
-from gate.resources import resource_dir
+from gate.conf import environment
+from gate.conf.resources import resource_dir
 
 __version__ = "0.1.0"
 
@@ -58,8 +58,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config["SECRET_KEY"] = _instance_secret(app.instance_path)
     app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
 
-    from gate import db, site
-    from gate.settings import Config
+    from gate.app import db, site
+    from gate.conf.settings import Config
 
     app.extensions["gate.config"] = Config(app.config["CONFIG_DIR"])
     _pin_origin(app.config, app.extensions["gate.config"].site.site.base_url)
@@ -68,7 +68,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if env["GATE_RATELIMIT_STORAGE"]:
         app.config.setdefault("RATELIMIT_STORAGE_URI", env["GATE_RATELIMIT_STORAGE"])
     db.init_app(app)
-    from gate import ratelimit
+    from gate.app import ratelimit
 
     ratelimit.init_app(app)
     site.init_app(app)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gate import create_app, seed
-from gate.clock import Clock
-from gate.db import connect
+from gate import create_app
+from gate.services import seed
+from gate.storage.clock import Clock
+from gate.storage.db import connect
 from tests.helpers import ADMIN, START, Reader
 
 

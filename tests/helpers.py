@@ -24,13 +24,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import expect
 
-from gate import content, seed
-from gate.clock import Clock
-from gate.content import parse_article_file, split_teaser
-from gate.db import open_site_db
 from gate.loadtest.run import free_port, gate_command
-from gate.seed import ARTICLES_DIR
-from gate.timeutil import to_iso
+from gate.rules.timeutil import to_iso
+from gate.services import content, seed
+from gate.services.content import parse_article_file, split_teaser
+from gate.services.seed import ARTICLES_DIR
+from gate.storage.clock import Clock
+from gate.storage.db import open_site_db
 
 __all__ = ["free_port", "gate_command"]  # re-exported: one copy, in gate.loadtest.run
 
@@ -154,7 +154,7 @@ def publish(db, slug, when):
 def magic_link(reader, client, email: str) -> str:
     """Ask for a sign-in link for ``email`` and return the path it mails."""
     reader.post("/login/magic", {"email": email})
-    from gate.db import connect
+    from gate.storage.db import connect
 
     body = client.application.config["DATABASE"]
     db = connect(body)

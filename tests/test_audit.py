@@ -9,12 +9,13 @@ from datetime import timedelta
 
 import pytest
 
-from gate import audit, create_app, seed
-from gate.audit.command import audit as audit_command
-from gate.clock import Clock
-from gate.db import connect
-from gate.settings import Config
-from gate.timeutil import from_iso, to_iso
+from gate import audit, create_app
+from gate.cli.audit import audit as audit_command
+from gate.conf.settings import Config
+from gate.rules.timeutil import from_iso, to_iso
+from gate.services import seed
+from gate.storage.clock import Clock
+from gate.storage.db import connect
 from tests.helpers import (
     FREE,
     METERED,

@@ -7,7 +7,7 @@ import re
 import pytest
 import time_machine
 
-from gate import accounts
+from gate.services import accounts
 from gate.web.auth import safe_next
 from tests.helpers import METERED, Reader, magic_link, metered_slugs
 

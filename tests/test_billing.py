@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gate import billing
-from gate.billing import BillingError, Card, PlanTerms, Policy
+from gate.rules import billing
+from gate.rules.billing import BillingError, Card, PlanTerms, Policy
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 31, 15, 0, tzinfo=UTC)

@@ -164,7 +164,7 @@ def test_demo_prepares_a_fresh_database_then_serves(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from gate import cli
-    from gate.db import connect
+    from gate.storage.db import connect
 
     served = {}
     monkeypatch.setattr(cli, "_gunicorn", lambda app, bind, workers, threads: served.update(

@@ -11,9 +11,9 @@ import time_machine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gate.clock import REACH, Clock, ClockError, Step, parse_step
-from gate.db import open_site_db
-from gate.timeutil import parse_duration, parse_moment
+from gate.rules.timeutil import parse_duration, parse_moment
+from gate.storage.clock import REACH, Clock, ClockError, Step, parse_step
+from gate.storage.db import open_site_db
 from tests.helpers import METERED, START
 
 UTC = timezone.utc
@@ -213,7 +213,7 @@ UNUSABLE_ROWS = [
 @pytest.mark.parametrize("row", UNUSABLE_ROWS)
 def test_an_unusable_stored_clock_falls_back_to_real_time(client, runner, db, caplog, row):
     db.execute("update clock set mode = ?, offset_seconds = ?, frozen_at = ? where id = 1", row)
-    with caplog.at_level(logging.WARNING, logger="gate.clock"):
+    with caplog.at_level(logging.WARNING, logger="gate.storage.clock"):
         health = client.get("/api/health")
         assert client.get(f"/articles/{METERED}").status_code == 200
     assert health.status_code == 200

@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from gate import dashboard, events
-from gate.timeutil import to_iso
+from gate.rules.timeutil import to_iso
+from gate.services import dashboard
+from gate.storage import events
 from tests.helpers import ADMIN, METERED, START, Reader, pay
 
 PAGES = ("/admin/", "/admin/rules", "/admin/clock", "/admin/readers", "/admin/events",
@@ -84,8 +85,9 @@ def test_clock_history_is_in_the_site_time_zone(admin):
 
 
 def test_reset_demo_asks_first_then_starts_the_class_afresh(admin, app, db, clock):
-    from gate import newsletter, site
-    from gate.settings import Config
+    from gate.app import site
+    from gate.conf.settings import Config
+    from gate.services import newsletter
 
     admin.post("/admin/rules", {"preset": "hard"})
     newsletter.set_preticked_lesson(db, True, START, by="test")

@@ -7,8 +7,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from gate import content, seed
-from gate.content import ContentError, render, split_teaser, validate_article
+from gate.services import content, seed
+from gate.services.content import ContentError, render, split_teaser, validate_article
 
 MD = "One para.\n\nTwo para.\n\nThree para.\n\n## Heading\n\nFour para.\n\n- a list\n"
 

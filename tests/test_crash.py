@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from gate.db import connect
+from gate.storage.db import connect
 from tests.helpers import free_port, gate_command
 
 CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
@@ -143,7 +143,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path):
                                      " where e.list_id = 'daily-review' and e.status = 'unsubscribed'")}
     assert acked["unsubscribed"] <= left
     from gate import audit
-    from gate.settings import Config
+    from gate.conf.settings import Config
 
     violations = audit.run(db, Config())
     db.close()

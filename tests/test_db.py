@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gate import create_app, events
-from gate.db import connect, open_site_db
-from gate.migrations import migrations
+from gate import create_app
+from gate.storage import events
+from gate.storage.db import connect, open_site_db
+from gate.storage.migrations import migrations
 
 
 def test_schema_is_migrated_once(tmp_path):

@@ -141,7 +141,7 @@ def engine_reason_codes() -> set[str]:
     import ast
     import inspect
 
-    from gate import paywall
+    from gate.rules import paywall
 
     codes = set()
     for node in ast.walk(ast.parse(inspect.getsource(paywall.decide))):
@@ -393,8 +393,8 @@ def test_freemium_drawer_does_not_say_unlimited_above_a_teaser(demo, runner):
 
 def test_lapsed_persona_paid_only_for_the_time_it_was_served(demo, db):
     """A lapsed reader's history never shows a paid renewal on or after the day it ended."""
-    from gate import billing
-    from gate.timeutil import from_iso
+    from gate.rules import billing
+    from gate.rules.timeutil import from_iso
 
     become(demo, "lapsed")
     reader = db.execute("select id from readers where email = 'persona.lapsed@meridian.example'").fetchone()[0]
@@ -406,6 +406,6 @@ def test_lapsed_persona_paid_only_for_the_time_it_was_served(demo, db):
 
 
 def test_every_reason_code_has_words(app):
-    from gate import paywall
+    from gate.rules import paywall
 
     assert set(paywall.REASON_LABELS) == engine_reason_codes()

@@ -14,7 +14,7 @@ import pytest
 from flask.cli import ScriptInfo
 
 from gate.cli import main
-from gate.environment import VARIABLES
+from gate.conf.environment import VARIABLES
 
 ROOT = Path(__file__).parents[1]
 

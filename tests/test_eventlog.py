@@ -6,7 +6,7 @@ import os
 import threading
 import time
 
-from gate import eventlog
+from gate.storage import eventlog
 from tests.helpers import METERED, Reader
 
 
@@ -28,7 +28,7 @@ def test_buffered_views_reach_the_events_table(app, db):
 
 
 def test_flush_writes_everything_queued(tmp_path):
-    from gate.db import open_site_db
+    from gate.storage.db import open_site_db
 
     path = str(tmp_path / "log.sqlite")
     db = open_site_db(path)
@@ -52,7 +52,7 @@ def test_spends_are_never_buffered(app, db):
 def test_a_failed_write_is_retried_not_dropped(tmp_path, monkeypatch):
     import sqlite3
 
-    from gate.db import open_site_db
+    from gate.storage.db import open_site_db
 
     path = str(tmp_path / "retry.sqlite")
     db = open_site_db(path)
@@ -78,7 +78,7 @@ def test_a_failed_write_is_retried_not_dropped(tmp_path, monkeypatch):
 
 
 def test_a_restarted_writer_keeps_what_was_queued(tmp_path):
-    from gate.db import open_site_db
+    from gate.storage.db import open_site_db
 
     path = str(tmp_path / "restart.sqlite")
     db = open_site_db(path)

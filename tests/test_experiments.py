@@ -20,7 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from gate.experiments import (
+from gate.conf.settings import Config
+from gate.rules.experiments import (
     Experiment,
     TestResult,
     Variant,
@@ -33,8 +34,7 @@ from gate.experiments import (
     two_sided_p,
     wilson_interval,
 )
-from gate.paywall import Viewer, decide
-from gate.settings import Config
+from gate.rules.paywall import Viewer, decide
 
 FAST = settings(max_examples=150, deadline=None)
 STANDARD_NORMAL = NormalDist()
@@ -524,7 +524,8 @@ def test_another_readers_rules_follow_their_own_arm(app, runner):
     """An admin's view of a reader, or a persona being built, uses that reader's variant, not the viewer's."""
     from types import SimpleNamespace
 
-    from gate import experiments, site
+    from gate.app import site
+    from gate.rules import experiments
 
     runner.invoke(args=["preset", "use", "metered-ab"])
     experiment = app.extensions["gate.config"].presets["metered-ab"].experiments[0]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gate import events
+from gate.storage import events
 from tests.helpers import METERED, Reader
 
 NASTY = st.one_of(

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gate import accounts
-from gate.timeutil import parse_day, parse_moment
+from gate.rules.timeutil import parse_day, parse_moment
+from gate.services import accounts
 from gate.web.forms import NOT_TEXT
 from tests.helpers import Reader
 

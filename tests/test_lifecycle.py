@@ -12,9 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from markupsafe import escape
 
-from gate import billing, desk, mail, newsletter, seed, subscriptions
-from gate.settings import Config, ConfigError
-from gate.timeutil import from_iso, to_iso
+from gate.conf.settings import Config, ConfigError
+from gate.rules import billing
+from gate.rules.timeutil import from_iso, to_iso
+from gate.services import desk, mail, newsletter, seed, subscriptions
 from gate.web import devmail
 from gate.web.forms import list_field, signup_form
 from tests.helpers import METERED, START, Reader, pay, publish

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from gate.cli.loadtest import Duration, loadtest
 from gate.loadtest import run
-from gate.loadtest.command import Duration, loadtest
 
 
 @pytest.mark.parametrize("text, seconds", [("60s", 60), ("5m", 300), ("1m30s", 90), ("45", 45), ("1h", 3600)])

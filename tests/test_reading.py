@@ -125,7 +125,7 @@ def test_double_submitted_unlock_spends_once(reader, db):
 def test_an_unlock_and_its_event_commit_together(reader, db, monkeypatch):
     """A failure between the spend and its event (a crash, a full disk) leaves neither, never a
     spend the audit can't explain (unlock_without_event)."""
-    from gate import events
+    from gate.storage import events
 
     reader.signup("atomic@example.com")
     token = reader.token()

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from gate import search
+from gate.services import search
 from tests.helpers import gated_sentences
 
 SUBSCRIBER = ("searcher@example.com", "search-pass-1")
@@ -84,7 +84,7 @@ def test_future_articles_are_not_found(db, subscriber, client):
 
 
 def test_pagination(db, client):
-    from gate.content import synthetic_articles
+    from gate.services.content import synthetic_articles
 
     db["articles"].insert_all(synthetic_articles(25, ["Economy"], datetime(2026, 11, 1, tzinfo=timezone.utc)))
     first, third = results(client, "synthetic"), results(client, "synthetic", page=3)
@@ -94,7 +94,7 @@ def test_pagination(db, client):
 
 
 def test_snippet_html_is_escaped(db):
-    from gate.search import _mark
+    from gate.services.search import _mark
 
     marked = _mark('<img src=x onerror="y">\x02x\x03')
     assert "<img" not in marked and marked.endswith("<mark>x</mark>")

@@ -310,7 +310,7 @@ def test_backup_is_consistent_and_restores(runner, app, tmp_path, db):
     target = tmp_path / "backup.sqlite"
     assert runner.invoke(args=["db", "backup", str(target)]).exit_code == 0
     from gate import create_app
-    from gate.db import connect
+    from gate.storage.db import connect
 
     restored = create_app({"DATABASE": str(target), "SECRET_KEY": app.secret_key, "SERVER_NAME": "meridian.test"})
     copy = connect(target)
@@ -324,7 +324,7 @@ def test_backup_is_consistent_and_restores(runner, app, tmp_path, db):
 
 
 def test_start_refuses_a_database_without_wal(tmp_path):
-    from gate.db import check_durability, connect
+    from gate.storage.db import check_durability, connect
 
     db = connect(tmp_path / "nowal.sqlite")
     db.conn.execute("pragma journal_mode = delete")
@@ -335,7 +335,7 @@ def test_start_refuses_a_database_without_wal(tmp_path):
 
 def test_no_deferred_transactions_in_the_code():
     """sqlite-utils' atomic() opens a deferred BEGIN: a read-then-write inside it can fail or race.
-    Every transaction in gate takes the write lock first (gate.db.immediate)."""
+    Every transaction in gate takes the write lock first (gate.storage.db.immediate)."""
     from pathlib import Path
 
     package = Path(__file__).resolve().parents[1] / "gate"

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from gate import create_app
-from gate.paywall import Rules
-from gate.resources import resource_dir
-from gate.settings import Config, ConfigError, load_preset
+from gate.conf.resources import resource_dir
+from gate.conf.settings import Config, ConfigError, load_preset
+from gate.rules.paywall import Rules
 
 CONFIG = resource_dir("config")
 SHIPPED = sorted(path.stem for path in (CONFIG / "presets").glob("*.toml"))
@@ -271,7 +271,7 @@ def test_every_boolean_spelling_means_what_it_says(tmp_path, monkeypatch, variab
 ])
 def test_a_bad_value_stops_the_start_naming_variable_value_and_what_is_accepted(
         tmp_path, monkeypatch, variable, value, accepted):
-    from gate.environment import SettingError
+    from gate.conf.environment import SettingError
 
     with pytest.raises(SettingError) as refused:
         env_app(tmp_path, monkeypatch, **{variable: value})
@@ -328,7 +328,7 @@ def test_help_readme_docs_and_code_list_the_same_variables():
     from click.testing import CliRunner
 
     from gate.cli import main
-    from gate.environment import VARIABLES
+    from gate.conf.environment import VARIABLES
 
     declared = [variable.name for variable in VARIABLES]
     assert _environment_rows("README.md") == declared
@@ -338,4 +338,4 @@ def test_help_readme_docs_and_code_list_the_same_variables():
     package = Path(__file__).parents[1] / "gate"
     used = {name for path in package.rglob("*.py")
             for name in re.findall(r"""["'](GATE_[A-Z_]+)["']""", path.read_text())}
-    assert used <= set(declared), f"read but not declared in gate/environment.py: {used - set(declared)}"
+    assert used <= set(declared), f"read but not declared in gate/conf/environment.py: {used - set(declared)}"

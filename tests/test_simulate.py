@@ -18,15 +18,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gate
-from gate import periods
-from gate.content import Article
-from gate.db import connect
-from gate.resources import resource_dir
-from gate.settings import Config, ConfigError
+from gate.cli.simulate import simulate as simulate_command
+from gate.conf.resources import resource_dir
+from gate.conf.settings import Config, ConfigError
+from gate.rules import periods
+from gate.services.content import Article
 from gate.simulate import runner as sim
-from gate.simulate.command import simulate as simulate_command
 from gate.simulate.population import Crowd, load_population
 from gate.simulate.runner import Billing, PresetRun, catalogue, spend_horizon
+from gate.storage.db import connect
 from tests.helpers import START, Reader, mailed_link
 
 POPULATION = resource_dir("config") / "population.toml"
@@ -304,7 +304,7 @@ def test_unwritable_outputs_are_refused_before_simulating(tmp_path, make, args, 
 
 
 def test_the_command_loads_numpy_only_when_it_runs():
-    probe = "import sys, gate.simulate.command; print('numpy' in sys.modules)"
+    probe = "import sys, gate.cli.simulate; print('numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -410,7 +410,7 @@ def test_spend_horizon_follows_the_widest_window(cfg):
 
 
 def test_windows_are_memoised_in_the_engine():
-    """decide's window lookup is cached once, in gate.periods, for the site and the simulator."""
+    """decide's window lookup is cached once, in gate.rules.periods, for the site and the simulator."""
     assert hasattr(periods.period_window, "cache_info")
 
 

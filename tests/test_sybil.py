@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from gate import accounts
+from gate.services import accounts
 from tests.helpers import CARD, METERED, Reader, mailed_link, open_checkout, pay, statuses
 
 DECLINED = "4000 0000 0000 0002"

@@ -11,8 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gate import accounts, audit, dashboard, events, personas, seed, site, traffic
-from gate.experiments import summarize
+from gate import audit
+from gate.app import site
+from gate.rules.experiments import summarize
+from gate.services import accounts, dashboard, personas, seed
+from gate.simulate import traffic
+from gate.storage import events
 from tests.helpers import ADMIN, METERED, START, Reader, metered_slugs
 
 

@@ -1,7 +1,7 @@
 """The invariant audit: from the database alone, check that no quota, access, billing or newsletter rule was broken.
 
 Each check is a function of a sqlite-utils ``Database`` and the validated
-:class:`gate.settings.Config` that returns :class:`Violation` records; :func:`run`
+:class:`gate.conf.settings.Config` that returns :class:`Violation` records; :func:`run`
 applies them all over one :class:`gate.audit.history.History`.
 
 Deliberate exceptions, each for a reason the site documents:
@@ -17,10 +17,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from gate import billing, periods
 from gate.audit.history import LIVE_ACCESS, Event, History, Timeline, Unlock, parse_json, parse_time
-from gate.paywall import Rules
-from gate.timeutil import from_iso
+from gate.rules import billing, periods
+from gate.rules.paywall import Rules
+from gate.rules.timeutil import from_iso
 
 #: Every kind of violation, with what it means.
 KINDS = {
@@ -43,7 +43,7 @@ KINDS = {
     "unlock_without_event": "An unlock row with no unlock event for that meter, article and moment.",
     "signup_mismatch": "A reader without exactly one signup event, or a signup event naming no reader.",
 }
-#: Reasons that justify full access (see gate.paywall.decide).
+#: Reasons that justify full access (see gate.rules.paywall.decide).
 FULL_REASONS = ("subscriber", "free_article", "tier_unlimited", "already_unlocked", "meter_available")
 METER_REASONS = ("already_unlocked", "meter_available")
 #: A view may be served from another request's spend whose clock read a moment later (concurrency).

@@ -19,9 +19,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from gate import billing, experiments, personas, seed, subscriptions
-from gate.paywall import Rules
-from gate.timeutil import from_iso
+from gate.rules import billing, experiments
+from gate.rules.paywall import Rules
+from gate.rules.timeutil import from_iso
+from gate.services import personas, seed, subscriptions
 
 #: Statuses that give subscriber access.
 LIVE_ACCESS = ("trialing", "active")

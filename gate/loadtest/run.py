@@ -163,10 +163,11 @@ def gate_command() -> list[str]:
 
 def seed_site(database: Path, synthetic: int, subscribers: int) -> None:
     """Seed a site as `gate db seed --synthetic N` and `gate readers add … --subscriber` do."""
-    from gate import accounts, events, newsletter, seed, subscriptions
-    from gate.clock import Clock
-    from gate.db import open_site_db
-    from gate.settings import Config
+    from gate.conf.settings import Config
+    from gate.services import accounts, newsletter, seed, subscriptions
+    from gate.storage import events
+    from gate.storage.clock import Clock
+    from gate.storage.db import open_site_db
 
     cfg = Config()
     db = open_site_db(database)

@@ -6,7 +6,7 @@ distribution, articles per visit, propensities at each kind of gate, the
 chance an anonymous visitor arrives as a new visitor (cookies lost), and
 the monthly churn of those who subscribe. It is validated like the presets:
 an unknown key, a wrong type or an impossible value is a
-:class:`gate.settings.ConfigError` naming the file, the dotted key and the reason.
+:class:`gate.conf.settings.ConfigError` naming the file, the dotted key and the reason.
 
 :class:`Crowd` turns the model into arrays: one segment and one visit rate
 per reader, drawn once, then each day's visits, articles and dice, drawn
@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gate.settings import ConfigError, _explain, _read_toml
+from gate.conf.settings import ConfigError, _explain, _read_toml
 
 #: Days in an average Gregorian month, to turn a monthly mean into a daily rate.
 DAYS_PER_MONTH = 365.2425 / 12

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from markupsafe import escape
 
-from gate.charts import lines
+from gate.services.charts import lines
 from gate.simulate.runner import DAILY_FIELDS, Result
 
 #: The comparison table: (summary key, label, format).

@@ -1,7 +1,7 @@
 """Run a reader population through paywall presets, day by day, on the site's own engine.
 
-Every access decision comes from :func:`gate.paywall.decide` and every spend
-from :func:`gate.quota.unlock` on a memory quota store, exactly as the site
+Every access decision comes from :func:`gate.rules.paywall.decide` and every spend
+from :func:`gate.storage.quota.unlock` on a memory quota store, exactly as the site
 serves a GET of an article (decide, then spend when an auto meter asks) and
 a press of *Unlock*. What the simulator adds is only the readers: who comes
 on which day, what they read, and what they do when they meet a gate.
@@ -26,13 +26,14 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 import gate
-from gate import periods, quota
-from gate.billing import add_months
-from gate.content import synthetic_articles
-from gate.paywall import TIERS, ArticleLike, Decision, Rules, Viewer, decide
-from gate.quota import MemoryQuotaStore
+from gate.rules import periods
+from gate.rules.billing import add_months
+from gate.rules.paywall import TIERS, ArticleLike, Decision, Rules, Viewer, decide
+from gate.services.content import synthetic_articles
 from gate.simulate import MAX_DAYS
 from gate.simulate.population import Crowd, Day, Population, Segment, file_digest
+from gate.storage import quota
+from gate.storage.quota import MemoryQuotaStore
 
 UTC = timezone.utc
 ANONYMOUS, REGISTERED, SUBSCRIBER = 0, 1, 2

@@ -7,9 +7,11 @@ from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, SecurityError
 
-from gate import accounts, billing, paywall, periods, personas, site, subscriptions
-from gate.db import get_db
-from gate.timeutil import from_iso
+from gate.app import site
+from gate.app.db import get_db
+from gate.rules import billing, paywall, periods
+from gate.rules.timeutil import from_iso
+from gate.services import accounts, personas, subscriptions
 
 csrf = CSRFProtect()
 login_manager = LoginManager()

@@ -10,11 +10,15 @@ from flask import abort, current_app, g, request
 from flask_login import current_user
 from werkzeug.routing import IntegerConverter
 
-from gate import billing, content, eventlog, events, paywall, quota, site, subscriptions
-from gate.content import Article
-from gate.db import first, get_db, immediate, rows
-from gate.paywall import Decision
-from gate.timeutil import to_iso
+from gate.app import site
+from gate.app.db import get_db
+from gate.rules import billing, paywall
+from gate.rules.paywall import Decision
+from gate.rules.timeutil import to_iso
+from gate.services import content, subscriptions
+from gate.services.content import Article
+from gate.storage import eventlog, events, quota
+from gate.storage.db import first, immediate, rows
 
 
 def published(slug: str) -> Article:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from gate import billing, paywall, site, subscriptions
-from gate.content import Article
-from gate.db import get_db
+from gate.app import site
+from gate.app.db import get_db
+from gate.rules import billing, paywall
+from gate.services import subscriptions
+from gate.services.content import Article
 from gate.web.forms import CardForm, ConfirmForm
 
 bp = Blueprint("account", __name__)

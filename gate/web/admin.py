@@ -12,14 +12,17 @@ from datetime import date, datetime, timedelta
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from gate import accounts, billing, charts, events, newsletter, paywall, periods, site, subscriptions
-from gate import dashboard as stats
-from gate import experiments as exp_stats
-from gate.clock import REACH_YEARS, Clock, ClockError, parse_step
-from gate.db import get_db
-from gate.settings import ConfigError
-from gate.timeutil import parse_day, parse_moment
-from gate.web import clockops, login_manager
+from gate.app import clockops, site
+from gate.app.db import get_db
+from gate.conf.settings import ConfigError
+from gate.rules import billing, paywall, periods
+from gate.rules import experiments as exp_stats
+from gate.rules.timeutil import parse_day, parse_moment
+from gate.services import accounts, charts, newsletter, subscriptions
+from gate.services import dashboard as stats
+from gate.storage import events
+from gate.storage.clock import REACH_YEARS, Clock, ClockError, parse_step
+from gate.web import login_manager
 from gate.web import newsletter as web_newsletter
 from gate.web.forms import ConfirmForm
 
@@ -365,7 +368,7 @@ def _experiment_reports(span: stats.Range, audience: str) -> list[dict]:
 @bp.get("/experiments")
 def experiments():
     """Per-variant cohort funnels, the primary metric's intervals and its test against control."""
-    from gate import traffic  # NumPy is loaded only when the experiments are looked at
+    from gate.simulate import traffic  # NumPy is loaded only when the experiments are looked at
 
     span, began = _experiment_span()
     audience = _audience("synthetic")
@@ -394,7 +397,7 @@ def _whole(name: str, default: int) -> int:
 @bp.post("/experiments/traffic")
 def generate_traffic():
     """Run a simulated population through the live site's engine into the database (tagged synthetic)."""
-    from gate import traffic
+    from gate.simulate import traffic
 
     back = redirect(url_for("admin.experiments"), code=303)
     if not _posted():

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from gate import paywall, ratelimit, site
-from gate.db import get_db
-from gate.ratelimit import limiter
+from gate.app import ratelimit, site
+from gate.app.db import get_db
+from gate.app.ratelimit import limiter
+from gate.rules import paywall
 from gate.web import access
 
 bp = Blueprint("api", __name__, url_prefix="/api")

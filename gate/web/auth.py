@@ -7,9 +7,12 @@ from urllib.parse import urlsplit
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
-from gate import accounts, events, mail, ratelimit, site, tokens
-from gate.db import get_db
-from gate.ratelimit import limiter
+from gate.app import ratelimit, site
+from gate.app.db import get_db
+from gate.app.ratelimit import limiter
+from gate.rules import tokens
+from gate.services import accounts, mail
+from gate.storage import events
 from gate.web.forms import ConfirmForm, LoginForm, MagicLinkForm, list_field, signup_form
 from gate.web.newsletter import consent_ticked, enroll_at_signup
 

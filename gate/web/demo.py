@@ -10,8 +10,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, current_app, flash, redirect, request, session
 from flask_login import current_user, logout_user
 
-from gate import events, personas, site
-from gate.db import get_db
+from gate.app import site
+from gate.app.db import get_db
+from gate.services import personas
+from gate.storage import events
 from gate.web.auth import safe_next, sign_in
 from gate.web.forms import ConfirmForm
 

@@ -10,8 +10,10 @@ from flask import Blueprint, abort, current_app, render_template, request
 from flask_login import current_user
 from markupsafe import Markup, escape
 
-from gate import mail, site
-from gate.db import first, get_db
+from gate.app import site
+from gate.app.db import get_db
+from gate.services import mail
+from gate.storage.db import first
 from gate.web.access import int_arg
 
 bp = Blueprint("devmail", __name__, url_prefix="/dev/mail")

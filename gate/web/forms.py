@@ -8,7 +8,8 @@ from werkzeug.datastructures import MultiDict
 from wtforms import BooleanField, EmailField, HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
-from gate import accounts, billing
+from gate.rules import billing
+from gate.services import accounts
 
 #: The field error for a value sent as a file part (curl -F email=@file) or a JSON non-string.
 NOT_TEXT = "Type this in: it must be text, not a file."
@@ -112,7 +113,7 @@ class ConfirmForm(TextForm):
 
 
 class CardForm(TextForm):
-    """Card details, checked like a payment provider's test mode (see gate.billing)."""
+    """Card details, checked like a payment provider's test mode (see gate.rules.billing)."""
 
     name = StringField("Name on card", validators=[DataRequired("Enter the name on the card."),
                                                    Length(max=120)])

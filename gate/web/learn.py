@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
-from gate import newsletter, site
-from gate.db import get_db
+from gate.app import site
+from gate.app.db import get_db
+from gate.services import newsletter
 from gate.web.demo import become, start_preview
 from gate.web.forms import ConfirmForm
 

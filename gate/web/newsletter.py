@@ -11,8 +11,11 @@ from urllib.parse import quote
 from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 
-from gate import accounts, content, desk, events, mail, newsletter, site, subscriptions, tokens
-from gate.db import get_db
+from gate.app import site
+from gate.app.db import get_db
+from gate.rules import tokens
+from gate.services import accounts, content, desk, mail, newsletter, subscriptions
+from gate.storage import events
 from gate.web import csrf
 from gate.web.forms import ConfirmForm
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
-from gate import content, paywall, ratelimit, site
-from gate import search as archive
-from gate.db import get_db
-from gate.ratelimit import limiter
+from gate.app import ratelimit, site
+from gate.app.db import get_db
+from gate.app.ratelimit import limiter
+from gate.rules import paywall
+from gate.services import content
+from gate.services import search as archive
 from gate.web import access
 from gate.web.forms import SearchForm
 

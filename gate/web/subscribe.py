@@ -7,9 +7,11 @@ import secrets
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
-from gate import accounts, billing, ratelimit, site, subscriptions
-from gate.db import get_db
-from gate.ratelimit import limiter
+from gate.app import ratelimit, site
+from gate.app.db import get_db
+from gate.app.ratelimit import limiter
+from gate.rules import billing
+from gate.services import accounts, subscriptions
 from gate.web.auth import send_magic_link
 from gate.web.forms import CheckoutForm
 
@@ -76,7 +78,7 @@ def checkout(plan_id: str):
         return redirect(url_for("account.account"), code=303)
     if decline:
         return _declined(form, plan, decline)
-    if not replay:  # the receipt was mailed with the subscription (gate.notices)
+    if not replay:  # the receipt was mailed with the subscription (gate.services.notices)
         flash(f"Welcome, subscriber. Your {plan.name.lower()} subscription is "
               f"{'in its free trial' if sub.status == 'trialing' else 'active'}.", "success")
     return redirect(url_for("account.account"), code=303)

@@ -25,9 +25,9 @@ from datetime import datetime, timedelta
 import pytest
 from playwright.sync_api import expect
 
-from gate.clock import Clock
-from gate.db import open_site_db
-from gate.timeutil import to_iso
+from gate.rules.timeutil import to_iso
+from gate.storage.clock import Clock
+from gate.storage.db import open_site_db
 from tests.helpers import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,

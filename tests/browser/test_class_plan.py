@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from gate.seed import DEMO_ACCOUNTS
+from gate.services.seed import DEMO_ACCOUNTS
 from gate.web.learn import LESSONS
 from tests.helpers import (
     DEVICES,

@@ -1,0 +1,130 @@
+"""`gate simulate`: a thin click layer over the population simulator."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import date, datetime, time
+from pathlib import Path
+
+import click
+
+from gate.conf.settings import Config, ConfigError
+from gate.simulate import MAX_DAYS
+
+#: Runs smaller than this (readers x days) stay in one process: starting workers costs more.
+PARALLEL_FROM = 500_000
+#: The time of day every simulated visit happens, in the site's time zone.
+VISIT_TIME = time(12, 0)
+
+
+def _config(config_dir: str | None) -> Config:
+    """The site's validated configuration, or a clean error naming the broken file."""
+    try:
+        return Config(Path(config_dir) if config_dir else None)
+    except ConfigError as error:
+        raise click.ClickException(f"configuration error:\n{error}") from None
+
+
+def _presets(cfg: Config, names: tuple[str, ...]) -> dict:
+    """The named presets (the site's default when none is named), refused if unknown or repeated."""
+    names = names or (cfg.site.site.default_preset,)
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise click.BadParameter(f"{repeated[0]!r} is given more than once", param_hint="'--preset'")
+    try:
+        return {name: cfg.preset(name) for name in names}
+    except ConfigError as error:
+        raise click.BadParameter(str(error), param_hint="'--preset'") from None
+
+
+def _start(text: str) -> date:
+    """The first simulated day, from --start."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"not a date: {text!r} (use YYYY-MM-DD)", param_hint="'--start'") from None
+
+
+def _outputs(csv_dir: str | None, plot_file: str | None) -> None:
+    """Refuse output paths that cannot be written before simulating anything."""
+    if csv_dir and Path(csv_dir).exists() and not Path(csv_dir).is_dir():
+        raise click.BadParameter(f"{csv_dir} exists and is not a folder", param_hint="'--csv'")
+    if plot_file and not Path(plot_file).resolve().parent.is_dir():
+        raise click.BadParameter(f"no folder {Path(plot_file).parent} to write {plot_file} in",
+                                 param_hint="'--plot'")
+
+
+def _workers(asked: int, readers: int, days: int) -> int:
+    """0 means: one process per core for big runs, one for small ones."""
+    if asked:
+        return asked
+    return min(os.cpu_count() or 1, 8) if readers * days >= PARALLEL_FROM else 1
+
+
+@click.command("simulate")
+@click.option("--preset", "preset_names", multiple=True, metavar="NAME",
+              help="A preset to run; repeat to compare several (default: the site's default preset).")
+@click.option("--readers", type=click.IntRange(min=1, max=10_000_000), default=10_000, show_default=True,
+              help="People in the population.")
+@click.option("--days", type=click.IntRange(1, MAX_DAYS), default=90, show_default=True,
+              help="Days to simulate.")
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="Random seed: the same seed gives the same result.")
+@click.option("--start", "start_text", default="2026-01-01", show_default=True, metavar="DATE",
+              help="First simulated day (YYYY-MM-DD, in the site's time zone).")
+@click.option("--population", "population_file", type=click.Path(dir_okay=False), default=None,
+              help="Population file (default: population.toml in the config folder).")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON instead of the table.")
+@click.option("--csv", "csv_dir", type=click.Path(file_okay=False), default=None,
+              help="Write daily-PRESET.csv and summary.csv into this folder.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None,
+              help="Write the daily funnel of each preset to this SVG file.")
+@click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="Processes to split the readers over (0: one per core for big runs).")
+@click.option("--config-dir", type=click.Path(file_okay=False, exists=True), default=None, hidden=True)
+def simulate(preset_names, readers, days, seed, start_text, population_file, as_json, csv_dir,
+             plot_file, workers, config_dir):
+    """Run a population of readers through paywall presets and compare their funnels."""
+    from gate.simulate.population import load_population  # NumPy is loaded only when simulating
+    from gate.simulate.runner import Billing, catalogue
+    from gate.simulate.runner import simulate as run_simulation
+
+    cfg = _config(config_dir)
+    presets = _presets(cfg, tuple(preset_names))
+    first_day = _start(start_text)
+    _outputs(csv_dir, plot_file)
+    path = Path(population_file) if population_file else cfg.dir / "population.toml"
+    try:
+        population = load_population(path)
+    except ConfigError as error:
+        raise click.ClickException(f"population file error:\n{error}") from None
+    tz = next(iter(presets.values())).tz
+    workers = _workers(workers, readers, days)
+    with click.progressbar(length=days * len(presets), label="Simulating", file=sys.stderr) as bar:
+        try:
+            result = run_simulation(
+                population, presets, readers=readers, days=days, seed=seed,
+                start=datetime.combine(first_day, VISIT_TIME, tzinfo=tz),
+                articles=catalogue(population.articles.count, cfg.site.site.sections),
+                billing=Billing.from_plans(cfg.site.plans), population_path=path,
+                progress=bar.update, workers=workers)
+        except RuntimeError as error:  # a worker process failed or died
+            raise click.ClickException(str(error)) from None
+    _report(result, as_json, csv_dir, plot_file)
+
+
+def _report(result, as_json: bool, csv_dir: str | None, plot_file: str | None) -> None:
+    """The table (or JSON) on stdout; files as asked; the speed on stderr."""
+    from gate.simulate import report
+
+    click.echo(report.to_json(result) if as_json else report.table(result))
+    if csv_dir:
+        for written in report.write_csv(result, Path(csv_dir)):
+            click.echo(f"Wrote {written}", err=True)
+    if plot_file:
+        click.echo(f"Wrote {report.write_plot(result, Path(plot_file))}", err=True)
+    elapsed = max(result.elapsed_s, 1e-9)
+    click.echo(f"Simulated {result.visits:,} visits ({result.views:,} article views) over "
+               f"{len(result.outcomes)} preset(s) in {elapsed:.1f} s: {result.visits / elapsed:,.0f} "
+               f"visits/s ({result.workers} process{'es' if result.workers > 1 else ''}).", err=True)

@@ -1,0 +1,1 @@
+"""Configuration read at start-up: GATE_* variables, site.toml and presets, resource folders."""

@@ -1,0 +1,211 @@
+"""Readers: accounts, passwords, magic links and the flask-login user."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import sqlite3
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime
+
+from email_validator import EmailNotValidError, validate_email
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from gate.rules.timeutil import from_iso, to_iso
+from gate.storage.db import first
+
+MIN_PASSWORD = 8
+
+
+class AccountError(ValueError):
+    """A reader-facing problem with an email, a password or an account."""
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A reader account, shaped for flask-login.
+
+    ``get_id`` returns the rotating session token, not the row id: signing
+    out (or changing the password) rotates it, so an old session or remember
+    cookie no longer names anyone.
+    """
+
+    id: int
+    email: str
+    password_hash: str | None
+    is_admin: bool
+    session_token: str
+    created_at: datetime
+    comp_until: datetime | None = None
+    email_verified_at: datetime | None = None
+    experiment_unit: str | None = None
+    #: Filled in per request by gate.services.subscriptions.refresh: full access right now.
+    is_subscriber: bool = False
+    #: Filled in with it: when a past-due subscription's access runs out (None: not past due).
+    grace_ends: datetime | None = None
+
+    is_authenticated = True
+    is_active = True
+    is_anonymous = False
+
+    def get_id(self) -> str:
+        """The id flask-login keeps in the session."""
+        return self.session_token
+
+    def comp_active(self, now: datetime) -> bool:
+        """Whether complimentary full access covers ``now``."""
+        return bool(self.comp_until and self.comp_until > now)
+
+    @property
+    def tier(self) -> str:
+        """The reader's viewer tier."""
+        return "subscriber" if self.is_subscriber else "registered"
+
+    @property
+    def meter_key(self) -> str:
+        """The key this reader's spends are stored under."""
+        return f"reader:{self.id}"
+
+    @classmethod
+    def from_row(cls, row) -> "Reader":
+        """Build from a ``readers`` row."""
+        return cls(
+            id=row["id"], email=row["email"], password_hash=row["password_hash"],
+            is_admin=bool(row["is_admin"]), session_token=row["session_token"],
+            created_at=from_iso(row["created_at"]),
+            comp_until=from_iso(row["comp_until"]) if row.get("comp_until") else None,
+            email_verified_at=from_iso(row["email_verified_at"]) if row.get("email_verified_at") else None,
+            experiment_unit=row.get("experiment_unit"),
+        )
+
+
+#: An RFC 2047 encoded word (=?charset?B|Q?text?=): a mail header decodes it into another address.
+_ENCODED_WORD = re.compile(r"=\?[^?]*\?[bq]\?[^?]*\?=", re.IGNORECASE)
+
+
+def normalize_email(raw: str) -> str:
+    """A syntactically valid, normalised address, or an AccountError saying why not.
+
+    Every form, rate limit and lookup uses this one spelling: fullwidth letters,
+    capitals and punycode (``xn--``) domains all name the same inbox.
+    """
+    raw = raw or ""
+    if any(unicodedata.category(ch) == "Cc" for ch in raw):
+        raise AccountError("An email address can't contain control characters.")
+    if _ENCODED_WORD.search(raw):
+        raise AccountError("An email address can't contain an encoded word (=?...?=).")
+    try:
+        return validate_email(raw.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as error:
+        raise AccountError(str(error)) from None
+
+
+def check_password(password: str, *, new: bool = True) -> None:
+    """The one password rule, for signup, checkout, the CLI and login alike.
+
+    A password is kept exactly as typed, but spaces around it don't count: one that is
+    only spaces is refused everywhere, and a new one needs MIN_PASSWORD other characters.
+    """
+    if password and not password.strip():
+        raise AccountError("A password can't be only spaces.")
+    if new and password and len(password.strip()) < MIN_PASSWORD:
+        raise AccountError(f"Passwords need at least {MIN_PASSWORD} characters (spaces around them don't count).")
+
+
+def _one(db, where: str, params) -> Reader | None:
+    row = first(db, f"select * from readers where {where}", params)
+    return Reader.from_row(row) if row else None
+
+
+def by_email(db, email: str) -> Reader | None:
+    """Find an account by (normalised) email."""
+    return _one(db, "email = ?", [email])
+
+
+def by_id(db, reader_id: int) -> Reader | None:
+    """Find an account by id."""
+    return _one(db, "id = ?", [reader_id])
+
+
+def by_session_token(db, token: str) -> Reader | None:
+    """Find the account a session cookie names."""
+    return _one(db, "session_token = ?", [token]) if token else None
+
+
+def create(db, email: str, password: str | None, now: datetime, *, admin: bool = False) -> Reader:
+    """Create an account; the email must be normalised and unused."""
+    check_password(password or "")
+    if by_email(db, email):
+        raise AccountError(f"An account for {email} already exists.")
+    try:
+        _insert_reader(db, email, password, now, admin)
+    except sqlite3.IntegrityError:  # two signups for one address at the same moment
+        raise AccountError(f"An account for {email} already exists.") from None
+    return by_email(db, email)
+
+
+def _insert_reader(db, email: str, password: str | None, now: datetime, admin: bool) -> None:
+    db["readers"].insert({
+        "email": email,
+        "password_hash": generate_password_hash(password) if password else None,
+        "is_admin": int(admin),
+        "session_token": secrets.token_urlsafe(24), "created_at": to_iso(now),
+    })
+
+
+def authenticate(db, email: str, password: str) -> Reader | None:
+    """The account if the password matches, else None (same answer for unknown emails)."""
+    reader = by_email(db, email)
+    if reader is None or not reader.password_hash:
+        generate_password_hash(password or "x")  # spend the same time either way
+        return None
+    return reader if check_password_hash(reader.password_hash, password or "") else None
+
+
+def rotate_session(db, reader_id: int) -> None:
+    """Invalidate every session and remember cookie of a reader."""
+    db.execute("update readers set session_token = ? where id = ?",
+               [secrets.token_urlsafe(24), reader_id])
+
+
+def set_flags(db, reader_id: int, *, admin: bool | None = None,
+              password: str | None = None) -> None:
+    """Change an account's admin flag or password."""
+    if admin is not None:
+        db.execute("update readers set is_admin = ? where id = ?", [int(admin), reader_id])
+    if password:
+        check_password(password)
+        db.execute("update readers set password_hash = ? where id = ?",
+                   [generate_password_hash(password), reader_id])
+        rotate_session(db, reader_id)
+
+
+def grant_comp(db, reader_id: int, until: datetime | None, by: str) -> None:
+    """Give (or, with until=None, take away) complimentary full access."""
+    db.execute("update readers set comp_until = ?, comp_by = ? where id = ?",
+               [to_iso(until) if until else None, by if until else None, reader_id])
+
+
+def issue_login_token(db, reader_id: int, now: datetime) -> str:
+    """Record a fresh single-use id for a magic link."""
+    jti = secrets.token_urlsafe(16)
+    db["login_tokens"].insert({"jti": jti, "reader_id": reader_id, "created_at": to_iso(now)})
+    return jti
+
+
+def consume_login_token(db, jti: str, reader_id: int, now: datetime) -> bool:
+    """Mark a magic link used; true only for the first use. Using one proves the address."""
+    cursor = db.execute(
+        "update login_tokens set used_at = ? where jti = ? and reader_id = ? and used_at is null",
+        [to_iso(now), jti, reader_id],
+    )
+    if cursor.rowcount == 1:
+        mark_verified(db, reader_id, now)
+    return cursor.rowcount == 1
+
+
+def mark_verified(db, reader_id: int, now: datetime) -> None:
+    """The reader has proven they receive mail at their address (kept from the first time)."""
+    db.execute("update readers set email_verified_at = coalesce(email_verified_at, ?) where id = ?",
+               [to_iso(now), reader_id])

@@ -1,0 +1,280 @@
+"""Dashboard numbers: everything is counted from the events table.
+
+A range is [start, end) in simulated time. Visitors are distinct viewers
+(a visitor id, or a reader id once signed in).
+
+The funnel is a cohort: the people who viewed an article in the range, then
+of those, who saw a gate, then registered, unlocked and subscribed. A person
+is an account, with every visitor id that became it (``visitors.reader_id``,
+and the visitor named by its signup or login events), or else a visitor id.
+Order matters: a step counts a person only if they reached it at or after
+the moment they first reached the step before, within the range, so each
+step is a subset of the one before.
+
+An audience says whose events count: real readers only (the default for
+business numbers), real readers and generated traffic, or everyone.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from gate.rules.timeutil import to_iso
+from gate.services import personas, seed
+
+#: Whose events the numbers count, and how the console names each choice.
+AUDIENCES = {
+    "people": "Real readers only",
+    "synthetic": "Real readers and generated traffic",
+    "all": "Everyone (also presenters, personas, admins, demo accounts)",
+}
+#: Accounts that are the presenter's, not readers: demo personas and the seeded demo accounts.
+STAFF_EMAILS = tuple(sorted({p.email for p in personas.PERSONAS if p.email} | {a[0] for a in seed.DEMO_ACCOUNTS}))
+
+FUNNEL = ("visit", "gate_impression", "registration", "unlock", "subscription")
+FUNNEL_LABELS = {"visit": "Visited", "gate_impression": "Saw a gate", "registration": "Registered",
+                 "unlock": "Unlocked", "subscription": "Subscribed"}
+SERIES = ("views", "gate_impressions", "signups", "unlocks", "new_subscriptions", "cancellations")
+_NEW_SUB_ANY = ("type = 'subscription_changed' and json_extract(data, '$.to') in ('trialing', 'active')"
+                " and (json_extract(data, '$.from') is null or json_extract(data, '$.from') = 'incomplete')")
+_CANCELED = ("type = 'subscription_changed' and json_extract(data, '$.to') in ('canceled', 'unpaid')")
+
+
+@dataclass(frozen=True)
+class Range:
+    """A span of simulated time, with the local dates it was chosen by."""
+
+    start: datetime
+    end: datetime
+    first_day: date
+    last_day: date
+
+    @classmethod
+    def days(cls, first: date, last: date, tz: ZoneInfo) -> "Range":
+        """Whole local days from ``first`` to ``last`` inclusive."""
+        if last < first:
+            raise ValueError("the range ends before it starts")
+        if (last - first).days > 3660:
+            raise ValueError("choose a range of at most ten years")
+        start = datetime.combine(first, datetime.min.time()).replace(tzinfo=tz)
+        end = datetime.combine(last + timedelta(days=1), datetime.min.time()).replace(tzinfo=tz)
+        return cls(start, end, first, last)
+
+    @property
+    def params(self) -> list[str]:
+        return [to_iso(self.start), to_iso(self.end)]
+
+
+def parse_audience(text: str | None, default: str = "people") -> str:
+    """An audience from a query parameter; anything unknown is a clear error."""
+    audience = text or default
+    if audience not in AUDIENCES:
+        raise ValueError(f"include must be one of {', '.join(AUDIENCES)}, not {audience!r}")
+    return audience
+
+
+def _left_out(audience: str) -> str:
+    """SQL selecting the ids of the accounts an audience leaves out."""
+    emails = ", ".join("'" + email.replace("'", "''") + "'" for email in STAFF_EMAILS)
+    staff = f"is_admin = 1 or email in ({emails})"
+    return f"select id from readers where {staff}{' or synthetic = 1' if audience == 'people' else ''}"
+
+
+def audience_sql(audience: str) -> str:
+    """A condition on events (reader_id, visitor_id, data) keeping only the audience's."""
+    if audience == "all":
+        return "1"
+    out = _left_out(audience)
+    sql = (f"(reader_id is null or reader_id not in ({out})) and (visitor_id is null or visitor_id"
+           f" not in (select id from visitors where reader_id in ({out})))")
+    # Generated traffic is tagged on every event, visitors' included.
+    return sql + (" and json_extract(data, '$.synthetic') is null" if audience == "people" else "")
+
+
+def _count(db, where: str, span: Range, distinct: str | None = None, audience: str = "all") -> int:
+    what = f"count(distinct {distinct})" if distinct else "count(*)"
+    sql = f"select {what} from events where at >= ? and at < ? and {where} and {audience_sql(audience)}"
+    return db.execute(sql, span.params).fetchone()[0]
+
+
+def _subscriptions(db, statuses: str, audience: str) -> list:
+    """Subscriptions in some statuses now, per plan, of the audience's accounts."""
+    keep = "1" if audience == "all" else f"reader_id not in ({_left_out(audience)})"
+    return db.execute(f"select plan_id, count(*) from subscriptions where status in ({statuses})"
+                      f" and {keep} group by plan_id").fetchall()
+
+
+def metrics(db, span: Range, plans: dict, audience: str = "people") -> dict:
+    """The headline numbers for a range, plus live subscribers and MRR now."""
+    live = _subscriptions(db, "'trialing', 'active', 'past_due'", audience)
+    paying = _subscriptions(db, "'active', 'past_due'", audience)
+    mrr = sum(_monthly(plans.get(plan)) * count for plan, count in paying)
+    return {
+        "visitors": len({person for person, *_ in _moments(db, span, audience, ["visit"], None)}),
+        "gate_impressions": _count(db, "type = 'gate_impression'", span, audience=audience),
+        "signups": _count(db, "type = 'signup'", span, audience=audience),
+        "unlocks": _count(db, "type = 'unlock'", span, audience=audience),
+        "checkouts": _count(db, "type = 'subscription_changed' and json_extract(data, '$.by') = 'checkout'"
+                                " and (json_extract(data, '$.from') is null)", span, audience=audience),
+        "new_subscriptions": _count(db, _NEW_SUB_ANY, span, audience=audience),
+        "cancellations": _count(db, _CANCELED, span, audience=audience),
+        "active_subscribers": sum(count for _, count in live),
+        "mrr_cents": round(mrr),
+    }
+
+
+def _monthly(plan) -> float:
+    """A plan's price per month, in cents."""
+    if plan is None:
+        return 0.0
+    return plan.price_cents / 12 if plan.interval == "year" else float(plan.price_cents)
+
+
+#: The events that put a person at each funnel step.
+STEPS = {"visit": "type = 'article_view'",
+         "gate_impression": "type = 'gate_impression'",
+         "registration": "type = 'signup'",
+         "unlock": "type = 'unlock'",
+         "subscription": _NEW_SUB_ANY}
+#: What each step means, printed under the funnel.
+DEFINITIONS = {
+    "visit": "people who opened an article in the range (the cohort)",
+    "gate_impression": "of those, people shown a gate instead of the full text, at or after their first view",
+    "registration": "of those, people who created an account after seeing the gate",
+    "unlock": "of those, people whose meter then spent an article (a press of Unlock, or a counted view)",
+    "subscription": "of those, people who then started a subscription (trial or paid)",
+}
+
+
+def _accounts_of_visitors(db) -> dict[str, int]:
+    """Each visitor id that became an account, and the account (one person, before and after)."""
+    links = dict(db.execute("select id, reader_id from visitors where reader_id is not null"))
+    links.update(db.execute("select visitor_id, reader_id from events where type in ('signup', 'login',"
+                            " 'meter_merged') and visitor_id is not null and reader_id is not null"))
+    return links
+
+
+def _moments(db, span: Range, audience: str, steps, tag: str | None) -> list[tuple]:
+    """(person, step, at, tag value) for each event of the steps in the range, of the audience."""
+    links, found = _accounts_of_visitors(db), []
+    label = "json_extract(data, ?)" if tag else "null"
+    for step in steps:
+        sql = (f"select reader_id, visitor_id, at, {label} from events where at >= ? and at < ?"
+               f" and {STEPS[step]} and {audience_sql(audience)}")
+        for reader_id, visitor_id, at, value in db.execute(sql, ([tag] if tag else []) + span.params):
+            account = reader_id if reader_id is not None else links.get(visitor_id)
+            person = f"reader:{account}" if account is not None else f"visitor:{visitor_id}"
+            found.append((person, step, at, value))
+    return found
+
+
+def cohort(moments: list[tuple], steps) -> dict[str, tuple[int, str | None]]:
+    """Each person who reached the first step: how many steps they reached in order, and their tag."""
+    # The tag is the one on their first view (the variant they were assigned when they came).
+    times: dict[str, dict[str, list[str]]] = {}
+    tags: dict[str, tuple[str, str]] = {}
+    for person, step, at, value in moments:
+        times.setdefault(person, {}).setdefault(step, []).append(at)
+        if step == steps[0] and value is not None and (person not in tags or at < tags[person][0]):
+            tags[person] = (at, value)
+    reached = {}
+    for person, by_step in times.items():
+        depth, since = 0, ""
+        for step in steps:
+            later = [at for at in by_step.get(step, ()) if at >= since]
+            if not later:
+                break
+            depth, since = depth + 1, min(later)
+        if depth:
+            reached[person] = (depth, tags.get(person, (None, None))[1])
+    return reached
+
+
+def funnel(db, span: Range, audience: str = "people") -> list[dict]:
+    """The cohort at each step, with the share of the first step and of the step before."""
+    reached = cohort(_moments(db, span, audience, FUNNEL, None), FUNNEL)
+    counts = [sum(1 for depth, _ in reached.values() if depth > index) for index in range(len(FUNNEL))]
+    rows, first, previous = [], counts[0], None
+    for step, value in zip(FUNNEL, counts):
+        rows.append({"step": step, "label": FUNNEL_LABELS[step], "count": value,
+                     "definition": DEFINITIONS[step],
+                     "of_first": value / first if first else 0.0,
+                     "of_previous": value / previous if previous else (1.0 if value else 0.0)})
+        previous = value
+    return rows
+
+
+def daily(db, span: Range, tz: ZoneInfo, audience: str = "people") -> list[dict]:
+    """One row per local day: views, gate impressions, signups, unlocks, new subs, cancellations."""
+    days = {}
+    day = span.first_day
+    while day <= span.last_day:
+        days[day] = dict.fromkeys(SERIES, 0)
+        day += timedelta(days=1)
+    kinds = {"views": "type = 'article_view'", "gate_impressions": "type = 'gate_impression'",
+             "signups": "type = 'signup'", "unlocks": "type = 'unlock'",
+             "new_subscriptions": _NEW_SUB_ANY, "cancellations": _CANCELED}
+    for name, where in kinds.items():
+        sql = f"select at from events where at >= ? and at < ? and {where} and {audience_sql(audience)}"
+        for (at,) in db.execute(sql, span.params):
+            local = datetime.fromisoformat(at).astimezone(tz).date()
+            if local in days:
+                days[local][name] += 1
+    return [{"day": day.isoformat(), **values} for day, values in days.items()]
+
+
+def to_csv(rows: list[dict]) -> str:
+    """Daily rows as CSV, header first."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["day", *SERIES], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+EXPERIMENT_STEPS = ("visit", "gate_impression", "registration", "subscription")
+
+
+def _variant_path(experiment) -> str:
+    """Where an event's data names this experiment's arm."""
+    return f'$.variants."{experiment.id}"'
+
+
+def experiment_counts(db, experiment, span: Range, audience: str = "synthetic") -> dict[str, dict[str, int]]:
+    """The cohort funnel per variant: people by the variant tagged on their first view in the range."""
+    moments = _moments(db, span, audience, EXPERIMENT_STEPS, _variant_path(experiment))
+    counts = {variant.id: dict.fromkeys(EXPERIMENT_STEPS, 0) for variant in experiment.variants}
+    for depth, variant in cohort(moments, EXPERIMENT_STEPS).values():
+        for step in EXPERIMENT_STEPS[:depth] if variant in counts else ():
+            counts[variant][step] += 1
+    return counts
+
+
+def experiment_start(db, experiment) -> datetime | None:
+    """When an experiment started: the first event tagged with one of its variants (first assignment)."""
+    row = db.execute("select min(at) from events where json_extract(data, ?) is not null",
+                     [_variant_path(experiment)]).fetchone()
+    return datetime.fromisoformat(row[0]) if row and row[0] else None
+
+
+def experiments_csv(reports: list[dict]) -> str:
+    """Every variant of every experiment shown: counts, rates with intervals, and the test on the metric."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["preset", "experiment", "metric", "variant", "is_control", "visitors",
+                     *(f"{step}_{what}" for step in EXPERIMENT_STEPS[1:] for what in ("count", "rate", "ci_low", "ci_high")),
+                     "difference", "ci_low", "ci_high", "z", "p_value", "significant"])
+    for report in reports:
+        for row in report["rows"]:
+            cells = [value for cell in row["steps"][1:] for value in
+                     (cell["count"], cell["rate"], cell["ci_low"], cell["ci_high"])]
+            test = row["test"] or {}
+            writer.writerow([report["preset"], report["experiment"].id, report["experiment"].metric,
+                             row["variant"], int(row["is_control"]), row["steps"][0]["count"], *cells,
+                             *(test.get(name, "") for name in ("difference", "ci_low", "ci_high", "z", "p_value")),
+                             "" if not test else int(test["significant"])])
+    return out.getvalue()

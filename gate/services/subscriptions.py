@@ -1,0 +1,295 @@
+"""Subscriptions in the database: checkout, settling, and who has access now.
+
+The lifecycle rules live in :mod:`gate.rules.billing` (pure). This module loads and
+saves subscriptions, writes every charge attempt to ``payments`` and every
+status change to ``events`` (with from, to and reason, at the moment it
+happened), each operation in one ``BEGIN IMMEDIATE`` transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from gate.rules import billing
+from gate.rules.billing import Outcome, PlanTerms, Policy, Subscription
+from gate.rules.timeutil import from_iso, to_iso
+from gate.services import accounts, newsletter, notices
+from gate.storage import events
+from gate.storage.db import first, immediate
+
+_TIMES = ("created_at", "anchor", "current_period_start", "current_period_end", "trial_end",
+          "past_due_since", "next_retry_at", "ended_at")
+
+
+class CheckoutError(ValueError):
+    """A checkout that cannot go ahead, with the reader-facing reason."""
+
+
+def policy(cfg) -> Policy:
+    """The dunning policy from config/site.toml."""
+    terms = cfg.site.billing
+    return Policy(tuple(terms.retry_days), terms.grace_days, terms.on_retries_exhausted)
+
+
+def plan_terms(cfg, plan_id: str) -> PlanTerms:
+    """A configured plan, as the state machine needs it."""
+    for plan in cfg.site.plans:
+        if plan.id == plan_id:
+            return PlanTerms(plan.id, plan.price_cents, plan.currency, plan.interval, plan.trial_days)
+    raise CheckoutError(f"There is no plan called {plan_id!r}.")
+
+
+def _from_row(row: dict) -> Subscription:
+    data = {key: row[key] for key in Subscription.__dataclass_fields__ if key in row}
+    for key in _TIMES:
+        data[key] = from_iso(row[key]) if row[key] else None
+    data["cancel_at_period_end"] = bool(row["cancel_at_period_end"])
+    return Subscription(**data)
+
+
+def _to_row(sub: Subscription) -> dict:
+    row = {key: getattr(sub, key) for key in Subscription.__dataclass_fields__}
+    for key in _TIMES:
+        row[key] = to_iso(row[key]) if row[key] else None
+    row["cancel_at_period_end"] = int(sub.cancel_at_period_end)
+    if row["id"] is None:
+        del row["id"]
+    return row
+
+
+def current(db, reader_id: int) -> Subscription | None:
+    """The reader's newest subscription (live or not)."""
+    row = first(db, "select * from subscriptions where reader_id = ? order by id desc limit 1",
+                [reader_id])
+    return _from_row(row) if row else None
+
+
+def payments(db, reader_id: int) -> list[dict]:
+    """Every charge attempt for a reader, newest first."""
+    return list(db.query("select * from payments where reader_id = ? order by at desc, id desc",
+                         [reader_id]))
+
+
+def apply_outcome(db, outcome: Outcome, by: str, notify=None) -> Subscription:
+    """Save the subscription, its charges and its changes (inside the caller's transaction).
+
+    With ``notify`` (the site config) the reader is also emailed about each
+    change, in the same transaction, once per change.
+    """
+    sub = outcome.subscription
+    if sub.id is None:
+        sub = replace(sub, id=db["subscriptions"].insert(_to_row(sub)).last_pk)
+    else:
+        db["subscriptions"].update(sub.id, _to_row(sub))
+    for charge in outcome.charges:
+        db["payments"].insert({
+            "subscription_id": sub.id, "reader_id": sub.reader_id, "at": to_iso(charge.at),
+            "amount_cents": charge.amount_cents, "currency": charge.currency,
+            "outcome": charge.outcome, "decline_code": charge.decline_code, "kind": charge.kind,
+            "card_last4": charge.card_last4,
+        })
+    for change in outcome.changes:
+        events.record(db, "subscription_changed", change.at, reader_id=sub.reader_id,
+                      subscription_id=sub.id, plan=sub.plan_id, reason=change.reason, by=by,
+                      **{"from": change.from_status, "to": change.to_status})
+        if notify is not None:
+            notices.for_change(db, notify, sub, change, outcome.charges)
+    return sub
+
+
+def settle_reader(db, cfg, reader_id: int, now: datetime) -> Subscription | None:
+    """Bring one reader's subscription up to ``now`` (renewals, retries, expiry)."""
+    sub = current(db, reader_id)
+    if sub is None or sub.status not in billing.LIVE or not (
+            _due(sub, now) or notices.trial_reminder_due(db, sub, now)):
+        return sub
+    with immediate(db):
+        sub = current(db, reader_id)  # re-read under the write lock
+        notices.remind_trial_end(db, cfg, sub, now)
+        outcome = billing.settle(sub, plan_terms(cfg, sub.plan_id), policy(cfg), now)
+        sub = apply_outcome(db, outcome, by="clock", notify=cfg)
+    _sync_lists(db, cfg, reader_id, now)
+    return sub
+
+
+def _sync_lists(db, cfg, reader_id: int, now: datetime) -> None:
+    """Pause or resume subscriber-only newsletters to match access now."""
+    reader = accounts.by_id(db, reader_id)
+    comp = reader.comp_active(now)
+    live = billing.has_access(current(db, reader_id), policy(cfg), now)
+    newsletter.sync_access(db, cfg, reader_id, comp or live, now)
+
+
+def _due(sub: Subscription, now: datetime) -> bool:
+    if sub.status == "past_due":
+        return sub.next_retry_at is not None and sub.next_retry_at <= now
+    return sub.current_period_end <= now
+
+
+def settle_all(db, cfg, now: datetime) -> dict:
+    """Settle every subscription with something due; returns counts of what happened."""
+    rows = db.execute(
+        "select distinct reader_id from subscriptions where"
+        " (status in ('trialing', 'active') and current_period_end <= ?)"
+        " or (status = 'past_due' and next_retry_at <= ?)"
+        " or (status = 'trialing' and cancel_at_period_end = 0 and trial_end <= ?)",
+        [to_iso(now), to_iso(now),
+         to_iso(now + timedelta(days=notices.TRIAL_REMINDER_DAYS))],
+    ).fetchall()
+    before = db.execute("select count(*) from payments").fetchone()[0]
+    for (reader_id,) in rows:
+        settle_reader(db, cfg, reader_id, now)
+    charges = db.execute("select count(*) from payments").fetchone()[0] - before
+    return {"subscriptions": len(rows), "charges": charges}
+
+
+def grace_end(cfg, sub: Subscription | None) -> datetime | None:
+    """When a past-due subscription stops giving access (None: not past due)."""
+    if sub is None or sub.status != "past_due":
+        return None
+    return billing.grace_ends(sub, policy(cfg))
+
+
+def has_access(db, cfg, reader: accounts.Reader, now: datetime) -> bool:
+    """Full access now: a complimentary grant or a live subscription (settled first)."""
+    if reader.comp_active(now):
+        return True
+    return billing.has_access(settle_reader(db, cfg, reader.id, now), policy(cfg), now)
+
+
+def refresh(db, cfg, reader: accounts.Reader, now: datetime) -> accounts.Reader:
+    """The reader with ``is_subscriber`` and a past-due ``grace_ends`` set for this moment (one settle)."""
+    sub = settle_reader(db, cfg, reader.id, now)
+    access = reader.comp_active(now) or billing.has_access(sub, policy(cfg), now)
+    return replace(reader, is_subscriber=access, grace_ends=grace_end(cfg, sub))
+
+
+def checkout(db, cfg, reader_id: int, plan_id: str, card: billing.Card, card_number: str,
+             idempotency_key: str, now: datetime, ip: str | None = None
+             ) -> tuple[Subscription, str | None, bool]:
+    """Subscribe a reader; returns (subscription, decline code, replayed).
+
+    The idempotency key makes a double submit (double click, refresh, two
+    tabs) return the first attempt's result instead of charging again.
+    """
+    terms = plan_terms(cfg, plan_id)
+    with immediate(db):
+        seen = first(db, "select * from checkouts where idempotency_key = ?", [idempotency_key])
+        if seen:
+            if seen["reader_id"] != reader_id:
+                raise CheckoutError("This checkout form belongs to another session. Reload the page.")
+            if seen["subscription_id"] is None:  # spent on a guest checkout that charged nothing
+                raise CheckoutError("This checkout form has expired. Reload the page.")
+            sub = _from_row(first(db, "select * from subscriptions where id = ?", [seen["subscription_id"]]))
+            return sub, seen["decline_code"], True
+        existing = current(db, reader_id)
+        if existing and existing.status in billing.LIVE:
+            raise CheckoutError("You already have a subscription: manage it from your account.")
+        decline = billing.checkout_decline(card_number)
+        if existing and existing.status == "incomplete":
+            outcome = billing.complete(replace(existing, plan_id=plan_id), terms, card, decline, now)
+        else:
+            outcome = billing.start(reader_id, terms, card, decline, now)
+        sub = apply_outcome(db, outcome, by="checkout", notify=cfg)
+        db["checkouts"].insert({"idempotency_key": idempotency_key, "reader_id": reader_id,
+                                "subscription_id": sub.id, "created_at": to_iso(now),
+                                "decline_code": decline})
+    if not decline:
+        newsletter.enroll_subscriber_lists(db, cfg, reader_id, now, source="checkout", ip=ip)
+    return sub, decline, False
+
+
+def _change(db, cfg, reader_id: int, now: datetime, operation, by: str) -> Subscription:
+    """Settle, then apply one reader-initiated operation, in one transaction."""
+    settle_reader(db, cfg, reader_id, now)
+    with immediate(db):
+        sub = current(db, reader_id)
+        if sub is None:
+            raise billing.BillingError("there is no subscription to change")
+        sub = apply_outcome(db, operation(sub), by=by, notify=cfg)
+    _sync_lists(db, cfg, reader_id, now)
+    return sub
+
+
+def cancel(db, cfg, reader_id: int, now: datetime, *, immediately: bool = False,
+           by: str = "reader") -> Subscription:
+    """Cancel at the period end (default) or right away."""
+    return _change(db, cfg, reader_id, now,
+                   lambda sub: billing.cancel(sub, now, immediately=immediately), by)
+
+
+def resume(db, cfg, reader_id: int, now: datetime, by: str = "reader") -> Subscription:
+    """Undo a pending cancel-at-period-end."""
+    return _change(db, cfg, reader_id, now, lambda sub: billing.resume(sub, now), by)
+
+
+def update_card(db, cfg, reader_id: int, card: billing.Card, card_number: str, now: datetime,
+                by: str = "reader") -> Subscription:
+    """Put a new card on file (and retry a past-due renewal with it)."""
+    decline = billing.checkout_decline(card_number)
+
+    def operation(sub):
+        return billing.update_card(sub, plan_terms(cfg, sub.plan_id), card, decline, now)
+
+    return _change(db, cfg, reader_id, now, operation, by)
+
+
+def grant(db, cfg, reader_id: int, plan_id: str, now: datetime, by: str) -> Subscription:
+    """Start a paid-up subscription on the 4242 test card (CLI and demo accounts)."""
+    number = "4242424242424242"
+    card = billing.Card(number[-4:], 12, now.year + 5)
+    with immediate(db):
+        existing = current(db, reader_id)
+        if existing and existing.status in billing.LIVE:
+            return existing
+        outcome = billing.start(reader_id, replace(plan_terms(cfg, plan_id), trial_days=0),
+                                card, None, now)
+        sub = apply_outcome(db, outcome, by=by)
+    newsletter.enroll_subscriber_lists(db, cfg, reader_id, now, source=by, ip=None)
+    return sub
+
+
+@dataclass(frozen=True)
+class GuestCheckout:
+    """What an anonymous checkout did. ``outcome`` is ``declined`` (nothing written),
+    ``subscribed`` (a new account, subscribed, not signed in), ``known`` (the address has an
+    account: nothing charged, its owner is asked to sign in) or ``replayed`` (this form was
+    already submitted). The payer is told the same for ``subscribed``, ``known`` and
+    ``replayed``, so a checkout never reveals who has an account."""
+
+    outcome: str
+    reader: accounts.Reader | None = None
+    subscription: Subscription | None = None
+    decline: str | None = None
+
+
+def guest_checkout(db, cfg, email: str, password: str | None, plan_id: str, card: billing.Card,
+                   card_number: str, idempotency_key: str, now: datetime, ip: str | None = None,
+                   **signup_event) -> GuestCheckout:
+    """Subscribe an anonymous payer without ever handing them an account they haven't proven.
+
+    A declined card creates nothing (no throwaway account with a free meter); an address
+    that already has an account is not charged and not signed in (that would be a
+    takeover). All of it happens under one write lock, so two submissions of one form
+    (a double click) make one account and one charge, and the second is a replay.
+    """
+    terms = plan_terms(cfg, plan_id)
+    decline = billing.checkout_decline(card_number)
+    with immediate(db):
+        seen = first(db, "select reader_id from checkouts where idempotency_key = ?", [idempotency_key])
+        if seen:
+            return GuestCheckout("replayed", accounts.by_id(db, seen["reader_id"]))
+        if decline:
+            events.record(db, "checkout_declined", now, plan=terms.id, decline=decline, **signup_event)
+            return GuestCheckout("declined", decline=decline)
+        reader = accounts.by_email(db, email)
+        if reader is not None:
+            db["checkouts"].insert({"idempotency_key": idempotency_key, "reader_id": reader.id,
+                                    "subscription_id": None, "created_at": to_iso(now),
+                                    "decline_code": None})
+            return GuestCheckout("known", reader)
+        reader = accounts.create(db, email, password, now)
+        events.record(db, "signup", now, reader_id=reader.id, **signup_event)
+        sub, _, _ = checkout(db, cfg, reader.id, plan_id, card, card_number, idempotency_key, now, ip=ip)
+    return GuestCheckout("subscribed", reader, sub)

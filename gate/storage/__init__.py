@@ -1,0 +1,1 @@
+"""Storage without Flask: connections and transactions, migrations, the clock, the meter, events."""

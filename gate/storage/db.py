@@ -1,0 +1,139 @@
+"""The site database without Flask: connections, transactions, reads as dicts, backup."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import sqlite_utils
+
+from gate.storage import migrations
+
+BUSY_TIMEOUT_SECONDS = 30
+
+
+def connect(path: str | Path) -> sqlite_utils.Database:
+    """Open the database with WAL, a busy timeout and foreign keys on.
+
+    ``isolation_level=None`` leaves transactions to us: writes outside
+    :func:`immediate` commit at once, and :func:`immediate` takes the write
+    lock before reading, which a deferred ``BEGIN`` would not.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        str(path), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+    )
+    db = sqlite_utils.Database(conn)
+    if db.journal_mode != "wal":
+        db.enable_wal()
+    conn.execute("pragma foreign_keys = on")
+    conn.execute("pragma synchronous = normal")
+    return db
+
+
+@contextlib.contextmanager
+def immediate(db: sqlite_utils.Database):
+    """A write transaction that holds SQLite's write lock from its first statement.
+
+    A deferred BEGIN followed by a read and then a write can fail with
+    "database is locked" when another writer got in between; BEGIN IMMEDIATE
+    waits (up to the busy timeout) for the lock instead, so a check and the
+    write that depends on it cannot interleave with another process.
+    """
+    if db.conn.in_transaction:
+        yield db
+        return
+    db.conn.execute("begin immediate")
+    try:
+        yield db
+    except BaseException:
+        db.conn.execute("rollback")
+        raise
+    else:
+        db.conn.execute("commit")
+
+
+def rows(db: sqlite_utils.Database, sql: str, params=()) -> list[dict]:
+    """A read as dicts through one plain statement.
+
+    sqlite-utils' ``query()`` guards every statement with a SAVEPOINT and a
+    RELEASE: three statements, and three releases of the GIL, per read. The
+    request path reads several rows per page, so it reads through this.
+    """
+    cursor = db.conn.execute(sql, params)
+    keys = [column[0] for column in cursor.description]
+    return [dict(zip(keys, row)) for row in cursor]
+
+
+def first(db: sqlite_utils.Database, sql: str, params=()) -> dict | None:
+    """The first row of a read as a dict, or None."""
+    cursor = db.conn.execute(sql, params)
+    row = cursor.fetchone()
+    return dict(zip([column[0] for column in cursor.description], row)) if row else None
+
+
+def open_site_db(path: str | Path) -> sqlite_utils.Database:
+    """Connect and bring the schema up to date."""
+    db = connect(path)
+    migrations.apply(db)
+    return db
+
+
+class _ThreadConnections(threading.local):
+    """Each thread keeps its connections open between requests (a few database files at most).
+
+    Opening a connection per request costs a connect, pragmas and, on close of
+    the last one, a WAL checkpoint with an fsync: most of a page's time.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.open: OrderedDict[str, sqlite_utils.Database] = OrderedDict()
+
+
+_threads = _ThreadConnections()
+_inherited: list = []  # a forked child never uses, nor closes, its parent's connections
+KEEP_OPEN = 4
+
+
+def thread_connection(path: str) -> sqlite_utils.Database:
+    """This thread's open connection to ``path``, or a new one."""
+    if _threads.pid != os.getpid():
+        _inherited.extend(_threads.open.values())
+        _threads.open, _threads.pid = OrderedDict(), os.getpid()
+    db = _threads.open.pop(path, None) or connect(path)
+    _threads.open[path] = db
+    while len(_threads.open) > KEEP_OPEN:
+        _, oldest = _threads.open.popitem(last=False)
+        oldest.close()
+    return db
+
+
+def close_thread_connections() -> None:
+    """Close the connections this thread keeps (before serving: each worker opens its own)."""
+    if _threads.pid != os.getpid():
+        return
+    while _threads.open:
+        _, db = _threads.open.popitem()
+        db.close()
+
+
+def check_durability(db: sqlite_utils.Database) -> None:
+    """Refuse to start without WAL and a busy timeout of at least 5 s."""
+    mode = db.execute("pragma journal_mode").fetchone()[0]
+    timeout = db.execute("pragma busy_timeout").fetchone()[0]
+    if mode != "wal" or timeout < 5000:
+        raise RuntimeError(f"database must use WAL with busy_timeout >= 5000 ms (got {mode}, {timeout} ms)")
+
+
+def backup(db: sqlite_utils.Database, destination: str | Path) -> None:
+    """A consistent copy of a live database through SQLite's online backup API."""
+    target = sqlite3.connect(str(destination))
+    try:
+        db.conn.backup(target)
+    finally:
+        target.close()

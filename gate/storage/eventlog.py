@@ -1,0 +1,110 @@
+"""A per-process writer for the high-volume reading events (views and gate impressions).
+
+Every article view appends two events. Written inside the request, they make
+each page wait for SQLite's single write lock behind every other request.
+Under `gate serve` they go to this writer instead: a background thread that
+commits whatever has queued in one transaction, every few milliseconds.
+Everything else (signups, unlocks, payments, enrollments) is still written
+in its request's own transaction. A hard kill can lose the views of the last
+few milliseconds, never a spend, a charge or a consent.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import queue
+import sqlite3
+import sys
+import threading
+import time
+
+from gate.storage import events
+from gate.storage.db import connect, immediate
+
+FLUSH_SECONDS = 0.05
+RETRY_SECONDS = 1.0
+BATCH = 500
+
+
+class EventWriter:
+    """Queue rows for the events table; one thread per process commits them in batches."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.rows: queue.Queue = queue.Queue()
+        self.pid = None
+        self.thread = None
+        self.lock = threading.Lock()
+        atexit.register(self.flush)  # forked workers inherit it and flush their own queue
+
+    def add(self, row: tuple) -> None:
+        """Queue one event row (built by gate.storage.events.row); the writer thread starts on first use."""
+        self._ensure_thread()
+        self.rows.put(row)
+
+    def _ensure_thread(self) -> None:
+        if self.pid == os.getpid() and self.thread and self.thread.is_alive():
+            return
+        with self.lock:
+            if self.pid != os.getpid() or not (self.thread and self.thread.is_alive()):
+                if self.pid is not None and self.pid != os.getpid():
+                    self.rows = queue.Queue()  # a forked child: the parent writes what it queued
+                self.pid = os.getpid()
+                self.thread = threading.Thread(target=self._run, name="gate-events", daemon=True)
+                self.thread.start()
+
+    def _drain(self) -> list:
+        batch = []
+        while len(batch) < BATCH:
+            try:
+                batch.append(self.rows.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _write(self, db, batch: list) -> None:
+        with immediate(db):
+            db.conn.executemany(events.INSERT, batch)
+
+    def _run(self) -> None:
+        db = connect(self.path)
+        while True:
+            try:
+                first = self.rows.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            time.sleep(FLUSH_SECONDS)  # let the batch fill
+            batch = [first, *self._drain()]
+            while True:  # a failed write is retried, never dropped and never the thread's end
+                try:
+                    self._write(db, batch)
+                    break
+                except sqlite3.Error as error:
+                    print(f"gate: could not write {len(batch)} view events ({error}); retrying",
+                          file=sys.stderr, flush=True)
+                    time.sleep(RETRY_SECONDS)
+
+    def flush(self) -> int:
+        """Write everything queued now (at exit, and in tests); returns how many."""
+        batch, total = self._drain(), 0
+        if batch:
+            db = connect(self.path)
+            try:
+                while batch:
+                    self._write(db, batch)
+                    total += len(batch)
+                    batch = self._drain()
+            finally:
+                db.close()
+        return total
+
+
+_writers: dict[str, EventWriter] = {}
+
+
+def writer(path: str) -> EventWriter:
+    """The process's writer for one database file."""
+    if path not in _writers:
+        _writers[path] = EventWriter(path)
+    return _writers[path]

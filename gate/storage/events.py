@@ -1,0 +1,83 @@
+"""Everything that happens is an event, appended to the ``events`` table.
+
+Dashboards, funnels and the audit read from here; nothing important is
+only a log line. Each type is declared once, with what it means.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from datetime import datetime
+from types import MappingProxyType
+
+from gate.rules.timeutil import to_iso
+
+#: Every event type, with the question it answers.
+TYPES = {
+    "article_view": "A viewer opened an article; data has the decision.",
+    "gate_impression": "A viewer was shown a gate instead of the full text.",
+    "signup": "A reader created an account.",
+    "login": "A reader signed in (data: method).",
+    "logout": "A reader signed out.",
+    "unlock": "A meter spent one article (data: used, limit, mode).",
+    "unlock_refused": "An unlock was asked for and not granted (data: reason).",
+    "meter_merged": "A visitor's spends moved to the account they signed in to.",
+    "magic_link_sent": "A sign-in link was written to the outbox.",
+    "preset_changed": "The active preset changed (data: from, to).",
+    "clock_changed": "The site clock moved (data: from, to, how).",
+    "reader_changed": "An account's flags changed (data: field, from, to).",
+    "subscription_changed": "A subscription moved between states (data: from, to, reason, by).",
+    "newsletter_changed": "An enrollment changed status (data: list, from, to, reason).",
+    "newsletter_sent": "An issue of a list went out (data: list, issue, sent, skipped).",
+    "confirmation_sent": "A double opt-in confirmation email was written to the outbox.",
+    "persona_switched": "Demo mode: the presenter became a persona (data: persona, from, to, instructor).",
+    "persona_returned": "Demo mode: an admin viewing as a persona returned to their own account (data: from, to).",
+    "admin_action": "An admin changed something (data: admin, action, target, details).",
+    "consent_lesson_changed": "The /learn pre-ticked consent lesson was turned on or off (data: from, to, by).",
+    "comp_changed": "Complimentary access was granted or removed (data: from, to, by).",
+    "checkout_declined": "An anonymous checkout was declined; no account was made (data: plan, decline).",
+}
+
+
+#: Tags added to every event recorded in the current context, so funnels can be
+#: split by experiment variant: a dict, or (in a web request) a function that
+#: works them out when the first event needs them. The default is read-only: one shared dict.
+TAGS: ContextVar[Mapping | Callable[[], dict]] = ContextVar("gate_event_tags", default=MappingProxyType({}))
+
+
+class UnknownEvent(ValueError):
+    """An event type that was never declared in TYPES."""
+
+
+INSERT = "insert into events (at, type, reader_id, visitor_id, slug, data) values (?, ?, ?, ?, ?, ?)"
+
+
+def row(
+    type: str,
+    at: datetime,
+    *,
+    reader_id: int | None = None,
+    visitor_id: str | None = None,
+    slug: str | None = None,
+    **data,
+) -> tuple:
+    """One event as the values of INSERT, tagged with the context's tags."""
+    if type not in TYPES:
+        raise UnknownEvent(type)
+    tags = TAGS.get()
+    data = {**(tags() if callable(tags) else tags), **data}
+    return (to_iso(at), type, reader_id, visitor_id, slug, json.dumps(data, default=str))
+
+
+def record(db, type: str, at: datetime, **fields) -> None:
+    """Append one event."""
+    db.execute(INSERT, row(type, at, **fields))
+
+
+def recent(db, limit: int = 50, type: str | None = None) -> list[dict]:
+    """The newest events, optionally of one type."""
+    where, params = ("where type = ?", [type]) if type else ("", [])
+    rows = db.query(f"select * from events {where} order by id desc limit ?", [*params, limit])
+    return [{**row, "data": json.loads(row["data"] or "{}")} for row in rows]

@@ -1,0 +1,158 @@
+"""Quota stores: where a meter's spends live, and the one way to spend.
+
+A spend is check-then-insert, so it must happen in one serialised step: the
+SQLite store holds ``BEGIN IMMEDIATE`` (the write lock) across the check and
+the insert, and a unique key on (meter, article, window) backs it up. The
+memory store, used by the simulator, does the same under a lock. The check
+itself is :func:`gate.rules.paywall.decide`, re-run on the spends read inside the
+transaction, so there is one engine and no second copy of the rules.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import defaultdict
+from dataclasses import replace
+from datetime import datetime
+from typing import Callable, Protocol
+
+from gate.rules import paywall
+from gate.rules.paywall import Decision, Rules, Spend, Viewer
+from gate.rules.timeutil import from_iso, to_iso
+
+Admit = Callable[[tuple[Spend, ...]], bool]
+
+
+class QuotaStore(Protocol):
+    """Where spends are kept. Both implementations pass tests/test_quota.py."""
+
+    def spends(self, meter_key: str) -> tuple[Spend, ...]:
+        """Every spend of one meter, oldest first."""
+
+    def spend(
+        self, meter_key: str, slug: str, window_key: str, now: datetime, admit: Admit
+    ) -> tuple[bool, tuple[Spend, ...]]:
+        """Atomically: if ``admit(current spends)``, record a spend. Returns (spent, spends)."""
+
+    def merge(self, from_key: str, to_key: str) -> int:
+        """Move one meter's spends to another without double counting; returns rows moved."""
+
+    def reset(self, meter_key: str) -> int:
+        """Forget a meter's spends (an admin's reset); returns rows removed."""
+
+
+class MemoryQuotaStore:
+    """An in-process store for the simulator and for tests."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, list[tuple[str, str, datetime]]] = defaultdict(list)
+        self._lock = threading.Lock()
+
+    def spends(self, meter_key: str) -> tuple[Spend, ...]:
+        """Every spend of one meter, oldest first."""
+        with self._lock:
+            return self._as_spends(meter_key)
+
+    def _as_spends(self, meter_key: str) -> tuple[Spend, ...]:
+        rows = sorted(self._rows.get(meter_key, ()), key=lambda row: row[2])
+        return tuple(Spend(slug, at) for slug, _, at in rows)
+
+    def spend(self, meter_key, slug, window_key, now, admit):
+        """Check and record under one lock, as the SQLite store does in one transaction."""
+        with self._lock:
+            current = self._as_spends(meter_key)
+            rows = self._rows[meter_key]
+            if not admit(current) or any(r[0] == slug and r[1] == window_key for r in rows):
+                return False, current
+            rows.append((slug, window_key, now))
+            return True, self._as_spends(meter_key)
+
+    def merge(self, from_key, to_key):
+        """Move spends; a (slug, window) the target already has is dropped."""
+        with self._lock:
+            target = self._rows[to_key]
+            have = {(r[0], r[1]) for r in target}
+            moved = [r for r in self._rows.pop(from_key, []) if (r[0], r[1]) not in have]
+            target.extend(moved)
+            return len(moved)
+
+    def reset(self, meter_key):
+        """Forget a meter's spends."""
+        with self._lock:
+            return len(self._rows.pop(meter_key, []))
+
+
+class SQLiteQuotaStore:
+    """The site's store: the ``unlocks`` table of the site database."""
+
+    def __init__(self, db) -> None:
+        self.db = db
+
+    def spends(self, meter_key: str) -> tuple[Spend, ...]:
+        """Every spend of one meter, oldest first."""
+        rows = self.db.execute(
+            "select slug, unlocked_at from unlocks where meter_key = ? order by unlocked_at, id",
+            [meter_key],
+        ).fetchall()
+        return tuple(Spend(slug, from_iso(at)) for slug, at in rows)
+
+    def spend(self, meter_key, slug, window_key, now, admit):
+        """Check and insert inside BEGIN IMMEDIATE, so concurrent spends serialise."""
+        from gate.storage.db import immediate
+
+        with immediate(self.db):
+            current = self.spends(meter_key)
+            if not admit(current):
+                return False, current
+            try:
+                self.db.execute(
+                    "insert into unlocks (meter_key, slug, window_key, unlocked_at)"
+                    " values (?, ?, ?, ?)",
+                    [meter_key, slug, window_key, to_iso(now)],
+                )
+            except sqlite3.IntegrityError:
+                return False, current
+            return True, self.spends(meter_key)
+
+    def merge(self, from_key, to_key):
+        """Move a visitor's spends to an account in one transaction."""
+        from gate.storage.db import immediate
+
+        with immediate(self.db):
+            moved = self.db.execute(
+                "insert or ignore into unlocks (meter_key, slug, window_key, unlocked_at)"
+                " select ?, slug, window_key, unlocked_at from unlocks where meter_key = ?",
+                [to_key, from_key],
+            ).rowcount
+            self.db.execute("delete from unlocks where meter_key = ?", [from_key])
+        return moved
+
+    def reset(self, meter_key):
+        """Forget a meter's spends."""
+        return self.db.execute("delete from unlocks where meter_key = ?", [meter_key]).rowcount
+
+
+def unlock(
+    store: QuotaStore, rules: Rules, viewer: Viewer, article, now: datetime
+) -> tuple[Decision, bool]:
+    """Spend one article of quota if the rules allow it now; return the new decision.
+
+    Works for both modes: a press of *Unlock* in choice mode and a counted
+    view in auto mode. Spending twice (double submit, two tabs) spends once.
+    """
+
+    def admit(current: tuple[Spend, ...]) -> bool:
+        verdict = paywall.decide(rules, replace(viewer, spends=current), article, now)
+        return verdict.reason == "meter_available"
+
+    first = paywall.decide(rules, viewer, article, now)
+    if first.reason != "meter_available":
+        return first, False
+    spent, after = store.spend(viewer.meter_key, article.slug, first.meter.window_key, now, admit)
+    decision = paywall.decide(rules, replace(viewer, spends=after), article, now)
+    if spent:  # full access, granted by this spend: keep its reason, show the new meter
+        note = f"spent one: {decision.meter.used} of {decision.meter.limit} used now"
+        decision = replace(first, access="full", offer=None, spend=False, meter=decision.meter,
+                           trace=first.trace + (note,))
+    return decision, spent
