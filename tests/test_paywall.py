@@ -8,17 +8,14 @@ recomputed from the rules, so a change to decide or to a preset shows up here.
 
 from __future__ import annotations
 
-import ast
 import itertools
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-import gate
 from gate.conf.settings import Config
 from gate.rules import paywall
 from gate.rules.paywall import Decision, Rules, Spend, Viewer, decide, meter_for
