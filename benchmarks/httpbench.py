@@ -232,7 +232,7 @@ def bare_app(database: str, secret_key: str):
               "isAccessibleForFree": False,
               "hasPart": {"@type": "WebPageElement", "isAccessibleForFree": False,
                           "cssSelector": ".story__gated"}}
-        return render_template("article.html", article=article, decision=chosen.decision,
+        return render_template("reading/article.html", article=article, decision=chosen.decision,
                                teaser=teaser, gated=gated if chosen.full else None, json_ld=ld,
                                meter=chosen.meter, explain=None, porous=False)
 

@@ -39,7 +39,7 @@ def account():
     sub = subscriptions.current(db, current_user.id)
     plan = next((p for p in site.config().site.plans if sub and p.id == sub.plan_id), None)
     return render_template(
-        "account.html", reader=current_user, history=history, sub=sub, plan=plan, payments=subscriptions.payments(db, current_user.id),
+        "account/account.html", reader=current_user, history=history, sub=sub, plan=plan, payments=subscriptions.payments(db, current_user.id),
         grace_ends=subscriptions.grace_end(site.config(), sub),
         form=ConfirmForm(),
     )
@@ -74,7 +74,7 @@ def confirm_cancel():
         flash("You have no active subscription to cancel.", "info")
         return redirect(url_for("account.account"))
     plan = next((p for p in site.config().site.plans if p.id == sub.plan_id), None)
-    return render_template("cancel_confirm.html", sub=sub, plan=plan, form=ConfirmForm())
+    return render_template("account/cancel_confirm.html", sub=sub, plan=plan, form=ConfirmForm())
 
 
 @bp.post("/account/subscription/cancel")
@@ -128,4 +128,4 @@ def card():
                     flash(f"Card ending {new_card.last4} is now on file.", "success")
                     return redirect(url_for("account.account"), code=303)
     status = 400 if request.method == "POST" else 200
-    return render_template("card.html", form=form, sub=sub, test_cards=billing.TEST_CARDS), status
+    return render_template("account/card.html", form=form, sub=sub, test_cards=billing.TEST_CARDS), status

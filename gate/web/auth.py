@@ -68,7 +68,7 @@ def signup():
         form.email.data = request.args.get("email", "")
     if not form.validate_on_submit():
         status = 400 if request.method == "POST" else 200
-        return render_template("signup.html", form=form, offered=offered,
+        return render_template("auth/signup.html", form=form, offered=offered,
                                list_field=list_field), status
     next_path = safe_next(form.next.data)
     reader = _new_reader(form, [item.id for item in offered if form[list_field(item.id)].data], next_path)
@@ -130,7 +130,7 @@ def login():
     link_form.email.data = form.email.data
     link_form.next.data = form.next.data
     status = 400 if request.method == "POST" else 200
-    return render_template("login.html", form=form, link_form=link_form), status
+    return render_template("auth/login.html", form=form, link_form=link_form), status
 
 
 @bp.post("/login/magic")
@@ -140,11 +140,11 @@ def request_magic_link():
     """Email a single-use sign-in link; the answer is the same for unknown addresses."""
     form = MagicLinkForm()
     if not form.validate_on_submit():
-        return render_template("login.html", form=LoginForm(formdata=None), link_form=form), 400
+        return render_template("auth/login.html", form=LoginForm(formdata=None), link_form=form), 400
     reader = accounts.by_email(get_db(), form.email.data)
     if reader:
         send_magic_link(reader, safe_next(form.next.data), reason="requested")
-    return render_template("magic_sent.html", email=form.email.data)
+    return render_template("auth/magic_sent.html", email=form.email.data)
 
 
 def send_magic_link(reader: accounts.Reader, next_path: str, reason: str) -> None:
@@ -174,16 +174,16 @@ def magic_link(token: str):
     data = _magic_payload(token)
     form = ConfirmForm()
     if data is None:
-        return render_template("magic_invalid.html"), 400
+        return render_template("auth/magic_invalid.html"), 400
     if request.method == "POST" and form.validate_on_submit():
         db = get_db()
         reader = accounts.by_id(db, data["r"])
         if reader is None or not accounts.consume_login_token(db, data["j"], reader.id, site.now()):
-            return render_template("magic_invalid.html"), 400
+            return render_template("auth/magic_invalid.html"), 400
         sign_in(reader, "magic_link")
         flash("You are logged in.", "success")
         return redirect(safe_next(data["n"]), code=303)
-    response = current_app.make_response(render_template("magic_confirm.html", form=form))
+    response = current_app.make_response(render_template("auth/magic_confirm.html", form=form))
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
@@ -203,4 +203,4 @@ def logout():
         session.clear()
         flash("You are logged out.", "info")
         return redirect(url_for("reading.index"), code=303)
-    return render_template("logout.html", form=form)
+    return render_template("auth/logout.html", form=form)

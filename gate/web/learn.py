@@ -122,7 +122,7 @@ def _may_switch() -> bool:
 @bp.get("/")
 def index():
     """The tour: every pattern, what to watch for, and a try-it button."""
-    return render_template("learn.html", lessons=LESSONS, may_switch=_may_switch(), form=ConfirmForm(),
+    return render_template("learn/learn.html", lessons=LESSONS, may_switch=_may_switch(), form=ConfirmForm(),
                            may_apply=_instructor() is not None, demo=bool(current_app.config.get("DEMO")),
                            active=site.active_preset_name(get_db(), site.config()),
                            previewing=site.previewed_preset())

@@ -117,7 +117,7 @@ def preferences():
         _change(request.form.get("list", ""), request.form.get("action"), now)
         return redirect(url_for("newsletter.preferences"), code=303)
     mine = newsletter.enrollments(db, current_user.id)
-    return render_template("newsletters.html", lists=cfg.site.newsletters, mine=mine, form=form,
+    return render_template("newsletter/newsletters.html", lists=cfg.site.newsletters, mine=mine, form=form,
                            history=newsletter.consents(db, current_user.id))
 
 
@@ -152,15 +152,15 @@ def confirm(token: str):
     data = tokens.load(current_app.secret_key, "newsletter-confirm", token,
                        max_age=site.config().site.mail.confirm_days * 24 * 3600)
     if not isinstance(data, dict) or not isinstance(data.get("l"), list):
-        return render_template("newsletter_link_invalid.html"), 400
+        return render_template("newsletter/newsletter_link_invalid.html"), 400
     cfg = site.config()
     names = [newsletter.get_list(cfg, l).name for l in data["l"] if _known(cfg, l)]
     form = ConfirmForm()
     if request.method == "POST" and form.validate_on_submit():
         done = newsletter.confirm(get_db(), data["r"], [l for l in data["l"] if _known(cfg, l)],
                                   site.now(), ip=request.remote_addr)
-        return render_template("newsletter_confirmed.html", names=names, done=done)
-    response = current_app.make_response(render_template("newsletter_confirm.html", names=names, form=form))
+        return render_template("newsletter/newsletter_confirmed.html", names=names, done=done)
+    response = current_app.make_response(render_template("newsletter/newsletter_confirm.html", names=names, form=form))
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
 
@@ -176,17 +176,17 @@ def unsubscribe(token: str):
     data = tokens.load(current_app.secret_key, "newsletter-unsubscribe", token)
     cfg = site.config()
     if not isinstance(data, dict) or not _known(cfg, data.get("l")):
-        return render_template("newsletter_link_invalid.html"), 400
+        return render_template("newsletter/newsletter_link_invalid.html"), 400
     item = newsletter.get_list(cfg, data["l"])
     reader = accounts.by_id(get_db(), data["r"])
     if reader is None:
-        return render_template("newsletter_link_invalid.html"), 400
+        return render_template("newsletter/newsletter_link_invalid.html"), 400
     if request.method == "POST":
         method = "one_click" if request.form.get("List-Unsubscribe") == "One-Click" else "unsubscribe_page"
         newsletter.unsubscribe(get_db(), cfg, reader.id, item.id, site.now(), method=method,
                                source="email", ip=request.remote_addr)
-        return render_template("newsletter_unsubscribed.html", item=item, email=reader.email)
-    return render_template("newsletter_unsubscribe.html", item=item, email=reader.email, token=token)
+        return render_template("newsletter/newsletter_unsubscribed.html", item=item, email=reader.email)
+    return render_template("newsletter/newsletter_unsubscribe.html", item=item, email=reader.email, token=token)
 
 
 def consent_lesson() -> bool:

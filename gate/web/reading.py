@@ -21,7 +21,7 @@ def index():
     """The front page: the lead story, the latest analysis, and each section."""
     latest = access.latest(limit=13)
     by_section = {name: access.latest(limit=4, section=name) for name in site.config().site.site.sections}
-    return render_template("index.html", lead=latest[0] if latest else None,
+    return render_template("reading/index.html", lead=latest[0] if latest else None,
                            latest=latest[1:], by_section=by_section)
 
 
@@ -32,7 +32,7 @@ def section(name: str):
         abort(404, description=f"There is no section called {name!r}.")
     page = access.int_arg("page", 1, 1, 100_000)
     articles = access.latest(limit=21, section=name, offset=(page - 1) * 20)
-    return render_template("section.html", name=name, articles=articles[:20],
+    return render_template("reading/section.html", name=name, articles=articles[:20],
                            page=page, has_more=len(articles) > 20)
 
 
@@ -50,7 +50,7 @@ def article(slug: str):
     gated = content.gated_html(item, paragraphs) if decision.access == "full" or porous else None
     ld = content.json_ld(item, decision.access_class, site.config().site.site.name,
                          site.absolute_url("reading.article", slug=slug))
-    return render_template("article.html", article=item, decision=decision, teaser=teaser,
+    return render_template("reading/article.html", article=item, decision=decision, teaser=teaser,
                            gated=gated, json_ld=ld, meter=decision.meter,
                            explain=explain, porous=porous, gate_copy=paywall.gate_copy(site.rules(), decision))
 
@@ -77,7 +77,7 @@ def _xml_listing(template: str, limit: int, content_type: str):
 @bp.get("/sitemap.xml")
 def sitemap():
     """Every published article's URL and date: never any text."""
-    return _xml_listing("sitemap.xml", 5000, "application/xml")
+    return _xml_listing("reading/sitemap.xml", 5000, "application/xml")
 
 
 @bp.get("/articles/<slug>.json")
@@ -91,7 +91,7 @@ def article_json(slug: str):
 @bp.get("/feed.xml")
 def feed():
     """An RSS feed of titles and deks: never any body text."""
-    return _xml_listing("feed.xml", 30, "application/rss+xml")
+    return _xml_listing("reading/feed.xml", 30, "application/rss+xml")
 
 
 @bp.get("/search")
@@ -102,4 +102,4 @@ def search():
     query = (form.q.data or "").strip()[:200]
     full = site.viewer().tier == "subscriber"
     results = archive.search(get_db(), query, body=full, now=site.now(), page=page) if query else None
-    return render_template("search.html", form=form, results=results, full=full)
+    return render_template("reading/search.html", form=form, results=results, full=full)

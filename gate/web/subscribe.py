@@ -23,7 +23,7 @@ _KEYS = "checkout_keys"
 def plans():
     """The plans and what a subscription gives."""
     cfg = site.config().site
-    return render_template("subscribe.html", plans=cfg.plans, newsletters=cfg.newsletters)
+    return render_template("subscribe/subscribe.html", plans=cfg.plans, newsletters=cfg.newsletters)
 
 
 def _plan(plan_id: str):
@@ -42,7 +42,7 @@ def _fresh_key(form: CheckoutForm) -> None:
 
 def _render(form, plan, status=200):
     included = [item for item in site.config().site.newsletters if item.audience == "subscriber"]
-    return render_template("checkout.html", form=form, plan=plan, included=included,
+    return render_template("subscribe/checkout.html", form=form, plan=plan, included=included,
                            test_cards=billing.TEST_CARDS), status
 
 
@@ -125,5 +125,5 @@ def _guest_checkout(form: CheckoutForm, plan, card, key: str, now):
     elif result.outcome == "known":
         send_magic_link(result.reader, url_for("subscribe.checkout", plan_id=plan.id),
                         reason="checkout_existing")
-    return render_template("checkout_sent.html", email=email, plan=plan)
+    return render_template("subscribe/checkout_sent.html", email=email, plan=plan)
 
