@@ -108,7 +108,7 @@ class Scenario:
 
 def _bare_views(cfg, now: datetime) -> dict[str, SimpleNamespace]:
     """Fixed template context per tier: what gate decides, written down once."""
-    site_info = cfg.site.site
+    site_info = cfg.publication
     rules = cfg.preset(site_info.default_preset)
     nothing = SimpleNamespace(used=0, limit=0, remaining=0, resets_at=None, period=None)
     quota = SimpleNamespace(used=1, limit=3, remaining=2, period="month",
@@ -165,8 +165,8 @@ def bare_app(database: str, secret_key: str):
             app.add_url_rule(rule.rule, endpoint=rule.endpoint, view_func=stub, methods=rule.methods)
     cfg = Config()
     views = _bare_views(cfg, datetime.now(UTC))
-    rules, site_info = views.pop("rules"), cfg.site.site
-    signup_lists = cfg.site.signup_lists
+    rules, site_info = views.pop("rules"), cfg.publication
+    signup_lists = cfg.signup_lists
     html: dict[str, tuple[str, str, str]] = {}
 
     def rendered(body_md: str) -> tuple[str, str, str]:
@@ -331,10 +331,10 @@ def prepare_site(directory: Path) -> dict:
     try:
         now = Clock(db).now()
         seed.seed_articles(db)
-        seed.seed_synthetic(db, 200, cfg.site.site.sections, now)
+        seed.seed_synthetic(db, 200, cfg.publication.sections, now)
         accounts.create(db, READER[0], READER[1], now)
         reader = accounts.create(db, SUBSCRIBER[0], SUBSCRIBER[1], now)
-        subscriptions.grant(db, cfg, reader.id, cfg.site.plans[0].id, now, by="bench")
+        subscriptions.grant(db, cfg, reader.id, cfg.plans[0].id, now, by="bench")
         backup(db, directory / "bare.sqlite")  # the bare app's own copy: a shared file would checkpoint gate's WAL
         slugs = [row[0] for row in db.execute(
             "select slug from articles where access_class = 'metered' and slug not like 'synthetic-%'"

@@ -62,7 +62,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from gate.conf.settings import Config
 
     app.extensions["gate.config"] = Config(app.config["CONFIG_DIR"])
-    _pin_origin(app.config, app.extensions["gate.config"].site.site.base_url)
+    _pin_origin(app.config, app.extensions["gate.config"].publication.base_url)
     if app.config["BASE_URL"]:  # services without Flask (lifecycle mail) build links from it
         app.extensions["gate.config"].origin = app.config["BASE_URL"]
     if env["GATE_RATELIMIT_STORAGE"]:

@@ -98,7 +98,7 @@ def test_reset_demo_asks_first_then_starts_the_class_afresh(admin, app, db, cloc
     assert clock.state().mode == "frozen" and site.active_preset_name(db, Config()) == "hard"
     response = admin.post("/admin/clock/reset", {"confirm": "yes"})
     assert response.status_code == 303
-    assert clock.state().mode == "real" and site.active_preset_name(db, Config()) == Config().site.site.default_preset
+    assert clock.state().mode == "real" and site.active_preset_name(db, Config()) == Config().publication.default_preset
     assert not newsletter.preticked_lesson(db)
     assert [m["how"] for m in map(json.loads, (r[0] for r in db.execute(
         "select data from events where type = 'clock_changed' order by id")))][-1] == "reset"

@@ -38,7 +38,7 @@ def test_signup_records_consent_and_waits_for_confirmation(reader, db):
     signup_with_list(reader, "consent@example.com", next=f"/articles/{METERED}")
     assert status(db, "consent@example.com") == "pending"
     consent = next(db.query("select * from consents"))
-    wording = Config().site.newsletters[0].consent_wording
+    wording = Config().newsletters[0].consent_wording
     assert (consent["action"], consent["wording"], consent["ip"], consent["method"]) == (
         "granted", wording, "203.0.113.9", "signup")
     assert consent["source"] == f"/articles/{METERED}" and consent["at"].startswith("2026-11-28T17:00")
@@ -77,8 +77,7 @@ def test_confirmation_link_lasts_the_configured_days(reader, db, app, monkeypatc
     import time_machine
 
     cfg = app.extensions["gate.config"]
-    mail = cfg.site.mail.model_copy(update={"confirm_days": 2})
-    monkeypatch.setattr(cfg, "site", cfg.site.model_copy(update={"mail": mail}))
+    monkeypatch.setattr(cfg, "mail", cfg.mail.model_copy(update={"confirm_days": 2}))
     with time_machine.travel("2026-11-28 17:00:00+00:00", tick=False):
         signup_with_list(reader, "late@example.com")
         signup_with_list(Reader(app.test_client()), "prompt@example.com")
@@ -99,8 +98,7 @@ def test_tampered_confirmation_link_is_refused(reader, db):
 
 def test_double_opt_in_off_enrolls_at_once(app, reader, db, monkeypatch):
     cfg = app.extensions["gate.config"]
-    monkeypatch.setattr(cfg, "site", cfg.site.model_copy(update={
-        "mail": cfg.site.mail.model_copy(update={"double_opt_in": False})}))
+    monkeypatch.setattr(cfg, "mail", cfg.mail.model_copy(update={"double_opt_in": False}))
     signup_with_list(reader, "direct@example.com")
     assert status(db, "direct@example.com") == "active"
     assert last_mail(db, "direct@example.com", "newsletter_confirmation") is None
@@ -301,8 +299,7 @@ def test_smtp_delivery(app, runner, db, clock, weekly_readers, monkeypatch):
     controller.start()
     try:
         cfg = app.extensions["gate.config"]
-        monkeypatch.setattr(cfg, "site", cfg.site.model_copy(update={
-            "mail": cfg.site.mail.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": port})}))
+        monkeypatch.setattr(cfg, "mail", cfg.mail.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": port}))
         publish(db, "smtp-piece", START + timedelta(hours=1))
         clock.advance(timedelta(hours=2))
         result = runner.invoke(args=["newsletter", "send", WEEKLY])

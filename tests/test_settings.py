@@ -34,18 +34,18 @@ def test_every_shipped_preset_loads(name):
     rules = config.preset(name)
     assert isinstance(rules, Rules)
     assert rules.name == name
-    assert rules.timezone == config.site.site.timezone == "America/New_York"
+    assert rules.timezone == config.publication.timezone == "America/New_York"
     assert rules.title and rules.gate.headline
     assert rules.tiers.subscriber.unlimited
-    assert set(rules.sections) <= set(config.site.site.sections)
+    assert set(rules.sections) <= set(config.publication.sections)
     assert load_preset(CONFIG / "presets" / f"{name}.toml", "UTC").name == name
 
 
 def test_the_site_file_loads():
-    site = Config().site
-    assert site.site.default_preset == "wpr"
-    assert [plan.id for plan in site.plans] == ["monthly", "annual"]
-    assert {letter.audience for letter in site.newsletters} == {"registered", "subscriber"}
+    config = Config()
+    assert config.publication.default_preset == "wpr"
+    assert [plan.id for plan in config.plans] == ["monthly", "annual"]
+    assert {letter.audience for letter in config.newsletters} == {"registered", "subscriber"}
 
 
 def test_an_unknown_preset_name_lists_the_known_ones():
@@ -307,7 +307,7 @@ def test_the_site_file_sets_the_origin_and_the_old_mail_key_is_refused(tmp_path,
     site_file = config_dir / "site.toml"
     text = site_file.read_text()
     site_file.write_text(text.replace("[site]\n", '[site]\nbase_url = "https://paper.example"\n', 1))
-    assert Config(config_dir).site.site.base_url == "https://paper.example"
+    assert Config(config_dir).publication.base_url == "https://paper.example"
     assert create_app(app_config(tmp_path, CONFIG_DIR=str(config_dir)))
     site_file.write_text(text.replace("[site]\n", '[site]\nbase_url = "paper.example"\n', 1))
     with pytest.raises(ConfigError, match="site.base_url: Value error, accepted: an origin like"):

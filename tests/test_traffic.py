@@ -103,8 +103,8 @@ def test_presenters_and_generated_traffic_are_left_out_unless_chosen(app, db, ad
     events.record(db, "article_view", START, reader_id=persona.id, slug=METERED, access="full")  # the presenter as a persona
     Reader(app.test_client()).article(METERED)  # one real visitor
     done = generate(app, db, "wpr", visitors=200, days=7)
-    people = dashboard.metrics(db, month(), {p.id: p for p in cfg.site.plans}, "people")
-    everyone = dashboard.metrics(db, month(), {p.id: p for p in cfg.site.plans}, "all")
+    people = dashboard.metrics(db, month(), {p.id: p for p in cfg.plans}, "people")
+    everyone = dashboard.metrics(db, month(), {p.id: p for p in cfg.plans}, "all")
     assert people["visitors"] == 1 and counts(dashboard.funnel(db, month()))[0] == 1
     assert people["active_subscribers"] == 0 and people["mrr_cents"] == 0  # demo, persona and generated subs
     assert everyone["visitors"] > done.counts["visitors"] >= 100

@@ -57,7 +57,7 @@ def reset_demo(who: str) -> dict:
     clock.reset()
     done = moved(before, "reset", who)
     now = clock.now()
-    site.use_preset(db, cfg, cfg.site.site.default_preset, now, by=who)
+    site.use_preset(db, cfg, cfg.publication.default_preset, now, by=who)
     newsletter.set_preticked_lesson(db, False, now, by=who)
     return done
 

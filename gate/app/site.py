@@ -81,7 +81,7 @@ def active_preset_name(db, cfg: Config) -> str:
     row = db.execute("select value from settings where key = ?", [PRESET_KEY]).fetchone()
     if row and row[0] in cfg.presets:
         return row[0]
-    return cfg.site.site.default_preset
+    return cfg.publication.default_preset
 
 
 def use_preset(db, cfg: Config, name: str, at: datetime, by: str) -> tuple[str, str]:

@@ -212,7 +212,7 @@ class History:
             initial = changes[0].data.get("from")
         else:
             row = self.db.execute("select value from settings where key = 'preset'").fetchone()
-            initial = row[0] if row and row[0] in self.cfg.presets else self.cfg.site.site.default_preset
+            initial = row[0] if row and row[0] in self.cfg.presets else self.cfg.publication.default_preset
         timeline = Timeline(initial)
         for event in changes:
             timeline.add(event.id, event.at, event.data.get("to"))

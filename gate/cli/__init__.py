@@ -59,7 +59,7 @@ def _now() -> datetime:
 
 
 def _tz():
-    return site.config().preset(site.config().site.site.default_preset).tz
+    return site.config().preset(site.config().publication.default_preset).tz
 
 
 # --- db -----------------------------------------------------------------------
@@ -94,7 +94,7 @@ def db_seed(synthetic, schedule):
         newsletter.start_schedule(database, site.config(), _now())
         click.echo(f"Scheduled {upcoming} upcoming articles (they appear as the clock passes them).")
     if synthetic:
-        added = seed.seed_synthetic(database, synthetic, site.config().site.site.sections, _now())
+        added = seed.seed_synthetic(database, synthetic, site.config().publication.sections, _now())
         click.echo(f"Added {added} synthetic articles ({synthetic} requested).")
 
 
@@ -130,7 +130,7 @@ def readers():
 def readers_add(email, password, subscriber, plan, admin):
     """Create an account (or update an existing one)."""
     database, cfg = get_db(), site.config()
-    plan = plan or cfg.site.plans[0].id
+    plan = plan or cfg.plans[0].id
     try:
         subscriptions.plan_terms(cfg, plan)
         address = accounts.normalize_email(email)
@@ -300,7 +300,7 @@ def newsletter_group():
 def newsletter_list():
     """Show each list with its audience, schedule, readers by status and last issue."""
     database = get_db()
-    for item in site.config().site.newsletters:
+    for item in site.config().newsletters:
         counts = dict(database.execute(
             "select status, count(*) from enrollments where list_id = ? group by status", [item.id]))
         last = newsletter.last_issue(database, item.id)

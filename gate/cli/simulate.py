@@ -28,7 +28,7 @@ def _config(config_dir: str | None) -> Config:
 
 def _presets(cfg: Config, names: tuple[str, ...]) -> dict:
     """The named presets (the site's default when none is named), refused if unknown or repeated."""
-    names = names or (cfg.site.site.default_preset,)
+    names = names or (cfg.publication.default_preset,)
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise click.BadParameter(f"{repeated[0]!r} is given more than once", param_hint="'--preset'")
@@ -106,8 +106,8 @@ def simulate(preset_names, readers, days, seed, start_text, population_file, as_
             result = run_simulation(
                 population, presets, readers=readers, days=days, seed=seed,
                 start=datetime.combine(first_day, VISIT_TIME, tzinfo=tz),
-                articles=catalogue(population.articles.count, cfg.site.site.sections),
-                billing=Billing.from_plans(cfg.site.plans), population_path=path,
+                articles=catalogue(population.articles.count, cfg.publication.sections),
+                billing=Billing.from_plans(cfg.plans), population_path=path,
                 progress=bar.update, workers=workers)
         except RuntimeError as error:  # a worker process failed or died
             raise click.ClickException(str(error)) from None

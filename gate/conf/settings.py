@@ -31,8 +31,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class SiteInfo(_Strict):
-    """The publication itself."""
+class Publication(_Strict):
+    """The publication itself: the ``[site]`` section."""
 
     name: str = Field(min_length=1, max_length=80)
     tagline: str = ""
@@ -60,8 +60,8 @@ class SiteInfo(_Strict):
         return ZoneInfo(self.timezone)
 
 
-class Plan(_Strict):
-    """A subscription plan offered on /subscribe."""
+class SubscriptionPlan(_Strict):
+    """A subscription plan offered on /subscribe: one ``[[plans]]`` entry."""
 
     id: str = Field(pattern=r"^[a-z0-9-]+$")
     name: str = Field(min_length=1)
@@ -110,8 +110,8 @@ class Mail(_Strict):
     smtp_password: str = ""
 
 
-class Billing(_Strict):
-    """Dunning: when failed renewals are retried and what happens when retries run out."""
+class DunningPolicy(_Strict):
+    """The ``[billing]`` section: when failed renewals are retried and what happens when retries run out."""
 
     retry_days: list[int] = Field(default_factory=lambda: [1, 3, 5], max_length=10)
     grace_days: int = Field(default=7, ge=0, le=90)
@@ -126,19 +126,14 @@ class Billing(_Strict):
         return days
 
 
-class Site(_Strict):
-    """config/site.toml."""
+class SiteFile(_Strict):
+    """config/site.toml as written: its sections are the fields (read them through :class:`Config`)."""
 
-    site: SiteInfo
-    plans: list[Plan] = Field(min_length=1)
-    billing: Billing = Billing()
+    site: Publication
+    plans: list[SubscriptionPlan] = Field(min_length=1)
+    billing: DunningPolicy = DunningPolicy()
     mail: Mail = Mail()
     newsletters: list[Newsletter] = Field(default_factory=list)
-
-    @property
-    def signup_lists(self) -> list[Newsletter]:
-        """The lists a signup offers, each with its own consent checkbox."""
-        return [item for item in self.newsletters if item.audience == "registered" and item.default_on_signup]
 
     @field_validator("plans", "newsletters")
     @classmethod
@@ -170,13 +165,13 @@ def _read_toml(path: Path) -> dict:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
 
 
-def load_site(path: Path) -> Site:
+def load_site(path: Path) -> SiteFile:
     """Load and validate the site file."""
     data = _read_toml(path)
     if isinstance(data.get("mail"), dict) and "base_url" in data["mail"]:
         raise ConfigError(f"{path}: mail.base_url: moved to [site] base_url (the origin of every link)")
     try:
-        return Site.model_validate(data)
+        return SiteFile.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_explain(path, error)) from None
 
@@ -194,15 +189,20 @@ def load_preset(path: Path, timezone: str) -> Rules:
 
 
 class Config:
-    """The whole validated configuration: the site and every preset."""
+    """The whole validated configuration: the publication, its plans, mail and lists, and every preset."""
 
     def __init__(self, config_dir: Path | None = None) -> None:
         self.dir = Path(config_dir) if config_dir else resource_dir("config")
-        self.site = load_site(self.dir / "site.toml")
+        site_file = load_site(self.dir / "site.toml")
+        self.publication: Publication = site_file.site
+        self.plans: list[SubscriptionPlan] = site_file.plans
+        self.billing: DunningPolicy = site_file.billing
+        self.mail: Mail = site_file.mail
+        self.newsletters: list[Newsletter] = site_file.newsletters
         self.presets = self._load_presets()
         #: The public origin of every link; the app pins it from GATE_BASE_URL and friends.
-        self.origin = self.site.site.base_url or LOCAL_ORIGIN
-        default = self.site.site.default_preset
+        self.origin = self.publication.base_url or LOCAL_ORIGIN
+        default = self.publication.default_preset
         if default not in self.presets:
             raise ConfigError(
                 f"{self.dir / 'site.toml'}: site.default_preset: no preset named {default!r} "
@@ -214,15 +214,15 @@ class Config:
         found, problems = {}, []
         for path in sorted((self.dir / "presets").glob("*.toml")):
             try:
-                rules = load_preset(path, self.site.site.timezone)
+                rules = load_preset(path, self.publication.timezone)
             except ConfigError as error:
                 problems.append(str(error))
                 continue
-            unknown = sorted(set(rules.sections) - set(self.site.site.sections))
+            unknown = sorted(set(rules.sections) - set(self.publication.sections))
             if unknown:
                 problems.append(
                     f"{path}: sections.{unknown[0]}: not a section of this site "
-                    f"(have: {', '.join(self.site.site.sections)})"
+                    f"(have: {', '.join(self.publication.sections)})"
                 )
                 continue
             found[path.stem] = rules
@@ -231,6 +231,11 @@ class Config:
         if not found:
             raise ConfigError(f"{self.dir / 'presets'}: no presets (*.toml) found")
         return found
+
+    @property
+    def signup_lists(self) -> list[Newsletter]:
+        """The lists a signup offers, each with its own consent checkbox."""
+        return [item for item in self.newsletters if item.audience == "registered" and item.default_on_signup]
 
     def preset(self, name: str) -> Rules:
         """A preset by name, with a clear error listing the known ones."""

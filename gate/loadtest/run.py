@@ -174,16 +174,16 @@ def seed_site(database: Path, synthetic: int, subscribers: int) -> None:
     try:
         now = Clock(db).now()
         seed.seed_articles(db)
-        seed.seed_schedule(db, now, cfg.preset(cfg.site.site.default_preset).tz)
+        seed.seed_schedule(db, now, cfg.preset(cfg.publication.default_preset).tz)
         newsletter.start_schedule(db, cfg, now)
         if synthetic:
-            seed.seed_synthetic(db, synthetic, cfg.site.site.sections, now)
+            seed.seed_synthetic(db, synthetic, cfg.publication.sections, now)
         seed.seed_demo_accounts(db, cfg, now)
         for n in range(subscribers):
             email, password = subscriber_account(n)
             reader = accounts.create(db, email, password, now)
             events.record(db, "signup", now, reader_id=reader.id, source="loadtest")
-            subscriptions.grant(db, cfg, reader.id, cfg.site.plans[0].id, now, by="loadtest")
+            subscriptions.grant(db, cfg, reader.id, cfg.plans[0].id, now, by="loadtest")
     finally:
         db.close()
 

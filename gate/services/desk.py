@@ -125,14 +125,14 @@ def publish_through(db, cfg, now: datetime) -> int:
     last = _last_scheduled(db)
     if last is None or last >= now:
         return 0
-    tz = cfg.site.site.tz
+    tz = cfg.publication.tz
     today = now.astimezone(tz).date()
     day = max(last.astimezone(tz).date() + timedelta(days=1), today - timedelta(days=BACKFILL_DAYS))
     rows = []
     while day <= today:
         at = datetime.combine(day, SATURDAY_AT if day.weekday() == 5 else WEEKDAY_AT, tz)
         if day.weekday() != 6 and at <= now:
-            rows.append(piece(day, at, cfg.site.site.sections))
+            rows.append(piece(day, at, cfg.publication.sections))
         day += timedelta(days=1)
     with immediate(db):
         before = db["articles"].count

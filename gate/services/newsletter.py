@@ -36,10 +36,10 @@ class NewsletterError(ValueError):
 
 def get_list(cfg, list_id: str):
     """A configured list by id."""
-    for item in cfg.site.newsletters:
+    for item in cfg.newsletters:
         if item.id == list_id:
             return item
-    known = ", ".join(item.id for item in cfg.site.newsletters)
+    known = ", ".join(item.id for item in cfg.newsletters)
     raise NewsletterError(f"no newsletter called {list_id!r} (have: {known})")
 
 
@@ -120,7 +120,7 @@ def enroll(db, cfg, reader_id: int, list_id: str, now: datetime, *, source: str,
     current = _status(db, reader_id, list_id)
     if current in ("active", "pending"):
         return current
-    status = "pending" if cfg.site.mail.double_opt_in and not verified else "active"
+    status = "pending" if cfg.mail.double_opt_in and not verified else "active"
     with immediate(db):
         record_consent(db, reader_id, list_id, "granted", now, wording=item.consent_wording,
                        source=source, ip=ip, method=method)
@@ -159,7 +159,7 @@ def unsubscribe(db, cfg, reader_id: int, list_id: str, now: datetime, *, method:
 
 def sync_access(db, cfg, reader_id: int, has_access: bool, now: datetime) -> None:
     """Pause subscriber-only lists when access ends; resume them when it returns."""
-    for item in cfg.site.newsletters:
+    for item in cfg.newsletters:
         if item.audience != "subscriber":
             continue
         status = _status(db, reader_id, item.id)
@@ -172,7 +172,7 @@ def sync_access(db, cfg, reader_id: int, has_access: bool, now: datetime) -> Non
 def enroll_subscriber_lists(db, cfg, reader_id: int, now: datetime, *, source: str,
                             ip: str | None) -> None:
     """A new subscription includes the subscriber lists (unless the reader left them)."""
-    for item in cfg.site.newsletters:
+    for item in cfg.newsletters:
         if item.audience == "subscriber" and _status(db, reader_id, item.id) is None:
             with immediate(db):
                 record_consent(db, reader_id, item.id, "granted", now, wording=item.consent_wording,
@@ -258,7 +258,7 @@ def waiting(db, item, now: datetime) -> int:
 def overview(db, cfg, now: datetime) -> list[dict]:
     """Each list with its readers by status, its last issue and what the next one would carry."""
     found = []
-    for item in cfg.site.newsletters:
+    for item in cfg.newsletters:
         counts = dict(db.execute("select status, count(*) from enrollments where list_id = ?"
                                  " group by status", [item.id]).fetchall())
         found.append({"list": item, "counts": counts, "last": last_issue(db, item.id),
@@ -304,7 +304,7 @@ def send_issue(db, cfg, issue: Issue, compose: Compose, has_access: Callable[[in
                 continue
             message_id = mail.queue(db, to=reader["email"], subject=message.subject,
                                     text=message.text, html=message.html, kind=f"newsletter:{item.id}",
-                                    sender=cfg.site.mail.sender, now=issue.scheduled_for, tz=cfg.site.site.tz,
+                                    sender=cfg.mail.sender, now=issue.scheduled_for, tz=cfg.publication.tz,
                                     headers=message.headers)
             db.execute("update deliveries set outbox_id = ? where issue_id = ? and reader_id = ?",
                        [message_id, issue_id, reader["id"]])
@@ -337,7 +337,7 @@ def set_cursor(db, list_id: str, moment: datetime) -> None:
 
 def start_schedule(db, cfg, now: datetime) -> None:
     """Start the schedule of every list that has none yet (a new site sends no backlog)."""
-    for item in cfg.site.newsletters:
+    for item in cfg.newsletters:
         if cursor(db, item.id) is None:
             set_cursor(db, item.id, now)
 
@@ -345,9 +345,9 @@ def start_schedule(db, cfg, now: datetime) -> None:
 def run_schedule(db, cfg, now: datetime, compose: Compose, has_access: Callable[[int], bool],
                  deliver=None) -> list[dict]:
     """Send every issue whose time has come since the schedule last ran, in order."""
-    tz = cfg.site.site.tz
+    tz = cfg.publication.tz
     results = []
-    for item in cfg.site.newsletters:
+    for item in cfg.newsletters:
         start = cursor(db, item.id)
         if start is None:
             set_cursor(db, item.id, now)

@@ -61,7 +61,7 @@ def kind_of(change: Change) -> str | None:
 
 
 def _plan(cfg, plan_id: str):
-    return next((plan for plan in cfg.site.plans if plan.id == plan_id), None)
+    return next((plan for plan in cfg.plans if plan.id == plan_id), None)
 
 
 def _send(db, cfg, sub: Subscription, kind: str, at: datetime, **context) -> int | None:
@@ -71,19 +71,19 @@ def _send(db, cfg, sub: Subscription, kind: str, at: datetime, **context) -> int
     reader = accounts.by_id(db, sub.reader_id)
     if not fresh or reader is None:
         return None
-    tz = cfg.site.site.tz
+    tz = cfg.publication.tz
 
     def day(moment: datetime | None) -> str:
         return moment.astimezone(tz).strftime("%B %-d, %Y") if moment else ""
 
     plan = _plan(cfg, sub.plan_id)
-    values = {"site": cfg.site.site.name, "plan": plan, "plan_name": plan.name if plan else sub.plan_id,
+    values = {"site": cfg.publication.name, "plan": plan, "plan_name": plan.name if plan else sub.plan_id,
               "sub": sub, "day": day, "at": at, "links": _links(cfg), **context}
     text = _templates().get_template(f"email/{kind}.txt").render(values)
     subject = SUBJECTS[kind].format(site=values["site"], date=day(context.get("date")))
     message_id = mail.queue(db, to=reader.email, subject=subject, text=text, html=None,
-                            kind=kind, sender=cfg.site.mail.sender, now=at,
-                            tz=cfg.site.site.tz)
+                            kind=kind, sender=cfg.mail.sender, now=at,
+                            tz=cfg.publication.tz)
     db.execute("update notices set outbox_id = ? where subscription_id = ? and kind = ? and at = ?",
                [message_id, sub.id, kind, to_iso(at)])
     return message_id
@@ -102,7 +102,7 @@ def for_change(db, cfg, sub: Subscription, change: Change, charges: tuple[Charge
         return None
     paid = next((c for c in charges if c.at == change.at and c.outcome == "succeeded"), None)
     failed = next((c for c in charges if c.at == change.at and c.outcome == "failed"), None)
-    policy = cfg.site.billing
+    policy = cfg.billing
     context = {"change": change, "charge": paid or failed}
     if kind == "payment_failed":
         context["grace_ends"] = change.at + timedelta(days=policy.grace_days)

@@ -129,8 +129,8 @@ def reset(db, cfg, rules_of, persona_id: str, now: datetime) -> accounts.Reader 
     if persona_id != "throwaway":  # every other persona is a real reader who clicked our link once
         accounts.mark_verified(db, reader.id, now)
     limit = rules.tiers.registered.limit
-    monthly = next((p.id for p in cfg.site.plans if p.interval == "month"), cfg.site.plans[0].id)
-    trial = next((p.id for p in cfg.site.plans if p.trial_days), monthly)
+    monthly = next((p.id for p in cfg.plans if p.interval == "month"), cfg.plans[0].id)
+    trial = next((p.id for p in cfg.plans if p.trial_days), monthly)
     if persona_id == "one-left" and isinstance(limit, int):
         _spend(db, rules, reader.id, limit - 1, now)
     elif persona_id == "none-left" and isinstance(limit, int):

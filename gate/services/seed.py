@@ -64,7 +64,7 @@ def seed_demo_accounts(db, cfg, now: datetime) -> list[tuple[str, str, str]]:
         if accounts.by_email(db, email) is None:
             reader = accounts.create(db, email, password, now, admin=admin)
             if subscriber:
-                subscriptions.grant(db, cfg, reader.id, cfg.site.plans[0].id, now, by="demo")
+                subscriptions.grant(db, cfg, reader.id, cfg.plans[0].id, now, by="demo")
         role = "admin" if admin else "subscriber" if subscriber else "registered reader"
         created.append((email, password, role))
     return created

@@ -28,13 +28,13 @@ class CheckoutError(ValueError):
 
 def policy(cfg) -> Policy:
     """The dunning policy from config/site.toml."""
-    terms = cfg.site.billing
+    terms = cfg.billing
     return Policy(tuple(terms.retry_days), terms.grace_days, terms.on_retries_exhausted)
 
 
 def plan_terms(cfg, plan_id: str) -> PlanTerms:
     """A configured plan, as the state machine needs it."""
-    for plan in cfg.site.plans:
+    for plan in cfg.plans:
         if plan.id == plan_id:
             return PlanTerms(plan.id, plan.price_cents, plan.currency, plan.interval, plan.trial_days)
     raise CheckoutError(f"There is no plan called {plan_id!r}.")

@@ -139,7 +139,7 @@ def generate(db, cfg, rules: Rules, now: datetime, *, visitors: int, days: int, 
     today = now.astimezone(tz).date()
     start = datetime.combine(today - timedelta(days=days), time(12, 0), tzinfo=tz)
     articles = _articles(db, start)
-    plan = Billing.from_plans(cfg.site.plans)
+    plan = Billing.from_plans(cfg.plans)
     batch = secrets.token_hex(3)
     steps, arms = _play(rules, people, visitors, days, seed, start, articles, plan, batch)
     writer = _Writer(db, cfg, rules, plan.plan, batch, arms)

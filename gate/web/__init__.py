@@ -93,17 +93,17 @@ def _template_globals():
     rules = site.rules()
     viewer = site.viewer()
     state_clock = site.now()
-    cfg = site.config().site
+    cfg = site.config()
     user = current_user._get_current_object()  # the reader itself: templates ask it several things
     return {
         "current_user": user,
-        "site_info": cfg.site,
+        "site_info": cfg.publication,
         "rules": rules,
         "viewer": viewer,
         "meter": paywall.meter_for(rules, viewer, state_clock),
         "site_now": state_clock.astimezone(rules.tz),
         "clock_simulated": site.clock_state().simulated,
-        "sections": cfg.site.sections,
+        "sections": cfg.publication.sections,
         "personas": personas.PERSONAS,
         "current_persona": personas.current(user.email if user.is_authenticated else None),
         "instructor": site.instructor(),  # demo mode: the admin underneath a persona

@@ -37,7 +37,7 @@ def account():
     ]
     db = get_db()
     sub = subscriptions.current(db, current_user.id)
-    plan = next((p for p in site.config().site.plans if sub and p.id == sub.plan_id), None)
+    plan = next((p for p in site.config().plans if sub and p.id == sub.plan_id), None)
     return render_template(
         "account/account.html", reader=current_user, history=history, sub=sub, plan=plan, payments=subscriptions.payments(db, current_user.id),
         grace_ends=subscriptions.grace_end(site.config(), sub),
@@ -73,7 +73,7 @@ def confirm_cancel():
     if sub is None or sub.status not in billing.LIVE:
         flash("You have no active subscription to cancel.", "info")
         return redirect(url_for("account.account"))
-    plan = next((p for p in site.config().site.plans if p.id == sub.plan_id), None)
+    plan = next((p for p in site.config().plans if p.id == sub.plan_id), None)
     return render_template("account/cancel_confirm.html", sub=sub, plan=plan, form=ConfirmForm())
 
 

@@ -89,7 +89,7 @@ def dashboard():
     """Headline numbers, the cohort funnel and daily activity over a range of simulated time."""
     span, audience = _range(), _audience("people")
     db, cfg = get_db(), site.config()
-    plans = {plan.id: plan for plan in cfg.site.plans}
+    plans = {plan.id: plan for plan in cfg.plans}
     funnel = stats.funnel(db, span, audience)
     daily = stats.daily(db, span, site.rules().tz, audience)
     return render_template(
@@ -97,7 +97,7 @@ def dashboard():
         funnel=funnel, funnel_svg=charts.funnel(funnel, "Funnel: visit to subscription"),
         reading_svg=charts.lines(daily, ["views", "gate_impressions", "unlocks"], "Reading per day"),
         money_svg=charts.lines(daily, ["signups", "new_subscriptions", "cancellations"], "Accounts per day"),
-        currency=cfg.site.plans[0].currency, audience=audience, audiences=stats.AUDIENCES,
+        currency=cfg.plans[0].currency, audience=audience, audiences=stats.AUDIENCES,
     )
 
 
@@ -183,7 +183,7 @@ def reset_demo():
               "Readers and their history are kept.", "success")
         return redirect(url_for("admin.clock"), code=303)
     return render_template("admin/reset_confirm.html", form=form,
-                           default=site.config().site.site.default_preset)
+                           default=site.config().publication.default_preset)
 
 
 def _jump_to_boundary():

@@ -61,7 +61,7 @@ def sign_in(reader: accounts.Reader, method: str, remember: bool = False) -> Non
 @ratelimit.sign_in_mail
 def signup():
     """Create an account with an email (password optional) and return to the article."""
-    offered = site.config().site.signup_lists
+    offered = site.config().signup_lists
     form = signup_form(offered, consent_ticked)()
     form.next.data = safe_next(request.args.get("next") if request.method == "GET" else form.next.data)
     if request.method == "GET":
@@ -156,7 +156,7 @@ def send_magic_link(reader: accounts.Reader, next_path: str, reason: str) -> Non
     mail.queue(db, to=reader.email, subject="Your sign-in link for The Meridian",
                text=render_template("email/magic_link.txt", link=link, reason=reason),
                html=None, kind="magic_link", sender="The Meridian <accounts@meridian.example>", now=now,
-               tz=site.config().site.site.tz)
+               tz=site.config().publication.tz)
     events.record(db, "magic_link_sent", now, reader_id=reader.id, reason=reason)
 
 

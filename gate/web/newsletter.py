@@ -35,7 +35,7 @@ def send_confirmation(reader: accounts.Reader, list_ids: list[str], now) -> None
     mail.queue(db, to=reader.email, subject="Please confirm your newsletter subscription",
                text=render_template("email/confirm.txt", link=link, names=names),
                html=render_template("email/confirm.html", link=link, names=names),
-               kind="newsletter_confirmation", sender=cfg.site.mail.sender, now=now, tz=cfg.site.site.tz)
+               kind="newsletter_confirmation", sender=cfg.mail.sender, now=now, tz=cfg.publication.tz)
     events.record(db, "confirmation_sent", now, reader_id=reader.id, lists=list_ids)
 
 
@@ -52,7 +52,7 @@ def compose(item, issue: newsletter.Issue, reader: dict) -> newsletter.Message:
     ]
     context = {"list": item, "issue": issue, "articles": articles, "unsubscribe": unsubscribe,
                "preferences": site.absolute_url("newsletter.preferences"),
-               "site_name": site.config().site.site.name}
+               "site_name": site.config().publication.name}
     headers = {
         "List-Id": f"{item.name} <{item.id}.lists.meridian.example>",
         "List-Unsubscribe": f"<{unsubscribe}>, <{mailto}>",
@@ -74,9 +74,9 @@ def access_check(db, cfg, now):
 
 def deliverer(db, cfg):
     """Hand each queued newsletter to SMTP when it is configured."""
-    if not cfg.site.mail.smtp_host:
+    if not cfg.mail.smtp_host:
         return None
-    return lambda message_id: mail.deliver(db, cfg.site.mail, message_id)
+    return lambda message_id: mail.deliver(db, cfg.mail, message_id)
 
 
 def run_due(now) -> list[dict]:
@@ -117,7 +117,7 @@ def preferences():
         _change(request.form.get("list", ""), request.form.get("action"), now)
         return redirect(url_for("newsletter.preferences"), code=303)
     mine = newsletter.enrollments(db, current_user.id)
-    return render_template("newsletter/newsletters.html", lists=cfg.site.newsletters, mine=mine, form=form,
+    return render_template("newsletter/newsletters.html", lists=cfg.newsletters, mine=mine, form=form,
                            history=newsletter.consents(db, current_user.id))
 
 
@@ -150,7 +150,7 @@ def _change(list_id: str, action: str | None, now) -> None:
 def confirm(token: str):
     """GET shows a button (mail scanners prefetch links); only the POST confirms."""
     data = tokens.load(current_app.secret_key, "newsletter-confirm", token,
-                       max_age=site.config().site.mail.confirm_days * 24 * 3600)
+                       max_age=site.config().mail.confirm_days * 24 * 3600)
     if not isinstance(data, dict) or not isinstance(data.get("l"), list):
         return render_template("newsletter/newsletter_link_invalid.html"), 400
     cfg = site.config()
@@ -166,7 +166,7 @@ def confirm(token: str):
 
 
 def _known(cfg, list_id) -> bool:
-    return any(item.id == list_id for item in cfg.site.newsletters)
+    return any(item.id == list_id for item in cfg.newsletters)
 
 
 @bp.route("/newsletter/unsubscribe/<token>", methods=["GET", "POST"])

@@ -20,7 +20,7 @@ bp = Blueprint("reading", __name__)
 def index():
     """The front page: the lead story, the latest analysis, and each section."""
     latest = access.latest(limit=13)
-    by_section = {name: access.latest(limit=4, section=name) for name in site.config().site.site.sections}
+    by_section = {name: access.latest(limit=4, section=name) for name in site.config().publication.sections}
     return render_template("reading/index.html", lead=latest[0] if latest else None,
                            latest=latest[1:], by_section=by_section)
 
@@ -28,7 +28,7 @@ def index():
 @bp.get("/sections/<name>")
 def section(name: str):
     """All published articles in one section, newest first."""
-    if name not in site.config().site.site.sections:
+    if name not in site.config().publication.sections:
         abort(404, description=f"There is no section called {name!r}.")
     page = access.int_arg("page", 1, 1, 100_000)
     articles = access.latest(limit=21, section=name, offset=(page - 1) * 20)
@@ -48,7 +48,7 @@ def article(slug: str):
     # The bypass-lab preset (UNSAFE, for teaching) sends the gated text anyway, hidden by script.
     porous = decision.access == "teaser" and site.rules().porous
     gated = content.gated_html(item, paragraphs) if decision.access == "full" or porous else None
-    ld = content.json_ld(item, decision.access_class, site.config().site.site.name,
+    ld = content.json_ld(item, decision.access_class, site.config().publication.name,
                          site.absolute_url("reading.article", slug=slug))
     return render_template("reading/article.html", article=item, decision=decision, teaser=teaser,
                            gated=gated, json_ld=ld, meter=decision.meter,

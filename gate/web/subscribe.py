@@ -22,12 +22,12 @@ _KEYS = "checkout_keys"
 @bp.get("/subscribe")
 def plans():
     """The plans and what a subscription gives."""
-    cfg = site.config().site
+    cfg = site.config()
     return render_template("subscribe/subscribe.html", plans=cfg.plans, newsletters=cfg.newsletters)
 
 
 def _plan(plan_id: str):
-    for plan in site.config().site.plans:
+    for plan in site.config().plans:
         if plan.id == plan_id:
             return plan
     abort(404, description=f"There is no plan called {plan_id!r}.")
@@ -41,7 +41,7 @@ def _fresh_key(form: CheckoutForm) -> None:
 
 
 def _render(form, plan, status=200):
-    included = [item for item in site.config().site.newsletters if item.audience == "subscriber"]
+    included = [item for item in site.config().newsletters if item.audience == "subscriber"]
     return render_template("subscribe/checkout.html", form=form, plan=plan, included=included,
                            test_cards=billing.TEST_CARDS), status
 
