@@ -12,10 +12,11 @@ from datetime import datetime
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from gate.rules import periods
 from gate.rules.experiments import Experiment
+from gate.rules.model import GateStyle, Limit, Strict
 
 Tier = Literal["anonymous", "registered", "subscriber"]
 AccessClass = Literal["metered", "free", "premium"]
@@ -30,16 +31,10 @@ def unique_ids(items: list, what: str) -> list:
     return items
 
 
-class _Strict(BaseModel):
-    """Base for rule models: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class TierRule(_Strict):
+class TierRule(Strict):
     """What one viewer tier may read of metered articles."""
 
-    limit: int | Literal["unlimited"] = Field(default=0)
+    limit: Limit = Field(default=0)
     period: str = "month"
     mode: Literal["choice", "auto"] = "choice"
     unlock_lasts: Literal["period", "forever"] = "period"
@@ -78,7 +73,7 @@ class TierRule(_Strict):
         return self.limit == "unlimited"
 
 
-class Tiers(_Strict):
+class Tiers(Strict):
     """The rule for each tier."""
 
     anonymous: TierRule = TierRule()
@@ -102,16 +97,16 @@ class Tiers(_Strict):
         return value
 
 
-class GateCopy(_Strict):
+class GateCopy(Strict):
     """How the gate looks and what it says."""
 
-    style: Literal["inline", "modal", "banner"] = "inline"
+    style: GateStyle = "inline"
     headline: str = Field(default="Keep reading for free", min_length=1, max_length=120)
     body: str = Field(default="", max_length=500)
     subscribe_line: str = Field(default="Or, subscribe now to get full access.", max_length=200)
 
 
-class Rules(_Strict):
+class Rules(Strict):
     """A paywall preset: the gate's rules, as loaded from config/presets/NAME.toml."""
 
     name: str = Field(min_length=1)
