@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from gate.audit.history import LIVE_ACCESS, Event, History, Timeline, Unlock, parse_json, parse_time
+from gate.audit.history import Event, History, Timeline, Unlock, parse_json, parse_time
 from gate.rules import billing, periods
 from gate.rules.paywall import Reason, Rules
 from gate.rules.timeutil import from_iso
@@ -269,7 +269,7 @@ def _impossible_state(sub: dict) -> str | None:
     if status not in _STATUSES:
         return f"unknown status {status!r}"
     start, end = parse_time(sub["current_period_start"]), parse_time(sub["current_period_end"])
-    if status in LIVE_ACCESS and (start is None or end is None or end <= start):
+    if status in billing.PAID_UP and (start is None or end is None or end <= start):
         return f"{status} with period {sub['current_period_start']} to {sub['current_period_end']}"
     if status == "past_due" and not sub["past_due_since"]:
         return "past_due without past_due_since"
