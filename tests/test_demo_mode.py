@@ -137,22 +137,14 @@ def test_explain_for_every_reason_code(app, runner, db):
 
 
 def engine_reason_codes() -> set[str]:
-    """The reason codes written in paywall.decide: verdict()'s second argument, and `reason = a if … else b`."""
+    """The reason codes written in paywall.decide: every ``Reason.X`` its source names."""
     import ast
     import inspect
 
     from gate.rules import paywall
 
-    codes = set()
-    for node in ast.walk(ast.parse(inspect.getsource(paywall.decide))):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "verdict":
-            choices = [node.args[1]]
-        elif isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "reason" for t in node.targets):
-            choices = [node.value.body, node.value.orelse] if isinstance(node.value, ast.IfExp) else [node.value]
-        else:
-            continue
-        codes |= {choice.value for choice in choices if isinstance(choice, ast.Constant)}
-    return codes
+    return {paywall.Reason[node.attr].value for node in ast.walk(ast.parse(inspect.getsource(paywall.decide)))
+            if isinstance(node, ast.Attribute) and getattr(node.value, "id", None) == "Reason"}
 
 
 def test_explain_names_the_window_in_the_site_time_zone(reader):
@@ -408,4 +400,4 @@ def test_lapsed_persona_paid_only_for_the_time_it_was_served(demo, db):
 def test_every_reason_code_has_words(app):
     from gate.rules import paywall
 
-    assert set(paywall.REASON_LABELS) == engine_reason_codes()
+    assert set(paywall.REASON_LABELS) == set(paywall.Reason) == engine_reason_codes()

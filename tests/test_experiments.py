@@ -34,7 +34,7 @@ from gate.rules.experiments import (
     two_sided_p,
     wilson_interval,
 )
-from gate.rules.paywall import Viewer, decide
+from gate.rules.paywall import Offer, Reason, Viewer, decide
 
 FAST = settings(max_examples=150, deadline=None)
 STANDARD_NORMAL = NormalDist()
@@ -241,10 +241,10 @@ def test_control_gets_the_rules_unchanged(wpr):
 def test_an_applied_limit_changes_the_decision(wpr):
     viewer = Viewer("anonymous", "visitor-1")
     now = datetime(2026, 11, 28, 12, tzinfo=timezone.utc)
-    assert decide(wpr, viewer, Article(), now).reason == "registration_required"
+    assert decide(wpr, viewer, Article(), now).reason == Reason.REGISTRATION_REQUIRED
     generous = apply(wpr, Variant(id="one-free", weight=1, anonymous_limit=1))
     decision = decide(generous, viewer, Article(), now)
-    assert (decision.reason, decision.offer, decision.meter.limit) == ("meter_available", "unlock", 1)
+    assert (decision.reason, decision.offer, decision.meter.limit) == (Reason.METER_AVAILABLE, Offer.UNLOCK, 1)
 
 
 # -- normal quantile ----------------------------------------------------------

@@ -9,6 +9,7 @@ recomputed from the rules, so a change to decide or to a preset shows up here.
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
@@ -18,7 +19,7 @@ import pytest
 
 from gate.conf.settings import Config
 from gate.rules import paywall
-from gate.rules.paywall import Decision, Rules, Spend, Viewer, decide, meter_for
+from gate.rules.paywall import Decision, Offer, Reason, Rules, Spend, Viewer, decide, meter_for
 from gate.storage.quota import MemoryQuotaStore, unlock
 
 UTC = timezone.utc
@@ -64,10 +65,10 @@ def test_every_preset_is_tested(config):
 
 #: (access, reason, offer) for an unproven registered reader's metered article under metered-verified.
 UNPROVEN = {
-    "none": ("teaser", "verification_required", "verify"),
-    "some": ("teaser", "verification_required", "verify"),  # spends moved from the anonymous meter
-    "exhausted": ("teaser", "meter_exhausted", "subscribe"),
-    "unlocked": ("full", "already_unlocked", None),
+    "none": ("teaser", Reason.VERIFICATION_REQUIRED, Offer.VERIFY),
+    "some": ("teaser", Reason.VERIFICATION_REQUIRED, Offer.VERIFY),  # spends moved from the anonymous meter
+    "exhausted": ("teaser", Reason.METER_EXHAUSTED, Offer.SUBSCRIBE),
+    "unlocked": ("full", Reason.ALREADY_UNLOCKED, None),
 }
 
 
@@ -87,7 +88,7 @@ def test_an_unlimited_registered_tier_can_require_a_proven_address():
     rules = Rules(name="x", title="x", tiers={"anonymous": {"limit": 0},
                                                "registered": {"limit": "unlimited", "require_verified": True}})
     decision = decide(rules, Viewer("registered", "reader:1", verified=False), Article(SLUG, "Diplomacy", "metered"), NOW)
-    assert (decision.access, decision.reason, decision.offer) == ("teaser", "verification_required", "verify")
+    assert (decision.access, decision.reason, decision.offer) == ("teaser", Reason.VERIFICATION_REQUIRED, Offer.VERIFY)
 
 
 @pytest.mark.parametrize("tier", ["anonymous", "subscriber"])
@@ -148,50 +149,50 @@ METERS = {
     **{(preset, "subscriber"): dict.fromkeys(STATES, (0, None, None)) for preset in PRESETS},
 }
 
-AVAILABLE_CHOICE = ("teaser", "meter_available", "unlock", False)
-AVAILABLE_AUTO = ("full", "meter_available", None, True)
-REREAD = ("full", "already_unlocked", None, False)
+AVAILABLE_CHOICE = ("teaser", Reason.METER_AVAILABLE, Offer.UNLOCK, False)
+AVAILABLE_AUTO = ("full", Reason.METER_AVAILABLE, None, True)
+REREAD = ("full", Reason.ALREADY_UNLOCKED, None, False)
 
 #: (access, reason, offer, spend) for a metered article, per preset, tier and state.
 METERED = {
-    ("wpr", "anonymous"): dict.fromkeys(STATES, ("teaser", "registration_required", "register", False)),
+    ("wpr", "anonymous"): dict.fromkeys(STATES, ("teaser", Reason.REGISTRATION_REQUIRED, Offer.REGISTER, False)),
     ("wpr", "registered"): {
         "none": AVAILABLE_CHOICE,
         "some": AVAILABLE_CHOICE,
-        "exhausted": ("teaser", "meter_exhausted", "subscribe", False),
+        "exhausted": ("teaser", Reason.METER_EXHAUSTED, Offer.SUBSCRIBE, False),
         "unlocked": REREAD,
     },
     ("metered", "anonymous"): {
         "none": AVAILABLE_AUTO,
         "some": AVAILABLE_AUTO,
         # Five free articles spent: signing up gives ten, so offer that first.
-        "exhausted": ("teaser", "meter_exhausted", "register", False),
+        "exhausted": ("teaser", Reason.METER_EXHAUSTED, Offer.REGISTER, False),
         "unlocked": REREAD,
     },
     ("metered", "registered"): {
         "none": AVAILABLE_AUTO,
         "some": AVAILABLE_AUTO,
-        "exhausted": ("teaser", "meter_exhausted", "subscribe", False),
+        "exhausted": ("teaser", Reason.METER_EXHAUSTED, Offer.SUBSCRIBE, False),
         "unlocked": REREAD,
     },
     # Signing up to a hard paywall gives nothing more: offer the subscription.
-    ("hard", "anonymous"): dict.fromkeys(STATES, ("teaser", "subscribers_only", "subscribe", False)),
-    ("hard", "registered"): dict.fromkeys(STATES, ("teaser", "subscribers_only", "subscribe", False)),
-    ("freemium", "anonymous"): dict.fromkeys(STATES, ("full", "tier_unlimited", None, False)),
-    ("freemium", "registered"): dict.fromkeys(STATES, ("full", "tier_unlimited", None, False)),
-    ("registration-wall", "anonymous"): dict.fromkeys(STATES, ("teaser", "registration_required", "register", False)),
-    ("registration-wall", "registered"): dict.fromkeys(STATES, ("full", "tier_unlimited", None, False)),
+    ("hard", "anonymous"): dict.fromkeys(STATES, ("teaser", Reason.SUBSCRIBERS_ONLY, Offer.SUBSCRIBE, False)),
+    ("hard", "registered"): dict.fromkeys(STATES, ("teaser", Reason.SUBSCRIBERS_ONLY, Offer.SUBSCRIBE, False)),
+    ("freemium", "anonymous"): dict.fromkeys(STATES, ("full", Reason.TIER_UNLIMITED, None, False)),
+    ("freemium", "registered"): dict.fromkeys(STATES, ("full", Reason.TIER_UNLIMITED, None, False)),
+    ("registration-wall", "anonymous"): dict.fromkeys(STATES, ("teaser", Reason.REGISTRATION_REQUIRED, Offer.REGISTER, False)),
+    ("registration-wall", "registered"): dict.fromkeys(STATES, ("full", Reason.TIER_UNLIMITED, None, False)),
 }
 
 
 def expected(preset: str, tier: str, cls: str, state: str) -> tuple:
     """The row's (access, reason, offer, spend)."""
     if tier == "subscriber":
-        return ("full", "subscriber", None, False)
+        return ("full", Reason.SUBSCRIBER, None, False)
     if cls == "free":
-        return ("full", "free_article", None, False)
+        return ("full", Reason.FREE_ARTICLE, None, False)
     if cls == "premium":
-        return ("teaser", "premium_only", "subscribe", False)
+        return ("teaser", Reason.PREMIUM_ONLY, Offer.SUBSCRIBE, False)
     return METERED[preset, tier][state]
 
 
@@ -247,16 +248,16 @@ def test_choice_mode_offers_unlock_and_never_spends(config):
         spends = tuple(Spend(f"s{n}", NOW - timedelta(hours=n + 1)) for n in range(count))
         decision = decide(rules, Viewer("registered", "m", spends), article_for("wpr", "metered"), NOW)
         assert decision.spend is False
-        assert decision.offer == ("unlock" if count < 3 else "subscribe")
+        assert decision.offer == (Offer.UNLOCK if count < 3 else Offer.SUBSCRIBE)
 
 
 def test_auto_mode_counts_the_view(config):
     rules = config.preset("metered")
     decision = decide(rules, Viewer("registered", "m"), article_for("metered", "metered"), NOW)
-    assert (decision.access, decision.reason, decision.spend) == ("full", "meter_available", True)
+    assert (decision.access, decision.reason, decision.spend) == ("full", Reason.METER_AVAILABLE, True)
     choice = rules_with(config, "metered", mode="choice")
     decision = decide(choice, Viewer("registered", "m"), article_for("metered", "metered"), NOW)
-    assert (decision.access, decision.offer, decision.spend) == ("teaser", "unlock", False)
+    assert (decision.access, decision.offer, decision.spend) == ("teaser", Offer.UNLOCK, False)
 
 
 @pytest.mark.parametrize("preset", ["wpr", "metered"])
@@ -267,10 +268,10 @@ def test_rereading_an_unlocked_article_is_free_even_when_exhausted(config, prese
     spends += (Spend(SLUG, NOW - timedelta(minutes=5)),)
     viewer = Viewer("registered", "m", spends)
     again = decide(rules, viewer, article_for(preset, "metered"), NOW)
-    assert (again.access, again.reason, again.spend) == ("full", "already_unlocked", False)
+    assert (again.access, again.reason, again.spend) == ("full", Reason.ALREADY_UNLOCKED, False)
     assert again.meter.remaining == 0
     other = decide(rules, viewer, article_for(preset, "metered", "another"), NOW)
-    assert (other.access, other.reason) == ("teaser", "meter_exhausted")
+    assert (other.access, other.reason) == ("teaser", Reason.METER_EXHAUSTED)
 
 
 #: Halloween 23:30 in New York is already November 1 in UTC, but October on the site.
@@ -280,8 +281,8 @@ HALLOWEEN = datetime(2026, 10, 31, 23, 30, tzinfo=NY)
 @pytest.mark.parametrize(
     "lasts, access, reason, offer",
     [
-        ("forever", "full", "already_unlocked", None),
-        ("period", "teaser", "meter_available", "unlock"),
+        ("forever", "full", Reason.ALREADY_UNLOCKED, None),
+        ("period", "teaser", Reason.METER_AVAILABLE, Offer.UNLOCK),
     ],
 )
 def test_unlock_lasts_across_a_month_boundary(config, lasts, access, reason, offer):
@@ -293,7 +294,7 @@ def test_unlock_lasts_across_a_month_boundary(config, lasts, access, reason, off
     assert (decision.meter.used, decision.meter.remaining) == (0, 3)
     # Within October, both rules say it is unlocked.
     october = decide(rules, viewer, article_for("wpr", "metered"), HALLOWEEN + timedelta(minutes=10))
-    assert october.reason == "already_unlocked"
+    assert october.reason == Reason.ALREADY_UNLOCKED
     assert october.meter.used == 1
 
 
@@ -315,9 +316,9 @@ def test_spends_stamped_after_now_still_count(config):
     rules = config.preset("wpr")
     viewer = Viewer("registered", "m", (Spend(SLUG, NOW + timedelta(seconds=1)),))
     decision = decide(rules, viewer, article_for("wpr", "metered"), NOW)
-    assert (decision.reason, decision.meter.used) == ("already_unlocked", 1)
+    assert (decision.reason, decision.meter.used) == (Reason.ALREADY_UNLOCKED, 1)
     other = decide(rules, viewer, article_for("wpr", "metered", "another"), NOW)
-    assert (other.reason, other.meter.used, other.meter.remaining) == ("meter_available", 1, 2)
+    assert (other.reason, other.meter.used, other.meter.remaining) == (Reason.METER_AVAILABLE, 1, 2)
 
 
 def test_same_article_spent_twice_counts_once(config):
@@ -346,12 +347,12 @@ def test_meter_resets_at_the_next_local_month_start(config, now, resets):
 @pytest.mark.parametrize(
     "section, own_class, access, reason",
     [
-        ("Diplomacy", "metered", "full", "free_article"),
-        ("Climate", "premium", "full", "free_article"),
-        ("Economy", "free", "teaser", "premium_only"),
-        ("Technology", "metered", "teaser", "premium_only"),
-        ("Letters", "premium", "teaser", "premium_only"),
-        ("Letters", "free", "full", "free_article"),
+        ("Diplomacy", "metered", "full", Reason.FREE_ARTICLE),
+        ("Climate", "premium", "full", Reason.FREE_ARTICLE),
+        ("Economy", "free", "teaser", Reason.PREMIUM_ONLY),
+        ("Technology", "metered", "teaser", Reason.PREMIUM_ONLY),
+        ("Letters", "premium", "teaser", Reason.PREMIUM_ONLY),
+        ("Letters", "free", "full", Reason.FREE_ARTICLE),
     ],
 )
 def test_freemium_sections_override_the_article_class(config, section, own_class, access, reason):
@@ -373,7 +374,7 @@ def test_sections_only_override_in_presets_that_set_them(config):
 
 @pytest.mark.parametrize(
     "preset, offer",
-    [("wpr", "register"), ("registration-wall", "register"), ("metered", "register"), ("hard", "subscribe")],
+    [("wpr", Offer.REGISTER), ("registration-wall", Offer.REGISTER), ("metered", Offer.REGISTER), ("hard", Offer.SUBSCRIBE)],
 )
 def test_anonymous_is_offered_registration_only_when_it_helps(config, preset, offer):
     rules = config.preset(preset)
@@ -383,7 +384,7 @@ def test_anonymous_is_offered_registration_only_when_it_helps(config, preset, of
     assert decision.access == "teaser"
     assert decision.offer == offer
     registered = decide(rules, replace(viewer, tier="registered"), article_for(preset, "metered"), NOW)
-    assert registered.offer != "register"
+    assert registered.offer != Offer.REGISTER
 
 
 def test_trace_explains_the_decision(config):
@@ -407,11 +408,11 @@ def test_unlock_spends_at_most_the_limit(config):
         decision, spent = unlock(store, rules, replace(viewer, spends=store.spends("reader:1")), article, NOW)
         results.append((decision.reason, spent, decision.meter.remaining))
     assert results == [
-        ("meter_available", True, 2),
-        ("meter_available", True, 1),
-        ("meter_available", True, 0),
-        ("meter_exhausted", False, 0),
-        ("meter_exhausted", False, 0),
+        (Reason.METER_AVAILABLE, True, 2),
+        (Reason.METER_AVAILABLE, True, 1),
+        (Reason.METER_AVAILABLE, True, 0),
+        (Reason.METER_EXHAUSTED, False, 0),
+        (Reason.METER_EXHAUSTED, False, 0),
     ]
     assert [s.slug for s in store.spends("reader:1")] == ["a0", "a1", "a2"]
 
@@ -423,7 +424,7 @@ def test_double_unlock_spends_once(config):
     first, spent_first = unlock(store, rules, stale, article, NOW)
     second, spent_second = unlock(store, rules, stale, article, NOW)
     assert (spent_first, spent_second) == (True, False)
-    assert (first.reason, second.reason) == ("meter_available", "already_unlocked")
+    assert (first.reason, second.reason) == (Reason.METER_AVAILABLE, Reason.ALREADY_UNLOCKED)
     assert first.access == second.access == "full"
     assert second.meter.used == 1
     assert len(store.spends("reader:1")) == 1
@@ -455,7 +456,7 @@ def test_unlock_when_exhausted_is_refused(config):
         unlock(store, rules, Viewer("registered", "r"), article_for("wpr", "metered", f"a{n}"), NOW)
     viewer = Viewer("registered", "r", store.spends("r"))
     decision, spent = unlock(store, rules, viewer, article_for("wpr", "metered"), NOW)
-    assert (decision.access, decision.reason, decision.offer) == ("teaser", "meter_exhausted", "subscribe")
+    assert (decision.access, decision.reason, decision.offer) == ("teaser", Reason.METER_EXHAUSTED, Offer.SUBSCRIBE)
     assert spent is False
     assert len(store.spends("r")) == 3
 
@@ -463,11 +464,11 @@ def test_unlock_when_exhausted_is_refused(config):
 @pytest.mark.parametrize(
     "preset, tier, cls, reason",
     [
-        ("wpr", "anonymous", "metered", "registration_required"),
-        ("hard", "registered", "metered", "subscribers_only"),
-        ("wpr", "registered", "free", "free_article"),
-        ("wpr", "registered", "premium", "premium_only"),
-        ("wpr", "subscriber", "metered", "subscriber"),
+        ("wpr", "anonymous", "metered", Reason.REGISTRATION_REQUIRED),
+        ("hard", "registered", "metered", Reason.SUBSCRIBERS_ONLY),
+        ("wpr", "registered", "free", Reason.FREE_ARTICLE),
+        ("wpr", "registered", "premium", Reason.PREMIUM_ONLY),
+        ("wpr", "subscriber", "metered", Reason.SUBSCRIBER),
     ],
 )
 def test_unlock_spends_nothing_where_the_meter_does_not_apply(config, preset, tier, cls, reason):
@@ -480,7 +481,7 @@ def test_unlock_spends_nothing_where_the_meter_does_not_apply(config, preset, ti
 def test_auto_mode_view_spends_through_unlock(config):
     rules, store = config.preset("metered"), MemoryQuotaStore()
     decision, spent = unlock(store, rules, Viewer("anonymous", "v"), article_for("metered", "metered"), NOW)
-    assert spent and decision.reason == "meter_available" and decision.access == "full"
+    assert spent and decision.reason == Reason.METER_AVAILABLE and decision.access == "full"
     assert decision.meter.used == 1 and decision.meter.remaining == 4
 
 
@@ -501,3 +502,62 @@ def test_module_exports_match_the_design():
     assert {"access", "reason", "offer", "meter", "tier", "access_class"} <= set(
         decide(Config().preset("wpr"), Viewer("anonymous", "v"), article_for("wpr", "free"), NOW).as_dict()
     )
+
+
+def test_every_reason_and_offer_has_words():
+    """Explain shows every code in words: a Reason or Offer added without them fails here."""
+    assert set(paywall.REASON_LABELS) == set(Reason)
+    assert set(paywall.OFFER_WHY) == {*Offer, None}
+    assert all(paywall.REASON_LABELS.values()) and all(paywall.OFFER_WHY.values())
+    assert all(paywall.reason_label(reason) == paywall.REASON_LABELS[reason] for reason in Reason)
+
+
+def test_decide_speaks_only_the_shared_vocabulary(config):
+    """Over every shipped preset, tier, class, meter state and proof, decide gives Reason and Offer members, and all of them."""
+    reasons, offers = set(), set()
+    for rules, tier, cls, state, verified in itertools.product(
+            config.presets.values(), TIERS, CLASSES, STATES, (True, False)):
+        limit = rules.tier(tier).limit
+        viewer = Viewer(tier, "m", spends_for(state, None if limit == "unlimited" else limit),
+                        verified=verified or tier != "registered")
+        decision = decide(rules, viewer, article_for(rules.name, cls), NOW)
+        assert type(decision.reason) is Reason
+        assert decision.offer is None or type(decision.offer) is Offer
+        assert f'"reason": "{decision.reason.value}"' in json.dumps(decision.as_dict())  # the wire keeps the code
+        reasons.add(decision.reason)
+        offers.add(decision.offer)
+    assert reasons == set(Reason)
+    assert offers == {*Offer, None}
+
+
+def template_codes() -> dict[str, set]:
+    """Every literal a template compares ``decision.<field>`` with, by field."""
+    from jinja2 import Environment, nodes
+
+    from gate.conf.resources import resource_dir
+
+    found: dict[str, set] = {}
+    for path in resource_dir("templates").rglob("*.html"):
+        for compare in Environment().parse(path.read_text()).find_all(nodes.Compare):
+            left = compare.expr
+            if isinstance(left, nodes.Getattr) and getattr(left.node, "name", None) == "decision":
+                for op in compare.ops:
+                    consts = [op.expr] if isinstance(op.expr, nodes.Const) else op.expr.find_all(nodes.Const)
+                    found.setdefault(left.attr, set()).update(const.value for const in consts)
+    return found
+
+
+def test_templates_compare_decisions_with_known_codes():
+    """Templates stay plain Jinja; a misspelt or retired reason or offer there would silently never match."""
+    codes = template_codes()
+    assert codes["reason"] and codes["reason"] <= set(Reason)
+    assert codes["offer"] and codes["offer"] <= set(Offer)
+    assert codes["access"] <= {"full", "teaser"}
+
+
+def test_the_api_docs_name_every_reason_and_offer():
+    """docs/api.md is where API clients learn the codes: each one the engine gives is listed there."""
+    from gate.conf.resources import PACKAGE
+
+    text = (PACKAGE.parent / "docs" / "api.md").read_text()
+    assert [code for code in (*Reason, *Offer) if f"`{code}`" not in text] == []

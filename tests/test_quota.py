@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from gate.rules.paywall import Spend, Viewer
+from gate.rules.paywall import Reason, Spend, Viewer
 from gate.simulate.runner import PruningStore
 from gate.storage.db import connect, open_site_db
 from gate.storage.quota import MemoryQuotaStore, SQLiteQuotaStore
@@ -151,6 +151,6 @@ def test_a_stale_snapshot_and_a_later_clock_still_cannot_over_grant(tmp_path):
         slug, section, access_class = "d", "Economy", "metered"
 
     decision, spent = quota.unlock(store, rules, Viewer("registered", "reader:1"), Article, T0)
-    assert spent is False and decision.reason == "meter_exhausted"
+    assert spent is False and decision.reason == Reason.METER_EXHAUSTED
     assert len(store.spends("reader:1")) == 3
     db.close()

@@ -22,6 +22,7 @@ from gate.cli.simulate import simulate as simulate_command
 from gate.conf.resources import resource_dir
 from gate.conf.settings import Config, ConfigError
 from gate.rules import periods
+from gate.rules.paywall import Reason
 from gate.services.content import Article
 from gate.simulate import runner as sim
 from gate.simulate.population import Crowd, load_population
@@ -167,8 +168,8 @@ def test_simulator_and_site_make_the_same_decisions(app, db, clock, runner, cfg,
     expected = [(s.day, s.reader, s.kind, s.slug, s.access, s.reason, s.offer)
                 for s in steps if s.kind in ("view", "unlock")]
     reasons = {step[5] for step in expected}
-    assert {"already_unlocked", "meter_available", "meter_exhausted", "premium_only",
-            "free_article", "subscriber"} <= reasons
+    assert {Reason.ALREADY_UNLOCKED, Reason.METER_AVAILABLE, Reason.METER_EXHAUSTED, Reason.PREMIUM_ONLY,
+            Reason.FREE_ARTICLE, Reason.SUBSCRIBER} <= reasons
     assert _replay(app, clock, steps) == expected
 
 
@@ -335,7 +336,7 @@ def test_rules_shape_the_funnel(cfg, tmp_path):
     decisions = [step for step in steps if step.kind in ("view", "unlock")]
     subscribers = [step for step in decisions if step.tier == "subscriber"]
     assert subscribers and all(step.access == "full" for step in subscribers)
-    assert all(step.access == "full" for step in decisions if step.reason == "free_article")
+    assert all(step.access == "full" for step in decisions if step.reason == Reason.FREE_ARTICLE)
 
 
 def test_churned_subscribers_lapse_to_registered_and_revenue_follows_the_plan(cfg, tmp_path):

@@ -17,9 +17,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from gate.audit.history import LIVE_ACCESS, Event, History, Timeline, Unlock, parse_json, parse_time
+from gate.audit.history import Event, History, Timeline, Unlock, parse_json, parse_time
 from gate.rules import billing, periods
-from gate.rules.paywall import Rules
+from gate.rules.paywall import Reason, Rules
 from gate.rules.timeutil import from_iso
 
 #: Every kind of violation, with what it means.
@@ -44,8 +44,9 @@ KINDS = {
     "signup_mismatch": "A reader without exactly one signup event, or a signup event naming no reader.",
 }
 #: Reasons that justify full access (see gate.rules.paywall.decide).
-FULL_REASONS = ("subscriber", "free_article", "tier_unlimited", "already_unlocked", "meter_available")
-METER_REASONS = ("already_unlocked", "meter_available")
+FULL_REASONS = (Reason.SUBSCRIBER, Reason.FREE_ARTICLE, Reason.TIER_UNLIMITED, Reason.ALREADY_UNLOCKED,
+                Reason.METER_AVAILABLE)
+METER_REASONS = (Reason.ALREADY_UNLOCKED, Reason.METER_AVAILABLE)
 #: A view may be served from another request's spend whose clock read a moment later (concurrency).
 RACE_SLACK = timedelta(minutes=5)
 #: Demo personas' synthetic spends are dated up to this long before the switch that made them.
@@ -202,19 +203,19 @@ def _impossible_reason(history: History, view: Event, variants: list[Rules]) -> 
     if reason not in FULL_REASONS:
         return f"full access with reason {reason!r}"
     tier = "registered" if view.reader_id is not None else "anonymous"
-    if reason == "subscriber":
+    if reason == Reason.SUBSCRIBER:
         return "an anonymous viewer given subscriber access" if view.reader_id is None else None
     article = history.articles.get(view.slug)
     if article is None:
         return f"no article {view.slug!r}"
     classes = {rules.sections.get(article["section"], article["access_class"]) for rules in variants}
-    if reason == "free_article":
+    if reason == Reason.FREE_ARTICLE:
         return None if "free" in classes else f"{reason} for a {'/'.join(sorted(classes))} article"
     if "metered" not in classes:
         return f"{reason} for a {'/'.join(sorted(classes))} article"
     limits = [rules.tier(tier).limit for rules in variants]
-    if reason == "tier_unlimited":
-        return None if "unlimited" in limits else f"tier_unlimited but {tier} readers have limits {limits}"
+    if reason == Reason.TIER_UNLIMITED:
+        return None if "unlimited" in limits else f"{reason} but {tier} readers have limits {limits}"
     if not any(limit != "unlimited" and limit > 0 for limit in limits):
         return f"{reason} but {tier} readers have no meter (limits {limits})"
     return None
@@ -243,7 +244,7 @@ def check_access(db, cfg, history: History | None = None) -> list[Violation]:
         elif reason in METER_REASONS and not _has_unlock(history, view):
             found.append(Violation("access_without_unlock", f"{who} read {view.slug} in full at "
                                    f"{view.at.isoformat()} ({reason}) with no unlock of it", ids))
-        elif reason == "subscriber" and not history.subscriber_maybe(view.reader_id, view.id, view.at):
+        elif reason == Reason.SUBSCRIBER and not history.subscriber_maybe(view.reader_id, view.id, view.at):
             found.append(Violation("access_without_subscription", f"{who} read {view.slug} in full at "
                                    f"{view.at.isoformat()} as a subscriber with no subscription or comp", ids))
     return found
@@ -268,7 +269,7 @@ def _impossible_state(sub: dict) -> str | None:
     if status not in _STATUSES:
         return f"unknown status {status!r}"
     start, end = parse_time(sub["current_period_start"]), parse_time(sub["current_period_end"])
-    if status in LIVE_ACCESS and (start is None or end is None or end <= start):
+    if status in billing.PAID_UP and (start is None or end is None or end <= start):
         return f"{status} with period {sub['current_period_start']} to {sub['current_period_end']}"
     if status == "past_due" and not sub["past_due_since"]:
         return "past_due without past_due_since"

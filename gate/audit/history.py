@@ -24,8 +24,6 @@ from gate.rules.paywall import Rules
 from gate.rules.timeutil import from_iso
 from gate.services import personas, seed, subscriptions
 
-#: Statuses that give subscriber access.
-LIVE_ACCESS = ("trialing", "active")
 _EVENT_TYPES = ("article_view", "unlock", "meter_merged", "preset_changed", "subscription_changed",
                 "newsletter_changed", "comp_changed", "admin_action", "persona_switched", "signup")
 
@@ -264,7 +262,7 @@ class History:
         for timeline in self.sub_events.get(reader_id, {}).values():
             value, since = timeline.as_of(event_id)
             status = value[0] if value else None
-            if status in LIVE_ACCESS:
+            if status in billing.PAID_UP:
                 return True
             if status == "past_due" and since is not None and moment < since + timedelta(
                     days=self.policy.grace_days):

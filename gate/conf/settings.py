@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from gate.conf import environment
 from gate.conf.resources import resource_dir
 from gate.rules import periods
+from gate.rules.model import Strict
 from gate.rules.paywall import Rules, unique_ids
 
 #: Where a demo with no configured origin is reached (`gate demo`'s default bind).
@@ -27,11 +28,7 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used, with the reasons."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class Publication(_Strict):
+class Publication(Strict):
     """The publication itself: the ``[site]`` section."""
 
     name: str = Field(min_length=1, max_length=80)
@@ -60,7 +57,7 @@ class Publication(_Strict):
         return ZoneInfo(self.timezone)
 
 
-class SubscriptionPlan(_Strict):
+class SubscriptionPlan(Strict):
     """A subscription plan offered on /subscribe: one ``[[plans]]`` entry."""
 
     id: str = Field(pattern=r"^[a-z0-9-]+$")
@@ -71,7 +68,7 @@ class SubscriptionPlan(_Strict):
     trial_days: int = Field(default=0, ge=0, le=365)
 
 
-class Newsletter(_Strict):
+class Newsletter(Strict):
     """A mailing list readers can join."""
 
     id: str = Field(pattern=r"^[a-z0-9-]+$")
@@ -97,7 +94,7 @@ class Newsletter(_Strict):
         return self.consent_text or f"Send me {self.name}: {self.description}"
 
 
-class Mail(_Strict):
+class Mail(Strict):
     """Outgoing mail: the sender, double opt-in and optional SMTP (links use ``[site] base_url``)."""
 
     sender: str = "The Meridian <newsletters@meridian.example>"
@@ -110,7 +107,7 @@ class Mail(_Strict):
     smtp_password: str = ""
 
 
-class DunningPolicy(_Strict):
+class DunningPolicy(Strict):
     """The ``[billing]`` section: when failed renewals are retried and what happens when retries run out."""
 
     retry_days: list[int] = Field(default_factory=lambda: [1, 3, 5], max_length=10)
@@ -126,7 +123,7 @@ class DunningPolicy(_Strict):
         return days
 
 
-class SiteFile(_Strict):
+class SiteFile(Strict):
     """config/site.toml as written: its sections are the fields (read them through :class:`Config`)."""
 
     site: Publication

@@ -22,8 +22,11 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 Status = Literal["incomplete", "trialing", "active", "past_due", "canceled", "unpaid"]
-LIVE = ("trialing", "active", "past_due")
-ENDED = ("canceled", "unpaid")
+#: Statuses in good standing: subscriber access until the period ends, no grace period involved.
+PAID_UP: tuple[Status, ...] = ("trialing", "active")
+#: Statuses of a subscription that has not ended (past due still has its grace period).
+LIVE: tuple[Status, ...] = (*PAID_UP, "past_due")
+ENDED: tuple[Status, ...] = ("canceled", "unpaid")
 #: Each status in words, for every page that shows one.
 STATUS_LABELS = {"incomplete": "Payment needed", "trialing": "Free trial", "active": "Active",
                  "past_due": "Past due", "canceled": "Canceled", "unpaid": "Unpaid"}
@@ -313,7 +316,7 @@ def _end_of_term(sub: Subscription, at: datetime) -> Outcome:
 
 def _next_step(sub: Subscription, plan: PlanTerms, policy: Policy, now: datetime) -> Outcome | None:
     """The earliest step that is due at ``now``, if any."""
-    if sub.status in ("trialing", "active") and sub.current_period_end <= now:
+    if sub.status in PAID_UP and sub.current_period_end <= now:
         if sub.cancel_at_period_end:
             return _end_of_term(sub, sub.current_period_end)
         return _renew(sub, plan, policy, sub.current_period_end)
@@ -344,7 +347,7 @@ def has_access(sub: Subscription | None, policy: Policy, now: datetime) -> bool:
     """Whether a (settled) subscription gives subscriber access now."""
     if sub is None:
         return False
-    if sub.status in ("trialing", "active"):
+    if sub.status in PAID_UP:
         return now < sub.current_period_end
     if sub.status == "past_due" and sub.past_due_since is not None:
         return now < grace_ends(sub, policy)
@@ -373,7 +376,7 @@ def cancel(sub: Subscription, now: datetime, *, immediately: bool = False) -> Ou
 
 def resume(sub: Subscription, now: datetime) -> Outcome:
     """Undo a cancel-at-period-end before the period ends."""
-    if not sub.cancel_at_period_end or sub.status not in ("trialing", "active"):
+    if not sub.cancel_at_period_end or sub.status not in PAID_UP:
         raise BillingError("only a subscription set to end at the period end can be resumed")
     new = replace(sub, cancel_at_period_end=False)
     return Outcome(new, (Change(now, sub.status, sub.status, "resumed"),))

@@ -18,25 +18,20 @@ import math
 from functools import lru_cache
 from typing import Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-Limit = int | Literal["unlimited"]
+from gate.rules.model import GateStyle, Limit, Strict
+
 #: Override fields that land on ``rules.gate``, by the same name.
 GATE_FIELDS = ("style", "headline", "body", "subscribe_line")
 #: Override fields that land on a tier's ``limit``, and the tier.
 LIMIT_FIELDS = {"anonymous_limit": "anonymous", "registered_limit": "registered"}
 
 
-class _Strict(BaseModel):
-    """Base for experiment models: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class VariantOverrides(_Strict):
+class VariantOverrides(Strict):
     """The rules a variant changes; ``None`` leaves the preset's value alone."""
 
-    style: Literal["inline", "modal", "banner"] | None = None
+    style: GateStyle | None = None
     headline: str | None = Field(default=None, min_length=1, max_length=120)
     body: str | None = Field(default=None, max_length=500)
     subscribe_line: str | None = Field(default=None, max_length=200)
@@ -68,7 +63,7 @@ class Variant(VariantOverrides):
     weight: int = Field(ge=1, le=1000)
 
 
-class Experiment(_Strict):
+class Experiment(Strict):
     """A split of readers between variants; the first variant is the control."""
 
     id: str = Field(pattern=r"^[a-z0-9-]+$", max_length=60)

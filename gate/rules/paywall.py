@@ -9,17 +9,44 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from gate.rules import periods
 from gate.rules.experiments import Experiment
+from gate.rules.model import GateStyle, Limit, Strict
 
 Tier = Literal["anonymous", "registered", "subscriber"]
 AccessClass = Literal["metered", "free", "premium"]
 TIERS: tuple[Tier, ...] = ("anonymous", "registered", "subscriber")
+Access = Literal["full", "teaser"]
+
+
+class Reason(StrEnum):
+    """Why decide gave the access it gave: the code the API, the events table, explain and the audit carry."""
+
+    SUBSCRIBER = "subscriber"
+    FREE_ARTICLE = "free_article"
+    PREMIUM_ONLY = "premium_only"
+    TIER_UNLIMITED = "tier_unlimited"
+    REGISTRATION_REQUIRED = "registration_required"
+    SUBSCRIBERS_ONLY = "subscribers_only"
+    ALREADY_UNLOCKED = "already_unlocked"
+    METER_AVAILABLE = "meter_available"
+    METER_EXHAUSTED = "meter_exhausted"
+    VERIFICATION_REQUIRED = "verification_required"
+
+
+class Offer(StrEnum):
+    """What the gate asks the reader to do next (no offer when the access is full)."""
+
+    REGISTER = "register"
+    UNLOCK = "unlock"
+    VERIFY = "verify"
+    SUBSCRIBE = "subscribe"
 
 
 def unique_ids(items: list, what: str) -> list:
@@ -30,16 +57,10 @@ def unique_ids(items: list, what: str) -> list:
     return items
 
 
-class _Strict(BaseModel):
-    """Base for rule models: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class TierRule(_Strict):
+class TierRule(Strict):
     """What one viewer tier may read of metered articles."""
 
-    limit: int | Literal["unlimited"] = Field(default=0)
+    limit: Limit = Field(default=0)
     period: str = "month"
     mode: Literal["choice", "auto"] = "choice"
     unlock_lasts: Literal["period", "forever"] = "period"
@@ -78,7 +99,7 @@ class TierRule(_Strict):
         return self.limit == "unlimited"
 
 
-class Tiers(_Strict):
+class Tiers(Strict):
     """The rule for each tier."""
 
     anonymous: TierRule = TierRule()
@@ -102,16 +123,16 @@ class Tiers(_Strict):
         return value
 
 
-class GateCopy(_Strict):
+class GateCopy(Strict):
     """How the gate looks and what it says."""
 
-    style: Literal["inline", "modal", "banner"] = "inline"
+    style: GateStyle = "inline"
     headline: str = Field(default="Keep reading for free", min_length=1, max_length=120)
     body: str = Field(default="", max_length=500)
     subscribe_line: str = Field(default="Or, subscribe now to get full access.", max_length=200)
 
 
-class Rules(_Strict):
+class Rules(Strict):
     """A paywall preset: the gate's rules, as loaded from config/presets/NAME.toml."""
 
     name: str = Field(min_length=1)
@@ -220,9 +241,9 @@ class Decision:
     caller spends one article of quota first (auto-mode meters).
     """
 
-    access: Literal["full", "teaser"]
-    reason: str
-    offer: str | None
+    access: Access
+    reason: Reason
+    offer: Offer | None
     meter: Meter
     tier: Tier
     access_class: AccessClass
@@ -287,26 +308,26 @@ def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) ->
     else:
         trace.append(f"article is {cls}")
 
-    def verdict(access, reason, offer=None, spend=False, note=None):
+    def verdict(access: Access, reason: Reason, offer: Offer | None = None, spend=False, note=None):
         if note:
             trace.append(note)
         trace.append(f"{access}: {reason}" + (f", offer {offer}" if offer else ""))
         return Decision(access, reason, offer, meter, viewer.tier, cls, spend, tuple(trace))
 
-    upsell = "register" if _registration_helps(rules, viewer) else "subscribe"
+    upsell = Offer.REGISTER if _registration_helps(rules, viewer) else Offer.SUBSCRIBE
     if viewer.tier == "subscriber":
-        return verdict("full", "subscriber")
+        return verdict("full", Reason.SUBSCRIBER)
     if cls == "free":
-        return verdict("full", "free_article")
+        return verdict("full", Reason.FREE_ARTICLE)
     if cls == "premium":
-        return verdict("teaser", "premium_only", "subscribe", note="premium articles need a subscription")
+        return verdict("teaser", Reason.PREMIUM_ONLY, Offer.SUBSCRIBE, note="premium articles need a subscription")
     proof_note = "the meter opens once the reader confirms their address"
     if rule.unlimited and _awaits_proof(rule, viewer):
-        return verdict("teaser", "verification_required", "verify", note=proof_note)
+        return verdict("teaser", Reason.VERIFICATION_REQUIRED, Offer.VERIFY, note=proof_note)
     if rule.unlimited:
-        return verdict("full", "tier_unlimited", note=f"{viewer.tier} readers have no limit")
+        return verdict("full", Reason.TIER_UNLIMITED, note=f"{viewer.tier} readers have no limit")
     if rule.limit == 0:
-        reason = "registration_required" if upsell == "register" else "subscribers_only"
+        reason = Reason.REGISTRATION_REQUIRED if upsell == Offer.REGISTER else Reason.SUBSCRIBERS_ONLY
         return verdict("teaser", reason, upsell, note=f"{viewer.tier} readers get a teaser only")
     window_note = (
         f"meter {meter.used} of {meter.limit} used, {rule.period} window {meter.window_key}"
@@ -314,28 +335,28 @@ def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) ->
     )
     trace.append(window_note)
     if _unlocked(rule, viewer, article.slug, now, rules.tz):
-        return verdict("full", "already_unlocked", note="re-reading costs nothing")
+        return verdict("full", Reason.ALREADY_UNLOCKED, note="re-reading costs nothing")
     if meter.remaining and _awaits_proof(rule, viewer):
-        return verdict("teaser", "verification_required", "verify", note=proof_note)
+        return verdict("teaser", Reason.VERIFICATION_REQUIRED, Offer.VERIFY, note=proof_note)
     if meter.remaining:
         if rule.mode == "auto":
-            return verdict("full", "meter_available", spend=True, note="auto mode: this view counts")
-        return verdict("teaser", "meter_available", "unlock", note="choice mode: the reader may unlock")
-    return verdict("teaser", "meter_exhausted", upsell)
+            return verdict("full", Reason.METER_AVAILABLE, spend=True, note="auto mode: this view counts")
+        return verdict("teaser", Reason.METER_AVAILABLE, Offer.UNLOCK, note="choice mode: the reader may unlock")
+    return verdict("teaser", Reason.METER_EXHAUSTED, upsell)
 
 
 #: Every reason code decide() gives, in words a reader or a classroom can follow.
-REASON_LABELS = {
-    "subscriber": "Subscriber: every article is open",
-    "free_article": "Free article: open to everyone",
-    "premium_only": "Premium article: for subscribers only",
-    "tier_unlimited": "No limit for this kind of reader",
-    "registration_required": "A free account is needed to read on",
-    "subscribers_only": "Only subscribers read past the teaser",
-    "already_unlocked": "Already unlocked: reading it again is free",
-    "meter_available": "Free articles left on the meter",
-    "meter_exhausted": "Free articles used up",
-    "verification_required": "The meter opens once the reader proves their address",
+REASON_LABELS: dict[Reason, str] = {
+    Reason.SUBSCRIBER: "Subscriber: every article is open",
+    Reason.FREE_ARTICLE: "Free article: open to everyone",
+    Reason.PREMIUM_ONLY: "Premium article: for subscribers only",
+    Reason.TIER_UNLIMITED: "No limit for this kind of reader",
+    Reason.REGISTRATION_REQUIRED: "A free account is needed to read on",
+    Reason.SUBSCRIBERS_ONLY: "Only subscribers read past the teaser",
+    Reason.ALREADY_UNLOCKED: "Already unlocked: reading it again is free",
+    Reason.METER_AVAILABLE: "Free articles left on the meter",
+    Reason.METER_EXHAUSTED: "Free articles used up",
+    Reason.VERIFICATION_REQUIRED: "The meter opens once the reader proves their address",
 }
 
 
@@ -361,21 +382,21 @@ def gate_copy(rules: Rules, decision: Decision) -> GateCopyUse | None:
     preset = f"The preset's own [gate] headline and body (config/presets/{rules.name}.toml)"
     if decision.access == "full":
         return None
-    if decision.offer == "unlock":
+    if decision.offer == Offer.UNLOCK:
         return GateCopyUse(False, "Built-in unlock gate (choice mode), with the preset's subscribe_line")
-    if decision.offer == "register" or not rules.registration_helps:
+    if decision.offer == Offer.REGISTER or not rules.registration_helps:
         return GateCopyUse(True, preset)
     return GateCopyUse(False, "Built-in subscribe copy: this preset's own copy asks for a signup, "
                               "which would not give this reader more")
 
 
 #: Why each offer is made, in words a classroom can follow.
-OFFER_WHY = {
-    "register": "Signing up would give this visitor more to read than they have now, so the gate asks for an email.",
-    "unlock": "Choice mode: the reader picks which articles to spend free articles on, and has some left.",
-    "verify": "This preset opens the meter only once a reader proves their address, so throwaway accounts "
+OFFER_WHY: dict[Offer | None, str] = {
+    Offer.REGISTER: "Signing up would give this visitor more to read than they have now, so the gate asks for an email.",
+    Offer.UNLOCK: "Choice mode: the reader picks which articles to spend free articles on, and has some left.",
+    Offer.VERIFY: "This preset opens the meter only once a reader proves their address, so throwaway accounts "
               "get nothing: the gate asks the reader to click the link we emailed.",
-    "subscribe": "Nothing short of a subscription gives more access here, so the gate offers one.",
+    Offer.SUBSCRIBE: "Nothing short of a subscription gives more access here, so the gate offers one.",
     None: "No offer: this reader may read the whole article.",
 }
 

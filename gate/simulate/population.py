@@ -23,22 +23,17 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from gate.conf.settings import ConfigError, _explain, _read_toml
+from gate.rules.model import Strict
 
 #: Days in an average Gregorian month, to turn a monthly mean into a daily rate.
 DAYS_PER_MONTH = 365.2425 / 12
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-class _Strict(BaseModel):
-    """Base for population models: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class Visits(_Strict):
+class Visits(Strict):
     """How often a reader of the segment comes: a mean per week or month, and its spread.
 
     ``negative_binomial`` gives each reader their own rate, drawn from a gamma
@@ -58,7 +53,7 @@ class Visits(_Strict):
         return self.mean / (7.0 if self.per == "week" else DAYS_PER_MONTH)
 
 
-class Segment(_Strict):
+class Segment(Strict):
     """One kind of reader, and what they do when they meet the gate."""
 
     description: str = Field(default="", max_length=300)
@@ -80,7 +75,7 @@ class Segment(_Strict):
     churn: Probability
 
 
-class Articles(_Strict):
+class Articles(Strict):
     """The synthetic article list the readers choose from."""
 
     count: int = Field(default=500, ge=1, le=20_000)
@@ -88,7 +83,7 @@ class Articles(_Strict):
     popularity: float = Field(default=0.8, ge=0.0, le=3.0)
 
 
-class Population(_Strict):
+class Population(Strict):
     """config/population.toml."""
 
     description: str = Field(default="", max_length=600)

@@ -28,7 +28,7 @@ import numpy as np
 import gate
 from gate.rules import periods
 from gate.rules.billing import add_months
-from gate.rules.paywall import TIERS, ArticleLike, Decision, Rules, Viewer, decide
+from gate.rules.paywall import TIERS, Access, ArticleLike, Decision, Offer, Reason, Rules, Viewer, decide
 from gate.services.content import synthetic_articles
 from gate.simulate import MAX_DAYS
 from gate.simulate.population import Crowd, Day, Population, Segment, file_digest
@@ -56,9 +56,9 @@ class Step(NamedTuple):
     day: int
     reader: int
     slug: str | None
-    access: str | None
-    reason: str | None
-    offer: str | None
+    access: Access | None
+    reason: Reason | None
+    offer: Offer | None
     kind: str
     tier: str
     key: str
@@ -316,7 +316,7 @@ class PresetRun:
             if not self.gated[reader]:
                 self.gated[reader] = True
                 self.tally.readers_gated += 1
-            if decision.reason == "meter_exhausted" and not self.exhausted[reader]:
+            if decision.reason == Reason.METER_EXHAUSTED and not self.exhausted[reader]:
                 self.exhausted[reader] = True
                 self.tally.readers_exhausted += 1
             self._offer(day, reader, article, dice, now, decision)
@@ -331,7 +331,7 @@ class PresetRun:
         yes, ``die / chance`` is uniform once more for what happens next.
         """
         segment = self.segments[self.segment[reader]]
-        exhausted = decision.reason == "meter_exhausted"
+        exhausted = decision.reason == Reason.METER_EXHAUSTED
         chance = segment.subscribes_when_exhausted if exhausted else segment.subscribes_otherwise
         if self.tier[reader] == REGISTERED:
             chance = min(1.0, chance * self.lift)
@@ -340,12 +340,12 @@ class PresetRun:
             self._view(day, reader, article, dice / chance, now)  # checkout returns to the article
             return
         dice = (dice - chance) / (1.0 - chance)
-        if decision.offer == "register" and dice < segment.registers:
+        if decision.offer == Offer.REGISTER and dice < segment.registers:
             self._step(day, reader, "register", article.slug)
             self._sign_in(reader, REGISTERED)
             self.tally.registrations += 1
             self._view(day, reader, article, dice / segment.registers, now)  # signup returns to it
-        elif decision.offer == "unlock" and dice < segment.unlocks:
+        elif decision.offer == Offer.UNLOCK and dice < segment.unlocks:
             self._unlock(day, reader, article, now)
 
     def _unlock(self, day: int, reader: int, article: ArticleLike, now: datetime) -> None:

@@ -32,7 +32,7 @@ from datetime import datetime, time, timedelta
 from pathlib import Path
 
 from gate.rules import billing, experiments, periods
-from gate.rules.paywall import Rules
+from gate.rules.paywall import Reason, Rules
 from gate.rules.timeutil import to_iso
 from gate.services import subscriptions
 from gate.simulate.population import Population, load_population
@@ -220,7 +220,7 @@ class _Writer:
         """A view (with the spend an auto meter makes) or a press of Unlock."""
         who = self._who(step)
         self._arrive(who, at)
-        if step.access == "full" and step.reason == "meter_available":  # this step spent one
+        if step.access == "full" and step.reason == Reason.METER_AVAILABLE:  # this step spent one
             self._spend(step, who, at)
         if step.kind == "unlock":
             return

@@ -144,10 +144,10 @@ def unlock(
 
     def admit(current: tuple[Spend, ...]) -> bool:
         verdict = paywall.decide(rules, replace(viewer, spends=current), article, now)
-        return verdict.reason == "meter_available"
+        return verdict.reason == paywall.Reason.METER_AVAILABLE
 
     first = paywall.decide(rules, viewer, article, now)
-    if first.reason != "meter_available":
+    if first.reason != paywall.Reason.METER_AVAILABLE:
         return first, False
     spent, after = store.spend(viewer.meter_key, article.slug, first.meter.window_key, now, admit)
     decision = paywall.decide(rules, replace(viewer, spends=after), article, now)

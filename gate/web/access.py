@@ -81,7 +81,7 @@ def read(article: Article) -> Decision:
 def unlock(article: Article) -> tuple[Decision, bool]:
     """Spend one article of the viewer's meter on this article, at most once."""
     decision, spent = _spend(article, "unlock")
-    if not spent and decision.reason != "already_unlocked":
+    if not spent and decision.reason != paywall.Reason.ALREADY_UNLOCKED:
         events.record(get_db(), "unlock_refused", site.now(), slug=article.slug, **_who(),
                       reason=decision.reason)
     return decision, spent

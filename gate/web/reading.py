@@ -61,7 +61,7 @@ def unlock(slug: str):
     """Spend one of the reader's free articles on this one (choice mode)."""
     item = access.published(slug)
     decision, spent = access.unlock(item)
-    if not spent and decision.reason == "meter_exhausted":
+    if not spent and decision.reason == paywall.Reason.METER_EXHAUSTED:
         flash("You have used all your free articles for this period.", "warning")
     elif not spent and decision.access != "full":
         flash("This article can't be unlocked with free articles.", "warning")
