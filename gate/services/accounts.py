@@ -1,4 +1,4 @@
-"""Readers: accounts, passwords, magic links and the flask-login user."""
+"""Readers: accounts, signing up, in and out, passwords, magic links and the flask-login user."""
 
 from __future__ import annotations
 
@@ -272,6 +272,8 @@ def _adopt_visitor(db, reader: Reader, visitor: str | None, now: datetime) -> No
 
 def sign_out(db, reader_id: int | None, now: datetime, instructor_id: int | None = None) -> None:
     """End a reader's sessions everywhere (and the admin's underneath a persona), with the logout event."""
+    if reader_id is None and instructor_id is None:
+        return
     with immediate(db):
         if instructor_id is not None:  # a replayed cookie must not bring the admin underneath back
             rotate_session(db, instructor_id)
