@@ -8,8 +8,10 @@ import pytest
 import time_machine
 
 from gate.services import accounts
+from gate.storage import events
+from gate.storage.quota import SQLiteQuotaStore
 from gate.web.auth import safe_next
-from tests.helpers import METERED, Reader, magic_link, metered_slugs
+from tests.helpers import METERED, START, Reader, magic_link, metered_slugs
 
 LINK = re.compile(r"http://meridian\.test(/login/magic/[A-Za-z0-9._-]+)")
 
@@ -177,3 +179,72 @@ def test_clearing_cookies_never_refills_an_account(app, reader, runner, db):
     assert other.meter()["tier"] == "anonymous"
     other.login("spender@example.com", "spender-pass-1")
     assert other.meter()["remaining"] == 0
+
+
+def _visitor_with_a_spend(db) -> None:
+    """Visitor v1 has spent one article; it becomes an account when it signs in."""
+    db["visitors"].insert({"id": "v1", "created_at": START.isoformat()})
+    db["unlocks"].insert({"meter_key": "visitor:v1", "slug": "some-article", "window_key": "2026-11",
+                          "unlocked_at": START.isoformat()})
+
+
+def _fail_on(monkeypatch, target, name):
+    """Make ``target.name`` raise: a crash part-way through a sign-in."""
+    def crash(*args, **kwargs):
+        raise RuntimeError("crash")
+    monkeypatch.setattr(target, name, crash)
+
+
+def _fail_on_event(monkeypatch, kind):
+    """Make recording one event type raise, after the writes before it."""
+    record = events.record
+
+    def crash(db, type, *args, **kwargs):
+        if type == kind:
+            raise RuntimeError("crash")
+        return record(db, type, *args, **kwargs)
+    monkeypatch.setattr(events, "record", crash)
+
+
+@pytest.mark.parametrize("crash", ["merge", "visitor_row", "login_event"])
+def test_a_sign_in_that_fails_part_way_leaves_nothing(db, monkeypatch, crash):
+    reader = accounts.create(db, "crash@example.com", None, START)
+    _visitor_with_a_spend(db)
+    if crash == "merge":  # after the first write (the experiment unit)
+        _fail_on(monkeypatch, SQLiteQuotaStore, "merge")
+    elif crash == "visitor_row":  # after the unit and the moved meter, before the merge event
+        _fail_on_event(monkeypatch, "meter_merged")
+    else:
+        _fail_on_event(monkeypatch, "login")
+    with pytest.raises(RuntimeError):
+        accounts.sign_in(db, reader, "v1", "password", START)
+    assert not db.conn.in_transaction
+    assert accounts.by_id(db, reader.id).experiment_unit is None
+    assert db.execute("select reader_id from visitors where id = 'v1'").fetchone() == (None,)
+    assert db.execute("select meter_key from unlocks").fetchall() == [("visitor:v1",)]
+    assert db.execute("select count(*) from events").fetchone() == (0,)
+
+
+def test_a_sign_in_moves_the_visitor_to_the_account_in_one_go(db):
+    reader = accounts.create(db, "whole@example.com", None, START)
+    _visitor_with_a_spend(db)
+    accounts.sign_in(db, reader, "v1", "password", START)
+    assert accounts.by_id(db, reader.id).experiment_unit == "visitor:v1"
+    assert db.execute("select reader_id from visitors where id = 'v1'").fetchone() == (reader.id,)
+    assert db.execute("select meter_key from unlocks").fetchall() == [(reader.meter_key,)]
+    assert [row[0] for row in db.execute("select type from events order by id")] == ["meter_merged", "login"]
+
+
+def test_a_signup_whose_event_fails_makes_no_account(db, monkeypatch):
+    _fail_on_event(monkeypatch, "signup")
+    with pytest.raises(RuntimeError):
+        accounts.sign_up(db, "half@example.com", None, START, source="/")
+    assert accounts.by_email(db, "half@example.com") is None
+
+
+def test_signup_records_one_signup_event_and_a_known_address_none(app, reader, db, member):
+    reader.signup("counted@example.com", next="/sections/Economy")
+    Reader(app.test_client()).signup(member[0], next="/")
+    rows = db.execute("select reader_id, json_extract(data, '$.source') from events where type = 'signup'"
+                      " and reader_id != ?", [accounts.by_email(db, member[0]).id]).fetchall()
+    assert rows == [(accounts.by_email(db, "counted@example.com").id, "/sections/Economy")]

@@ -1,4 +1,4 @@
-"""Readers: accounts, passwords, magic links and the flask-login user."""
+"""Readers: accounts, signing up, in and out, passwords, magic links and the flask-login user."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from email_validator import EmailNotValidError, validate_email
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from gate.rules.timeutil import from_iso, to_iso
-from gate.storage.db import first
+from gate.storage import events
+from gate.storage.db import first, immediate, rows
+from gate.storage.quota import SQLiteQuotaStore
 
 MIN_PASSWORD = 8
 
@@ -133,6 +135,12 @@ def by_session_token(db, token: str) -> Reader | None:
     return _one(db, "session_token = ?", [token]) if token else None
 
 
+def search(db, text: str, limit: int = 100) -> list[dict]:
+    """Accounts whose email contains ``text``, newest first (the console's reader list)."""
+    return rows(db, "select id, email, is_admin, created_at from readers where email like ?"
+                " order by id desc limit ?", [f"%{text}%", limit])
+
+
 def create(db, email: str, password: str | None, now: datetime, *, admin: bool = False) -> Reader:
     """Create an account; the email must be normalised and unused."""
     check_password(password or "")
@@ -209,3 +217,66 @@ def mark_verified(db, reader_id: int, now: datetime) -> None:
     """The reader has proven they receive mail at their address (kept from the first time)."""
     db.execute("update readers set email_verified_at = coalesce(email_verified_at, ?) where id = ?",
                [to_iso(now), reader_id])
+
+
+def register(db, email: str, password: str | None, now: datetime, **signup_event) -> Reader:
+    """Create an account and record its ``signup`` event together (signup and guest checkout alike)."""
+    with immediate(db):
+        reader = create(db, email, password, now)
+        events.record(db, "signup", now, reader_id=reader.id, **signup_event)
+    return reader
+
+
+@dataclass(frozen=True)
+class Signup:
+    """What a signup form did: made a new account (``created``), or found the one the address has.
+
+    Both are answered alike, so the form can't be used to learn who has an account;
+    ``reader`` is None only when the address could not be signed up at all.
+    """
+
+    reader: Reader | None
+    created: bool = False
+
+
+def sign_up(db, email: str, password: str | None, now: datetime, **signup_event) -> Signup:
+    """A new account for a new address; for a known one, its owner (who is mailed a link, not signed in)."""
+    existing = by_email(db, email)
+    if existing is not None:
+        return Signup(existing)
+    try:
+        return Signup(register(db, email, password, now, **signup_event), created=True)
+    except AccountError:  # created by a concurrent request a moment ago
+        return Signup(by_email(db, email))
+
+
+def sign_in(db, reader: Reader, visitor: str | None, method: str, now: datetime) -> None:
+    """Record a sign-in: the visitor's meter and experiment unit move to the account, all or nothing."""
+    with immediate(db):
+        _adopt_visitor(db, reader, visitor, now)
+        events.record(db, "login", now, reader_id=reader.id, visitor_id=visitor, method=method)
+
+
+def _adopt_visitor(db, reader: Reader, visitor: str | None, now: datetime) -> None:
+    """The anonymous visitor becomes the account: its unlocks, its visitor row and its experiment arms."""
+    # Experiments stay sticky across login: the account keeps its first visitor's unit.
+    db.execute("update readers set experiment_unit = coalesce(experiment_unit, ?) where id = ?",
+               [f"visitor:{visitor}" if visitor else f"reader:{reader.id}", reader.id])
+    if not visitor:
+        return
+    moved = SQLiteQuotaStore(db).merge(f"visitor:{visitor}", reader.meter_key)
+    db.execute("update visitors set reader_id = ? where id = ?", [reader.id, visitor])
+    if moved:
+        events.record(db, "meter_merged", now, reader_id=reader.id, visitor_id=visitor, moved=moved)
+
+
+def sign_out(db, reader_id: int | None, now: datetime, instructor_id: int | None = None) -> None:
+    """End a reader's sessions everywhere (and the admin's underneath a persona), with the logout event."""
+    if reader_id is None and instructor_id is None:
+        return
+    with immediate(db):
+        if instructor_id is not None:  # a replayed cookie must not bring the admin underneath back
+            rotate_session(db, instructor_id)
+        if reader_id is not None:
+            events.record(db, "logout", now, reader_id=reader_id)
+            rotate_session(db, reader_id)

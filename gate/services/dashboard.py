@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from gate.rules.timeutil import to_iso
 from gate.services import personas, seed
+from gate.storage.db import rows
 
 #: Whose events the numbers count, and how the console names each choice.
 AUDIENCES = {
@@ -278,3 +280,26 @@ def experiments_csv(reports: list[dict]) -> str:
                              *(test.get(name, "") for name in ("difference", "ci_low", "ci_high", "z", "p_value")),
                              "" if not test else int(test["significant"])])
     return out.getvalue()
+
+
+def _decoded(found: list[dict]) -> list[dict]:
+    """Event rows with their JSON data as a dict."""
+    return [{**row, "data": json.loads(row["data"] or "{}")} for row in found]
+
+
+def event_stream(db, after_id: int = 0, *, type: str | None = None, email: str | None = None,
+                 slug: str | None = None, limit: int = 100) -> list[dict]:
+    """The console's event stream: events newer than ``after_id``, newest first, with the reader's email."""
+    where, params = ["e.id > ?"], [after_id]
+    for column, value in (("e.type", type), ("r.email", email), ("e.slug", slug)):
+        if value:
+            where.append(f"{column} = ?")
+            params.append(value)
+    return _decoded(rows(db, "select e.*, r.email from events e left join readers r on r.id = e.reader_id"
+                             " where " + " and ".join(where) + " order by e.id desc limit ?", [*params, limit]))
+
+
+def timeline(db, reader_id: int, limit: int = 200) -> list[dict]:
+    """One reader's events, newest first (the console's reader page)."""
+    return _decoded(rows(db, "select * from events where reader_id = ? order by id desc limit ?",
+                         [reader_id, limit]))

@@ -289,7 +289,6 @@ def guest_checkout(db, cfg, email: str, password: str | None, plan_id: str, card
                                     "subscription_id": None, "created_at": to_iso(now),
                                     "decline_code": None})
             return GuestCheckout("known", reader)
-        reader = accounts.create(db, email, password, now)
-        events.record(db, "signup", now, reader_id=reader.id, **signup_event)
+        reader = accounts.register(db, email, password, now, **signup_event)
         sub, _, _ = checkout(db, cfg, reader.id, plan_id, card, card_number, idempotency_key, now, ip=ip)
     return GuestCheckout("subscribed", reader, sub)

@@ -224,10 +224,7 @@ def _clock_page(duration: str = "1d", error: str | None = None):
 def readers():
     """Find readers by email."""
     query = (request.args.get("q") or "").strip().lower()
-    rows = get_db().query(
-        "select id, email, is_admin, created_at from readers where email like ? order by id desc limit 100",
-        [f"%{query}%"])
-    return render_template("admin/readers.html", rows=list(rows), query=query)
+    return render_template("admin/readers.html", rows=accounts.search(get_db(), query), query=query)
 
 
 def _reader_or_404(reader_id: int) -> accounts.Reader:
@@ -247,12 +244,10 @@ def reader(reader_id: int):
     meter = paywall.meter_for(rules, viewer, now)
     in_window = [s for s in viewer.spends if meter.window_key and
                  _in_window(rules, viewer.tier, s.at, now)]
-    timeline = [{**row, "data": json.loads(row["data"] or "{}")} for row in db.query(
-        "select * from events where reader_id = ? order by id desc limit 200", [reader_id])]
     return render_template(
         "admin/reader.html", person=person, meter=meter, spends=in_window,
         sub=subscriptions.current(db, reader_id), payments=subscriptions.payments(db, reader_id),
-        enrollments=newsletter.enrollments(db, reader_id), timeline=timeline, form=ConfirmForm(),
+        enrollments=newsletter.enrollments(db, reader_id), timeline=stats.timeline(db, reader_id), form=ConfirmForm(),
     )
 
 
@@ -297,23 +292,10 @@ def reader_action(reader_id: int, action: str):
 
 def _event_rows(after_id: int = 0):
     """Events newest first, filtered by type, reader email or slug."""
-    kind = request.args.get("type") or None
-    email = (request.args.get("email") or "").strip().lower() or None
-    slug = (request.args.get("slug") or "").strip() or None
-    where, params = ["e.id > ?"], [after_id]
-    if kind:
-        where.append("e.type = ?")
-        params.append(kind)
-    if email:
-        where.append("r.email = ?")
-        params.append(email)
-    if slug:
-        where.append("e.slug = ?")
-        params.append(slug)
-    rows = get_db().query(
-        "select e.*, r.email from events e left join readers r on r.id = e.reader_id where "
-        + " and ".join(where) + " order by e.id desc limit ?", [*params, EVENT_PAGE])
-    return [{**row, "data": json.loads(row["data"] or "{}")} for row in rows]
+    return stats.event_stream(
+        get_db(), after_id, type=request.args.get("type") or None,
+        email=(request.args.get("email") or "").strip().lower() or None,
+        slug=(request.args.get("slug") or "").strip() or None, limit=EVENT_PAGE)
 
 
 @bp.get("/events")

@@ -36,24 +36,13 @@ def safe_next(target: str | None, default: str = "/") -> str:
 
 
 def sign_in(reader: accounts.Reader, method: str, remember: bool = False) -> None:
-    """Log a reader in, moving their anonymous meter to the account."""
-    db, now = get_db(), site.now()
-    visitor = session.get("visitor")
-    # Experiments stay sticky across login: the account keeps its first visitor's unit.
-    db.execute("update readers set experiment_unit = coalesce(experiment_unit, ?) where id = ?",
-               [f"visitor:{visitor}" if visitor else f"reader:{reader.id}", reader.id])
-    if visitor:
-        moved = site.quota_store().merge(f"visitor:{visitor}", reader.meter_key)
-        db.execute("update visitors set reader_id = ? where id = ?", [reader.id, visitor])
-        if moved:
-            events.record(db, "meter_merged", now, reader_id=reader.id, visitor_id=visitor,
-                          moved=moved)
+    """Log a reader in: the database records it (meter moved to the account) before the session changes."""
+    accounts.sign_in(get_db(), reader, session.get("visitor"), method, site.now())
     carried = {key: session[key] for key in CARRIED if key in session}
     session.clear()  # a fresh session on every sign-in
     session.update(carried)
     login_user(reader, remember=remember)
     site.forget_viewer()
-    events.record(db, "login", now, reader_id=reader.id, visitor_id=visitor, method=method)
 
 
 @bp.route("/signup", methods=["GET", "POST"])
@@ -94,23 +83,17 @@ def _proof_first() -> bool:
 
 def _new_reader(form, chosen: list[str], next_path: str) -> accounts.Reader | None:
     """The account a signup created, or None (and a sign-in link mailed) if the address has one."""
-    db = get_db()
-    existing, reader = accounts.by_email(db, form.email.data), None
-    if existing is None:
-        try:
-            reader = accounts.create(db, form.email.data, form.password.data or None, site.now())
-        except accounts.AccountError:  # created by a concurrent request a moment ago
-            existing = accounts.by_email(db, form.email.data)
-    if reader is None:
-        if existing is not None:
-            send_magic_link(existing, next_path, reason="signup_existing")
+    made = accounts.sign_up(get_db(), form.email.data, form.password.data or None, site.now(),
+                            visitor_id=session.get("visitor"), source=next_path, newsletters=chosen,
+                            preset=site.rules().name)
+    if not made.created:
+        if made.reader is not None:
+            send_magic_link(made.reader, next_path, reason="signup_existing")
         return None
-    events.record(db, "signup", site.now(), reader_id=reader.id, visitor_id=session.get("visitor"),
-                  source=next_path, newsletters=chosen, preset=site.rules().name)
-    enroll_at_signup(reader, chosen, source=next_path)
+    enroll_at_signup(made.reader, chosen, source=next_path)
     if _proof_first():
-        send_magic_link(reader, next_path, reason="signup_new")
-    return reader
+        send_magic_link(made.reader, next_path, reason="signup_new")
+    return made.reader
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -193,12 +176,9 @@ def logout():
     """POST ends the session everywhere; GET asks first (a link can't log you out)."""
     form = ConfirmForm()
     if request.method == "POST" and form.validate_on_submit():
-        if site.instructor() is not None:  # a replayed cookie must not bring the admin underneath back
-            accounts.rotate_session(get_db(), site.instructor().id)
-        if current_user.is_authenticated:
-            db = get_db()
-            events.record(db, "logout", site.now(), reader_id=current_user.id)
-            accounts.rotate_session(db, current_user.id)
+        admin = site.instructor()
+        accounts.sign_out(get_db(), current_user.id if current_user.is_authenticated else None, site.now(),
+                          instructor_id=admin.id if admin is not None else None)
         logout_user()
         session.clear()
         flash("You are logged out.", "info")
