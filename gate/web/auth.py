@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_login import current_user, login_user, logout_user
 
 from gate.app import ratelimit, site
+from gate.app.context import current
 from gate.app.db import get_db
 from gate.app.ratelimit import limiter
 from gate.rules import tokens
@@ -37,13 +38,13 @@ def safe_next(target: str | None, default: str = "/") -> str:
 
 def sign_in(reader: accounts.Reader, method: str, remember: bool = False) -> None:
     """Log a reader in, moving their anonymous meter to the account."""
-    db, now = get_db(), site.now()
+    db, now = get_db(), current().now
     visitor = session.get("visitor")
     # Experiments stay sticky across login: the account keeps its first visitor's unit.
     db.execute("update readers set experiment_unit = coalesce(experiment_unit, ?) where id = ?",
                [f"visitor:{visitor}" if visitor else f"reader:{reader.id}", reader.id])
     if visitor:
-        moved = site.quota_store().merge(f"visitor:{visitor}", reader.meter_key)
+        moved = current().quota.merge(f"visitor:{visitor}", reader.meter_key)
         db.execute("update visitors set reader_id = ? where id = ?", [reader.id, visitor])
         if moved:
             events.record(db, "meter_merged", now, reader_id=reader.id, visitor_id=visitor,
@@ -52,7 +53,7 @@ def sign_in(reader: accounts.Reader, method: str, remember: bool = False) -> Non
     session.clear()  # a fresh session on every sign-in
     session.update(carried)
     login_user(reader, remember=remember)
-    site.forget_viewer()
+    current().after_sign_in()
     events.record(db, "login", now, reader_id=reader.id, visitor_id=visitor, method=method)
 
 
@@ -89,7 +90,7 @@ def _proof_first() -> bool:
     sign-in; otherwise a new reader is signed in at once (and signup necessarily
     tells a new address from a known one: the trade-off docs/security.md describes).
     """
-    return site.rules().tiers.registered.require_verified
+    return current().rules.tiers.registered.require_verified
 
 
 def _new_reader(form, chosen: list[str], next_path: str) -> accounts.Reader | None:
@@ -98,15 +99,15 @@ def _new_reader(form, chosen: list[str], next_path: str) -> accounts.Reader | No
     existing, reader = accounts.by_email(db, form.email.data), None
     if existing is None:
         try:
-            reader = accounts.create(db, form.email.data, form.password.data or None, site.now())
+            reader = accounts.create(db, form.email.data, form.password.data or None, current().now)
         except accounts.AccountError:  # created by a concurrent request a moment ago
             existing = accounts.by_email(db, form.email.data)
     if reader is None:
         if existing is not None:
             send_magic_link(existing, next_path, reason="signup_existing")
         return None
-    events.record(db, "signup", site.now(), reader_id=reader.id, visitor_id=session.get("visitor"),
-                  source=next_path, newsletters=chosen, preset=site.rules().name)
+    events.record(db, "signup", current().now, reader_id=reader.id, visitor_id=session.get("visitor"),
+                  source=next_path, newsletters=chosen, preset=current().rules.name)
     enroll_at_signup(reader, chosen, source=next_path)
     if _proof_first():
         send_magic_link(reader, next_path, reason="signup_new")
@@ -149,7 +150,7 @@ def request_magic_link():
 
 def send_magic_link(reader: accounts.Reader, next_path: str, reason: str) -> None:
     """Email a single-use, 15-minute sign-in link (through the outbox)."""
-    db, now = get_db(), site.now()
+    db, now = get_db(), current().now
     jti = accounts.issue_login_token(db, reader.id, now)
     token = tokens.sign(current_app.secret_key, "magic-login", {"r": reader.id, "j": jti, "n": next_path})
     link = site.absolute_url("auth.magic_link", token=token)  # never the request's Host
@@ -178,7 +179,7 @@ def magic_link(token: str):
     if request.method == "POST" and form.validate_on_submit():
         db = get_db()
         reader = accounts.by_id(db, data["r"])
-        if reader is None or not accounts.consume_login_token(db, data["j"], reader.id, site.now()):
+        if reader is None or not accounts.consume_login_token(db, data["j"], reader.id, current().now):
             return render_template("magic_invalid.html"), 400
         sign_in(reader, "magic_link")
         flash("You are logged in.", "success")
@@ -193,11 +194,11 @@ def logout():
     """POST ends the session everywhere; GET asks first (a link can't log you out)."""
     form = ConfirmForm()
     if request.method == "POST" and form.validate_on_submit():
-        if site.instructor() is not None:  # a replayed cookie must not bring the admin underneath back
-            accounts.rotate_session(get_db(), site.instructor().id)
+        if current().instructor is not None:  # a replayed cookie must not bring the admin underneath back
+            accounts.rotate_session(get_db(), current().instructor.id)
         if current_user.is_authenticated:
             db = get_db()
-            events.record(db, "logout", site.now(), reader_id=current_user.id)
+            events.record(db, "logout", current().now, reader_id=current_user.id)
             accounts.rotate_session(db, current_user.id)
         logout_user()
         session.clear()
