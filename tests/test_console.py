@@ -85,9 +85,8 @@ def test_clock_history_is_in_the_site_time_zone(admin):
 
 
 def test_reset_demo_asks_first_then_starts_the_class_afresh(admin, app, db, clock):
-    from gate.app import site
     from gate.conf.settings import Config
-    from gate.services import newsletter
+    from gate.services import newsletter, presets
 
     admin.post("/admin/rules", {"preset": "hard"})
     newsletter.set_preticked_lesson(db, True, START, by="test")
@@ -95,10 +94,10 @@ def test_reset_demo_asks_first_then_starts_the_class_afresh(admin, app, db, cloc
     confirm = admin.client.get("/admin/clock/reset")
     assert confirm.status_code == 200 and "Yes, reset the demo" in confirm.get_data(as_text=True)
     admin.post("/admin/clock/reset")  # no confirmation: nothing happens
-    assert clock.state().mode == "frozen" and site.active_preset_name(db, Config()) == "hard"
+    assert clock.state().mode == "frozen" and presets.active_name(db, Config()) == "hard"
     response = admin.post("/admin/clock/reset", {"confirm": "yes"})
     assert response.status_code == 303
-    assert clock.state().mode == "real" and site.active_preset_name(db, Config()) == Config().publication.default_preset
+    assert clock.state().mode == "real" and presets.active_name(db, Config()) == Config().publication.default_preset
     assert not newsletter.preticked_lesson(db)
     assert [m["how"] for m in map(json.loads, (r[0] for r in db.execute(
         "select data from events where type = 'clock_changed' order by id")))][-1] == "reset"

@@ -524,7 +524,7 @@ def test_another_readers_rules_follow_their_own_arm(app, runner):
     """An admin's view of a reader, or a persona being built, uses that reader's variant, not the viewer's."""
     from types import SimpleNamespace
 
-    from gate.app import site
+    from gate.app import context
     from gate.rules import experiments
 
     runner.invoke(args=["preset", "use", "metered-ab"])
@@ -533,9 +533,9 @@ def test_another_readers_rules_follow_their_own_arm(app, runner):
     with app.test_request_context():
         for number in range(1, 21):
             reader = SimpleNamespace(id=number, experiment_unit=None if number % 2 else f"visitor:v{number}")
-            arm = experiments.assign(experiment, site.reader_unit(reader)).id
+            arm = experiments.assign(experiment, context.reader_unit(reader)).id
             arms.add(arm)
-            assert site.rules_for(reader).tiers.anonymous.limit == (3 if arm == "banner-3" else 5)
+            assert context.current().rules_for(reader).tiers.anonymous.limit == (3 if arm == "banner-3" else 5)
     assert arms == {"control", "banner-3"}  # both arms were met
 
 

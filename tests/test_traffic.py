@@ -12,9 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gate import audit
-from gate.app import site
 from gate.rules.experiments import summarize
-from gate.services import accounts, dashboard, personas, seed
+from gate.services import accounts, dashboard, personas, presets, seed
 from gate.simulate import traffic
 from gate.storage import events
 from tests.helpers import ADMIN, METERED, START, Reader, metered_slugs
@@ -27,8 +26,8 @@ def cfg_of(app):
 def generate(app, db, preset="metered-ab", visitors=1000, days=14, seed_=7):
     """Generated traffic under ``preset``, made the active one first."""
     cfg = cfg_of(app)
-    if site.active_preset_name(db, cfg) != preset:
-        site.use_preset(db, cfg, preset, START, by="test")
+    if presets.active_name(db, cfg) != preset:
+        presets.use(db, cfg, preset, START, by="test")
     return traffic.generate(db, cfg, cfg.preset(preset), START, visitors=visitors, days=days, seed=seed_,
                             people=traffic.population(cfg.dir))
 

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from gate.app import site
 from gate.app.db import get_db
 from gate.rules import periods
-from gate.services import newsletter, subscriptions
+from gate.services import newsletter, presets, subscriptions
 from gate.storage import events
 from gate.storage.clock import Clock, Step
 from gate.web import newsletter as web_newsletter
@@ -57,7 +57,7 @@ def reset_demo(who: str) -> dict:
     clock.reset()
     done = moved(before, "reset", who)
     now = clock.now()
-    site.use_preset(db, cfg, cfg.publication.default_preset, now, by=who)
+    presets.use(db, cfg, cfg.publication.default_preset, now, by=who)
     newsletter.set_preticked_lesson(db, False, now, by=who)
     return done
 

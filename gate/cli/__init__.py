@@ -17,7 +17,7 @@ from gate.app.db import get_db
 from gate.conf import environment
 from gate.conf.settings import ConfigError
 from gate.rules.timeutil import parse_moment
-from gate.services import accounts, mail, newsletter, seed, subscriptions
+from gate.services import accounts, mail, newsletter, presets, seed, subscriptions
 from gate.storage import events
 from gate.storage.clock import Clock, ClockError, parse_step, parse_target
 from gate.storage.db import close_thread_connections
@@ -361,7 +361,7 @@ def traffic_generate(visitors, days, seed):
 
     cfg, database = site.config(), get_db()
     try:
-        done = traffic.generate(database, cfg, cfg.preset(site.active_preset_name(database, cfg)), _now(),
+        done = traffic.generate(database, cfg, cfg.preset(presets.active_name(database, cfg)), _now(),
                                 visitors=visitors, days=days, seed=seed, people=traffic.population(cfg.dir))
     except (traffic.TrafficError, ConfigError) as error:
         raise click.ClickException(str(error)) from None
@@ -383,7 +383,7 @@ def preset():
 def preset_list():
     """List presets; the active one is marked with *."""
     cfg = site.config()
-    active = site.active_preset_name(get_db(), cfg)
+    active = presets.active_name(get_db(), cfg)
     for name, rules in sorted(cfg.presets.items()):
         click.echo(f"{'*' if name == active else ' '} {name:<20} {rules.title}")
 
@@ -394,7 +394,7 @@ def preset_list():
 def preset_use(name):
     """Make NAME the active preset (the running site applies it at once)."""
     try:
-        before, after = site.use_preset(get_db(), site.config(), name, _now(), by="cli")
+        before, after = presets.use(get_db(), site.config(), name, _now(), by="cli")
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"Preset {after} is active (was {before}).")

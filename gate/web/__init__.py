@@ -7,7 +7,8 @@ from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException, SecurityError
 
-from gate.app import site
+from gate.app import context, site
+from gate.app.context import current
 from gate.app.db import get_db
 from gate.rules import billing, paywall, periods
 from gate.rules.timeutil import from_iso
@@ -26,7 +27,7 @@ def _load_reader(token: str):
     reader = accounts.by_session_token(get_db(), token)
     if reader is None:
         return None
-    return subscriptions.refresh(get_db(), site.config(), reader, site.now())
+    return subscriptions.refresh(get_db(), site.config(), reader, current().now)
 
 
 def _wants_json() -> bool:
@@ -90,9 +91,8 @@ def _response_headers(response):
 
 def _template_globals():
     """The site, the clock and the viewer's meter, for every page."""
-    rules = site.rules()
-    viewer = site.viewer()
-    state_clock = site.now()
+    state = current()
+    rules, viewer, state_clock = state.rules, state.viewer, state.now
     cfg = site.config()
     user = current_user._get_current_object()  # the reader itself: templates ask it several things
     return {
@@ -102,12 +102,12 @@ def _template_globals():
         "viewer": viewer,
         "meter": paywall.meter_for(rules, viewer, state_clock),
         "site_now": state_clock.astimezone(rules.tz),
-        "clock_simulated": site.clock_state().simulated,
+        "clock_simulated": state.clock.simulated,
         "sections": cfg.publication.sections,
         "personas": personas.PERSONAS,
         "current_persona": personas.current(user.email if user.is_authenticated else None),
-        "instructor": site.instructor(),  # demo mode: the admin underneath a persona
-        "previewing": site.previewed_preset(),
+        "instructor": state.instructor,  # demo mode: the admin underneath a persona
+        "previewing": state.previewed_preset,
         "signup_lists": cfg.signup_lists,
     }
 
@@ -126,12 +126,12 @@ def init_app(app) -> None:
     app.register_error_handler(HTTPException, _error)
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(SecurityError, _untrusted_host)  # TRUSTED_HOSTS said no
-    app.before_request(site.tag_request_events)
-    app.teardown_request(lambda error=None: site.reset_request_state())
+    app.before_request(context.tag_request_events)
+    app.teardown_request(lambda error=None: context.reset_request_state())
     app.after_request(_response_headers)
-    app.after_request(site.write_porous_cookie)
+    app.after_request(context.write_porous_cookie)
     app.context_processor(_template_globals)
-    app.jinja_env.filters["local"] = lambda moment: moment.astimezone(site.rules().tz)
+    app.jinja_env.filters["local"] = lambda moment: moment.astimezone(current().rules.tz)
     app.jinja_env.filters["from_iso"] = from_iso
     app.jinja_env.globals["absolute_url"] = site.absolute_url
     app.jinja_env.filters["period_phrase"] = lambda period: periods.describe(period) if period else ""

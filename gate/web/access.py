@@ -6,11 +6,12 @@ what it serves, so a page and its API answer always agree.
 
 from __future__ import annotations
 
-from flask import abort, current_app, g, request
+from flask import abort, current_app, request
 from flask_login import current_user
 from werkzeug.routing import IntegerConverter
 
 from gate.app import site
+from gate.app.context import current
 from gate.app.db import get_db
 from gate.rules import billing, paywall
 from gate.rules.paywall import Decision
@@ -27,7 +28,7 @@ def published(slug: str) -> Article:
     if row is None:
         abort(404, description=f"There is no article at /articles/{slug}.")
     article = Article.from_row(row)
-    if article.published_at > site.now():
+    if article.published_at > current().now:
         abort(404, description=f"There is no article at /articles/{slug}.")
     return article
 
@@ -36,27 +37,26 @@ def _who() -> dict:
     """The reader or visitor an event is about."""
     if current_user.is_authenticated:
         return {"reader_id": current_user.id}
-    return {"visitor_id": site.visitor_id()}
+    return {"visitor_id": current().visitor_id()}
 
 
 def _spend(article: Article, how: str) -> tuple[Decision, bool]:
     """Spend one article of the viewer's meter on ``article`` (at most once), recording the unlock."""
     db = get_db()
     with immediate(db):  # the spend and its event commit together: a crash between them leaves neither
-        decision, spent = quota.unlock(site.quota_store_for_viewer(), site.rules(), site.viewer(), article,
-                                       site.now())
+        decision, spent = quota.unlock(current().viewer_quota, current().rules, current().viewer, article,
+                                       current().now)
         if spent:
-            events.record(db, "unlock", site.now(), slug=article.slug, **_who(), used=decision.meter.used,
+            events.record(db, "unlock", current().now, slug=article.slug, **_who(), used=decision.meter.used,
                           limit=decision.meter.limit, mode=decision.meter.mode, via=how)
-    g.porous_dirty = spent and site.porous_meter()
-    site.forget_viewer()
+    current().after_spend(spent)
     return decision, spent
 
 
 def read(article: Article) -> Decision:
     """Decide what the viewer sees, spend quota in auto mode, and record the view."""
-    db, rules, now = get_db(), site.rules(), site.now()
-    viewer = site.viewer()
+    db, rules, now = get_db(), current().rules, current().now
+    viewer = current().viewer
     decision = paywall.decide(rules, viewer, article, now)
     if request.method == "HEAD":  # headers only: not a read, so no spend and no events
         return decision
@@ -82,14 +82,14 @@ def unlock(article: Article) -> tuple[Decision, bool]:
     """Spend one article of the viewer's meter on this article, at most once."""
     decision, spent = _spend(article, "unlock")
     if not spent and decision.reason != paywall.Reason.ALREADY_UNLOCKED:
-        events.record(get_db(), "unlock_refused", site.now(), slug=article.slug, **_who(),
+        events.record(get_db(), "unlock_refused", current().now, slug=article.slug, **_who(),
                       reason=decision.reason)
     return decision, spent
 
 
 def payload(article: Article, decision: Decision) -> dict:
     """The JSON view of an article for this viewer: the body only with full access."""
-    rules = site.rules()
+    rules = current().rules
     data = {**article.summary(), **decision.as_dict(),
             "teaser_html": content.teaser_html(article, rules.teaser_paragraphs)}
     if decision.access == "full":
@@ -112,7 +112,7 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
 
 def latest(limit: int = 20, section: str | None = None, offset: int = 0) -> list[Article]:
     """Published articles, newest first."""
-    where, params = "published_at <= ?", [to_iso(site.now())]
+    where, params = "published_at <= ?", [to_iso(current().now)]
     if section:
         where += " and section = ?"
         params.append(section)
@@ -123,8 +123,8 @@ def latest(limit: int = 20, section: str | None = None, offset: int = 0) -> list
 
 def explain(article: Article, viewer_before, decision: Decision) -> dict:
     """The explain drawer's facts: the decision's, this viewer's experiment arms and subscription, and the gate's copy."""
-    rules = site.rules()
-    data = paywall.explain(rules, viewer_before, article, site.now(), after=decision)
+    rules = current().rules
+    data = paywall.explain(rules, viewer_before, article, current().now, after=decision)
     data["experiments"] = _arms()
     copy = paywall.gate_copy(rules, decision)
     reworded = [arm for arm in data["experiments"] if {"headline", "body"} & set(arm["changes"])]
@@ -136,9 +136,9 @@ def explain(article: Article, viewer_before, decision: Decision) -> dict:
 
 def _arms() -> list[dict]:
     """Each running experiment's arm for this viewer, and what that arm changes."""
-    chosen = site.variants()
+    chosen = current().variants
     arms = []
-    for exp in site.base_rules().experiments:
+    for exp in current().base_rules.experiments:
         if exp.id in chosen:
             variant = exp.variant(chosen[exp.id])
             arms.append({"id": exp.id, "arm": variant.id, "control": variant is exp.variants[0],

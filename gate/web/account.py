@@ -6,6 +6,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from gate.app import site
+from gate.app.context import current
 from gate.app.db import get_db
 from gate.rules import billing, paywall
 from gate.services import subscriptions
@@ -28,7 +29,7 @@ def _articles(slugs: list[str]) -> dict[str, Article]:
 @login_required
 def account():
     """Show who the reader is, their meter, subscription and payments."""
-    rules, viewer, now = site.rules(), site.viewer(), site.now()
+    rules, viewer, now = current().rules, current().viewer, current().now
     articles = _articles(sorted({s.slug for s in viewer.spends}))
     history = [
         {"spend": s, "article": articles[s.slug],
@@ -51,7 +52,7 @@ def _billing_alert():
     if not current_user.is_authenticated:
         return {"billing_alert": None}
     ends = current_user.grace_ends  # worked out with the reader's access when the session loaded it
-    return {"billing_alert": {"grace_ends": ends, "over": ends <= site.now()} if ends else None}
+    return {"billing_alert": {"grace_ends": ends, "over": ends <= current().now} if ends else None}
 
 
 def _run(operation, success: str):
@@ -87,7 +88,7 @@ def cancel():
     if now_please and request.form.get("confirm") != "yes":  # one click must not end access
         return redirect(url_for("account.confirm_cancel"), code=303)
     return _run(
-        lambda: subscriptions.cancel(get_db(), site.config(), current_user.id, site.now(),
+        lambda: subscriptions.cancel(get_db(), site.config(), current_user.id, current().now,
                                      immediately=now_please),
         "Your subscription has ended." if now_please else
         "Your subscription will end at the close of this period. You can resume it until then.",
@@ -100,7 +101,7 @@ def resume():
     """Keep a subscription that was set to end at the period end."""
     if not ConfirmForm().validate_on_submit():
         return redirect(url_for("account.account"), code=303)
-    return _run(lambda: subscriptions.resume(get_db(), site.config(), current_user.id, site.now()),
+    return _run(lambda: subscriptions.resume(get_db(), site.config(), current_user.id, current().now),
                 "Your subscription will renew as usual.")
 
 
@@ -114,11 +115,11 @@ def card():
         flash("You have no active subscription to update.", "info")
         return redirect(url_for("account.account"))
     if form.validate_on_submit():
-        new_card = form.check_card(site.now())
+        new_card = form.check_card(current().now)
         if new_card:
             try:
                 updated = subscriptions.update_card(get_db(), site.config(), current_user.id,
-                                                    new_card, form.card_number.data, site.now())
+                                                    new_card, form.card_number.data, current().now)
             except billing.BillingError as error:
                 form.card_number.errors.append(str(error))
             else:

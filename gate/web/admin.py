@@ -13,12 +13,13 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, r
 from flask_login import current_user
 
 from gate.app import clockops, site
+from gate.app.context import current
 from gate.app.db import get_db
 from gate.conf.settings import ConfigError
 from gate.rules import billing, paywall, periods
 from gate.rules import experiments as exp_stats
 from gate.rules.timeutil import parse_day, parse_moment
-from gate.services import accounts, charts, newsletter, subscriptions
+from gate.services import accounts, charts, newsletter, presets, subscriptions
 from gate.services import dashboard as stats
 from gate.storage import events
 from gate.storage.clock import REACH_YEARS, Clock, ClockError, parse_step
@@ -36,17 +37,17 @@ def _admins_only():
 
     The console always shows the site's own preset, never the session's preview.
     """
-    if not (current_user.is_authenticated and current_user.is_admin or site.act_as_instructor()):
+    if not (current_user.is_authenticated and current_user.is_admin or current().act_as_instructor()):
         if not current_user.is_authenticated:
             return login_manager.unauthorized()
         abort(403, description="The console is for admin accounts.")
-    site.show_site_preset()
+    current().show_site_preset()
     return None
 
 
 def _record(action: str, target: str | None = None, reader_id: int | None = None, **details) -> None:
     """Every admin change is an event naming the admin."""
-    events.record(get_db(), "admin_action", site.now(), reader_id=reader_id,
+    events.record(get_db(), "admin_action", current().now, reader_id=reader_id,
                   admin=current_user.email, action=action, target=target, **details)
 
 
@@ -60,8 +61,8 @@ def _posted() -> bool:
 
 def _range() -> stats.Range:
     """The chosen range of simulated time (local days), by default the last 30 days."""
-    tz = site.rules().tz
-    today = site.now().astimezone(tz).date()
+    tz = current().rules.tz
+    today = current().now.astimezone(tz).date()
     try:
         first = parse_day(request.args.get("start") or (today - timedelta(days=29)).isoformat())
         last = parse_day(request.args.get("end") or today.isoformat())
@@ -91,7 +92,7 @@ def dashboard():
     db, cfg = get_db(), site.config()
     plans = {plan.id: plan for plan in cfg.plans}
     funnel = stats.funnel(db, span, audience)
-    daily = stats.daily(db, span, site.rules().tz, audience)
+    daily = stats.daily(db, span, current().rules.tz, audience)
     return render_template(
         "admin/dashboard.html", span=span, metrics=stats.metrics(db, span, plans, audience),
         funnel=funnel, funnel_svg=charts.funnel(funnel, "Funnel: visit to subscription"),
@@ -105,7 +106,7 @@ def dashboard():
 def export():
     """The daily series of the chosen range, as CSV."""
     span, audience = _range(), _audience("people")
-    body = stats.to_csv(stats.daily(get_db(), span, site.rules().tz, audience))
+    body = stats.to_csv(stats.daily(get_db(), span, current().rules.tz, audience))
     return _csv(body, f"gate-{span.first_day}-{span.last_day}.csv")
 
 
@@ -131,7 +132,7 @@ def rules():
     db = get_db()
     if _posted():
         try:
-            before, after = site.use_preset(db, cfg, request.form.get("preset", ""), site.now(),
+            before, after = presets.use(db, cfg, request.form.get("preset", ""), current().now,
                                             by=current_user.email)
         except ConfigError as error:
             flash(str(error), "warning")
@@ -139,7 +140,7 @@ def rules():
             _record("preset_switched", after, **{"from": before, "to": after})
             flash(f"The site now applies {after}.", "success")
         return redirect(url_for("admin.rules"), code=303)
-    active = site.active_preset_name(db, cfg)
+    active = presets.active_name(db, cfg)
     left = request.args.get("a") or active
     right = request.args.get("b") or next(name for name in sorted(cfg.presets) if name != left)
     if left not in cfg.presets or right not in cfg.presets:
@@ -165,7 +166,7 @@ def clock():
     duration = request.form.get("duration", "")
     try:
         step = parse_step(duration)
-        done = clockops.advance(step, site.rules().tz, current_user.email)
+        done = clockops.advance(step, current().rules.tz, current_user.email)
     except (ValueError, ClockError) as error:
         return _clock_page(duration, f"The clock did not move: {error}"), 400
     return _clock_moved("advance", done, str(step))
@@ -178,7 +179,7 @@ def reset_demo():
     if request.method == "POST" and form.validate_on_submit() and request.form.get("confirm") == "yes":
         clockops.reset_demo(current_user.email)
         _record("demo_reset", "clock")
-        site.forget_rules()
+        current().after_rules_change()
         flash("The demo is reset: real time, the site's default preset, no lesson on. "
               "Readers and their history are kept.", "success")
         return redirect(url_for("admin.clock"), code=303)
@@ -189,7 +190,7 @@ def reset_demo():
 def _jump_to_boundary():
     """Jump to the next meter reset, or say why there is none."""
     try:
-        done = clockops.jump_to_boundary(site.rules(), current_user.email)
+        done = clockops.jump_to_boundary(current().rules, current_user.email)
         if done is None:
             raise ClockError("these rules have no fixed period boundary (rolling or lifetime)")
     except (ValueError, ClockError) as error:
@@ -211,7 +212,7 @@ def _clock_page(duration: str = "1d", error: str | None = None):
     """The clock page; a refused move shows its duration again with the reason beside it."""
     db = get_db()
     state = Clock(db).state()
-    boundary = clockops.next_boundary(site.rules(), site.now())
+    boundary = clockops.next_boundary(current().rules, current().now)
     recent = events.recent(db, limit=10, type="clock_changed")
     return render_template("admin/clock.html", state=state, boundary=boundary, recent=recent,
                            form=ConfirmForm(), duration=duration, error=error, reach_years=REACH_YEARS)
@@ -231,16 +232,16 @@ def _reader_or_404(reader_id: int) -> accounts.Reader:
     reader = accounts.by_id(get_db(), reader_id)
     if reader is None:
         abort(404, description=f"There is no reader #{reader_id}.")
-    return subscriptions.refresh(get_db(), site.config(), reader, site.now())
+    return subscriptions.refresh(get_db(), site.config(), reader, current().now)
 
 
 @bp.get("/readers/<id:reader_id>")
 def reader(reader_id: int):
     """One reader: tier, meter and its articles, subscription, payments, newsletters, timeline."""
-    db, now = get_db(), site.now()
+    db, now = get_db(), current().now
     person = _reader_or_404(reader_id)
-    rules = site.rules_for(person)
-    viewer = paywall.Viewer(person.tier, person.meter_key, site.quota_store().spends(person.meter_key))
+    rules = current().rules_for(person)
+    viewer = paywall.Viewer(person.tier, person.meter_key, current().quota.spends(person.meter_key))
     meter = paywall.meter_for(rules, viewer, now)
     in_window = [s for s in viewer.spends if meter.window_key and
                  _in_window(rules, viewer.tier, s.at, now)]
@@ -263,19 +264,19 @@ def reader_action(reader_id: int, action: str):
     back = redirect(url_for("admin.reader", reader_id=reader_id), code=303)
     if not _posted():
         return back
-    db, cfg, now = get_db(), site.config(), site.now()
+    db, cfg, now = get_db(), site.config(), current().now
     try:
         if action == "reset-meter":
-            removed = site.quota_store().reset(person.meter_key)
+            removed = current().quota.reset(person.meter_key)
             _record("meter_reset", person.email, reader_id, removed=removed)
             flash(f"Meter reset: {removed} unlock(s) forgotten.", "success")
         elif action == "comp":
-            until = parse_moment(request.form.get("until", ""), site.rules().tz)
+            until = parse_moment(request.form.get("until", ""), current().rules.tz)
             if until <= now:
                 raise ValueError("the end of complimentary access must be in the future")
             accounts.grant_comp(db, reader_id, until, by=current_user.email)
             _record("comp_granted", person.email, reader_id, until=until.isoformat())
-            flash(f"Complimentary access until {until.astimezone(site.rules().tz):%B %-d, %Y}.", "success")
+            flash(f"Complimentary access until {until.astimezone(current().rules.tz):%B %-d, %Y}.", "success")
         elif action == "cancel":
             subscriptions.cancel(db, cfg, reader_id, now, immediately=True, by=current_user.email)
             _record("subscription_canceled", person.email, reader_id)
@@ -320,12 +321,12 @@ def events_json():
 def _experiment_span() -> tuple[stats.Range, date | None]:
     """The chosen range; by default, from the day the active preset's experiments started to today."""
     db, cfg = get_db(), site.config()
-    starts = [moment for exp in cfg.preset(site.active_preset_name(db, cfg)).experiments
+    starts = [moment for exp in cfg.preset(presets.active_name(db, cfg)).experiments
               if (moment := stats.experiment_start(db, exp)) is not None]
     if request.args.get("start") or request.args.get("end") or not starts:
         return _range(), None
-    tz = site.rules().tz
-    today = site.now().astimezone(tz).date()
+    tz = current().rules.tz
+    today = current().now.astimezone(tz).date()
     began = min(min(starts).astimezone(tz).date(), today)
     return stats.Range.days(began, today, tz), began
 
@@ -333,7 +334,7 @@ def _experiment_span() -> tuple[stats.Range, date | None]:
 def _experiment_reports(span: stats.Range, audience: str) -> list[dict]:
     """Every experiment of every preset (the active preset's first), with its arms' funnels."""
     cfg, db = site.config(), get_db()
-    active = site.active_preset_name(db, cfg)
+    active = presets.active_name(db, cfg)
     reports = []
     for name, preset in sorted(cfg.presets.items(), key=lambda item: item[0] != active):
         for experiment in preset.experiments:
@@ -387,7 +388,7 @@ def generate_traffic():
     cfg, db = site.config(), get_db()
     try:
         visitors, days = _whole("visitors", 1000), _whole("days", 14)
-        done = traffic.generate(db, cfg, site.base_rules(), site.now(), visitors=visitors, days=days,
+        done = traffic.generate(db, cfg, current().base_rules, current().now, visitors=visitors, days=days,
                                 seed=_whole("seed", 42), people=traffic.population(cfg.dir))
     except (ValueError, ConfigError) as error:  # TrafficError is a ValueError
         flash(f"No traffic was generated: {error}", "warning")
@@ -407,7 +408,7 @@ def newsletters():
     if _posted():
         list_id = request.form.get("list", "")
         try:
-            done = web_newsletter.send_next(list_id, site.now())
+            done = web_newsletter.send_next(list_id, current().now)
         except newsletter.NewsletterError as error:
             flash(f"Nothing was sent: {error}.", "warning")
         else:
@@ -420,4 +421,4 @@ def newsletters():
                       f"{done['sent']} reader(s); {done['skipped']} paused.", "success")
         return redirect(url_for("admin.newsletters"), code=303)
     return render_template("admin/newsletters.html", form=ConfirmForm(),
-                           lists=newsletter.overview(get_db(), site.config(), site.now()))
+                           lists=newsletter.overview(get_db(), site.config(), current().now))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from gate.app import ratelimit, site
+from gate.app import ratelimit
+from gate.app.context import current
 from gate.app.db import get_db
 from gate.app.ratelimit import limiter
 from gate.rules import paywall
@@ -27,7 +28,7 @@ def articles():
 def article(slug: str):
     """One article for this viewer: access, reason, offer, meter, and the body only if full."""
     item = access.published(slug)
-    viewer_before = site.viewer()
+    viewer_before = current().viewer_before
     decision = access.read(item)
     data = access.payload(item, decision)
     if request.args.get("explain") in ("1", "true"):
@@ -49,8 +50,8 @@ def unlock(slug: str):
 @bp.get("/meter")
 def meter():
     """The viewer's meter: used, limit, remaining, resets_at and the period."""
-    rules, viewer = site.rules(), site.viewer()
-    data = paywall.meter_for(rules, viewer, site.now()).as_dict()
+    rules, viewer = current().rules, current().viewer
+    data = paywall.meter_for(rules, viewer, current().now).as_dict()
     return jsonify(tier=viewer.tier, preset=rules.name, **data)
 
 
@@ -58,4 +59,4 @@ def meter():
 def health():
     """Liveness and the site's clock and preset."""
     get_db().execute("select 1").fetchone()
-    return jsonify(status="ok", now=site.now().isoformat(), preset=site.rules().name)
+    return jsonify(status="ok", now=current().now.isoformat(), preset=current().rules.name)

@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_login import current_user, login_user, logout_user
 
 from gate.app import ratelimit, site
+from gate.app.context import current
 from gate.app.db import get_db
 from gate.app.ratelimit import limiter
 from gate.rules import tokens
@@ -37,12 +38,12 @@ def safe_next(target: str | None, default: str = "/") -> str:
 
 def sign_in(reader: accounts.Reader, method: str, remember: bool = False) -> None:
     """Log a reader in: the database records it (meter moved to the account) before the session changes."""
-    accounts.sign_in(get_db(), reader, session.get("visitor"), method, site.now())
+    accounts.sign_in(get_db(), reader, session.get("visitor"), method, current().now)
     carried = {key: session[key] for key in CARRIED if key in session}
     session.clear()  # a fresh session on every sign-in
     session.update(carried)
     login_user(reader, remember=remember)
-    site.forget_viewer()
+    current().after_sign_in()
 
 
 @bp.route("/signup", methods=["GET", "POST"])
@@ -78,14 +79,14 @@ def _proof_first() -> bool:
     sign-in; otherwise a new reader is signed in at once (and signup necessarily
     tells a new address from a known one: the trade-off docs/security.md describes).
     """
-    return site.rules().tiers.registered.require_verified
+    return current().rules.tiers.registered.require_verified
 
 
 def _new_reader(form, chosen: list[str], next_path: str) -> accounts.Reader | None:
     """The account a signup created, or None (and a sign-in link mailed) if the address has one."""
-    made = accounts.sign_up(get_db(), form.email.data, form.password.data or None, site.now(),
+    made = accounts.sign_up(get_db(), form.email.data, form.password.data or None, current().now,
                             visitor_id=session.get("visitor"), source=next_path, newsletters=chosen,
-                            preset=site.rules().name)
+                            preset=current().rules.name)
     if not made.created:
         if made.reader is not None:
             send_magic_link(made.reader, next_path, reason="signup_existing")
@@ -132,7 +133,7 @@ def request_magic_link():
 
 def send_magic_link(reader: accounts.Reader, next_path: str, reason: str) -> None:
     """Email a single-use, 15-minute sign-in link (through the outbox)."""
-    db, now = get_db(), site.now()
+    db, now = get_db(), current().now
     jti = accounts.issue_login_token(db, reader.id, now)
     token = tokens.sign(current_app.secret_key, "magic-login", {"r": reader.id, "j": jti, "n": next_path})
     link = site.absolute_url("auth.magic_link", token=token)  # never the request's Host
@@ -161,7 +162,7 @@ def magic_link(token: str):
     if request.method == "POST" and form.validate_on_submit():
         db = get_db()
         reader = accounts.by_id(db, data["r"])
-        if reader is None or not accounts.consume_login_token(db, data["j"], reader.id, site.now()):
+        if reader is None or not accounts.consume_login_token(db, data["j"], reader.id, current().now):
             return render_template("auth/magic_invalid.html"), 400
         sign_in(reader, "magic_link")
         flash("You are logged in.", "success")
@@ -176,8 +177,8 @@ def logout():
     """POST ends the session everywhere; GET asks first (a link can't log you out)."""
     form = ConfirmForm()
     if request.method == "POST" and form.validate_on_submit():
-        admin = site.instructor()
-        accounts.sign_out(get_db(), current_user.id if current_user.is_authenticated else None, site.now(),
+        admin = current().instructor
+        accounts.sign_out(get_db(), current_user.id if current_user.is_authenticated else None, current().now,
                           instructor_id=admin.id if admin is not None else None)
         logout_user()
         session.clear()

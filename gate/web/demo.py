@@ -11,6 +11,7 @@ from flask import Blueprint, Response, abort, current_app, flash, redirect, requ
 from flask_login import current_user, logout_user
 
 from gate.app import site
+from gate.app.context import current
 from gate.app.db import get_db
 from gate.services import personas
 from gate.storage import events
@@ -57,13 +58,13 @@ def return_to_instructor():
 
 
 def _return() -> str:
-    admin = site.instructor()
+    admin = current().instructor
     if admin is None:
         abort(403, description="There is no instructor session to return to: log in as an admin.")
     persona = _current_persona()
     session.pop("visitor", None)  # the persona's anonymous meter is not the admin's to keep
     sign_in(admin, "instructor")
-    events.record(get_db(), "persona_returned", site.now(), reader_id=admin.id,
+    events.record(get_db(), "persona_returned", current().now, reader_id=admin.id,
                   **{"from": persona, "to": "instructor"})
     return "You are back in your own account."
 
@@ -80,8 +81,8 @@ def _preview() -> str:
         abort(400, description=f"There is no preset called {name!r}.")
     start_preview(name or None)
     if name:
-        return f"Previewing {site.rules().title}: only you see it; everyone else keeps the site's rules."
-    return f"Back to the site's preset: {site.rules().title}."
+        return f"Previewing {current().rules.title}: only you see it; everyone else keeps the site's rules."
+    return f"Back to the site's preset: {current().rules.title}."
 
 
 def start_preview(name: str | None, consent: bool = False) -> None:
@@ -94,7 +95,7 @@ def start_preview(name: str | None, consent: bool = False) -> None:
         session[site.CONSENT_PREVIEW_KEY] = True
     else:
         session.pop(site.CONSENT_PREVIEW_KEY, None)
-    site.forget_rules()
+    current().after_rules_change()
 
 
 def _current_persona() -> str | None:
@@ -104,8 +105,8 @@ def _current_persona() -> str | None:
 
 def _underneath() -> str | None:
     """The session token of the admin who stays underneath a persona switch, if any."""
-    if site.instructor() is not None:
-        return site.instructor().session_token
+    if current().instructor is not None:
+        return current().instructor.session_token
     if current_user.is_authenticated and current_user.is_admin:
         return current_user.session_token
     return None
@@ -117,15 +118,15 @@ def become(persona_id: str, **detail) -> None:
     An admin stays underneath (see ``return_to_instructor``); a preset
     preview stays in force.
     """
-    db, now = get_db(), site.now()
+    db, now = get_db(), current().now
     admin, before = _underneath(), _current_persona()
     preview = {key: session[key] for key in site.PREVIEW_KEYS if key in session}
     if current_user.is_authenticated:
         logout_user()
     session.clear()
     session.update(preview)
-    site.forget_rules()  # the rules, variants and viewer worked out so far were the presenter's
-    reader = personas.reset(db, site.config(), site.rules_for, persona_id, now)
+    current().after_rules_change()  # the rules, variants and viewer worked out so far were the presenter's
+    reader = personas.reset(db, site.config(), current().rules_for, persona_id, now)
     if reader is not None:
         sign_in(reader, "persona")  # a fresh session: it carries the preview, not the admin
     if admin:

@@ -13,8 +13,9 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user
 
 from gate.app import site
+from gate.app.context import current
 from gate.app.db import get_db
-from gate.services import newsletter
+from gate.services import newsletter, presets
 from gate.web.demo import become, start_preview
 from gate.web.forms import ConfirmForm
 
@@ -111,7 +112,7 @@ def _instructor():
     """The admin choosing here: the signed-in admin, or (demo mode) the one underneath a persona."""
     if current_user.is_authenticated and current_user.is_admin:
         return current_user
-    return site.instructor()
+    return current().instructor
 
 
 def _may_switch() -> bool:
@@ -124,8 +125,8 @@ def index():
     """The tour: every pattern, what to watch for, and a try-it button."""
     return render_template("learn/learn.html", lessons=LESSONS, may_switch=_may_switch(), form=ConfirmForm(),
                            may_apply=_instructor() is not None, demo=bool(current_app.config.get("DEMO")),
-                           active=site.active_preset_name(get_db(), site.config()),
-                           previewing=site.previewed_preset())
+                           active=presets.active_name(get_db(), site.config()),
+                           previewing=current().previewed_preset)
 
 
 #: Where a Try it takes effect: this session only, or the whole site (admins).
@@ -153,8 +154,8 @@ def try_it(lesson_id: str):
         return redirect(url_for("learn.index"), code=303)
     scope, consent = _scope(), lesson.id == CONSENT_LESSON
     if scope == "site":
-        db, now, who = get_db(), site.now(), _instructor().email
-        site.use_preset(db, site.config(), lesson.preset, now, by=who)
+        db, now, who = get_db(), current().now, _instructor().email
+        presets.use(db, site.config(), lesson.preset, now, by=who)
         newsletter.set_preticked_lesson(db, consent, now, by=who)
     if current_app.config.get("DEMO"):
         start_preview(lesson.preset if scope == "preview" else None, consent and scope == "preview")
@@ -174,6 +175,6 @@ def end_consent_lesson():
         if session.pop(site.CONSENT_PREVIEW_KEY, None) is None:  # not a preview: the site's setting
             if _instructor() is None:
                 abort(403, description="The lesson is on for the whole site: an admin turns it off.")
-            newsletter.set_preticked_lesson(get_db(), False, site.now(), by=_instructor().email)
+            newsletter.set_preticked_lesson(get_db(), False, current().now, by=_instructor().email)
         flash("Signup boxes start unticked again: consent is opt-in.", "info")
     return redirect(url_for("learn.index", _anchor=CONSENT_LESSON), code=303)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from gate.app import site
+from gate.app.context import current
 from gate.app.db import get_db
 from gate.rules import tokens
 from gate.services import accounts, content, desk, mail, newsletter, subscriptions
@@ -111,7 +112,7 @@ def send_next(list_id: str, now, dry_run: bool = False) -> dict | None:
 @login_required
 def preferences():
     """The preference center: every list the reader can join, with on/off switches."""
-    db, cfg, now = get_db(), site.config(), site.now()
+    db, cfg, now = get_db(), site.config(), current().now
     form = ConfirmForm()
     if request.method == "POST" and form.validate_on_submit():
         _change(request.form.get("list", ""), request.form.get("action"), now)
@@ -158,7 +159,7 @@ def confirm(token: str):
     form = ConfirmForm()
     if request.method == "POST" and form.validate_on_submit():
         done = newsletter.confirm(get_db(), data["r"], [l for l in data["l"] if _known(cfg, l)],
-                                  site.now(), ip=request.remote_addr)
+                                  current().now, ip=request.remote_addr)
         return render_template("newsletter/newsletter_confirmed.html", names=names, done=done)
     response = current_app.make_response(render_template("newsletter/newsletter_confirm.html", names=names, form=form))
     response.headers["Referrer-Policy"] = "no-referrer"
@@ -183,7 +184,7 @@ def unsubscribe(token: str):
         return render_template("newsletter/newsletter_link_invalid.html"), 400
     if request.method == "POST":
         method = "one_click" if request.form.get("List-Unsubscribe") == "One-Click" else "unsubscribe_page"
-        newsletter.unsubscribe(get_db(), cfg, reader.id, item.id, site.now(), method=method,
+        newsletter.unsubscribe(get_db(), cfg, reader.id, item.id, current().now, method=method,
                                source="email", ip=request.remote_addr)
         return render_template("newsletter/newsletter_unsubscribed.html", item=item, email=reader.email)
     return render_template("newsletter/newsletter_unsubscribe.html", item=item, email=reader.email, token=token)
@@ -191,11 +192,7 @@ def unsubscribe(token: str):
 
 def consent_lesson() -> bool:
     """Whether the pre-ticked consent lesson is on (read once per request)."""
-    state = site.request_state()
-    if "consent_lesson" not in state:  # a student's preview of the lesson, else the site's setting
-        preview = current_app.config.get("DEMO") and session.get(site.CONSENT_PREVIEW_KEY)
-        state.consent_lesson = bool(preview) or newsletter.preticked_lesson(get_db())
-    return state.consent_lesson
+    return current().consent_lesson
 
 
 def consent_ticked(item) -> bool:
@@ -215,7 +212,7 @@ def enroll_at_signup(reader: accounts.Reader, list_ids: list[str], source: str) 
     A box that was shown ticked is recorded as such (method ``signup_preticked``):
     the consent record then shows the consent was not an affirmative act.
     """
-    db, cfg, now = get_db(), site.config(), site.now()
+    db, cfg, now = get_db(), site.config(), current().now
     pending = []
     for list_id in list_ids:
         method = "signup_preticked" if consent_ticked(newsletter.get_list(cfg, list_id)) else "signup"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from gate.app import ratelimit, site
+from gate.app.context import current
 from gate.app.db import get_db
 from gate.app.ratelimit import limiter
 from gate.rules import paywall
@@ -40,19 +41,19 @@ def section(name: str):
 def article(slug: str):
     """One article: the full text, or the teaser and the gate the rules choose."""
     item = access.published(slug)
-    viewer_before = site.viewer()
+    viewer_before = current().viewer_before
     decision = access.read(item)
     explain = access.explain(item, viewer_before, decision) if current_app.config.get("DEMO") else None
-    paragraphs = site.rules().teaser_paragraphs
+    paragraphs = current().rules.teaser_paragraphs
     teaser = content.teaser_html(item, paragraphs)
     # The bypass-lab preset (UNSAFE, for teaching) sends the gated text anyway, hidden by script.
-    porous = decision.access == "teaser" and site.rules().porous
+    porous = decision.access == "teaser" and current().rules.porous
     gated = content.gated_html(item, paragraphs) if decision.access == "full" or porous else None
     ld = content.json_ld(item, decision.access_class, site.config().publication.name,
                          site.absolute_url("reading.article", slug=slug))
     return render_template("reading/article.html", article=item, decision=decision, teaser=teaser,
                            gated=gated, json_ld=ld, meter=decision.meter,
-                           explain=explain, porous=porous, gate_copy=paywall.gate_copy(site.rules(), decision))
+                           explain=explain, porous=porous, gate_copy=paywall.gate_copy(current().rules, decision))
 
 
 @bp.post("/articles/<slug>/unlock")
@@ -100,6 +101,6 @@ def search():
     form = SearchForm(request.args)
     page = access.int_arg("page", 1, 1, 100_000)
     query = (form.q.data or "").strip()[:200]
-    full = site.viewer().tier == "subscriber"
-    results = archive.search(get_db(), query, body=full, now=site.now(), page=page) if query else None
+    full = current().viewer.tier == "subscriber"
+    results = archive.search(get_db(), query, body=full, now=current().now, page=page) if query else None
     return render_template("reading/search.html", form=form, results=results, full=full)

@@ -8,6 +8,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, s
 from flask_login import current_user
 
 from gate.app import ratelimit, site
+from gate.app.context import current
 from gate.app.db import get_db
 from gate.app.ratelimit import limiter
 from gate.rules import billing
@@ -53,7 +54,7 @@ def _render(form, plan, status=200):
 def checkout(plan_id: str):
     """Show the checkout form; on POST validate, charge the test card and subscribe."""
     plan = _plan(plan_id)
-    db, now = get_db(), site.now()
+    db, now = get_db(), current().now
     if current_user.is_authenticated and current_user.is_subscriber and request.method == "GET":
         flash("You already have full access: manage your subscription here.", "info")
         return redirect(url_for("account.account"))
@@ -117,7 +118,7 @@ def _guest_checkout(form: CheckoutForm, plan, card, key: str, now):
     result = subscriptions.guest_checkout(
         get_db(), site.config(), email, form.password.data or None, plan.id, card,
         form.card_number.data, key, now, ip=request.remote_addr, visitor_id=session.get("visitor"),
-        source=request.path, preset=site.rules().name)
+        source=request.path, preset=current().rules.name)
     if result.outcome == "declined":
         return _declined(form, plan, result.decline)
     if result.outcome == "subscribed":

@@ -1,0 +1,274 @@
+"""This request as the paywall sees it: when, by which rules, and who is reading.
+
+One :class:`RequestState` per request (or CLI command), built on first use by
+:func:`current` and kept on ``g`` under one attribute. Each field is worked
+out the first time something asks for it and then kept, so every decision in
+the request agrees and the meter is read once. What changes them has a name:
+:meth:`RequestState.after_spend`, :meth:`~RequestState.after_rules_change`,
+:meth:`~RequestState.after_sign_in`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+
+from flask import current_app, g, request, session
+from flask_login import current_user
+
+from gate.app import site
+from gate.app.db import get_db
+from gate.conf.settings import Config
+from gate.rules import experiments
+from gate.rules.paywall import Rules, Viewer
+from gate.services import accounts, newsletter, presets, visitors
+from gate.storage import events
+from gate.storage.clock import Clock, ClockState, real_now
+from gate.storage.quota import MemoryQuotaStore, SQLiteQuotaStore
+
+#: The attribute of ``g`` the request's state lives under.
+G_KEY = "gate_request"
+#: The bypass-lab preset's meter: its key, and the plain cookie it lives in.
+POROUS_KEY, POROUS_COOKIE = "cookie", "porous_meter"
+#: Fields worked out from the rules: dropped when the rules change.
+RULES_FIELDS = ("base_rules", "variants", "rules", "viewer", "viewer_before", "cookie_meter")
+
+
+def reader_unit(reader) -> str:
+    """What experiments assign a reader by: their first visitor id, else their account."""
+    return reader.experiment_unit or f"reader:{reader.id}"
+
+
+@dataclass(eq=False)
+class RequestState:
+    """One request's clock, rules, variants and viewer, each worked out on first use."""
+
+    config: Config
+    demo: bool
+    #: The console reads by the site's own preset, whatever the session previews.
+    site_preset_only: bool = False
+    #: This request spent from the bypass lab's cookie meter, so the cookie goes back.
+    spent_from_cookie: bool = False
+
+    @cached_property
+    def clock(self) -> ClockState:
+        """The clock row, read once per request."""
+        return Clock(get_db()).state()
+
+    @cached_property
+    def now(self) -> datetime:
+        """The site time, read once per request so every decision in it agrees."""
+        return self.clock.now(real_now())
+
+    @property
+    def previewed_preset(self) -> str | None:
+        """The preset this session previews instead of the site's (demo mode only), or None.
+
+        A student's Try it changes only their own view; the console always shows
+        the site's own preset (``show_site_preset``).
+        """
+        if not self.demo or self.site_preset_only:
+            return None
+        name = session.get(site.PREVIEW_KEY)
+        return name if isinstance(name, str) and name in self.config.presets else None
+
+    @cached_property
+    def base_rules(self) -> Rules:
+        """The viewer's preset as configured, before any experiment variant."""
+        return self.config.preset(self.previewed_preset or presets.active_name(get_db(), self.config))
+
+    @cached_property
+    def variants(self) -> dict[str, str]:
+        """This viewer's variant of each active experiment in the preset."""
+        return self._assign(self.experiment_unit)
+
+    @cached_property
+    def rules(self) -> Rules:
+        """The rules the site applies to this viewer: the preset, with their variants applied."""
+        return self._with_variants(self.variants)
+
+    def rules_for(self, reader) -> Rules:
+        """The rules another reader sees (an admin's view of them, a persona being built)."""
+        return self._with_variants(self._assign(lambda: reader_unit(reader)))
+
+    def _assign(self, unit_of) -> dict[str, str]:
+        """The variant of each active experiment for the unit ``unit_of()`` names (asked only if any is active)."""
+        active = [exp for exp in self.base_rules.experiments if exp.active]
+        unit = unit_of() if active else None
+        return {exp.id: experiments.assign(exp, unit).id for exp in active}
+
+    def _with_variants(self, chosen: dict[str, str]) -> Rules:
+        applied = self.base_rules
+        for exp in applied.experiments:
+            if exp.id in chosen:
+                applied = experiments.apply(applied, exp.variant(chosen[exp.id]))
+        return applied
+
+    def experiment_unit(self) -> str:
+        """What experiments assign this viewer by: the signed-in reader's unit, else this visitor's id."""
+        if current_user.is_authenticated:
+            return reader_unit(current_user)
+        return f"visitor:{self.visitor_id()}"  # an arm given is kept, so the visitor stays in it
+
+    def event_tags(self) -> dict:
+        """The tags of an event recorded in this request: the viewer's variants, and a previewed preset.
+
+        The audit reads the site's preset from its history; an event recorded
+        under a preview names its preset so it is checked by the rules it had.
+        """
+        chosen, preview = self.variants, self.previewed_preset
+        return {**({"variants": chosen} if chosen else {}), **({"preset": preview} if preview else {})}
+
+    @cached_property
+    def new_visitor(self) -> str:
+        """An id for a visitor without one, chosen for this request and kept only once it is used."""
+        return secrets.token_urlsafe(12)
+
+    def _visitor(self) -> str:
+        """This visitor's id: the session's, or this request's new one (reading the meter does not keep it).
+
+        Recording an event or a spend, or placing the visitor in an experiment,
+        keeps it (``visitor_id``). A feed reader, a crawler or a 404 gets no
+        cookie and adds no visitor.
+        """
+        return session["visitor"] if "visitor" in session else self.new_visitor
+
+    def visitor_id(self) -> str:
+        """The anonymous visitor id, kept in the signed session cookie and the visitors table from now on."""
+        if "visitor" not in session:
+            session["visitor"] = self._visitor()
+            visitors.keep(get_db(), session["visitor"], self.now)
+        return session["visitor"]
+
+    @property
+    def porous(self) -> bool:
+        """Whether this viewer's meter is the UNSAFE cookie of the bypass-lab preset."""
+        return self.rules.porous and not current_user.is_authenticated
+
+    @property
+    def quota(self) -> SQLiteQuotaStore:
+        """The meter store of this site."""
+        return SQLiteQuotaStore(get_db())
+
+    @cached_property
+    def cookie_meter(self) -> MemoryQuotaStore:
+        """The bypass lab's meter, as the plain unsigned cookie says it is. Anyone can edit it."""
+        store = MemoryQuotaStore()
+        for slug, at in _cookie_spends():
+            store.spend(POROUS_KEY, slug, at.isoformat(), at, lambda spends: True)
+        return store
+
+    @property
+    def viewer_quota(self):
+        """The store this viewer's meter lives in: the database, or (bypass lab) a cookie."""
+        return self.cookie_meter if self.porous else self.quota
+
+    @cached_property
+    def viewer(self) -> Viewer:
+        """The current viewer with the spends of their meter."""
+        user = current_user._get_current_object()
+        verified = not user.is_authenticated or user.email_verified_at is not None
+        if user.is_authenticated:
+            tier, key = user.tier, user.meter_key
+        elif self.porous:
+            tier, key = "anonymous", POROUS_KEY
+        else:
+            tier, key = "anonymous", f"visitor:{self._visitor()}"
+        return Viewer(tier, key, self.viewer_quota.spends(key), verified)
+
+    @cached_property
+    def viewer_before(self) -> Viewer:
+        """The viewer as this request found them, before its spend (what the explain drawer compares)."""
+        return self.viewer
+
+    @cached_property
+    def instructor(self) -> accounts.Reader | None:
+        """The admin underneath this session's persona (demo mode's "view as"), or None.
+
+        The session keeps the admin's rotating session token, so signing the
+        admin out anywhere (or removing their admin flag) ends it too.
+        """
+        token = session.get(site.INSTRUCTOR_KEY) if self.demo else None
+        reader = accounts.by_session_token(get_db(), token) if isinstance(token, str) else None
+        return reader if reader is not None and reader.is_admin else None
+
+    @cached_property
+    def consent_lesson(self) -> bool:
+        """Whether the pre-ticked consent lesson is on: a student's preview of it, else the site's setting."""
+        preview = self.demo and session.get(site.CONSENT_PREVIEW_KEY)
+        return bool(preview) or newsletter.preticked_lesson(get_db())
+
+    def after_spend(self, spent: bool) -> None:
+        """A spend moved the meter: keep the viewer it started from, and read the meter again on next use."""
+        if "viewer" in self.__dict__:
+            self.__dict__.setdefault("viewer_before", self.__dict__.pop("viewer"))
+        self.spent_from_cookie = self.spent_from_cookie or (spent and self.porous)
+
+    def after_sign_in(self) -> None:
+        """Someone else is reading now: their viewer is worked out on next use."""
+        for name in ("viewer", "viewer_before"):
+            self.__dict__.pop(name, None)
+
+    def after_rules_change(self) -> None:
+        """The preset, a preview or the reader changed: work the rules, variants and viewer out again."""
+        for name in RULES_FIELDS:
+            self.__dict__.pop(name, None)
+
+    def show_site_preset(self) -> None:
+        """This request reads by the site's preset whatever the session previews (the console)."""
+        self.site_preset_only = True
+        self.after_rules_change()
+
+    def act_as_instructor(self) -> bool:
+        """In the console, be the admin underneath the persona for this request; False if there is none."""
+        admin = self.instructor
+        if admin is None:
+            return False
+        g._login_user = admin  # what flask-login's current_user reads for the rest of this request
+        self.after_rules_change()
+        return True
+
+
+def current() -> RequestState:
+    """This request's state, built on first use and kept on ``g``."""
+    state = g.get(G_KEY)
+    if state is None:
+        state = RequestState(site.config(), bool(current_app.config.get("DEMO")))
+        setattr(g, G_KEY, state)
+    return state
+
+
+def _cookie_spends():
+    """The plain, unsigned cookie meter: a list of [slug, time]. Anyone can edit it."""
+    try:
+        raw = json.loads(request.cookies.get(POROUS_COOKIE, "[]"))
+        return [(str(slug), datetime.fromisoformat(at)) for slug, at in raw][:500]
+    except (ValueError, TypeError):
+        return []
+
+
+def write_porous_cookie(response):
+    """Send the cookie meter back, when this request spent from it."""
+    state = g.get(G_KEY)
+    if state is not None and state.spent_from_cookie and "cookie_meter" in state.__dict__:
+        spends = [[s.slug, s.at.isoformat()] for s in state.cookie_meter.spends(POROUS_KEY)]
+        response.set_cookie(POROUS_COOKIE, json.dumps(spends), max_age=3600 * 24 * 400, samesite="Lax")
+    return response
+
+
+def _event_tags() -> dict:
+    """The tags of an event recorded now: the current request's (see ``RequestState.event_tags``)."""
+    return current().event_tags()
+
+
+def tag_request_events() -> None:
+    """Every event this request records carries the viewer's variants, whatever the view."""
+    events.TAGS.set(_event_tags)
+
+
+def reset_request_state() -> None:
+    """End each request with no event tags (contexts may be reused)."""
+    events.TAGS.set({})

@@ -1,0 +1,30 @@
+"""Which preset the running site reads by: a row of the settings table, changed with an event."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from gate.conf.settings import Config
+from gate.storage import events
+
+PRESET_KEY = "preset"
+
+
+def active_name(db, cfg: Config) -> str:
+    """The preset stored in the database, else the site default."""
+    row = db.execute("select value from settings where key = ?", [PRESET_KEY]).fetchone()
+    if row and row[0] in cfg.presets:
+        return row[0]
+    return cfg.publication.default_preset
+
+
+def use(db, cfg: Config, name: str, at: datetime, by: str) -> tuple[str, str]:
+    """Switch the running site to another preset; returns (from, to)."""
+    cfg.preset(name)  # raises ConfigError for an unknown name
+    before = active_name(db, cfg)
+    db.execute(
+        "insert or replace into settings (key, value) values (?, ?)", [PRESET_KEY, name]
+    )
+    if before != name:
+        events.record(db, "preset_changed", at, by=by, **{"from": before, "to": name})
+    return before, name

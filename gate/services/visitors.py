@@ -1,0 +1,10 @@
+"""Anonymous visitors: an id kept once the visitor reads, spends or joins an experiment."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+def keep(db, visitor_id: str, at: datetime) -> None:
+    """Record a visitor the first time their id is used (again: nothing)."""
+    db.execute("insert or ignore into visitors (id, created_at) values (?, ?)", [visitor_id, at.isoformat()])

@@ -1,0 +1,106 @@
+"""The request object: each fact worked out once a request, and again only after a named change."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from flask_login import login_user
+
+from gate.app import site
+from gate.app.context import current
+from gate.app.db import get_db
+from gate.rules import paywall
+from gate.services import accounts, presets
+from gate.storage.clock import Clock
+from gate.storage.quota import SQLiteQuotaStore
+from tests.helpers import METERED, START
+
+
+def test_one_object_per_request_kept_on_g(app):
+    with app.test_request_context("/"):
+        state = current()
+        assert current() is state and state.now == START and state.config is site.config()
+    with app.test_request_context("/"):
+        assert current() is not state  # a new request starts afresh
+
+
+def test_after_spend_reads_the_meter_again_and_keeps_the_viewer_before(app):
+    with app.test_request_context(f"/articles/{METERED}"):
+        state = current()
+        before = state.viewer
+        assert before.spends == () and state.viewer is before
+        state.quota.spend(before.meter_key, METERED, "window", state.now, lambda spends: True)
+        assert state.viewer is before  # kept: the meter is read once until a spend says otherwise
+        state.after_spend(True)
+        assert [spend.slug for spend in state.viewer.spends] == [METERED]
+        assert state.viewer_before is before and state.viewer is not before
+        assert not state.spent_from_cookie  # the database meter: no cookie to send back
+
+
+def test_after_rules_change_works_the_rules_and_variants_out_again(app):
+    with app.test_request_context("/"):
+        state = current()
+        assert state.rules.name == "wpr" and state.variants == {}
+        viewer = state.viewer
+        presets.use(get_db(), site.config(), "metered-ab", state.now, by="test")
+        assert state.rules.name == "wpr"  # kept until told
+        state.after_rules_change()
+        assert state.base_rules.name == state.rules.name == "metered-ab"
+        assert set(state.variants) == {"gate-pressure"}
+        assert state.rules.tiers.anonymous.limit in (3, 5)  # the arm's limit, applied
+        assert state.viewer is not viewer
+
+
+def test_after_sign_in_reads_the_new_readers_meter(app):
+    with app.test_request_context("/"):
+        state = current()
+        assert state.viewer.tier == "anonymous"
+        reader = accounts.create(get_db(), "new@example.com", "a-long-password", state.now)
+        login_user(reader)
+        assert state.viewer.tier == "anonymous"  # kept until told
+        state.after_sign_in()
+        assert (state.viewer.tier, state.viewer.meter_key) == ("registered", reader.meter_key)
+
+
+def test_a_spend_from_the_porous_cookie_is_sent_back(app, client, runner):
+    runner.invoke(args=["preset", "use", "bypass-lab"])
+    with app.test_request_context(f"/articles/{METERED}"):
+        state = current()
+        assert state.porous and state.viewer_quota is state.cookie_meter
+        state.after_spend(False)
+        assert not state.spent_from_cookie
+        state.after_spend(True)
+        assert state.spent_from_cookie
+        state.after_rules_change()
+        assert "cookie_meter" not in vars(state)  # read from the cookie again under the new rules
+
+
+@pytest.fixture
+def computations(monkeypatch):
+    """How often one request decides, reads a meter or reads the clock."""
+    calls = Counter()
+    for owner, name in [(paywall, "decide"), (paywall, "meter_for"), (SQLiteQuotaStore, "spends"),
+                        (Clock, "state")]:
+        real = getattr(owner, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("preset", ["wpr", "metered"])  # choice mode; auto mode re-reading an unlocked article
+def test_an_article_is_decided_once_a_request(client, runner, computations, preset):
+    """One GET reads the clock and the meter once and decides once (the header's meter aside)."""
+    runner.invoke(args=["preset", "use", preset])
+    client.get(f"/articles/{METERED}")  # auto mode spends here; the GET below spends nothing
+    computations.clear()
+    assert client.get(f"/articles/{METERED}").status_code == 200
+    assert (computations["state"], computations["spends"], computations["decide"]) == (1, 1, 1)
+    assert computations["meter_for"] <= 2  # decide's, and the header's
+    computations.clear()
+    assert client.get(f"/api/articles/{METERED}").status_code == 200
+    assert computations == {"state": 1, "spends": 1, "decide": 1, "meter_for": 1}
