@@ -8,6 +8,7 @@ from gate.app import ratelimit, site
 from gate.app.db import get_db
 from gate.app.ratelimit import limiter
 from gate.rules import paywall
+from gate.storage.db import ping
 from gate.web import access
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -26,14 +27,8 @@ def articles():
 @bp.get("/articles/<slug>")
 def article(slug: str):
     """One article for this viewer: access, reason, offer, meter, and the body only if full."""
-    item = access.published(slug)
-    viewer_before = site.viewer()
-    decision = access.read(item)
-    data = access.payload(item, decision)
-    if request.args.get("explain") in ("1", "true"):
-        data["explain"] = access.explain(item, viewer_before, decision)
-        data["trace"] = data["explain"]["trace"]
-    return jsonify(data)
+    shown = access.show(slug, explained=request.args.get("explain") in ("1", "true"))
+    return jsonify(shown.payload())
 
 
 @bp.post("/articles/<slug>/unlock")
@@ -43,7 +38,7 @@ def unlock(slug: str):
     item = access.published(slug)
     decision, spent = access.unlock(item)
     status = 200 if decision.access == "full" else 403
-    return jsonify({**access.payload(item, decision), "spent": spent}), status
+    return jsonify({**access.shown(item, decision).payload(), "spent": spent}), status
 
 
 @bp.get("/meter")
@@ -57,5 +52,5 @@ def meter():
 @bp.get("/health")
 def health():
     """Liveness and the site's clock and preset."""
-    get_db().execute("select 1").fetchone()
+    ping(get_db())
     return jsonify(status="ok", now=site.now().isoformat(), preset=site.rules().name)

@@ -7,7 +7,6 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from gate.app import ratelimit, site
 from gate.app.db import get_db
 from gate.app.ratelimit import limiter
-from gate.rules import paywall
 from gate.services import content
 from gate.services import search as archive
 from gate.web import access
@@ -39,20 +38,13 @@ def section(name: str):
 @bp.get("/articles/<slug>")
 def article(slug: str):
     """One article: the full text, or the teaser and the gate the rules choose."""
-    item = access.published(slug)
-    viewer_before = site.viewer()
-    decision = access.read(item)
-    explain = access.explain(item, viewer_before, decision) if current_app.config.get("DEMO") else None
-    paragraphs = site.rules().teaser_paragraphs
-    teaser = content.teaser_html(item, paragraphs)
-    # The bypass-lab preset (UNSAFE, for teaching) sends the gated text anyway, hidden by script.
-    porous = decision.access == "teaser" and site.rules().porous
-    gated = content.gated_html(item, paragraphs) if decision.access == "full" or porous else None
+    shown = access.show(slug, explained=bool(current_app.config.get("DEMO")))
+    item, decision = shown.article, shown.decision
     ld = content.json_ld(item, decision.access_class, site.config().site.site.name,
                          site.absolute_url("reading.article", slug=slug))
-    return render_template("article.html", article=item, decision=decision, teaser=teaser,
-                           gated=gated, json_ld=ld, meter=decision.meter,
-                           explain=explain, porous=porous, gate_copy=paywall.gate_copy(site.rules(), decision))
+    return render_template("article.html", article=item, decision=decision, teaser=shown.teaser,
+                           gated=shown.gated, json_ld=ld, meter=decision.meter,
+                           explain=shown.explain, porous=shown.porous, gate_copy=shown.gate_copy)
 
 
 @bp.post("/articles/<slug>/unlock")
