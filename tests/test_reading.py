@@ -122,26 +122,40 @@ def test_double_submitted_unlock_spends_once(reader, db):
     assert reader.meter()["used"] == 1
 
 
-def test_an_unlock_and_its_event_commit_together(reader, db, monkeypatch):
-    """A failure between the spend and its event (a crash, a full disk) leaves neither, never a
-    spend the audit can't explain (unlock_without_event)."""
+SPENDS = {  # the three ways a meter is spent: an Unlock press, the API's unlock, an auto-mode view
+    "unlock button": ("wpr", lambda reader: reader.client.post(f"/articles/{METERED}/unlock",
+                                                                      data={"csrf_token": reader.token()})),
+    "api unlock": ("wpr", lambda reader: reader.post_json(f"/api/articles/{METERED}/unlock")),
+    "auto-mode view": ("metered", lambda reader: reader.client.get(f"/articles/{METERED}")),
+}
+
+
+@pytest.mark.parametrize("how", SPENDS)
+def test_an_unlock_and_its_event_commit_together(runner, reader, db, monkeypatch, how):
+    """A failure after the spend and its event are written (a crash, a full disk) leaves neither,
+    never a spend the audit can't explain (unlock_without_event) nor an event without its spend."""
     from gate.storage import events
 
+    preset, spend = SPENDS[how]
+    runner.invoke(args=["preset", "use", preset])
     reader.signup("atomic@example.com")
-    token = reader.token()
+    reader.token()
     record = events.record
 
     def failing(db_, type_, *args, **kwargs):
+        record(db_, type_, *args, **kwargs)
         if type_ == "unlock":
             raise RuntimeError("the disk filled up")
-        return record(db_, type_, *args, **kwargs)
 
     monkeypatch.setattr(events, "record", failing)
     with pytest.raises(RuntimeError):
-        reader.client.post(f"/articles/{METERED}/unlock", data={"csrf_token": token})
+        spend(reader)
     monkeypatch.setattr(events, "record", record)
-    assert db.execute("select count(*) from unlocks where slug = ?", [METERED]).fetchone()[0] == 0
+    assert db.execute("select count(*) from unlocks").fetchone()[0] == 0
+    assert db.execute("select count(*) from events where type = 'unlock'").fetchone()[0] == 0
     assert reader.meter()["used"] == 0
+    spend(reader)  # and nothing is left half-done: the same spend then goes through
+    assert reader.meter()["used"] == 1
 
 
 def test_api_unlock_with_header_token(reader):
@@ -221,6 +235,18 @@ def test_api_lists_articles_with_access_class(client):
 def test_explain_returns_a_trace(client):
     data = client.get(f"/api/articles/{METERED}?explain=1").get_json()
     assert any("preset wpr" in line for line in data["trace"])
+
+
+@pytest.mark.parametrize("path", [f"/articles/{METERED}", f"/api/articles/{METERED}?explain=1",
+                                  f"/articles/{METERED}.json"])
+def test_an_article_is_decided_once_per_request(client, monkeypatch, path):
+    """The page, the JSON and the explain facts come from one decision, not one each."""
+    from gate.rules import paywall
+
+    decide, calls = paywall.decide, []
+    monkeypatch.setattr(paywall, "decide", lambda *args: calls.append(args) or decide(*args))
+    assert client.get(path).status_code == 200
+    assert len(calls) == 1
 
 
 def test_health(client):

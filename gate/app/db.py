@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite_utils
 from flask import current_app, g
 
-from gate.storage.db import check_durability, open_site_db, thread_connection
+from gate.storage.db import check_durability, end_request, open_site_db, thread_connection
 
 
 def get_db() -> sqlite_utils.Database:
@@ -20,8 +20,8 @@ def get_db() -> sqlite_utils.Database:
 def close_db(exception=None) -> None:
     """End the request's use of the connection: never leave a transaction open on it."""
     db = g.pop("db", None)
-    if db is not None and db.conn.in_transaction:
-        db.conn.execute("rollback")
+    if db is not None:
+        end_request(db)
 
 
 def init_app(app) -> None:

@@ -406,13 +406,14 @@ def _local(moment: datetime | None, tz: ZoneInfo) -> str | None:
 
 
 def explain(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime,
-            after: Decision | None = None) -> dict:
+            after: Decision | None = None, before: Decision | None = None) -> dict:
     """Everything behind a decision, for the explain drawer and ?explain=1.
 
     ``viewer`` is the viewer before this request; ``after`` is the decision
-    served (after an auto-mode spend), so counts before and after both show.
+    served (after an auto-mode spend), so counts before and after both show;
+    ``before`` is the decision already made for ``viewer``, so it is not made twice.
     """
-    before = decide(rules, viewer, article, now)
+    before = before or decide(rules, viewer, article, now)
     served = after or before
     rule = rules.tier(viewer.tier)
     window = None

@@ -18,6 +18,7 @@ import nh3
 from markdown_it import MarkdownIt
 
 from gate.rules.timeutil import from_iso, to_iso
+from gate.storage.db import first, rows
 
 ACCESS_CLASSES = ("metered", "free", "premium")
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -62,6 +63,33 @@ class Article:
             "section": self.section, "published_at": self.published_at.isoformat(),
             "access_class": self.access_class,
         }
+
+
+def published(db, slug: str, now: datetime) -> Article | None:
+    """The article at ``slug`` if it is out by ``now``, else None (a future article does not exist yet)."""
+    row = first(db, "select * from articles where slug = ?", [slug])
+    article = Article.from_row(row) if row else None
+    return article if article and article.published_at <= now else None
+
+
+def latest(db, now: datetime, limit: int = 20, section: str | None = None, offset: int = 0) -> list[Article]:
+    """Published articles, newest first, optionally of one section."""
+    where, params = "published_at <= ?", [to_iso(now)]
+    if section:
+        where += " and section = ?"
+        params.append(section)
+    found = rows(db, f"select * from articles where {where} order by published_at desc, id desc"
+                 " limit ? offset ?", [*params, limit, offset])
+    return [Article.from_row(row) for row in found]
+
+
+def by_slugs(db, slugs: list[str]) -> dict[str, Article]:
+    """The articles with these slugs (published or not), by slug: what a meter was spent on."""
+    if not slugs:
+        return {}
+    marks = ",".join("?" * len(slugs))
+    found = rows(db, f"select * from articles where slug in ({marks})", slugs)
+    return {row["slug"]: Article.from_row(row) for row in found}
 
 
 def render(markdown_text: str) -> str:

@@ -48,18 +48,23 @@ def raw(row: dict) -> str:
     return as_email(row).as_string()
 
 
+def message(db, message_id: int) -> dict | None:
+    """One outbox row as stored (headers still JSON text), or None."""
+    return first(db, "select * from outbox where id = ?", [message_id])
+
+
 def deliver(db, settings, message_id: int) -> None:
     """Send one outbox message over SMTP (when ``[mail] smtp_host`` is set)."""
     if not settings.smtp_host:
         return
-    row = first(db, "select * from outbox where id = ?", [message_id])
-    message = as_email(row)
+    row = message(db, message_id)
+    email = as_email(row)
     with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=30) as smtp:
         if settings.smtp_starttls:
             smtp.starttls()
         if settings.smtp_username:
             smtp.login(settings.smtp_username, settings.smtp_password)
-        smtp.send_message(message)
+        smtp.send_message(email)
     db.execute("update outbox set delivered_at = ? where id = ?", [row["created_at"], message_id])
 
 

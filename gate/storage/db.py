@@ -76,6 +76,17 @@ def first(db: sqlite_utils.Database, sql: str, params=()) -> dict | None:
     return dict(zip([column[0] for column in cursor.description], row)) if row else None
 
 
+def end_request(db: sqlite_utils.Database) -> None:
+    """Hand a kept-open connection back with no transaction left open on it (a request that failed mid-write)."""
+    if db.conn.in_transaction:
+        db.conn.execute("rollback")
+
+
+def ping(db: sqlite_utils.Database) -> None:
+    """Fail unless the database answers a trivial read (the health check)."""
+    db.conn.execute("select 1").fetchone()
+
+
 def open_site_db(path: str | Path) -> sqlite_utils.Database:
     """Connect and bring the schema up to date."""
     db = connect(path)

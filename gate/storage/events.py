@@ -76,6 +76,11 @@ def record(db, type: str, at: datetime, **fields) -> None:
     db.execute(INSERT, row(type, at, **fields))
 
 
+def record_rows(db, rows: list[tuple]) -> None:
+    """Append events built by :func:`row`, in one statement."""
+    db.conn.executemany(INSERT, rows)
+
+
 def recent(db, limit: int = 50, type: str | None = None) -> list[dict]:
     """The newest events, optionally of one type."""
     where, params = ("where type = ?", [type]) if type else ("", [])

@@ -1,10 +1,14 @@
 """Reading and unlocking, shared by the HTML pages and the JSON API.
 
-Both call these functions, and each makes exactly one ``decide`` call for
-what it serves, so a page and its API answer always agree.
+Both call these functions: an article reaches the page and the JSON through
+:func:`show`, one decision per request (and one spend in auto mode) turned
+into a :class:`Shown` that each renders, so a page and its API answer
+always agree.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from flask import abort, current_app, request
 from flask_login import current_user
@@ -14,21 +18,18 @@ from gate.app import site
 from gate.app.context import current
 from gate.app.db import get_db
 from gate.rules import billing, paywall
-from gate.rules.paywall import Decision
+from gate.rules.paywall import Decision, Rules
 from gate.rules.timeutil import to_iso
 from gate.services import content, subscriptions
 from gate.services.content import Article
 from gate.storage import eventlog, events, quota
-from gate.storage.db import first, immediate, rows
+from gate.storage.db import immediate
 
 
 def published(slug: str) -> Article:
     """A published article by slug, or 404 (future articles do not exist yet)."""
-    row = first(get_db(), "select * from articles where slug = ?", [slug])
-    if row is None:
-        abort(404, description=f"There is no article at /articles/{slug}.")
-    article = Article.from_row(row)
-    if article.published_at > current().now:
+    article = content.published(get_db(), slug, current().now)
+    if article is None:
         abort(404, description=f"There is no article at /articles/{slug}.")
     return article
 
@@ -53,13 +54,17 @@ def _spend(article: Article, how: str) -> tuple[Decision, bool]:
     return decision, spent
 
 
-def read(article: Article) -> Decision:
-    """Decide what the viewer sees, spend quota in auto mode, and record the view."""
+def read(article: Article) -> tuple[Decision, Decision]:
+    """Decide what the viewer sees, spend quota in auto mode, and record the view.
+
+    Returns the decision before any spend and the one served (the same one
+    unless this view spent): the explain drawer shows both.
+    """
     db, rules, now = get_db(), current().rules, current().now
     viewer = current().viewer
-    decision = paywall.decide(rules, viewer, article, now)
+    before = decision = paywall.decide(rules, viewer, article, now)
     if request.method == "HEAD":  # headers only: not a read, so no spend and no events
-        return decision
+        return before, decision
     if decision.spend:
         decision, _ = _spend(article, "view")
     who = _who()
@@ -74,8 +79,8 @@ def read(article: Article) -> Decision:
             log.add(event)
     else:
         with immediate(db):  # one write transaction for the view and its impression
-            db.conn.executemany(events.INSERT, rows)
-    return decision
+            events.record_rows(db, rows)
+    return before, decision
 
 
 def unlock(article: Article) -> tuple[Decision, bool]:
@@ -87,14 +92,66 @@ def unlock(article: Article) -> tuple[Decision, bool]:
     return decision, spent
 
 
-def payload(article: Article, decision: Decision) -> dict:
-    """The JSON view of an article for this viewer: the body only with full access."""
-    rules = current().rules
-    data = {**article.summary(), **decision.as_dict(),
-            "teaser_html": content.teaser_html(article, rules.teaser_paragraphs)}
-    if decision.access == "full":
-        data["body_html"] = content.body_html(article)
-    return data
+@dataclass(frozen=True)
+class Shown:
+    """One article as this viewer may see it, from this request's one decision.
+
+    The page and the JSON both render it, so what a teaser, full access and
+    the bypass lab send is decided here and nowhere else.
+    """
+
+    article: Article
+    decision: Decision
+    rules: Rules
+    explain: dict | None = None
+
+    @property
+    def porous(self) -> bool:
+        """The bypass-lab preset (UNSAFE, for teaching) sends the gated text to a page anyway, hidden by script."""
+        return self.decision.access == "teaser" and self.rules.porous
+
+    @property
+    def teaser(self) -> str:
+        """The first paragraphs, which every viewer gets."""
+        return content.teaser_html(self.article, self.rules.teaser_paragraphs)
+
+    @property
+    def gated(self) -> str | None:
+        """The page's text after the teaser: with full access, or the bypass lab's hidden copy."""
+        if self.decision.access == "full" or self.porous:
+            return content.gated_html(self.article, self.rules.teaser_paragraphs)
+        return None
+
+    @property
+    def gate_copy(self) -> paywall.GateCopyUse | None:
+        """Which copy the gate shows (None with full access)."""
+        return paywall.gate_copy(self.rules, self.decision)
+
+    def payload(self) -> dict:
+        """The JSON view: the whole body in one piece only with full access (never the bypass lab's copy)."""
+        data = {**self.article.summary(), **self.decision.as_dict(), "teaser_html": self.teaser}
+        if self.decision.access == "full":
+            data["body_html"] = content.body_html(self.article)
+        if self.explain is not None:
+            data["explain"] = self.explain
+            data["trace"] = self.explain["trace"]
+        return data
+
+
+def shown(article: Article, decision: Decision, explain: dict | None = None) -> Shown:
+    """What ``decision`` lets this viewer see of ``article``, under the rules they read by."""
+    return Shown(article, decision, current().rules, explain)
+
+
+def show(slug: str, explained: bool = False) -> Shown:
+    """An article as the page and the JSON serve it: published, decided once (spent in auto mode), read.
+
+    ``explained`` adds the explain drawer's facts, from the same decisions.
+    """
+    article = published(slug)
+    viewer_before = current().viewer_before
+    before, decision = read(article)
+    return shown(article, decision, explain(article, viewer_before, before, decision) if explained else None)
 
 
 class RowId(IntegerConverter):
@@ -111,20 +168,14 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
 
 
 def latest(limit: int = 20, section: str | None = None, offset: int = 0) -> list[Article]:
-    """Published articles, newest first."""
-    where, params = "published_at <= ?", [to_iso(current().now)]
-    if section:
-        where += " and section = ?"
-        params.append(section)
-    found = rows(get_db(), f"select * from articles where {where} order by published_at desc, id desc"
-                 " limit ? offset ?", [*params, limit, offset])
-    return [Article.from_row(row) for row in found]
+    """Published articles by the site's clock, newest first."""
+    return content.latest(get_db(), current().now, limit=limit, section=section, offset=offset)
 
 
-def explain(article: Article, viewer_before, decision: Decision) -> dict:
-    """The explain drawer's facts: the decision's, this viewer's experiment arms and subscription, and the gate's copy."""
+def explain(article: Article, viewer_before, before: Decision, decision: Decision) -> dict:
+    """The explain drawer's facts: the decisions', this viewer's experiment arms and subscription, and the gate's copy."""
     rules = current().rules
-    data = paywall.explain(rules, viewer_before, article, current().now, after=decision)
+    data = paywall.explain(rules, viewer_before, article, current().now, after=decision, before=before)
     data["experiments"] = _arms()
     copy = paywall.gate_copy(rules, decision)
     reworded = [arm for arm in data["experiments"] if {"headline", "body"} & set(arm["changes"])]

@@ -9,20 +9,10 @@ from gate.app import site
 from gate.app.context import current
 from gate.app.db import get_db
 from gate.rules import billing, paywall
-from gate.services import subscriptions
-from gate.services.content import Article
+from gate.services import content, subscriptions
 from gate.web.forms import CardForm, ConfirmForm
 
 bp = Blueprint("account", __name__)
-
-
-def _articles(slugs: list[str]) -> dict[str, Article]:
-    """The articles a meter was spent on, by slug."""
-    if not slugs:
-        return {}
-    marks = ",".join("?" * len(slugs))
-    rows = get_db().query(f"select * from articles where slug in ({marks})", slugs)
-    return {row["slug"]: Article.from_row(row) for row in rows}
 
 
 @bp.get("/account")
@@ -30,7 +20,7 @@ def _articles(slugs: list[str]) -> dict[str, Article]:
 def account():
     """Show who the reader is, their meter, subscription and payments."""
     rules, viewer, now = current().rules, current().viewer, current().now
-    articles = _articles(sorted({s.slug for s in viewer.spends}))
+    articles = content.by_slugs(get_db(), sorted({s.slug for s in viewer.spends}))
     history = [
         {"spend": s, "article": articles[s.slug],
          "readable": paywall.decide(rules, viewer, articles[s.slug], now).access == "full"}

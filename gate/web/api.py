@@ -9,6 +9,7 @@ from gate.app.context import current
 from gate.app.db import get_db
 from gate.app.ratelimit import limiter
 from gate.rules import paywall
+from gate.storage.db import ping
 from gate.web import access
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -27,14 +28,8 @@ def articles():
 @bp.get("/articles/<slug>")
 def article(slug: str):
     """One article for this viewer: access, reason, offer, meter, and the body only if full."""
-    item = access.published(slug)
-    viewer_before = current().viewer_before
-    decision = access.read(item)
-    data = access.payload(item, decision)
-    if request.args.get("explain") in ("1", "true"):
-        data["explain"] = access.explain(item, viewer_before, decision)
-        data["trace"] = data["explain"]["trace"]
-    return jsonify(data)
+    shown = access.show(slug, explained=request.args.get("explain") in ("1", "true"))
+    return jsonify(shown.payload())
 
 
 @bp.post("/articles/<slug>/unlock")
@@ -44,7 +39,7 @@ def unlock(slug: str):
     item = access.published(slug)
     decision, spent = access.unlock(item)
     status = 200 if decision.access == "full" else 403
-    return jsonify({**access.payload(item, decision), "spent": spent}), status
+    return jsonify({**access.shown(item, decision).payload(), "spent": spent}), status
 
 
 @bp.get("/meter")
@@ -58,5 +53,5 @@ def meter():
 @bp.get("/health")
 def health():
     """Liveness and the site's clock and preset."""
-    get_db().execute("select 1").fetchone()
+    ping(get_db())
     return jsonify(status="ok", now=current().now.isoformat(), preset=current().rules.name)

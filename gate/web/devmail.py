@@ -13,7 +13,6 @@ from markupsafe import Markup, escape
 from gate.app import site
 from gate.app.db import get_db
 from gate.services import mail
-from gate.storage.db import first
 from gate.web.access import int_arg
 
 bp = Blueprint("devmail", __name__, url_prefix="/dev/mail")
@@ -81,7 +80,7 @@ def one_click_path(headers: dict, origin: str) -> str | None:
 @bp.get("/<id:message_id>")
 def message(message_id: int):
     """One message: its HTML, text, headers or raw source."""
-    row = first(get_db(), "select * from outbox where id = ?", [message_id])
+    row = mail.message(get_db(), message_id)
     if row is None:
         abort(404, description=f"There is no message #{message_id}.")
     view = request.args.get("view", "html" if row["body_html"] else "text")

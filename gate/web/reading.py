@@ -40,20 +40,13 @@ def section(name: str):
 @bp.get("/articles/<slug>")
 def article(slug: str):
     """One article: the full text, or the teaser and the gate the rules choose."""
-    item = access.published(slug)
-    viewer_before = current().viewer_before
-    decision = access.read(item)
-    explain = access.explain(item, viewer_before, decision) if current_app.config.get("DEMO") else None
-    paragraphs = current().rules.teaser_paragraphs
-    teaser = content.teaser_html(item, paragraphs)
-    # The bypass-lab preset (UNSAFE, for teaching) sends the gated text anyway, hidden by script.
-    porous = decision.access == "teaser" and current().rules.porous
-    gated = content.gated_html(item, paragraphs) if decision.access == "full" or porous else None
+    shown = access.show(slug, explained=bool(current_app.config.get("DEMO")))
+    item, decision = shown.article, shown.decision
     ld = content.json_ld(item, decision.access_class, site.config().publication.name,
                          site.absolute_url("reading.article", slug=slug))
-    return render_template("reading/article.html", article=item, decision=decision, teaser=teaser,
-                           gated=gated, json_ld=ld, meter=decision.meter,
-                           explain=explain, porous=porous, gate_copy=paywall.gate_copy(current().rules, decision))
+    return render_template("reading/article.html", article=item, decision=decision, teaser=shown.teaser,
+                           gated=shown.gated, json_ld=ld, meter=decision.meter,
+                           explain=shown.explain, porous=shown.porous, gate_copy=shown.gate_copy)
 
 
 @bp.post("/articles/<slug>/unlock")
