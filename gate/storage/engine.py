@@ -197,7 +197,7 @@ class PostgresDatabase(_Seam):
 
     def execute(self, sql: str, params=()):
         """Run one statement written with ``?``/``:name`` placeholders; the psycopg cursor."""
-        return self.conn.execute(to_pyformat(sql), params if isinstance(params, Mapping) else list(params))
+        return self.conn.execute(to_pyformat(sql), params if isinstance(params, Mapping) else list(params or ()))
 
     def query(self, sql: str, params=()) -> Iterator[dict]:
         """The rows of a read as dicts (sqlite-utils' ``db.query``, for code being ported)."""
@@ -262,7 +262,7 @@ class _Pools:
         self.guard = threading.Lock()
 
     def get(self, url: str, size: int):
-        """This process's pool for ``url``, opened on first use."""
+        """This process's pool for ``url``, opened on first use at ``size`` (one setting per process)."""
         with self.guard:
             if self.pid != os.getpid():
                 self.inherited.extend(self.by_url.values())
