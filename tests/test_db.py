@@ -5,18 +5,17 @@ from __future__ import annotations
 import pytest
 
 from gate import create_app
-from gate.storage import events
+from gate.storage import events, migrations
 from gate.storage.db import connect, open_site_db
-from gate.storage.migrations import migrations
 
 
 def test_schema_is_migrated_once(tmp_path):
     path = tmp_path / "m.sqlite"
     db = open_site_db(path)
-    applied = [m.name for m in migrations.applied(db)]
-    assert applied == [m.name for m in migrations._migrations]
+    applied = [row["name"] for row in db.rows("select name from _sqlite_migrations order by id")]
+    assert applied == [function.__name__ for function in migrations.MIGRATIONS]
     open_site_db(path).close()
-    assert [m.name for m in migrations.applied(db)] == applied
+    assert [row["name"] for row in db.rows("select name from _sqlite_migrations order by id")] == applied
     assert migrations.pending(db) == []
     db.close()
 

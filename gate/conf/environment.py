@@ -41,14 +41,19 @@ def integer(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _split(text: str, accepted: str):
+    """A URL's parts and port, or the ``accepted`` refusal for one urllib cannot read (a bad port)."""
+    try:
+        parts = urlsplit(text.strip())
+        return parts, parts.port
+    except ValueError:
+        raise ValueError(accepted) from None
+
+
 def origin(text: str) -> str:
     """``http(s)://host[:port]``: a scheme and a host, no path, query, user or fragment."""
     accepted = "accepted: an origin like https://news.example.com or http://127.0.0.1:5000 (no path)"
-    try:
-        parts = urlsplit(text.strip())
-        port = parts.port
-    except ValueError:
-        raise ValueError(accepted) from None
+    parts, port = _split(text, accepted)
     host = parts.hostname or ""
     if (port == 0 or parts.scheme not in ("http", "https") or not re.fullmatch(r"[a-z0-9.-]+", host)
             or parts.username is not None or parts.path not in ("", "/")
@@ -76,6 +81,26 @@ def storage_uri(text: str) -> str:
     return text.strip()
 
 
+def database_url(text: str) -> str:
+    """``postgresql://[user[:password]@]host[:port]/database``: a PostgreSQL server and one database."""
+    accepted = "accepted: a URL like postgresql://gate@db.example.com:5432/gate"
+    parts, port = _split(text, accepted)
+    if (parts.scheme not in ("postgresql", "postgres") or not parts.hostname or port == 0
+            or not re.fullmatch(r"/[A-Za-z0-9_.-]+", parts.path) or parts.fragment):
+        raise ValueError(accepted)
+    return text.strip()
+
+
+def database_url_pending_port(text: str) -> str:
+    """GATE_DATABASE_URL while the services still run on SQLite only: refused, saying why.
+
+    Ignoring the URL would serve from the SQLite file while the operator
+    believes every node shares PostgreSQL; issue 14's port removes this refusal.
+    """
+    database_url(text)
+    raise ValueError("PostgreSQL serving is not ported yet (issue 14); unset it to serve from GATE_DATABASE")
+
+
 @dataclass(frozen=True)
 class Variable:
     """One GATE_* variable: its name, the kind of value, the default and what it does."""
@@ -91,6 +116,11 @@ class Variable:
 VARIABLES = (
     Variable("GATE_DATABASE", "path", "`instance/gate.sqlite` (the Flask instance folder)",
              "the SQLite file", path),
+    Variable("GATE_DATABASE_URL", "database URL", "unset: SQLite at `GATE_DATABASE`",
+             "PostgreSQL for all state (`postgresql://user@host:port/db`; refused until the port lands)",
+             database_url_pending_port),
+    Variable("GATE_DATABASE_POOL", "integer 1-100", "4",
+             "PostgreSQL connections each process may hold (its pool's size)", integer(1, 100), 4),
     Variable("GATE_SECRET_KEY", "text", "generated once and kept in `instance/secret_key` (mode 0600)",
              "signs sessions and links", text),
     Variable("GATE_PRESET", "preset name", "the database's choice, else `site.default_preset`",
@@ -112,6 +142,8 @@ VARIABLES = (
              "where rate-limit counts are shared by workers (e.g. `redis://host:6379`)", storage_uri),
     Variable("GATE_CHROMIUM", "path", "`/usr/bin/chromium`", "the browser the browser tests drive",
              path),
+    Variable("GATE_TEST_DATABASE_URL", "database URL", "unset: PostgreSQL tests skip (fail under `CI`)",
+             "a scratch PostgreSQL server the tests create databases in (`.ci/run` starts one)", database_url),
 )
 
 BY_NAME = {variable.name: variable for variable in VARIABLES}

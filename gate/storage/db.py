@@ -1,4 +1,8 @@
-"""The site database without Flask: connections, transactions, reads as dicts, backup."""
+"""The site database without Flask: connections, transactions, reads as dicts, backup.
+
+:func:`connect` returns the SQLite side of the engine seam (:mod:`gate.storage.engine`);
+:func:`open_database` opens either engine from a path or a ``postgresql://`` URL.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,12 @@ from pathlib import Path
 import sqlite_utils
 
 from gate.storage import migrations
+from gate.storage.engine import DEFAULT_POOL, PostgresDatabase, SqliteDatabase, is_url, open_postgres
 
 BUSY_TIMEOUT_SECONDS = 30
 
 
-def connect(path: str | Path) -> sqlite_utils.Database:
+def connect(path: str | Path) -> SqliteDatabase:
     """Open the database with WAL, a busy timeout and foreign keys on.
 
     ``isolation_level=None`` leaves transactions to us: writes outside
@@ -27,7 +32,7 @@ def connect(path: str | Path) -> sqlite_utils.Database:
     conn = sqlite3.connect(
         str(path), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
     )
-    db = sqlite_utils.Database(conn)
+    db = SqliteDatabase(conn)
     if db.journal_mode != "wal":
         db.enable_wal()
     conn.execute("pragma foreign_keys = on")
@@ -35,61 +40,52 @@ def connect(path: str | Path) -> sqlite_utils.Database:
     return db
 
 
-@contextlib.contextmanager
-def immediate(db: sqlite_utils.Database):
+def open_database(target: str | Path, pool_size: int = DEFAULT_POOL) -> SqliteDatabase | PostgresDatabase:
+    """Either engine's seam: PostgreSQL for a ``postgresql://`` URL, else the SQLite file at that path."""
+    return open_postgres(str(target), pool_size) if is_url(target) else connect(target)
+
+
+def immediate(db: SqliteDatabase | PostgresDatabase) -> contextlib.AbstractContextManager:
     """A write transaction that holds SQLite's write lock from its first statement.
 
     A deferred BEGIN followed by a read and then a write can fail with
     "database is locked" when another writer got in between; BEGIN IMMEDIATE
     waits (up to the busy timeout) for the lock instead, so a check and the
-    write that depends on it cannot interleave with another process.
+    write that depends on it cannot interleave with another process. On
+    PostgreSQL it is a plain transaction: take ``db.lock(key)`` on what it protects.
     """
-    if db.conn.in_transaction:
-        yield db
-        return
-    db.conn.execute("begin immediate")
-    try:
-        yield db
-    except BaseException:
-        db.conn.execute("rollback")
-        raise
-    else:
-        db.conn.execute("commit")
+    return db.transaction()
 
 
-def rows(db: sqlite_utils.Database, sql: str, params=()) -> list[dict]:
+def rows(db: SqliteDatabase | PostgresDatabase, sql: str, params=()) -> list[dict]:
     """A read as dicts through one plain statement.
 
     sqlite-utils' ``query()`` guards every statement with a SAVEPOINT and a
     RELEASE: three statements, and three releases of the GIL, per read. The
     request path reads several rows per page, so it reads through this.
     """
-    cursor = db.conn.execute(sql, params)
-    keys = [column[0] for column in cursor.description]
-    return [dict(zip(keys, row)) for row in cursor]
+    return db.rows(sql, params)
 
 
-def first(db: sqlite_utils.Database, sql: str, params=()) -> dict | None:
+def first(db: SqliteDatabase | PostgresDatabase, sql: str, params=()) -> dict | None:
     """The first row of a read as a dict, or None."""
-    cursor = db.conn.execute(sql, params)
-    row = cursor.fetchone()
-    return dict(zip([column[0] for column in cursor.description], row)) if row else None
+    return db.first(sql, params)
 
 
-def end_request(db: sqlite_utils.Database) -> None:
+def end_request(db: SqliteDatabase) -> None:
     """Hand a kept-open connection back with no transaction left open on it (a request that failed mid-write)."""
     if db.conn.in_transaction:
         db.conn.execute("rollback")
 
 
-def ping(db: sqlite_utils.Database) -> None:
+def ping(db: SqliteDatabase | PostgresDatabase) -> None:
     """Fail unless the database answers a trivial read (the health check)."""
-    db.conn.execute("select 1").fetchone()
+    db.first("select 1")
 
 
-def open_site_db(path: str | Path) -> sqlite_utils.Database:
-    """Connect and bring the schema up to date."""
-    db = connect(path)
+def open_site_db(target: str | Path, pool_size: int = DEFAULT_POOL) -> SqliteDatabase | PostgresDatabase:
+    """Open either engine and bring the schema up to date."""
+    db = open_database(target, pool_size)
     migrations.apply(db)
     return db
 

@@ -1,0 +1,314 @@
+"""The engine seam: one small database interface over SQLite and PostgreSQL.
+
+Services write their SQL once, with ``?`` (or ``:name``) placeholders, and
+call the same few operations on either engine: ``execute``, ``rows``,
+``first``, ``scalar``, ``transaction()``, ``lock(key)``, ``insert`` (returning
+the new id), ``insert_ignore`` and ``upsert``. Where the engines differ the
+difference lives here and nowhere else: placeholders, locking, the id column
+type, JSON access.
+
+On SQLite the seam *is* the ``sqlite_utils.Database`` callers already hold
+(:class:`SqliteDatabase` subclasses it), so code that still calls
+``db.conn.execute`` or ``db["t"].insert`` keeps working until it is ported.
+On PostgreSQL a :class:`PostgresDatabase` holds one connection borrowed from
+the process's pool (one ``psycopg_pool.ConnectionPool`` per database URL and
+process) until it is closed. psycopg is imported only when a PostgreSQL URL is
+opened: SQLite sites start as fast as before.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+
+import sqlite_utils
+
+SCHEMES = ("postgresql://", "postgres://")
+#: Connections one process may hold to PostgreSQL (GATE_DATABASE_POOL's default).
+DEFAULT_POOL = 4
+#: Seconds to wait for a free pooled connection before failing the request.
+POOL_TIMEOUT_SECONDS = 30
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TOKENS = re.compile(r"""
+      '(?:[^']|'')*'      # a string literal: its ? and :words are text, not parameters
+    | "(?:[^"]|"")*"      # a quoted identifier
+    | --[^\n]*            # a line comment
+    | /\*.*?\*/           # a block comment
+    | ::                  # a PostgreSQL cast, not a named parameter
+    | :[A-Za-z_]\w*       # a named parameter
+    | \?                  # a positional parameter
+    | %                   # a literal percent sign (LIKE 'x%'), which psycopg would read as a placeholder
+""", re.VERBOSE | re.DOTALL)
+
+
+def is_url(target: object) -> bool:
+    """Whether a database target names PostgreSQL (else it is a SQLite path)."""
+    return str(target).startswith(SCHEMES)
+
+
+def _pyformat(match: re.Match) -> str:
+    """One SQL token in psycopg's spelling."""
+    token = match.group()
+    if token == "?":
+        return "%s"
+    if token.startswith(":") and token != "::":
+        return f"%({token[1:]})s"
+    return token.replace("%", "%%")
+
+
+@functools.lru_cache(maxsize=2048)
+def to_pyformat(sql: str) -> str:
+    """SQL written with ``?``/``:name`` placeholders, for psycopg (``%s``/``%(name)s``, ``%`` doubled)."""
+    return _TOKENS.sub(_pyformat, sql)
+
+
+def _name(identifier: str) -> str:
+    """A table or column name, refused unless it is a plain identifier (names are never user input)."""
+    if not _IDENTIFIER.fullmatch(identifier):
+        raise ValueError(f"not a plain SQL identifier: {identifier!r}")
+    return identifier
+
+
+def _insert_sql(table: str, row: Mapping, suffix: str = "") -> str:
+    """``insert into table (columns) values (?, ...)`` plus a conflict or returning clause."""
+    columns = ", ".join(_name(column) for column in row)
+    marks = ", ".join("?" for _ in row)
+    return f"insert into {_name(table)} ({columns}) values ({marks}){suffix}"
+
+
+def _upsert_sql(table: str, row: Mapping, key: Sequence[str]) -> str:
+    """An insert that updates the non-key columns of the row already holding ``key``."""
+    updates = ", ".join(f"{_name(column)} = excluded.{column}" for column in row if column not in key)
+    action = f"do update set {updates}" if updates else "do nothing"
+    return _insert_sql(table, row, f" on conflict ({', '.join(_name(column) for column in key)}) {action}")
+
+
+class NotInTransaction(RuntimeError):
+    """``lock()`` outside ``transaction()``: the lock would end with the statement and protect nothing."""
+
+
+class _Seam:
+    """The operations both engines share, over each engine's ``execute``."""
+
+    dialect = ""
+    BEGIN = "begin"
+
+    def rows(self, sql: str, params=()) -> list[dict]:
+        """A read as a list of dicts."""
+        cursor = self.execute(sql, params)
+        keys = [column[0] for column in cursor.description]
+        return [dict(zip(keys, row)) for row in cursor.fetchall()]
+
+    def first(self, sql: str, params=()) -> dict | None:
+        """The first row of a read as a dict, or None."""
+        cursor = self.execute(sql, params)
+        row = cursor.fetchone()
+        return dict(zip([column[0] for column in cursor.description], row)) if row else None
+
+    def scalar(self, sql: str, params=()):
+        """The first column of the first row (a count, a max), or None."""
+        row = self.execute(sql, params).fetchone()
+        return row[0] if row else None
+
+    def insert_ignore(self, table: str, row: Mapping) -> bool:
+        """Insert unless a unique key already holds the row; whether it went in (an "at most once")."""
+        return self.execute(_insert_sql(table, row, " on conflict do nothing"), list(row.values())).rowcount == 1
+
+    def upsert(self, table: str, row: Mapping, key: Sequence[str]) -> None:
+        """Insert the row, or update the one with the same ``key`` columns (a unique key)."""
+        self.execute(_upsert_sql(table, row, key), list(row.values()))
+
+    def lock(self, key: str) -> None:
+        """Serialise this transaction with every other one that locks ``key`` (until commit)."""
+        if not self.in_transaction:
+            raise NotInTransaction(f"lock({key!r}) outside a transaction")
+        self._lock(key)
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """One transaction, committed on success and rolled back on any exception.
+
+        Inside an open transaction it joins it (no savepoint): one user action
+        is one transaction however many services it calls.
+        """
+        if self.in_transaction:
+            yield self
+            return
+        self.conn.execute(self.BEGIN)
+        try:
+            yield self
+        except BaseException:
+            self.conn.execute("rollback")
+            raise
+        else:
+            self.conn.execute("commit")
+
+
+class SqliteDatabase(_Seam, sqlite_utils.Database):
+    """A sqlite-utils database that also speaks the seam (what :func:`gate.storage.db.connect` returns)."""
+
+    dialect = "sqlite"
+    #: Take the write lock first: a deferred BEGIN's read-then-write fails with "locked" under concurrency.
+    BEGIN = "begin immediate"
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open on this connection."""
+        return self.conn.in_transaction
+
+    def insert(self, table: str, row: Mapping) -> int:
+        """Insert one row and return its id."""
+        return self.conn.execute(_insert_sql(table, row), list(row.values())).lastrowid
+
+    def has_table(self, name: str) -> bool:
+        """Whether the table exists."""
+        return self.scalar("select count(*) from sqlite_master where type = 'table' and name = ?", [name]) > 0
+
+    def json_text(self, column: str, key: str) -> str:
+        """SQL for the text of one top-level key of a JSON text column."""
+        return f"json_extract({_name(column)}, '$.{_name(key)}')"
+
+    def _lock(self, key: str) -> None:
+        """Nothing: BEGIN IMMEDIATE already holds the database-wide write lock."""
+
+
+class PostgresDatabase(_Seam):
+    """One PostgreSQL connection borrowed from the process's pool, in autocommit between transactions."""
+
+    dialect = "postgresql"
+    #: A plain READ COMMITTED transaction: locks on what a write protects, not isolation, order writers.
+    BEGIN = "begin"
+
+    def __init__(self, pool) -> None:
+        self.pool = pool
+        self.conn = pool.getconn()
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (or failed and not yet rolled back) on this connection."""
+        return _busy(self.conn)
+
+    def execute(self, sql: str, params=()):
+        """Run one statement written with ``?``/``:name`` placeholders; the psycopg cursor."""
+        return self.conn.execute(to_pyformat(sql), params if isinstance(params, Mapping) else list(params or ()))
+
+    def query(self, sql: str, params=()) -> Iterator[dict]:
+        """The rows of a read as dicts (sqlite-utils' ``db.query``, for code being ported)."""
+        yield from self.rows(sql, params)
+
+    def insert(self, table: str, row: Mapping) -> int:
+        """Insert one row and return its id."""
+        return self.execute(_insert_sql(table, row, " returning id"), list(row.values())).fetchone()[0]
+
+    def has_table(self, name: str) -> bool:
+        """Whether the table exists (on the search path)."""
+        return self.scalar("select to_regclass(?) is not null", [name])
+
+    def json_text(self, column: str, key: str) -> str:
+        """SQL for the text of one top-level key of a JSON text column."""
+        return f"({_name(column)}::jsonb ->> '{_name(key)}')"
+
+    def close(self) -> None:
+        """Give the connection back to the pool (rolling back anything left open)."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            if not conn.closed and _busy(conn):
+                conn.rollback()
+            self.pool.putconn(conn)
+
+    def _lock(self, key: str) -> None:
+        """A transaction-scoped advisory lock on a 64-bit hash of the key.
+
+        Two keys that collide only wait for each other; they never share a grant.
+        """
+        self.conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+
+
+def _busy(conn) -> bool:
+    """Whether a psycopg connection has a transaction open (or failed and not yet rolled back)."""
+    from psycopg.pq import TransactionStatus
+
+    return conn.info.transaction_status != TransactionStatus.IDLE
+
+
+def integrity_errors() -> tuple[type[Exception], ...]:
+    """The exceptions a broken unique or foreign key raises, on whichever engines are loaded.
+
+    On PostgreSQL the failed statement also aborts the transaction: to insert
+    "if absent" inside one, use :meth:`_Seam.insert_ignore` rather than catching.
+    """
+    import sys
+
+    errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
+    if "psycopg" in sys.modules:
+        errors += (sys.modules["psycopg"].IntegrityError,)
+    return errors
+
+
+class _Pools:
+    """One connection pool per database URL in this process (a forked child makes its own)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.by_url: dict[str, object] = {}
+        self.inherited: list = []  # a forked child never uses, nor closes, its parent's sockets
+        self.guard = threading.Lock()
+
+    def get(self, url: str, size: int):
+        """This process's pool for ``url``, opened on first use at ``size`` (one setting per process)."""
+        with self.guard:
+            if self.pid != os.getpid():
+                self.inherited.extend(self.by_url.values())
+                self.by_url, self.pid = {}, os.getpid()
+            pool = self.by_url.get(url)
+            if pool is None:
+                pool = self.by_url[url] = _open_pool(url, size)
+            return pool
+
+    def close(self, url: str | None = None) -> None:
+        """Close one URL's pool (before dropping its database), or all of them (at exit)."""
+        with self.guard:
+            if self.pid != os.getpid():
+                return
+            for key in [url] if url else list(self.by_url):
+                pool = self.by_url.pop(key, None)
+                if pool is not None:
+                    pool.close()
+
+
+def _open_pool(url: str, size: int):
+    """A psycopg pool of up to ``size`` autocommit connections that load numbers as SQLite does."""
+    from psycopg_pool import ConnectionPool
+
+    return ConnectionPool(url, min_size=1, max_size=size, open=True, timeout=POOL_TIMEOUT_SECONDS,
+                          kwargs={"autocommit": True}, configure=_configure, name="gate")
+
+
+def _configure(conn) -> None:
+    """Load ``numeric`` (what ``sum()`` of integers returns) as int or float, as SQLite returns them."""
+    from psycopg.types.numeric import NumericLoader
+
+    class SqliteLikeNumeric(NumericLoader):
+        """An integral numeric as int, any other as float."""
+
+        def load(self, data):
+            value = super().load(data)
+            return int(value) if value.is_finite() and value == value.to_integral_value() else float(value)
+
+    conn.adapters.register_loader("numeric", SqliteLikeNumeric)
+
+
+pools = _Pools()
+atexit.register(pools.close)
+
+
+def open_postgres(url: str, pool_size: int = DEFAULT_POOL) -> PostgresDatabase:
+    """A seam over one connection from this process's pool for ``url``."""
+    return PostgresDatabase(pools.get(url, pool_size))

@@ -1,0 +1,193 @@
+"""The engine seam: the same contract on SQLite and PostgreSQL (placeholders, ids, transactions, locks).
+
+Every test taking ``backend`` runs on both engines; the PostgreSQL half skips
+without GATE_TEST_DATABASE_URL locally and fails without it in CI.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from gate import create_app
+from gate.conf.environment import SettingError, database_url
+from gate.storage.db import immediate, open_database, rows
+from gate.storage.engine import NotInTransaction, integrity_errors, to_pyformat
+
+#: Pool size for the tests' own connections: one per spender of a race.
+POOL = 24
+UNLOCK = {"meter_key": "reader:1", "slug": "a", "window_key": "month:2026-11",
+          "unlocked_at": "2026-11-02T00:00:00.000000+00:00"}
+
+
+@pytest.mark.parametrize(("sql", "psycopg"), [
+    ("select * from t where a = ? and b = ?", "select * from t where a = %s and b = %s"),
+    ("update t set a = :a where id = :id", "update t set a = %(a)s where id = %(id)s"),
+    ("select slug from articles where slug like 'desk-%'", "select slug from articles where slug like 'desk-%%'"),
+    ("select 'why? :not' || ? from t", "select 'why? :not' || %s from t"),
+    ("select 'it''s ?' , ?", "select 'it''s ?' , %s"),
+    ("select x::text from t where y = :y", "select x::text from t where y = %(y)s"),
+    ('select "odd?name" from t -- a ? in a comment\nwhere a = ?',
+     'select "odd?name" from t -- a ? in a comment\nwhere a = %s'),
+    ("select 5 % 2", "select 5 %% 2"),
+])
+def test_placeholders_are_written_once_and_translated_for_psycopg(sql, psycopg):
+    assert to_pyformat(sql) == psycopg
+
+
+def test_placeholders_and_percent_signs_mean_the_same_on_both_engines(backend):
+    backend.insert("readers", {"email": "50%@example.com", "session_token": "t1", "created_at": "2026"})
+    backend.insert("readers", {"email": "other@example.com", "session_token": "t2", "created_at": "2026"})
+    assert [r["email"] for r in backend.rows("select email from readers where email like '50%'")] == ["50%@example.com"]
+    assert backend.scalar("select count(*) from readers where email like ?", ["%example.com"]) == 2
+    assert backend.first("select email from readers where session_token = :token", {"token": "t2"}) == \
+        {"email": "other@example.com"}
+    assert backend.scalar("select 'why? :not'") == "why? :not"
+    assert backend.first("select 1 where 1 = 0") is None
+    assert rows(backend, "select session_token from readers order by id") == [{"session_token": "t1"},
+                                                                              {"session_token": "t2"}]
+
+
+def test_sums_come_back_as_sqlite_returns_them(backend):
+    for number, recipients in ((1, 250), (2, 499)):
+        backend.insert("newsletter_issues", {"list_id": "daily", "number": number, "scheduled_for": "2026",
+                                             "recipients": recipients})
+    total = backend.scalar("select sum(recipients) from newsletter_issues")
+    assert total == 749 and type(total) is int
+    assert backend.scalar("select avg(recipients) from newsletter_issues") == 374.5
+
+
+def test_insert_returns_each_new_id(backend):
+    first = backend.insert("unlocks", UNLOCK)
+    second = backend.insert("unlocks", {**UNLOCK, "slug": "b"})
+    assert isinstance(first, int) and second > first
+    assert backend.first("select slug from unlocks where id = ?", [second]) == {"slug": "b"}
+
+
+def test_the_unique_key_is_the_backstop(backend):
+    backend.insert("unlocks", UNLOCK)
+    with pytest.raises(integrity_errors()), backend.transaction():
+        backend.insert("unlocks", UNLOCK)
+    assert backend.scalar("select count(*) from unlocks") == 1
+
+
+def test_insert_ignore_keeps_the_transaction_usable(backend):
+    with backend.transaction():
+        assert backend.insert_ignore("unlocks", UNLOCK) is True
+        assert backend.insert_ignore("unlocks", UNLOCK) is False  # on PostgreSQL, no aborted transaction
+        backend.insert("unlocks", {**UNLOCK, "slug": "b"})
+    assert backend.scalar("select count(*) from unlocks") == 2
+
+
+def test_upsert_inserts_then_updates_by_key(backend):
+    backend.upsert("settings", {"key": "preset", "value": "wpr"}, ["key"])
+    backend.upsert("settings", {"key": "preset", "value": "hard"}, ["key"])
+    assert backend.rows("select * from settings") == [{"key": "preset", "value": "hard"}]
+
+
+def test_a_transaction_rolls_back_on_any_exception(backend):
+    with pytest.raises(RuntimeError, match="midway"), backend.transaction():
+        backend.insert("unlocks", UNLOCK)
+        assert backend.in_transaction
+        raise RuntimeError("midway")
+    assert not backend.in_transaction
+    assert backend.scalar("select count(*) from unlocks") == 0
+    with immediate(backend):
+        backend.insert("unlocks", UNLOCK)
+    assert backend.scalar("select count(*) from unlocks") == 1
+
+
+def test_a_nested_transaction_joins_the_outer_one(backend):
+    with pytest.raises(RuntimeError), backend.transaction():
+        with backend.transaction():
+            backend.insert("unlocks", UNLOCK)
+        raise RuntimeError("the outer action fails after the inner one")
+    assert backend.scalar("select count(*) from unlocks") == 0
+
+
+def test_a_lock_outside_a_transaction_is_refused(backend):
+    with pytest.raises(NotInTransaction):
+        backend.lock("meter:reader:1")
+
+
+def test_json_text_reads_one_key_on_both_engines(backend):
+    backend.insert("events", {"at": "2026", "type": "checkout", "data": '{"plan": "monthly", "n": 2}'})
+    assert backend.scalar(f"select {backend.json_text('data', 'plan')} from events") == "monthly"
+
+
+LIMIT = 3
+
+
+def _spend(target: str, slug: str, start: threading.Barrier, locked: bool, granted: list) -> None:
+    """A meter spend as a service writes it: count, decide, insert; the sleep widens the race window."""
+    db = open_database(target, POOL)
+    try:
+        start.wait()
+        with db.transaction():
+            if locked:
+                db.lock("meter:reader:1")
+            used = db.scalar("select count(*) from unlocks where meter_key = ?", ["reader:1"])
+            time.sleep(0.05)
+            if used < LIMIT:
+                db.insert("unlocks", {**UNLOCK, "slug": slug})
+                granted.append(slug)
+    finally:
+        db.close()
+
+
+def _race(target: str, locked: bool, spenders: int = 8) -> int:
+    """How many of ``spenders`` concurrent spends of one meter were granted."""
+    start, granted = threading.Barrier(spenders), []
+    threads = [threading.Thread(target=_spend, args=(target, f"s{n}", start, locked, granted))
+               for n in range(spenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return len(granted)
+
+
+def test_a_locked_check_then_insert_never_over_grants(backend, backend_target):
+    assert _race(backend_target, locked=True) == LIMIT
+    assert backend.scalar("select count(*) from unlocks") == LIMIT
+
+
+def test_without_the_lock_postgresql_over_grants(pg_database):
+    # The race the lock exists for: READ COMMITTED lets every spender count 0 and insert.
+    assert _race(pg_database, locked=False) > LIMIT
+
+
+def test_a_lock_on_one_meter_does_not_wait_for_another_on_postgresql(pg_database):
+    # (SQLite's write lock is database-wide by design.)
+    holder, other = open_database(pg_database, POOL), open_database(pg_database, POOL)
+    try:
+        with holder.transaction():
+            holder.lock("meter:reader:1")
+            with other.transaction():
+                other.execute("set local lock_timeout = '1s'")
+                other.lock("meter:reader:2")  # would time out if locks were database-wide
+    finally:
+        holder.close()
+        other.close()
+
+
+@pytest.mark.parametrize("value", ["postgresql://gate@db.example.com:5432/gate", "postgres://u:p@127.0.0.1/gate"])
+def test_a_database_url_names_a_server_and_a_database(value):
+    assert database_url(value) == value
+
+
+@pytest.mark.parametrize("value", ["mysql://db/gate", "postgresql://db.example.com", "postgresql:///gate",
+                                   "postgresql://db:0/gate", "db.example.com/gate"])
+def test_a_bad_database_url_is_refused(value):
+    with pytest.raises(ValueError, match="accepted: a URL like postgresql://"):
+        database_url(value)
+
+
+def test_gate_database_url_is_refused_until_the_services_are_ported(tmp_path, monkeypatch):
+    # Serving from SQLite while the operator believes every node shares PostgreSQL would be worse.
+    monkeypatch.setenv("GATE_DATABASE_URL", "postgresql://gate@127.0.0.1:5432/gate")
+    with pytest.raises(SettingError, match=r"GATE_DATABASE_URL=.*not ported yet"):
+        create_app({"TESTING": True, "DATABASE": str(tmp_path / "g.sqlite"), "SECRET_KEY": "k"})
+    assert not (tmp_path / "g.sqlite").exists()
