@@ -7,20 +7,31 @@ import pytest
 from gate import create_app
 from gate.services import seed
 from gate.storage.clock import Clock
-from gate.storage.db import connect
+from gate.storage.db import open_database
 from tests.helpers import ADMIN, START, Reader
 
 
+@pytest.fixture(autouse=True)
+def engine(request):
+    """The engine a test's site runs on: SQLite, unless its module runs on both.
+
+    A module opts in with ``pytestmark = BOTH_ENGINES`` (tests/helpers.py); every
+    test in it then runs once on SQLite and once on PostgreSQL.
+    """
+    return getattr(request, "param", "sqlite")
+
+
 @pytest.fixture
-def app(tmp_path):
+def app(tmp_path, engine, request):
     """A site on its own database, seeded, with the clock frozen at START."""
+    target = str(tmp_path / "gate.sqlite") if engine == "sqlite" else request.getfixturevalue("pg_database")
     app = create_app({
         "TESTING": True,
-        "DATABASE": str(tmp_path / "gate.sqlite"),
+        "DATABASE": target,  # a SQLite path or a PostgreSQL URL
         "SECRET_KEY": "test-secret-key",
         "SERVER_NAME": "meridian.test",
     })
-    db = connect(app.config["DATABASE"])
+    db = open_database(app.config["DATABASE"])
     seed.seed_articles(db)
     # On a fresh database the clock is real time; pin "real" to START so the
     # forward-only rule holds whatever day the suite runs on.
@@ -31,8 +42,8 @@ def app(tmp_path):
 
 @pytest.fixture
 def db(app):
-    """A direct connection to the test site's database."""
-    database = connect(app.config["DATABASE"])
+    """A direct connection to the test site's database (either engine)."""
+    database = open_database(app.config["DATABASE"])
     yield database
     database.close()
 
@@ -75,8 +86,8 @@ import os
 import uuid
 from urllib.parse import urlencode
 
-from gate.storage import engine
-from gate.storage.db import open_database, open_site_db
+from gate.storage import engine as storage_engine
+from gate.storage.db import open_site_db
 
 #: Connections a test's pool may hold: the seam under test plus the threads of a race.
 TEST_POOL = 24
@@ -113,7 +124,7 @@ def pg_empty(pg_url):
     _pg_admin(pg_url, f"create schema {name}")
     url = f"{pg_url}{'&' if '?' in pg_url else '?'}{urlencode({'options': f'-csearch_path={name}'})}"
     yield url
-    engine.pools.close(url)
+    storage_engine.pools.close(url)
     _pg_admin(pg_url, f"drop schema {name} cascade")
 
 

@@ -511,3 +511,8 @@ def generate_traffic(page, visitors: int = 600, days: int = 14):
     expect(test).to_contain_text("Primary metric: Registered")
     expect(test.locator("svg.chart--intervals")).to_be_visible()
     return test
+
+
+#: ``pytestmark = BOTH_ENGINES``: every test of the module runs on SQLite and on PostgreSQL
+#: (the ``engine`` fixture in conftest.py; PostgreSQL needs GATE_TEST_DATABASE_URL).
+BOTH_ENGINES = pytest.mark.parametrize("engine", ["sqlite", "postgresql"], indirect=True)
