@@ -1,7 +1,7 @@
 """HTTP benchmarks: gate under gunicorn, next to a bare Flask page, loaded by an external generator.
 
 Run with `python -m benchmarks.httpbench [--quick]` from the checkout. Two sites are served on
-loopback by the same gunicorn configuration (gate.cli's, 2 workers x 4
+loopback by the same gunicorn configuration (gate.cli.serving's, 2 workers x 4
 threads, each worker capped near its share of the connections): gate itself,
 and a bare Flask app that reads the same article row from SQLite (a copy of
 the same database) and renders it with the same templates, but has no
@@ -264,7 +264,7 @@ def bare_app(database: str, secret_key: str):
 
 def serve_bare() -> None:
     """Entry point of the bare server process: DATABASE BIND SECRET WORKER_CONNECTIONS."""
-    from gate.cli import _gunicorn
+    from gate.cli.serving import _gunicorn
 
     database, bind, secret, per_worker = sys.argv[1:5]
     _gunicorn(bare_app(database, secret), bind, WORKERS, THREADS, int(per_worker))

@@ -11,8 +11,7 @@ from flask import Flask
 
 from gate.conf import environment
 from gate.conf.resources import resource_dir
-
-__version__ = "0.1.0"
+from gate.conf.version import __version__ as __version__  # re-exported: gate.__version__
 
 
 def _instance_secret(instance_path: str) -> str:

@@ -163,11 +163,11 @@ def test_serve_refuses_a_worker_connection_cap_of_zero(runner):
 def test_demo_prepares_a_fresh_database_then_serves(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from gate import cli
+    from gate.cli import serving
     from gate.storage.db import connect
 
     served = {}
-    monkeypatch.setattr(cli, "_gunicorn", lambda app, bind, workers, threads: served.update(
+    monkeypatch.setattr(serving, "_gunicorn", lambda app, bind, workers, threads: served.update(
         bind=bind, workers=workers, demo=app.config["DEMO"]))
     database = tmp_path / "fresh.sqlite"
     monkeypatch.setenv("GATE_DATABASE", str(database))

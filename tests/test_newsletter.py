@@ -350,6 +350,8 @@ def test_newsletter_commands_explain_bad_lists(runner):
 
 def test_links_use_the_configured_https_origin(app, runner, db, clock, weekly_readers, monkeypatch):
     monkeypatch.setitem(app.config, "BASE_URL", "https://news.meridian.example")
+    # create_app pins the config's origin from BASE_URL; mail is built from the config, as lifecycle mail is
+    monkeypatch.setattr(app.extensions["gate.config"], "origin", "https://news.meridian.example")
     publish(db, "https-piece", START + timedelta(hours=1))
     clock.advance(timedelta(hours=2))
     runner.invoke(args=["newsletter", "send", WEEKLY])

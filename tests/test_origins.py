@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gate import cli, create_app
+from gate.cli import serving
 from tests.helpers import FREE, METERED, START, publish
 
 ORIGIN = "https://news.example.com"
@@ -173,7 +174,7 @@ def test_an_unconfigured_site_links_to_loopback_and_answers_only_loopback(tmp_pa
 def served(monkeypatch, tmp_path):
     """`gate serve` with gunicorn replaced by a record of the app it would have served."""
     seen = {}
-    monkeypatch.setattr(cli, "_gunicorn", lambda app, *args: seen.update(origin=app.config["BASE_URL"]))
+    monkeypatch.setattr(serving, "_gunicorn", lambda app, *args: seen.update(origin=app.config["BASE_URL"]))
     monkeypatch.setenv("GATE_DATABASE", str(tmp_path / "serve.sqlite"))
     monkeypatch.setenv("GATE_SECRET_KEY", "serve-key")
     for name in ("GATE_BASE_URL", "GATE_DEMO", "GATE_EVENT_BUFFER"):  # serve may set these

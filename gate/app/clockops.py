@@ -9,20 +9,21 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from flask import current_app
+
 from gate.app import site
 from gate.app.db import get_db
 from gate.rules import periods
-from gate.services import newsletter, presets, subscriptions
+from gate.services import newsletter, newsletter_mail, presets, subscriptions
 from gate.storage import events
 from gate.storage.clock import Clock, Step
-from gate.web import newsletter as web_newsletter
 
 
 def run_due(now: datetime) -> dict:
     """Settle what billing owes and send the newsletters due by ``now``."""
     db, cfg = get_db(), site.config()
     billed = subscriptions.settle_all(db, cfg, now)
-    issues = web_newsletter.run_due(now)
+    issues = newsletter_mail.run_due(db, cfg, current_app.secret_key, now)
     return {"subscriptions": billed["subscriptions"], "charges": billed["charges"],
             "issues": len(issues), "messages": sum(issue["sent"] for issue in issues)}
 

@@ -130,6 +130,11 @@ def by_id(db, reader_id: int) -> Reader | None:
     return _one(db, "id = ?", [reader_id])
 
 
+def all_ids(db) -> list[int]:
+    """Every reader's id, oldest account first (for listings)."""
+    return [row["id"] for row in db.query("select id from readers order by id")]
+
+
 def by_session_token(db, token: str) -> Reader | None:
     """Find the account a session cookie names."""
     return _one(db, "session_token = ?", [token]) if token else None

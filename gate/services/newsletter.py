@@ -255,13 +255,17 @@ def waiting(db, item, now: datetime) -> int:
                       [to_iso(since), to_iso(now)]).fetchone()[0]
 
 
+def counts(db, list_id: str) -> dict[str, int]:
+    """How many readers a list has in each enrollment status (statuses with none are absent)."""
+    return dict(db.execute("select status, count(*) from enrollments where list_id = ? group by status",
+                           [list_id]).fetchall())
+
+
 def overview(db, cfg, now: datetime) -> list[dict]:
     """Each list with its readers by status, its last issue and what the next one would carry."""
     found = []
     for item in cfg.newsletters:
-        counts = dict(db.execute("select status, count(*) from enrollments where list_id = ?"
-                                 " group by status", [item.id]).fetchall())
-        found.append({"list": item, "counts": counts, "last": last_issue(db, item.id),
+        found.append({"list": item, "counts": counts(db, item.id), "last": last_issue(db, item.id),
                       "waiting": waiting(db, item, now)})
     return found
 

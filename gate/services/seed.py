@@ -38,6 +38,11 @@ def seed_articles(db, directory: Path = ARTICLES_DIR) -> int:
     return len(rows)
 
 
+def needs_articles(db) -> bool:
+    """Whether the site has no articles yet (a fresh demo database is seeded once)."""
+    return db["articles"].count == 0
+
+
 def seed_schedule(db, now: datetime, tz, directory: Path = SCHEDULE_DIR) -> int:
     """Add the upcoming articles, dated from today (site time); existing slugs are kept."""
     start = now.astimezone(tz).date()

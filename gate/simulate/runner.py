@@ -25,7 +25,7 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-import gate
+from gate.conf.version import __version__
 from gate.rules import periods
 from gate.rules.billing import add_months
 from gate.rules.paywall import TIERS, Access, ArticleLike, Decision, Offer, Reason, Rules, Viewer, decide
@@ -624,7 +624,7 @@ def _meta(plan: Plan, population_path: Path | None) -> dict:
     """What a run needs to be reproduced: version, seed, sizes, start, files and plan."""
     tz = next(iter(plan.presets.values())).tz
     return {
-        "version": gate.__version__,
+        "version": __version__,
         "seed": plan.seed,
         "presets": list(plan.presets),
         "readers": plan.readers,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from datetime import date, datetime, timedelta
 
-from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from gate.app import clockops, site
@@ -19,12 +19,11 @@ from gate.conf.settings import ConfigError
 from gate.rules import billing, paywall, periods
 from gate.rules import experiments as exp_stats
 from gate.rules.timeutil import parse_day, parse_moment
-from gate.services import accounts, charts, newsletter, presets, subscriptions
+from gate.services import accounts, charts, newsletter, newsletter_mail, presets, subscriptions
 from gate.services import dashboard as stats
 from gate.storage import events
 from gate.storage.clock import REACH_YEARS, Clock, ClockError, parse_step
 from gate.web import login_manager
-from gate.web import newsletter as web_newsletter
 from gate.web.forms import ConfirmForm
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -408,7 +407,7 @@ def newsletters():
     if _posted():
         list_id = request.form.get("list", "")
         try:
-            done = web_newsletter.send_next(list_id, current().now)
+            done = newsletter_mail.send_next(get_db(), site.config(), current_app.secret_key, list_id, current().now)
         except newsletter.NewsletterError as error:
             flash(f"Nothing was sent: {error}.", "warning")
         else:

@@ -1,12 +1,10 @@
 """Newsletters on the web: the preference center, confirmation and one-click unsubscribe.
 
-Also the composer that renders an issue for one reader (used by the CLI and
-the schedule), and the confirmation email sent after a signup.
+Composing and sending (issues, the confirmation email) live in
+:mod:`gate.services.newsletter_mail`.
 """
 
 from __future__ import annotations
-
-from urllib.parse import quote
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
@@ -15,94 +13,11 @@ from gate.app import site
 from gate.app.context import current
 from gate.app.db import get_db
 from gate.rules import tokens
-from gate.services import accounts, content, desk, mail, newsletter, subscriptions
-from gate.storage import events
+from gate.services import accounts, newsletter, newsletter_mail
 from gate.web import csrf
 from gate.web.forms import ConfirmForm
 
 bp = Blueprint("newsletter", __name__)
-
-
-def _unsubscribe_token(reader_id: int, list_id: str) -> str:
-    return tokens.sign(current_app.secret_key, "newsletter-unsubscribe", {"r": reader_id, "l": list_id})
-
-
-def send_confirmation(reader: accounts.Reader, list_ids: list[str], now) -> None:
-    """Email the double opt-in link for the reader's pending lists."""
-    db, cfg = get_db(), site.config()
-    token = tokens.sign(current_app.secret_key, "newsletter-confirm", {"r": reader.id, "l": list_ids})
-    link = site.absolute_url("newsletter.confirm", token=token)
-    names = [newsletter.get_list(cfg, list_id).name for list_id in list_ids]
-    mail.queue(db, to=reader.email, subject="Please confirm your newsletter subscription",
-               text=render_template("email/confirm.txt", link=link, names=names),
-               html=render_template("email/confirm.html", link=link, names=names),
-               kind="newsletter_confirmation", sender=cfg.mail.sender, now=now, tz=cfg.publication.tz)
-    events.record(db, "confirmation_sent", now, reader_id=reader.id, lists=list_ids)
-
-
-def compose(item, issue: newsletter.Issue, reader: dict) -> newsletter.Message:
-    """Render one issue for one reader: subscriber lists carry the opening, free lists never do."""
-    token = _unsubscribe_token(reader["id"], item.id)
-    unsubscribe = site.absolute_url("newsletter.unsubscribe", token=token)
-    mailto = f"mailto:unsubscribe@meridian.example?subject={quote('unsubscribe ' + token)}"
-    articles = [
-        {"article": a, "url": site.absolute_url("reading.article", slug=a.slug),
-         "opening_html": content.teaser_html(a, 1) if item.audience == "subscriber" else None,
-         "opening_text": content.split_teaser(a.body_md, 1)[0] if item.audience == "subscriber" else None}
-        for a in issue.articles
-    ]
-    context = {"list": item, "issue": issue, "articles": articles, "unsubscribe": unsubscribe,
-               "preferences": site.absolute_url("newsletter.preferences"),
-               "site_name": site.config().publication.name}
-    headers = {
-        "List-Id": f"{item.name} <{item.id}.lists.meridian.example>",
-        "List-Unsubscribe": f"<{unsubscribe}>, <{mailto}>",
-        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        "X-Gate-List": item.id, "X-Gate-Issue": str(issue.number),
-    }
-    subject = f"{item.name} No. {issue.number}: {issue.articles[0].title}"
-    return newsletter.Message(subject, render_template("email/newsletter.txt", **context),
-                              render_template("email/newsletter.html", **context), headers)
-
-
-def access_check(db, cfg, now):
-    """A has_access(reader_id) callable for sending at ``now``."""
-    def has_access(reader_id: int) -> bool:
-        reader = accounts.by_id(db, reader_id)
-        return reader is not None and subscriptions.has_access(db, cfg, reader, now)
-    return has_access
-
-
-def deliverer(db, cfg):
-    """Hand each queued newsletter to SMTP when it is configured."""
-    if not cfg.mail.smtp_host:
-        return None
-    return lambda message_id: mail.deliver(db, cfg.mail, message_id)
-
-
-def run_due(now) -> list[dict]:
-    """Send every scheduled issue whose time has passed (the clock moved)."""
-    db, cfg = get_db(), site.config()
-    desk.publish_through(db, cfg, now)  # past the scheduled pieces, the desk keeps publishing
-    with current_app.test_request_context():
-        return newsletter.run_schedule(db, cfg, now, compose, access_check(db, cfg, now),
-                                       deliverer(db, cfg))
-
-
-def send_next(list_id: str, now, dry_run: bool = False) -> dict | None:
-    """Send the next issue of a list now; None when nothing was published since the last."""
-    db, cfg = get_db(), site.config()
-    item = newsletter.get_list(cfg, list_id)
-    desk.publish_through(db, cfg, now)
-    issue = newsletter.plan_issue(db, item, now)
-    if issue is None:
-        return None
-    if dry_run:
-        return {"list": item.id, "issue": issue.number, "articles": [a.title for a in issue.articles],
-                "recipients": len(newsletter.recipients(db, item.id)), "dry_run": True}
-    with current_app.test_request_context():
-        return newsletter.send_issue(db, cfg, issue, compose, access_check(db, cfg, now), now,
-                                     deliverer(db, cfg))
 
 
 # --- views ----------------------------------------------------------------------
@@ -133,7 +48,7 @@ def _change(list_id: str, action: str | None, now) -> None:
                                        verified=current_user.email_verified_at is not None,
                                        has_access=current_user.is_subscriber)
             if status == "pending":
-                send_confirmation(current_user, [item.id], now)
+                newsletter_mail.send_confirmation(db, cfg, current_app.secret_key, current_user, [item.id], now)
                 flash(f"Almost done: confirm {item.name} with the link we just emailed you.", "info")
             else:
                 flash(f"You're subscribed to {item.name}.", "success")
@@ -222,5 +137,5 @@ def enroll_at_signup(reader: accounts.Reader, list_ids: list[str], source: str) 
         if status == "pending":
             pending.append(list_id)
     if pending:
-        send_confirmation(reader, pending, now)
+        newsletter_mail.send_confirmation(db, cfg, current_app.secret_key, reader, pending, now)
 

@@ -1,0 +1,89 @@
+"""`gate serve` and `gate demo`: the site through gunicorn, for production or a prepared demo."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from gate.app import site
+from gate.app.db import get_db
+from gate.cli.base import build_app, parsed
+from gate.cli.sitetime import now, tz
+from gate.services import newsletter, seed
+from gate.storage.db import close_thread_connections
+
+
+def _gunicorn(app, bind: str, workers: int, threads: int, worker_connections: int = 1000) -> None:
+    """Serve ``app`` with gunicorn, in this process."""
+    from gunicorn.app.base import BaseApplication
+
+    class Server(BaseApplication):
+        def load_config(self):
+            options = {"bind": bind, "workers": workers, "threads": threads,
+                       "worker_class": "gthread", "worker_connections": worker_connections,
+                       "accesslog": "-", "timeout": 60,
+                       "graceful_timeout": 5}
+            # Several sites may run at once (tests, demos): no shared control socket.
+            if "control_socket_disable" in self.cfg.settings:
+                options["control_socket_disable"] = True
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return app
+
+    Server().run()
+
+
+@click.command("serve")
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--worker-connections", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="Most connections one worker holds at once; past it, other workers accept.")
+def serve(bind, workers, threads, worker_connections):
+    """Serve the site in production through gunicorn."""
+    os.environ.setdefault("GATE_EVENT_BUFFER", "1")  # views are logged by a background writer
+    if parsed("GATE_DEMO"):
+        _origin_from_bind(bind)
+    app = build_app()
+    if not app.config["BASE_URL"]:
+        raise click.ClickException(
+            "no public origin: set GATE_BASE_URL (e.g. https://news.example.com) or [site] base_url "
+            "in config/site.toml. Links in mail, the feed and the sitemap are built from it, never "
+            "from a request's Host header.")
+    _gunicorn(app, bind, workers, threads, worker_connections)
+
+
+def _origin_from_bind(bind: str) -> None:
+    """In demo mode the --bind address is the origin, unless GATE_BASE_URL names one."""
+    if not os.environ.get("GATE_BASE_URL", "").strip():  # links in the inbox reach this server
+        os.environ["GATE_BASE_URL"] = f"http://{bind}"
+
+
+@click.command("demo")
+@click.option("--bind", default="127.0.0.1:5000", show_default=True, help="HOST:PORT to listen on.")
+@click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True)
+def demo(bind, workers):
+    """Create and seed the database if needed, create demo accounts, and serve the site."""
+    os.environ["GATE_DEMO"] = "1"
+    os.environ.setdefault("GATE_EVENT_BUFFER", "1")
+    _origin_from_bind(bind)
+    app = build_app()
+    with app.app_context():
+        database = get_db()
+        if seed.needs_articles(database):
+            click.echo(f"Seeded {seed.seed_articles(database)} demo articles and "
+                       f"{seed.seed_schedule(database, now(), tz())} upcoming ones.")
+        newsletter.start_schedule(database, site.config(), now())
+        people = seed.seed_demo_accounts(database, site.config(), now())
+    close_thread_connections()  # the master keeps no connection into the forked workers
+    click.echo(f"\nThe Meridian is at http://{bind}/  (database: {app.config['DATABASE']})")
+    click.echo("Demo accounts (log in at /login):")
+    for email, password, role in people:
+        click.echo(f"  {email:<30} {password:<20} {role}")
+    click.echo("Move the clock with `gate clock advance 31d`; switch rules with `gate preset use NAME`.\n")
+    sys.stdout.flush()
+    _gunicorn(app, bind, workers, 4)
