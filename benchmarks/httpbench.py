@@ -53,7 +53,7 @@ from types import SimpleNamespace
 import psutil
 
 from benchmarks.bench import percentile
-from gate.loadtest.run import free_port, gate_command
+from gate.loadtest.server import ServerProcess, free_port, site_env
 from gate.rules.periods import period_window
 
 UTC = timezone.utc
@@ -273,49 +273,16 @@ def serve_bare() -> None:
 # --- the servers ------------------------------------------------------------------
 
 
-class Server:
-    """A gunicorn process on a free loopback port, its output in a log file."""
-
-    def __init__(self, command: list[str], env: dict, log: Path, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self._log = open(log, "wb")
-        self.log_path = log
-        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait(self, path: str, timeout: float = 30) -> None:
-        """Block until ``path`` answers 200, or raise with the log's tail."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                with urllib.request.urlopen(self.url + path, timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{self.url} did not come up:\n{self.log_path.read_text(errors='replace')[-2000:]}")
-
-    def worker_cpu(self) -> list[float]:
-        """CPU seconds (user + system) each gunicorn worker has used so far."""
-        times = []
-        for worker in psutil.Process(self.process.pid).children():
-            try:
-                used = worker.cpu_times()
-            except psutil.NoSuchProcess:  # a worker restarting: its time is gone with it
-                continue
-            times.append(used.user + used.system)
-        return times
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
+def worker_cpu(server: ServerProcess) -> list[float]:
+    """CPU seconds (user + system) each gunicorn worker of ``server`` has used so far."""
+    times = []
+    for worker in psutil.Process(server.process.pid).children():
+        try:
+            used = worker.cpu_times()
+        except psutil.NoSuchProcess:  # a worker restarting: its time is gone with it
+            continue
+        times.append(used.user + used.system)
+    return times
 
 
 def prepare_site(directory: Path) -> dict:
@@ -570,11 +537,11 @@ def check(scenario: Scenario, urls: dict[str, str], headers: dict) -> dict[str, 
     return sizes
 
 
-def timed(server: Server, load, url: str, method: str, headers: dict, seconds: float) -> dict:
+def timed(server: ServerProcess, load, url: str, method: str, headers: dict, seconds: float) -> dict:
     """One load run, with the CPU time the server's workers spent on it."""
-    before = server.worker_cpu()
+    before = worker_cpu(server)
     run = load(url, method, headers, seconds)
-    spent = [max(0.0, after - start) for after, start in zip(server.worker_cpu(), before)]
+    spent = [max(0.0, after - start) for after, start in zip(worker_cpu(server), before)]
     run["worker_cpu_s"] = [round(value, 2) for value in spent]
     run["per_cpu_s"] = run["requests"] / sum(spent) if sum(spent) > 0 else 0.0
     return run
@@ -643,25 +610,21 @@ def worker_connections(connections: int) -> int:
     return -(-connections // WORKERS) + THREADS
 
 
-def start_servers(directory: Path, site: dict, connections: int) -> dict[str, Server]:
+def start_servers(directory: Path, site: dict, connections: int) -> dict[str, ServerProcess]:
     """gate (`gate serve`) and the bare app, same gunicorn settings, both on loopback."""
-    secret = secrets.token_hex(32)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("GATE_")}
-    env.update(GATE_DATABASE=str(site["database"]), GATE_SECRET_KEY=secret, GATE_RATE_LIMITS="off")
-    gate_port, bare_port = free_port(), free_port()
-    env["GATE_BASE_URL"] = f"http://127.0.0.1:{gate_port}"  # gate serve needs its public origin
-    servers = {
-        "gate": Server([*gate_command(), "serve", "--bind", f"127.0.0.1:{gate_port}",
-                        "--workers", str(WORKERS), "--threads", str(THREADS),
-                        "--worker-connections", str(worker_connections(connections))],
-                       env, directory / "gate.log", gate_port),
-        "bare": Server([*_entry_point("serve_bare"), str(site["bare_database"]), f"127.0.0.1:{bare_port}",
-                        secret, str(worker_connections(connections))],
-                       env, directory / "bare.log", bare_port),
-    }
+    secret, per_worker = secrets.token_hex(32), str(worker_connections(connections))
+    gate_port = free_port()
+    env = site_env(GATE_DATABASE=str(site["database"]), GATE_SECRET_KEY=secret, GATE_RATE_LIMITS="off",
+                   GATE_BASE_URL=f"http://127.0.0.1:{gate_port}")  # gate serve needs its public origin
+    servers = {"gate": ServerProcess.gate_serve(env, directory / "gate.log", workers=WORKERS, port=gate_port,
+                                                options=("--threads", str(THREADS),
+                                                         "--worker-connections", per_worker))}
     try:
-        servers["gate"].wait("/api/health")
-        servers["bare"].wait(f"/bare/api/articles/{site['page']}")
+        servers["gate"].start()
+        bare_port = free_port()
+        servers["bare"] = ServerProcess(
+            [*_entry_point("serve_bare"), str(site["bare_database"]), f"127.0.0.1:{bare_port}", secret, per_worker],
+            env, directory / "bare.log", bare_port, ready=f"/bare/api/articles/{site['page']}").start()
     except RuntimeError:
         for server in servers.values():
             server.stop()

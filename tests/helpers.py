@@ -12,9 +12,6 @@ import json
 import os
 import re
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -24,15 +21,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import expect
 
-from gate.loadtest.run import free_port, gate_command
+from gate.loadtest.server import ServerProcess, gate_command, site_env
 from gate.rules.timeutil import to_iso
 from gate.services import content, seed
 from gate.services.content import parse_article_file, split_teaser
 from gate.services.seed import ARTICLES_DIR
 from gate.storage.clock import Clock
 from gate.storage.db import open_site_db
-
-__all__ = ["free_port", "gate_command"]  # re-exported: one copy, in gate.loadtest.run
 
 NY = ZoneInfo("America/New_York")
 #: Every test starts at this site time, after all demo articles are published.
@@ -196,12 +191,11 @@ class LiveSite:
     def __init__(self, directory: Path, secret_key: str = "browser-test-key") -> None:
         self.directory = Path(directory)
         self.database = self.directory / "gate.sqlite"
-        self.env = {key: value for key, value in os.environ.items() if not key.startswith("GATE_")}
         # One loopback address signs up and logs in many times a minute here: rate limits
         # (tested on their own in test_security.py) would make the browser tests flaky.
-        self.env.update(GATE_DATABASE=str(self.database), GATE_SECRET_KEY=secret_key,
-                        GATE_RATE_LIMITS="off", GATE_BASE_URL=MAIL_ORIGIN)
-        self.process: subprocess.Popen | None = None
+        self.env = site_env(GATE_DATABASE=str(self.database), GATE_SECRET_KEY=secret_key,
+                            GATE_RATE_LIMITS="off", GATE_BASE_URL=MAIL_ORIGIN)
+        self.server: ServerProcess | None = None
         self.url = ""
 
     def gate(self, *args: str) -> str:
@@ -229,42 +223,15 @@ class LiveSite:
         """Seed, freeze the clock and serve with one gunicorn worker until /api/health answers."""
         self.gate("db", "seed")
         self.freeze_clock()
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self._log = open(self.directory / "server.log", "wb")
-        self.process = subprocess.Popen(
-            [*gate_command(), "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-            env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-        self._wait_until_up()
+        self.server = ServerProcess.gate_serve(self.env, self.directory / "server.log", workers=1).start()
+        self.url = self.server.url
         return self
-
-    def _wait_until_up(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
-        self.stop()
-        log = (self.directory / "server.log").read_text(errors="replace")
-        raise RuntimeError(f"gate serve did not come up at {self.url}:\n{log[-3000:]}")
 
     def stop(self) -> None:
         """Stop gunicorn (SIGTERM, then SIGKILL) and close its log."""
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-            self.process = None
-            self._log.close()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
 
     def __enter__(self) -> "LiveSite":
         return self.start()

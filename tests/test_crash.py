@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import http.client
 import http.cookiejar
-import os
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -18,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from gate.loadtest.server import ServerProcess, gate_command, site_env
 from gate.storage.db import connect
-from tests.helpers import free_port, gate_command
 
 CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 CARD = {"name": "Crash Test", "card_number": "4242 4242 4242 4242", "expiry": "12/30", "cvc": "123"}
@@ -49,20 +47,6 @@ class Session:
 
     def token(self, path: str = "/signup") -> str:
         return CSRF.search(self.request(path)[1]).group(1)
-
-
-def _serve(env: dict, port: int) -> subprocess.Popen:
-    process = subprocess.Popen([*gate_command(), "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2).read()
-            return process
-        except OSError:
-            time.sleep(0.1)
-    os.killpg(process.pid, signal.SIGKILL)
-    raise RuntimeError("gate serve did not start")
 
 
 def _reader_traffic(base: str, number: int, slugs: list[str], acked: dict, stop: threading.Event) -> None:
@@ -98,37 +82,34 @@ def _reader_traffic(base: str, number: int, slugs: list[str], acked: dict, stop:
 @pytest.mark.slow
 def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path):
     database = tmp_path / "crash.sqlite"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATE_")}
-    env.update(GATE_DATABASE=str(database), GATE_SECRET_KEY="crash-key", GATE_RATE_LIMITS="off",
-               GATE_BASE_URL="http://127.0.0.1")  # the origin's host; any loopback port is it
+    env = site_env(GATE_DATABASE=str(database), GATE_SECRET_KEY="crash-key", GATE_RATE_LIMITS="off",
+                   GATE_BASE_URL="http://127.0.0.1")  # the origin's host; any loopback port is it
     subprocess.run([*gate_command(), "db", "seed", "--no-schedule"], env=env, check=True, capture_output=True)
     db = connect(database)
     slugs = [r[0] for r in db.execute("select slug from articles where access_class = 'metered' order by slug")]
     db.close()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = _serve(env, port)
+    server = ServerProcess.gate_serve(env, tmp_path / "server.log", workers=2).start()
+    base = server.url
     acked = {"signups": set(), "unlocks": set(), "subscriptions": set(), "unsubscribed": set()}
     stop = threading.Event()
     threads = [threading.Thread(target=_reader_traffic, args=(base, n, slugs, acked, stop)) for n in range(150)]
-    killer = threading.Timer(2.0, os.killpg, args=(server.pid, signal.SIGKILL))
+    killer = threading.Timer(2.0, server.kill)
     killer.start()  # master and workers, mid-flight
     for thread in threads:
         thread.start()
         time.sleep(0.025)
     killer.join()
-    server.wait(timeout=10)
+    assert not server.running
     stop.set()
     for thread in threads:
         thread.join(timeout=30)
     assert acked["unlocks"] and acked["signups"], "the load never got going"
     print({key: len(value) for key, value in acked.items()})
-    server = _serve(env, port)  # restart on the same file: recovery from the WAL
+    server.start()  # restart on the same file and port: recovery from the WAL
     try:
         assert urllib.request.urlopen(f"{base}/api/health", timeout=5).status == 200
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=20)
+        server.stop()
     db = connect(database)
     assert db.execute("pragma integrity_check").fetchone() == ("ok",)
     emails = {r[0] for r in db.execute("select email from readers")}

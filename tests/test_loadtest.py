@@ -56,7 +56,7 @@ def test_failures_are_classified(error, kind):
 def _result(requests, failures, exceptions=0):
     total = run.EndpointStats("", "Aggregated", requests, 0, 10.0, 5, 9, 12)
     refused = run.EndpointStats("POST", "/api/articles/[slug]/unlock [403]", 7, 0, 1.0, 5, 9, 12)
-    return run.Result(database=None, endpoints=[refused], total=total,
+    return run.LoadReport(database=None, endpoints=[refused], total=total,
                       failures=[{"Method": "GET", "Name": "/", "Error": error, "Occurrences": str(n)}
                                 for error, n in failures],
                       exceptions=exceptions, files=[])

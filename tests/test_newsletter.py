@@ -11,6 +11,7 @@ import pytest
 from markupsafe import escape
 
 from gate.conf.settings import Config
+from gate.loadtest.server import free_port
 from gate.rules.timeutil import from_iso
 from gate.services import newsletter
 from tests.helpers import (
@@ -290,11 +291,7 @@ def test_smtp_delivery(app, runner, db, clock, weekly_readers, monkeypatch):
             received.append(envelope)
             return "250 OK"
 
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     controller = Controller(Handler(), hostname="127.0.0.1", port=port)
     controller.start()
     try:

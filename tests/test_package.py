@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from gate.loadtest.server import ServerProcess, site_env
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(url: str, timeout: float = 60) -> str:
@@ -59,22 +53,19 @@ def test_wheel_installs_and_serves_an_article(tmp_path):
     bin_dir = env_dir / "bin"
     subprocess.run([str(bin_dir / "pip"), "install", "--quiet", "--disable-pip-version-check",
                     str(wheel)], check=True, capture_output=True)
-    env = {**os.environ, "GATE_DATABASE": str(tmp_path / "site.sqlite"), "GATE_SECRET_KEY": "wheel",
-           "GATE_BASE_URL": "http://127.0.0.1"}
+    env = site_env(GATE_DATABASE=str(tmp_path / "site.sqlite"), GATE_SECRET_KEY="wheel",
+                   GATE_BASE_URL="http://127.0.0.1")
     env.pop("PYTHONPATH", None)
     run = lambda *args: subprocess.run([str(bin_dir / "gate"), *args], cwd=tmp_path, env=env,  # noqa: E731
                                        check=True, capture_output=True, text=True)
     assert "Seeded 14 demo articles" in run("db", "seed").stdout
     assert "* wpr" in run("preset", "list").stdout
-    port = _free_port()
-    server = subprocess.Popen([str(bin_dir / "gate"), "serve", "--bind", f"127.0.0.1:{port}",
-                               "--workers", "1"], cwd=tmp_path, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = ServerProcess.gate_serve(env, tmp_path / "server.log", gate=[str(bin_dir / "gate")], cwd=tmp_path)
+    server.start(timeout=60)  # a fresh venv compiles its bytecode on the first start
     try:
-        page = _get(f"http://127.0.0.1:{port}/articles/prisoner-swaps-rewarding-hostage-takers")
+        page = _get(f"{server.url}/articles/prisoner-swaps-rewarding-hostage-takers")
         assert "Keep reading for free" in page and "The Meridian" in page
-        assert "site.css" in _get(f"http://127.0.0.1:{port}/")
-        assert "--paper" in _get(f"http://127.0.0.1:{port}/static/site.css")
+        assert "site.css" in _get(f"{server.url}/")
+        assert "--paper" in _get(f"{server.url}/static/site.css")
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        server.stop()

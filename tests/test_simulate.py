@@ -26,7 +26,7 @@ from gate.rules.paywall import Reason
 from gate.services.content import Article
 from gate.simulate import runner as sim
 from gate.simulate.population import Crowd, load_population
-from gate.simulate.runner import Billing, PresetRun, catalogue, spend_horizon
+from gate.simulate.runner import PresetRun, SimulatedBilling, catalogue, spend_horizon
 from gate.storage.db import connect
 from tests.helpers import START, Reader, mailed_link
 
@@ -74,7 +74,7 @@ def run(cfg, presets, readers=300, days=20, seed=5, population=None, trace=None,
     start = start or datetime(2026, 1, 1, 12, tzinfo=rules[presets[0]].tz)
     return sim.simulate(population, rules, readers=readers, days=days, seed=seed, start=start,
                         articles=articles or catalogue(population.articles.count, cfg.publication.sections),
-                        billing=Billing.from_plans(cfg.plans), trace=trace, workers=workers)
+                        billing=SimulatedBilling.from_plans(cfg.plans), trace=trace, workers=workers)
 
 
 # --- reproducibility ------------------------------------------------------------
@@ -347,7 +347,7 @@ def test_churned_subscribers_lapse_to_registered_and_revenue_follows_the_plan(cf
     result = run(cfg, ["hard"], readers=40, days=120, seed=4, population=load_population(path),
                  trace=steps.append)
     summary = result.summary("hard")
-    price = Billing.from_plans(cfg.plans).price_cents
+    price = SimulatedBilling.from_plans(cfg.plans).price_cents
     assert summary["churned"] > 0 and summary["renewals"] > 0
     assert summary["revenue_cents"] == price * (summary["subscriptions"] + summary["renewals"])
     assert summary["subscribers_end"] == summary["subscriptions"] - summary["churned"]
@@ -367,7 +367,7 @@ def test_each_simulated_day_is_one_local_day_at_the_same_hour(first, day, zone):
     rules = config.preset("wpr").model_copy(update={"timezone": zone})
     crowd = Crowd(load_population(POPULATION), 1, 1, seed=0)
     preset = PresetRun("wpr", rules, crowd, catalogue(1, config.publication.sections),
-                       Billing.from_plans(config.plans),
+                       SimulatedBilling.from_plans(config.plans),
                        datetime.combine(first, time(12), tzinfo=ZoneInfo(zone)))
     moment = preset.moment(day)
     local = moment.astimezone(ZoneInfo(zone))
@@ -391,7 +391,7 @@ def test_pruning_forgets_last_months_spends(cfg):
     rules = cfg.preset("metered")
     crowd = Crowd(population, 500, 50, seed=8)
     preset = PresetRun("metered", rules, crowd, catalogue(50, cfg.publication.sections),
-                       Billing.from_plans(cfg.plans), datetime(2026, 1, 1, 12, tzinfo=rules.tz))
+                       SimulatedBilling.from_plans(cfg.plans), datetime(2026, 1, 1, 12, tzinfo=rules.tz))
     for day in range(45):
         preset.play(crowd.day(day))
     spends = [s for key in preset.spends for s in preset.spends[key]]

@@ -109,7 +109,7 @@ def _worker(master_host: str, master_port: int) -> None:
     raise SystemExit(subprocess.call(command))
 
 
-def _report(result: run.Result, plan: run.Plan) -> None:
+def _report(result: run.LoadReport, plan: run.LoadPlan) -> None:
     """Print the table, the throughput, the failures and where the reports are."""
     click.echo(run.format_table(result))
     total = result.total
@@ -196,7 +196,7 @@ def loadtest(users, spawn_rate, duration, host, allow_remote, database, workers,
     if master:
         extra += ["--master", "--expect-workers", str(expect_workers), "--expect-workers-max-wait", "120",
                   "--master-bind-host", master_bind_host, "--master-bind-port", str(master_port)]
-    plan = run.Plan(users=users, spawn_rate=spawn_rate, duration=duration, host=host, workers=workers,
+    plan = run.LoadPlan(users=users, spawn_rate=spawn_rate, duration=duration, host=host, workers=workers,
                     out=out, synthetic=synthetic, subscribers=subscribers, preset=preset,
                     rate_limits=rate_limits, locust_args=tuple(extra),
                     wait_for_workers=120 if master else 0)

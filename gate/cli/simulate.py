@@ -87,7 +87,7 @@ def simulate(preset_names, readers, days, seed, start_text, population_file, as_
              plot_file, workers, config_dir):
     """Run a population of readers through paywall presets and compare their funnels."""
     from gate.simulate.population import load_population  # NumPy is loaded only when simulating
-    from gate.simulate.runner import Billing, catalogue
+    from gate.simulate.runner import SimulatedBilling, catalogue
     from gate.simulate.runner import simulate as run_simulation
 
     cfg = _config(config_dir)
@@ -107,7 +107,7 @@ def simulate(preset_names, readers, days, seed, start_text, population_file, as_
                 population, presets, readers=readers, days=days, seed=seed,
                 start=datetime.combine(first_day, VISIT_TIME, tzinfo=tz),
                 articles=catalogue(population.articles.count, cfg.publication.sections),
-                billing=Billing.from_plans(cfg.plans), population_path=path,
+                billing=SimulatedBilling.from_plans(cfg.plans), population_path=path,
                 progress=bar.update, workers=workers)
         except RuntimeError as error:  # a worker process failed or died
             raise click.ClickException(str(error)) from None

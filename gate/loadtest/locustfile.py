@@ -132,7 +132,7 @@ def broken_invariant(name: str, message: str) -> None:
                         exception=CatchResponseError(f"invariant: {message}"), context={})
 
 
-class Reader(HttpUser):
+class Persona(HttpUser):
     """What every persona can do: read, sign up, log in and unlock, as a browser does."""
 
     abstract = True
@@ -214,7 +214,7 @@ class Reader(HttpUser):
         self.token = ""
 
 
-class AnonymousSkimmer(Reader):
+class AnonymousSkimmer(Persona):
     """Skims the front page, opens articles, reads teasers and the JSON listing."""
 
     weight = 10
@@ -240,7 +240,7 @@ class AnonymousSkimmer(Reader):
             broken_invariant("/api/articles/[slug] body leak", "body_html sent with a teaser")
 
 
-class RegisteredReader(Reader):
+class RegisteredReader(Persona):
     """Signs up, then unlocks three articles of their choice and re-reads them."""
 
     weight = 4
@@ -271,7 +271,7 @@ class RegisteredReader(Reader):
             broken_invariant("/api/meter over limit", f"used {meter['used']} of {meter['limit']}")
 
 
-class BingeSubscriber(Reader):
+class BingeSubscriber(Persona):
     """Logs in with a seeded subscriber account and reads everything, premium included."""
 
     weight = 2
@@ -304,7 +304,7 @@ class BingeSubscriber(Reader):
         self.page(f"/search?q={random.choice(SEARCHES)}", "/search?q=[query]")
 
 
-class TabRacer(Reader):
+class TabRacer(Persona):
     """Signs up, then unlocks many articles at once from many tabs: the meter must hold."""
 
     weight = 1
@@ -326,7 +326,7 @@ class TabRacer(Reader):
             broken_invariant("tab race over-grant", f"{granted} unlocks granted with a limit of {limit}")
 
 
-class CookieClearer(Reader):
+class CookieClearer(Persona):
     """Signs up, unlocks one, clears cookies and re-reads: the new visitor gets the teaser."""
 
     weight = 2
@@ -347,7 +347,7 @@ class CookieClearer(Reader):
             broken_invariant("cookie clear", "body_html sent to a new visitor")
 
 
-class SignupBurst(Reader):
+class SignupBurst(Persona):
     """A burst of sign-ups back to back (a newsletter push, a bot wave), then a pause."""
 
     weight = 1

@@ -4,7 +4,7 @@ The library behind `gate loadtest`. :func:`run_loadtest` starts the site on a
 free loopback port with a new database (demo articles, synthetic ones, demo
 accounts and subscriber accounts for the personas), runs Locust headless in a
 subprocess (Locust patches the standard library with gevent, so it never runs
-inside this process), stops the site and returns a :class:`Result` with the
+inside this process), stops the site and returns a :class:`LoadReport` with the
 per-endpoint statistics, the failures by kind and the database path, which
 outlives the run so the invariant audit can read it.
 
@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import csv
 import ipaddress
-import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from gate.loadtest.server import LOOPBACK, ServerProcess, free_port, site_env
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 #: Subscriber accounts for the binge-reading persona; passed to Locust as --gate-* options.
@@ -38,7 +35,7 @@ _REFUSED = re.compile(r" \[(\d{3})\]$")
 
 
 @dataclass(frozen=True)
-class Plan:
+class LoadPlan:
     """What to run: the load, the target and where the reports go."""
 
     users: int = 200
@@ -70,7 +67,7 @@ class EndpointStats:
 
 
 @dataclass
-class Result:
+class LoadReport:
     """What a run produced: statistics, failures by kind, report files and the database."""
 
     database: Path | None
@@ -146,21 +143,6 @@ def subscriber_account(n: int) -> tuple[str, str]:
     return SUBSCRIBER_EMAIL.format(n=n), SUBSCRIBER_PASSWORD.format(n=n)
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def gate_command() -> list[str]:
-    """The `gate` console script of this interpreter's environment."""
-    script = Path(sys.executable).with_name("gate")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from gate.cli import main; main()"]
-
-
 def seed_site(database: Path, synthetic: int, subscribers: int) -> None:
     """Seed a site as `gate db seed --synthetic N` and `gate readers add … --subscriber` do."""
     from gate.conf.settings import Config
@@ -188,67 +170,16 @@ def seed_site(database: Path, synthetic: int, subscribers: int) -> None:
         db.close()
 
 
-class Site:
-    """A fresh site in ``directory``: seeded database and `gate serve` on a loopback port."""
-
-    def __init__(self, directory: Path, workers: int = 2, preset: str | None = None,
-                 rate_limits: bool = True) -> None:
-        self.directory = Path(directory)
-        self.database = self.directory / "gate.sqlite"
-        self.log_path = self.directory / "server.log"
-        self.env = {key: value for key, value in os.environ.items() if not key.startswith("GATE_")}
-        # One trusted proxy: each simulated user's X-Forwarded-For is its client address.
-        self.env.update(GATE_DATABASE=str(self.database), GATE_SECRET_KEY=secrets.token_hex(32),
-                        GATE_PROXY_COUNT="1", GATE_RATE_LIMITS="on" if rate_limits else "off")
-        if preset:
-            self.env["GATE_PRESET"] = preset
-        self.workers = workers
-        self.process: subprocess.Popen | None = None
-        self.url = ""
-
-    def start(self) -> "Site":
-        """Serve with gunicorn until /api/health answers (or raise with the server's log)."""
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.env["GATE_BASE_URL"] = self.url  # the site's public origin: this loopback port
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(
-            [*gate_command(), "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(self.workers)],
-            env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"the site did not come up at {self.url}:\n{self.log_tail()}")
-
-    def log_tail(self, size: int = 3000) -> str:
-        """The end of the server's log."""
-        return self.log_path.read_text(errors="replace")[-size:] if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        """Stop gunicorn: SIGTERM (a graceful shutdown), then SIGKILL."""
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.process = None
-        self._log.close()
-
-    def __enter__(self) -> "Site":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+def site_server(database: Path, plan: LoadPlan) -> ServerProcess:
+    """`gate serve` over ``database`` on a free loopback port, as the plan says (not started yet)."""
+    port = free_port()
+    # One trusted proxy: each simulated user's X-Forwarded-For is its client address.
+    env = site_env(GATE_DATABASE=str(database), GATE_SECRET_KEY=secrets.token_hex(32),
+                   GATE_PROXY_COUNT="1", GATE_RATE_LIMITS="on" if plan.rate_limits else "off",
+                   GATE_BASE_URL=f"http://{LOOPBACK}:{port}")  # the site's public origin: this port
+    if plan.preset:
+        env["GATE_PRESET"] = plan.preset
+    return ServerProcess.gate_serve(env, database.with_name("server.log"), workers=plan.workers, port=port)
 
 
 _ACCESS_STATUS = re.compile(r'" (\d{3}) (?:\d+|-) "')
@@ -269,7 +200,7 @@ def read_server_log(path: Path) -> dict:
     return {"requests": requests, "5xx": server_errors, "errors": errors}
 
 
-def locust_command(plan: Plan, host: str, out: Path) -> list[str]:
+def locust_command(plan: LoadPlan, host: str, out: Path) -> list[str]:
     """The headless Locust command line for ``plan`` against ``host``."""
     return [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
@@ -282,7 +213,7 @@ def locust_command(plan: Plan, host: str, out: Path) -> list[str]:
     ]
 
 
-def run_locust(plan: Plan, host: str) -> int:
+def run_locust(plan: LoadPlan, host: str) -> int:
     """Run Locust to completion (bounded by the plan's duration); returns its exit code."""
     out = Path(plan.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -347,8 +278,8 @@ def read_failures(out: Path) -> tuple[list[dict], int]:
     return failures, exceptions
 
 
-def collect(plan: Plan, database: Path | None, returncode: int) -> Result:
-    """Read the reports Locust wrote into a :class:`Result`."""
+def collect(plan: LoadPlan, database: Path | None, returncode: int) -> LoadReport:
+    """Read the reports Locust wrote into a :class:`LoadReport`."""
     out = Path(plan.out)
     if not (out / f"{CSV_PREFIX}_stats.csv").exists():
         log = (out / LOCUST_LOG).read_text(errors="replace")[-3000:]
@@ -356,30 +287,30 @@ def collect(plan: Plan, database: Path | None, returncode: int) -> Result:
     endpoints, total = read_stats(out)
     failures, exceptions = read_failures(out)
     files = sorted(out.glob(f"{CSV_PREFIX}_*.csv")) + [out / HTML_REPORT]
-    return Result(database=database, endpoints=endpoints, total=total, failures=failures,
+    return LoadReport(database=database, endpoints=endpoints, total=total, failures=failures,
                   exceptions=exceptions, files=[f for f in files if f.exists()])
 
 
-def run_loadtest(plan: Plan, workdir: Path) -> Result:
+def run_loadtest(plan: LoadPlan, workdir: Path) -> LoadReport:
     """Run ``plan``: against plan.host, or a fresh seeded site in ``workdir`` (kept for the audit)."""
     if plan.host:
         return collect(plan, None, run_locust(plan, plan.host))
-    site = Site(workdir, workers=plan.workers, preset=plan.preset, rate_limits=plan.rate_limits)
-    seed_site(site.database, plan.synthetic, plan.subscribers)
-    with site:
-        returncode = run_locust(plan, site.url)
-        if site.process.poll() is not None:
-            raise RuntimeError(f"the site stopped during the load test:\n{site.log_tail()}")
-    result = collect(plan, site.database, returncode)
-    result.server_log = read_server_log(site.log_path)
-    return result
+    database = Path(workdir) / "gate.sqlite"
+    seed_site(database, plan.synthetic, plan.subscribers)
+    with site_server(database, plan) as server:
+        returncode = run_locust(plan, server.url)
+        if not server.running:
+            raise RuntimeError(f"the site stopped during the load test:\n{server.log_tail()}")
+    report = collect(plan, database, returncode)
+    report.server_log = read_server_log(server.log_path)
+    return report
 
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def format_table(result: Result) -> str:
+def format_table(result: LoadReport) -> str:
     """Requests, failures, throughput and p50/p95/p99 per endpoint, then the total."""
     width = max([len(f"{row.method} {row.name}") for row in result.endpoints] + [20])
     lines = [f"{'endpoint':<{width}} {'requests':>9} {'fails':>6} {'req/s':>8} "
@@ -396,7 +327,7 @@ def format_table(result: Result) -> str:
     return "\n".join(lines)
 
 
-def format_failures(result: Result, limit: int = 10) -> str:
+def format_failures(result: LoadReport, limit: int = 10) -> str:
     """The most frequent failures, one line each."""
     rows = sorted(result.failures, key=lambda r: -int(r["Occurrences"]))[:limit]
     return "\n".join(f"{int(r['Occurrences']):>7}x {r['Method']} {r['Name']}: {r['Error']}" for r in rows)

@@ -10,7 +10,7 @@ from pathlib import Path
 from markupsafe import escape
 
 from gate.services.charts import lines
-from gate.simulate.runner import DAILY_FIELDS, Result
+from gate.simulate.runner import DAILY_FIELDS, SimulationResult
 
 #: The comparison table: (summary key, label, format).
 ROWS = (
@@ -50,14 +50,14 @@ def _cell(value, kind: str, currency: str) -> str:
     return f"{value * 100:.2f}%"
 
 
-def heading(result: Result) -> str:
+def heading(result: SimulationResult) -> str:
     """One line naming everything needed to run it again."""
     meta = result.meta
     return (f"gate {meta['version']} · seed {meta['seed']} · {meta['readers']:,} readers · "
             f"{meta['days']} days from {meta['first_day']} · population {meta['population'] or '(given)'}")
 
 
-def table(result: Result) -> str:
+def table(result: SimulationResult) -> str:
     """The presets side by side: counts, money and the rates between them."""
     currency = result.billing.currency
     names = [outcome.preset for outcome in result.outcomes]
@@ -77,7 +77,7 @@ def table(result: Result) -> str:
     return "\n".join(lines_out)
 
 
-def to_json(result: Result) -> str:
+def to_json(result: SimulationResult) -> str:
     """The full result, with what produced it (seed, presets, population, version)."""
     return json.dumps(result.as_dict(), indent=2)
 
@@ -91,7 +91,7 @@ def _csv(rows: list[dict], fields: list[str]) -> str:
     return out.getvalue()
 
 
-def write_csv(result: Result, directory: Path) -> list[Path]:
+def write_csv(result: SimulationResult, directory: Path) -> list[Path]:
     """daily-PRESET.csv for each preset and summary.csv with one row per preset."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,7 @@ def write_csv(result: Result, directory: Path) -> list[Path]:
     return written
 
 
-def plot(result: Result) -> str:
+def plot(result: SimulationResult) -> str:
     """One SVG: for each preset, its daily traffic and its daily conversions."""
     width, panel_h, title_h = 720, 260, 26
     parts, y = [], 0
@@ -132,7 +132,7 @@ def plot(result: Result) -> str:
             + "".join(parts) + "</svg>\n")
 
 
-def write_plot(result: Result, path: Path) -> Path:
+def write_plot(result: SimulationResult, path: Path) -> Path:
     """Write the SVG chart to ``path``."""
     path = Path(path)
     path.write_text(plot(result))

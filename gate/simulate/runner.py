@@ -88,7 +88,7 @@ def catalogue(count: int, sections: Sequence[str]) -> list[ArticleRef]:
 
 
 @dataclass(frozen=True)
-class Billing:
+class SimulatedBilling:
     """What a subscription costs and how often it renews (from a plan in site.toml)."""
 
     plan: str
@@ -98,7 +98,7 @@ class Billing:
     trial_days: int = 0
 
     @classmethod
-    def from_plans(cls, plans) -> "Billing":
+    def from_plans(cls, plans) -> "SimulatedBilling":
         """The monthly plan, or the first plan when the site has no monthly one."""
         plan = next((p for p in plans if p.interval == "month"), plans[0])
         return cls(plan.id, plan.price_cents, plan.currency,
@@ -173,7 +173,7 @@ class PresetRun:
     """One preset's run: the readers' tiers and meters, driven one day at a time."""
 
     def __init__(self, name: str, rules: Rules, crowd: Crowd, articles: Sequence[ArticleLike],
-                 billing: Billing, start: datetime, trace: Trace | None = None) -> None:
+                 billing: SimulatedBilling, start: datetime, trace: Trace | None = None) -> None:
         self.name = name
         # The base preset for everyone: experiments' variants would split the readers.
         self.experiments_ignored = [experiment.id for experiment in rules.experiments]
@@ -415,10 +415,10 @@ class PresetRun:
 
     # --- results --------------------------------------------------------------
 
-    def outcome(self) -> "Outcome":
+    def outcome(self) -> "PresetOutcome":
         """This run's totals and daily rows (a shard's, when readers are split over processes)."""
         totals = {name: getattr(self.tally, name) for name in Tally.__slots__}
-        return Outcome(self.name, totals, list(self.daily), self.experiments_ignored)
+        return PresetOutcome(self.name, totals, list(self.daily), self.experiments_ignored)
 
 
 def _rate(part: int, whole: int) -> float:
@@ -426,7 +426,7 @@ def _rate(part: int, whole: int) -> float:
     return round(part / whole, 6) if whole else 0.0
 
 
-def summarise(totals: dict, billing: Billing) -> dict:
+def summarise(totals: dict, billing: SimulatedBilling) -> dict:
     """Totals and the rates between them, as the comparison table shows them."""
     t = totals
     return {
@@ -451,7 +451,7 @@ def summarise(totals: dict, billing: Billing) -> dict:
 
 
 @dataclass
-class Outcome:
+class PresetOutcome:
     """One preset's raw result: running totals and one row per day."""
 
     preset: str
@@ -460,7 +460,7 @@ class Outcome:
     experiments_ignored: list[str] = field(default_factory=list)
 
     @classmethod
-    def combine(cls, shards: Sequence["Outcome"]) -> "Outcome":
+    def combine(cls, shards: Sequence["PresetOutcome"]) -> "PresetOutcome":
         """Add up the shards of one preset: readers are independent, so counts simply add."""
         first = shards[0]
         totals = {name: sum(shard.totals[name] for shard in shards) for name in first.totals}
@@ -470,19 +470,19 @@ class Outcome:
                           for name in rows[0]})
         return cls(first.preset, totals, daily, first.experiments_ignored)
 
-    def as_dict(self, billing: Billing) -> dict:
+    def as_dict(self, billing: SimulatedBilling) -> dict:
         """The outcome as JSON shows it."""
         return {"preset": self.preset, "experiments_ignored": self.experiments_ignored,
                 "summary": summarise(self.totals, billing), "daily": self.daily}
 
 
 @dataclass
-class Result:
+class SimulationResult:
     """A whole run: what produced it (to reproduce it) and each preset's outcome."""
 
     meta: dict
-    outcomes: list[Outcome]
-    billing: Billing
+    outcomes: list[PresetOutcome]
+    billing: SimulatedBilling
     elapsed_s: float = 0.0
     workers: int = 1
 
@@ -507,7 +507,7 @@ class Result:
 
 
 @dataclass(frozen=True)
-class Plan:
+class SimulationPlan:
     """Everything a run needs, picklable so a worker process can run its shard of it."""
 
     population: Population
@@ -517,10 +517,10 @@ class Plan:
     seed: int
     start: datetime
     articles: tuple
-    billing: Billing
+    billing: SimulatedBilling
 
     def play(self, shard: tuple[int, int], trace: Trace | None = None,
-             progress: Callable[[int], None] | None = None) -> list[Outcome]:
+             progress: Callable[[int], None] | None = None) -> list[PresetOutcome]:
         """Every preset over one shard of the readers, each day's draws shared between them."""
         crowd = Crowd(self.population, self.readers, len(self.articles), self.seed)
         runs = [PresetRun(name, rules, crowd, self.articles, self.billing, self.start, trace)
@@ -534,7 +534,7 @@ class Plan:
         return [run.outcome() for run in runs]
 
 
-def _worker(plan: Plan, shard: tuple[int, int], messages) -> None:
+def _worker(plan: SimulationPlan, shard: tuple[int, int], messages) -> None:
     """One shard of the readers in a process of its own; reports progress, then its outcomes."""
     try:
         outcomes = plan.play(shard, progress=lambda n: messages.put(("progress", shard, n)))
@@ -543,7 +543,7 @@ def _worker(plan: Plan, shard: tuple[int, int], messages) -> None:
         messages.put(("error", shard, traceback.format_exc()))
 
 
-def _in_workers(plan: Plan, workers: int, progress) -> list[Outcome]:
+def _in_workers(plan: SimulationPlan, workers: int, progress) -> list[PresetOutcome]:
     """Split the readers into one shard per process; every process draws the same days."""
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
@@ -575,13 +575,13 @@ def _in_workers(plan: Plan, workers: int, progress) -> list[Outcome]:
             if process.is_alive():
                 process.kill()
     by_preset = zip(*(done[shard] for shard in shards))
-    return [Outcome.combine(list(shard_outcomes)) for shard_outcomes in by_preset]
+    return [PresetOutcome.combine(list(shard_outcomes)) for shard_outcomes in by_preset]
 
 
 def simulate(population: Population, presets: Mapping[str, Rules], *, readers: int, days: int,
-             seed: int, start: datetime, articles: Sequence[ArticleLike], billing: Billing,
+             seed: int, start: datetime, articles: Sequence[ArticleLike], billing: SimulatedBilling,
              population_path: Path | None = None, trace: Trace | None = None,
-             progress: Callable[[int], None] | None = None, workers: int = 1) -> Result:
+             progress: Callable[[int], None] | None = None, workers: int = 1) -> SimulationResult:
     """Run ``readers`` readers for ``days`` days through each preset; same seed, same result.
 
     ``workers`` > 1 splits the readers over that many processes (the result
@@ -595,7 +595,7 @@ def simulate(population: Population, presets: Mapping[str, Rules], *, readers: i
         raise ValueError("start must be timezone-aware")
     if not presets:
         raise ValueError("name at least one preset")
-    plan = Plan(population, dict(presets), readers, days, seed, start, tuple(articles), billing)
+    plan = SimulationPlan(population, dict(presets), readers, days, seed, start, tuple(articles), billing)
     workers = max(1, min(workers, readers))
     began = time.perf_counter()
     if trace is not None or workers == 1:
@@ -604,7 +604,7 @@ def simulate(population: Population, presets: Mapping[str, Rules], *, readers: i
         shares = _Shares(progress, workers) if progress else None
         outcomes = _in_workers(plan, workers, shares)
     elapsed = time.perf_counter() - began
-    return Result(_meta(plan, population_path), outcomes, billing, elapsed, workers)
+    return SimulationResult(_meta(plan, population_path), outcomes, billing, elapsed, workers)
 
 
 class _Shares:
@@ -620,7 +620,7 @@ class _Shares:
             self.progress(self.units // self.workers - before)
 
 
-def _meta(plan: Plan, population_path: Path | None) -> dict:
+def _meta(plan: SimulationPlan, population_path: Path | None) -> dict:
     """What a run needs to be reproduced: version, seed, sizes, start, files and plan."""
     tz = next(iter(plan.presets.values())).tz
     return {

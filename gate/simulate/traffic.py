@@ -36,7 +36,7 @@ from gate.rules.paywall import Reason, Rules
 from gate.rules.timeutil import to_iso
 from gate.services import subscriptions
 from gate.simulate.population import Population, load_population
-from gate.simulate.runner import ArticleRef, Billing, Step, simulate
+from gate.simulate.runner import ArticleRef, SimulatedBilling, Step, simulate
 from gate.storage import events
 from gate.storage.db import immediate
 from gate.storage.quota import SQLiteQuotaStore
@@ -109,7 +109,7 @@ def _with_arms(rules: Rules, arms: dict[str, str]) -> Rules:
 
 
 def _play(rules: Rules, people: Population, readers: int, days: int, seed: int, start: datetime,
-          articles: list[ArticleRef], plan: Billing, batch: str) -> tuple[list[Step], dict[int, dict]]:
+          articles: list[ArticleRef], plan: SimulatedBilling, batch: str) -> tuple[list[Step], dict[int, dict]]:
     """Run every reader through the rules of their own arms; their steps in the order they happened."""
     arms = {reader: _arms(rules, f"visitor:{_visitor(batch, reader, 0)}") for reader in range(readers)}
     steps: list[tuple[int, int, int, Step]] = []
@@ -139,7 +139,7 @@ def generate(db, cfg, rules: Rules, now: datetime, *, visitors: int, days: int, 
     today = now.astimezone(tz).date()
     start = datetime.combine(today - timedelta(days=days), time(12, 0), tzinfo=tz)
     articles = _articles(db, start)
-    plan = Billing.from_plans(cfg.plans)
+    plan = SimulatedBilling.from_plans(cfg.plans)
     batch = secrets.token_hex(3)
     steps, arms = _play(rules, people, visitors, days, seed, start, articles, plan, batch)
     writer = _Writer(db, cfg, rules, plan.plan, batch, arms)
