@@ -239,3 +239,12 @@ def m012_lifecycle_notices(db):
 def m013_synthetic_readers(db):
     """Accounts made by *Generate traffic*, so business numbers can leave them out."""
     ddl(db, "alter table readers add column synthetic INTEGER NOT NULL DEFAULT 0")
+
+
+@migration
+def m014_rate_limits(db):
+    """Rate-limit counters shared by every worker and node (gate.storage.ratelimits).
+
+    SQLite sites already have the table: the limiter's storage used to make it.
+    """
+    ddl(db, "create table if not exists rate_limits (key TEXT PRIMARY KEY, count INTEGER, expires_at REAL)")
