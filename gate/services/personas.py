@@ -87,7 +87,7 @@ def _spend(db, rules, reader_id: int, count: int, now: datetime) -> None:
     if count <= 0 or rule.unlimited or rule.limit == 0:
         return
     window = periods.period_window(rule.period, now, rules.tz)
-    slugs = [row[0] for row in db.execute(
+    slugs = [row["slug"] for row in db.rows(
         "select slug from articles where access_class = 'metered' and published_at <= ?"
         " and synthetic = 0 order by published_at desc limit ?", [to_iso(now), count])]
     store = SQLiteQuotaStore(db)
