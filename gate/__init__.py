@@ -12,6 +12,7 @@ from flask import Flask
 from gate.conf import environment
 from gate.conf.resources import resource_dir
 from gate.conf.version import __version__ as __version__  # re-exported: gate.__version__
+from gate.storage.engine import is_url
 
 
 def _instance_secret(instance_path: str) -> str:
@@ -34,7 +35,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     env = environment.read()
     app.config.from_mapping(
-        DATABASE=env["GATE_DATABASE"] or os.path.join(app.instance_path, "gate.sqlite"),
+        # A PostgreSQL URL, else the SQLite file: services open either through gate.storage.db.
+        DATABASE=env["GATE_DATABASE_URL"] or env["GATE_DATABASE"] or os.path.join(app.instance_path, "gate.sqlite"),
+        DATABASE_POOL=env["GATE_DATABASE_POOL"],
         SECRET_KEY=env["GATE_SECRET_KEY"],
         PRESET=env["GATE_PRESET"],
         DEMO=env["GATE_DEMO"],
@@ -54,6 +57,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     if not app.config["SECRET_KEY"]:
+        if is_url(app.config["DATABASE"]):
+            raise environment.SettingError(
+                "GATE_SECRET_KEY: required with GATE_DATABASE_URL. Every node serving one database "
+                "must sign sessions and links with the same key (a key generated in this node's "
+                "instance folder would sign out readers whose next request reaches another node)."
+            )
         app.config["SECRET_KEY"] = _instance_secret(app.instance_path)
     app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
 

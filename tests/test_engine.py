@@ -185,9 +185,20 @@ def test_a_bad_database_url_is_refused(value):
         database_url(value)
 
 
-def test_gate_database_url_is_refused_until_the_services_are_ported(tmp_path, monkeypatch):
-    # Serving from SQLite while the operator believes every node shares PostgreSQL would be worse.
-    monkeypatch.setenv("GATE_DATABASE_URL", "postgresql://gate@127.0.0.1:5432/gate")
-    with pytest.raises(SettingError, match=r"GATE_DATABASE_URL=.*not ported yet"):
-        create_app({"TESTING": True, "DATABASE": str(tmp_path / "g.sqlite"), "SECRET_KEY": "k"})
+def test_gate_database_url_selects_postgresql_for_the_site(pg_database, tmp_path, monkeypatch):
+    monkeypatch.setenv("GATE_DATABASE", str(tmp_path / "g.sqlite"))  # the URL wins over the file
+    monkeypatch.setenv("GATE_DATABASE_URL", pg_database)
+    monkeypatch.setenv("GATE_DATABASE_POOL", "3")
+    monkeypatch.setenv("GATE_SECRET_KEY", "shared-by-every-node")
+    app = create_app({"TESTING": True, "SERVER_NAME": "meridian.test"})
+    assert (app.config["DATABASE"], app.config["DATABASE_POOL"]) == (pg_database, 3)
+    assert app.test_client().get("/api/health").status_code == 200
     assert not (tmp_path / "g.sqlite").exists()
+
+
+def test_a_database_url_without_a_shared_secret_key_refuses_to_start(monkeypatch):
+    # A key generated in one node's instance folder would sign readers out on every other node.
+    monkeypatch.delenv("GATE_SECRET_KEY", raising=False)
+    monkeypatch.setenv("GATE_DATABASE_URL", "postgresql://gate@127.0.0.1:5432/gate")
+    with pytest.raises(SettingError, match=r"GATE_SECRET_KEY: required with GATE_DATABASE_URL.*Every node"):
+        create_app({"TESTING": True})  # refused before connecting: nothing listens on that port

@@ -14,6 +14,7 @@ from flask_login import current_user
 
 from gate.services import accounts
 from gate.storage import ratelimits  # noqa: F401  (defining its storage class registers gate-sqlite://)
+from gate.storage.engine import is_url
 
 
 def viewer_key() -> str:
@@ -63,5 +64,7 @@ sign_in_mail = limiter.shared_limit(MAGIC_LINK_EMAIL, scope="sign-in-mail", key_
 
 def init_app(app) -> None:
     """Bind the limiter with shared storage (GATE_RATELIMIT_STORAGE, else the site database)."""
-    app.config.setdefault("RATELIMIT_STORAGE_URI", f"gate-sqlite://{app.config['DATABASE']}")
+    database = str(app.config["DATABASE"])
+    # Placeholder until rate limits are ported to PostgreSQL (issue 14): each process counts its own.
+    app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://" if is_url(database) else f"gate-sqlite://{database}")
     limiter.init_app(app)

@@ -28,13 +28,9 @@ def load_articles(directory: Path = ARTICLES_DIR) -> list[dict]:
 def seed_articles(db, directory: Path = ARTICLES_DIR) -> int:
     """Insert or update the demo articles; returns how many there are."""
     rows = load_articles(directory)
-    with immediate(db):  # read-then-write: take the write lock first
-        for row in rows:
-            existing = db.execute("select id from articles where slug = ?", [row["slug"]]).fetchone()
-            if existing:
-                db["articles"].update(existing[0], row)
-            else:
-                db["articles"].insert(row)
+    with db.transaction():
+        for row in rows:  # an article already there keeps its id and takes the file's text
+            db.upsert("articles", row, ["slug"])
     return len(rows)
 
 

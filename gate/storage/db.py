@@ -16,7 +16,7 @@ from pathlib import Path
 import sqlite_utils
 
 from gate.storage import migrations
-from gate.storage.engine import DEFAULT_POOL, PostgresDatabase, SqliteDatabase, is_url, open_postgres
+from gate.storage.engine import DEFAULT_POOL, PostgresDatabase, SqliteDatabase, is_url, open_postgres, pools
 
 BUSY_TIMEOUT_SECONDS = 30
 
@@ -121,12 +121,17 @@ def thread_connection(path: str) -> sqlite_utils.Database:
 
 
 def close_thread_connections() -> None:
-    """Close the connections this thread keeps (before serving: each worker opens its own)."""
+    """Close this thread's SQLite connections and this process's PostgreSQL pools.
+
+    Called before serving: each forked worker opens its own, and the master
+    holds no PostgreSQL connection while it only watches its workers.
+    """
     if _threads.pid != os.getpid():
         return
     while _threads.open:
         _, db = _threads.open.popitem()
         db.close()
+    pools.close()
 
 
 def check_durability(db: sqlite_utils.Database) -> None:

@@ -77,8 +77,12 @@ def record(db, type: str, at: datetime, **fields) -> None:
 
 
 def record_rows(db, rows: list[tuple]) -> None:
-    """Append events built by :func:`row`, in one statement."""
-    db.conn.executemany(INSERT, rows)
+    """Append events built by :func:`row`, in one statement (one each on PostgreSQL, for now)."""
+    if db.dialect == "sqlite":
+        db.conn.executemany(INSERT, rows)
+        return
+    for values in rows:
+        db.execute(INSERT, values)
 
 
 def recent(db, limit: int = 50, type: str | None = None) -> list[dict]:
