@@ -202,3 +202,13 @@ def test_a_database_url_without_a_shared_secret_key_refuses_to_start(monkeypatch
     monkeypatch.setenv("GATE_DATABASE_URL", "postgresql://gate@127.0.0.1:5432/gate")
     with pytest.raises(SettingError, match=r"GATE_SECRET_KEY: required with GATE_DATABASE_URL.*Every node"):
         create_app({"TESTING": True})  # refused before connecting: nothing listens on that port
+
+
+def test_a_postgresql_url_is_never_taken_for_a_sqlite_file_name(tmp_path, monkeypatch):
+    # Code not yet ported that connects to DATABASE directly must fail, not serve an empty file.
+    from gate.storage.db import connect
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="open_database"):
+        connect("postgresql://gate@127.0.0.1:5432/gate")
+    assert list(tmp_path.iterdir()) == []

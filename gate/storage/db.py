@@ -26,8 +26,11 @@ def connect(path: str | Path) -> SqliteDatabase:
 
     ``isolation_level=None`` leaves transactions to us: writes outside
     :func:`immediate` commit at once, and :func:`immediate` takes the write
-    lock before reading, which a deferred ``BEGIN`` would not.
+    lock before reading, which a deferred ``BEGIN`` would not. A PostgreSQL URL
+    is refused (:func:`open_database` opens either engine) rather than taken for a file name.
     """
+    if is_url(path):
+        raise ValueError("connect() opens a SQLite file; open a PostgreSQL URL with open_database()")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(
         str(path), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
