@@ -12,7 +12,6 @@ from flask import Flask
 from gate.conf import environment
 from gate.conf.resources import resource_dir
 from gate.conf.version import __version__ as __version__  # re-exported: gate.__version__
-from gate.storage.engine import is_url
 
 
 def _instance_secret(instance_path: str) -> str:
@@ -57,6 +56,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     if not app.config["SECRET_KEY"]:
+        from gate.storage.engine import is_url  # (importing gate must not load sqlite-utils, nor numpy)
+
         if is_url(app.config["DATABASE"]):
             raise environment.SettingError(
                 "GATE_SECRET_KEY: required with GATE_DATABASE_URL. Every node serving one database "

@@ -212,3 +212,22 @@ def test_a_postgresql_url_is_never_taken_for_a_sqlite_file_name(tmp_path, monkey
     with pytest.raises(ValueError, match="open_database"):
         connect("postgresql://gate@127.0.0.1:5432/gate")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_before_serving_the_master_closes_its_pools(pg_database):
+    # Each forked gunicorn worker opens its own pool; the master, which only watches them, holds none.
+    from gate.storage.db import close_thread_connections
+    from gate.storage.engine import pools
+
+    open_database(pg_database).close()
+    assert pg_database in pools.by_url
+    close_thread_connections()
+    assert pg_database not in pools.by_url
+
+
+def test_a_printed_database_url_hides_its_password():
+    from gate.cli.serving import _shown
+
+    assert _shown("postgresql://gate:s3cret@db:5432/gate") == "postgresql://gate:***@db:5432/gate"
+    assert _shown("postgresql://gate@db/gate") == "postgresql://gate@db/gate"
+    assert _shown("instance/gate.sqlite") == "instance/gate.sqlite"
