@@ -149,11 +149,10 @@ def publish(db, slug, when):
 def magic_link(reader, client, email: str) -> str:
     """Ask for a sign-in link for ``email`` and return the path it mails."""
     reader.post("/login/magic", {"email": email})
-    from gate.storage.db import connect
+    from gate.storage.db import open_database
 
-    body = client.application.config["DATABASE"]
-    db = connect(body)
-    text = db.execute("select body_text from outbox order by id desc limit 1").fetchone()[0]
+    db = open_database(client.application.config["DATABASE"])
+    text = db.scalar("select body_text from outbox order by id desc limit 1")
     db.close()
     return LINK.search(text).group(1)
 
