@@ -130,9 +130,6 @@ class SqlQuotaStore:
         return self.db.execute("delete from unlocks where meter_key = ?", [meter_key]).rowcount
 
 
-#: The name the store had while it ran on SQLite only (kept for code not yet renamed).
-
-
 def meter_lock(meter_key: str) -> str:
     """The lock a spend from ``meter_key`` takes (:meth:`gate.storage.engine._Seam.lock`)."""
     return f"meter:{meter_key}"
