@@ -1,9 +1,7 @@
 """Archive search: ranking, snippets by tier, hostile queries, pagination.
 
 The service tests (``backend``) run on SQLite's FTS5 and on PostgreSQL's
-tsvector. The site tests run on SQLite; their PostgreSQL runs are expected to
-fail until ``create_app`` accepts a database URL (SITE_ENGINES, strict: they
-report as passing unexpectedly once it does, and the mark comes off).
+tsvector. The site tests (BOTH_ENGINES) run the whole site on each engine.
 """
 
 from __future__ import annotations
@@ -16,12 +14,9 @@ import pytest
 
 from gate.services import content, search, seed
 from gate.storage.db import open_database
-from tests.helpers import START, articles, gated_sentences
+from tests.helpers import BOTH_ENGINES, START, articles, gated_sentences
 
 SUBSCRIBER = ("searcher@example.com", "search-pass-1")
-SITE_ENGINES = pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.xfail(
-    reason="the site starts on PostgreSQL once create_app accepts a URL (i14-core)", strict=True))],
-    indirect=True)
 HOSTILE = ['"', '""', "AND", "OR NOT", "NEAR(a b)", "*", "-", "col:umn", "^start", "{title}: x",
            "a AND", '"unterminated phrase', "((", "))", "'; drop table articles; --", "\x00", "ü∂ƒ ©",
            "x" * 500, "x" * 5000, "debt\x00 <b>", "-debt or !drones & (water | ':*)", "the of and", "x:*"]
@@ -174,14 +169,14 @@ def slugs(page: str) -> list[str]:
     return re.findall(r'<h2 class="result__title"><a href="/articles/([a-z0-9-]+)"', page)
 
 
-@SITE_ENGINES
+@BOTH_ENGINES
 def test_subscriber_searches_full_text_with_body_snippets(subscriber, client):
     page = results(client, "seamanship")  # only in the body of the Baltic seabed piece
     assert "baltic-seabed-natos-exposed-frontier" in slugs(page)
     assert "<mark>" in page and "full text" in page
 
 
-@SITE_ENGINES
+@BOTH_ENGINES
 def test_others_search_titles_and_deks_only(client):
     assert slugs(results(client, "seamanship")) == []
     page = results(client, "Baltic")
@@ -189,7 +184,7 @@ def test_others_search_titles_and_deks_only(client):
     assert "titles and summaries" in page
 
 
-@SITE_ENGINES
+@BOTH_ENGINES
 def test_snippets_for_non_subscribers_never_hold_gated_text(client, reader):
     reader.signup("curious@example.com")
     checked = set()
@@ -203,13 +198,13 @@ def test_snippets_for_non_subscribers_never_hold_gated_text(client, reader):
     assert len(checked) >= 4  # the queries found articles: the check above ran on real snippets
 
 
-@SITE_ENGINES
+@BOTH_ENGINES
 def test_results_are_ranked_title_first(subscriber, client):
     hits = slugs(results(client, "drones"))
     assert hits[0] == "mid-sized-militaries-buying-drones-faster"
 
 
-@SITE_ENGINES
+@BOTH_ENGINES
 def test_hostile_queries_never_fail(client, subscriber):
     for query in HOSTILE:
         response = client.get("/search", query_string={"q": query})
@@ -224,13 +219,13 @@ def test_quoted_phrases_and_operators_are_words():
     assert search.quoted_terms(" ".join(f"w{n}" for n in range(20))).count('"') == 2 * search.MAX_TERMS
 
 
-@SITE_ENGINES
+@BOTH_ENGINES
 def test_future_articles_are_not_found(db, subscriber, client):
     plant(db, "future-zeppelins", "Zeppelins return", published=datetime(2027, 1, 1, tzinfo=timezone.utc))
     assert "future-zeppelins" not in slugs(results(client, "zeppelins"))
 
 
-@SITE_ENGINES
+@BOTH_ENGINES
 def test_pagination(db, client):
     seed.seed_synthetic(db, 25, ["Economy"], datetime(2026, 11, 1, tzinfo=timezone.utc))
     first, third = results(client, "synthetic"), results(client, "synthetic", page=3)
@@ -246,7 +241,7 @@ def test_snippet_html_is_escaped():
     assert "<img" not in marked and marked.endswith("<mark>x</mark>")
 
 
-@SITE_ENGINES
+@BOTH_ENGINES
 def test_empty_query_shows_the_form(client):
     page = results(client, "")
     assert 'name="q"' in page and "result" not in page.split("</form>")[1].split("<footer")[0].lower().replace("results", "")
