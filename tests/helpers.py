@@ -139,9 +139,9 @@ def confirm_path(db, email):
 
 def publish(db, slug, when):
     """Publish a copy of the metered article at ``when`` (site time)."""
-    row = dict(next(db.query("select * from articles where slug = ?", [METERED])))
-    row.pop("id")
+    row = db.first("select * from articles where slug = ?", [METERED])
     row.pop("search", None)  # PostgreSQL's generated search column
+    del row["id"]
     row.update(slug=slug, title=f"Fresh analysis {slug}", published_at=to_iso(when))
     db.insert("articles", row)
 
