@@ -117,6 +117,14 @@ def test_json_text_reads_one_key_on_both_engines(backend):
     assert backend.scalar(f"select {backend.json_text('data', 'plan')} from events") == "monthly"
 
 
+def test_json_text_goes_down_nested_keys_with_dashes(backend):
+    backend.insert("events", {"at": "2026", "type": "article_view", "data": '{"variants": {"gate-copy": "bold"}}'})
+    assert backend.scalar(f"select {backend.json_text('data', 'variants', 'gate-copy')} from events") == "bold"
+    assert backend.scalar(f"select {backend.json_text('data', 'variants', 'other')} from events") is None
+    with pytest.raises(ValueError):
+        backend.json_text("data", "variants", "x') or ('1")
+
+
 LIMIT = 3
 
 
