@@ -152,7 +152,7 @@ def magic_link(reader, client, email: str) -> str:
     from gate.storage.db import open_database
 
     db = open_database(client.application.config["DATABASE"])
-    text = db.execute("select body_text from outbox order by id desc limit 1").fetchone()[0]
+    text = db.scalar("select body_text from outbox order by id desc limit 1")
     db.close()
     return LINK.search(text).group(1)
 
