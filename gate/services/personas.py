@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from gate.rules import billing, periods
 from gate.rules.timeutil import to_iso
 from gate.services import accounts, newsletter, subscriptions
-from gate.storage.quota import SQLiteQuotaStore
+from gate.storage.quota import SqlQuotaStore
 
 
 @dataclass(frozen=True)
@@ -87,10 +87,10 @@ def _spend(db, rules, reader_id: int, count: int, now: datetime) -> None:
     if count <= 0 or rule.unlimited or rule.limit == 0:
         return
     window = periods.period_window(rule.period, now, rules.tz)
-    slugs = [row[0] for row in db.execute(
+    slugs = [row["slug"] for row in db.rows(
         "select slug from articles where access_class = 'metered' and published_at <= ?"
         " and synthetic = 0 order by published_at desc limit ?", [to_iso(now), count])]
-    store = SQLiteQuotaStore(db)
+    store = SqlQuotaStore(db)
     for offset, slug in enumerate(slugs):
         at = max(window.start, now - timedelta(minutes=30 + offset))
         store.spend(f"reader:{reader_id}", slug, window.key, at, lambda spends: True)

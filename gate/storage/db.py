@@ -18,7 +18,7 @@ from pathlib import Path
 import sqlite_utils
 
 from gate.storage import migrations
-from gate.storage.engine import DEFAULT_POOL, PostgresDatabase, SqliteDatabase, is_url, open_postgres
+from gate.storage.engine import DEFAULT_POOL, PostgresDatabase, SqliteDatabase, is_url, open_postgres, pools
 
 BUSY_TIMEOUT_SECONDS = 30
 
@@ -28,8 +28,11 @@ def connect(path: str | Path) -> SqliteDatabase:
 
     ``isolation_level=None`` leaves transactions to us: writes outside
     :func:`immediate` commit at once, and :func:`immediate` takes the write
-    lock before reading, which a deferred ``BEGIN`` would not.
+    lock before reading, which a deferred ``BEGIN`` would not. A PostgreSQL URL
+    is refused (:func:`open_database` opens either engine) rather than taken for a file name.
     """
+    if is_url(path):
+        raise ValueError("connect() opens a SQLite file; open a PostgreSQL URL with open_database()")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(
         str(path), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
@@ -123,12 +126,17 @@ def thread_connection(path: str) -> sqlite_utils.Database:
 
 
 def close_thread_connections() -> None:
-    """Close the connections this thread keeps (before serving: each worker opens its own)."""
+    """Close this thread's SQLite connections and this process's PostgreSQL pools.
+
+    Called before serving: each forked worker opens its own, and the master
+    holds no PostgreSQL connection while it only watches its workers.
+    """
     if _threads.pid != os.getpid():
         return
     while _threads.open:
         _, db = _threads.open.popitem()
         db.close()
+    pools.close()
 
 
 def check_durability(db: sqlite_utils.Database) -> None:
