@@ -1,4 +1,4 @@
-"""Outgoing mail: every message is written to the ``outbox`` table."""
+"""Outgoing mail: every message is written to the ``outbox`` table (either engine)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 from gate.rules.timeutil import to_iso
-from gate.storage.db import first
 
 
 def queue(db, *, to: str, subject: str, text: str, html: str | None, kind: str,
@@ -50,7 +49,7 @@ def raw(row: dict) -> str:
 
 def message(db, message_id: int) -> dict | None:
     """One outbox row as stored (headers still JSON text), or None."""
-    return first(db, "select * from outbox where id = ?", [message_id])
+    return db.first("select * from outbox where id = ?", [message_id])
 
 
 def deliver(db, settings, message_id: int) -> None:
@@ -71,6 +70,6 @@ def deliver(db, settings, message_id: int) -> None:
 def messages(db, to: str | None = None, limit: int = 20, offset: int = 0) -> list[dict]:
     """The newest messages by date (as a mail client sorts them), optionally for one address."""
     where, params = ("where to_addr = ?", [to]) if to else ("", [])
-    rows = db.query(f"select * from outbox {where} order by created_at desc, id desc limit ? offset ?",
-                    [*params, limit, offset])
+    rows = db.rows(f"select * from outbox {where} order by created_at desc, id desc limit ? offset ?",
+                   [*params, limit, offset])
     return [{**row, "headers": json.loads(row["headers"] or "{}")} for row in rows]

@@ -9,13 +9,17 @@ the time, the page, the exact wording and the IP, kept for good.
 Issues are planned here and rendered by the caller (``compose``), so this
 module needs neither Flask nor templates. Each delivery is recorded before
 its message is queued, with a unique key on (issue, reader): running a send
-twice never mails anyone twice.
+twice never mails anyone twice, nor do two nodes sending the same issue at
+once (each delivery takes the issue's lock, then checks, then inserts).
+
+Every change of one reader's enrollments holds that reader's lock
+(:func:`_lock_reader`) and commits with its consent record and its event.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta
 from typing import Callable
 from zoneinfo import ZoneInfo
@@ -24,7 +28,6 @@ from gate.rules.timeutil import from_iso, to_iso
 from gate.services import accounts, mail
 from gate.services.content import Article
 from gate.storage import events
-from gate.storage.db import first, immediate
 
 STATUSES = ("pending", "active", "paused", "unsubscribed")
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -46,22 +49,30 @@ def get_list(cfg, list_id: str):
 def enrollments(db, reader_id: int) -> dict[str, dict]:
     """The reader's enrollment rows, by list id."""
     return {row["list_id"]: row for row in
-            db.query("select * from enrollments where reader_id = ?", [reader_id])}
+            db.rows("select * from enrollments where reader_id = ?", [reader_id])}
 
 
 def _status(db, reader_id: int, list_id: str) -> str | None:
-    row = db.execute("select status from enrollments where reader_id = ? and list_id = ?",
-                     [reader_id, list_id]).fetchone()
-    return row[0] if row else None
+    return db.scalar("select status from enrollments where reader_id = ? and list_id = ?",
+                     [reader_id, list_id])
+
+
+def _lock_reader(db, reader_id: int) -> None:
+    """Serialise changes to one reader's enrollments (inside a transaction; read the status after it)."""
+    db.lock(f"enrollments:{reader_id}")
 
 
 def _set(db, reader_id: int, list_id: str, status: str, now: datetime, reason: str, **stamps) -> None:
-    """Move an enrollment to a status (creating it if needed) and record the change."""
+    """Move an enrollment to a status (creating it if needed) and record the change.
+
+    Called inside a transaction holding :func:`_lock_reader`, so the read and
+    the write cannot interleave with another change of the same enrollment.
+    """
     before = _status(db, reader_id, list_id)
     row = {"reader_id": reader_id, "list_id": list_id, "status": status, "updated_at": to_iso(now),
            **{key: to_iso(value) for key, value in stamps.items()}}
     if before is None:
-        db["enrollments"].insert({**row, "created_at": to_iso(now)})
+        db.insert("enrollments", {**row, "created_at": to_iso(now)})
     else:
         assignments = ", ".join(f"{key} = :{key}" for key in row if key not in ("reader_id", "list_id"))
         db.execute(f"update enrollments set {assignments} where reader_id = :reader_id"
@@ -74,14 +85,14 @@ def _set(db, reader_id: int, list_id: str, status: str, now: datetime, reason: s
 def record_consent(db, reader_id: int, list_id: str, action: str, now: datetime, *,
                    wording: str, source: str, ip: str | None, method: str) -> None:
     """Keep what the reader agreed to (or withdrew), when, where and from which address."""
-    db["consents"].insert({"reader_id": reader_id, "list_id": list_id, "action": action,
+    db.insert("consents", {"reader_id": reader_id, "list_id": list_id, "action": action,
                            "at": to_iso(now), "wording": wording, "source": source, "ip": ip,
                            "method": method})
 
 
 def consents(db, reader_id: int) -> list[dict]:
     """The reader's consent history, oldest first."""
-    return list(db.query("select * from consents where reader_id = ? order by id", [reader_id]))
+    return db.rows("select * from consents where reader_id = ? order by id", [reader_id])
 
 
 LESSON_KEY = "consent_lesson"
@@ -89,17 +100,17 @@ LESSON_KEY = "consent_lesson"
 
 def preticked_lesson(db) -> bool:
     """Whether the /learn lesson has signup boxes pre-ticked on the running site."""
-    row = db.execute("select value from settings where key = ?", [LESSON_KEY]).fetchone()
-    return bool(row and row[0] == "on")
+    return db.scalar("select value from settings where key = ?", [LESSON_KEY]) == "on"
 
 
 def set_preticked_lesson(db, on: bool, at: datetime, by: str) -> None:
     """Turn the pre-ticked consent lesson on or off for the whole site (an event if it changed)."""
-    before = preticked_lesson(db)
-    db.execute("insert or replace into settings (key, value) values (?, ?)",
-               [LESSON_KEY, "on" if on else "off"])
-    if before != on:
-        events.record(db, "consent_lesson_changed", at, by=by, **{"from": before, "to": on})
+    with db.transaction():
+        db.lock(LESSON_KEY)
+        before = preticked_lesson(db)
+        db.upsert("settings", {"key": LESSON_KEY, "value": "on" if on else "off"}, ["key"])
+        if before != on:
+            events.record(db, "consent_lesson_changed", at, by=by, **{"from": before, "to": on})
 
 
 def ticked_by_default(item, lesson_on: bool) -> bool:
@@ -117,11 +128,12 @@ def enroll(db, cfg, reader_id: int, list_id: str, now: datetime, *, source: str,
     item = get_list(cfg, list_id)
     if item.audience == "subscriber" and not has_access:
         raise NewsletterError(f"{item.name} is for subscribers")
-    current = _status(db, reader_id, list_id)
-    if current in ("active", "pending"):
-        return current
     status = "pending" if cfg.mail.double_opt_in and not verified else "active"
-    with immediate(db):
+    with db.transaction():
+        _lock_reader(db, reader_id)
+        current = _status(db, reader_id, list_id)
+        if current in ("active", "pending"):
+            return current
         record_consent(db, reader_id, list_id, "granted", now, wording=item.consent_wording,
                        source=source, ip=ip, method=method)
         stamps = {"confirmed_at": now} if status == "active" else {}
@@ -132,7 +144,8 @@ def enroll(db, cfg, reader_id: int, list_id: str, now: datetime, *, source: str,
 def confirm(db, reader_id: int, list_ids: list[str], now: datetime, *, ip: str | None) -> list[str]:
     """Confirm pending enrollments (double opt-in); returns the lists confirmed."""
     done = []
-    with immediate(db):
+    with db.transaction():
+        _lock_reader(db, reader_id)
         for list_id in list_ids:
             if _status(db, reader_id, list_id) == "pending":
                 _set(db, reader_id, list_id, "active", now, "confirmed", confirmed_at=now)
@@ -147,9 +160,10 @@ def unsubscribe(db, cfg, reader_id: int, list_id: str, now: datetime, *, method:
                 source: str, ip: str | None) -> bool:
     """Leave a list; returns whether anything changed. It never re-subscribes by itself."""
     item = get_list(cfg, list_id)
-    if _status(db, reader_id, list_id) in (None, "unsubscribed"):
-        return False
-    with immediate(db):
+    with db.transaction():
+        _lock_reader(db, reader_id)
+        if _status(db, reader_id, list_id) in (None, "unsubscribed"):
+            return False
         _set(db, reader_id, list_id, "unsubscribed", now, f"unsubscribed via {method}",
              unsubscribed_at=now)
         record_consent(db, reader_id, list_id, "withdrawn", now,
@@ -159,27 +173,30 @@ def unsubscribe(db, cfg, reader_id: int, list_id: str, now: datetime, *, method:
 
 def sync_access(db, cfg, reader_id: int, has_access: bool, now: datetime) -> None:
     """Pause subscriber-only lists when access ends; resume them when it returns."""
-    for item in cfg.newsletters:
-        if item.audience != "subscriber":
-            continue
-        status = _status(db, reader_id, item.id)
-        if status == "active" and not has_access:
-            _set(db, reader_id, item.id, "paused", now, "subscription ended", paused_at=now)
-        elif status == "paused" and has_access:
-            _set(db, reader_id, item.id, "active", now, "subscription resumed")
+    with db.transaction():
+        _lock_reader(db, reader_id)
+        for item in cfg.newsletters:
+            if item.audience != "subscriber":
+                continue
+            status = _status(db, reader_id, item.id)
+            if status == "active" and not has_access:
+                _set(db, reader_id, item.id, "paused", now, "subscription ended", paused_at=now)
+            elif status == "paused" and has_access:
+                _set(db, reader_id, item.id, "active", now, "subscription resumed")
 
 
 def enroll_subscriber_lists(db, cfg, reader_id: int, now: datetime, *, source: str,
                             ip: str | None) -> None:
     """A new subscription includes the subscriber lists (unless the reader left them)."""
-    for item in cfg.newsletters:
-        if item.audience == "subscriber" and _status(db, reader_id, item.id) is None:
-            with immediate(db):
+    with db.transaction():
+        _lock_reader(db, reader_id)
+        for item in cfg.newsletters:
+            if item.audience == "subscriber" and _status(db, reader_id, item.id) is None:
                 record_consent(db, reader_id, item.id, "granted", now, wording=item.consent_wording,
                                source=source, ip=ip, method="subscription")
                 _set(db, reader_id, item.id, "active", now, "included with subscription",
                      confirmed_at=now)
-    sync_access(db, cfg, reader_id, True, now)
+        sync_access(db, cfg, reader_id, True, now)
 
 
 # --- issues ---------------------------------------------------------------------
@@ -225,8 +242,8 @@ def slots(item, after: datetime, until: datetime, tz: ZoneInfo) -> list[datetime
 
 def last_issue(db, list_id: str) -> dict | None:
     """The newest issue row of a list."""
-    return first(db, "select * from newsletter_issues where list_id = ? order by number desc limit 1",
-                 [list_id])
+    return db.first("select * from newsletter_issues where list_id = ? order by number desc limit 1",
+                    [list_id])
 
 
 def _since(previous: dict | None, item, slot: datetime) -> datetime:
@@ -240,8 +257,8 @@ def plan_issue(db, item, slot: datetime) -> Issue | None:
     """The next issue at ``slot``: articles published since the previous one, or None if none."""
     previous = last_issue(db, item.id)
     since = _since(previous, item, slot)
-    rows = db.query("select * from articles where published_at > ? and published_at <= ?"
-                    " order by published_at", [to_iso(since), to_iso(slot)])
+    rows = db.rows("select * from articles where published_at > ? and published_at <= ?"
+                   " order by published_at", [to_iso(since), to_iso(slot)])
     articles = tuple(Article.from_row(row) for row in rows)
     if not articles:
         return None
@@ -251,8 +268,8 @@ def plan_issue(db, item, slot: datetime) -> Issue | None:
 def waiting(db, item, now: datetime) -> int:
     """How many articles the next issue of a list would carry if it went out now."""
     since = _since(last_issue(db, item.id), item, now)
-    return db.execute("select count(*) from articles where published_at > ? and published_at <= ?",
-                      [to_iso(since), to_iso(now)]).fetchone()[0]
+    return db.scalar("select count(*) from articles where published_at > ? and published_at <= ?",
+                     [to_iso(since), to_iso(now)])
 
 
 def counts(db, list_id: str) -> dict[str, int]:
@@ -278,46 +295,92 @@ def recipients(db, list_id: str, at: datetime | None = None) -> list[dict]:
     if at is not None:  # a reader who joined after an issue's time never gets that issue
         sql += " and e.confirmed_at <= ?"
         params.append(to_iso(at))
-    return list(db.query(sql + " order by r.id", params))
+    return db.rows(sql + " order by r.id", params)
+
+
+def _lock_issues(db, list_id: str) -> None:
+    """Serialise planning and storing the issues of one list (inside a transaction)."""
+    db.lock(f"issues:{list_id}")
+
+
+def _stored(db, issue: Issue, now: datetime) -> Issue:
+    """The issue with its id: the row of its (list, number), written on first use."""
+    if issue.id is not None:
+        return issue
+    with db.transaction():
+        _lock_issues(db, issue.list_id)
+        issue_id = db.scalar("select id from newsletter_issues where list_id = ? and number = ?",
+                             [issue.list_id, issue.number])
+        if issue_id is None:
+            issue_id = db.insert("newsletter_issues", {
+                "list_id": issue.list_id, "number": issue.number,
+                "scheduled_for": to_iso(issue.scheduled_for), "created_at": to_iso(now),
+                "slugs": json.dumps([a.slug for a in issue.articles]),
+            })
+    return replace(issue, id=issue_id)
+
+
+def open_issue(db, item, slot: datetime, now: datetime) -> Issue | None:
+    """Plan the next issue of a list at ``slot`` and store it, or None if nothing is new.
+
+    One planner per list at a time: a second sender (another node, the
+    scheduler) plans after the first one's issue is stored, so it finds
+    nothing new rather than a second issue with the same articles.
+    """
+    with db.transaction():
+        _lock_issues(db, item.id)
+        issue = plan_issue(db, item, slot)
+        return None if issue is None else _stored(db, issue, now)
+
+
+def delivered(db, issue_id: int, reader_id: int) -> bool:
+    """Whether a reader already has an issue."""
+    return db.scalar("select count(*) from deliveries where issue_id = ? and reader_id = ?",
+                     [issue_id, reader_id]) > 0
+
+
+def _deliver_once(db, cfg, item, issue: Issue, reader: dict, message: Message) -> int | None:
+    """Record one reader's delivery and queue its mail, unless they have the issue; the outbox id.
+
+    Under the issue's lock, with the unique (issue, reader) key as the backstop:
+    two senders of one issue mail each reader once between them.
+    """
+    with db.transaction():
+        db.lock(f"issue:{issue.id}")
+        if not db.insert_ignore("deliveries", {"issue_id": issue.id, "reader_id": reader["id"],
+                                               "at": to_iso(issue.scheduled_for)}):
+            return None
+        message_id = mail.queue(db, to=reader["email"], subject=message.subject,
+                                text=message.text, html=message.html, kind=f"newsletter:{item.id}",
+                                sender=cfg.mail.sender, now=issue.scheduled_for, tz=cfg.publication.tz,
+                                headers=message.headers)
+        db.execute("update deliveries set outbox_id = ? where issue_id = ? and reader_id = ?",
+                   [message_id, issue.id, reader["id"]])
+    return message_id
 
 
 def send_issue(db, cfg, issue: Issue, compose: Compose, has_access: Callable[[int], bool],
                now: datetime, deliver: Callable[[int], None] | None = None) -> dict:
     """Store the issue (once) and mail every active reader who has not had it yet."""
     item = get_list(cfg, issue.list_id)
-    with immediate(db):
-        row = first(db, "select id from newsletter_issues where list_id = ? and number = ?",
-                    [issue.list_id, issue.number])
-        issue_id = row["id"] if row else db["newsletter_issues"].insert({
-            "list_id": issue.list_id, "number": issue.number,
-            "scheduled_for": to_iso(issue.scheduled_for), "created_at": to_iso(now),
-            "slugs": json.dumps([a.slug for a in issue.articles]),
-        }).last_pk
-    issue = Issue(issue.list_id, issue.number, issue.scheduled_for, issue.articles, issue_id)
+    issue = _stored(db, issue, now)
     sent = skipped = 0
     for reader in recipients(db, item.id, issue.scheduled_for):
         if item.audience == "subscriber" and not has_access(reader["id"]):
             sync_access(db, cfg, reader["id"], False, issue.scheduled_for)
             skipped += 1
             continue
-        message = compose(item, issue, reader)
-        with immediate(db):
-            fresh = db.execute("insert or ignore into deliveries (issue_id, reader_id, at) values (?, ?, ?)",
-                               [issue_id, reader["id"], to_iso(issue.scheduled_for)]).rowcount
-            if not fresh:
-                continue
-            message_id = mail.queue(db, to=reader["email"], subject=message.subject,
-                                    text=message.text, html=message.html, kind=f"newsletter:{item.id}",
-                                    sender=cfg.mail.sender, now=issue.scheduled_for, tz=cfg.publication.tz,
-                                    headers=message.headers)
-            db.execute("update deliveries set outbox_id = ? where issue_id = ? and reader_id = ?",
-                       [message_id, issue_id, reader["id"]])
+        if delivered(db, issue.id, reader["id"]):  # a resent issue: render only what is missing
+            continue
+        message_id = _deliver_once(db, cfg, item, issue, reader, compose(item, issue, reader))
+        if message_id is None:
+            continue
         if deliver:
             deliver(message_id)
         sent += 1
     db.execute("update newsletter_issues set sent_at = ?, recipients = "
                "(select count(*) from deliveries where issue_id = ?) where id = ?",
-               [to_iso(now), issue_id, issue_id])
+               [to_iso(now), issue.id, issue.id])
     events.record(db, "newsletter_sent", issue.scheduled_for, list=item.id, issue=issue.number,
                   sent=sent, skipped=skipped, articles=len(issue.articles))
     return {"list": item.id, "issue": issue.number, "sent": sent, "skipped": skipped,
@@ -329,14 +392,13 @@ CURSOR = "newsletter_cursor:"
 
 def cursor(db, list_id: str) -> datetime | None:
     """The last moment the schedule was run up to for a list."""
-    row = db.execute("select value from settings where key = ?", [CURSOR + list_id]).fetchone()
-    return from_iso(row[0]) if row else None
+    value = db.scalar("select value from settings where key = ?", [CURSOR + list_id])
+    return from_iso(value) if value else None
 
 
 def set_cursor(db, list_id: str, moment: datetime) -> None:
     """Remember how far the schedule has run for a list."""
-    db.execute("insert or replace into settings (key, value) values (?, ?)",
-               [CURSOR + list_id, to_iso(moment)])
+    db.upsert("settings", {"key": CURSOR + list_id, "value": to_iso(moment)}, ["key"])
 
 
 def start_schedule(db, cfg, now: datetime) -> None:
@@ -357,7 +419,7 @@ def run_schedule(db, cfg, now: datetime, compose: Compose, has_access: Callable[
             set_cursor(db, item.id, now)
             continue
         for slot in slots(item, start, now, tz):
-            issue = plan_issue(db, item, slot)
+            issue = open_issue(db, item, slot, slot)
             if issue is not None:
                 results.append(send_issue(db, cfg, issue, compose, has_access, slot, deliver))
             set_cursor(db, item.id, slot)

@@ -112,11 +112,13 @@ def send_next(db, cfg, secret: str, list_id: str, now, dry_run: bool = False) ->
     """Send the next issue of a list now; None when nothing was published since the last."""
     item = newsletter.get_list(cfg, list_id)
     desk.publish_through(db, cfg, now)
-    issue = newsletter.plan_issue(db, item, now)
+    if dry_run:
+        issue = newsletter.plan_issue(db, item, now)
+        return None if issue is None else {
+            "list": item.id, "issue": issue.number, "articles": [a.title for a in issue.articles],
+            "recipients": len(newsletter.recipients(db, item.id)), "dry_run": True}
+    issue = newsletter.open_issue(db, item, now, now)  # planned and stored under the list's lock
     if issue is None:
         return None
-    if dry_run:
-        return {"list": item.id, "issue": issue.number, "articles": [a.title for a in issue.articles],
-                "recipients": len(newsletter.recipients(db, item.id)), "dry_run": True}
     return newsletter.send_issue(db, cfg, issue, partial(compose, cfg, secret),
                                  access_check(db, cfg, now), now, deliverer(db, cfg))
