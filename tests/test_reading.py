@@ -196,10 +196,7 @@ def test_meter_resets_after_the_month_ends(reader, db, clock):
     assert reader.article(metered_slugs(db, 1)[0])["offer"] == "unlock"  # unlock lasted the period
 
 
-def test_subscriber_reads_everything_including_premium(reader, runner, client, engine, request):
-    if engine == "postgresql":  # strict: once they are ported this passes, and the mark must go
-        request.applymarker(pytest.mark.xfail(strict=True, reason="issue 14: subscriptions and "
-                                              "newsletter consents (a subscriber's grant) not yet on PostgreSQL"))
+def test_subscriber_reads_everything_including_premium(reader, runner, client):
     result = runner.invoke(args=["readers", "add", "sub@example.com", "--password", "sub-pass-123", "--subscriber"])
     assert result.exit_code == 0, result.output
     reader.login("sub@example.com", "sub-pass-123")
