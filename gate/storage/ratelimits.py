@@ -1,8 +1,9 @@
 """Rate-limit counters in the site database, so every gunicorn worker shares the counts.
 
 `limits` has no SQLite backend; this module registers one under the scheme
-``gate-sqlite://`` through the library's own storage extension point (defining
-the class registers it). A process-memory store would let each worker grant its
+``gate-sqlite://``, and one for PostgreSQL under ``gate-postgresql://`` that
+every node shares, through the library's own storage extension point (defining
+a class registers it). A process-memory store would let each worker grant its
 own allowance, and a restart would forget every count. No Flask here: the
 Flask-Limiter wiring is :mod:`gate.app.ratelimit`.
 """
@@ -14,6 +15,14 @@ import threading
 import time
 
 from limits.storage import Storage
+
+from gate.storage.engine import is_url, open_postgres
+
+
+def storage_uri(database: str) -> str:
+    """The limits storage URI for a site database: ``gate-sqlite://PATH`` or ``gate-postgresql://…``."""
+    return f"gate-{database}" if is_url(database) else f"gate-sqlite://{database}"
+
 
 _SCHEMA = "create table if not exists rate_limits (key text primary key, count integer, expires_at real)"
 
@@ -80,3 +89,69 @@ class SQLiteStorage(Storage):
     def clear(self, key: str) -> None:
         """Forget one counter."""
         self._conn().execute("delete from rate_limits where key = ?", [key])
+
+
+_PG_SCHEMA = ("create table if not exists rate_limits "
+              "(key text primary key, count bigint, expires_at double precision)")
+#: One atomic upsert per hit: a new window when the old one has expired, else one more in it.
+_PG_INCR = """insert into rate_limits (key, count, expires_at) values (?, ?, ?)
+on conflict (key) do update set
+  count = case when rate_limits.expires_at <= ? then excluded.count else rate_limits.count + excluded.count end,
+  expires_at = case when rate_limits.expires_at <= ? then excluded.expires_at else rate_limits.expires_at end
+returning count"""
+
+
+class PostgresStorage(Storage):
+    """The same fixed-window counters in PostgreSQL, shared by every process of every node.
+
+    Registered as ``gate-postgresql://`` (the site's URL behind ``gate-``); each
+    call borrows a connection from the process's pool for that URL.
+    """
+
+    STORAGE_SCHEME = ["gate-postgresql", "gate-postgres"]
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options):
+        self.url = (uri or "").removeprefix("gate-")
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+        self._run(lambda db: db.execute(_PG_SCHEMA))
+
+    @property
+    def base_exceptions(self):
+        import psycopg
+
+        return psycopg.Error
+
+    def _run(self, work):
+        """``work(db)`` on a connection borrowed from the pool, given back after."""
+        db = open_postgres(self.url)
+        try:
+            return work(db)
+        finally:
+            db.close()
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        """Add to a counter, starting a new window when the old one has expired (one statement)."""
+        now = time.time()
+        return self._run(lambda db: db.scalar(_PG_INCR, [key, amount, now + expiry, now, now]))
+
+    def get(self, key: str) -> int:
+        """The current count of a live window, else 0."""
+        row = self._run(lambda db: db.first("select count, expires_at from rate_limits where key = ?", [key]))
+        return row["count"] if row and row["expires_at"] > time.time() else 0
+
+    def get_expiry(self, key: str) -> float:
+        """When the key's window ends."""
+        found = self._run(lambda db: db.scalar("select expires_at from rate_limits where key = ?", [key]))
+        return found if found is not None else time.time()
+
+    def check(self) -> bool:
+        """Whether the database answers."""
+        return self._run(lambda db: db.scalar("select 1")) == 1
+
+    def reset(self) -> int | None:
+        """Forget every counter."""
+        return self._run(lambda db: db.execute("delete from rate_limits").rowcount)
+
+    def clear(self, key: str) -> None:
+        """Forget one counter."""
+        self._run(lambda db: db.execute("delete from rate_limits where key = ?", [key]))
