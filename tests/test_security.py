@@ -242,6 +242,8 @@ def test_rate_limit_counts_are_one_count_for_every_process(backend_target):
     assert [a.incr("gone", 0), b.incr("gone", 0)] == [1, 1]  # an expired window starts afresh
     b.clear("k")
     assert a.get("k") == 0 and a.check() and b.check()
+    for storage in (a, b):
+        getattr(storage, "close", lambda: None)()
 
 
 class _Elements(HTMLParser):

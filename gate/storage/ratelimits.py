@@ -16,7 +16,7 @@ import time
 
 from limits.storage import Storage
 
-from gate.storage.engine import is_url, open_postgres
+from gate.storage.engine import is_url
 
 
 def storage_uri(database: str) -> str:
@@ -94,26 +94,29 @@ class SQLiteStorage(Storage):
 _PG_SCHEMA = ("create table if not exists rate_limits "
               "(key text primary key, count bigint, expires_at double precision)")
 #: One atomic upsert per hit: a new window when the old one has expired, else one more in it.
-_PG_INCR = """insert into rate_limits (key, count, expires_at) values (?, ?, ?)
+_PG_INCR = """insert into rate_limits (key, count, expires_at) values (%s, %s, %s)
 on conflict (key) do update set
-  count = case when rate_limits.expires_at <= ? then excluded.count else rate_limits.count + excluded.count end,
-  expires_at = case when rate_limits.expires_at <= ? then excluded.expires_at else rate_limits.expires_at end
+  count = case when rate_limits.expires_at <= %s then excluded.count else rate_limits.count + excluded.count end,
+  expires_at = case when rate_limits.expires_at <= %s then excluded.expires_at else rate_limits.expires_at end
 returning count"""
 
 
 class PostgresStorage(Storage):
     """The same fixed-window counters in PostgreSQL, shared by every process of every node.
 
-    Registered as ``gate-postgresql://`` (the site's URL behind ``gate-``); each
-    call borrows a connection from the process's pool for that URL.
+    Registered as ``gate-postgresql://`` (the site's URL behind ``gate-``). Each
+    thread keeps one autocommit connection of its own, outside the request
+    pool: a limit is checked while the request holds its pooled connection,
+    and borrowing a second from that pool could wait on itself.
     """
 
     STORAGE_SCHEME = ["gate-postgresql", "gate-postgres"]
 
     def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options):
         self.url = (uri or "").removeprefix("gate-")
+        self._local = threading.local()
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
-        self._run(lambda db: db.execute(_PG_SCHEMA))
+        self._one(_PG_SCHEMA)
 
     @property
     def base_exceptions(self):
@@ -121,37 +124,45 @@ class PostgresStorage(Storage):
 
         return psycopg.Error
 
-    def _run(self, work):
-        """``work(db)`` on a connection borrowed from the pool, given back after."""
-        db = open_postgres(self.url)
-        try:
-            return work(db)
-        finally:
-            db.close()
+    def _one(self, sql: str, params=()):
+        """Run one statement on this thread's connection; its first row (or None)."""
+        import psycopg
+
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._local.conn = psycopg.connect(self.url, autocommit=True)
+        cursor = conn.execute(sql, list(params))
+        return cursor.fetchone() if cursor.description else cursor.rowcount
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         """Add to a counter, starting a new window when the old one has expired (one statement)."""
         now = time.time()
-        return self._run(lambda db: db.scalar(_PG_INCR, [key, amount, now + expiry, now, now]))
+        return self._one(_PG_INCR, [key, amount, now + expiry, now, now])[0]
 
     def get(self, key: str) -> int:
         """The current count of a live window, else 0."""
-        row = self._run(lambda db: db.first("select count, expires_at from rate_limits where key = ?", [key]))
-        return row["count"] if row and row["expires_at"] > time.time() else 0
+        row = self._one("select count, expires_at from rate_limits where key = %s", [key])
+        return row[0] if row and row[1] > time.time() else 0
 
     def get_expiry(self, key: str) -> float:
         """When the key's window ends."""
-        found = self._run(lambda db: db.scalar("select expires_at from rate_limits where key = ?", [key]))
-        return found if found is not None else time.time()
+        row = self._one("select expires_at from rate_limits where key = %s", [key])
+        return row[0] if row else time.time()
 
     def check(self) -> bool:
         """Whether the database answers."""
-        return self._run(lambda db: db.scalar("select 1")) == 1
+        return self._one("select 1") == (1,)
 
     def reset(self) -> int | None:
         """Forget every counter."""
-        return self._run(lambda db: db.execute("delete from rate_limits").rowcount)
+        return self._one("delete from rate_limits")
 
     def clear(self, key: str) -> None:
         """Forget one counter."""
-        self._run(lambda db: db.execute("delete from rate_limits where key = ?", [key]))
+        self._one("delete from rate_limits where key = %s", [key])
+
+    def close(self) -> None:
+        """Close this thread's connection (a server's threads keep theirs for the process's life)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
