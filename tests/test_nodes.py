@@ -38,7 +38,7 @@ def site(request, tmp_path_factory):
         name, database = create_schema(url, "gate_test_nodes")
         schema = (url, name, database)
     try:
-        with LiveSite(directory, "two-node-key", database=database, nodes=2, rate_limits=True,
+        with LiveSite(directory, "two-node-key", database=database, nodes=2, rate_limits=True, schedule=False,
                       GATE_PROXY_COUNT="1") as live:
             yield live
     finally:

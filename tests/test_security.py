@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from datetime import timedelta
 from html.parser import HTMLParser
 from importlib.metadata import version
@@ -227,23 +226,6 @@ def test_unlock_limit_is_per_viewer_and_shared_by_workers(app, tmp_path):
         client = person.client if n % 2 else worker_b
         codes.append(client.post(f"/api/articles/{METERED}/unlock", headers={"X-CSRFToken": token}).status_code)
     assert 429 not in codes[:60] and codes[60] == 429
-
-
-def test_rate_limit_counts_are_one_count_for_every_process(backend_target):
-    """Two storages on one database (two processes, or two nodes) share each counter and its window."""
-    from limits.storage import storage_from_string
-
-    from gate.storage import ratelimits
-
-    uri = ratelimits.storage_uri(backend_target)
-    a, b = storage_from_string(uri), storage_from_string(uri)
-    assert [a.incr("k", 60), b.incr("k", 60), a.incr("k", 60, amount=2)] == [1, 2, 4]
-    assert a.get("k") == b.get("k") == 4 and b.get_expiry("k") > time.time()
-    assert [a.incr("gone", 0), b.incr("gone", 0)] == [1, 1]  # an expired window starts afresh
-    b.clear("k")
-    assert a.get("k") == 0 and a.check() and b.check()
-    for storage in (a, b):
-        getattr(storage, "close", lambda: None)()
 
 
 class _Elements(HTMLParser):

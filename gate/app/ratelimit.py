@@ -1,8 +1,9 @@
-"""Rate limits (Flask-Limiter) kept in SQLite, so every gunicorn worker shares the counts.
+"""Rate limits (Flask-Limiter) kept in the site database, so every worker and node shares the counts.
 
-The counters live in :mod:`gate.storage.ratelimits` (scheme ``gate-sqlite://``),
-shared by every worker and kept across restarts. Set GATE_RATELIMIT_STORAGE to a
-``redis://`` URI to share limits across machines instead.
+The counters live in :mod:`gate.storage.ratelimits` (``gate-sqlite://`` on
+SQLite, ``gate-postgresql://`` on PostgreSQL, where every node shares them),
+kept across restarts. Set GATE_RATELIMIT_STORAGE to a ``redis://`` URI to keep
+them in Redis instead.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from flask_limiter.util import get_remote_address
 from flask_login import current_user
 
 from gate.services import accounts
-from gate.storage import ratelimits  # defining its storage classes registers gate-sqlite:// and gate-postgresql://
+from gate.storage import ratelimits  # (defining its storage classes registers gate-sqlite:// and gate-postgresql://)
 
 
 def viewer_key() -> str:
