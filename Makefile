@@ -24,9 +24,11 @@ demo: $(STAMP)
 	$(BIN)/gate demo
 
 # The demo on a local throwaway PostgreSQL (instance/pg; `tools/pg-local stop instance/pg` stops it).
-# Pending issue 14's port of the services: until then gate refuses GATE_DATABASE_URL, saying so.
+# A database URL needs a shared secret key: one is made once and kept in instance/pg/secret_key.
 pg-demo: $(STAMP)
-	GATE_DATABASE_URL=$$(tools/pg-local start instance/pg) $(BIN)/gate demo
+	@mkdir -p instance/pg
+	@test -s instance/pg/secret_key || (umask 077 && $(BIN)/python -c 'import secrets; print(secrets.token_hex(32))' > instance/pg/secret_key)
+	GATE_DATABASE_URL=$$(tools/pg-local start instance/pg) GATE_SECRET_KEY=$$(cat instance/pg/secret_key) $(BIN)/gate demo
 
 test: $(STAMP) $(AXE)
 	$(BIN)/pytest

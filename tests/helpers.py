@@ -7,11 +7,15 @@ shared fixtures live in conftest.py.
 
 from __future__ import annotations
 
+import http.cookiejar
 import itertools
 import json
 import os
 import re
 import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -21,7 +25,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import expect
 
-from gate.loadtest.server import ServerProcess, gate_command, site_env
+from gate.loadtest.server import Nodes, ServerProcess, database_env, gate_command, site_env
 from gate.rules.timeutil import to_iso
 from gate.services import content, seed
 from gate.services.content import parse_article_file, split_teaser
@@ -184,18 +188,71 @@ def mailed_link(db, to: str) -> str:
 # --- the real server ----------------------------------------------------------
 
 
-class LiveSite:
-    """The real site: a fresh seeded database, a frozen clock and gunicorn on loopback."""
+class WireReader:
+    """One browser over real HTTP: a cookie jar, CSRF tokens, and no redirects followed.
 
-    def __init__(self, directory: Path, secret_key: str = "browser-test-key") -> None:
+    ``base`` is the origin requests go to; give another ``base`` per request to
+    reach another node of the same site with the same cookies (a cookie names
+    a host, not a port, so every loopback node gets them).
+    """
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):
+                return None
+
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), NoRedirect)
+
+    def request(self, path: str, data: dict | None = None, headers: dict | None = None,
+                *, base: str | None = None) -> tuple[int, str]:
+        """GET (or POST ``data`` as a form); returns the status and the body."""
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        req = urllib.request.Request((base or self.base) + path, data=body, headers=headers or {})
+        try:
+            with self.opener.open(req, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(errors="replace")
+
+    def token(self, path: str = "/signup", *, base: str | None = None) -> str:
+        """The session's CSRF token, read from a page's meta tag."""
+        return self.csrf(self.request(path, base=base)[1])
+
+    @staticmethod
+    def csrf(page: str) -> str:
+        """The CSRF token in a page's meta tag."""
+        return _CSRF.search(page).group(1)
+
+
+
+class LiveSite:
+    """The real site: a fresh seeded database, a frozen clock and gunicorn on loopback.
+
+    ``nodes`` > 1 serves it from several `gate serve` processes on their own
+    ports, sharing the database (a SQLite path, or a PostgreSQL URL as
+    ``database``), the secret key and the public origin: ``urls`` lists them.
+    ``settings`` are more GATE_* variables for every node; ``schedule=False`` seeds
+    the demo articles without the desk's schedule or the newsletters' calendar.
+    """
+
+    def __init__(self, directory: Path, secret_key: str = "browser-test-key", *,
+                 database: str | Path | None = None, nodes: int = 1, rate_limits: bool = False,
+                 schedule: bool = True, **settings: str) -> None:
         self.directory = Path(directory)
-        self.database = self.directory / "gate.sqlite"
+        self.database = database or self.directory / "gate.sqlite"
         # One loopback address signs up and logs in many times a minute here: rate limits
         # (tested on their own in test_security.py) would make the browser tests flaky.
-        self.env = site_env(GATE_DATABASE=str(self.database), GATE_SECRET_KEY=secret_key,
-                            GATE_RATE_LIMITS="off", GATE_BASE_URL=MAIL_ORIGIN)
+        self.env = site_env(**database_env(self.database), GATE_SECRET_KEY=secret_key,
+                            GATE_RATE_LIMITS="on" if rate_limits else "off", GATE_BASE_URL=MAIL_ORIGIN,
+                            **settings)
+        self.nodes = Nodes(self.env, self.directory, nodes, workers=1)
+        self.seed = ("db", "seed") if schedule else ("db", "seed", "--no-schedule")
         self.server: ServerProcess | None = None
         self.url = ""
+        self.urls: list[str] = []
 
     def gate(self, *args: str) -> str:
         """Run a `gate` CLI command against this site's database; returns its output."""
@@ -219,18 +276,17 @@ class LiveSite:
             db.close()
 
     def start(self) -> "LiveSite":
-        """Seed, freeze the clock and serve with one gunicorn worker until /api/health answers."""
-        self.gate("db", "seed")
+        """Seed, freeze the clock and serve (one gunicorn worker per node) until /api/health answers."""
+        self.gate(*self.seed)
         self.freeze_clock()
-        self.server = ServerProcess.gate_serve(self.env, self.directory / "server.log", workers=1).start()
-        self.url = self.server.url
+        self.nodes.start()
+        self.server, self.url, self.urls = self.nodes.servers[0], self.nodes.urls[0], self.nodes.urls
         return self
 
     def stop(self) -> None:
-        """Stop gunicorn (SIGTERM, then SIGKILL) and close its log."""
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+        """Stop every node (SIGTERM, then SIGKILL) and close its log."""
+        self.nodes.stop()
+        self.server = None
 
     def __enter__(self) -> "LiveSite":
         return self.start()

@@ -7,6 +7,8 @@ from click.testing import CliRunner
 
 from gate.cli.loadtest import Duration, loadtest
 from gate.loadtest import run
+from gate.storage import schemas
+from gate.storage.db import open_database, open_site_db
 
 
 @pytest.mark.parametrize("text, seconds", [("60s", 60), ("5m", 300), ("1m30s", 90), ("45", 45), ("1h", 3600)])
@@ -25,8 +27,18 @@ def test_duration_accepts_run_times(text, seconds):
     (["--host", "127.0.0.1:8000"], "give a URL"),
     (["--host", "ftp://127.0.0.1/"], "give a URL"),
     (["--master", "--processes", "2"], "either --master"),
+    (["--host", "http://127.0.0.1:8001", "--targets", "http://127.0.0.1:8002"], "either --host or --targets"),
+    (["--targets", "http://127.0.0.1:8001,http://example.com"], "not a loopback address"),
+    (["--targets", " , "], "one or more URLs"),
+    (["--targets", "http://127.0.0.1:8001", "--nodes", "2"], "--nodes and --fresh-schema"),
+    (["--host", "http://127.0.0.1:8001", "--fresh-schema"], "--nodes and --fresh-schema"),
+    (["--locust-workers", "2", "--master"], "--locust-workers runs its own"),
+    (["--locust-workers", "2", "--processes", "2"], "--locust-workers runs its own"),
+    (["--nodes", "0"], "--nodes"),
+    (["--fresh-schema"], "needs GATE_DATABASE_URL"),
 ])
-def test_bad_options_are_refused_before_any_load(args, message, tmp_path):
+def test_bad_options_are_refused_before_any_load(args, message, tmp_path, monkeypatch):
+    monkeypatch.delenv("GATE_DATABASE_URL", raising=False)
     result = CliRunner().invoke(loadtest, [*args, "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
     assert message in result.output
@@ -74,6 +86,59 @@ def test_verdict_thresholds(failures, exceptions, expected):
     assert len(problems) == len(expected)
     for problem, words in zip(problems, expected):
         assert words in problem
+
+
+def test_fresh_nodes_share_one_database_one_key_and_one_origin(tmp_path):
+    plan = run.LoadPlan(nodes=3, workers=2, database="postgresql://gate@127.0.0.1:5432/gate")
+    nodes = run.site_nodes(plan.database, plan, tmp_path)
+    envs = [server.env for server in nodes.servers]
+    assert len({server.port for server in nodes.servers}) == 3
+    assert all(env == envs[0] for env in envs)  # one database, one secret key, one public origin
+    assert envs[0]["GATE_DATABASE_URL"] == plan.database and "GATE_DATABASE" not in envs[0]
+    assert envs[0]["GATE_BASE_URL"] == nodes.urls[0] and envs[0]["GATE_PROXY_COUNT"] == "1"
+    assert all(server.command[server.command.index("--workers") + 1] == "2" for server in nodes.servers)
+    assert [server.log_path.name for server in nodes.servers] == ["node1.log", "node2.log", "node3.log"]
+
+
+def test_locust_spreads_over_the_nodes_and_a_master_waits_for_its_workers(tmp_path):
+    plan = run.LoadPlan(users=8)
+    one = run.locust_command(plan, "http://127.0.0.1:8001", tmp_path)
+    assert "--gate-targets" not in one and one[one.index("--host") + 1] == "http://127.0.0.1:8001"
+    master = ("--master", "--expect-workers", "2")
+    two = run.locust_command(plan, ("http://127.0.0.1:8001", "http://127.0.0.1:8002"), tmp_path, master)
+    assert two[two.index("--gate-targets") + 1] == "http://127.0.0.1:8001,http://127.0.0.1:8002"
+    assert two[two.index("--host") + 1] == "http://127.0.0.1:8001" and two[-3:] == list(master)
+    assert run.worker_command("127.0.0.1", 5599)[-5:] == ["--worker", "--master-host", "127.0.0.1",
+                                                          "--master-port", "5599"]
+
+
+def test_a_database_that_holds_a_site_is_told_apart(backend_target):
+    assert schemas.site_rows(backend_target) == {"articles": 0, "readers": 0}
+    db = open_database(backend_target)
+    db.insert("readers", {"email": "a@example.org", "session_token": "t", "created_at": "2026-01-01"})
+    db.close()
+    assert schemas.site_rows(backend_target) == {"articles": 0, "readers": 1}
+
+
+def test_a_missing_sqlite_file_holds_no_site(tmp_path):
+    assert schemas.site_rows(tmp_path / "none.sqlite") == {}
+    assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_a_fresh_schema_is_empty_migrates_and_is_dropped(pg_url):
+    name, scoped = schemas.create_schema(pg_url, "gate_test_fresh")
+    try:
+        open_site_db(scoped).close()
+        assert schemas.site_rows(scoped) == {"articles": 0, "readers": 0}
+    finally:
+        schemas.drop_schema(pg_url, name, scoped)
+    db = open_database(pg_url)
+    try:
+        assert db.scalar("select count(*) from information_schema.schemata where schema_name = ?", [name]) == 0
+    finally:
+        db.close()
+    with pytest.raises(ValueError, match="not a schema name"):
+        schemas.schema_url(pg_url, "x; drop table readers")
 
 
 def test_refusals_are_counted_apart():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from gate.cli.base import parsed
 from gate.loadtest import run
 from gate.rules.timeutil import parse_duration
 
@@ -32,12 +33,23 @@ and the workers --master-host MASTER. On one machine, --processes N forks N
 Locust workers (Python's load generator uses one core per process).
 
 \b
+Several app servers of one site (one database), driven by one command:
+  gate loadtest --nodes 2 --locust-workers 2
+starts two `gate serve` nodes and a Locust master with two local workers;
+requests rotate over the nodes, as behind a proxy without sticky sessions.
+  gate loadtest --targets http://127.0.0.1:8001,http://127.0.0.1:8002
+loads nodes you run yourself. With GATE_DATABASE_URL set the fresh site is
+seeded into that PostgreSQL database, which must hold no site yet, or into a
+new schema of it with --fresh-schema (dropped after a passing run).
+
+\b
 Reports: OUT/loadtest_stats.csv, _stats_history.csv, _failures.csv,
 _exceptions.csv (Locust's --csv), OUT/loadtest.html (--html) and
 OUT/locust.log. The run fails (exit 1) on a 5xx or dropped connection
 (--max-server-errors), on other failures above --max-failure-rate, on an
 invariant a persona saw broken, or on a violation found by `gate audit`;
-the site's database is then kept as OUT/gate.sqlite for inspection.
+the site's database is then kept as OUT/gate.sqlite (a PostgreSQL
+site stays in its database or schema) for inspection.
 """
 
 
@@ -74,7 +86,44 @@ def check_host(host: str | None, allow_remote: bool) -> str | None:
     return host
 
 
-def audit_database(path: Path) -> list:
+def check_targets(targets: str | None, host: str | None, allow_remote: bool) -> tuple[str, ...]:
+    """The nodes named by --targets, each checked as --host is."""
+    if not targets:
+        return ()
+    if host:
+        raise click.BadParameter("give either --host or --targets", param_hint="--targets")
+    found = [check_host(target.strip(), allow_remote) for target in targets.split(",") if target.strip()]
+    if not found:
+        raise click.BadParameter("give one or more URLs separated by commas", param_hint="--targets")
+    return tuple(found)
+
+
+def site_database(fresh_schema: bool) -> tuple[str | None, tuple[str, str] | None]:
+    """The fresh site's PostgreSQL URL from GATE_DATABASE_URL (None: a SQLite file), and the schema made for it.
+
+    A database that already holds a site is refused: the run seeds and writes.
+    """
+    from gate.storage import schemas
+
+    url = parsed("GATE_DATABASE_URL")
+    if url is None:
+        if fresh_schema:
+            raise click.BadParameter("needs GATE_DATABASE_URL (a SQLite run always starts a new file)",
+                                     param_hint="--fresh-schema")
+        return None, None
+    if fresh_schema:
+        name, scoped = schemas.create_schema(url, "gate_loadtest")
+        click.echo(f"Running in a new schema {name} of GATE_DATABASE_URL.")
+        return scoped, (url, name)
+    found = {table: count for table, count in schemas.site_rows(url).items() if count}
+    if found:
+        held = ", ".join(f"{count} {table}" for table, count in found.items())
+        raise click.ClickException(f"GATE_DATABASE_URL already holds a site ({held}); the load test seeds "
+                                   "and writes, so point it at an empty database or add --fresh-schema")
+    return url, None
+
+
+def audit_database(path: Path | str) -> list:
     """The invariant audit's violations for a site database."""
     from gate import audit
     from gate.conf.settings import Config
@@ -107,6 +156,19 @@ def _worker(master_host: str, master_port: int) -> None:
                "--master-host", master_host, "--master-port", str(master_port)]
     click.echo(f"Locust worker for {master_host}:{master_port} (Ctrl-C to stop)")
     raise SystemExit(subprocess.call(command))
+
+
+def _leave_schema(schema: tuple[str, str] | None, problems: list[str]) -> None:
+    """Drop the run's fresh schema after a passing run; keep it (and say where) for a failing one."""
+    if schema is None:
+        return
+    from gate.storage import schemas
+
+    url, name = schema
+    if problems:
+        click.echo(f"The site is kept in schema {name}: {schemas.schema_url(url, name)}")
+    else:
+        schemas.drop_schema(url, name, schemas.schema_url(url, name))
 
 
 def _report(result: run.LoadReport, plan: run.LoadPlan) -> None:
@@ -156,8 +218,14 @@ def _audit(database: Path | None) -> list[str]:
 @click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host (only servers you own).")
 @click.option("--database", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="With --host: that site's database, to audit after the run.")
+@click.option("--targets", default=None, metavar="URL,URL",
+              help="Load the nodes of a site already running (loopback only); requests rotate over them.")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
-              help="gunicorn workers of the fresh site.")
+              help="gunicorn workers of each node of the fresh site.")
+@click.option("--nodes", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="`gate serve` processes of the fresh site, on one database.")
+@click.option("--fresh-schema", is_flag=True,
+              help="With GATE_DATABASE_URL: seed the fresh site into a new schema of that database.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("loadtest-report"),
               show_default=True, help="Folder for the CSV and HTML reports.")
 @click.option("--synthetic", type=click.IntRange(0, 100_000), default=500, show_default=True,
@@ -173,6 +241,8 @@ def _audit(database: Path | None) -> list[str]:
               help="Share of other failures (unexpected 4xx, script errors) allowed.")
 @click.option("--processes", type=click.IntRange(1, 64), default=None,
               help="Fork N Locust worker processes on this machine (Locust's --processes).")
+@click.option("--locust-workers", type=click.IntRange(1, 64), default=None,
+              help="Locust's distributed mode on this machine: a master and N worker processes.")
 @click.option("--master", is_flag=True, help="Run as the master of a distributed Locust run.")
 @click.option("--expect-workers", type=click.IntRange(1, 1000), default=1, show_default=True,
               help="With --master: start once this many workers have connected.")
@@ -182,37 +252,53 @@ def _audit(database: Path | None) -> list[str]:
 @click.option("--master-host", default="127.0.0.1", show_default=True, help="With --worker: the master.")
 @click.option("--master-port", type=click.IntRange(1, 65535), default=5557, show_default=True,
               help="The master's port.")
-def loadtest(users, spawn_rate, duration, host, allow_remote, database, workers, out, synthetic,
-             subscribers, preset, rate_limits, max_server_errors, max_failure_rate, processes,
-             master, expect_workers, master_bind_host, worker, master_host, master_port):
+def loadtest(users, spawn_rate, duration, host, allow_remote, database, targets, workers, nodes, fresh_schema,
+             out, synthetic, subscribers, preset, rate_limits, max_server_errors, max_failure_rate, processes,
+             locust_workers, master, expect_workers, master_bind_host, worker, master_host, master_port):
     """Load-test the site with Locust personas, report per endpoint and audit the meter."""
     if worker:
         _worker(master_host, master_port)
     if master and processes:
         raise click.BadParameter("use either --master (with separate workers) or --processes",
                                  param_hint="--processes")
+    if locust_workers and (master or processes):
+        raise click.BadParameter("--locust-workers runs its own master and workers: leave out "
+                                 "--master and --processes", param_hint="--locust-workers")
     host = check_host(host, allow_remote)
+    hosts = check_targets(targets, host, allow_remote)
+    if (host or hosts) and (nodes > 1 or fresh_schema):
+        raise click.BadParameter("--nodes and --fresh-schema shape the fresh site: not with --host or --targets",
+                                 param_hint="--nodes")
+    url, schema = (None, None) if host or hosts else site_database(fresh_schema)
     extra: list[str] = ["--processes", str(processes)] if processes else []
     if master:
         extra += ["--master", "--expect-workers", str(expect_workers), "--expect-workers-max-wait", "120",
                   "--master-bind-host", master_bind_host, "--master-bind-port", str(master_port)]
-    plan = run.LoadPlan(users=users, spawn_rate=spawn_rate, duration=duration, host=host, workers=workers,
-                    out=out, synthetic=synthetic, subscribers=subscribers, preset=preset,
-                    rate_limits=rate_limits, locust_args=tuple(extra),
-                    wait_for_workers=120 if master else 0)
-    target = host or f"a fresh site ({workers} gunicorn workers, {synthetic} synthetic articles)"
-    click.echo(f"Load test: {users} users (spawning {spawn_rate:g}/s) for {duration}s against {target}; "
-               f"Locust log: {out / run.LOCUST_LOG}")
-    with tempfile.TemporaryDirectory(prefix="gate-loadtest-") as workdir:
-        try:
-            result = run.run_loadtest(plan, Path(workdir))
-        except RuntimeError as error:
-            raise click.ClickException(str(error)) from None
-        _report(result, plan)
-        problems = result.problems(max_server_errors, max_failure_rate)
-        problems += _audit(result.database or database)
-        if problems and result.database:
-            click.echo(f"The site's database is kept at {keep_database(result.database, Path(out))}")
+    plan = run.LoadPlan(users=users, spawn_rate=spawn_rate, duration=duration, host=host, targets=hosts,
+                        workers=workers, nodes=nodes, locust_workers=locust_workers or 0, database=url,
+                        out=out, synthetic=synthetic, subscribers=subscribers, preset=preset,
+                        rate_limits=rate_limits, locust_args=tuple(extra),
+                        wait_for_workers=120 if master else 0)
+    target = ", ".join(hosts) or host or (
+        f"a fresh site ({nodes} node(s) of {workers} gunicorn workers, {synthetic} synthetic articles, "
+        f"{'PostgreSQL' if url else 'SQLite'})")
+    load = f"{locust_workers} Locust workers" if locust_workers else "Locust"
+    click.echo(f"Load test: {users} users (spawning {spawn_rate:g}/s) for {duration}s against {target} "
+               f"from {load}; Locust log: {out / run.LOCUST_LOG}")
+    problems = ["the run did not finish"]
+    try:
+        with tempfile.TemporaryDirectory(prefix="gate-loadtest-") as workdir:
+            try:
+                result = run.run_loadtest(plan, Path(workdir))
+            except RuntimeError as error:
+                raise click.ClickException(str(error)) from None
+            _report(result, plan)
+            problems = result.problems(max_server_errors, max_failure_rate)
+            problems += _audit(result.database or database)
+            if problems and result.database and not url:
+                click.echo(f"The site's database is kept at {keep_database(result.database, Path(out))}")
+    finally:
+        _leave_schema(schema, problems)
     if problems:
         raise click.ClickException("load test failed: " + "; ".join(problems))
     click.echo("Load test passed.")

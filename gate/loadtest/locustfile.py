@@ -5,6 +5,10 @@ subscriber accounts), or by hand against a site you run yourself:
 
     locust -f gate/loadtest/locustfile.py --host http://127.0.0.1:8000
 
+Several app servers of one site (`gate loadtest --nodes 2`, or ``--gate-targets
+URL1,URL2`` by hand) share the load request by request, as a proxy without
+sticky sessions spreads it: a user's cookies go to every node.
+
 Only point it at your own servers. The file needs nothing but Locust and the
 standard library, so a distributed worker can run it without gate installed.
 
@@ -29,6 +33,7 @@ ignores the header and sees a single client.
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import uuid
@@ -37,6 +42,7 @@ import gevent
 from gevent.lock import Semaphore
 from gevent.pool import Pool
 from locust import HttpUser, between, events, task
+from locust.clients import HttpSession
 from locust.exception import CatchResponseError
 from urllib3.util.retry import Retry
 
@@ -63,6 +69,27 @@ def _options(parser):
                         help="Email of subscriber n, a str.format template")
     parser.add_argument("--gate-subscriber-password", default=SUBSCRIBER_PASSWORD,
                         help="Password of subscriber n, a str.format template")
+    parser.add_argument("--gate-targets", default="",
+                        help="Comma-separated origins of the site's nodes: requests rotate over them")
+
+
+class NodesSession(HttpSession):
+    """An HttpSession whose relative paths go to each of the site's nodes in turn."""
+
+    def __init__(self, targets: list[str], *args, **kwargs) -> None:
+        super().__init__(targets[0], *args, **kwargs)
+        self.targets = itertools.cycle(target.rstrip("/") for target in targets)
+
+    def _build_url(self, path) -> str:
+        self.base_url = next(self.targets)
+        return super()._build_url(path)
+
+
+def node_targets(environment) -> list[str]:
+    """The nodes named by --gate-targets (none: the one --host)."""
+    options = environment.parsed_options
+    text = getattr(options, "gate_targets", "") if options else ""
+    return [target.strip() for target in text.split(",") if target.strip()]
 
 
 class _Catalogue:
@@ -140,6 +167,11 @@ class Persona(HttpUser):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        targets = node_targets(self.environment)
+        if len(targets) > 1:
+            self.client = NodesSession(targets, request_event=self.environment.events.request, user=self,
+                                       pool_manager=self.pool_manager)
+            self.client.trust_env = False
         self.client.headers["X-Forwarded-For"] = client_address()
         for adapter in self.client.adapters.values():
             adapter.max_retries = BROWSER_RETRY

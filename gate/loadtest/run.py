@@ -1,12 +1,15 @@
 """Run a load test: a fresh site under gunicorn, Locust headless against it, and its numbers.
 
 The library behind `gate loadtest`. :func:`run_loadtest` starts the site on a
-free loopback port with a new database (demo articles, synthetic ones, demo
-accounts and subscriber accounts for the personas), runs Locust headless in a
-subprocess (Locust patches the standard library with gevent, so it never runs
-inside this process), stops the site and returns a :class:`LoadReport` with the
-per-endpoint statistics, the failures by kind and the database path, which
-outlives the run so the invariant audit can read it.
+free loopback port (or several nodes, each on its own) with a new database
+(demo articles, synthetic ones, demo accounts and subscriber accounts for the
+personas): a SQLite file per run, or the PostgreSQL database of
+GATE_DATABASE_URL, which must be empty (or a fresh schema of it). It runs
+Locust headless in a subprocess (Locust patches the standard library with
+gevent, so it never runs inside this process), alone or as the master of
+local worker processes (Locust's distributed mode), stops the site and returns
+a :class:`LoadReport` with the per-endpoint statistics, the failures by kind
+and the database, which outlives the run so the invariant audit can read it.
 
 Load must only ever target servers you run yourself: :func:`is_loopback`
 is the check the command applies before it sends anything.
@@ -24,13 +27,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from gate.loadtest.server import LOOPBACK, ServerProcess, free_port, site_env
+from gate.loadtest.server import LOOPBACK, Nodes, database_env, free_port, site_env
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 #: Subscriber accounts for the binge-reading persona; passed to Locust as --gate-* options.
 SUBSCRIBER_EMAIL = "loadtest-subscriber-{n:03d}@loadtest.example"
 SUBSCRIBER_PASSWORD = "loadtest-pass-{n:03d}"
 CSV_PREFIX, HTML_REPORT, LOCUST_LOG = "loadtest", "loadtest.html", "locust.log"
+WORKER_LOG = "locust-worker{n}.log"
 _REFUSED = re.compile(r" \[(\d{3})\]$")
 
 
@@ -42,7 +46,11 @@ class LoadPlan:
     spawn_rate: float = 50.0
     duration: int = 60  # seconds
     host: str | None = None  # None: start a fresh site here
-    workers: int = 2  # gunicorn workers of the site started here
+    workers: int = 2  # gunicorn workers of each node of the site started here
+    targets: tuple[str, ...] = ()  # the nodes of a running site (instead of host)
+    nodes: int = 1  # `gate serve` processes of the site started here, one database
+    locust_workers: int = 0  # >0: a Locust master here and this many local worker processes
+    database: str | None = None  # the site started here: a PostgreSQL URL (None: a SQLite file)
     out: Path = Path("loadtest-report")
     synthetic: int = 500
     subscribers: int = 20
@@ -50,6 +58,11 @@ class LoadPlan:
     rate_limits: bool = True  # the site's own limits, per simulated client address
     locust_args: tuple[str, ...] = ()  # distributed mode and other passthrough options
     wait_for_workers: int = 0  # seconds a master may wait for its workers
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The running site's nodes this plan targets (none: start a fresh site)."""
+        return self.targets or ((self.host,) if self.host else ())
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,7 @@ class EndpointStats:
 class LoadReport:
     """What a run produced: statistics, failures by kind, report files and the database."""
 
-    database: Path | None
+    database: Path | str | None  # a SQLite path or a PostgreSQL URL
     endpoints: list[EndpointStats]
     total: EndpointStats
     failures: list[dict]
@@ -143,7 +156,7 @@ def subscriber_account(n: int) -> tuple[str, str]:
     return SUBSCRIBER_EMAIL.format(n=n), SUBSCRIBER_PASSWORD.format(n=n)
 
 
-def seed_site(database: Path, synthetic: int, subscribers: int) -> None:
+def seed_site(database: Path | str, synthetic: int, subscribers: int) -> None:
     """Seed a site as `gate db seed --synthetic N` and `gate readers add … --subscriber` do."""
     from gate.conf.settings import Config
     from gate.services import accounts, newsletter, seed, subscriptions
@@ -170,70 +183,119 @@ def seed_site(database: Path, synthetic: int, subscribers: int) -> None:
         db.close()
 
 
-def site_server(database: Path, plan: LoadPlan) -> ServerProcess:
-    """`gate serve` over ``database`` on a free loopback port, as the plan says (not started yet)."""
-    port = free_port()
+def site_nodes(database: Path | str, plan: LoadPlan, directory: Path) -> Nodes:
+    """plan.nodes `gate serve` processes over ``database``, each on a free loopback port (not started yet)."""
+    ports = [free_port() for _ in range(plan.nodes)]
     # One trusted proxy: each simulated user's X-Forwarded-For is its client address.
-    env = site_env(GATE_DATABASE=str(database), GATE_SECRET_KEY=secrets.token_hex(32),
+    env = site_env(**database_env(database), GATE_SECRET_KEY=secrets.token_hex(32),  # one key for every node
                    GATE_PROXY_COUNT="1", GATE_RATE_LIMITS="on" if plan.rate_limits else "off",
-                   GATE_BASE_URL=f"http://{LOOPBACK}:{port}")  # the site's public origin: this port
+                   GATE_BASE_URL=f"http://{LOOPBACK}:{ports[0]}")  # the site's public origin: the first node
     if plan.preset:
         env["GATE_PRESET"] = plan.preset
-    return ServerProcess.gate_serve(env, database.with_name("server.log"), workers=plan.workers, port=port)
+    return Nodes(env, directory, plan.nodes, workers=plan.workers, ports=ports)
 
 
 _ACCESS_STATUS = re.compile(r'" (\d{3}) (?:\d+|-) "')
 _SERVER_ERROR = re.compile(r"\[(ERROR|CRITICAL)\]|^Traceback|WORKER TIMEOUT")
 
 
-def read_server_log(path: Path) -> dict:
-    """What the server saw: requests and 5xx from gunicorn's access log, and error lines."""
+def read_server_log(*paths: Path) -> dict:
+    """What the servers saw: requests and 5xx from gunicorn's access logs, and error lines."""
     requests = server_errors = 0
     errors: list[str] = []
-    for line in Path(path).read_text(errors="replace").splitlines():
-        status = _ACCESS_STATUS.search(line)
-        if status:
-            requests += 1
-            server_errors += status.group(1).startswith("5")
-        elif _SERVER_ERROR.search(line):
-            errors.append(line.strip()[:200])
+    for path in paths:
+        for line in Path(path).read_text(errors="replace").splitlines():
+            status = _ACCESS_STATUS.search(line)
+            if status:
+                requests += 1
+                server_errors += status.group(1).startswith("5")
+            elif _SERVER_ERROR.search(line):
+                errors.append(line.strip()[:200])
     return {"requests": requests, "5xx": server_errors, "errors": errors}
 
 
-def locust_command(plan: LoadPlan, host: str, out: Path) -> list[str]:
-    """The headless Locust command line for ``plan`` against ``host``."""
+def locust_command(plan: LoadPlan, hosts: str | tuple[str, ...], out: Path,
+                   master: tuple[str, ...] = ()) -> list[str]:
+    """The headless Locust command line for ``plan`` against ``hosts`` (the nodes of one site)."""
+    hosts = (hosts,) if isinstance(hosts, str) else tuple(hosts)
+    spread = ["--gate-targets", ",".join(hosts)] if len(hosts) > 1 else []
     return [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
         "--users", str(plan.users), "--spawn-rate", str(plan.spawn_rate),
-        "--run-time", f"{plan.duration}s", "--stop-timeout", "3", "--host", host,
+        "--run-time", f"{plan.duration}s", "--stop-timeout", "3", "--host", hosts[0], *spread,
         "--csv", str(out / CSV_PREFIX), "--html", str(out / HTML_REPORT), "--only-summary",
         "--gate-subscribers", str(plan.subscribers),
         "--gate-subscriber-email", SUBSCRIBER_EMAIL, "--gate-subscriber-password", SUBSCRIBER_PASSWORD,
-        *plan.locust_args,
+        *master, *plan.locust_args,
     ]
 
 
-def run_locust(plan: LoadPlan, host: str) -> int:
-    """Run Locust to completion (bounded by the plan's duration); returns its exit code."""
+def worker_command(master_host: str, master_port: int) -> list[str]:
+    """A Locust worker of the master at ``master_host:master_port`` (it gets the options from the master)."""
+    return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
+            "--master-host", master_host, "--master-port", str(master_port)]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Terminate a Locust process, and kill it if it is still there 10 s later."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _finish(process: subprocess.Popen, timeout: float) -> int:
+    """Wait for a Locust process; on a timeout or Ctrl-C never leave it running, and re-raise."""
+    try:
+        return process.wait(timeout=timeout)
+    except BaseException:
+        _stop(process)
+        raise
+
+
+def run_locust(plan: LoadPlan, hosts: str | tuple[str, ...]) -> int:
+    """Run Locust to completion (bounded by the plan's duration); returns the master's exit code.
+
+    With ``plan.locust_workers`` it runs Locust's distributed mode here: a
+    master on a free loopback port expecting that many workers, and each
+    worker in a process of its own (its log OUT/locust-workerN.log).
+    """
     out = Path(plan.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f"{CSV_PREFIX}_*.csv"):
         stale.unlink()
-    log = out / LOCUST_LOG
-    limit = plan.duration + plan.users / max(plan.spawn_rate, 0.1) + plan.wait_for_workers + 90
-    with open(log, "wb") as handle:
-        process = subprocess.Popen(locust_command(plan, host, out), stdout=handle,
+    master: tuple[str, ...] = ()
+    wait = plan.wait_for_workers
+    if plan.locust_workers:
+        port, wait = free_port(), max(wait, 60)
+        master = ("--master", "--expect-workers", str(plan.locust_workers), "--expect-workers-max-wait",
+                  str(wait), "--master-bind-host", LOOPBACK, "--master-bind-port", str(port))
+    limit = plan.duration + plan.users / max(plan.spawn_rate, 0.1) + wait + 90
+    workers: list[subprocess.Popen] = []
+    logs = []
+    try:
+        logs.append(open(out / LOCUST_LOG, "wb"))
+        process = subprocess.Popen(locust_command(plan, hosts, out, master), stdout=logs[0],
                                    stderr=subprocess.STDOUT)
         try:
-            returncode = process.wait(timeout=limit)
-        except BaseException:  # a timeout or Ctrl-C: never leave Locust running
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            for n in range(1, plan.locust_workers + 1):
+                logs.append(open(out / WORKER_LOG.format(n=n), "wb"))
+                workers.append(subprocess.Popen(worker_command(LOOPBACK, port), stdout=logs[-1],
+                                                stderr=subprocess.STDOUT))
+        except BaseException:
+            _stop(process)
             raise
+        returncode = _finish(process, limit)
+    finally:
+        for worker in workers:  # they leave when the master quits; a stray one is stopped
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                _stop(worker)
+        for handle in logs:
+            handle.close()
     return returncode
 
 
@@ -292,17 +354,22 @@ def collect(plan: LoadPlan, database: Path | None, returncode: int) -> LoadRepor
 
 
 def run_loadtest(plan: LoadPlan, workdir: Path) -> LoadReport:
-    """Run ``plan``: against plan.host, or a fresh seeded site in ``workdir`` (kept for the audit)."""
-    if plan.host:
-        return collect(plan, None, run_locust(plan, plan.host))
-    database = Path(workdir) / "gate.sqlite"
+    """Run ``plan``: against its hosts, or a fresh seeded site (kept for the audit).
+
+    The fresh site's database is plan.database (a PostgreSQL URL, checked empty
+    by the caller) or a SQLite file in ``workdir``; its nodes log there too.
+    """
+    if plan.hosts:
+        return collect(plan, None, run_locust(plan, plan.hosts))
+    database = plan.database or Path(workdir) / "gate.sqlite"
     seed_site(database, plan.synthetic, plan.subscribers)
-    with site_server(database, plan) as server:
-        returncode = run_locust(plan, server.url)
-        if not server.running:
-            raise RuntimeError(f"the site stopped during the load test:\n{server.log_tail()}")
+    with site_nodes(database, plan, Path(workdir)) as nodes:
+        returncode = run_locust(plan, tuple(nodes.urls))
+        stopped = [server for server in nodes.servers if not server.running]
+        if stopped:
+            raise RuntimeError(f"a node stopped during the load test:\n{stopped[0].log_tail()}")
     report = collect(plan, database, returncode)
-    report.server_log = read_server_log(server.log_path)
+    report.server_log = read_server_log(*(server.log_path for server in nodes.servers))
     return report
 
 

@@ -1,4 +1,5 @@
 """One server in a child process: started on a free loopback port, awaited, stopped within a bound.
+Several of them (:class:`Nodes`) serve one site from one database, as app servers behind a proxy do.
 
 The load test, the HTTP benchmarks and the tests that need a real server
 (browser journeys, the crash test, the wheel test) all start it here. The
@@ -21,6 +22,8 @@ import time
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from gate.storage.engine import is_url
 
 LOOPBACK = "127.0.0.1"
 #: Seconds a server gets to answer its ready path, and to shut down gracefully before SIGKILL.
@@ -51,6 +54,11 @@ def site_env(**settings: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("GATE_")}
     env.update(settings)
     return env
+
+
+def database_env(target: str | Path) -> dict[str, str]:
+    """The setting that points a child site at ``target``: GATE_DATABASE_URL for a URL, else GATE_DATABASE."""
+    return {"GATE_DATABASE_URL": str(target)} if is_url(target) else {"GATE_DATABASE": str(target)}
 
 
 class ServerProcess:
@@ -148,6 +156,51 @@ class ServerProcess:
             self._log = None
 
     def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class Nodes:
+    """``count`` `gate serve` nodes of one site: one database, one secret key, one public origin.
+
+    Each node listens on its own loopback port, as app servers behind a
+    proxy do; ``env`` must carry what they share (the database, the secret
+    key, GATE_BASE_URL). They start one after the other (the first runs
+    any pending migration) and stop together.
+    """
+
+    def __init__(self, env: Mapping[str, str], directory: Path, count: int = 2, *, workers: int = 1,
+                 options: Sequence[str] = (), ports: Sequence[int] | None = None) -> None:
+        ports = list(ports or [free_port() for _ in range(count)])
+        if count < 1 or len(ports) != count:
+            raise ValueError(f"{count} node(s) need as many ports, got {len(ports)}")
+        self.servers = [ServerProcess.gate_serve(env, Path(directory) / f"node{n}.log", workers=workers,
+                                                 options=options, port=port)
+                        for n, port in enumerate(ports, start=1)]
+
+    @property
+    def urls(self) -> list[str]:
+        """Each node's origin, http://127.0.0.1:PORT."""
+        return [server.url for server in self.servers]
+
+    def start(self, timeout: float = START_TIMEOUT) -> "Nodes":
+        """Start every node and wait for each; if one fails, stop the others and raise."""
+        try:
+            for server in self.servers:
+                server.start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every node (each within its bound)."""
+        for server in self.servers:
+            server.stop()
+
+    def __enter__(self) -> "Nodes":
         return self.start()
 
     def __exit__(self, *exc) -> None:
