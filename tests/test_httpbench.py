@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import re
 import threading
 
@@ -150,4 +151,13 @@ def test_quick_http_bench_writes_ratios(tmp_path, capsys):
         assert row["pooled_ratio"] > 0 and len(row["round_pooled_ratios"]) == document["rounds"]
         assert isinstance(row["balanced"], bool)
     assert {row["target"] for row in document["results"]} == {0.8, 0.5, None}
+    # the article pages on PostgreSQL, next to SQLite, against the same bare baselines
+    if os.environ.get("GATE_TEST_DATABASE_URL"):
+        assert document["postgresql"] == "measured"
+        pages = [row for row in document["results"] if "article page" in row["name"]]
+        assert pages and all(row["postgresql"]["non2xx"] == row["postgresql"]["errors"] == 0 for row in pages)
+        assert all(row["pg_ratio"] > 0 and row["pg_pooled_ratio"] > 0 and row["pg_sqlite_ratio"] > 0
+                   for row in pages)
+        assert all("postgresql" not in row for row in document["results"] if row not in pages)
+    assert document["postgresql"] == "measured" or document["postgresql"].startswith("skipped: ")
     assert "ratio" in capsys.readouterr().out
