@@ -1,11 +1,12 @@
 """Unlock throughput with 1, 2 and 4 server processes, on SQLite and on PostgreSQL.
 
 Run with `python -m benchmarks.scaling [--quick]` from the checkout (`make bench` runs it). For
-each engine and each process count, a fresh database is seeded (`gate db init`, `gate db seed`,
-the ``metered`` preset: ten articles a month for a registered reader) and served by one
-`gate serve` with that many **gunicorn workers** (4 threads each, each worker capped near its
-share of the connections, as the HTTP benchmark does). Two hundred distinct readers sign up over
-HTTP (not timed); then a load generator in its own process sends every reader's unlocks of
+each engine, one site is seeded (`gate db seed`, the ``metered`` preset: ten articles a month
+for a registered reader) and two hundred distinct readers sign up on it over HTTP (not timed).
+For each process count, a fresh copy of that site (its readers' sessions still valid, their
+meters empty) is served by one `gate serve` with that many **gunicorn workers** (4 threads
+each, each worker capped near its share of the connections, as the HTTP benchmark does); then
+a load generator in its own process sends every reader's unlocks of
 limit + 1 different articles over 32 keep-alive connections, readers interleaved, and counts
 the answers. Every reader must be granted exactly its limit and refused the one past it: the
 grants are counted in the answers and in the database, and must both equal readers x limit.
@@ -227,20 +228,38 @@ def host_busy(before, after) -> float:
 # --- the benchmark -------------------------------------------------------------------
 
 
-def measure(engine: Engine, processes: int, directory: Path, readers: int, seeded: dict) -> dict:
-    """One engine, one process count: a copy of the seeded site, its readers signed up, every unlock sent once."""
-    label = f"{engine.name[:2]}{processes}"
+def serve(site: dict, directory: Path, label: str, processes: int) -> ServerProcess:
+    """`gate serve` on ``site`` (its database and secret) with ``processes`` workers (not started yet)."""
     port = free_port()
-    began = time.perf_counter()
-    env = site_env(**engine.database(directory, label, seeded), GATE_SECRET_KEY=secrets.token_hex(32),
-                   GATE_RATE_LIMITS="off", GATE_PRESET=PRESET, GATE_BASE_URL=f"http://127.0.0.1:{port}")
-    server = ServerProcess.gate_serve(
-        env, directory / f"{label}.log", workers=processes, port=port,
-        options=("--threads", str(THREADS), "--worker-connections",
-                 str(worker_connections(CONNECTIONS, processes))))
-    with server:
-        emails = [f"scale-{label}-{n:03d}@bench.example" for n in range(readers)]
-        sessions = sign_up_all(server.url, emails)
+    env = dict(site, GATE_RATE_LIMITS="off", GATE_PRESET=PRESET, GATE_BASE_URL=f"http://127.0.0.1:{port}")
+    return ServerProcess.gate_serve(env, directory / f"{label}.log", workers=processes, port=port,
+                                    options=("--threads", str(THREADS), "--worker-connections",
+                                             str(worker_connections(CONNECTIONS, processes))))
+
+
+def seeded_site(engine: Engine, directory: Path, readers: int) -> tuple[dict, list[dict]] | str:
+    """The site every configuration copies: the articles, and the readers signed up once (their sessions).
+
+    The copies keep the secret key and the readers' rows, so the sessions are
+    valid on each; their meters are empty (signing up spends nothing). Returns
+    why not (the `gate` command's words) when gate can't seed this engine.
+    """
+    label = f"{engine.name[:2]}base"
+    site = site_env(**engine.database(directory, label), GATE_SECRET_KEY=secrets.token_hex(32))
+    why_not = prepare(site, SYNTHETIC)
+    if why_not:
+        return why_not
+    with serve(site, directory, label, 2) as server:
+        sessions = sign_up_all(server.url, [f"scale-{n:03d}@bench.example" for n in range(readers)])
+    return site, sessions
+
+
+def measure(engine: Engine, processes: int, directory: Path, seeded: dict, sessions: list[dict]) -> dict:
+    """One engine, one process count: a copy of the seeded site, every reader's unlocks sent once."""
+    label = f"{engine.name[:2]}{processes}"
+    began, readers = time.perf_counter(), len(sessions)
+    env = site_env(**engine.database(directory, label, seeded), GATE_SECRET_KEY=seeded["GATE_SECRET_KEY"])
+    with serve(env, directory, label, processes) as server:
         limit = reader_limit(server.url, sessions[0])
         slugs = metered_slugs(server.url, limit + 1)
         setup = time.perf_counter() - began
@@ -250,7 +269,7 @@ def measure(engine: Engine, processes: int, directory: Path, readers: int, seede
         result = run_generator({"url": server.url, "tasks": tasks, "connections": CONNECTIONS,
                                 "user_agent": USER_AGENT}, directory)
         workers_after, pg_after, host_after = worker_cpu(server), postgres_cpu(engine.port), psutil.cpu_times()
-    in_database = granted_in_database(env)
+    in_database = granted_in_database(server.env)
     server_cpu = sum(max(0.0, a - b) for a, b in zip(workers_after, workers_before))
     database_cpu = spent(pg_before, pg_after) if engine.port else None
     requests, seconds = result["requests"], result["seconds"]
@@ -287,11 +306,9 @@ def run(quick: bool = False, processes: tuple[int, ...] = PROCESSES, readers: in
                 if engine.skipped:
                     rows = [{"processes": n, "skipped": engine.skipped} for n in processes]
                 else:
-                    seeded = site_env(**engine.database(directory, f"{engine.name[:2]}base"),
-                                      GATE_SECRET_KEY=secrets.token_hex(32))
-                    why_not = prepare(seeded, SYNTHETIC)
-                    rows = [measure(engine, n, directory, readers, seeded) if why_not is None
-                            else {"processes": n, "skipped": why_not} for n in processes]
+                    seeded = seeded_site(engine, directory, readers)
+                    rows = [measure(engine, n, directory, *seeded) if isinstance(seeded, tuple)
+                            else {"processes": n, "skipped": seeded} for n in processes]
                 base = next((row["rps"] for row in rows if row["processes"] == processes[0]
                              and "rps" in row), None)
                 for row in rows:
