@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,7 @@ import psutil
 
 from benchmarks.bench import arguments, percentile
 from benchmarks.engines import Engine, postgres_cpu, postgres_engine, spent
-from benchmarks.httpbench import USER_AGENT, Browser, _entry_point, in_threads, worker_cpu
+from benchmarks.httpbench import USER_AGENT, Browser, _entry_point, in_threads, run_builtin
 from gate.loadtest.server import ServerProcess, free_port, gate_command, site_env
 
 PROCESSES = (1, 2, 4)
@@ -51,6 +52,7 @@ THREADS = 4
 CONNECTIONS = 32
 PRESET = "metered"
 SETUP_THREADS = 8
+ROUNDS = 2  # each process count is measured this many times, in alternating order
 SYNTHETIC = 20  # generated articles beside the demo ones: more metered articles than any limit
 
 
@@ -218,6 +220,25 @@ def run_generator(spec: dict, directory: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def worker_times(server: ServerProcess) -> dict[int, float]:
+    """CPU seconds so far of each gunicorn worker of ``server``, by process id."""
+    times = {}
+    for worker in psutil.Process(server.process.pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess):  # a worker restarting: its time is gone with it
+            used = worker.cpu_times()
+            times[worker.pid] = used.user + used.system
+    return times
+
+
+def wait_for_workers(server: ServerProcess, count: int, timeout: float = 60.0) -> None:
+    """Wait until all ``count`` workers have booted (the server answers as soon as one has)."""
+    deadline = time.monotonic() + timeout
+    while len(worker_times(server)) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{server.url}: {count} workers did not all start:\n{server.log_tail()}")
+        time.sleep(0.1)
+
+
 def host_busy(before, after) -> float:
     """The share of the machine's CPU time anyone (this run or another tenant) used between two samples."""
     total = sum(after) - sum(before)
@@ -254,23 +275,29 @@ def seeded_site(engine: Engine, directory: Path, readers: int) -> tuple[dict, li
     return site, sessions
 
 
-def measure(engine: Engine, processes: int, directory: Path, seeded: dict, sessions: list[dict]) -> dict:
+def measure(engine: Engine, processes: int, directory: Path, seeded: dict, sessions: list[dict],
+            label: str = "") -> dict:
     """One engine, one process count: a copy of the seeded site, every reader's unlocks sent once."""
-    label = f"{engine.name[:2]}{processes}"
+    label = f"{engine.name[:2]}{processes}{label}"
     began, readers = time.perf_counter(), len(sessions)
     env = site_env(**engine.database(directory, label, seeded), GATE_SECRET_KEY=seeded["GATE_SECRET_KEY"])
     with serve(env, directory, label, processes) as server:
+        wait_for_workers(server, processes)
         limit = reader_limit(server.url, sessions[0])
         slugs = metered_slugs(server.url, limit + 1)
+        # every worker opens its connections before the clock starts: a second of meter reads (an article's
+        # JSON would not do: under an automatic meter, reading an article spends it)
+        run_builtin(f"{server.url}/api/meter", "GET",
+                    {"Cookie": sessions[0]["cookie"], "User-Agent": USER_AGENT}, 1.0, CONNECTIONS)
         setup = time.perf_counter() - began
         tasks = [[session["cookie"], session["csrf"], f"/api/articles/{slug}/unlock"]
                  for slug in slugs for session in sessions]  # readers interleaved, limit + 1 each
-        workers_before, pg_before, host_before = worker_cpu(server), postgres_cpu(engine.port), psutil.cpu_times()
+        workers_before, pg_before, host_before = worker_times(server), postgres_cpu(engine.port), psutil.cpu_times()
         result = run_generator({"url": server.url, "tasks": tasks, "connections": CONNECTIONS,
                                 "user_agent": USER_AGENT}, directory)
-        workers_after, pg_after, host_after = worker_cpu(server), postgres_cpu(engine.port), psutil.cpu_times()
+        workers_after, pg_after, host_after = worker_times(server), postgres_cpu(engine.port), psutil.cpu_times()
     in_database = granted_in_database(server.env)
-    server_cpu = sum(max(0.0, a - b) for a, b in zip(workers_after, workers_before))
+    server_cpu = spent(workers_before, workers_after)
     database_cpu = spent(pg_before, pg_after) if engine.port else None
     requests, seconds = result["requests"], result["seconds"]
     busy = server_cpu + (database_cpu or 0.0) + result["client_cpu_s"]
@@ -289,33 +316,60 @@ def measure(engine: Engine, processes: int, directory: Path, seeded: dict, sessi
         "machine_busy": round(busy / (seconds * (os.cpu_count() or 1)), 3),
         "host_busy": round(host_busy(host_before, host_after), 3),
         "setup_s": round(setup, 1),
-        "worker_cpu_s": [round(a - b, 2) for a, b in zip(workers_after, workers_before)],
+        "worker_cpu_s": [round(spent({pid: workers_before.get(pid, 0.0)}, {pid: used}), 2)
+                         for pid, used in workers_after.items()],
     }
 
 
+def combine(runs: list[dict]) -> dict:
+    """One row from a process count's rounds: counts added up, rates and CPU shares their medians."""
+    row = {key: runs[0][key] for key in ("processes", "readers", "limit")}
+    for key in ("expected_grants", "granted", "granted_in_db", "refused", "other", "errors", "requests"):
+        row[key] = sum(run[key] for run in runs)
+    row["grants_ok"] = all(run["grants_ok"] for run in runs)
+    for key in ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_request", "database_cpu_ms_per_request",
+                "client_cpu_ms_per_request", "machine_busy", "host_busy"):
+        values = [run[key] for run in runs]
+        row[key] = None if None in values else round(statistics.median(values), 3)
+    row["round_rps"] = [run["rps"] for run in runs]
+    row["runs"] = runs
+    return row
+
+
+def measure_engine(engine: Engine, processes: tuple[int, ...], directory: Path, readers: int,
+                   rounds: int) -> list[dict]:
+    """Every process count of one engine, ``rounds`` times in alternating order (1 2 4, 4 2 1, ...).
+
+    The alternation spreads a slow drift of the machine (another tenant
+    starting up) over every process count rather than the last ones.
+    """
+    seeded = seeded_site(engine, directory, readers)
+    if not isinstance(seeded, tuple):
+        return [{"processes": n, "skipped": seeded} for n in processes]
+    runs: dict[int, list[dict]] = {n: [] for n in processes}
+    for number in range(rounds):
+        for n in (processes if number % 2 == 0 else processes[::-1]):
+            runs[n].append(measure(engine, n, directory, *seeded, label=f"r{number}"))
+    rows = [combine(runs[n]) for n in processes]
+    for row in rows:
+        row["ratio"] = round(row["rps"] / rows[0]["rps"], 3)
+    return rows
+
+
 def run(quick: bool = False, processes: tuple[int, ...] = PROCESSES, readers: int | None = None,
-        start_postgres: bool = True) -> dict:
+        start_postgres: bool = True, rounds: int | None = None) -> dict:
     """Every engine at every process count; ratios to each engine's single-process figure."""
     readers = readers or (20 if quick else READERS)
+    rounds = rounds or (1 if quick else ROUNDS)
     engines = []
     with tempfile.TemporaryDirectory(prefix="gate-scaling-") as tmp:
         directory = Path(tmp)
         with postgres_engine(directory, start_postgres) as postgres:
             for engine in (Engine("sqlite"), postgres):
-                rows = []
-                if engine.skipped:
-                    rows = [{"processes": n, "skipped": engine.skipped} for n in processes]
-                else:
-                    seeded = seeded_site(engine, directory, readers)
-                    rows = [measure(engine, n, directory, *seeded) if isinstance(seeded, tuple)
-                            else {"processes": n, "skipped": seeded} for n in processes]
-                base = next((row["rps"] for row in rows if row["processes"] == processes[0]
-                             and "rps" in row), None)
-                for row in rows:
-                    if "rps" in row and base:
-                        row["ratio"] = round(row["rps"] / base, 3)
+                rows = ([{"processes": n, "skipped": engine.skipped} for n in processes] if engine.skipped
+                        else measure_engine(engine, processes, directory, readers, rounds))
                 engines.append({"engine": engine.name, "rows": rows})
-    return {"when": datetime.now(timezone.utc).isoformat(), "quick": quick, "readers": readers,
+    return {"when": datetime.now(timezone.utc).isoformat(), "quick": quick, "readers": readers, "rounds": rounds,
             "preset": PRESET, "shape": "one `gate serve`, N gunicorn gthread workers",
             "threads": THREADS, "connections": CONNECTIONS, "cpus": os.cpu_count(),
             "cpu_model": cpu_model(), "load_average": [round(x, 1) for x in os.getloadavg()],
@@ -357,6 +411,7 @@ def main(argv=None) -> None:
     parser.add_argument("--processes", default=",".join(map(str, PROCESSES)),
                         help="comma-separated process counts (the first is the ratios' base)")
     parser.add_argument("--readers", type=int, default=None, help=f"distinct readers (default {READERS})")
+    parser.add_argument("--rounds", type=int, default=None, help=f"rounds per process count (default {ROUNDS})")
     parser.add_argument("--no-pg-local", action="store_true",
                         help="never start tools/pg-local (PostgreSQL only from the environment)")
     args = parser.parse_args(argv)
@@ -364,9 +419,10 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     counts = tuple(int(part) for part in args.processes.split(","))
     document = run(quick=args.quick, processes=counts, readers=args.readers,
-                   start_postgres=not args.no_pg_local)
+                   start_postgres=not args.no_pg_local, rounds=args.rounds)
     print(f"unlock throughput, {document['readers']} readers, limit + 1 unlocks each, {CONNECTIONS} "
-          f"connections; {document['shape']} x {THREADS} threads; {document['cpus']} cores "
+          f"connections, median of {document['rounds']} round(s); "
+          f"{document['shape']} x {THREADS} threads; {document['cpus']} cores "
           f"({document['cpu_model']})")
     print(format_table(document))
     bad = [(engine["engine"], row["processes"]) for engine in document["engines"]

@@ -88,6 +88,20 @@ def test_the_table_shows_skipped_engines_and_flags_wrong_grants():
     assert "9/10 !" in table and engines.NO_POSTGRES in table
 
 
+def test_rounds_add_up_counts_and_take_median_rates():
+    def run(rps, granted):
+        return {"processes": 2, "readers": 5, "limit": 10, "expected_grants": 50, "granted": granted,
+                "granted_in_db": granted, "refused": 5, "other": 0, "errors": 0, "requests": 55,
+                "grants_ok": granted == 50, "rps": rps, "p50_ms": 1.0, "p99_ms": 2.0,
+                "server_cpu_ms_per_request": 3.0, "database_cpu_ms_per_request": None,
+                "client_cpu_ms_per_request": 0.5, "machine_busy": 0.4, "host_busy": 1.0}
+
+    row = scaling.combine([run(100.0, 50), run(140.0, 50), run(90.0, 51)])
+    assert row["rps"] == 100.0 and row["round_rps"] == [100.0, 140.0, 90.0]
+    assert row["expected_grants"] == 150 and row["granted"] == 151 and not row["grants_ok"]
+    assert row["database_cpu_ms_per_request"] is None and len(row["runs"]) == 3
+
+
 @pytest.mark.slow
 def test_quick_scaling_bench_grants_exactly_the_limits(tmp_path, capsys):
     scaling.main(["--quick", "--processes", "1,2", "--readers", "5", "--no-pg-local", "--out", str(tmp_path)])
@@ -98,7 +112,8 @@ def test_quick_scaling_bench_grants_exactly_the_limits(tmp_path, capsys):
     for name in measured:
         assert [row["processes"] for row in by_engine[name]] == [1, 2]
         for row in by_engine[name]:
-            assert row["grants_ok"] and row["granted"] == row["granted_in_db"] == 5 * row["limit"], row
+            assert row["grants_ok"] and row["granted"] == row["granted_in_db"] == row["expected_grants"] \
+                == 5 * row["limit"], row
             assert row["refused"] == 5 and row["requests"] == 5 * (row["limit"] + 1), row
             assert row["rps"] > 0 and row["ratio"] > 0 and row["server_cpu_ms_per_request"] > 0, row
         assert by_engine[name][0]["ratio"] == 1.0
