@@ -1,8 +1,8 @@
 """Unlock throughput with 1, 2 and 4 server processes, on SQLite and on PostgreSQL.
 
 Run with `python -m benchmarks.scaling [--quick]` from the checkout (`make bench` runs it). For
-each engine, one site is seeded (`gate db seed`, the ``metered`` preset: ten articles a month
-for a registered reader) and two hundred distinct readers sign up on it over HTTP (not timed).
+each engine, one site is seeded (`gate db seed`, the default ``wpr`` preset: three articles a
+month for a registered reader) and two hundred distinct readers sign up on it over HTTP (not timed).
 For each process count, a fresh copy of that site (its readers' sessions still valid, their
 meters empty) is served by one `gate serve` with that many **gunicorn workers** (4 threads
 each, each worker capped near its share of the connections, as the HTTP benchmark does); then
@@ -50,10 +50,9 @@ PROCESSES = (1, 2, 4)
 READERS = 200
 THREADS = 4
 CONNECTIONS = 32
-PRESET = "metered"
+PRESET = "wpr"  # the default preset: three articles a month for a registered reader
 SETUP_THREADS = 8
 ROUNDS = 2  # each process count is measured this many times, in alternating order
-SYNTHETIC = 20  # generated articles beside the demo ones: more metered articles than any limit
 
 
 # --- the site -------------------------------------------------------------------------
@@ -64,9 +63,9 @@ def gate_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*gate_command(), *args], env=env, capture_output=True, text=True, timeout=300)
 
 
-def prepare(env: dict, synthetic: int) -> str | None:
-    """Create and seed the site database; returns why not (the command's own words), or None."""
-    args = ("db", "seed", "--no-schedule", "--synthetic", str(synthetic))  # seeding migrates first
+def prepare(env: dict) -> str | None:
+    """Create the site database and seed the demo articles; returns why not (the command's own words), or None."""
+    args = ("db", "seed", "--no-schedule")  # seeding migrates first
     done = gate_cli(env, *args)
     if done.returncode:
         lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
@@ -267,7 +266,7 @@ def seeded_site(engine: Engine, directory: Path, readers: int) -> tuple[dict, li
     """
     label = f"{engine.name[:2]}base"
     site = site_env(**engine.database(directory, label), GATE_SECRET_KEY=secrets.token_hex(32))
-    why_not = prepare(site, SYNTHETIC)
+    why_not = prepare(site)
     if why_not:
         return why_not
     with serve(site, directory, label, 2) as server:
