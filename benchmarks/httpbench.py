@@ -669,7 +669,7 @@ def start_servers(directory: Path, site: dict, connections: int) -> dict[str, Se
     return servers
 
 
-def run(quick: bool = False, generator: str = "auto", connections: int = 16) -> dict:
+def run(quick: bool = False, generator: str = "auto", connections: int = 16, pg_local: bool = True) -> dict:
     """Serve both sites, measure every scenario, stop; returns the results document."""
     version = wrk_version() if generator in ("auto", "wrk") else None
     if generator == "wrk" and version is None:
@@ -692,7 +692,7 @@ def run(quick: bool = False, generator: str = "auto", connections: int = 16) -> 
         stack = contextlib.ExitStack()
         try:
             cookies = sessions(servers["gate"].url, site["page"], site["unlocked"])
-            pg_cookies, postgresql = start_postgres(stack, directory, servers, connections)
+            pg_cookies, postgresql = start_postgres(stack, directory, servers, connections, pg_local)
             results = []
             for scenario in scenarios(site["page"], site["unlocked"]):
                 headers = _headers(cookies, scenario)
@@ -718,14 +718,14 @@ def _headers(cookies: dict, scenario: Scenario) -> dict:
     return headers
 
 
-def start_postgres(stack: contextlib.ExitStack, directory: Path, servers: dict, connections: int
-                   ) -> tuple[dict | None, str]:
+def start_postgres(stack: contextlib.ExitStack, directory: Path, servers: dict, connections: int,
+                   pg_local: bool = True) -> tuple[dict | None, str]:
     """gate on PostgreSQL beside the SQLite site (same articles, accounts and secret), or why not.
 
     Adds ``servers["postgresql"]`` and returns its sessions and "measured", or
     (None, "skipped: ...") when no PostgreSQL server is at hand or gate can't serve from it.
     """
-    engine = stack.enter_context(postgres_engine(directory))
+    engine = stack.enter_context(postgres_engine(directory, pg_local))
     if engine.skipped:
         return None, engine.skipped
     try:
@@ -827,6 +827,8 @@ def main(argv=None) -> None:
     parser.add_argument("--generator", choices=("auto", "wrk", "builtin"), default="auto",
                         help="load generator (auto: wrk if installed)")
     parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
+    parser.add_argument("--no-pg-local", action="store_true",
+                        help="never start tools/pg-local (PostgreSQL only from the environment)")
     parser.add_argument("--profile", action="store_true",
                         help="instead, profile gate's request path in-process (cProfile) into http-profile.txt")
     args = parser.parse_args(argv)
@@ -838,7 +840,8 @@ def main(argv=None) -> None:
         print(text)
         print(f"written to {out / 'http-profile.txt'}")
         return
-    document = run(quick=args.quick, generator=args.generator, connections=args.connections)
+    document = run(quick=args.quick, generator=args.generator, connections=args.connections,
+                   pg_local=not args.no_pg_local)
     print(f"gunicorn {WORKERS} workers x {THREADS} threads on 127.0.0.1; load: {document['generator']}, "
           f"{args.connections} connections")
     print(format_table(document))

@@ -108,7 +108,8 @@ def test_quick_scaling_bench_grants_exactly_the_limits(tmp_path, capsys):
     document = json.loads((tmp_path / "scaling.json").read_text())
     by_engine = {engine["engine"]: engine["rows"] for engine in document["engines"]}
     assert set(by_engine) == {"sqlite", "postgresql"}
-    measured = ["sqlite"] + (["postgresql"] if os.environ.get("GATE_TEST_DATABASE_URL") else [])
+    postgresql = os.environ.get("GATE_TEST_DATABASE_URL") or os.environ.get("GATE_DATABASE_URL")
+    measured = ["sqlite"] + (["postgresql"] if postgresql else [])
     for name in measured:
         assert [row["processes"] for row in by_engine[name]] == [1, 2]
         for row in by_engine[name]:
