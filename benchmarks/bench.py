@@ -65,7 +65,7 @@ def bench_spend(n: int) -> dict:
     """Atomic spends (BEGIN IMMEDIATE, check, insert) vs bare autocommit inserts."""
     with tempfile.TemporaryDirectory() as tmp:
         db = open_site_db(Path(tmp) / "spend.sqlite")
-        store = quota.SQLiteQuotaStore(db)
+        store = quota.SqlQuotaStore(db)
         bare = sqlite3.connect(Path(tmp) / "bare.sqlite", isolation_level=None)
         bare.execute("pragma journal_mode=wal")
         bare.execute("pragma synchronous=normal")

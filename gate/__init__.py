@@ -34,7 +34,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     env = environment.read()
     app.config.from_mapping(
-        DATABASE=env["GATE_DATABASE"] or os.path.join(app.instance_path, "gate.sqlite"),
+        # A PostgreSQL URL, else the SQLite file: services open either through gate.storage.db.
+        DATABASE=env["GATE_DATABASE_URL"] or env["GATE_DATABASE"] or os.path.join(app.instance_path, "gate.sqlite"),
+        DATABASE_POOL=env["GATE_DATABASE_POOL"],
         SECRET_KEY=env["GATE_SECRET_KEY"],
         PRESET=env["GATE_PRESET"],
         DEMO=env["GATE_DEMO"],
@@ -54,6 +56,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     if not app.config["SECRET_KEY"]:
+        from gate.storage.engine import is_url  # (importing gate must not load sqlite-utils, nor numpy)
+
+        if is_url(app.config["DATABASE"]):
+            raise environment.SettingError(
+                "GATE_SECRET_KEY: required with GATE_DATABASE_URL. Every node serving one database "
+                "must sign sessions and links with the same key (a key generated in this node's "
+                "instance folder would sign out readers whose next request reaches another node)."
+            )
         app.config["SECRET_KEY"] = _instance_secret(app.instance_path)
     app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
 

@@ -87,6 +87,7 @@ import uuid
 from urllib.parse import urlencode
 
 from gate.storage import engine as storage_engine
+from gate.storage import ratelimits
 from gate.storage.db import open_site_db
 
 #: Connections a test's pool may hold: the seam under test plus the threads of a race.
@@ -125,6 +126,7 @@ def pg_empty(pg_url):
     url = f"{pg_url}{'&' if '?' in pg_url else '?'}{urlencode({'options': f'-csearch_path={name}'})}"
     yield url
     storage_engine.pools.close(url)
+    storage_engine.pools.close(ratelimits.pool_url(url))  # the site's rate limits keep a pool of their own
     _pg_admin(pg_url, f"drop schema {name} cascade")
 
 

@@ -139,21 +139,20 @@ def confirm_path(db, email):
 
 def publish(db, slug, when):
     """Publish a copy of the metered article at ``when`` (site time)."""
-    row = dict(next(db.query("select * from articles where slug = ?", [METERED])))
-    row.update(id=None, slug=slug, title=f"Fresh analysis {slug}",
-               published_at=when.astimezone(START.tzinfo).isoformat())
-    row["published_at"] = to_iso(when)
-    db["articles"].insert(row)
+    row = db.first("select * from articles where slug = ?", [METERED])
+    row.pop("search", None)  # PostgreSQL's generated search column
+    del row["id"]
+    row.update(slug=slug, title=f"Fresh analysis {slug}", published_at=to_iso(when))
+    db.insert("articles", row)
 
 
 def magic_link(reader, client, email: str) -> str:
     """Ask for a sign-in link for ``email`` and return the path it mails."""
     reader.post("/login/magic", {"email": email})
-    from gate.storage.db import connect
+    from gate.storage.db import open_database
 
-    body = client.application.config["DATABASE"]
-    db = connect(body)
-    text = db.execute("select body_text from outbox order by id desc limit 1").fetchone()[0]
+    db = open_database(client.application.config["DATABASE"])
+    text = db.scalar("select body_text from outbox order by id desc limit 1")
     db.close()
     return LINK.search(text).group(1)
 

@@ -1,7 +1,11 @@
-"""The subscription lifecycle (pure), test cards and card validation, with a frozen `now`."""
+"""The subscription lifecycle (pure), test cards and card validation, with a frozen `now`;
+then the billing service on both engines, and its "at most once" under concurrency."""
 
 from __future__ import annotations
 
+import json
+import secrets
+import threading
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -9,8 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gate.conf.settings import Config
 from gate.rules import billing
 from gate.rules.billing import BillingError, Card, PlanTerms, Policy
+from gate.rules.timeutil import to_iso
+from gate.services import subscriptions
+from gate.storage.db import open_database
+from gate.storage.engine import integrity_errors
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 31, 15, 0, tzinfo=UTC)
@@ -223,3 +232,155 @@ def test_period_end_is_the_next_billing_date(anchor, days):
     previous_months = (end.year - anchor.year) * 12 + end.month - anchor.month - 1
     assert billing.add_months(anchor, previous_months) <= after
     assert end.day == min(anchor.day, end.day) and (end.day == anchor.day or end.day >= 28)
+
+
+# --- the billing service on the engine seam (SQLite and PostgreSQL) -----------------------
+
+
+@pytest.fixture
+def cfg():
+    """The site's config without subscriber-only newsletters (the newsletter service is ported on its own)."""
+    config = Config()
+    config.newsletters = [item for item in config.newsletters if item.audience != "subscriber"]
+    return config
+
+
+def add_reader(db, email: str) -> int:
+    """An account row, as signing up makes one."""
+    return db.insert("readers", {"email": email, "session_token": secrets.token_urlsafe(12),
+                                 "created_at": to_iso(T0), "is_admin": 0})
+
+
+def at_once(target, count: int, action) -> tuple[list, list]:
+    """Run ``action(db)`` on ``count`` threads together, each on its own connection: (results, errors)."""
+    results, errors, start = [], [], threading.Barrier(count)
+
+    def one():
+        db = open_database(target)
+        try:
+            start.wait()
+            results.append(action(db))
+        except Exception as error:  # reported by the test
+            errors.append(error)
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results, errors
+
+
+def changes(db, reader_id: int) -> list[tuple]:
+    """The reader's subscription_changed events as (from, to, reason)."""
+    events = [json.loads(row["data"]) for row in db.rows(
+        "select data from events where type = 'subscription_changed' and reader_id = ? order by id", [reader_id])]
+    return [(event["from"], event["to"], event["reason"]) for event in events]
+
+
+def test_the_lifecycle_through_the_service(backend, cfg):
+    reader = add_reader(backend, "life@example.com")
+    declined, decline, _ = subscriptions.checkout(backend, cfg, reader, "monthly", Card("0002", 12, 2030),
+                                                  "4000000000000002", "key-1", T0)
+    assert declined.status == "incomplete" and decline == "card_declined"
+    sub, decline, replay = subscriptions.checkout(backend, cfg, reader, "monthly", Card("0341", 12, 2030),
+                                                  "4000000000000341", "key-2", T0)
+    assert (sub.id, sub.status, decline, replay) == (declined.id, "active", None, False)
+    assert subscriptions.checkout(backend, cfg, reader, "monthly", Card("0341", 12, 2030),
+                                  "4000000000000341", "key-2", T0)[2] is True  # a replay
+    subscriptions.cancel(backend, cfg, reader, T0 + timedelta(days=1))
+    subscriptions.resume(backend, cfg, reader, T0 + timedelta(days=2))
+    renewal = sub.current_period_end
+    past_due = subscriptions.settle_reader(backend, cfg, reader, renewal + timedelta(hours=1))
+    assert past_due.status == "past_due" and past_due.cancel_at_period_end is False
+    assert subscriptions.grace_end(cfg, past_due) == renewal + timedelta(days=cfg.billing.grace_days)
+    fixed = subscriptions.update_card(backend, cfg, reader, GOOD, "4242424242424242", renewal + timedelta(hours=2))
+    assert fixed.status == "active" and fixed.card_last4 == "4242"
+    assert [(p["kind"], p["outcome"]) for p in subscriptions.payments(backend, reader)] == [
+        ("card update", "succeeded"), ("renewal", "failed"), ("checkout", "succeeded"), ("checkout", "failed")]
+    assert changes(backend, reader) == [
+        (None, "incomplete", "checkout declined: card_declined"), ("incomplete", "active", "checkout completed"),
+        ("active", "active", "cancel at period end requested"), ("active", "active", "resumed"),
+        ("active", "past_due", "renewal failed: card_declined"), ("past_due", "active", "card updated")]
+    mailed = [row["kind"] for row in backend.rows("select kind from outbox order by id")]
+    assert mailed == ["receipt", "cancel_scheduled", "payment_failed", "receipt"]
+    assert backend.scalar("select count(*) from notices") == 4
+    with pytest.raises(BillingError):
+        subscriptions.resume(backend, cfg, reader, renewal + timedelta(hours=3))
+    assert backend.scalar("select count(*) from payments") == 4  # a refused change wrote nothing
+
+
+def test_two_nodes_ticking_at_once_charge_each_renewal_once(backend, backend_target, cfg):
+    readers = [add_reader(backend, f"tick{n}@example.com") for n in range(5)]
+    for reader in readers:
+        subscriptions.grant(backend, cfg, reader, "monthly", T0, by="test")
+    now = T0 + timedelta(days=40)  # one renewal due for each
+    results, errors = at_once(backend_target, 4, lambda db: subscriptions.settle_all(db, cfg, now))
+    assert errors == []
+    renewals = backend.rows("select subscription_id, count(*) as n from payments where kind = 'renewal'"
+                            " group by subscription_id")
+    assert len(renewals) == 5 and {row["n"] for row in renewals} == {1}
+    assert sum(result["charges"] for result in results) == 5  # each node counts the charges it made
+    assert backend.scalar("select count(*) from outbox where kind = 'receipt'") == 5
+    assert all(changes(backend, reader)[-1] == ("active", "active", "renewal") for reader in readers)
+    assert subscriptions.settle_all(backend, cfg, now) == {"subscriptions": 0, "charges": 0}
+
+
+def test_a_renewal_charged_twice_is_refused_by_the_unique_key(backend, cfg):
+    reader = add_reader(backend, "twice@example.com")
+    sub = subscriptions.grant(backend, cfg, reader, "monthly", T0, by="test")
+    outcome = billing.settle(sub, MONTHLY, POLICY, T0 + timedelta(days=40))
+    subscriptions.apply_outcome(backend, outcome, by="clock")
+    with pytest.raises(integrity_errors()), backend.transaction():
+        subscriptions.apply_outcome(backend, outcome, by="clock")  # a stale copy of the same renewal
+    assert backend.scalar("select count(*) from payments where kind = 'renewal'") == 1
+
+
+def test_one_checkout_form_posted_at_once_makes_one_subscription(backend, backend_target, cfg):
+    reader = add_reader(backend, "double@example.com")
+
+    def post(db):
+        return subscriptions.checkout(db, cfg, reader, "monthly", GOOD, "4242424242424242", "one-form", T0)
+
+    results, errors = at_once(backend_target, 4, post)
+    assert errors == []
+    assert len({sub.id for sub, _, _ in results}) == 1 and sorted(r[2] for r in results) == [False, True, True, True]
+    assert backend.scalar("select count(*) from subscriptions") == 1
+    assert backend.scalar("select count(*) from payments") == 1
+    assert backend.scalar("select count(*) from checkouts") == 1
+    assert backend.scalar("select count(*) from outbox where kind = 'receipt'") == 1
+
+
+def test_two_checkout_forms_at_once_make_one_subscription(backend, backend_target, cfg):
+    reader = add_reader(backend, "tabs@example.com")
+    keys = iter(f"tab-{n}" for n in range(4))
+    lock = threading.Lock()
+
+    def post(db):
+        with lock:
+            key = next(keys)
+        try:
+            return subscriptions.checkout(db, cfg, reader, "monthly", GOOD, "4242424242424242", key, T0)[0].id
+        except subscriptions.CheckoutError as error:
+            return str(error)
+
+    results, errors = at_once(backend_target, 4, post)
+    assert errors == []
+    assert sorted(results, key=str)[1:] == ["You already have a subscription: manage it from your account."] * 3
+    assert backend.scalar("select count(*) from subscriptions") == 1
+    assert backend.scalar("select count(*) from payments") == 1
+
+
+def test_one_guest_checkout_posted_at_once_makes_one_account_and_one_charge(backend, backend_target, cfg):
+    def post(db):
+        return subscriptions.guest_checkout(db, cfg, "guest@example.com", "a-long-password", "monthly", GOOD,
+                                            "4242424242424242", "guest-form", T0).outcome
+
+    results, errors = at_once(backend_target, 4, post)
+    assert errors == []
+    assert sorted(results) == ["replayed", "replayed", "replayed", "subscribed"]
+    assert backend.scalar("select count(*) from readers where email = 'guest@example.com'") == 1
+    assert backend.scalar("select count(*) from subscriptions") == 1
+    assert backend.scalar("select count(*) from payments") == 1

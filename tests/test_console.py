@@ -286,3 +286,33 @@ def test_experiments_page_reports_variants(admin, app, runner, db):
     counts = dashboard.experiment_counts(db, app.extensions["gate.config"].presets["metered-ab"].experiments[0],
                                          dashboard.Range.days(START.date(), START.date(), START.tzinfo))
     assert counts["control"]["visit"] + counts["banner-3"]["visit"] == 12
+
+
+def test_dashboard_and_experiment_numbers_on_both_engines(backend):
+    """The console's counts read JSON data through the engine seam: the same numbers on each engine."""
+    from gate.rules.experiments import Experiment
+
+    experiment = Experiment(id="gate-copy", variants=[{"id": "control", "weight": 1}, {"id": "bold", "weight": 1}])
+    reader = backend.insert("readers", {"email": "ana@example.com", "session_token": "t", "created_at": to_iso(START)})
+    at = [START + timedelta(minutes=n) for n in range(10)]
+    arm = {"variants": {"gate-copy": "bold"}}
+    events.record(backend, "article_view", at[0], visitor_id="v1", slug=METERED, access="teaser", **arm)
+    events.record(backend, "gate_impression", at[1], visitor_id="v1", slug=METERED, **arm)
+    events.record(backend, "signup", at[2], reader_id=reader, visitor_id="v1", **arm)
+    events.record(backend, "unlock", at[3], reader_id=reader, slug=METERED, **arm)
+    events.record(backend, "subscription_changed", at[4], reader_id=reader, **{"from": None}, to="trialing",
+                  by="checkout", **arm)
+    events.record(backend, "article_view", at[5], visitor_id="v2", slug=METERED, variants={"gate-copy": "control"})
+    events.record(backend, "article_view", at[6], visitor_id="v3", slug=METERED, synthetic=True)
+    events.record(backend, "subscription_changed", at[7], reader_id=reader, **{"from": "trialing"}, to="canceled")
+    span = dashboard.Range.days(START.date(), START.date(), START.tzinfo)
+    numbers = dashboard.metrics(backend, span, {})
+    assert (numbers["visitors"], numbers["signups"], numbers["unlocks"], numbers["checkouts"],
+            numbers["new_subscriptions"], numbers["cancellations"]) == (2, 1, 1, 1, 1, 1)
+    assert dashboard.metrics(backend, span, {}, "synthetic")["visitors"] == 3  # generated traffic counted
+    assert [row["count"] for row in dashboard.funnel(backend, span)] == [2, 1, 1, 1, 1]
+    assert dashboard.experiment_counts(backend, experiment, span, "people") == {
+        "control": {"visit": 1, "gate_impression": 0, "registration": 0, "subscription": 0},
+        "bold": {"visit": 1, "gate_impression": 1, "registration": 1, "subscription": 1}}
+    assert dashboard.experiment_start(backend, experiment) == at[0]
+    assert sum(row["views"] for row in dashboard.daily(backend, span, START.tzinfo, "all")) == 3

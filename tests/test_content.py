@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -122,3 +123,62 @@ def test_synthetic_articles_are_reproducible_and_valid():
         validate_article({k: row[k] for k in ("slug", "title", "section", "published_at", "body_md",
                                                "dek", "author")} | {"access": row["access_class"]})
         assert split_teaser(row["body_md"], 3)[1]
+
+
+# --- the articles table, on both engines (backend) -----------------------------------------
+
+NOW = datetime(2026, 11, 28, 17, 0, tzinfo=timezone.utc)
+
+
+def _row(slug, published, section="Economy", title="T"):
+    return validate_article({"slug": slug, "title": title, "section": section, "published_at": published,
+                             "body_md": "Body.\n"})
+
+
+def test_published_latest_and_by_slugs(backend):
+    for slug, days, section in [("old", 3, "Economy"), ("mid", 2, "Climate"), ("new", 1, "Economy"),
+                                ("future", -1, "Economy")]:
+        backend.insert("articles", _row(slug, NOW - timedelta(days=days), section))
+    assert content.published(backend, "new", NOW).title == "T"
+    assert content.published(backend, "future", NOW) is None  # not out yet: it does not exist
+    assert content.published(backend, "nowhere", NOW) is None
+    assert content.published(backend, "future", NOW + timedelta(days=2)).slug == "future"
+    assert [a.slug for a in content.latest(backend, NOW)] == ["new", "mid", "old"]
+    assert [a.slug for a in content.latest(backend, NOW, section="Economy")] == ["new", "old"]
+    assert [a.slug for a in content.latest(backend, NOW, limit=1, offset=1)] == ["mid"]
+    assert sorted(content.by_slugs(backend, ["old", "future", "nowhere"])) == ["future", "old"]
+    assert content.by_slugs(backend, []) == {}
+
+
+def test_seeding_is_idempotent_and_updates_edited_articles(backend, tmp_path):
+    assert seed.needs_articles(backend)
+    count = seed.seed_articles(backend)
+    assert count == len(seed.load_articles()) and not seed.needs_articles(backend)
+    assert seed.seed_articles(backend) == count
+    assert backend.scalar("select count(*) from articles") == count
+    source = sorted(seed.ARTICLES_DIR.glob("*.md"))[0]
+    edited = tmp_path / source.name
+    edited.write_text(source.read_text(encoding="utf-8").replace('title = "', 'title = "Edited: ', 1))
+    before = backend.first("select id, title from articles where slug = ?", [source.stem])
+    seed.seed_articles(backend, tmp_path)
+    after = backend.first("select id, title from articles where slug = ?", [source.stem])
+    assert after == {"id": before["id"], "title": "Edited: " + before["title"]}
+    assert backend.scalar("select count(*) from articles") == count
+
+
+def test_schedule_synthetic_and_desk_add_only_new_slugs(backend):
+    from gate.conf.settings import Config
+    from gate.services import desk
+
+    tz = ZoneInfo("America/New_York")
+    scheduled = seed.seed_schedule(backend, NOW, tz)
+    assert scheduled == len(list(seed.SCHEDULE_DIR.glob("*.md"))) and seed.seed_schedule(backend, NOW, tz) == 0
+    assert seed.seed_synthetic(backend, 7, ["Economy"], NOW) == 7
+    assert seed.seed_synthetic(backend, 9, ["Economy"], NOW) == 2  # the first seven are kept as they are
+    assert backend.scalar("select count(*) from articles where synthetic = 1") == 9
+    cfg = Config()
+    assert desk.publish_through(backend, cfg, NOW) == 0  # the schedule has not run out yet
+    later = NOW + timedelta(days=90)
+    added = desk.publish_through(backend, cfg, later)
+    assert added > 0 and desk.publish_through(backend, cfg, later) == 0
+    assert backend.scalar("select count(*) from articles where slug like 'desk-%'") == added

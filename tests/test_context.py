@@ -13,8 +13,10 @@ from gate.app.db import get_db
 from gate.rules import paywall
 from gate.services import accounts, presets
 from gate.storage.clock import Clock
-from gate.storage.quota import SQLiteQuotaStore
-from tests.helpers import METERED, START
+from gate.storage.quota import SqlQuotaStore
+from tests.helpers import BOTH_ENGINES, METERED, START
+
+pytestmark = BOTH_ENGINES
 
 
 def test_one_object_per_request_kept_on_g(app):
@@ -80,7 +82,7 @@ def test_a_spend_from_the_porous_cookie_is_sent_back(app, client, runner):
 def computations(monkeypatch):
     """How often one request decides, reads a meter or reads the clock."""
     calls = Counter()
-    for owner, name in [(paywall, "decide"), (paywall, "meter_for"), (SQLiteQuotaStore, "spends"),
+    for owner, name in [(paywall, "decide"), (paywall, "meter_for"), (SqlQuotaStore, "spends"),
                         (Clock, "state")]:
         real = getattr(owner, name)
 

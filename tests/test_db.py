@@ -77,3 +77,72 @@ def test_connect_creates_missing_folders(tmp_path):
     db = connect(tmp_path / "deep" / "er" / "x.sqlite")
     db.close()
     assert (tmp_path / "deep" / "er" / "x.sqlite").exists()
+
+
+def _some_history(db) -> list[tuple]:
+    """A reader, an unlock and three events, as a site writes them; the rows a backup must keep."""
+    reader = db.insert("readers", {"email": "kept@example.com", "session_token": "t", "created_at": "2026-11-28"})
+    db.insert("unlocks", {"meter_key": f"reader:{reader}", "slug": "a", "window_key": "month:2026-11",
+                          "unlocked_at": "2026-11-28T17:00:00.000000+00:00"})
+    events.record_rows(db, [("2026-11-28T17:00:00.000000+00:00", "article_view", reader, None, f"s{n}", "{}")
+                            for n in range(3)])
+    return _rows(db)
+
+
+def _rows(db) -> list[tuple]:
+    return [tuple(row.values()) for table in ("readers", "unlocks", "events")
+            for row in db.rows(f"select * from {table} order by id")]
+
+
+def test_backup_restores_the_same_rows(backend, tmp_path, request):
+    """SQLite: an online-backup file. PostgreSQL: a pg_dump that pg_restore loads into a fresh database."""
+    import subprocess
+    import uuid
+    from urllib.parse import urlsplit
+
+    from gate.storage.db import backup, open_database, pg_tool
+
+    expected = _some_history(backend)
+    target = tmp_path / "backup.dump"
+    how = backup(backend, target)
+    if backend.dialect == "sqlite":
+        assert how == "SQLite online backup"
+        copy = open_database(target)
+        assert _rows(copy) == expected
+        copy.close()
+        return
+    import psycopg
+
+    assert "pg_dump custom format" in how and target.stat().st_size > 1000
+    server, name = request.getfixturevalue("pg_url"), f"gate_restore_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f"create database {name}")
+    try:
+        restored = urlsplit(server)._replace(path=f"/{name}").geturl()
+        done = subprocess.run([pg_tool("pg_restore"), "--no-owner", f"--dbname={restored}", str(target)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        schema = backend.scalar("select current_schema()")
+        with psycopg.connect(restored, autocommit=True, options=f"-csearch_path={schema}") as conn:
+            found = []
+            for table in ("readers", "unlocks", "events"):
+                found += [tuple(row) for row in conn.execute(f"select * from {table} order by id").fetchall()]
+        assert found == expected
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f"drop database {name} with (force)")
+
+
+def test_a_failed_pg_dump_leaves_no_file_and_says_why(pg_database, tmp_path, monkeypatch):
+    from gate.storage import db as storage_db
+
+    monkeypatch.setattr(storage_db, "pg_tool", lambda name: "false")  # a dump that fails at once
+    target = tmp_path / "broken.dump"
+    target.write_text("partial")
+    db = storage_db.open_database(pg_database)
+    try:
+        with pytest.raises(RuntimeError, match="pg_dump failed"):
+            storage_db.backup(db, target)
+    finally:
+        db.close()
+    assert not target.exists()

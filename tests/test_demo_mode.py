@@ -401,3 +401,12 @@ def test_every_reason_code_has_words(app):
     from gate.rules import paywall
 
     assert set(paywall.REASON_LABELS) == set(paywall.Reason) == engine_reason_codes()
+
+
+def test_a_persona_that_was_mailed_about_its_subscription_still_resets(demo, db):
+    become(demo, "active")
+    demo.post("/account/subscription/cancel")  # mails a "cancel scheduled" notice
+    assert db.execute("select count(*) from notices").fetchone()[0] == 1
+    assert become(demo, "active").status_code == 303
+    assert db.execute("select count(*) from notices").fetchone()[0] == 0
+    assert demo.meter()["tier"] == "subscriber"

@@ -117,6 +117,14 @@ def test_json_text_reads_one_key_on_both_engines(backend):
     assert backend.scalar(f"select {backend.json_text('data', 'plan')} from events") == "monthly"
 
 
+def test_json_text_goes_down_nested_keys_with_dashes(backend):
+    backend.insert("events", {"at": "2026", "type": "article_view", "data": '{"variants": {"gate-copy": "bold"}}'})
+    assert backend.scalar(f"select {backend.json_text('data', 'variants', 'gate-copy')} from events") == "bold"
+    assert backend.scalar(f"select {backend.json_text('data', 'variants', 'other')} from events") is None
+    with pytest.raises(ValueError):
+        backend.json_text("data", "variants", "x') or ('1")
+
+
 LIMIT = 3
 
 
@@ -185,9 +193,49 @@ def test_a_bad_database_url_is_refused(value):
         database_url(value)
 
 
-def test_gate_database_url_is_refused_until_the_services_are_ported(tmp_path, monkeypatch):
-    # Serving from SQLite while the operator believes every node shares PostgreSQL would be worse.
-    monkeypatch.setenv("GATE_DATABASE_URL", "postgresql://gate@127.0.0.1:5432/gate")
-    with pytest.raises(SettingError, match=r"GATE_DATABASE_URL=.*not ported yet"):
-        create_app({"TESTING": True, "DATABASE": str(tmp_path / "g.sqlite"), "SECRET_KEY": "k"})
+def test_gate_database_url_selects_postgresql_for_the_site(pg_database, tmp_path, monkeypatch):
+    monkeypatch.setenv("GATE_DATABASE", str(tmp_path / "g.sqlite"))  # the URL wins over the file
+    monkeypatch.setenv("GATE_DATABASE_URL", pg_database)
+    monkeypatch.setenv("GATE_DATABASE_POOL", "3")
+    monkeypatch.setenv("GATE_SECRET_KEY", "shared-by-every-node")
+    app = create_app({"TESTING": True, "SERVER_NAME": "meridian.test"})
+    assert (app.config["DATABASE"], app.config["DATABASE_POOL"]) == (pg_database, 3)
+    assert app.test_client().get("/api/health").status_code == 200
     assert not (tmp_path / "g.sqlite").exists()
+
+
+def test_a_database_url_without_a_shared_secret_key_refuses_to_start(monkeypatch):
+    # A key generated in one node's instance folder would sign readers out on every other node.
+    monkeypatch.delenv("GATE_SECRET_KEY", raising=False)
+    monkeypatch.setenv("GATE_DATABASE_URL", "postgresql://gate@127.0.0.1:5432/gate")
+    with pytest.raises(SettingError, match=r"GATE_SECRET_KEY: required with GATE_DATABASE_URL.*Every node"):
+        create_app({"TESTING": True})  # refused before connecting: nothing listens on that port
+
+
+def test_a_postgresql_url_is_never_taken_for_a_sqlite_file_name(tmp_path, monkeypatch):
+    # Code not yet ported that connects to DATABASE directly must fail, not serve an empty file.
+    from gate.storage.db import connect
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="open_database"):
+        connect("postgresql://gate@127.0.0.1:5432/gate")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_before_serving_the_master_closes_its_pools(pg_database):
+    # Each forked gunicorn worker opens its own pool; the master, which only watches them, holds none.
+    from gate.storage.db import close_thread_connections
+    from gate.storage.engine import pools
+
+    open_database(pg_database).close()
+    assert pg_database in pools.by_url
+    close_thread_connections()
+    assert pg_database not in pools.by_url
+
+
+def test_a_printed_database_url_hides_its_password():
+    from gate.cli.serving import _shown
+
+    assert _shown("postgresql://gate:s3cret@db:5432/gate") == "postgresql://gate:***@db:5432/gate"
+    assert _shown("postgresql://gate@db/gate") == "postgresql://gate@db/gate"
+    assert _shown("instance/gate.sqlite") == "instance/gate.sqlite"

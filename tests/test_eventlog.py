@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
+
+import pytest
 
 from gate.storage import eventlog
 from tests.helpers import METERED, Reader
@@ -27,17 +30,13 @@ def test_buffered_views_reach_the_events_table(app, db):
     assert row["slug"] == METERED and row["visitor_id"] and '"offer": "register"' in row["data"]
 
 
-def test_flush_writes_everything_queued(tmp_path):
-    from gate.storage.db import open_site_db
-
-    path = str(tmp_path / "log.sqlite")
-    db = open_site_db(path)
-    log = eventlog.EventWriter(path)
+def test_flush_writes_everything_queued(backend_target, backend):
+    log = eventlog.EventWriter(backend_target)
     for n in range(1200):  # more than one batch
         log.rows.put(("2026-11-28T17:00:00.000000+00:00", "article_view", None, f"v{n}", "a", "{}"))
     assert log.flush() == 1200
-    assert db.execute("select count(*) from events").fetchone() == (1200,)
-    db.close()
+    assert backend.scalar("select count(*) from events") == 1200
+    assert backend.scalar("select count(distinct visitor_id) from events") == 1200
 
 
 def test_spends_are_never_buffered(app, db):
@@ -49,48 +48,47 @@ def test_spends_are_never_buffered(app, db):
     assert db.execute("select count(*) from unlocks").fetchone() == (1,)
 
 
-def test_a_failed_write_is_retried_not_dropped(tmp_path, monkeypatch):
-    import sqlite3
+def _wait_for(db, count: int) -> int:
+    """The number of events once it reaches ``count``, or after five seconds."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and db.scalar("select count(*) from events") < count:
+        time.sleep(0.02)
+    return db.scalar("select count(*) from events")
 
-    from gate.storage.db import open_site_db
 
-    path = str(tmp_path / "retry.sqlite")
-    db = open_site_db(path)
-    log = eventlog.EventWriter(path)
+@pytest.mark.parametrize("dropped", [False, True], ids=["busy", "connection-dropped"])
+def test_a_failed_write_is_retried_not_dropped(backend_target, backend, monkeypatch, dropped):
+    """A busy database, or a connection the server closed (a restart, a failover): retried on a fresh one."""
+    import psycopg
+
+    log = eventlog.EventWriter(backend_target)
     monkeypatch.setattr(eventlog, "RETRY_SECONDS", 0.01)
     real_write, failures = log._write, []
 
-    def flaky(conn, batch):
+    def flaky(db, batch):
         if not failures:
             failures.append(len(batch))
-            raise sqlite3.OperationalError("database is locked")
-        real_write(conn, batch)
+            if not dropped:
+                raise sqlite3.OperationalError("database is locked")
+            db.conn.close()
+            raise (psycopg.OperationalError if db.dialect == "postgresql" else sqlite3.ProgrammingError)("gone")
+        real_write(db, batch)
 
     monkeypatch.setattr(log, "_write", flaky)
     for n in range(5):
         log.add(("2026-11-28T17:00:00.000000+00:00", "article_view", None, f"v{n}", "a", "{}"))
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and db.execute("select count(*) from events").fetchone()[0] < 5:
-        time.sleep(0.02)
-    assert failures and db.execute("select count(*) from events").fetchone() == (5,)
+    assert _wait_for(backend, 5) == 5 and failures
     assert log.thread.is_alive()  # the writer survived its failed write
-    db.close()
 
 
-def test_a_restarted_writer_keeps_what_was_queued(tmp_path):
-    from gate.storage.db import open_site_db
-
-    path = str(tmp_path / "restart.sqlite")
-    db = open_site_db(path)
-    log = eventlog.EventWriter(path)
+def test_a_restarted_writer_keeps_what_was_queued(backend_target, backend):
+    db = backend
+    log = eventlog.EventWriter(backend_target)
     dead = threading.Thread(target=lambda: None)
     dead.start()
     dead.join()
     log.pid, log.thread = os.getpid(), dead  # this process's writer thread has died
     log.rows.put(("2026-11-28T17:00:00.000000+00:00", "article_view", None, "queued", "a", "{}"))
     log.add(("2026-11-28T17:00:00.000000+00:00", "article_view", None, "after", "a", "{}"))
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and db.execute("select count(*) from events").fetchone()[0] < 2:
-        time.sleep(0.02)
-    assert {row[0] for row in db.execute("select visitor_id from events")} == {"queued", "after"}
-    db.close()
+    assert _wait_for(db, 2) == 2
+    assert {row[0] for row in db.execute("select visitor_id from events").fetchall()} == {"queued", "after"}

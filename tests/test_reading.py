@@ -7,7 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from tests.helpers import FREE, METERED, PREMIUM, leaks, metered_slugs
+from tests.helpers import BOTH_ENGINES, FREE, METERED, PREMIUM, leaks, metered_slugs
+
+pytestmark = BOTH_ENGINES
 
 
 def test_gated_sentences_helper_finds_the_body_when_it_is_there(client):
@@ -51,14 +53,14 @@ def test_only_a_reading_visitor_is_kept(app, db):
         assert "Set-Cookie" not in app.test_client().get(path).headers, path
     for path in ("/articles/no-such-article", "/"):
         app.test_client().get(path)
-    assert db["visitors"].count == 0
+    assert db.scalar("select count(*) from visitors") == 0
     reading = app.test_client()
     answer = reading.get(f"/articles/{METERED}")  # a read is an event about this visitor: they are kept
-    assert "session=" in answer.headers["Set-Cookie"] and db["visitors"].count == 1
+    assert "session=" in answer.headers["Set-Cookie"] and db.scalar("select count(*) from visitors") == 1
     visitor = db.execute("select id from visitors").fetchone()[0]
     assert db.execute("select visitor_id from events where type = 'article_view'").fetchone()[0] == visitor
     reading.get(f"/articles/{METERED}")
-    assert db["visitors"].count == 1
+    assert db.scalar("select count(*) from visitors") == 1
 
 
 def test_signup_logs_in_and_returns_to_the_article(reader, db):
@@ -77,11 +79,11 @@ def test_signup_logs_in_and_returns_to_the_article(reader, db):
     ("", "Enter your email address"),
 ])
 def test_signup_explains_a_bad_email_and_creates_nothing(reader, db, email, message):
-    before = db["readers"].count
+    before = db.scalar("select count(*) from readers")
     response = reader.signup(email)
     assert response.status_code == 400
     assert message in response.get_data(as_text=True)
-    assert db["readers"].count == before
+    assert db.scalar("select count(*) from readers") == before
 
 
 def test_registered_reader_unlocks_three_then_is_offered_a_subscription(reader, client, db):
@@ -194,7 +196,10 @@ def test_meter_resets_after_the_month_ends(reader, db, clock):
     assert reader.article(metered_slugs(db, 1)[0])["offer"] == "unlock"  # unlock lasted the period
 
 
-def test_subscriber_reads_everything_including_premium(reader, runner, client):
+def test_subscriber_reads_everything_including_premium(reader, runner, client, engine, request):
+    if engine == "postgresql":  # strict: once they are ported this passes, and the mark must go
+        request.applymarker(pytest.mark.xfail(strict=True, reason="issue 14: subscriptions and "
+                                              "newsletter consents (a subscriber's grant) not yet on PostgreSQL"))
     result = runner.invoke(args=["readers", "add", "sub@example.com", "--password", "sub-pass-123", "--subscriber"])
     assert result.exit_code == 0, result.output
     reader.login("sub@example.com", "sub-pass-123")
@@ -292,9 +297,11 @@ def test_feed_has_titles_and_deks_only(client):
 
 
 def test_future_articles_do_not_exist_yet(db, client, clock):
-    row = dict(next(db.query("select * from articles where slug = ?", [METERED])))
-    row.update(id=None, slug="tomorrows-analysis", published_at="2026-11-29T12:00:00.000000+00:00")
-    db["articles"].insert(row)
+    row = db.first("select * from articles where slug = ?", [METERED])
+    for generated in ("id", "search"):  # (PostgreSQL's search column is generated from the text)
+        row.pop(generated, None)
+    row.update(slug="tomorrows-analysis", published_at="2026-11-29T12:00:00.000000+00:00")
+    db.insert("articles", row)
     assert client.get("/articles/tomorrows-analysis").status_code == 404
     assert "tomorrows-analysis" not in client.get("/api/articles").get_data(as_text=True)
     clock.advance(timedelta(days=2))

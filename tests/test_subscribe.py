@@ -7,7 +7,23 @@ from datetime import timedelta
 
 import pytest
 
-from tests.helpers import CARD, METERED, PREMIUM, Reader, open_checkout, pay, statuses
+from tests.helpers import BOTH_ENGINES, CARD, METERED, PREMIUM, Reader, open_checkout, pay, statuses
+
+pytestmark = BOTH_ENGINES
+
+
+def count(db, table: str) -> int:
+    """How many rows a table holds (either engine)."""
+    return db.scalar(f"select count(*) from {table}")
+
+
+def dump(db) -> str:
+    """Every row of every table as text (either engine)."""
+    if db.dialect == "sqlite":
+        return "\n".join(db.conn.iterdump())
+    tables = [row["table_name"] for row in db.rows(
+        "select table_name from information_schema.tables where table_schema = current_schema()")]
+    return "\n".join(str(row) for table in tables for row in db.rows(f"select * from {table}"))
 
 
 def test_plans_page_lists_plans_and_perks(client):
@@ -48,17 +64,17 @@ def test_anonymous_visitor_creates_an_account_in_checkout_and_signs_in_by_the_ma
 
 
 def test_anonymous_checkout_needs_a_valid_email_and_creates_nothing(reader, db):
-    before = db["readers"].count
+    before = count(db, "readers")
     response = pay(reader, email="nope")
     assert response.status_code == 400 and "@-sign" in response.get_data(as_text=True)
-    assert db["readers"].count == before and statuses(db) == []
+    assert count(db, "readers") == before and statuses(db) == []
 
 
 def test_anonymous_checkout_with_a_bad_card_creates_no_account(reader, db):
-    before = db["readers"].count
+    before = count(db, "readers")
     response = pay(reader, email="carded@example.com", card_number="4242 4242 4242 4241")
     assert response.status_code == 400
-    assert db["readers"].count == before
+    assert count(db, "readers") == before
 
 
 @pytest.mark.parametrize("number, message", [
@@ -88,7 +104,7 @@ def test_card_field_errors_change_nothing(reader, db, fields, message):
     reader.signup("fields@example.com")
     response = pay(reader, **fields)
     assert response.status_code == 400 and message in response.get_data(as_text=True)
-    assert statuses(db) == [] and db["payments"].count == 0
+    assert statuses(db) == [] and count(db, "payments") == 0
 
 
 def test_double_submit_charges_once(reader, db):
@@ -96,7 +112,7 @@ def test_double_submit_charges_once(reader, db):
     key = open_checkout(reader)
     first, second = pay(reader, key=key), pay(reader, key=key)
     assert first.status_code == second.status_code == 303
-    assert statuses(db) == ["active"] and db["payments"].count == 1
+    assert statuses(db) == ["active"] and count(db, "payments") == 1
 
 
 def test_anonymous_double_submit_charges_once_and_answers_the_same(app, db):
@@ -108,7 +124,7 @@ def test_anonymous_double_submit_charges_once_and_answers_the_same(app, db):
     second = reader.client.post("/subscribe/monthly", data=data)
     assert first.status_code == second.status_code == 200
     assert first.get_data(as_text=True) == second.get_data(as_text=True)
-    assert statuses(db) == ["active"] and db["payments"].count == 1
+    assert statuses(db) == ["active"] and count(db, "payments") == 1
     assert db.execute("select count(*) from outbox where kind = 'magic_link'").fetchone() == (1,)
     assert reader.meter()["tier"] == "anonymous"
 
@@ -199,7 +215,7 @@ def test_cancel_at_period_end_ends_with_the_period(reader, db, runner):
     pay(reader)
     reader.post("/account/subscription/cancel")
     runner.invoke(args=["clock", "advance", "32d"])
-    assert statuses(db) == ["canceled"] and db["payments"].count == 1
+    assert statuses(db) == ["canceled"] and count(db, "payments") == 1
 
 
 def test_resubscribing_after_the_end_is_a_new_subscription(reader, db):
@@ -253,8 +269,8 @@ def test_billing_tick(reader, runner, db, clock):
 def test_card_numbers_are_never_stored(reader, db):
     reader.signup("private@example.com")
     pay(reader)
-    dump = "\n".join(db.conn.iterdump())
-    assert "4242424242424242" not in dump and "4242 4242 4242 4242" not in dump
+    everything = dump(db)
+    assert "4242424242424242" not in everything and "4242 4242 4242 4242" not in everything
 
 
 def test_house_ads_for_everyone_but_subscribers(reader, client):

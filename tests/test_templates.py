@@ -20,7 +20,7 @@ from gate.conf.resources import resource_dir
 TEMPLATES = resource_dir("templates")
 SOURCES = [Path(gate.__file__).parent, Path(__file__).parents[1] / "benchmarks"]
 #: Calls whose first argument is a template name.
-RENDERERS = {"render_template", "get_template", "_xml_listing"}
+RENDERERS = {"render_template", "get_template", "_xml_listing", "_render"}
 #: The only files at the top: the layout every page extends and the error page.
 TOP_LEVEL = {"base.html", "error.html"}
 

@@ -27,7 +27,7 @@ from gate.rules.paywall import Rules, Viewer
 from gate.services import accounts, newsletter, presets, visitors
 from gate.storage import events
 from gate.storage.clock import Clock, ClockState, real_now
-from gate.storage.quota import MemoryQuotaStore, SQLiteQuotaStore
+from gate.storage.quota import MemoryQuotaStore, SqlQuotaStore
 
 #: The attribute of ``g`` the request's state lives under.
 G_KEY = "gate_request"
@@ -149,9 +149,9 @@ class RequestState:
         return self.rules.porous and not current_user.is_authenticated
 
     @property
-    def quota(self) -> SQLiteQuotaStore:
+    def quota(self) -> SqlQuotaStore:
         """The meter store of this site."""
-        return SQLiteQuotaStore(get_db())
+        return SqlQuotaStore(get_db())
 
     @cached_property
     def cookie_meter(self) -> MemoryQuotaStore:

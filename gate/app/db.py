@@ -1,34 +1,46 @@
-"""The request's database: this thread's kept-open connection, held in ``g`` for one request."""
+"""The request's database, held in ``g`` for one request.
+
+On SQLite it is this thread's kept-open connection; on PostgreSQL
+(``DATABASE`` is a URL) a connection borrowed from this process's pool and
+given back when the request ends.
+"""
 
 from __future__ import annotations
 
-import sqlite_utils
 from flask import current_app, g
 
 from gate.storage.db import check_durability, end_request, open_site_db, thread_connection
+from gate.storage.engine import DEFAULT_POOL, PostgresDatabase, SqliteDatabase, is_url, open_postgres
 
 
-def get_db() -> sqlite_utils.Database:
-    """The request's database connection (this thread's, kept open between requests)."""
+def get_db() -> SqliteDatabase | PostgresDatabase:
+    """The request's database connection (either engine's seam)."""
     state = g._get_current_object()  # one context lookup; this runs many times a request
     db = getattr(state, "db", None)
     if db is None:
-        db = state.db = thread_connection(str(current_app.config["DATABASE"]))
+        target = str(current_app.config["DATABASE"])
+        if is_url(target):
+            db = state.db = open_postgres(target, current_app.config.get("DATABASE_POOL") or DEFAULT_POOL)
+        else:
+            db = state.db = thread_connection(target)
     return db
 
 
 def close_db(exception=None) -> None:
     """End the request's use of the connection: never leave a transaction open on it."""
     db = g.pop("db", None)
-    if db is not None:
+    if isinstance(db, PostgresDatabase):
+        db.close()  # back to the pool, rolled back if a failed request left a transaction open
+    elif db is not None:
         end_request(db)
 
 
 def init_app(app) -> None:
-    """Register teardown, bring the schema up to date and check durability settings."""
+    """Register teardown, bring the schema up to date and (SQLite) check durability settings."""
     app.teardown_appcontext(close_db)
-    db = open_site_db(app.config["DATABASE"])
+    db = open_site_db(app.config["DATABASE"], app.config.get("DATABASE_POOL") or DEFAULT_POOL)
     try:
-        check_durability(db)
+        if db.dialect == "sqlite":
+            check_durability(db)
     finally:
         db.close()

@@ -1,8 +1,9 @@
-"""Rate limits (Flask-Limiter) kept in SQLite, so every gunicorn worker shares the counts.
+"""Rate limits (Flask-Limiter) kept in the site database, so every worker and node shares the counts.
 
-The counters live in :mod:`gate.storage.ratelimits` (scheme ``gate-sqlite://``),
-shared by every worker and kept across restarts. Set GATE_RATELIMIT_STORAGE to a
-``redis://`` URI to share limits across machines instead.
+The counters live in :mod:`gate.storage.ratelimits` (``gate-sqlite://`` on
+SQLite, ``gate-postgresql://`` on PostgreSQL, where every node shares them),
+kept across restarts. Set GATE_RATELIMIT_STORAGE to a ``redis://`` URI to keep
+them in Redis instead.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from flask_limiter.util import get_remote_address
 from flask_login import current_user
 
 from gate.services import accounts
-from gate.storage import ratelimits  # noqa: F401  (defining its storage class registers gate-sqlite://)
+from gate.storage import ratelimits  # (defining its storage classes registers gate-sqlite:// and gate-postgresql://)
 
 
 def viewer_key() -> str:
@@ -63,5 +64,5 @@ sign_in_mail = limiter.shared_limit(MAGIC_LINK_EMAIL, scope="sign-in-mail", key_
 
 def init_app(app) -> None:
     """Bind the limiter with shared storage (GATE_RATELIMIT_STORAGE, else the site database)."""
-    app.config.setdefault("RATELIMIT_STORAGE_URI", f"gate-sqlite://{app.config['DATABASE']}")
+    app.config.setdefault("RATELIMIT_STORAGE_URI", ratelimits.storage_uri(str(app.config["DATABASE"])))
     limiter.init_app(app)

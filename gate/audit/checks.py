@@ -1,6 +1,6 @@
 """The invariant audit: from the database alone, check that no quota, access, billing or newsletter rule was broken.
 
-Each check is a function of a sqlite-utils ``Database`` and the validated
+Each check is a function of a database (the engine seam, SQLite or PostgreSQL) and the validated
 :class:`gate.conf.settings.Config` that returns :class:`Violation` records; :func:`run`
 applies them all over one :class:`gate.audit.history.History`.
 

@@ -132,22 +132,23 @@ class History:
         self.by_type: dict[str, list[Event]] = defaultdict(list)
         for event in self.events:
             self.by_type[event.type].append(event)
-        self.readers = {row["id"]: row for row in db.query("select * from readers")}
+        self.readers = {row["id"]: row for row in db.rows("select * from readers")}
         self.reader_by_email = {row["email"]: row["id"] for row in self.readers.values()}
         self.articles = {row["slug"]: row for row in
-                         db.query("select slug, section, access_class from articles")}
+                         db.rows("select slug, section, access_class from articles")}
         self.unlocks = [Unlock(row[0], row[1], row[2], row[3], from_iso(row[4]), row[4]) for row in
-                        db.execute("select id, meter_key, slug, window_key, unlocked_at from unlocks order by id")]
+                        db.execute("select id, meter_key, slug, window_key, unlocked_at from unlocks order by id")
+                        .fetchall()]
         self._index_meters()
         self._index_people()
         self.presets = self._preset_timeline()
-        self.subscriptions = {row["id"]: row for row in db.query("select * from subscriptions")}
+        self.subscriptions = {row["id"]: row for row in db.rows("select * from subscriptions")}
         self.subscriptions_of: dict[int, list[dict]] = defaultdict(list)
         for row in self.subscriptions.values():
             self.subscriptions_of[row["reader_id"]].append(row)
         self.sub_events = self._subscription_timelines()
         self.comps = self._comp_timelines()
-        self.payments = list(db.query("select * from payments order by id"))
+        self.payments = db.rows("select * from payments order by id")
         self._load_newsletters()
 
     def _load_events(self) -> list[Event]:
@@ -155,20 +156,20 @@ class History:
         marks = ", ".join("?" * len(_EVENT_TYPES))
         rows = self.db.execute(
             f"select id, at, type, reader_id, visitor_id, slug, data from events where type in ({marks})"
-            " and (type != 'article_view' or json_extract(data, '$.access') = 'full') order by id",
-            list(_EVENT_TYPES))
+            f" and (type != 'article_view' or {self.db.json_text('data', 'access')} = 'full') order by id",
+            list(_EVENT_TYPES)).fetchall()
         return [Event(row[0], from_iso(row[1]), row[2], row[3], row[4], row[5], parse_json(row[6]), row[1])
                 for row in rows]
 
     def _load_newsletters(self) -> None:
         """Enrollments, consents, newsletter mail and deliveries, as the site stored them."""
         db = self.db
-        self.enrollments = {(row["reader_id"], row["list_id"]): row for row in db.query("select * from enrollments")}
-        self.consents = list(db.query("select id, reader_id, list_id, action, at from consents order by id"))
-        self.newsletters = list(db.query("select id, created_at, kind, to_addr, headers from outbox"
-                                         " where kind like 'newsletter:%' order by id"))
-        self.deliveries = list(db.query("select d.issue_id, d.reader_id, d.outbox_id, i.list_id from deliveries d"
-                                        " left join newsletter_issues i on i.id = d.issue_id"))
+        self.enrollments = {(row["reader_id"], row["list_id"]): row for row in db.rows("select * from enrollments")}
+        self.consents = db.rows("select id, reader_id, list_id, action, at from consents order by id")
+        self.newsletters = db.rows("select id, created_at, kind, to_addr, headers from outbox"
+                                   " where kind like 'newsletter:%' order by id")
+        self.deliveries = db.rows("select d.issue_id, d.reader_id, d.outbox_id, i.list_id from deliveries d"
+                                  " left join newsletter_issues i on i.id = d.issue_id")
 
     def _index_meters(self) -> None:
         """Unlock events and rows by meter and article; visitors merged into accounts."""
@@ -182,7 +183,8 @@ class History:
         for row in self.unlocks:
             self.rows_by_slug[(row.meter_key, row.slug)].append(row)
         self.merged_into: dict[str, int] = {}
-        for visitor, reader_id in self.db.execute("select id, reader_id from visitors where reader_id is not null"):
+        for visitor, reader_id in self.db.execute("select id, reader_id from visitors where reader_id is not null"
+                                                  ).fetchall():
             self.merged_into[visitor] = reader_id
         for event in self.by_type["meter_merged"]:
             self.merged_into.setdefault(event.visitor_id, event.reader_id)
@@ -209,8 +211,8 @@ class History:
         if changes:
             initial = changes[0].data.get("from")
         else:
-            row = self.db.execute("select value from settings where key = 'preset'").fetchone()
-            initial = row[0] if row and row[0] in self.cfg.presets else self.cfg.publication.default_preset
+            value = self.db.scalar("select value from settings where key = 'preset'")
+            initial = value if value in self.cfg.presets else self.cfg.publication.default_preset
         timeline = Timeline(initial)
         for event in changes:
             timeline.add(event.id, event.at, event.data.get("to"))
@@ -296,8 +298,8 @@ class History:
 
 def scope(db) -> dict[str, int]:
     """How much the audit read, so that a clean report says what it covered."""
-    counts = {table: db.execute(f"select count(*) from {table}").fetchone()[0]
+    counts = {table: db.scalar(f"select count(*) from {table}")
               for table in ("readers", "unlocks", "subscriptions", "payments", "deliveries")}
-    counts["views"] = db.execute("select count(*) from events where type = 'article_view'").fetchone()[0]
-    counts["newsletters"] = db.execute("select count(*) from outbox where kind like 'newsletter:%'").fetchone()[0]
+    counts["views"] = db.scalar("select count(*) from events where type = 'article_view'")
+    counts["newsletters"] = db.scalar("select count(*) from outbox where kind like 'newsletter:%'")
     return counts

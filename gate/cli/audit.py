@@ -15,6 +15,7 @@ from gate import audit as invariants
 from gate.app import site
 from gate.app.db import get_db
 from gate.storage.db import open_site_db
+from gate.storage.engine import is_url
 
 
 def _report(found: list[invariants.Violation], covered: dict) -> dict:
@@ -32,10 +33,16 @@ def _summary(found: list[invariants.Violation], covered: dict) -> str:
     return f"Audit FAILED: {len(found)} violation(s): {kinds} ({read})."
 
 
+def _database(ctx, param, value):
+    """A PostgreSQL URL as given, else a SQLite file that must exist."""
+    if value is None or is_url(value):
+        return value
+    return click.Path(exists=True, dir_okay=False, readable=True).convert(value, param, ctx)
+
+
 @click.command("audit")
-@click.option("--database", "database", default=None,
-              type=click.Path(exists=True, dir_okay=False, readable=True),
-              help="The SQLite file to audit (default: the site's database).")
+@click.option("--database", "database", default=None, callback=_database,
+              help="The SQLite file or postgresql:// URL to audit (default: the site's database).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @with_appcontext
 def audit(database, as_json):

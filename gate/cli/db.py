@@ -55,5 +55,8 @@ def db_backup(destination):
     """Write a consistent copy of the database to DESTINATION."""
     if os.path.exists(destination):
         raise click.ClickException(f"{destination} exists; choose a new file name")
-    backup(get_db(), destination)
-    click.echo(f"Backed up to {destination} (SQLite online backup)")
+    try:
+        how = backup(get_db(), destination)
+    except RuntimeError as error:  # pg_dump missing or failed
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Backed up to {destination} ({how})")

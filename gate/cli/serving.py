@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 
@@ -13,6 +14,7 @@ from gate.cli.base import build_app, parsed
 from gate.cli.sitetime import now, tz
 from gate.services import newsletter, seed
 from gate.storage.db import close_thread_connections
+from gate.storage.engine import is_url
 
 
 def _gunicorn(app, bind: str, workers: int, threads: int, worker_connections: int = 1000) -> None:
@@ -34,6 +36,7 @@ def _gunicorn(app, bind: str, workers: int, threads: int, worker_connections: in
         def load(self):
             return app
 
+    close_thread_connections()  # the master keeps no connection (nor pool) into the forked workers
     Server().run()
 
 
@@ -55,6 +58,14 @@ def serve(bind, workers, threads, worker_connections):
             "in config/site.toml. Links in mail, the feed and the sitemap are built from it, never "
             "from a request's Host header.")
     _gunicorn(app, bind, workers, threads, worker_connections)
+
+
+def _shown(database: str) -> str:
+    """The database as printed: a PostgreSQL URL without its password."""
+    parts = urlsplit(str(database))
+    if not is_url(database) or parts.password is None:
+        return str(database)
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
 def _origin_from_bind(bind: str) -> None:
@@ -79,8 +90,7 @@ def demo(bind, workers):
                        f"{seed.seed_schedule(database, now(), tz())} upcoming ones.")
         newsletter.start_schedule(database, site.config(), now())
         people = seed.seed_demo_accounts(database, site.config(), now())
-    close_thread_connections()  # the master keeps no connection into the forked workers
-    click.echo(f"\nThe Meridian is at http://{bind}/  (database: {app.config['DATABASE']})")
+    click.echo(f"\nThe Meridian is at http://{bind}/  (database: {_shown(app.config['DATABASE'])})")
     click.echo("Demo accounts (log in at /login):")
     for email, password, role in people:
         click.echo(f"  {email:<30} {password:<20} {role}")

@@ -91,16 +91,6 @@ def database_url(text: str) -> str:
     return text.strip()
 
 
-def database_url_pending_port(text: str) -> str:
-    """GATE_DATABASE_URL while the services still run on SQLite only: refused, saying why.
-
-    Ignoring the URL would serve from the SQLite file while the operator
-    believes every node shares PostgreSQL; issue 14's port removes this refusal.
-    """
-    database_url(text)
-    raise ValueError("PostgreSQL serving is not ported yet (issue 14); unset it to serve from GATE_DATABASE")
-
-
 @dataclass(frozen=True)
 class Variable:
     """One GATE_* variable: its name, the kind of value, the default and what it does."""
@@ -117,8 +107,8 @@ VARIABLES = (
     Variable("GATE_DATABASE", "path", "`instance/gate.sqlite` (the Flask instance folder)",
              "the SQLite file", path),
     Variable("GATE_DATABASE_URL", "database URL", "unset: SQLite at `GATE_DATABASE`",
-             "PostgreSQL for all state (`postgresql://user@host:port/db`; refused until the port lands)",
-             database_url_pending_port),
+             "PostgreSQL for all state (`postgresql://user@host:port/db`; needs `GATE_SECRET_KEY`)",
+             database_url),
     Variable("GATE_DATABASE_POOL", "integer 1-100", "4",
              "PostgreSQL connections each process may hold (its pool's size)", integer(1, 100), 4),
     Variable("GATE_SECRET_KEY", "text", "generated once and kept in `instance/secret_key` (mode 0600)",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import sqlite3
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,8 +13,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from gate.rules.timeutil import from_iso, to_iso
 from gate.storage import events
-from gate.storage.db import first, immediate, rows
-from gate.storage.quota import SQLiteQuotaStore
+from gate.storage.db import first, rows
+from gate.storage.quota import SqlQuotaStore
 
 MIN_PASSWORD = 8
 
@@ -132,7 +131,7 @@ def by_id(db, reader_id: int) -> Reader | None:
 
 def all_ids(db) -> list[int]:
     """Every reader's id, oldest account first (for listings)."""
-    return [row["id"] for row in db.query("select id from readers order by id")]
+    return [row["id"] for row in rows(db, "select id from readers order by id")]
 
 
 def by_session_token(db, token: str) -> Reader | None:
@@ -149,17 +148,16 @@ def search(db, text: str, limit: int = 100) -> list[dict]:
 def create(db, email: str, password: str | None, now: datetime, *, admin: bool = False) -> Reader:
     """Create an account; the email must be normalised and unused."""
     check_password(password or "")
-    if by_email(db, email):
+    # The unique email is the "at most once": of two signups for one address at the same
+    # moment one inserts and the other is told, with no error that would abort a transaction.
+    if by_email(db, email) or not _insert_reader(db, email, password, now, admin):
         raise AccountError(f"An account for {email} already exists.")
-    try:
-        _insert_reader(db, email, password, now, admin)
-    except sqlite3.IntegrityError:  # two signups for one address at the same moment
-        raise AccountError(f"An account for {email} already exists.") from None
     return by_email(db, email)
 
 
-def _insert_reader(db, email: str, password: str | None, now: datetime, admin: bool) -> None:
-    db["readers"].insert({
+def _insert_reader(db, email: str, password: str | None, now: datetime, admin: bool) -> bool:
+    """Insert the account unless the address has one; whether it went in."""
+    return db.insert_ignore("readers", {
         "email": email,
         "password_hash": generate_password_hash(password) if password else None,
         "is_admin": int(admin),
@@ -203,19 +201,25 @@ def grant_comp(db, reader_id: int, until: datetime | None, by: str) -> None:
 def issue_login_token(db, reader_id: int, now: datetime) -> str:
     """Record a fresh single-use id for a magic link."""
     jti = secrets.token_urlsafe(16)
-    db["login_tokens"].insert({"jti": jti, "reader_id": reader_id, "created_at": to_iso(now)})
+    db.execute("insert into login_tokens (jti, reader_id, created_at) values (?, ?, ?)",
+               [jti, reader_id, to_iso(now)])
     return jti
 
 
 def consume_login_token(db, jti: str, reader_id: int, now: datetime) -> bool:
-    """Mark a magic link used; true only for the first use. Using one proves the address."""
-    cursor = db.execute(
-        "update login_tokens set used_at = ? where jti = ? and reader_id = ? and used_at is null",
-        [to_iso(now), jti, reader_id],
-    )
-    if cursor.rowcount == 1:
-        mark_verified(db, reader_id, now)
-    return cursor.rowcount == 1
+    """Mark a magic link used; true only for the first use. Using one proves the address.
+
+    The conditional update is the "at most once": of two concurrent uses one
+    updates the row, the other (re-checking ``used_at`` once the first commits) none.
+    """
+    with db.transaction():
+        used = db.execute(
+            "update login_tokens set used_at = ? where jti = ? and reader_id = ? and used_at is null",
+            [to_iso(now), jti, reader_id],
+        ).rowcount == 1
+        if used:
+            mark_verified(db, reader_id, now)
+    return used
 
 
 def mark_verified(db, reader_id: int, now: datetime) -> None:
@@ -226,7 +230,7 @@ def mark_verified(db, reader_id: int, now: datetime) -> None:
 
 def register(db, email: str, password: str | None, now: datetime, **signup_event) -> Reader:
     """Create an account and record its ``signup`` event together (signup and guest checkout alike)."""
-    with immediate(db):
+    with db.transaction():
         reader = create(db, email, password, now)
         events.record(db, "signup", now, reader_id=reader.id, **signup_event)
     return reader
@@ -257,7 +261,7 @@ def sign_up(db, email: str, password: str | None, now: datetime, **signup_event)
 
 def sign_in(db, reader: Reader, visitor: str | None, method: str, now: datetime) -> None:
     """Record a sign-in: the visitor's meter and experiment unit move to the account, all or nothing."""
-    with immediate(db):
+    with db.transaction():
         _adopt_visitor(db, reader, visitor, now)
         events.record(db, "login", now, reader_id=reader.id, visitor_id=visitor, method=method)
 
@@ -269,7 +273,7 @@ def _adopt_visitor(db, reader: Reader, visitor: str | None, now: datetime) -> No
                [f"visitor:{visitor}" if visitor else f"reader:{reader.id}", reader.id])
     if not visitor:
         return
-    moved = SQLiteQuotaStore(db).merge(f"visitor:{visitor}", reader.meter_key)
+    moved = SqlQuotaStore(db).merge(f"visitor:{visitor}", reader.meter_key)
     db.execute("update visitors set reader_id = ? where id = ?", [reader.id, visitor])
     if moved:
         events.record(db, "meter_merged", now, reader_id=reader.id, visitor_id=visitor, moved=moved)
@@ -279,7 +283,7 @@ def sign_out(db, reader_id: int | None, now: datetime, instructor_id: int | None
     """End a reader's sessions everywhere (and the admin's underneath a persona), with the logout event."""
     if reader_id is None and instructor_id is None:
         return
-    with immediate(db):
+    with db.transaction():
         if instructor_id is not None:  # a replayed cookie must not bring the admin underneath back
             rotate_session(db, instructor_id)
         if reader_id is not None:

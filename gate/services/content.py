@@ -21,6 +21,8 @@ from gate.rules.timeutil import from_iso, to_iso
 from gate.storage.db import first, rows
 
 ACCESS_CLASSES = ("metered", "free", "premium")
+#: What an Article is read from (never ``select *``: on PostgreSQL that drags the search tsvector along).
+COLUMNS = "id, slug, title, dek, author, section, published_at, access_class, body_md, word_count, synthetic"
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": True})
 _markdown.enable(["replacements", "smartquotes"])
@@ -67,7 +69,7 @@ class Article:
 
 def published(db, slug: str, now: datetime) -> Article | None:
     """The article at ``slug`` if it is out by ``now``, else None (a future article does not exist yet)."""
-    row = first(db, "select * from articles where slug = ?", [slug])
+    row = first(db, f"select {COLUMNS} from articles where slug = ?", [slug])
     article = Article.from_row(row) if row else None
     return article if article and article.published_at <= now else None
 
@@ -78,7 +80,7 @@ def latest(db, now: datetime, limit: int = 20, section: str | None = None, offse
     if section:
         where += " and section = ?"
         params.append(section)
-    found = rows(db, f"select * from articles where {where} order by published_at desc, id desc"
+    found = rows(db, f"select {COLUMNS} from articles where {where} order by published_at desc, id desc"
                  " limit ? offset ?", [*params, limit, offset])
     return [Article.from_row(row) for row in found]
 
@@ -88,7 +90,7 @@ def by_slugs(db, slugs: list[str]) -> dict[str, Article]:
     if not slugs:
         return {}
     marks = ",".join("?" * len(slugs))
-    found = rows(db, f"select * from articles where slug in ({marks})", slugs)
+    found = rows(db, f"select {COLUMNS} from articles where slug in ({marks})", slugs)
     return {row["slug"]: Article.from_row(row) for row in found}
 
 

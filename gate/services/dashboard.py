@@ -41,9 +41,18 @@ FUNNEL = ("visit", "gate_impression", "registration", "unlock", "subscription")
 FUNNEL_LABELS = {"visit": "Visited", "gate_impression": "Saw a gate", "registration": "Registered",
                  "unlock": "Unlocked", "subscription": "Subscribed"}
 SERIES = ("views", "gate_impressions", "signups", "unlocks", "new_subscriptions", "cancellations")
-_NEW_SUB_ANY = ("type = 'subscription_changed' and json_extract(data, '$.to') in ('trialing', 'active')"
-                " and (json_extract(data, '$.from') is null or json_extract(data, '$.from') = 'incomplete')")
-_CANCELED = ("type = 'subscription_changed' and json_extract(data, '$.to') in ('canceled', 'unpaid')")
+
+
+def _new_subscription(db) -> str:
+    """Events that started a subscription (trial or paid), on either engine's JSON."""
+    to, was = db.json_text("data", "to"), db.json_text("data", "from")
+    return (f"type = 'subscription_changed' and {to} in ('trialing', 'active')"
+            f" and ({was} is null or {was} = 'incomplete')")
+
+
+def _canceled(db) -> str:
+    """Events that ended a subscription."""
+    return f"type = 'subscription_changed' and {db.json_text('data', 'to')} in ('canceled', 'unpaid')"
 
 
 @dataclass(frozen=True)
@@ -86,26 +95,26 @@ def _left_out(audience: str) -> str:
     return f"select id from readers where {staff}{' or synthetic = 1' if audience == 'people' else ''}"
 
 
-def audience_sql(audience: str) -> str:
+def audience_sql(db, audience: str) -> str:
     """A condition on events (reader_id, visitor_id, data) keeping only the audience's."""
     if audience == "all":
-        return "1"
+        return "1 = 1"
     out = _left_out(audience)
     sql = (f"(reader_id is null or reader_id not in ({out})) and (visitor_id is null or visitor_id"
            f" not in (select id from visitors where reader_id in ({out})))")
     # Generated traffic is tagged on every event, visitors' included.
-    return sql + (" and json_extract(data, '$.synthetic') is null" if audience == "people" else "")
+    return sql + (f" and {db.json_text('data', 'synthetic')} is null" if audience == "people" else "")
 
 
 def _count(db, where: str, span: Range, distinct: str | None = None, audience: str = "all") -> int:
     what = f"count(distinct {distinct})" if distinct else "count(*)"
-    sql = f"select {what} from events where at >= ? and at < ? and {where} and {audience_sql(audience)}"
-    return db.execute(sql, span.params).fetchone()[0]
+    sql = f"select {what} from events where at >= ? and at < ? and {where} and {audience_sql(db, audience)}"
+    return db.scalar(sql, span.params)
 
 
 def _subscriptions(db, statuses: str, audience: str) -> list:
     """Subscriptions in some statuses now, per plan, of the audience's accounts."""
-    keep = "1" if audience == "all" else f"reader_id not in ({_left_out(audience)})"
+    keep = "1 = 1" if audience == "all" else f"reader_id not in ({_left_out(audience)})"
     return db.execute(f"select plan_id, count(*) from subscriptions where status in ({statuses})"
                       f" and {keep} group by plan_id").fetchall()
 
@@ -120,10 +129,10 @@ def metrics(db, span: Range, plans: dict, audience: str = "people") -> dict:
         "gate_impressions": _count(db, "type = 'gate_impression'", span, audience=audience),
         "signups": _count(db, "type = 'signup'", span, audience=audience),
         "unlocks": _count(db, "type = 'unlock'", span, audience=audience),
-        "checkouts": _count(db, "type = 'subscription_changed' and json_extract(data, '$.by') = 'checkout'"
-                                " and (json_extract(data, '$.from') is null)", span, audience=audience),
-        "new_subscriptions": _count(db, _NEW_SUB_ANY, span, audience=audience),
-        "cancellations": _count(db, _CANCELED, span, audience=audience),
+        "checkouts": _count(db, f"type = 'subscription_changed' and {db.json_text('data', 'by')} = 'checkout'"
+                                f" and ({db.json_text('data', 'from')} is null)", span, audience=audience),
+        "new_subscriptions": _count(db, _new_subscription(db), span, audience=audience),
+        "cancellations": _count(db, _canceled(db), span, audience=audience),
         "active_subscribers": sum(count for _, count in live),
         "mrr_cents": round(mrr),
     }
@@ -136,12 +145,17 @@ def _monthly(plan) -> float:
     return plan.price_cents / 12 if plan.interval == "year" else float(plan.price_cents)
 
 
-#: The events that put a person at each funnel step.
-STEPS = {"visit": "type = 'article_view'",
-         "gate_impression": "type = 'gate_impression'",
-         "registration": "type = 'signup'",
-         "unlock": "type = 'unlock'",
-         "subscription": _NEW_SUB_ANY}
+
+
+def _steps(db) -> dict[str, str]:
+    """The events that put a person at each funnel step."""
+    return {"visit": "type = 'article_view'",
+            "gate_impression": "type = 'gate_impression'",
+            "registration": "type = 'signup'",
+            "unlock": "type = 'unlock'",
+            "subscription": _new_subscription(db)}
+
+
 #: What each step means, printed under the funnel.
 DEFINITIONS = {
     "visit": "people who opened an article in the range (the cohort)",
@@ -154,20 +168,23 @@ DEFINITIONS = {
 
 def _accounts_of_visitors(db) -> dict[str, int]:
     """Each visitor id that became an account, and the account (one person, before and after)."""
-    links = dict(db.execute("select id, reader_id from visitors where reader_id is not null"))
+    links = dict(db.execute("select id, reader_id from visitors where reader_id is not null").fetchall())
     links.update(db.execute("select visitor_id, reader_id from events where type in ('signup', 'login',"
-                            " 'meter_merged') and visitor_id is not null and reader_id is not null"))
+                            " 'meter_merged') and visitor_id is not null and reader_id is not null").fetchall())
     return links
 
 
-def _moments(db, span: Range, audience: str, steps, tag: str | None) -> list[tuple]:
-    """(person, step, at, tag value) for each event of the steps in the range, of the audience."""
-    links, found = _accounts_of_visitors(db), []
-    label = "json_extract(data, ?)" if tag else "null"
+def _moments(db, span: Range, audience: str, steps, tag: tuple[str, ...] | None) -> list[tuple]:
+    """(person, step, at, tag value) for each event of the steps in the range, of the audience.
+
+    ``tag`` is the path of JSON keys in the event's data whose text tags each moment.
+    """
+    links, found, where = _accounts_of_visitors(db), [], _steps(db)
+    label = db.json_text("data", *tag) if tag else "null"
     for step in steps:
         sql = (f"select reader_id, visitor_id, at, {label} from events where at >= ? and at < ?"
-               f" and {STEPS[step]} and {audience_sql(audience)}")
-        for reader_id, visitor_id, at, value in db.execute(sql, ([tag] if tag else []) + span.params):
+               f" and {where[step]} and {audience_sql(db, audience)}")
+        for reader_id, visitor_id, at, value in db.execute(sql, span.params).fetchall():
             account = reader_id if reader_id is not None else links.get(visitor_id)
             person = f"reader:{account}" if account is not None else f"visitor:{visitor_id}"
             found.append((person, step, at, value))
@@ -219,10 +236,10 @@ def daily(db, span: Range, tz: ZoneInfo, audience: str = "people") -> list[dict]
         day += timedelta(days=1)
     kinds = {"views": "type = 'article_view'", "gate_impressions": "type = 'gate_impression'",
              "signups": "type = 'signup'", "unlocks": "type = 'unlock'",
-             "new_subscriptions": _NEW_SUB_ANY, "cancellations": _CANCELED}
+             "new_subscriptions": _new_subscription(db), "cancellations": _canceled(db)}
     for name, where in kinds.items():
-        sql = f"select at from events where at >= ? and at < ? and {where} and {audience_sql(audience)}"
-        for (at,) in db.execute(sql, span.params):
+        sql = f"select at from events where at >= ? and at < ? and {where} and {audience_sql(db, audience)}"
+        for (at,) in db.execute(sql, span.params).fetchall():
             local = datetime.fromisoformat(at).astimezone(tz).date()
             if local in days:
                 days[local][name] += 1
@@ -241,9 +258,9 @@ def to_csv(rows: list[dict]) -> str:
 EXPERIMENT_STEPS = ("visit", "gate_impression", "registration", "subscription")
 
 
-def _variant_path(experiment) -> str:
-    """Where an event's data names this experiment's arm."""
-    return f'$.variants."{experiment.id}"'
+def _variant_path(experiment) -> tuple[str, str]:
+    """Where an event's data names this experiment's arm (its id is letters, digits and dashes)."""
+    return ("variants", experiment.id)
 
 
 def experiment_counts(db, experiment, span: Range, audience: str = "synthetic") -> dict[str, dict[str, int]]:
@@ -258,9 +275,9 @@ def experiment_counts(db, experiment, span: Range, audience: str = "synthetic") 
 
 def experiment_start(db, experiment) -> datetime | None:
     """When an experiment started: the first event tagged with one of its variants (first assignment)."""
-    row = db.execute("select min(at) from events where json_extract(data, ?) is not null",
-                     [_variant_path(experiment)]).fetchone()
-    return datetime.fromisoformat(row[0]) if row and row[0] else None
+    first = db.scalar(f"select min(at) from events where {db.json_text('data', *_variant_path(experiment))}"
+                      " is not null")
+    return datetime.fromisoformat(first) if first else None
 
 
 def experiments_csv(reports: list[dict]) -> str:

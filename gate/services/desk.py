@@ -18,8 +18,7 @@ from datetime import date, datetime, time, timedelta
 
 from gate.rules.timeutil import from_iso
 from gate.services import content
-from gate.services.seed import SCHEDULE_DIR
-from gate.storage.db import immediate
+from gate.services.seed import SCHEDULE_DIR, insert_new_articles
 
 AUTHOR = "The Meridian desk"
 PREFIX = "desk-"
@@ -82,9 +81,9 @@ def _last_scheduled(db) -> datetime | None:
     """When the last scheduled (or desk) piece is published; None when no schedule was seeded."""
     slugs = [path.stem for path in SCHEDULE_DIR.glob("*.md")]
     marks = ",".join("?" * len(slugs))
-    row = db.execute(f"select max(published_at) from articles where slug like '{PREFIX}%'"
-                     f" or slug in ({marks})", slugs).fetchone()
-    return from_iso(row[0]) if row and row[0] else None
+    last = db.scalar(f"select max(published_at) from articles where slug like '{PREFIX}%'"
+                     f" or slug in ({marks})", slugs)
+    return from_iso(last) if last else None
 
 
 def _sentences(rng: random.Random, words: dict, count: int) -> list[str]:
@@ -134,7 +133,4 @@ def publish_through(db, cfg, now: datetime) -> int:
         if day.weekday() != 6 and at <= now:
             rows.append(piece(day, at, cfg.publication.sections))
         day += timedelta(days=1)
-    with immediate(db):
-        before = db["articles"].count
-        db["articles"].insert_all(rows, ignore=True)
-    return db["articles"].count - before
+    return insert_new_articles(db, rows)

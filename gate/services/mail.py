@@ -24,11 +24,11 @@ def queue(db, *, to: str, subject: str, text: str, html: str | None, kind: str,
         "Date": format_datetime(now.astimezone(tz)), "Message-ID": make_msgid(domain="meridian.example"),
         **(headers or {}),
     }
-    return db["outbox"].insert({
+    return db.insert("outbox", {
         "created_at": to_iso(now), "kind": kind, "to_addr": to, "from_addr": sender,
         "subject": subject, "headers": json.dumps(all_headers), "body_text": text,
         "body_html": html,
-    }).last_pk
+    })
 
 
 def as_email(row: dict) -> EmailMessage:

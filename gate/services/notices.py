@@ -66,8 +66,7 @@ def _plan(cfg, plan_id: str):
 
 def _send(db, cfg, sub: Subscription, kind: str, at: datetime, **context) -> int | None:
     """Queue one message unless this (subscription, kind, moment) was already mailed."""
-    fresh = db.execute("insert or ignore into notices (subscription_id, kind, at) values (?, ?, ?)",
-                       [sub.id, kind, to_iso(at)]).rowcount
+    fresh = db.insert_ignore("notices", {"subscription_id": sub.id, "kind": kind, "at": to_iso(at)})
     reader = accounts.by_id(db, sub.reader_id)
     if not fresh or reader is None:
         return None

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from gate.rules import billing, periods
 from gate.rules.timeutil import to_iso
 from gate.services import accounts, newsletter, subscriptions
-from gate.storage.quota import SQLiteQuotaStore
+from gate.storage.quota import SqlQuotaStore
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,8 @@ def get(persona_id: str) -> Persona:
 def _clear(db, reader_id: int) -> None:
     """Remove the persona's state (not its events)."""
     db.execute("delete from unlocks where meter_key = ?", [f"reader:{reader_id}"])
+    db.execute("delete from notices where subscription_id in"
+               " (select id from subscriptions where reader_id = ?)", [reader_id])
     db.execute("delete from payments where reader_id = ?", [reader_id])
     db.execute("delete from checkouts where reader_id = ?", [reader_id])
     db.execute("delete from subscriptions where reader_id = ?", [reader_id])
@@ -85,10 +87,10 @@ def _spend(db, rules, reader_id: int, count: int, now: datetime) -> None:
     if count <= 0 or rule.unlimited or rule.limit == 0:
         return
     window = periods.period_window(rule.period, now, rules.tz)
-    slugs = [row[0] for row in db.execute(
+    slugs = [row["slug"] for row in db.rows(
         "select slug from articles where access_class = 'metered' and published_at <= ?"
         " and synthetic = 0 order by published_at desc limit ?", [to_iso(now), count])]
-    store = SQLiteQuotaStore(db)
+    store = SqlQuotaStore(db)
     for offset, slug in enumerate(slugs):
         at = max(window.start, now - timedelta(minutes=30 + offset))
         store.spend(f"reader:{reader_id}", slug, window.key, at, lambda spends: True)
@@ -118,32 +120,41 @@ def _subscribe(db, cfg, reader_id: int, plan_id: str, last4: str, start: datetim
 def reset(db, cfg, rules_of, persona_id: str, now: datetime) -> accounts.Reader | None:
     """Rebuild a persona's account to its defined state, under the rules ``rules_of(reader)`` gives it.
 
-    Returns None for the anonymous persona.
+    Returns None for the anonymous persona. The rebuild is one transaction under the
+    account's subscription lock: two presenters switching to one persona at once
+    (on two nodes) leave one subscription, not two.
     """
     persona = get(persona_id)
     if persona.email is None:
         return None
     reader = accounts.by_email(db, persona.email) or accounts.create(db, persona.email, None, now)
     rules = rules_of(reader)
-    _clear(db, reader.id)
+    with db.transaction():
+        subscriptions.lock_subscription(db, reader.id)
+        _rebuild(db, cfg, rules, persona_id, reader.id, now)
+    return accounts.by_id(db, reader.id)
+
+
+def _rebuild(db, cfg, rules, persona_id: str, reader_id: int, now: datetime) -> None:
+    """Clear the persona's account and give it its defined meter or subscription."""
+    _clear(db, reader_id)
     if persona_id != "throwaway":  # every other persona is a real reader who clicked our link once
-        accounts.mark_verified(db, reader.id, now)
+        accounts.mark_verified(db, reader_id, now)
     limit = rules.tiers.registered.limit
     monthly = next((p.id for p in cfg.plans if p.interval == "month"), cfg.plans[0].id)
     trial = next((p.id for p in cfg.plans if p.trial_days), monthly)
     if persona_id == "one-left" and isinstance(limit, int):
-        _spend(db, rules, reader.id, limit - 1, now)
+        _spend(db, rules, reader_id, limit - 1, now)
     elif persona_id == "none-left" and isinstance(limit, int):
-        _spend(db, rules, reader.id, limit, now)
+        _spend(db, rules, reader_id, limit, now)
     elif persona_id == "trialing":
-        _subscribe(db, cfg, reader.id, trial, "4242", now - timedelta(days=2), now)
+        _subscribe(db, cfg, reader_id, trial, "4242", now - timedelta(days=2), now)
     elif persona_id == "active":
-        _subscribe(db, cfg, reader.id, monthly, "4242", now - timedelta(days=10), now)
+        _subscribe(db, cfg, reader_id, monthly, "4242", now - timedelta(days=10), now)
     elif persona_id == "past-due":
         start = billing.add_months(now, -1) - timedelta(days=1)
-        _subscribe(db, cfg, reader.id, monthly, "0341", start, now)
+        _subscribe(db, cfg, reader_id, monthly, "0341", start, now)
     elif persona_id == "lapsed":  # paid two months, canceled in the second; ended a month ago
         start = billing.add_months(now, -3)
-        _subscribe(db, cfg, reader.id, monthly, "4242", start, now,
+        _subscribe(db, cfg, reader_id, monthly, "4242", start, now,
                    cancel_at=billing.add_months(now, -2) + timedelta(days=10))
-    return accounts.by_id(db, reader.id)

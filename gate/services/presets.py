@@ -12,9 +12,9 @@ PRESET_KEY = "preset"
 
 def active_name(db, cfg: Config) -> str:
     """The preset stored in the database, else the site default."""
-    row = db.execute("select value from settings where key = ?", [PRESET_KEY]).fetchone()
-    if row and row[0] in cfg.presets:
-        return row[0]
+    name = db.scalar("select value from settings where key = ?", [PRESET_KEY])
+    if name in cfg.presets:
+        return name
     return cfg.publication.default_preset
 
 
@@ -22,9 +22,7 @@ def use(db, cfg: Config, name: str, at: datetime, by: str) -> tuple[str, str]:
     """Switch the running site to another preset; returns (from, to)."""
     cfg.preset(name)  # raises ConfigError for an unknown name
     before = active_name(db, cfg)
-    db.execute(
-        "insert or replace into settings (key, value) values (?, ?)", [PRESET_KEY, name]
-    )
+    db.upsert("settings", {"key": PRESET_KEY, "value": name}, ["key"])
     if before != name:
         events.record(db, "preset_changed", at, by=by, **{"from": before, "to": name})
     return before, name

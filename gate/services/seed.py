@@ -7,7 +7,6 @@ from pathlib import Path
 
 from gate.conf.resources import PACKAGE
 from gate.services import accounts, content, subscriptions
-from gate.storage.db import immediate
 
 ARTICLES_DIR = PACKAGE / "demo" / "articles"
 SCHEDULE_DIR = PACKAGE / "demo" / "schedule"
@@ -26,40 +25,35 @@ def load_articles(directory: Path = ARTICLES_DIR) -> list[dict]:
 
 
 def seed_articles(db, directory: Path = ARTICLES_DIR) -> int:
-    """Insert or update the demo articles; returns how many there are."""
+    """Insert or update the demo articles, all in one transaction; returns how many there are."""
     rows = load_articles(directory)
-    with immediate(db):  # read-then-write: take the write lock first
-        for row in rows:
-            existing = db.execute("select id from articles where slug = ?", [row["slug"]]).fetchone()
-            if existing:
-                db["articles"].update(existing[0], row)
-            else:
-                db["articles"].insert(row)
+    with db.transaction():
+        for row in rows:  # one statement per article: an upsert on the unique slug needs no lock
+            db.upsert("articles", row, ["slug"])
     return len(rows)
+
+
+def insert_new_articles(db, rows) -> int:
+    """Insert the articles whose slugs are not taken yet, in one transaction; how many went in."""
+    with db.transaction():
+        return sum(db.insert_ignore("articles", row) for row in rows)
 
 
 def needs_articles(db) -> bool:
     """Whether the site has no articles yet (a fresh demo database is seeded once)."""
-    return db["articles"].count == 0
+    return db.first("select 1 from articles limit 1") is None
 
 
 def seed_schedule(db, now: datetime, tz, directory: Path = SCHEDULE_DIR) -> int:
     """Add the upcoming articles, dated from today (site time); existing slugs are kept."""
     start = now.astimezone(tz).date()
     rows = [content.parse_scheduled_file(path, start, tz) for path in sorted(directory.glob("*.md"))]
-    with immediate(db):
-        before = db["articles"].count
-        db["articles"].insert_all(rows, ignore=True)
-    return db["articles"].count - before
+    return insert_new_articles(db, rows)
 
 
 def seed_synthetic(db, count: int, sections: list[str], now: datetime, seed: int = 42) -> int:
     """Add ``count`` generated articles; slugs already present are kept as they are."""
-    rows = content.synthetic_articles(count, sections, now, seed=seed)
-    with immediate(db):
-        before = db["articles"].count
-        db["articles"].insert_all(rows, batch_size=1000, ignore=True)
-    return db["articles"].count - before
+    return insert_new_articles(db, content.synthetic_articles(count, sections, now, seed=seed))
 
 
 def seed_demo_accounts(db, cfg, now: datetime) -> list[tuple[str, str, str]]:

@@ -3,7 +3,15 @@
 The lifecycle rules live in :mod:`gate.rules.billing` (pure). This module loads and
 saves subscriptions, writes every charge attempt to ``payments`` and every
 status change to ``events`` (with from, to and reason, at the moment it
-happened), each operation in one ``BEGIN IMMEDIATE`` transaction.
+happened), each operation in one transaction on either engine.
+
+Every read-then-write of a reader's subscription first takes
+:func:`lock_subscription` (the write lock on SQLite, one advisory lock per reader on
+PostgreSQL), and re-reads under it: two nodes running ``billing tick`` at once, or a
+tick and a page load, charge one renewal once. A checkout also locks its idempotency
+key, before the reader's lock (always in that order). The unique keys stay the
+backstop: ``checkouts.idempotency_key`` and one renewal or retry charge per
+subscription and moment (migration m014).
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from gate.rules.billing import Outcome, PlanTerms, Policy, Subscription
 from gate.rules.timeutil import from_iso, to_iso
 from gate.services import accounts, newsletter, notices
 from gate.storage import events
-from gate.storage.db import first, immediate
+from gate.storage.db import first
 
 _TIMES = ("created_at", "anchor", "current_period_start", "current_period_end", "trial_end",
           "past_due_since", "next_retry_at", "ended_at")
@@ -24,6 +32,26 @@ _TIMES = ("created_at", "anchor", "current_period_start", "current_period_end", 
 
 class CheckoutError(ValueError):
     """A checkout that cannot go ahead, with the reader-facing reason."""
+
+
+def lock_subscription(db, reader_id: int) -> None:
+    """Serialise every change to one reader's subscriptions (inside a transaction)."""
+    db.lock(f"subscription:reader:{reader_id}")
+
+
+def _lock_checkout(db, idempotency_key: str) -> None:
+    """Serialise the submissions of one checkout form (taken before the reader's lock)."""
+    db.lock(f"checkout:{idempotency_key}")
+
+
+def _save_checkout(db, idempotency_key: str, reader_id: int, subscription_id: int | None,
+                   decline: str | None, now: datetime) -> None:
+    """Record a spent checkout key; a key spent meanwhile (the lock makes that a bug) rolls it all back."""
+    fresh = db.insert_ignore("checkouts", {"idempotency_key": idempotency_key, "reader_id": reader_id,
+                                           "subscription_id": subscription_id, "created_at": to_iso(now),
+                                           "decline_code": decline})
+    if not fresh:
+        raise CheckoutError("This checkout form was already submitted. Reload the page.")
 
 
 def policy(cfg) -> Policy:
@@ -67,8 +95,7 @@ def current(db, reader_id: int) -> Subscription | None:
 
 def payments(db, reader_id: int) -> list[dict]:
     """Every charge attempt for a reader, newest first."""
-    return list(db.query("select * from payments where reader_id = ? order by at desc, id desc",
-                         [reader_id]))
+    return db.rows("select * from payments where reader_id = ? order by at desc, id desc", [reader_id])
 
 
 def apply_outcome(db, outcome: Outcome, by: str, notify=None) -> Subscription:
@@ -79,11 +106,13 @@ def apply_outcome(db, outcome: Outcome, by: str, notify=None) -> Subscription:
     """
     sub = outcome.subscription
     if sub.id is None:
-        sub = replace(sub, id=db["subscriptions"].insert(_to_row(sub)).last_pk)
+        sub = replace(sub, id=db.insert("subscriptions", _to_row(sub)))
     else:
-        db["subscriptions"].update(sub.id, _to_row(sub))
+        row = _to_row(sub)
+        assignments = ", ".join(f"{key} = :{key}" for key in row if key != "id")
+        db.execute(f"update subscriptions set {assignments} where id = :id", row)
     for charge in outcome.charges:
-        db["payments"].insert({
+        db.insert("payments", {
             "subscription_id": sub.id, "reader_id": sub.reader_id, "at": to_iso(charge.at),
             "amount_cents": charge.amount_cents, "currency": charge.currency,
             "outcome": charge.outcome, "decline_code": charge.decline_code, "kind": charge.kind,
@@ -100,17 +129,30 @@ def apply_outcome(db, outcome: Outcome, by: str, notify=None) -> Subscription:
 
 def settle_reader(db, cfg, reader_id: int, now: datetime) -> Subscription | None:
     """Bring one reader's subscription up to ``now`` (renewals, retries, expiry)."""
+    return _settle(db, cfg, reader_id, now)[0]
+
+
+def _settle(db, cfg, reader_id: int, now: datetime) -> tuple[Subscription | None, int]:
+    """Settle one reader; the subscription and how many charges this call made."""
     sub = current(db, reader_id)
-    if sub is None or sub.status not in billing.LIVE or not (
-            _due(sub, now) or notices.trial_reminder_due(db, sub, now)):
-        return sub
-    with immediate(db):
-        sub = current(db, reader_id)  # re-read under the write lock
+    if not _needs_settling(db, sub, now):
+        return sub, 0
+    with db.transaction():
+        lock_subscription(db, reader_id)
+        sub = current(db, reader_id)  # re-read under the lock: another node may have settled it
+        if not _needs_settling(db, sub, now):
+            return sub, 0
         notices.remind_trial_end(db, cfg, sub, now)
         outcome = billing.settle(sub, plan_terms(cfg, sub.plan_id), policy(cfg), now)
         sub = apply_outcome(db, outcome, by="clock", notify=cfg)
     _sync_lists(db, cfg, reader_id, now)
-    return sub
+    return sub, len(outcome.charges)
+
+
+def _needs_settling(db, sub: Subscription | None, now: datetime) -> bool:
+    """Whether a renewal, retry, expiry or trial reminder is due."""
+    return sub is not None and sub.status in billing.LIVE and (
+        _due(sub, now) or notices.trial_reminder_due(db, sub, now))
 
 
 def _sync_lists(db, cfg, reader_id: int, now: datetime) -> None:
@@ -128,7 +170,11 @@ def _due(sub: Subscription, now: datetime) -> bool:
 
 
 def settle_all(db, cfg, now: datetime) -> dict:
-    """Settle every subscription with something due; returns counts of what happened."""
+    """Settle every subscription with something due; returns counts of what this call did.
+
+    Several nodes may tick at once: each reader is settled under its lock, so a
+    renewal is charged once and counted by the node that charged it.
+    """
     rows = db.execute(
         "select distinct reader_id from subscriptions where"
         " (status in ('trialing', 'active') and current_period_end <= ?)"
@@ -137,10 +183,7 @@ def settle_all(db, cfg, now: datetime) -> dict:
         [to_iso(now), to_iso(now),
          to_iso(now + timedelta(days=notices.TRIAL_REMINDER_DAYS))],
     ).fetchall()
-    before = db.execute("select count(*) from payments").fetchone()[0]
-    for (reader_id,) in rows:
-        settle_reader(db, cfg, reader_id, now)
-    charges = db.execute("select count(*) from payments").fetchone()[0] - before
+    charges = sum(_settle(db, cfg, reader_id, now)[1] for (reader_id,) in rows)
     return {"subscriptions": len(rows), "charges": charges}
 
 
@@ -174,7 +217,8 @@ def checkout(db, cfg, reader_id: int, plan_id: str, card: billing.Card, card_num
     tabs) return the first attempt's result instead of charging again.
     """
     terms = plan_terms(cfg, plan_id)
-    with immediate(db):
+    with db.transaction():
+        _lock_checkout(db, idempotency_key)
         seen = first(db, "select * from checkouts where idempotency_key = ?", [idempotency_key])
         if seen:
             if seen["reader_id"] != reader_id:
@@ -183,6 +227,7 @@ def checkout(db, cfg, reader_id: int, plan_id: str, card: billing.Card, card_num
                 raise CheckoutError("This checkout form has expired. Reload the page.")
             sub = _from_row(first(db, "select * from subscriptions where id = ?", [seen["subscription_id"]]))
             return sub, seen["decline_code"], True
+        lock_subscription(db, reader_id)
         existing = current(db, reader_id)
         if existing and existing.status in billing.LIVE:
             raise CheckoutError("You already have a subscription: manage it from your account.")
@@ -192,9 +237,7 @@ def checkout(db, cfg, reader_id: int, plan_id: str, card: billing.Card, card_num
         else:
             outcome = billing.start(reader_id, terms, card, decline, now)
         sub = apply_outcome(db, outcome, by="checkout", notify=cfg)
-        db["checkouts"].insert({"idempotency_key": idempotency_key, "reader_id": reader_id,
-                                "subscription_id": sub.id, "created_at": to_iso(now),
-                                "decline_code": decline})
+        _save_checkout(db, idempotency_key, reader_id, sub.id, decline, now)
     if not decline:
         newsletter.enroll_subscriber_lists(db, cfg, reader_id, now, source="checkout", ip=ip)
     return sub, decline, False
@@ -203,7 +246,8 @@ def checkout(db, cfg, reader_id: int, plan_id: str, card: billing.Card, card_num
 def _change(db, cfg, reader_id: int, now: datetime, operation, by: str) -> Subscription:
     """Settle, then apply one reader-initiated operation, in one transaction."""
     settle_reader(db, cfg, reader_id, now)
-    with immediate(db):
+    with db.transaction():
+        lock_subscription(db, reader_id)
         sub = current(db, reader_id)
         if sub is None:
             raise billing.BillingError("there is no subscription to change")
@@ -239,7 +283,8 @@ def grant(db, cfg, reader_id: int, plan_id: str, now: datetime, by: str) -> Subs
     """Start a paid-up subscription on the 4242 test card (CLI and demo accounts)."""
     number = "4242424242424242"
     card = billing.Card(number[-4:], 12, now.year + 5)
-    with immediate(db):
+    with db.transaction():
+        lock_subscription(db, reader_id)
         existing = current(db, reader_id)
         if existing and existing.status in billing.LIVE:
             return existing
@@ -271,23 +316,24 @@ def guest_checkout(db, cfg, email: str, password: str | None, plan_id: str, card
 
     A declined card creates nothing (no throwaway account with a free meter); an address
     that already has an account is not charged and not signed in (that would be a
-    takeover). All of it happens under one write lock, so two submissions of one form
-    (a double click) make one account and one charge, and the second is a replay.
+    takeover). All of it happens in one transaction under the form's key lock (and the
+    address's), so two submissions of one form (a double click) make one account and
+    one charge, and the second is a replay.
     """
     terms = plan_terms(cfg, plan_id)
     decline = billing.checkout_decline(card_number)
-    with immediate(db):
+    with db.transaction():
+        _lock_checkout(db, idempotency_key)
         seen = first(db, "select reader_id from checkouts where idempotency_key = ?", [idempotency_key])
         if seen:
             return GuestCheckout("replayed", accounts.by_id(db, seen["reader_id"]))
         if decline:
             events.record(db, "checkout_declined", now, plan=terms.id, decline=decline, **signup_event)
             return GuestCheckout("declined", decline=decline)
+        db.lock(f"account:email:{email}")  # two forms for one new address make one account
         reader = accounts.by_email(db, email)
         if reader is not None:
-            db["checkouts"].insert({"idempotency_key": idempotency_key, "reader_id": reader.id,
-                                    "subscription_id": None, "created_at": to_iso(now),
-                                    "decline_code": None})
+            _save_checkout(db, idempotency_key, reader.id, None, None, now)
             return GuestCheckout("known", reader)
         reader = accounts.register(db, email, password, now, **signup_event)
         sub, _, _ = checkout(db, cfg, reader.id, plan_id, card, card_number, idempotency_key, now, ip=ip)

@@ -7,4 +7,4 @@ from datetime import datetime
 
 def keep(db, visitor_id: str, at: datetime) -> None:
     """Record a visitor the first time their id is used (again: nothing)."""
-    db.execute("insert or ignore into visitors (id, created_at) values (?, ?)", [visitor_id, at.isoformat()])
+    db.insert_ignore("visitors", {"id": visitor_id, "created_at": at.isoformat()})

@@ -39,7 +39,7 @@ from gate.simulate.population import Population, load_population
 from gate.simulate.runner import ArticleRef, SimulatedBilling, Step, simulate
 from gate.storage import events
 from gate.storage.db import immediate
-from gate.storage.quota import SQLiteQuotaStore
+from gate.storage.quota import SqlQuotaStore
 
 MAX_VISITORS = 2000
 MAX_DAYS = 60
@@ -161,7 +161,7 @@ class _Writer:
 
     def __init__(self, db, cfg, rules: Rules, plan_id: str, batch: str, arms: dict[int, dict]) -> None:
         self.db, self.cfg, self.rules, self.batch, self.arms = db, cfg, rules, batch, arms
-        self.store = SQLiteQuotaStore(db)
+        self.store = SqlQuotaStore(db)
         self.terms = subscriptions.plan_terms(cfg, plan_id)
         self.policy = subscriptions.policy(cfg)
         self.accounts: dict[int, int] = {}

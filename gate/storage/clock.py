@@ -167,14 +167,12 @@ class Clock:
         return self.state().now(self.real())
 
     def _store(self, state: ClockState) -> ClockState:
-        self.db.execute(
-            "insert or replace into clock (id, mode, offset_seconds, frozen_at) values (1, ?, ?, ?)",
-            [
-                state.mode,
-                state.offset.total_seconds(),
-                to_iso(state.frozen_at) if state.frozen_at else None,
-            ],
-        )
+        self.db.upsert("clock", {
+            "id": 1,
+            "mode": state.mode,
+            "offset_seconds": state.offset.total_seconds(),
+            "frozen_at": to_iso(state.frozen_at) if state.frozen_at else None,
+        }, ["id"])
         return state
 
     def _within_reach(self, to: datetime, real: datetime) -> None:

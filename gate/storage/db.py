@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
+import subprocess
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import sqlite_utils
 
 from gate.storage import migrations
-from gate.storage.engine import DEFAULT_POOL, PostgresDatabase, SqliteDatabase, is_url, open_postgres
+from gate.storage.engine import DEFAULT_POOL, PostgresDatabase, SqliteDatabase, is_url, open_postgres, pools
 
 BUSY_TIMEOUT_SECONDS = 30
 
@@ -26,8 +28,11 @@ def connect(path: str | Path) -> SqliteDatabase:
 
     ``isolation_level=None`` leaves transactions to us: writes outside
     :func:`immediate` commit at once, and :func:`immediate` takes the write
-    lock before reading, which a deferred ``BEGIN`` would not.
+    lock before reading, which a deferred ``BEGIN`` would not. A PostgreSQL URL
+    is refused (:func:`open_database` opens either engine) rather than taken for a file name.
     """
+    if is_url(path):
+        raise ValueError("connect() opens a SQLite file; open a PostgreSQL URL with open_database()")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(
         str(path), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
@@ -121,12 +126,17 @@ def thread_connection(path: str) -> sqlite_utils.Database:
 
 
 def close_thread_connections() -> None:
-    """Close the connections this thread keeps (before serving: each worker opens its own)."""
+    """Close this thread's SQLite connections and this process's PostgreSQL pools.
+
+    Called before serving: each forked worker opens its own, and the master
+    holds no PostgreSQL connection while it only watches its workers.
+    """
     if _threads.pid != os.getpid():
         return
     while _threads.open:
         _, db = _threads.open.popitem()
         db.close()
+    pools.close()
 
 
 def check_durability(db: sqlite_utils.Database) -> None:
@@ -137,10 +147,40 @@ def check_durability(db: sqlite_utils.Database) -> None:
         raise RuntimeError(f"database must use WAL with busy_timeout >= 5000 ms (got {mode}, {timeout} ms)")
 
 
-def backup(db: sqlite_utils.Database, destination: str | Path) -> None:
-    """A consistent copy of a live database through SQLite's online backup API."""
+def backup(db: SqliteDatabase | PostgresDatabase, destination: str | Path) -> str:
+    """A consistent copy of a live database at ``destination``; how it was made.
+
+    SQLite: the online backup API, a database file. PostgreSQL: ``pg_dump`` in
+    its custom format (restore with ``pg_restore``) of the schema the site
+    lives in, from one snapshot.
+    """
+    if db.dialect == "postgresql":
+        return _pg_dump(db, destination)
     target = sqlite3.connect(str(destination))
     try:
         db.conn.backup(target)
     finally:
         target.close()
+    return "SQLite online backup"
+
+
+def pg_tool(name: str) -> str:
+    """A PostgreSQL client program: the newest Debian install's (as tools/pg-local finds it), else on PATH."""
+    installed = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+                       key=lambda path: int(path.parts[-3]) if path.parts[-3].isdigit() else 0)
+    found = str(installed[-1]) if installed else shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} not found: install the PostgreSQL client (apt-get install postgresql-client)")
+    return found
+
+
+def _pg_dump(db: PostgresDatabase, destination: str | Path) -> str:
+    """``pg_dump --format=custom`` of the site's schema; a failed dump leaves no file behind."""
+    schema = db.scalar("select current_schema()")
+    command = [pg_tool("pg_dump"), "--format=custom", f"--schema={schema}", f"--file={destination}",
+               f"--dbname={db.pool.conninfo}"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        Path(destination).unlink(missing_ok=True)
+        raise RuntimeError(f"pg_dump failed: {done.stderr.strip()}")
+    return f"pg_dump custom format of schema {schema}; restore with pg_restore"

@@ -36,6 +36,7 @@ DEFAULT_POOL = 4
 POOL_TIMEOUT_SECONDS = 30
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_JSON_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _TOKENS = re.compile(r"""
       '(?:[^']|'')*'      # a string literal: its ? and :words are text, not parameters
     | "(?:[^"]|"")*"      # a quoted identifier
@@ -74,6 +75,14 @@ def _name(identifier: str) -> str:
     if not _IDENTIFIER.fullmatch(identifier):
         raise ValueError(f"not a plain SQL identifier: {identifier!r}")
     return identifier
+
+
+def _json_keys(*keys: str) -> tuple[str, ...]:
+    """JSON object keys spelled into SQL, refused unless letters, digits, ``_`` and ``-`` (config ids)."""
+    for key in keys:
+        if not _JSON_KEY.fullmatch(key):
+            raise ValueError(f"not a plain JSON key: {key!r}")
+    return keys
 
 
 def _insert_sql(table: str, row: Mapping, suffix: str = "") -> str:
@@ -171,9 +180,10 @@ class SqliteDatabase(_Seam, sqlite_utils.Database):
         """Whether the table exists."""
         return self.scalar("select count(*) from sqlite_master where type = 'table' and name = ?", [name]) > 0
 
-    def json_text(self, column: str, key: str) -> str:
-        """SQL for the text of one top-level key of a JSON text column."""
-        return f"json_extract({_name(column)}, '$.{_name(key)}')"
+    def json_text(self, column: str, key: str, *inner: str) -> str:
+        """SQL for the text at one key of a JSON text column (``inner`` keys go down into objects)."""
+        path = ".".join(k if _IDENTIFIER.fullmatch(k) else f'"{k}"' for k in _json_keys(key, *inner))
+        return f"json_extract({_name(column)}, '$.{path}')"
 
     def _lock(self, key: str) -> None:
         """Nothing: BEGIN IMMEDIATE already holds the database-wide write lock."""
@@ -211,9 +221,11 @@ class PostgresDatabase(_Seam):
         """Whether the table exists (on the search path)."""
         return self.scalar("select to_regclass(?) is not null", [name])
 
-    def json_text(self, column: str, key: str) -> str:
-        """SQL for the text of one top-level key of a JSON text column."""
-        return f"({_name(column)}::jsonb ->> '{_name(key)}')"
+    def json_text(self, column: str, key: str, *inner: str) -> str:
+        """SQL for the text at one key of a JSON text column (``inner`` keys go down into objects)."""
+        if not inner:
+            return f"({_name(column)}::jsonb ->> '{_json_keys(key)[0]}')"
+        return f"({_name(column)}::jsonb #>> '{{{','.join(_json_keys(key, *inner))}}}')"
 
     def close(self) -> None:
         """Give the connection back to the pool (rolling back anything left open)."""

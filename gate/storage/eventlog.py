@@ -3,7 +3,9 @@
 Every article view appends two events. Written inside the request, they make
 each page wait for SQLite's single write lock behind every other request.
 Under `gate serve` they go to this writer instead: a background thread that
-commits whatever has queued in one transaction, every few milliseconds.
+commits whatever has queued in one transaction, every few milliseconds, with
+multi-row inserts. It opens its own connection in its thread, on either
+engine (on PostgreSQL, one more from the process's pool).
 Everything else (signups, unlocks, payments, enrollments) is still written
 in its request's own transaction. A hard kill can lose the views of the last
 few milliseconds, never a spend, a charge or a consent.
@@ -20,7 +22,7 @@ import threading
 import time
 
 from gate.storage import events
-from gate.storage.db import connect, immediate
+from gate.storage.db import open_database
 
 FLUSH_SECONDS = 0.05
 RETRY_SECONDS = 1.0
@@ -64,11 +66,11 @@ class EventWriter:
         return batch
 
     def _write(self, db, batch: list) -> None:
-        with immediate(db):
-            db.conn.executemany(events.INSERT, batch)
+        with db.transaction():
+            events.record_rows(db, batch)
 
     def _run(self) -> None:
-        db = connect(self.path)
+        db = open_database(self.path)
         while True:
             try:
                 first = self.rows.get(timeout=1.0)
@@ -80,16 +82,17 @@ class EventWriter:
                 try:
                     self._write(db, batch)
                     break
-                except sqlite3.Error as error:
+                except _database_errors() as error:
                     print(f"gate: could not write {len(batch)} view events ({error}); retrying",
                           file=sys.stderr, flush=True)
                     time.sleep(RETRY_SECONDS)
+                    db = _reopen(db, self.path)  # a PostgreSQL connection may have died with the error
 
     def flush(self) -> int:
         """Write everything queued now (at exit, and in tests); returns how many."""
         batch, total = self._drain(), 0
         if batch:
-            db = connect(self.path)
+            db = open_database(self.path)
             try:
                 while batch:
                     self._write(db, batch)
@@ -100,11 +103,31 @@ class EventWriter:
         return total
 
 
+def _database_errors() -> tuple[type[Exception], ...]:
+    """What a failed write raises on whichever engines are loaded (psycopg only once a URL was opened)."""
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    if "psycopg" in sys.modules:
+        errors += (sys.modules["psycopg"].Error,)
+    return errors
+
+
+def _reopen(db, path: str):
+    """A fresh connection after a failed write (the old one goes back to the pool, which drops it if broken)."""
+    try:
+        db.close()
+    except _database_errors():
+        pass
+    try:
+        return open_database(path)
+    except _database_errors():
+        return db  # the server is still away: the next retry reopens again
+
+
 _writers: dict[str, EventWriter] = {}
 
 
 def writer(path: str) -> EventWriter:
-    """The process's writer for one database file."""
+    """The process's writer for one database (a SQLite path or a PostgreSQL URL)."""
     if path not in _writers:
         _writers[path] = EventWriter(path)
     return _writers[path]

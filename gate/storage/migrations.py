@@ -239,3 +239,26 @@ def m012_lifecycle_notices(db):
 def m013_synthetic_readers(db):
     """Accounts made by *Generate traffic*, so business numbers can leave them out."""
     ddl(db, "alter table readers add column synthetic INTEGER NOT NULL DEFAULT 0")
+
+
+@migration
+def m014_rate_limits(db):
+    """Rate-limit counters shared by every worker and node (gate.storage.ratelimits).
+
+    SQLite sites already have the table: the limiter's storage used to make it.
+    """
+    ddl(db, "create table if not exists rate_limits (key TEXT PRIMARY KEY, count INTEGER, expires_at REAL)")
+
+
+@migration
+def m015_one_charge_per_renewal(db):
+    """At most one renewal, trial conversion or retry charge per subscription and moment.
+
+    The backstop under the per-reader lock billing takes: if two nodes settling one
+    subscription at once ever both got past it, the second charge fails instead of
+    going through. Checkout and card-update charges are left out: a declined card may
+    be tried again in the same second.
+    """
+    db.execute("create unique index idx_payments_subscription_id_kind_at on payments"
+               " (subscription_id, kind, at)"
+               " where kind in ('renewal', 'trial_conversion') or kind like 'retry %'")

@@ -1,16 +1,18 @@
 """Quota stores: where a meter's spends live, and the one way to spend.
 
 A spend is check-then-insert, so it must happen in one serialised step: the
-SQLite store holds ``BEGIN IMMEDIATE`` (the write lock) across the check and
-the insert, and a unique key on (meter, article, window) backs it up. The
-memory store, used by the simulator, does the same under a lock. The check
+SQL store opens a transaction, locks the one meter (``db.lock``: an advisory
+lock on PostgreSQL, so other meters never wait; on SQLite ``BEGIN IMMEDIATE``
+already holds the write lock), reads its spends, admits and inserts, and a
+unique key on (meter, article, window) backs it up. A merge locks both meters
+in sorted order. The memory store, used by the simulator, does the same under
+a lock. The check
 itself is :func:`gate.rules.paywall.decide`, re-run on the spends read inside the
 transaction, so there is one engine and no second copy of the rules.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections import defaultdict
 from dataclasses import replace
@@ -59,7 +61,7 @@ class MemoryQuotaStore:
         return tuple(Spend(slug, at) for slug, _, at in rows)
 
     def spend(self, meter_key, slug, window_key, now, admit):
-        """Check and record under one lock, as the SQLite store does in one transaction."""
+        """Check and record under one lock, as the SQL store does in one transaction."""
         with self._lock:
             current = self._as_spends(meter_key)
             rows = self._rows[meter_key]
@@ -83,8 +85,8 @@ class MemoryQuotaStore:
             return len(self._rows.pop(meter_key, []))
 
 
-class SQLiteQuotaStore:
-    """The site's store: the ``unlocks`` table of the site database."""
+class SqlQuotaStore:
+    """The site's store: the ``unlocks`` table of the site database, on either engine."""
 
     def __init__(self, db) -> None:
         self.db = db
@@ -98,31 +100,26 @@ class SQLiteQuotaStore:
         return tuple(Spend(slug, from_iso(at)) for slug, at in rows)
 
     def spend(self, meter_key, slug, window_key, now, admit):
-        """Check and insert inside BEGIN IMMEDIATE, so concurrent spends serialise."""
-        from gate.storage.db import immediate
-
-        with immediate(self.db):
+        """Lock the meter, read its spends, admit, insert: concurrent spends of one meter serialise."""
+        with self.db.transaction():
+            self.db.lock(meter_lock(meter_key))
             current = self.spends(meter_key)
             if not admit(current):
                 return False, current
-            try:
-                self.db.execute(
-                    "insert into unlocks (meter_key, slug, window_key, unlocked_at)"
-                    " values (?, ?, ?, ?)",
-                    [meter_key, slug, window_key, to_iso(now)],
-                )
-            except sqlite3.IntegrityError:
+            row = {"meter_key": meter_key, "slug": slug, "window_key": window_key, "unlocked_at": to_iso(now)}
+            if not self.db.insert_ignore("unlocks", row):  # this article, this window: already spent
                 return False, current
             return True, self.spends(meter_key)
 
     def merge(self, from_key, to_key):
-        """Move a visitor's spends to an account in one transaction."""
-        from gate.storage.db import immediate
-
-        with immediate(self.db):
+        """Move a visitor's spends to an account in one transaction, holding both meters' locks."""
+        with self.db.transaction():
+            for key in sorted({from_key, to_key}):  # one order everywhere: two merges never deadlock
+                self.db.lock(meter_lock(key))
             moved = self.db.execute(
-                "insert or ignore into unlocks (meter_key, slug, window_key, unlocked_at)"
-                " select ?, slug, window_key, unlocked_at from unlocks where meter_key = ?",
+                "insert into unlocks (meter_key, slug, window_key, unlocked_at)"
+                " select ?, slug, window_key, unlocked_at from unlocks where meter_key = ?"
+                " on conflict do nothing",
                 [to_key, from_key],
             ).rowcount
             self.db.execute("delete from unlocks where meter_key = ?", [from_key])
@@ -131,6 +128,11 @@ class SQLiteQuotaStore:
     def reset(self, meter_key):
         """Forget a meter's spends."""
         return self.db.execute("delete from unlocks where meter_key = ?", [meter_key]).rowcount
+
+
+def meter_lock(meter_key: str) -> str:
+    """The lock a spend from ``meter_key`` takes (:meth:`gate.storage.engine._Seam.lock`)."""
+    return f"meter:{meter_key}"
 
 
 def unlock(
