@@ -36,14 +36,18 @@ test: $(STAMP) $(AXE)
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not browser and not slow"
 
-# Ratios against bare baselines measured in the same run (wrk is used when installed).
+# Ratios against bare baselines measured in the same run (wrk is used when installed), and
+# unlock throughput with 1, 2 and 4 server processes on SQLite and PostgreSQL (GATE_TEST_DATABASE_URL
+# or GATE_DATABASE_URL, else a throwaway tools/pg-local cluster when the server is installed).
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench
 	$(BIN)/python -m benchmarks.httpbench
+	$(BIN)/python -m benchmarks.scaling
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.bench --quick
 	$(BIN)/python -m benchmarks.httpbench --quick
+	$(BIN)/python -m benchmarks.scaling --quick
 
 loadtest: $(STAMP)
 	$(BIN)/gate loadtest --users 200 --spawn-rate 50 --duration 60s

@@ -177,12 +177,17 @@ def bench_search(n: int, rounds: int) -> list[dict]:
     ]
 
 
+def arguments(doc: str, written: str, quick: str) -> argparse.ArgumentParser:
+    """A benchmark's command line: its docstring's first line, --quick and --out (the folder for ``written``)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--out", default="bench-results", help=f"folder for {written}")
+    return parser
+
+
 def main(argv=None) -> None:
     """Run every benchmark, print a table and write bench-results/latest.json."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
-    parser.add_argument("--out", default="bench-results", help="folder for latest.json")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, "latest.json", "small counts (a smoke run)").parse_args(argv)
     scale = 1 if args.quick else 10
     results = [bench_decide(2_000 * scale), bench_spend(50 * scale),
                bench_page(20 * scale), bench_seed(1_000 * scale),

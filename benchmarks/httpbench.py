@@ -27,7 +27,7 @@ cProfile, to see where a request's time goes.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import http.client
 import http.cookiejar
 import json
@@ -52,13 +52,14 @@ from types import SimpleNamespace
 
 import psutil
 
-from benchmarks.bench import percentile
+from benchmarks.bench import arguments, percentile
+from benchmarks.engines import CHECKOUT, postgres_engine
 from gate.loadtest.server import ServerProcess, free_port, site_env
 from gate.rules.periods import period_window
 
 UTC = timezone.utc
-CHECKOUT = Path(__file__).resolve().parents[1]  # the directory holding benchmarks/ and gate/
 SIDES = ("gate", "bare", "pooled")
+GATE_SIDES = ("gate", "postgresql")  # gate itself, on SQLite and on PostgreSQL
 WORKERS, THREADS = 2, 4
 _CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 READER = ("bench-reader@bench.example", "bench-reader-pass")
@@ -101,6 +102,7 @@ class Scenario:
     expect: str  # a marker gate's answer must contain (checked before loading)
     target: float | None
     csrf: bool = False
+    postgres: bool = False  # also measured on gate serving from PostgreSQL (the article pages)
 
 
 # --- the bare baseline ----------------------------------------------------------
@@ -285,14 +287,18 @@ def worker_cpu(server: ServerProcess) -> list[float]:
     return times
 
 
-def prepare_site(directory: Path) -> dict:
-    """A seeded database with a reader and a subscriber, and a copy for the bare app."""
+def prepare_site(directory: Path, database_url: str | None = None) -> dict:
+    """A seeded database with a reader and a subscriber, and a SQLite copy for the bare app.
+
+    With ``database_url`` the site is on that PostgreSQL database, with the same articles and
+    accounts, and no copy is made: the bare baselines always read the SQLite site's copy.
+    """
     from gate.conf.settings import Config
     from gate.services import accounts, seed, subscriptions
     from gate.storage.clock import Clock
     from gate.storage.db import backup, open_site_db
 
-    database = directory / "gate.sqlite"
+    database = database_url or directory / "gate.sqlite"
     cfg = Config()
     db = open_site_db(database)
     try:
@@ -302,7 +308,8 @@ def prepare_site(directory: Path) -> dict:
         accounts.create(db, READER[0], READER[1], now)
         reader = accounts.create(db, SUBSCRIBER[0], SUBSCRIBER[1], now)
         subscriptions.grant(db, cfg, reader.id, cfg.plans[0].id, now, by="bench")
-        backup(db, directory / "bare.sqlite")  # the bare app's own copy: a shared file would checkpoint gate's WAL
+        if database_url is None:  # the bare app's own copy: a shared file would checkpoint gate's WAL
+            backup(db, directory / "bare.sqlite")
         slugs = [row[0] for row in db.execute(
             "select slug from articles where access_class = 'metered' and slug not like 'synthetic-%'"
             " order by published_at desc limit 2")]
@@ -418,6 +425,17 @@ def run_wrk(url: str, method: str, headers: dict, seconds: float, connections: i
             "p99_ms": data["p99_us"] / 1000, "non2xx": data["non2xx"], "errors": data["errors"]}
 
 
+def in_threads(target, count: int) -> float:
+    """Run ``target`` in ``count`` threads at once; the seconds until the last one ended."""
+    began = time.perf_counter()
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - began
+
+
 def generate(spec: dict) -> dict:
     """The built-in generator: keep-alive http.client loops in threads, for spec['seconds']."""
     parts = urllib.parse.urlsplit(spec["url"])
@@ -454,27 +472,21 @@ def generate(spec: dict) -> dict:
         with lock:
             latencies.append(mine)
 
-    began = time.perf_counter()
-    threads = [threading.Thread(target=loop) for _ in range(spec["connections"])]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - began
+    elapsed = in_threads(loop, spec["connections"])
     ordered = sorted(x for chunk in latencies for x in chunk)
     return {"requests": len(ordered), "seconds": round(elapsed, 3), "rps": len(ordered) / elapsed,
             "p50_ms": percentile(ordered, 0.5) * 1000, "p99_ms": percentile(ordered, 0.99) * 1000,
             **counts}
 
 
-def _entry_point(function: str) -> list[str]:
-    """A command running one of this module's entry points in a new interpreter, from any directory.
+def _entry_point(function: str, module: str = "benchmarks.httpbench") -> list[str]:
+    """A command running an entry point of a benchmark module in a new interpreter, from any directory.
 
     The benchmarks live in the checkout, not in the installed package, so the
     child puts the checkout on its path before importing them.
     """
     return [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(CHECKOUT)!r}); "
-            f"from benchmarks.httpbench import {function}; {function}()"]
+            f"from {module} import {function}; {function}()"]
 
 
 def generator_main() -> None:
@@ -499,11 +511,14 @@ def scenarios(page: str, unlocked: str) -> list[Scenario]:
     """The measured requests: an article page per tier, the unlock, the JSON article."""
     return [
         Scenario("article page, anonymous", "GET", f"/articles/{page}",
-                 f"/bare/articles/{page}?as=anonymous", "anonymous", 'data-offer="register"', 0.8),
+                 f"/bare/articles/{page}?as=anonymous", "anonymous", 'data-offer="register"', 0.8,
+                 postgres=True),
         Scenario("article page, registered (quota left)", "GET", f"/articles/{page}",
-                 f"/bare/articles/{page}?as=registered", "registered", 'data-offer="unlock"', 0.8),
+                 f"/bare/articles/{page}?as=registered", "registered", 'data-offer="unlock"', 0.8,
+                 postgres=True),
         Scenario("article page, subscriber", "GET", f"/articles/{page}",
-                 f"/bare/articles/{page}?as=subscriber", "subscriber", 'data-access="full"', 0.8),
+                 f"/bare/articles/{page}?as=subscriber", "subscriber", 'data-access="full"', 0.8,
+                 postgres=True),
         Scenario("unlock (already unlocked), API", "POST", f"/api/articles/{unlocked}/unlock",
                  f"/bare/api/articles/{unlocked}/unlock", "registered", '"already_unlocked"', 0.5,
                  csrf=True),
@@ -523,14 +538,15 @@ def _fetch(url: str, method: str, headers: dict) -> tuple[int, bytes, bool]:
         return error.code, error.read(), False
 
 
-def check(scenario: Scenario, urls: dict[str, str], headers: dict) -> dict[str, int]:
-    """One request to each side first: all must answer 200, and gate as the scenario expects."""
+def check(scenario: Scenario, urls: dict[str, str], headers: dict[str, dict]) -> dict[str, int]:
+    """One request to each side first: all must answer 200, and gate (on each engine) as the scenario expects."""
     sizes = {}
     for side, url in urls.items():
-        status, body, set_cookie = _fetch(url, scenario.method, headers)
-        if status != 200 or (side == "gate" and scenario.expect.encode() not in body):
+        status, body, set_cookie = _fetch(url, scenario.method, headers[side])
+        gate = side in GATE_SIDES
+        if status != 200 or (gate and scenario.expect.encode() not in body):
             raise RuntimeError(f"{scenario.name}: {side} answered {status}"
-                               f"{f' without {scenario.expect!r}' if side == 'gate' else ''}:\n{body[:500]!r}")
+                               f"{f' without {scenario.expect!r}' if gate else ''}:\n{body[:500]!r}")
         if set_cookie:  # the load replays one cookie: it must be one the site keeps
             raise RuntimeError(f"{scenario.name}: {side} rewrote the session cookie of a replayed request")
         sizes[side] = len(body)
@@ -548,7 +564,7 @@ def timed(server: ServerProcess, load, url: str, method: str, headers: dict, sec
 
 
 def measure(scenario: Scenario, sites: dict, headers: dict, load, seconds: float, rounds: int,
-            warmup: float) -> dict:
+            warmup: float, pg_headers: dict | None = None) -> dict:
     """Warm every side, then run them in rotating order each round, so drift hits all alike.
 
     The sides are gate, the bare page (a new SQLite connection per request,
@@ -557,21 +573,32 @@ def measure(scenario: Scenario, sites: dict, headers: dict, load, seconds: float
     by the baseline runs next to it in time; a ratio is the median of the
     rounds' ratios, which a burst of noise from another process on a shared
     machine moves less than a ratio of totals.
+
+    With a ``postgresql`` site (and ``pg_headers``, its session's), a scenario
+    marked ``postgres`` adds gate serving from PostgreSQL as a fourth side in
+    the same rotation, against the same SQLite baselines.
     """
     urls = {"gate": sites["gate"].url + scenario.gate_path,
             "bare": sites["bare"].url + scenario.bare_path,
             "pooled": sites["bare"].url + scenario.bare_path.replace("/bare/", "/pooled/", 1)}
     server = {"gate": sites["gate"], "bare": sites["bare"], "pooled": sites["bare"]}
-    sizes = check(scenario, urls, headers)
-    for side in SIDES:
-        load(urls[side], scenario.method, headers, warmup)
-    runs: dict[str, list[dict]] = {side: [] for side in SIDES}
+    side_headers = dict.fromkeys(SIDES, headers)
+    sides = SIDES
+    if scenario.postgres and "postgresql" in sites:
+        sides = (*SIDES, "postgresql")
+        urls["postgresql"] = sites["postgresql"].url + scenario.gate_path
+        server["postgresql"], side_headers["postgresql"] = sites["postgresql"], pg_headers
+    sizes = check(scenario, urls, side_headers)
+    for side in sides:
+        load(urls[side], scenario.method, side_headers[side], warmup)
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
     for number in range(rounds):
-        for side in SIDES[number % len(SIDES):] + SIDES[:number % len(SIDES)]:
-            runs[side].append(timed(server[side], load, urls[side], scenario.method, headers, seconds))
+        for side in sides[number % len(sides):] + sides[:number % len(sides)]:
+            runs[side].append(timed(server[side], load, urls[side], scenario.method, side_headers[side],
+                                    seconds))
     result = {"name": scenario.name, "method": scenario.method, "gate_path": scenario.gate_path,
               "bare_path": scenario.bare_path, "target": scenario.target}
-    for side in SIDES:
+    for side in sides:
         result[side] = {"rps": round(statistics.median([run["rps"] for run in runs[side]]), 1),
                         "p50_ms": round(statistics.median([run["p50_ms"] for run in runs[side]]), 2),
                         "p99_ms": round(statistics.median([run["p99_ms"] for run in runs[side]]), 2),
@@ -582,14 +609,18 @@ def measure(scenario: Scenario, sites: dict, headers: dict, load, seconds: float
                         "per_cpu_s": round(statistics.median([run["per_cpu_s"] for run in runs[side]]), 1),
                         "runs": [{"rps": round(run["rps"], 1), "worker_cpu_s": run["worker_cpu_s"]}
                                  for run in runs[side]]}
-    for baseline, key in (("bare", "ratio"), ("pooled", "pooled_ratio")):
-        pairs = list(zip(runs["gate"], runs[baseline]))
+    pairs_of = [("gate", "bare", "ratio"), ("gate", "pooled", "pooled_ratio")]
+    if "postgresql" in sides:
+        pairs_of += [("postgresql", "bare", "pg_ratio"), ("postgresql", "pooled", "pg_pooled_ratio"),
+                     ("postgresql", "gate", "pg_sqlite_ratio")]
+    for measured, baseline, key in pairs_of:
+        pairs = list(zip(runs[measured], runs[baseline]))
         ratios = [g["rps"] / max(b["rps"], 1e-9) for g, b in pairs]
         cpu_ratios = [g["per_cpu_s"] / max(b["per_cpu_s"], 1e-9) for g, b in pairs]
         result[key] = round(statistics.median(ratios), 3)
         result[f"round_{key}s"] = [round(ratio, 3) for ratio in ratios]
         result[f"cpu_{key}"] = round(statistics.median(cpu_ratios), 3)
-    result["balanced"] = all(_balanced(run["worker_cpu_s"]) for side in SIDES for run in runs[side])
+    result["balanced"] = all(_balanced(run["worker_cpu_s"]) for side in sides for run in runs[side])
     return result
 
 
@@ -610,15 +641,21 @@ def worker_connections(connections: int) -> int:
     return -(-connections // WORKERS) + THREADS
 
 
+def gate_site(directory: Path, name: str, database: dict, secret: str, connections: int) -> ServerProcess:
+    """`gate serve` on ``database`` (GATE_DATABASE or GATE_DATABASE_URL), the benchmark's gunicorn settings."""
+    port = free_port()
+    env = site_env(**database, GATE_SECRET_KEY=secret, GATE_RATE_LIMITS="off",
+                   GATE_BASE_URL=f"http://127.0.0.1:{port}")  # gate serve needs its public origin
+    return ServerProcess.gate_serve(env, directory / f"{name}.log", workers=WORKERS, port=port,
+                                    options=("--threads", str(THREADS),
+                                             "--worker-connections", str(worker_connections(connections))))
+
+
 def start_servers(directory: Path, site: dict, connections: int) -> dict[str, ServerProcess]:
     """gate (`gate serve`) and the bare app, same gunicorn settings, both on loopback."""
     secret, per_worker = secrets.token_hex(32), str(worker_connections(connections))
-    gate_port = free_port()
-    env = site_env(GATE_DATABASE=str(site["database"]), GATE_SECRET_KEY=secret, GATE_RATE_LIMITS="off",
-                   GATE_BASE_URL=f"http://127.0.0.1:{gate_port}")  # gate serve needs its public origin
-    servers = {"gate": ServerProcess.gate_serve(env, directory / "gate.log", workers=WORKERS, port=gate_port,
-                                                options=("--threads", str(THREADS),
-                                                         "--worker-connections", per_worker))}
+    servers = {"gate": gate_site(directory, "gate", {"GATE_DATABASE": str(site["database"])}, secret, connections)}
+    env = servers["gate"].env
     try:
         servers["gate"].start()
         bare_port = free_port()
@@ -632,7 +669,7 @@ def start_servers(directory: Path, site: dict, connections: int) -> dict[str, Se
     return servers
 
 
-def run(quick: bool = False, generator: str = "auto", connections: int = 16) -> dict:
+def run(quick: bool = False, generator: str = "auto", connections: int = 16, pg_local: bool = True) -> dict:
     """Serve both sites, measure every scenario, stop; returns the results document."""
     version = wrk_version() if generator in ("auto", "wrk") else None
     if generator == "wrk" and version is None:
@@ -652,23 +689,56 @@ def run(quick: bool = False, generator: str = "auto", connections: int = 16) -> 
                 return run_builtin(url, method, headers, duration, connections)
 
         servers = start_servers(directory, site, connections)
+        stack = contextlib.ExitStack()
         try:
             cookies = sessions(servers["gate"].url, site["page"], site["unlocked"])
+            pg_cookies, postgresql = start_postgres(stack, directory, servers, connections, pg_local)
             results = []
             for scenario in scenarios(site["page"], site["unlocked"]):
-                session = cookies[scenario.session]
-                headers = {"Cookie": session["cookie"], "User-Agent": USER_AGENT}
-                if scenario.csrf:
-                    headers["X-CSRFToken"] = session["csrf"]
-                results.append(measure(scenario, servers, headers, load, seconds, rounds, warmup))
+                headers = _headers(cookies, scenario)
+                pg_headers = _headers(pg_cookies, scenario) if pg_cookies else None
+                results.append(measure(scenario, servers, headers, load, seconds, rounds, warmup, pg_headers))
         finally:
             for server in servers.values():
                 server.stop()
+            stack.close()
     return {"when": datetime.now(UTC).isoformat(), "quick": quick,
             "generator": version or "builtin (http.client keep-alive threads, separate process)",
             "gunicorn": {"workers": WORKERS, "threads": THREADS, "worker_class": "gthread"},
             "connections": connections, "seconds_per_run": seconds, "rounds": rounds,
-            "cpus": os.cpu_count(), "rate_limits": "off", "results": results}
+            "cpus": os.cpu_count(), "rate_limits": "off", "postgresql": postgresql, "results": results}
+
+
+def _headers(cookies: dict, scenario: Scenario) -> dict:
+    """The replayed request's headers: its session's cookie, the one user agent, the CSRF token if needed."""
+    session = cookies[scenario.session]
+    headers = {"Cookie": session["cookie"], "User-Agent": USER_AGENT}
+    if scenario.csrf:
+        headers["X-CSRFToken"] = session["csrf"]
+    return headers
+
+
+def start_postgres(stack: contextlib.ExitStack, directory: Path, servers: dict, connections: int,
+                   pg_local: bool = True) -> tuple[dict | None, str]:
+    """gate on PostgreSQL beside the SQLite site (same articles, accounts and secret), or why not.
+
+    Adds ``servers["postgresql"]`` and returns its sessions and "measured", or
+    (None, "skipped: ...") when no PostgreSQL server is at hand or gate can't serve from it.
+    """
+    engine = stack.enter_context(postgres_engine(directory, pg_local))
+    if engine.skipped:
+        return None, engine.skipped
+    try:
+        database = engine.database(directory, "http")
+        site = prepare_site(directory, database["GATE_DATABASE_URL"])
+        server = gate_site(directory, "gate-postgresql", database, servers["gate"].env["GATE_SECRET_KEY"],
+                           connections)
+        server.start()
+    except Exception as error:  # reported in the table, as a skipped engine is
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        return None, f"skipped: gate could not serve from PostgreSQL: {lines[-1][:300]}"
+    servers["postgresql"] = server
+    return sessions(server.url, site["page"], site["unlocked"]), "measured"
 
 
 def profile(requests: int = 300) -> str:
@@ -736,17 +806,29 @@ def format_table(document: dict) -> str:
         lines.append(f"{row['name']:<38} {gate['rps']:>9.0f} {bare['rps']:>9.0f} {row['ratio']:>6.2f} "
                      f"{target:>6} {pooled['rps']:>10.0f} {row['pooled_ratio']:>6.2f}  "
                      f"{gate['p50_ms']:>7.1f}/{gate['p99_ms']:<8.1f}{''.join(flags)}")
+    measured = [row for row in document["results"] if "postgresql" in row]
+    if document.get("postgresql", "measured") != "measured":
+        lines.append(f"gate on PostgreSQL: {document['postgresql']}")
+    elif measured:
+        lines.append(f"\ngate on PostgreSQL, same bare baselines (SQLite):\n{'scenario':<38} {'pg rps':>9} "
+                     f"{'bare rps':>9} {'ratio':>6} {'pooled rps':>10} {'ratio':>6} {'pg/sqlite':>9}  "
+                     f"{'pg p50/p99 ms':>16}")
+        for row in measured:
+            postgresql = row["postgresql"]
+            lines.append(f"{row['name']:<38} {postgresql['rps']:>9.0f} {row['bare']['rps']:>9.0f} "
+                         f"{row['pg_ratio']:>6.2f} {row['pooled']['rps']:>10.0f} {row['pg_pooled_ratio']:>6.2f} "
+                         f"{row['pg_sqlite_ratio']:>9.2f}  {postgresql['p50_ms']:>7.1f}/{postgresql['p99_ms']:<8.1f}")
     return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     """Run the HTTP benchmarks, print a table and write bench-results/http.json."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short runs (a smoke test, ~30 s)")
-    parser.add_argument("--out", default="bench-results", help="folder for http.json")
+    parser = arguments(__doc__, "http.json", "short runs (a smoke test, ~30 s)")
     parser.add_argument("--generator", choices=("auto", "wrk", "builtin"), default="auto",
                         help="load generator (auto: wrk if installed)")
     parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
+    parser.add_argument("--no-pg-local", action="store_true",
+                        help="never start tools/pg-local (PostgreSQL only from the environment)")
     parser.add_argument("--profile", action="store_true",
                         help="instead, profile gate's request path in-process (cProfile) into http-profile.txt")
     args = parser.parse_args(argv)
@@ -758,7 +840,8 @@ def main(argv=None) -> None:
         print(text)
         print(f"written to {out / 'http-profile.txt'}")
         return
-    document = run(quick=args.quick, generator=args.generator, connections=args.connections)
+    document = run(quick=args.quick, generator=args.generator, connections=args.connections,
+                   pg_local=not args.no_pg_local)
     print(f"gunicorn {WORKERS} workers x {THREADS} threads on 127.0.0.1; load: {document['generator']}, "
           f"{args.connections} connections")
     print(format_table(document))
