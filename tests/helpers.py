@@ -248,7 +248,8 @@ class LiveSite:
         self.env = site_env(**database_env(self.database), GATE_SECRET_KEY=secret_key,
                             GATE_RATE_LIMITS="on" if rate_limits else "off", GATE_BASE_URL=MAIL_ORIGIN,
                             **settings)
-        self.nodes = Nodes(self.env, self.directory, nodes, workers=1)
+        self.node_count = nodes
+        self.nodes: Nodes | None = None  # made at start, from env as it stands then (callers add settings)
         self.seed = ("db", "seed") if schedule else ("db", "seed", "--no-schedule")
         self.server: ServerProcess | None = None
         self.url = ""
@@ -279,13 +280,14 @@ class LiveSite:
         """Seed, freeze the clock and serve (one gunicorn worker per node) until /api/health answers."""
         self.gate(*self.seed)
         self.freeze_clock()
-        self.nodes.start()
+        self.nodes = Nodes(self.env, self.directory, self.node_count, workers=1).start()
         self.server, self.url, self.urls = self.nodes.servers[0], self.nodes.urls[0], self.nodes.urls
         return self
 
     def stop(self) -> None:
         """Stop every node (SIGTERM, then SIGKILL) and close its log."""
-        self.nodes.stop()
+        if self.nodes is not None:
+            self.nodes.stop()
         self.server = None
 
     def __enter__(self) -> "LiveSite":
