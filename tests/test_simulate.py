@@ -27,7 +27,7 @@ from gate.services.content import Article
 from gate.simulate import runner as sim
 from gate.simulate.population import Crowd, load_population
 from gate.simulate.runner import PresetRun, SimulatedBilling, catalogue, spend_horizon
-from gate.storage.db import connect
+from gate.storage.db import open_database
 from tests.helpers import START, Reader, mailed_link
 
 POPULATION = resource_dir("config") / "population.toml"
@@ -138,7 +138,7 @@ def _replay(app, clock, steps) -> list[tuple]:
                 assert _pay(reader, email).status_code == 303
             else:  # an anonymous payer signs in through the link mailed to the address
                 assert _pay(reader, email).status_code == 200
-                database = connect(app.config["DATABASE"])
+                database = open_database(app.config["DATABASE"])
                 link = mailed_link(database, email)
                 database.close()
                 assert reader.post(link).status_code == 303
@@ -151,6 +151,7 @@ def _replay(app, clock, steps) -> list[tuple]:
     return served
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"], indirect=True)
 @pytest.mark.parametrize("preset, seed", [("wpr", 6), ("metered", 6)])
 def test_simulator_and_site_make_the_same_decisions(app, db, clock, runner, cfg, tmp_path, preset, seed):
     """Five keen readers for ten days through the simulator, then through the real site."""

@@ -143,6 +143,7 @@ def test_experiments_default_to_since_the_experiment_started_after_time_travel(a
     assert 'name="start" value="2026-12-20"' in chosen
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"], indirect=True)
 def test_generated_traffic_finds_a_strong_effect_and_the_audit_stays_clean(app, db):
     done = generate(app, db, "metered-ab", visitors=1000, days=14)
     assert done.counts["visitors"] > 800 and done.counts["signups"] > 50
@@ -153,8 +154,8 @@ def test_generated_traffic_finds_a_strong_effect_and_the_audit_stays_clean(app, 
     assert banner["test"]["step"] == "registration" and banner["test"]["significant"]
     assert banner["test"]["difference"] > 0.05  # three free articles bring more registrations than five
     assert audit.run(db, cfg_of(app)) == []
-    tagged = db.execute("select count(*) from events where json_extract(data, '$.synthetic') is null"
-                        " and type in ('article_view', 'signup', 'unlock', 'subscription_changed')").fetchone()[0]
+    tagged = db.scalar(f"select count(*) from events where {db.json_text('data', 'synthetic')} is null"
+                       " and type in ('article_view', 'signup', 'unlock', 'subscription_changed')")
     assert tagged == 0  # every generated event is tagged
     assert db.execute("select count(*) from readers where synthetic = 0").fetchone()[0] == 0
 

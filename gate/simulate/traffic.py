@@ -192,7 +192,7 @@ class _Writer:
         if visitor and visitor not in self.seen:
             self.seen.add(visitor)
             self.counts["visitors"] += 1
-            self.db.execute("insert or ignore into visitors (id, created_at) values (?, ?)", [visitor, to_iso(at)])
+            self.db.insert_ignore("visitors", {"id": visitor, "created_at": to_iso(at)})
 
     # --- steps --------------------------------------------------------------------
 
@@ -254,10 +254,9 @@ class _Writer:
         self._arrive({"visitor_id": visitor}, at)
         first = _visitor(self.batch, step.reader, 0)
         email = f"{visitor}@synthetic.invalid"  # .invalid can never be a real address (RFC 2606)
-        reader_id = self.db.execute(
-            "insert into readers (email, is_admin, session_token, created_at, synthetic, experiment_unit)"
-            " values (?, 0, ?, ?, 1, ?)", [email, secrets.token_urlsafe(24), to_iso(at), f"visitor:{first}"]
-        ).lastrowid
+        reader_id = self.db.insert("readers", {
+            "email": email, "is_admin": 0, "session_token": secrets.token_urlsafe(24), "created_at": to_iso(at),
+            "synthetic": 1, "experiment_unit": f"visitor:{first}"})
         self.accounts[step.reader] = reader_id
         self.counts["signups"] += 1
         events.record(self.db, "signup", at, reader_id=reader_id, visitor_id=visitor, source="generated",
