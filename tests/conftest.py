@@ -8,7 +8,7 @@ from gate import create_app
 from gate.services import seed
 from gate.storage.clock import Clock
 from gate.storage.db import open_database
-from tests.helpers import ADMIN, START, Reader
+from tests.helpers import ADMIN, START, TEST_POOL, Reader
 
 
 @pytest.fixture(autouse=True)
@@ -89,9 +89,6 @@ from urllib.parse import urlencode
 from gate.storage import engine as storage_engine
 from gate.storage import ratelimits
 from gate.storage.db import open_site_db
-
-#: Connections a test's pool may hold: the seam under test plus the threads of a race.
-TEST_POOL = 24
 
 
 @pytest.fixture(scope="session")

@@ -540,3 +540,6 @@ def generate_traffic(page, visitors: int = 600, days: int = 14):
 #: ``pytestmark = BOTH_ENGINES``: every test of the module runs on SQLite and on PostgreSQL
 #: (the ``engine`` fixture in conftest.py; PostgreSQL needs GATE_TEST_DATABASE_URL).
 BOTH_ENGINES = pytest.mark.parametrize("engine", ["sqlite", "postgresql"], indirect=True)
+
+#: Connections a test's pool may hold: the seam under test plus the threads of a race.
+TEST_POOL = 24

@@ -15,8 +15,7 @@ from gate.rules.timeutil import to_iso
 from gate.services import mail, newsletter
 from gate.storage import events
 from gate.storage.db import open_database
-from tests.conftest import TEST_POOL
-from tests.helpers import START, WEEKLY
+from tests.helpers import START, TEST_POOL, WEEKLY
 
 CFG = Config()
 READERS = 6
