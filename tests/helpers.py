@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,7 +32,7 @@ from gate.services import content, seed
 from gate.services.content import parse_article_file, split_teaser
 from gate.services.seed import ARTICLES_DIR
 from gate.storage.clock import Clock
-from gate.storage.db import open_site_db
+from gate.storage.db import open_database, open_site_db
 
 NY = ZoneInfo("America/New_York")
 #: Every test starts at this site time, after all demo articles are published.
@@ -543,3 +544,28 @@ BOTH_ENGINES = pytest.mark.parametrize("engine", ["sqlite", "postgresql"], indir
 
 #: Connections a test's pool may hold: the seam under test plus the threads of a race.
 TEST_POOL = 24
+
+
+def at_once(target, count: int, action) -> tuple[list, list]:
+    """Run ``action(db)`` on ``count`` threads released together, each on its own connection: (results, errors).
+
+    The races on both engines (billing, newsletters) use it: errors are returned, not lost in a thread.
+    """
+    results, errors, start = [], [], threading.Barrier(count)
+
+    def one() -> None:
+        db = open_database(target, TEST_POOL)
+        try:
+            start.wait()
+            results.append(action(db))
+        except Exception as error:  # noqa: BLE001 - reported by the test
+            errors.append(error)
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results, errors

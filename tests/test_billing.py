@@ -18,8 +18,8 @@ from gate.rules import billing
 from gate.rules.billing import BillingError, Card, PlanTerms, Policy
 from gate.rules.timeutil import to_iso
 from gate.services import subscriptions
-from gate.storage.db import open_database
 from gate.storage.engine import integrity_errors
+from tests.helpers import at_once
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 31, 15, 0, tzinfo=UTC)
@@ -249,28 +249,6 @@ def add_reader(db, email: str) -> int:
     """An account row, as signing up makes one."""
     return db.insert("readers", {"email": email, "session_token": secrets.token_urlsafe(12),
                                  "created_at": to_iso(T0), "is_admin": 0})
-
-
-def at_once(target, count: int, action) -> tuple[list, list]:
-    """Run ``action(db)`` on ``count`` threads together, each on its own connection: (results, errors)."""
-    results, errors, start = [], [], threading.Barrier(count)
-
-    def one():
-        db = open_database(target)
-        try:
-            start.wait()
-            results.append(action(db))
-        except Exception as error:  # reported by the test
-            errors.append(error)
-        finally:
-            db.close()
-
-    threads = [threading.Thread(target=one) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results, errors
 
 
 def changes(db, reader_id: int) -> list[tuple]:

@@ -4,7 +4,6 @@ and an enrollment change committed with its consent record and its event, or not
 from __future__ import annotations
 
 import json
-import threading
 import time
 from datetime import timedelta
 
@@ -14,8 +13,7 @@ from gate.conf.settings import Config
 from gate.rules.timeutil import to_iso
 from gate.services import mail, newsletter
 from gate.storage import events
-from gate.storage.db import open_database
-from tests.helpers import START, TEST_POOL, WEEKLY
+from tests.helpers import START, WEEKLY, at_once
 
 CFG = Config()
 READERS = 6
@@ -48,24 +46,8 @@ def weekly(backend):
 
 
 def _concurrently(target: str, senders: int, send) -> list:
-    """Run ``send(db)`` in ``senders`` threads, each on its own connection, released together."""
-    start, results, errors = threading.Barrier(senders), [], []
-
-    def run() -> None:
-        db = open_database(target, TEST_POOL)
-        try:
-            start.wait()
-            results.append(send(db))
-        except Exception as error:  # noqa: BLE001 - reported by the test, not lost in a thread
-            errors.append(error)
-        finally:
-            db.close()
-
-    threads = [threading.Thread(target=run) for _ in range(senders)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    """Run ``send(db)`` in ``senders`` threads released together; their results (no thread may fail)."""
+    results, errors = at_once(target, senders, send)
     assert not errors, errors
     return results
 
