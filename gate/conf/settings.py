@@ -10,14 +10,12 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Literal
-from zoneinfo import ZoneInfo
 
 from pydantic import Field, ValidationError, field_validator
 
 from gate.conf import environment
 from gate.conf.resources import resource_dir
-from gate.rules import periods
-from gate.rules.model import Strict
+from gate.rules.model import Strict, Zoned
 from gate.rules.paywall import Rules, unique_ids
 
 #: Where a demo with no configured origin is reached (`gate demo`'s default bind).
@@ -28,12 +26,11 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used, with the reasons."""
 
 
-class Publication(Strict):
+class Publication(Zoned):
     """The publication itself: the ``[site]`` section."""
 
     name: str = Field(min_length=1, max_length=80)
     tagline: str = ""
-    timezone: str = "UTC"
     default_preset: str = "wpr"
     sections: list[str] = Field(min_length=1)
     #: The public origin of every absolute URL the site emits (GATE_BASE_URL overrides it).
@@ -44,17 +41,6 @@ class Publication(Strict):
     def _origin(cls, value):
         """An origin only (scheme, host, port): links are this plus a path."""
         return None if value is None else environment.origin(value)
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value):
-        """Report a bad zone here, in site.toml, not once per preset that inherits it."""
-        return periods.known_zone(value)
-
-    @property
-    def tz(self) -> ZoneInfo:
-        """The site's time zone: meters reset and mail is dated in it."""
-        return ZoneInfo(self.timezone)
 
 
 class SubscriptionPlan(Strict):

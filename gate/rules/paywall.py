@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 
 from gate.rules import periods
 from gate.rules.experiments import Experiment
-from gate.rules.model import GateStyle, Limit, Strict
+from gate.rules.model import GateStyle, Limit, Strict, Zoned
 
 Tier = Literal["anonymous", "registered", "subscriber"]
 AccessClass = Literal["metered", "free", "premium"]
@@ -132,11 +132,10 @@ class GateCopy(Strict):
     subscribe_line: str = Field(default="Or, subscribe now to get full access.", max_length=200)
 
 
-class Rules(Strict):
+class Rules(Zoned):
     """A paywall preset: the gate's rules, as loaded from config/presets/NAME.toml."""
 
     name: str = Field(min_length=1)
-    timezone: str = "UTC"
     title: str = Field(min_length=1, max_length=80)
     description: str = Field(default="", max_length=600)
     teaser_paragraphs: int = Field(default=3, ge=1, le=20)
@@ -153,17 +152,6 @@ class Rules(Strict):
     def _unique_experiments(cls, value):
         """Experiments are reported by id, so ids must be unique within a preset."""
         return unique_ids(value, "experiment ids")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value):
-        """The site time zone must be an IANA name zoneinfo knows."""
-        return periods.known_zone(value)
-
-    @property
-    def tz(self) -> ZoneInfo:
-        """The site's time zone, in which periods start and end."""
-        return ZoneInfo(self.timezone)
 
     def tier(self, tier: Tier) -> TierRule:
         """The rule for one tier."""
