@@ -35,6 +35,7 @@ from gate.rules import billing, experiments, periods
 from gate.rules.paywall import Reason, Rules
 from gate.rules.timeutil import to_iso
 from gate.services import subscriptions
+from gate.services.visitors import keep as keep_visitor
 from gate.simulate.population import Population, load_population
 from gate.simulate.runner import ArticleRef, SimulatedBilling, Step, simulate
 from gate.storage import events
@@ -192,7 +193,7 @@ class _Writer:
         if visitor and visitor not in self.seen:
             self.seen.add(visitor)
             self.counts["visitors"] += 1
-            self.db.insert_ignore("visitors", {"id": visitor, "created_at": to_iso(at)})
+            keep_visitor(self.db, visitor, at)
 
     # --- steps --------------------------------------------------------------------
 
