@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 
+from gate.app import sessions
 from gate.conf import environment
 from gate.conf.resources import resource_dir
 from gate.conf.version import __version__ as __version__  # re-exported: gate.__version__
@@ -55,6 +56,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     )
     if test_config:
         app.config.update(test_config)
+    app.session_interface = sessions.SessionInterface()  # each cookie verified once per process
     if not app.config["SECRET_KEY"]:
         from gate.storage.engine import is_url  # (importing gate must not load sqlite-utils, nor numpy)
 

@@ -11,8 +11,7 @@ from gate.app import site
 from gate.app.context import current
 from gate.app.db import get_db
 from gate.rules import paywall
-from gate.services import accounts, presets
-from gate.storage.clock import Clock
+from gate.services import accounts, presets, sitestate
 from gate.storage.quota import SqlQuotaStore
 from tests.helpers import BOTH_ENGINES, METERED, START
 
@@ -27,7 +26,8 @@ def test_one_object_per_request_kept_on_g(app):
         assert current() is not state  # a new request starts afresh
 
 
-def test_after_spend_reads_the_meter_again_and_keeps_the_viewer_before(app):
+def test_after_spend_reads_the_meter_again_and_keeps_the_viewer_before(app, runner):
+    runner.invoke(args=["preset", "use", "metered"])  # anonymous visitors have a meter to read
     with app.test_request_context(f"/articles/{METERED}"):
         state = current()
         before = state.viewer
@@ -38,6 +38,13 @@ def test_after_spend_reads_the_meter_again_and_keeps_the_viewer_before(app):
         assert [spend.slug for spend in state.viewer.spends] == [METERED]
         assert state.viewer_before is before and state.viewer is not before
         assert not state.spent_from_cookie  # the database meter: no cookie to send back
+
+
+def test_a_tier_without_a_meter_reads_no_spends(app):
+    with app.test_request_context(f"/articles/{METERED}"):
+        state = current()  # wpr: anonymous visitors read teasers, whatever they spent before
+        state.quota.spend(f"visitor:{state.visitor_id()}", METERED, "window", state.now, lambda spends: True)
+        assert not state.rules.tier("anonymous").metered and state.viewer.spends == ()
 
 
 def test_after_rules_change_works_the_rules_and_variants_out_again(app):
@@ -80,10 +87,10 @@ def test_a_spend_from_the_porous_cookie_is_sent_back(app, client, runner):
 
 @pytest.fixture
 def computations(monkeypatch):
-    """How often one request decides, reads a meter or reads the clock."""
+    """How often one request decides, reads a meter or reads the site's state (clock and preset)."""
     calls = Counter()
     for owner, name in [(paywall, "decide"), (paywall, "meter_for"), (SqlQuotaStore, "spends"),
-                        (Clock, "state")]:
+                        (sitestate, "read")]:
         real = getattr(owner, name)
 
         def counted(*args, _real=real, _name=name, **kwargs):
@@ -94,15 +101,18 @@ def computations(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("preset", ["wpr", "metered"])  # choice mode; auto mode re-reading an unlocked article
-def test_an_article_is_decided_once_a_request(client, runner, computations, preset):
-    """One GET reads the clock and the meter once and decides once (the header's meter aside)."""
+@pytest.mark.parametrize("preset, meters", [("wpr", 0), ("metered", 1)])  # a teaser-only visitor; auto mode re-reading
+def test_an_article_is_decided_once_a_request(client, runner, computations, preset, meters):
+    """One GET reads the site's state and the meter once and decides once (the header's meter aside).
+
+    Under wpr an anonymous visitor has no meter (a teaser whatever they did), so none is read.
+    """
     runner.invoke(args=["preset", "use", preset])
     client.get(f"/articles/{METERED}")  # auto mode spends here; the GET below spends nothing
     computations.clear()
     assert client.get(f"/articles/{METERED}").status_code == 200
-    assert (computations["state"], computations["spends"], computations["decide"]) == (1, 1, 1)
+    assert (computations["read"], computations["spends"], computations["decide"]) == (1, meters, 1)
     assert computations["meter_for"] <= 2  # decide's, and the header's
     computations.clear()
     assert client.get(f"/api/articles/{METERED}").status_code == 200
-    assert computations == {"state": 1, "spends": 1, "decide": 1, "meter_for": 1}
+    assert +computations == +Counter(read=1, spends=meters, decide=1, meter_for=1)

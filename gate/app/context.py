@@ -24,17 +24,18 @@ from gate.app.db import get_db
 from gate.conf.settings import Config
 from gate.rules import experiments
 from gate.rules.paywall import Rules, Viewer
-from gate.services import accounts, newsletter, presets, visitors
+from gate.services import accounts, sitestate, visitors
 from gate.storage import events
-from gate.storage.clock import Clock, ClockState, real_now
+from gate.storage.clock import ClockState, real_now
 from gate.storage.quota import MemoryQuotaStore, SqlQuotaStore
 
 #: The attribute of ``g`` the request's state lives under.
 G_KEY = "gate_request"
 #: The bypass-lab preset's meter: its key, and the plain cookie it lives in.
 POROUS_KEY, POROUS_COOKIE = "cookie", "porous_meter"
-#: Fields worked out from the rules: dropped when the rules change.
-RULES_FIELDS = ("base_rules", "variants", "rules", "viewer", "viewer_before", "cookie_meter")
+#: Fields worked out from the rules: dropped when the rules change (the site's state is read again).
+RULES_FIELDS = ("site", "base_rules", "variants", "rules", "viewer", "viewer_before", "cookie_meter",
+                "consent_lesson")
 
 
 def reader_unit(reader) -> str:
@@ -54,9 +55,14 @@ class RequestState:
     spent_from_cookie: bool = False
 
     @cached_property
+    def site(self) -> sitestate.SiteState:
+        """The clock, the preset and the consent lesson, read in one statement once per request."""
+        return sitestate.read(get_db(), self.config, real_now())
+
+    @property
     def clock(self) -> ClockState:
-        """The clock row, read once per request."""
-        return Clock(get_db()).state()
+        """The clock as this request read it."""
+        return self.site.clock
 
     @cached_property
     def now(self) -> datetime:
@@ -78,7 +84,7 @@ class RequestState:
     @cached_property
     def base_rules(self) -> Rules:
         """The viewer's preset as configured, before any experiment variant."""
-        return self.config.preset(self.previewed_preset or presets.active_name(get_db(), self.config))
+        return self.config.preset(self.previewed_preset or self.site.preset)
 
     @cached_property
     def variants(self) -> dict[str, str]:
@@ -177,7 +183,9 @@ class RequestState:
             tier, key = "anonymous", POROUS_KEY
         else:
             tier, key = "anonymous", f"visitor:{self._visitor()}"
-        return Viewer(tier, key, self.viewer_quota.spends(key), verified)
+        # A tier without a meter (a subscriber, a teaser-only visitor) has no spends that decide would read.
+        spends = self.viewer_quota.spends(key) if self.rules.tier(tier).metered else ()
+        return Viewer(tier, key, spends, verified)
 
     @cached_property
     def viewer_before(self) -> Viewer:
@@ -199,7 +207,7 @@ class RequestState:
     def consent_lesson(self) -> bool:
         """Whether the pre-ticked consent lesson is on: a student's preview of it, else the site's setting."""
         preview = self.demo and session.get(site.CONSENT_PREVIEW_KEY)
-        return bool(preview) or newsletter.preticked_lesson(get_db())
+        return bool(preview) or self.site.consent_lesson
 
     def after_spend(self, spent: bool) -> None:
         """A spend moved the meter: keep the viewer it started from, and read the meter again on next use."""

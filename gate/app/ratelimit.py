@@ -8,6 +8,8 @@ them in Redis instead.
 
 from __future__ import annotations
 
+import functools
+
 from flask import request, session
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -66,3 +68,40 @@ def init_app(app) -> None:
     """Bind the limiter with shared storage (GATE_RATELIMIT_STORAGE, else the site database)."""
     app.config.setdefault("RATELIMIT_STORAGE_URI", ratelimits.storage_uri(str(app.config["DATABASE"])))
     limiter.init_app(app)
+    _only_on_limited_routes(app)
+
+
+def limited(view) -> bool:
+    """Whether a view function carries a limit of this limiter (its decorator marks the wrapper)."""
+    return getattr(view, "__wrapper-limiter-instance", None) == limiter  # as Flask-Limiter compares it
+
+
+def _only_on_limited_routes(app) -> None:
+    """Run Flask-Limiter's per-request hooks only for the routes that have a limit.
+
+    Flask-Limiter checks every request for app-wide and blueprint limits, and
+    gate has none: every limit is on a route (login, signup, checkout, sign-in
+    links, unlocks). The pages a reader loads most, articles first, then skip
+    the limiter entirely; a limited route runs its hooks as before.
+    """
+    hooks = {"before": app.before_request_funcs[None], "after": app.after_request_funcs[None],
+             "teardown": app.teardown_request_funcs[None]}
+    ours = {"before": lambda hook: hook == limiter._check_request_limit,
+            "after": lambda hook: getattr(hook, "args", None) == (limiter,),
+            "teardown": lambda hook: getattr(hook, "__self__", None) is limiter}
+    for kind, funcs in hooks.items():
+        for index, hook in enumerate(funcs):
+            if ours[kind](hook):
+                funcs[index] = _on_limited_routes(app, hook, kind)
+
+
+def _on_limited_routes(app, hook, kind: str):
+    """``hook``, run only when this request's view has a limit (an after-request hook passes the response on)."""
+
+    @functools.wraps(hook)
+    def only_when_limited(*args):
+        if limited(app.view_functions.get(request.endpoint)):
+            return hook(*args)
+        return args[0] if kind == "after" else None
+
+    return only_when_limited

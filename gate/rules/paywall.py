@@ -98,6 +98,11 @@ class TierRule(Strict):
         """Whether this tier reads every metered article."""
         return self.limit == "unlimited"
 
+    @property
+    def metered(self) -> bool:
+        """Whether this tier has a meter to count: a limit above zero (decide reads spends only then)."""
+        return not self.unlimited and self.limit > 0
+
 
 class Tiers(Strict):
     """The rule for each tier."""
@@ -253,7 +258,7 @@ class Decision:
 def meter_for(rules: Rules, viewer: Viewer, now: datetime) -> Meter:
     """The viewer's meter: spends counted in the window of their tier's period."""
     rule = rules.tier(viewer.tier)
-    if rule.unlimited or rule.limit == 0:
+    if not rule.metered:
         limit = None if rule.unlimited else 0
         return Meter(0, limit, limit, None, None, None)
     window = periods.period_window(rule.period, now, rules.tz)
@@ -405,7 +410,7 @@ def explain(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime,
     served = after or before
     rule = rules.tier(viewer.tier)
     window = None
-    if not rule.unlimited and rule.limit:
+    if rule.metered:
         span = periods.period_window(rule.period, now, rules.tz)
         window = {"key": span.key, "start": _local(span.start, rules.tz), "end": _local(span.end, rules.tz),
                   "resets_at": _local(served.meter.resets_at, rules.tz), "timezone": rules.timezone}

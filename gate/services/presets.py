@@ -12,10 +12,12 @@ PRESET_KEY = "preset"
 
 def active_name(db, cfg: Config) -> str:
     """The preset stored in the database, else the site default."""
-    name = db.scalar("select value from settings where key = ?", [PRESET_KEY])
-    if name in cfg.presets:
-        return name
-    return cfg.publication.default_preset
+    return known_or_default(cfg, db.scalar("select value from settings where key = ?", [PRESET_KEY]))
+
+
+def known_or_default(cfg: Config, name: str | None) -> str:
+    """A stored preset name, or the site default when none is stored or the config no longer has it."""
+    return name if name in cfg.presets else cfg.publication.default_preset
 
 
 def use(db, cfg: Config, name: str, at: datetime, by: str) -> tuple[str, str]:

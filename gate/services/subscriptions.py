@@ -132,9 +132,34 @@ def settle_reader(db, cfg, reader_id: int, now: datetime) -> Subscription | None
     return _settle(db, cfg, reader_id, now)[0]
 
 
-def _settle(db, cfg, reader_id: int, now: datetime) -> tuple[Subscription | None, int]:
-    """Settle one reader; the subscription and how many charges this call made."""
-    sub = current(db, reader_id)
+#: A reader's newest subscription beside the reader, its columns prefixed ``sub_``.
+_SIGNED_IN = ("select r.*, {columns} from readers r left join subscriptions s on s.id ="
+              " (select max(id) from subscriptions where reader_id = r.id) where r.session_token = ?").format(
+    columns=", ".join(f"s.{column} as sub_{column}" for column in Subscription.__dataclass_fields__))
+
+
+def signed_in(db, cfg, token: str, now: datetime) -> accounts.Reader | None:
+    """The account a session token names, with its access settled for ``now`` (see :func:`refresh`).
+
+    Every signed-in page asks this first, so the reader and their newest
+    subscription come in one statement; settling reads again only when a
+    renewal, retry or expiry is due.
+    """
+    row = first(db, _SIGNED_IN, [token]) if token else None
+    if row is None:
+        return None
+    sub = _from_row({key[4:]: value for key, value in row.items() if key.startswith("sub_")}) \
+        if row["sub_id"] is not None else None
+    return _refreshed(cfg, accounts.Reader.from_row(row), now, _settle(db, cfg, row["id"], now, sub)[0])
+
+
+_UNREAD = object()
+
+
+def _settle(db, cfg, reader_id: int, now: datetime, sub=_UNREAD) -> tuple[Subscription | None, int]:
+    """Settle one reader; the subscription and how many charges this call made (``sub``: already read)."""
+    if sub is _UNREAD:
+        sub = current(db, reader_id)
     if not _needs_settling(db, sub, now):
         return sub, 0
     with db.transaction():
@@ -203,7 +228,11 @@ def has_access(db, cfg, reader: accounts.Reader, now: datetime) -> bool:
 
 def refresh(db, cfg, reader: accounts.Reader, now: datetime) -> accounts.Reader:
     """The reader with ``is_subscriber`` and a past-due ``grace_ends`` set for this moment (one settle)."""
-    sub = settle_reader(db, cfg, reader.id, now)
+    return _refreshed(cfg, reader, now, settle_reader(db, cfg, reader.id, now))
+
+
+def _refreshed(cfg, reader: accounts.Reader, now: datetime, sub: Subscription | None) -> accounts.Reader:
+    """The reader with their access now, from their settled subscription."""
     access = reader.comp_active(now) or billing.has_access(sub, policy(cfg), now)
     return replace(reader, is_subscriber=access, grace_ends=grace_end(cfg, sub))
 

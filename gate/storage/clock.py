@@ -140,6 +140,19 @@ def _from_row(row, real: datetime) -> ClockState:
     return state
 
 
+def state_of(row, real: datetime) -> ClockState:
+    """The clock row (mode, offset_seconds, frozen_at) as a state: real time when there is none or it is unusable."""
+    if row is None or row[0] is None:
+        return ClockState()
+    try:
+        return _from_row(tuple(row), real)
+    except (ValueError, TypeError, OverflowError) as error:
+        # Written by hand or by an older version: serve real time rather than fail every request.
+        log.warning("the stored clock %.120r is unusable (%s): using real time; "
+                    "`gate clock reset` clears it", tuple(row), error)
+        return ClockState()
+
+
 class Clock:
     """The clock of one site database."""
 
@@ -152,15 +165,7 @@ class Clock:
         row = self.db.execute(
             "select mode, offset_seconds, frozen_at from clock where id = 1"
         ).fetchone()
-        if row is None:
-            return ClockState()
-        try:
-            return _from_row(row, self.real())
-        except (ValueError, TypeError, OverflowError) as error:
-            # Written by hand or by an older version: serve real time rather than fail every request.
-            log.warning("the stored clock %.120r is unusable (%s): using real time; "
-                        "`gate clock reset` clears it", tuple(row), error)
-            return ClockState()
+        return state_of(row, self.real())
 
     def now(self) -> datetime:
         """The site's current time."""

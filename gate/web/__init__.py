@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from flask import jsonify, render_template, request
+import functools
+
+from flask import current_app, g, jsonify, render_template, request, session
 from flask_login import LoginManager, current_user
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
+from itsdangerous import URLSafeTimedSerializer
 from werkzeug.exceptions import HTTPException, SecurityError
 
 from gate.app import context, site
@@ -12,7 +15,7 @@ from gate.app.context import current
 from gate.app.db import get_db
 from gate.rules import billing, paywall, periods
 from gate.rules.timeutil import from_iso
-from gate.services import accounts, personas, subscriptions
+from gate.services import personas, subscriptions
 
 csrf = CSRFProtect()
 login_manager = LoginManager()
@@ -24,10 +27,7 @@ login_manager.login_message_category = "info"
 @login_manager.user_loader
 def _load_reader(token: str):
     """Resolve the session's rotating token to an account, its subscription settled."""
-    reader = accounts.by_session_token(get_db(), token)
-    if reader is None:
-        return None
-    return subscriptions.refresh(get_db(), site.config(), reader, current().now)
+    return subscriptions.signed_in(get_db(), site.config(), token, current().now)
 
 
 def _wants_json() -> bool:
@@ -89,6 +89,27 @@ def _response_headers(response):
     return response
 
 
+@functools.lru_cache(maxsize=4096)
+def _signed_csrf(secret: str, raw: str) -> str:
+    """A session's CSRF token signed as Flask-WTF signs it (same salt, so its validation accepts it)."""
+    return URLSafeTimedSerializer(secret, salt="wtf-csrf-token").dumps(raw)
+
+
+def csrf_token() -> str:
+    """This session's CSRF token for a form or the page's meta tag, signed once per process and session.
+
+    Flask-WTF signs the session's token afresh on every page, a time stamp
+    included. Tokens here live as long as their session (WTF_CSRF_TIME_LIMIT
+    is None), so the time stamp means nothing and the signature of a
+    session's token can be kept; a new session gets a new token as before.
+    """
+    raw = session.get("csrf_token")
+    if isinstance(raw, str) and "csrf_token" not in g:
+        secret = current_app.config.get("WTF_CSRF_SECRET_KEY") or current_app.secret_key
+        g.csrf_token = _signed_csrf(secret, raw)  # where generate_csrf looks first
+    return generate_csrf()
+
+
 def _template_globals():
     """The site, the clock and the viewer's meter, for every page."""
     state = current()
@@ -109,6 +130,7 @@ def _template_globals():
         "instructor": state.instructor,  # demo mode: the admin underneath a persona
         "previewing": state.previewed_preset,
         "signup_lists": cfg.signup_lists,
+        "csrf_token": csrf_token,
     }
 
 

@@ -43,14 +43,16 @@ def _who() -> dict:
 
 def _spend(article: Article, how: str) -> tuple[Decision, bool]:
     """Spend one article of the viewer's meter on ``article`` (at most once), recording the unlock."""
-    db = get_db()
+    state, db = current(), get_db()
+    store, rules, viewer, now = state.viewer_quota, state.rules, state.viewer, state.now  # read before any lock
+    if paywall.decide(rules, viewer, article, now).reason != paywall.Reason.METER_AVAILABLE:
+        return quota.unlock(store, rules, viewer, article, now)  # nothing to spend: no write transaction
     with immediate(db):  # the spend and its event commit together: a crash between them leaves neither
-        decision, spent = quota.unlock(current().viewer_quota, current().rules, current().viewer, article,
-                                       current().now)
+        decision, spent = quota.unlock(store, rules, viewer, article, now)
         if spent:
-            events.record(db, "unlock", current().now, slug=article.slug, **_who(), used=decision.meter.used,
+            events.record(db, "unlock", now, slug=article.slug, **_who(), used=decision.meter.used,
                           limit=decision.meter.limit, mode=decision.meter.mode, via=how)
-    current().after_spend(spent)
+    state.after_spend(spent)
     return decision, spent
 
 

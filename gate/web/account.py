@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
@@ -19,7 +21,9 @@ bp = Blueprint("account", __name__)
 @login_required
 def account():
     """Show who the reader is, their meter, subscription and payments."""
-    rules, viewer, now = current().rules, current().viewer, current().now
+    rules, now = current().rules, current().now
+    # Every unlock the reader ever made, whether or not their tier counts a meter now.
+    viewer = replace(current().viewer, spends=current().quota.spends(current().viewer.meter_key))
     articles = content.by_slugs(get_db(), sorted({s.slug for s in viewer.spends}))
     history = [
         {"spend": s, "article": articles[s.slug],

@@ -1,0 +1,83 @@
+"""Flask's signed-cookie sessions, with each cookie's signature checked once per process.
+
+A reader's browser sends the same session cookie on every page until the
+site changes it. Flask verifies it every time: it derives the signing key,
+checks the HMAC, base64-decodes, inflates and parses the JSON. Here a cookie
+that verified once is remembered (per secret key, in a bounded LRU) with
+what it held and when it was signed, so the next request with the same bytes
+skips all of that. Nothing else changes: a changed, forged or expired cookie
+is checked exactly as Flask checks it, the session expires on the same
+``PERMANENT_SESSION_LIFETIME``, and a session holding anything but plain
+values (a list of flashed messages) is never kept, so no request can change
+what another one is handed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+from flask.sessions import SecureCookieSessionInterface
+from itsdangerous import BadSignature
+
+#: Verified cookies kept per process (one per active session is enough).
+KEEP = 4096
+_PLAIN = (str, int, float, bool, type(None))
+
+
+class VerifiedCookies:
+    """cookie → (what it held, when it was signed): the cookies this process verified, least recent first."""
+
+    def __init__(self, keep: int = KEEP) -> None:
+        self.keep = keep
+        self.entries: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()  # a worker's threads share it
+
+    def remember(self, key, data: dict, signed_at: float) -> None:
+        """Keep a cookie that just verified, if it holds only plain values."""
+        if all(isinstance(value, _PLAIN) for value in data.values()):
+            with self.lock:
+                self.entries[key] = (dict(data), signed_at)
+                if len(self.entries) > self.keep:
+                    self.entries.popitem(last=False)
+
+    def recall(self, key, max_age: int) -> dict | None:
+        """A copy of what a verified cookie held, unless it has expired since (or was never seen)."""
+        with self.lock:
+            found = self.entries.get(key)
+            if found is None or time.time() - found[1] > max_age:
+                return None
+            self.entries.move_to_end(key)
+        return dict(found[0])
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """The signed-cookie session, verifying each distinct cookie once per process."""
+
+    def __init__(self) -> None:
+        self.verified = VerifiedCookies()
+        self.serializers: dict = {}
+
+    def get_signing_serializer(self, app):
+        """Flask's serializer, built once per set of secret keys rather than once a request."""
+        keys = (app.secret_key, tuple(app.config["SECRET_KEY_FALLBACKS"] or ()))
+        if keys not in self.serializers:
+            self.serializers[keys] = super().get_signing_serializer(app)
+        return self.serializers[keys]
+
+    def open_session(self, app, request):
+        serializer = self.get_signing_serializer(app)
+        value = request.cookies.get(self.get_cookie_name(app))
+        if serializer is None or not value:
+            return super().open_session(app, request)
+        max_age = int(app.permanent_session_lifetime.total_seconds())
+        key = (app.secret_key, value)
+        data = self.verified.recall(key, max_age)
+        if data is None:
+            try:
+                data, signed_at = serializer.loads(value, max_age=max_age, return_timestamp=True)
+            except BadSignature:
+                return self.session_class()
+            self.verified.remember(key, data, signed_at.timestamp())
+        return self.session_class(data)

@@ -1,0 +1,158 @@
+"""The article page's fast path: few statements, each signature checked once, limits only where they apply.
+
+Speed is measured by `make bench`, never here; these tests pin what makes a page
+cheap (how many statements it sends, what it skips) and that none of it
+changes an answer: a preset switch or a clock move is seen by the very next
+request, a forged or expired session cookie is refused as before.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from gate.app import ratelimit
+from gate.app.sessions import VerifiedCookies
+from gate.storage.engine import PostgresDatabase, SqliteDatabase
+from tests.helpers import BOTH_ENGINES, CARD, METERED, START, Reader, open_checkout, publish
+
+
+@pytest.fixture
+def statements(monkeypatch):
+    """The statements the site sends through the engine seam, by their first word (rate-limit counters aside)."""
+    sent = Counter()
+    for seam in (SqliteDatabase, PostgresDatabase):
+        real = seam.execute
+
+        def counted(self, sql, *args, _real=real, **kwargs):
+            if "rate_limits" not in sql:
+                sent[sql.split(None, 1)[0].lower()] += 1
+            return _real(self, sql, *args, **kwargs)
+
+        def transaction(self, _real=seam.transaction):
+            sent["transaction"] += 1
+            return _real(self)
+
+        monkeypatch.setattr(seam, "execute", counted)
+        monkeypatch.setattr(seam, "transaction", transaction)
+    return sent
+
+
+def reads_of(client, statements, path: str, **kwargs) -> int:
+    """How many reads one request makes (its events' writes aside)."""
+    client.get(path, **kwargs)  # a first visit may keep a visitor id, a session may settle
+    statements.clear()
+    assert client.get(path, **kwargs).status_code == 200
+    return statements["select"]
+
+
+@BOTH_ENGINES
+def test_an_anonymous_teaser_reads_the_site_and_the_article(client, statements):
+    """wpr: an anonymous visitor has no meter, so the page reads nothing else."""
+    assert reads_of(client, statements, f"/articles/{METERED}") == 2
+
+
+@BOTH_ENGINES
+def test_a_registered_page_adds_one_read_for_the_reader_and_one_for_the_meter(reader, client, statements):
+    reader.signup("fast@example.com")
+    assert reads_of(client, statements, f"/articles/{METERED}") == 4
+
+
+@BOTH_ENGINES
+def test_a_subscriber_page_reads_no_meter(reader, client, statements, db):
+    reader.signup("paid@example.com")
+    key = open_checkout(reader)
+    reader.post("/subscribe/monthly", {**CARD, "idempotency_key": key})
+    assert reads_of(client, statements, f"/articles/{METERED}") == 3
+
+
+@BOTH_ENGINES
+def test_re_unlocking_takes_no_write_transaction(reader, client, statements):
+    reader.signup("again@example.com")
+    reader.unlock(METERED)
+    token = reader.token()
+    statements.clear()
+    answer = client.post(f"/api/articles/{METERED}/unlock", headers={"X-CSRFToken": token})
+    assert answer.get_json()["reason"] == "already_unlocked"
+    assert set(statements) == {"select"}, statements  # no transaction, no insert
+
+
+@BOTH_ENGINES
+def test_a_preset_switch_is_seen_by_the_next_request(client, runner):
+    assert client.get(f"/api/articles/{METERED}").get_json()["offer"] == "register"
+    runner.invoke(args=["preset", "use", "metered"])  # another process, as on another node
+    assert client.get(f"/api/articles/{METERED}").get_json()["reason"] == "meter_available"
+
+
+@BOTH_ENGINES
+def test_a_clock_move_is_seen_by_the_next_request(client, runner, db):
+    publish(db, "tomorrows-piece", START + timedelta(days=1))
+    assert client.get("/articles/tomorrows-piece").status_code == 404
+    runner.invoke(args=["clock", "advance", "2d"])
+    assert client.get("/articles/tomorrows-piece").status_code == 200
+
+
+@BOTH_ENGINES
+def test_a_sessions_csrf_token_is_signed_once_and_still_checked(app, reader, client):
+    first, second = reader.token(), reader.token()
+    assert first == second  # the same signature, not a new one a page
+    assert reader.post("/logout").status_code in (302, 303)
+    forged = first[:-2] + ("AA" if not first.endswith("AA") else "BB")
+    refused = client.post(f"/api/articles/{METERED}/unlock", headers={"X-CSRFToken": forged})
+    assert refused.status_code == 400
+    other = Reader(app.test_client())
+    assert other.token() != first
+
+
+@BOTH_ENGINES
+def test_article_pages_skip_the_rate_limiter_and_limited_routes_keep_it(app, reader, client):
+    assert not ratelimit.limited(app.view_functions["reading.article"])
+    assert ratelimit.limited(app.view_functions["api.unlock"])
+    reader.signup("limits@example.com")
+    page = client.get(f"/articles/{METERED}")
+    assert "X-RateLimit-Limit" not in page.headers
+    unlock = client.post(f"/api/articles/{METERED}/unlock", headers={"X-CSRFToken": reader.token()})
+    assert unlock.headers["X-RateLimit-Limit"] == "60"
+
+
+# --- the verified-cookie memory, without a site ---------------------------------------------
+
+
+def test_a_verified_cookie_is_recalled_as_a_copy():
+    cookies = VerifiedCookies()
+    cookies.remember("k", {"visitor": "v1"}, time.time())
+    held = cookies.recall("k", 3600)
+    held["visitor"] = "changed"
+    assert cookies.recall("k", 3600) == {"visitor": "v1"}
+
+
+def test_an_expired_or_unknown_cookie_is_not_recalled():
+    cookies = VerifiedCookies()
+    cookies.remember("old", {"visitor": "v1"}, time.time() - 7200)
+    assert cookies.recall("old", 3600) is None and cookies.recall("never", 3600) is None
+
+
+def test_a_session_holding_more_than_plain_values_is_not_kept():
+    cookies = VerifiedCookies()
+    cookies.remember("k", {"_flashes": [("info", "Saved")]}, time.time())
+    assert cookies.recall("k", 3600) is None
+
+
+def test_the_memory_is_bounded():
+    cookies = VerifiedCookies(keep=2)
+    for name in ("a", "b", "c"):
+        cookies.remember(name, {}, time.time())
+    assert cookies.recall("a", 3600) is None and cookies.recall("c", 3600) == {}
+
+
+@BOTH_ENGINES
+def test_a_forged_session_cookie_is_still_refused(app, reader, client):
+    reader.signup("cookie@example.com")
+    assert reader.meter()["tier"] == "registered"
+    domain = app.config["SERVER_NAME"]
+    cookie = client.get_cookie("session", domain=domain)
+    client.set_cookie("session", cookie.value[:-3] + "AAA", domain=domain)
+    assert reader.meter()["tier"] == "anonymous"
