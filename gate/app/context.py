@@ -24,7 +24,7 @@ from gate.app.db import get_db
 from gate.conf.settings import Config
 from gate.rules import experiments
 from gate.rules.paywall import Rules, Viewer
-from gate.services import accounts, sitestate, visitors
+from gate.services import accounts, content, sitestate, visitors
 from gate.storage import events
 from gate.storage.clock import ClockState, real_now
 from gate.storage.quota import MemoryQuotaStore, SqlQuotaStore
@@ -58,6 +58,13 @@ class RequestState:
     def site(self) -> sitestate.SiteState:
         """The clock, the preset and the consent lesson, read in one statement once per request."""
         return sitestate.read(get_db(), self.config, real_now())
+
+    def published(self, slug: str) -> content.Article | None:
+        """The article at ``slug`` if it is out by now; read with the site's state when that is not read yet."""
+        if "site" in self.__dict__:
+            return content.published(get_db(), slug, self.now)
+        self.__dict__["site"] = sitestate.read(get_db(), self.config, real_now(), slug)  # the cached ``site``
+        return content.out_by(self.site.article, self.now)
 
     @property
     def clock(self) -> ClockState:

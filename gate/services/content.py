@@ -70,7 +70,11 @@ class Article:
 def published(db, slug: str, now: datetime) -> Article | None:
     """The article at ``slug`` if it is out by ``now``, else None (a future article does not exist yet)."""
     row = first(db, f"select {COLUMNS} from articles where slug = ?", [slug])
-    article = Article.from_row(row) if row else None
+    return out_by(Article.from_row(row) if row else None, now)
+
+
+def out_by(article: Article | None, now: datetime) -> Article | None:
+    """The article if it is published by ``now``, else None."""
     return article if article and article.published_at <= now else None
 
 

@@ -28,7 +28,7 @@ from gate.storage.db import immediate
 
 def published(slug: str) -> Article:
     """A published article by slug, or 404 (future articles do not exist yet)."""
-    article = content.published(get_db(), slug, current().now)
+    article = current().published(slug)
     if article is None:
         abort(404, description=f"There is no article at /articles/{slug}.")
     return article
