@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo pg-demo test test-fast bench bench-quick loadtest screenshots clean
+.PHONY: venv demo pg-demo test test-fast bench bench-quick bench-tables loadtest screenshots clean
 
 # axe-core (npm) for the accessibility checks in the browser tests.
 AXE    := .axe/node_modules/axe-core/axe.min.js
@@ -36,9 +36,12 @@ test: $(STAMP) $(AXE)
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not browser and not slow"
 
-# Ratios against bare baselines measured in the same run (wrk is used when installed), and
-# unlock throughput with 1, 2 and 4 server processes on SQLite and PostgreSQL (GATE_TEST_DATABASE_URL
-# or GATE_DATABASE_URL, else a throwaway tools/pg-local cluster when the server is installed).
+# Ratios against bare baselines measured in the same run: in-process (test client) and over HTTP
+# (wrk when installed) on SQLite and PostgreSQL, each engine against a pooled page on the same engine,
+# with CPU per request and latency at 16 and 64 connections; and unlock throughput with 1, 2 and 4
+# server processes. PostgreSQL: GATE_TEST_DATABASE_URL or GATE_DATABASE_URL, else a throwaway
+# tools/pg-local cluster when the server is installed. `make bench-tables` prints the last HTTP
+# run's tables in Markdown, for docs/benchmarks.md.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench
 	$(BIN)/python -m benchmarks.httpbench
@@ -48,6 +51,9 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.bench --quick
 	$(BIN)/python -m benchmarks.httpbench --quick
 	$(BIN)/python -m benchmarks.scaling --quick
+
+bench-tables: $(STAMP)
+	$(BIN)/python -m benchmarks.httpbench --show bench-results/http.json --markdown
 
 loadtest: $(STAMP)
 	$(BIN)/gate loadtest --users 200 --spawn-rate 50 --duration 60s

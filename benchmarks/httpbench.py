@@ -1,28 +1,31 @@
-"""HTTP benchmarks: gate under gunicorn, next to a bare Flask page, loaded by an external generator.
+"""HTTP benchmarks: gate under gunicorn, next to bare Flask pages, on SQLite and on PostgreSQL.
 
-Run with `python -m benchmarks.httpbench [--quick]` from the checkout. Two sites are served on
-loopback by the same gunicorn configuration (gate.cli.serving's, 2 workers x 4
-threads, each worker capped near its share of the connections): gate itself,
-and a bare Flask app that reads the same article row from SQLite (a copy of
-the same database) and renders it with the same templates, but has no
-sessions, meters, decisions or events. The bare app serves its page two
-ways: under /bare/ it opens a SQLite connection per request, as Flask's
-tutorial does; under /pooled/ it keeps one connection per thread, as gate
-does, which leaves only gate's own logic in the difference. Each scenario
-loads gate and both baselines in rotating rounds with the same generator,
-headers and concurrency, and reports requests per second, p50/p99 latency,
-the CPU time of every worker, and the ratios gate/bare and gate/pooled, each
-the median of the rounds' ratios (higher is better; targets, against the
-bare page: article pages >= 0.8, unlock >= 0.5). A --quick run is one short
-round: a smoke test, not a measurement.
+Run with `python -m benchmarks.httpbench [--quick] [--markdown]` from the checkout. Every site is
+served on loopback by the same gunicorn configuration (gate.cli.serving's, 2 workers x 4 threads,
+each worker capped near its share of the connections) and loaded by the same generator with the
+same user agent and concurrency.
 
-The load comes from another process: wrk (Debian package `wrk`) when it is
-installed, otherwise a small keep-alive http.client generator run in a
-subprocess (``--generator builtin``). Rate limits are off on the benchmarked
-site: the unlock scenario repeats one reader's unlock thousands of times a
-second, far past any limit. Everything listens on 127.0.0.1 only.
-``--profile`` instead runs gate's side of each scenario in-process under
-cProfile, to see where a request's time goes.
+Per engine, gate is measured next to a bare Flask app with gate's templates and URL map that
+reads the same article row from the same engine and renders it with a fixed context per tier:
+no sessions, meters, decisions or events. On SQLite the bare app reads a copy of gate's file and
+serves its page two ways: under /pooled/ it keeps one connection per thread, as gate does (the
+baseline of the targets), and under /bare/ it opens one per request, as Flask's tutorial does (an
+extra column). On PostgreSQL it reads gate's own database, one psycopg connection kept per thread.
+
+The scenarios: the article page in four tiers (anonymous teaser, registered with quota left,
+registered reading an article they unlocked, subscriber; target 0.80 of the pooled page), the
+unlock API on an article already unlocked (target 0.70) and the JSON article (no target). At the
+first connection count (16 by default) every side runs in rotating rounds, and each ratio is the
+median of the rounds' ratios; at each further count (64) one rotating round gives throughput
+and p50/p99 latency under more load. Each run also records the CPU time of every worker, which
+gives requests per worker CPU-second. A --quick run is one short round: a smoke test, not a
+measurement.
+
+The load comes from another process: wrk (Debian package `wrk`) when it is installed, otherwise a
+small keep-alive http.client generator run in a subprocess (``--generator builtin``). Rate limits
+are off on the benchmarked sites: the unlock scenario repeats one reader's unlock thousands of
+times a second, far past any limit. Everything listens on 127.0.0.1 only. ``--profile`` instead
+runs gate's side of each scenario in-process under cProfile, to see where a request's time goes.
 """
 
 from __future__ import annotations
@@ -55,11 +58,18 @@ import psutil
 from benchmarks.bench import arguments, percentile
 from benchmarks.engines import CHECKOUT, postgres_engine
 from gate.loadtest.server import ServerProcess, free_port, site_env
-from gate.rules.periods import period_window
+from gate.rules import paywall, periods
+from gate.storage.engine import is_url
 
 UTC = timezone.utc
-SIDES = ("gate", "bare", "pooled")
-GATE_SIDES = ("gate", "postgresql")  # gate itself, on SQLite and on PostgreSQL
+#: Every side of a scenario, in the order of a round: each gate beside its pooled baseline.
+SIDES = ("gate", "pooled", "bare")
+PG_SIDES = ("postgresql", "pg_pooled")  # gate on PostgreSQL, and the pooled page on the same database
+GATE_SIDES = ("gate", "postgresql")
+#: The ratios of a measurement: (measured side, baseline side, key).
+RATIOS = (("gate", "pooled", "pooled_ratio"), ("gate", "bare", "bare_ratio"),
+          ("postgresql", "pg_pooled", "pg_pooled_ratio"), ("postgresql", "gate", "pg_sqlite_ratio"))
+CONNECTIONS = (16, 64)
 WORKERS, THREADS = 2, 4
 _CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 READER = ("bench-reader@bench.example", "bench-reader-pass")
@@ -92,30 +102,38 @@ end
 
 @dataclass(frozen=True)
 class Scenario:
-    """One measured request, on gate and on the bare app."""
+    """One measured request, on gate and on the bare app (``bare_path``; /pooled/ for the pooled page)."""
 
     name: str
     method: str
     gate_path: str
     bare_path: str
     session: str  # which session's cookie: anonymous, registered, subscriber
-    expect: str  # a marker gate's answer must contain (checked before loading)
-    target: float | None
+    expect: str  # a marker every side's answer must contain (checked before loading)
+    target: float | None  # of the pooled baseline, on each engine
     csrf: bool = False
-    postgres: bool = False  # also measured on gate serving from PostgreSQL (the article pages)
+
+    @property
+    def pooled_path(self) -> str:
+        """The bare app's path that keeps its connection per thread, as gate does."""
+        return self.bare_path.replace("/bare/", "/pooled/", 1)
 
 
 # --- the bare baseline ----------------------------------------------------------
 
 
 def _bare_views(cfg, now: datetime) -> dict[str, SimpleNamespace]:
-    """Fixed template context per tier: what gate decides, written down once."""
+    """Fixed template context per tier: what gate decides, written down once.
+
+    The meters are the ones gate shows these readers: nothing for a visitor, one
+    article of the registered tier's quota spent (the one they unlocked), none for a subscriber.
+    """
     site_info = cfg.publication
     rules = cfg.preset(site_info.default_preset)
-    nothing = SimpleNamespace(used=0, limit=0, remaining=0, resets_at=None, period=None)
-    quota = SimpleNamespace(used=1, limit=3, remaining=2, period="month",
-                            resets_at=period_window("month", now, rules.tz).end)
-    unlimited = SimpleNamespace(used=0, limit=None, remaining=None, resets_at=None, period=None)
+    spent = (paywall.Spend("bench-unlocked", now),)
+    nothing, quota, unlimited = (
+        paywall.meter_for(rules, paywall.Viewer(tier, f"bench:{tier}", spends), now)
+        for tier, spends in (("anonymous", ()), ("registered", spent), ("subscriber", ())))
     anonymous = SimpleNamespace(is_authenticated=False, is_admin=False, email=None)
 
     def user(email):
@@ -132,6 +150,8 @@ def _bare_views(cfg, now: datetime) -> dict[str, SimpleNamespace]:
         "registered": SimpleNamespace(full=False, user=user(READER[0]), tier="registered", meter=quota,
                                       decision=decision("teaser", "meter_available", "unlock",
                                                         "registered", quota)),
+        "unlocked": SimpleNamespace(full=True, user=user(READER[0]), tier="registered", meter=quota,
+                                    decision=decision("full", "already_unlocked", None, "registered", quota)),
         "subscriber": SimpleNamespace(full=True, user=user(SUBSCRIBER[0]), tier="subscriber",
                                       meter=unlimited, decision=decision("full", "subscriber", None,
                                                                          "subscriber", unlimited)),
@@ -139,12 +159,28 @@ def _bare_views(cfg, now: datetime) -> dict[str, SimpleNamespace]:
     }
 
 
-def bare_app(database: str, secret_key: str):
-    """A bare Flask app: gate's templates and URL map, one SQLite read per request, no gate logic.
+ARTICLE_SQL = "select * from articles where slug = {}"
 
-    It borrows gate's URL rules (with stub views) only so that the template's
-    ``url_for`` calls build the same links at the same cost, and gate's
-    Markdown renderer, cached as gate caches it, so the body is the same HTML.
+
+def _connect(database: str):
+    """A connection giving rows by column name: psycopg for a PostgreSQL URL, else sqlite3."""
+    if is_url(database):
+        import psycopg
+        from psycopg.rows import dict_row
+
+        return psycopg.connect(database, autocommit=True, row_factory=dict_row)
+    conn = sqlite3.connect(database, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def bare_app(database: str, secret_key: str):
+    """A bare Flask app: gate's templates and URL map, one article read per request, no gate logic.
+
+    ``database`` is a SQLite file or a PostgreSQL URL. It borrows gate's URL
+    rules (with stub views) only so that the template's ``url_for`` calls
+    build the same links at the same cost, and gate's Markdown renderer,
+    cached as gate caches it, so the body is the same HTML.
     """
     from flask import Flask, abort, jsonify, render_template, request, url_for
 
@@ -158,17 +194,11 @@ def bare_app(database: str, secret_key: str):
                 static_folder=borrowed.static_folder)
     app.config.update(SECRET_KEY=secret_key, DEMO=False, JSON_SORT_KEYS=False)
 
-    def stub(**_):
-        abort(404)
-
-    app.url_map.converters.update(borrowed.url_map.converters)  # the site's routes use <id:...>
-    for rule in borrowed.url_map.iter_rules():
-        if rule.endpoint != "static":
-            app.add_url_rule(rule.rule, endpoint=rule.endpoint, view_func=stub, methods=rule.methods)
     cfg = Config()
     views = _bare_views(cfg, datetime.now(UTC))
     rules, site_info = views.pop("rules"), cfg.publication
     signup_lists = cfg.signup_lists
+    sql = ARTICLE_SQL.format("%s" if is_url(database) else "?")
     html: dict[str, tuple[str, str, str]] = {}
 
     def rendered(body_md: str) -> tuple[str, str, str]:
@@ -178,22 +208,18 @@ def bare_app(database: str, secret_key: str):
             html[body_md] = (content.render(teaser), content.render(rest), content.render(body_md))
         return html[body_md]
 
-    local = threading.local()
+    local, kept = threading.local(), app.extensions.setdefault("bench.kept", [])
 
     def row_for(slug: str):
-        """The article row: under /bare/ on a new connection, under /pooled/ on this thread's own."""
+        """The article row: under /pooled/ on this thread's kept connection, under /bare/ on a new one."""
         if request.path.startswith("/pooled/"):
             if not hasattr(local, "conn"):
-                local.conn = sqlite3.connect(database, check_same_thread=False)
-                local.conn.row_factory = sqlite3.Row
-            row = local.conn.execute("select * from articles where slug = ?", [slug]).fetchone()
+                local.conn = _connect(database)
+                kept.append(local.conn)
+            row = local.conn.execute(sql, [slug]).fetchone()
         else:
-            conn = sqlite3.connect(database)
-            conn.row_factory = sqlite3.Row
-            try:
-                row = conn.execute("select * from articles where slug = ?", [slug]).fetchone()
-            finally:
-                conn.close()
+            with contextlib.closing(_connect(database)) as conn:
+                row = conn.execute(sql, [slug]).fetchone()
         if row is None:
             abort(404)
         return row
@@ -218,11 +244,10 @@ def bare_app(database: str, secret_key: str):
                 "consent_ticked": lambda item: item.consent_default == "ticked"}
 
     app.jinja_env.filters["local"] = lambda moment: moment.astimezone(rules.tz)
-    app.jinja_env.filters["period_phrase"] = lambda period: "this month" if period else ""
+    app.jinja_env.filters["period_phrase"] = lambda period: periods.describe(period) if period else ""
 
-    @app.get("/bare/articles/<slug>")
-    @app.get("/pooled/articles/<slug>", endpoint="pooled_page")
     def page(slug):
+        """The article page, under gate's endpoint name (the masthead's login link asks for it)."""
         row, chosen = row_for(slug), view()
         article = article_of(row)
         teaser, gated, _ = rendered(row["body_md"])
@@ -238,14 +263,25 @@ def bare_app(database: str, secret_key: str):
                                teaser=teaser, gated=gated if chosen.full else None, json_ld=ld,
                                meter=chosen.meter, explain=None, porous=False)
 
+    def stub(**_):
+        abort(404)
+
+    app.url_map.converters.update(borrowed.url_map.converters)  # the site's routes use <id:...>
+    for rule in borrowed.url_map.iter_rules():
+        if rule.endpoint != "static":
+            app.add_url_rule(rule.rule, endpoint=rule.endpoint, methods=rule.methods,
+                             view_func=page if rule.endpoint == "reading.article" else stub)
+    for prefix in ("/bare", "/pooled"):  # after gate's own rule, which url_for keeps building
+        app.add_url_rule(f"{prefix}/articles/<slug>", endpoint="reading.article", view_func=page)
+
     def payload(slug: str, full: bool) -> dict:
         row, chosen = row_for(slug), view()
         teaser, _, body = rendered(row["body_md"])
-        data = {key: row[key] for key in ("slug", "title", "dek", "author", "section",
-                                          "published_at", "access_class")}
+        data = {key: row[key] for key in ("slug", "title", "dek", "author", "section", "access_class")}
+        data["published_at"] = article_of(row).published_at.isoformat()
         data.update(access="full" if full else chosen.decision.access,
                     reason="already_unlocked" if full else chosen.decision.reason,
-                    offer=None if full else chosen.decision.offer, meter=vars(chosen.meter),
+                    offer=None if full else chosen.decision.offer, meter=chosen.meter.as_dict(),
                     tier=chosen.tier, access_class="metered", teaser_html=teaser)
         if full:
             data["body_html"] = body
@@ -264,8 +300,14 @@ def bare_app(database: str, secret_key: str):
     return app
 
 
+def close_kept(app) -> None:
+    """Close the connections the bare app's threads kept (a server closes them by exiting)."""
+    while app.extensions["bench.kept"]:
+        app.extensions["bench.kept"].pop().close()
+
+
 def serve_bare() -> None:
-    """Entry point of the bare server process: DATABASE BIND SECRET WORKER_CONNECTIONS."""
+    """Entry point of the bare server process: DATABASE (file or URL) BIND SECRET WORKER_CONNECTIONS."""
     from gate.cli.serving import _gunicorn
 
     database, bind, secret, per_worker = sys.argv[1:5]
@@ -288,10 +330,10 @@ def worker_cpu(server: ServerProcess) -> list[float]:
 
 
 def prepare_site(directory: Path, database_url: str | None = None) -> dict:
-    """A seeded database with a reader and a subscriber, and a SQLite copy for the bare app.
+    """A seeded database with a reader and a subscriber, and the database the bare app reads.
 
-    With ``database_url`` the site is on that PostgreSQL database, with the same articles and
-    accounts, and no copy is made: the bare baselines always read the SQLite site's copy.
+    On SQLite the bare app reads a copy of the file. With ``database_url`` the site is on that
+    PostgreSQL database, with the same articles and accounts, and the bare app reads it too.
     """
     from gate.conf.settings import Config
     from gate.services import accounts, seed, subscriptions
@@ -315,8 +357,8 @@ def prepare_site(directory: Path, database_url: str | None = None) -> dict:
             " order by published_at desc limit 2")]
     finally:
         db.close()
-    return {"database": database, "bare_database": directory / "bare.sqlite", "page": slugs[0],
-            "unlocked": slugs[1]}
+    return {"database": database, "bare_database": database_url or directory / "bare.sqlite",
+            "page": slugs[0], "unlocked": slugs[1]}
 
 
 class Browser:
@@ -504,27 +546,54 @@ def run_builtin(url: str, method: str, headers: dict, seconds: float, connection
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+
 # --- the benchmark ------------------------------------------------------------------
 
 
 def scenarios(page: str, unlocked: str) -> list[Scenario]:
-    """The measured requests: an article page per tier, the unlock, the JSON article."""
+    """The measured requests: the article page per tier, the unlock API, the JSON article."""
     return [
         Scenario("article page, anonymous", "GET", f"/articles/{page}",
-                 f"/bare/articles/{page}?as=anonymous", "anonymous", 'data-offer="register"', 0.8,
-                 postgres=True),
+                 f"/bare/articles/{page}?as=anonymous", "anonymous", 'data-offer="register"', 0.8),
         Scenario("article page, registered (quota left)", "GET", f"/articles/{page}",
-                 f"/bare/articles/{page}?as=registered", "registered", 'data-offer="unlock"', 0.8,
-                 postgres=True),
+                 f"/bare/articles/{page}?as=registered", "registered", 'data-offer="unlock"', 0.8),
+        Scenario("article page, registered (unlocked)", "GET", f"/articles/{unlocked}",
+                 f"/bare/articles/{unlocked}?as=unlocked", "registered", 'data-reason="already_unlocked"',
+                 0.8),
         Scenario("article page, subscriber", "GET", f"/articles/{page}",
-                 f"/bare/articles/{page}?as=subscriber", "subscriber", 'data-access="full"', 0.8,
-                 postgres=True),
-        Scenario("unlock (already unlocked), API", "POST", f"/api/articles/{unlocked}/unlock",
-                 f"/bare/api/articles/{unlocked}/unlock", "registered", '"already_unlocked"', 0.5,
+                 f"/bare/articles/{page}?as=subscriber", "subscriber", 'data-reason="subscriber"', 0.8),
+        Scenario("unlock API (already unlocked)", "POST", f"/api/articles/{unlocked}/unlock",
+                 f"/bare/api/articles/{unlocked}/unlock?as=unlocked", "registered", '"already_unlocked"', 0.7,
                  csrf=True),
         Scenario("JSON article, anonymous", "GET", f"/api/articles/{page}",
                  f"/bare/api/articles/{page}?as=anonymous", "anonymous", '"registration_required"', None),
     ]
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a scenario: the server it loads, the URL and the request's headers."""
+
+    server: ServerProcess
+    url: str
+    headers: dict
+
+
+#: Each side: its server, which of the scenario's paths, and which engine's sessions.
+SIDE_PLACES = {"gate": ("gate", "gate_path", "sqlite"), "pooled": ("bare", "pooled_path", "sqlite"),
+               "bare": ("bare", "bare_path", "sqlite"), "postgresql": ("postgresql", "gate_path", "postgresql"),
+               "pg_pooled": ("pg_bare", "pooled_path", "postgresql")}
+
+
+def sides_of(scenario: Scenario, servers: dict[str, ServerProcess], cookies: dict[str, dict]) -> dict[str, Side]:
+    """The sides ``scenario`` is loaded on, in the order of a round; PostgreSQL's when it is served."""
+    sides = {}
+    for name in (*SIDES, *PG_SIDES):
+        server, path, engine = SIDE_PLACES[name]
+        if server in servers:
+            sides[name] = Side(servers[server], servers[server].url + getattr(scenario, path),
+                               _headers(cookies[engine], scenario))
+    return sides
 
 
 def _fetch(url: str, method: str, headers: dict) -> tuple[int, bytes, bool]:
@@ -538,89 +607,76 @@ def _fetch(url: str, method: str, headers: dict) -> tuple[int, bytes, bool]:
         return error.code, error.read(), False
 
 
-def check(scenario: Scenario, urls: dict[str, str], headers: dict[str, dict]) -> dict[str, int]:
-    """One request to each side first: all must answer 200, and gate (on each engine) as the scenario expects."""
+def check(scenario: Scenario, sides: dict[str, Side]) -> dict[str, int]:
+    """One request to each side first: each must answer 200 with the scenario's marker, and keep its cookie.
+
+    The marker proves gate decided as the scenario says (a teaser with its
+    offer, full text and why) and that the baseline renders the same tier.
+    """
     sizes = {}
-    for side, url in urls.items():
-        status, body, set_cookie = _fetch(url, scenario.method, headers[side])
-        gate = side in GATE_SIDES
-        if status != 200 or (gate and scenario.expect.encode() not in body):
-            raise RuntimeError(f"{scenario.name}: {side} answered {status}"
-                               f"{f' without {scenario.expect!r}' if gate else ''}:\n{body[:500]!r}")
+    for name, side in sides.items():
+        status, body, set_cookie = _fetch(side.url, scenario.method, side.headers)
+        if status != 200 or scenario.expect.encode() not in body:
+            raise RuntimeError(f"{scenario.name}: {name} answered {status} without {scenario.expect!r}:"
+                               f"\n{body[:500]!r}")
         if set_cookie:  # the load replays one cookie: it must be one the site keeps
-            raise RuntimeError(f"{scenario.name}: {side} rewrote the session cookie of a replayed request")
-        sizes[side] = len(body)
+            raise RuntimeError(f"{scenario.name}: {name} rewrote the session cookie of a replayed request")
+        sizes[name] = len(body)
     return sizes
 
 
-def timed(server: ServerProcess, load, url: str, method: str, headers: dict, seconds: float) -> dict:
+def timed(server: ServerProcess, load, url: str, method: str, headers: dict, seconds: float,
+          connections: int) -> dict:
     """One load run, with the CPU time the server's workers spent on it."""
     before = worker_cpu(server)
-    run = load(url, method, headers, seconds)
+    run = load(url, method, headers, seconds, connections)
     spent = [max(0.0, after - start) for after, start in zip(worker_cpu(server), before)]
     run["worker_cpu_s"] = [round(value, 2) for value in spent]
     run["per_cpu_s"] = run["requests"] / sum(spent) if sum(spent) > 0 else 0.0
     return run
 
 
-def measure(scenario: Scenario, sites: dict, headers: dict, load, seconds: float, rounds: int,
-            warmup: float, pg_headers: dict | None = None) -> dict:
+def _median(runs: list[dict], key: str, digits: int) -> float:
+    return round(statistics.median(run[key] for run in runs), digits)
+
+
+def measure(scenario: Scenario, sides: dict[str, Side], load, connections: int, seconds: float,
+            rounds: int, warmup: float) -> dict:
     """Warm every side, then run them in rotating order each round, so drift hits all alike.
 
-    The sides are gate, the bare page (a new SQLite connection per request,
-    as Flask's tutorial writes it) and the pooled bare page (one connection
-    kept per thread, as gate keeps its own). Each round's gate run is divided
-    by the baseline runs next to it in time; a ratio is the median of the
-    rounds' ratios, which a burst of noise from another process on a shared
-    machine moves less than a ratio of totals.
-
-    With a ``postgresql`` site (and ``pg_headers``, its session's), a scenario
-    marked ``postgres`` adds gate serving from PostgreSQL as a fourth side in
-    the same rotation, against the same SQLite baselines.
+    Each round's gate run is divided by its baseline's run next to it in
+    time; a ratio is the median of the rounds' ratios, which a burst of noise
+    from another process on a shared machine moves less than a ratio of totals.
     """
-    urls = {"gate": sites["gate"].url + scenario.gate_path,
-            "bare": sites["bare"].url + scenario.bare_path,
-            "pooled": sites["bare"].url + scenario.bare_path.replace("/bare/", "/pooled/", 1)}
-    server = {"gate": sites["gate"], "bare": sites["bare"], "pooled": sites["bare"]}
-    side_headers = dict.fromkeys(SIDES, headers)
-    sides = SIDES
-    if scenario.postgres and "postgresql" in sites:
-        sides = (*SIDES, "postgresql")
-        urls["postgresql"] = sites["postgresql"].url + scenario.gate_path
-        server["postgresql"], side_headers["postgresql"] = sites["postgresql"], pg_headers
-    sizes = check(scenario, urls, side_headers)
-    for side in sides:
-        load(urls[side], scenario.method, side_headers[side], warmup)
-    runs: dict[str, list[dict]] = {side: [] for side in sides}
+    sizes = check(scenario, sides)
+    if warmup:
+        for side in sides.values():
+            load(side.url, scenario.method, side.headers, warmup, connections)
+    runs: dict[str, list[dict]] = {name: [] for name in sides}
+    order = list(sides)
     for number in range(rounds):
-        for side in sides[number % len(sides):] + sides[:number % len(sides)]:
-            runs[side].append(timed(server[side], load, urls[side], scenario.method, side_headers[side],
-                                    seconds))
-    result = {"name": scenario.name, "method": scenario.method, "gate_path": scenario.gate_path,
-              "bare_path": scenario.bare_path, "target": scenario.target}
-    for side in sides:
-        result[side] = {"rps": round(statistics.median([run["rps"] for run in runs[side]]), 1),
-                        "p50_ms": round(statistics.median([run["p50_ms"] for run in runs[side]]), 2),
-                        "p99_ms": round(statistics.median([run["p99_ms"] for run in runs[side]]), 2),
-                        "requests": sum(run["requests"] for run in runs[side]),
-                        "non2xx": sum(run["non2xx"] for run in runs[side]),
-                        "errors": sum(run["errors"] for run in runs[side]),
-                        "bytes": sizes[side],
-                        "per_cpu_s": round(statistics.median([run["per_cpu_s"] for run in runs[side]]), 1),
+        for name in order[number % len(order):] + order[:number % len(order)]:
+            side = sides[name]
+            runs[name].append(timed(side.server, load, side.url, scenario.method, side.headers, seconds,
+                                    connections))
+    result: dict = {"connections": connections, "rounds": rounds}
+    for name, done in runs.items():
+        result[name] = {"rps": _median(done, "rps", 1), "p50_ms": _median(done, "p50_ms", 2),
+                        "p99_ms": _median(done, "p99_ms", 2), "per_cpu_s": _median(done, "per_cpu_s", 1),
+                        "requests": sum(run["requests"] for run in done),
+                        "non2xx": sum(run["non2xx"] for run in done),
+                        "errors": sum(run["errors"] for run in done), "bytes": sizes[name],
                         "runs": [{"rps": round(run["rps"], 1), "worker_cpu_s": run["worker_cpu_s"]}
-                                 for run in runs[side]]}
-    pairs_of = [("gate", "bare", "ratio"), ("gate", "pooled", "pooled_ratio")]
-    if "postgresql" in sides:
-        pairs_of += [("postgresql", "bare", "pg_ratio"), ("postgresql", "pooled", "pg_pooled_ratio"),
-                     ("postgresql", "gate", "pg_sqlite_ratio")]
-    for measured, baseline, key in pairs_of:
-        pairs = list(zip(runs[measured], runs[baseline]))
-        ratios = [g["rps"] / max(b["rps"], 1e-9) for g, b in pairs]
-        cpu_ratios = [g["per_cpu_s"] / max(b["per_cpu_s"], 1e-9) for g, b in pairs]
-        result[key] = round(statistics.median(ratios), 3)
-        result[f"round_{key}s"] = [round(ratio, 3) for ratio in ratios]
-        result[f"cpu_{key}"] = round(statistics.median(cpu_ratios), 3)
-    result["balanced"] = all(_balanced(run["worker_cpu_s"]) for side in sides for run in runs[side])
+                                 for run in done]}
+    for measured, baseline, key in RATIOS:
+        if measured in runs and baseline in runs:
+            pairs = list(zip(runs[measured], runs[baseline]))
+            ratios = [m["rps"] / max(b["rps"], 1e-9) for m, b in pairs]
+            result[key] = round(statistics.median(ratios), 3)
+            result[f"round_{key}s"] = [round(ratio, 3) for ratio in ratios]
+            result[f"cpu_{key}"] = round(statistics.median(
+                m["per_cpu_s"] / max(b["per_cpu_s"], 1e-9) for m, b in pairs), 3)
+    result["balanced"] = all(_balanced(run["worker_cpu_s"]) for done in runs.values() for run in done)
     return result
 
 
@@ -651,62 +707,54 @@ def gate_site(directory: Path, name: str, database: dict, secret: str, connectio
                                              "--worker-connections", str(worker_connections(connections))))
 
 
-def start_servers(directory: Path, site: dict, connections: int) -> dict[str, ServerProcess]:
-    """gate (`gate serve`) and the bare app, same gunicorn settings, both on loopback."""
-    secret, per_worker = secrets.token_hex(32), str(worker_connections(connections))
-    servers = {"gate": gate_site(directory, "gate", {"GATE_DATABASE": str(site["database"])}, secret, connections)}
-    env = servers["gate"].env
+def bare_site(directory: Path, name: str, site: dict, env: dict, connections: int) -> ServerProcess:
+    """The bare app on ``site``'s bare database (a SQLite copy or the PostgreSQL URL), same gunicorn settings."""
+    port = free_port()
+    command = [*_entry_point("serve_bare"), str(site["bare_database"]), f"127.0.0.1:{port}",
+               env["GATE_SECRET_KEY"], str(worker_connections(connections))]
+    return ServerProcess(command, env, directory / f"{name}.log", port,
+                         ready=f"/pooled/api/articles/{site['page']}")
+
+
+def start_servers(directory: Path, site: dict, connections: int, secret: str | None = None,
+                  pg_site: dict | None = None) -> dict[str, ServerProcess]:
+    """gate (`gate serve`) and the bare app on each engine, same gunicorn settings, all on loopback.
+
+    ``site`` is the SQLite site; with ``pg_site`` gate and its own bare app
+    serve from PostgreSQL too (as ``postgresql`` and ``pg_bare``). If one
+    fails to start, those already started are stopped and the error raised.
+    """
+    secret = secret or secrets.token_hex(32)
+    servers: dict[str, ServerProcess] = {}
+    plan = [("gate", "bare", {"GATE_DATABASE": str(site["database"])}, site)]
+    if pg_site is not None:
+        plan.append(("postgresql", "pg_bare", {"GATE_DATABASE_URL": pg_site["database"]}, pg_site))
     try:
-        servers["gate"].start()
-        bare_port = free_port()
-        servers["bare"] = ServerProcess(
-            [*_entry_point("serve_bare"), str(site["bare_database"]), f"127.0.0.1:{bare_port}", secret, per_worker],
-            env, directory / "bare.log", bare_port, ready=f"/bare/api/articles/{site['page']}").start()
-    except RuntimeError:
+        for gate_name, bare_name, database, served in plan:
+            servers[gate_name] = gate_site(directory, gate_name, database, secret, connections).start()
+            servers[bare_name] = bare_site(directory, bare_name, served, servers[gate_name].env,
+                                           connections).start()
+    except Exception:
         for server in servers.values():
             server.stop()
         raise
     return servers
 
 
-def run(quick: bool = False, generator: str = "auto", connections: int = 16, pg_local: bool = True) -> dict:
-    """Serve both sites, measure every scenario, stop; returns the results document."""
-    version = wrk_version() if generator in ("auto", "wrk") else None
-    if generator == "wrk" and version is None:
-        raise RuntimeError("wrk is not installed (apt-get install wrk), use --generator builtin")
-    seconds, rounds, warmup = (1, 1, 1) if quick else (2, 6, 1)  # wrk counts whole seconds
-    with tempfile.TemporaryDirectory(prefix="gate-httpbench-") as tmp:
-        directory = Path(tmp)
-        site = prepare_site(directory)
-        if version:
-            script = directory / "bench.lua"
-            script.write_text(WRK_SCRIPT)
+def postgres_site(stack: contextlib.ExitStack, directory: Path, pg_local: bool = True) -> tuple[dict | None, str]:
+    """The benchmark's site on PostgreSQL (same articles and accounts as SQLite's), or why not."""
+    engine = stack.enter_context(postgres_engine(directory, pg_local))
+    if engine.skipped:
+        return None, engine.skipped
+    try:
+        return prepare_site(directory, engine.database(directory, "http")["GATE_DATABASE_URL"]), "measured"
+    except Exception as error:  # reported in the table, as a skipped engine is
+        return None, _refusal(error)
 
-            def load(url, method, headers, duration):
-                return run_wrk(url, method, headers, duration, connections, script)
-        else:
-            def load(url, method, headers, duration):
-                return run_builtin(url, method, headers, duration, connections)
 
-        servers = start_servers(directory, site, connections)
-        stack = contextlib.ExitStack()
-        try:
-            cookies = sessions(servers["gate"].url, site["page"], site["unlocked"])
-            pg_cookies, postgresql = start_postgres(stack, directory, servers, connections, pg_local)
-            results = []
-            for scenario in scenarios(site["page"], site["unlocked"]):
-                headers = _headers(cookies, scenario)
-                pg_headers = _headers(pg_cookies, scenario) if pg_cookies else None
-                results.append(measure(scenario, servers, headers, load, seconds, rounds, warmup, pg_headers))
-        finally:
-            for server in servers.values():
-                server.stop()
-            stack.close()
-    return {"when": datetime.now(UTC).isoformat(), "quick": quick,
-            "generator": version or "builtin (http.client keep-alive threads, separate process)",
-            "gunicorn": {"workers": WORKERS, "threads": THREADS, "worker_class": "gthread"},
-            "connections": connections, "seconds_per_run": seconds, "rounds": rounds,
-            "cpus": os.cpu_count(), "rate_limits": "off", "postgresql": postgresql, "results": results}
+def _refusal(error: Exception) -> str:
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return f"skipped: gate could not serve from PostgreSQL: {lines[-1][:300]}"
 
 
 def _headers(cookies: dict, scenario: Scenario) -> dict:
@@ -718,27 +766,91 @@ def _headers(cookies: dict, scenario: Scenario) -> dict:
     return headers
 
 
-def start_postgres(stack: contextlib.ExitStack, directory: Path, servers: dict, connections: int,
-                   pg_local: bool = True) -> tuple[dict | None, str]:
-    """gate on PostgreSQL beside the SQLite site (same articles, accounts and secret), or why not.
+def _loader(directory: Path, version: str | None):
+    """load(url, method, headers, seconds, connections): wrk when installed, else the built-in generator."""
+    if version is None:
+        return run_builtin
+    script = directory / "bench.lua"
+    script.write_text(WRK_SCRIPT)
 
-    Adds ``servers["postgresql"]`` and returns its sessions and "measured", or
-    (None, "skipped: ...") when no PostgreSQL server is at hand or gate can't serve from it.
+    def load(url, method, headers, seconds, connections):
+        return run_wrk(url, method, headers, seconds, connections, script)
+
+    return load
+
+
+def run(quick: bool = False, generator: str = "auto", connections: tuple[int, ...] = CONNECTIONS,
+        pg_local: bool = True) -> dict:
+    """Serve every site, measure every scenario at each connection count, stop; returns the results document.
+
+    The servers are restarted for each count, each worker capped near its
+    share of that many connections. The first count gets every round, the others one.
     """
-    engine = stack.enter_context(postgres_engine(directory, pg_local))
-    if engine.skipped:
-        return None, engine.skipped
-    try:
-        database = engine.database(directory, "http")
-        site = prepare_site(directory, database["GATE_DATABASE_URL"])
-        server = gate_site(directory, "gate-postgresql", database, servers["gate"].env["GATE_SECRET_KEY"],
-                           connections)
-        server.start()
-    except Exception as error:  # reported in the table, as a skipped engine is
-        lines = str(error).strip().splitlines() or [type(error).__name__]
-        return None, f"skipped: gate could not serve from PostgreSQL: {lines[-1][:300]}"
-    servers["postgresql"] = server
-    return sessions(server.url, site["page"], site["unlocked"]), "measured"
+    version = wrk_version() if generator in ("auto", "wrk") else None
+    if generator == "wrk" and version is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk), use --generator builtin")
+    seconds, rounds, warmup = (1, 1, 0) if quick else (2, 5, 1)  # wrk counts whole seconds
+    began = time.perf_counter()
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="gate-httpbench-") as tmp, contextlib.ExitStack() as stack:
+        directory = Path(tmp)
+        load, site = _loader(directory, version), prepare_site(directory)
+        pg_site, postgresql = postgres_site(stack, directory, pg_local)
+        if pg_site and (pg_site["page"], pg_site["unlocked"]) != (site["page"], site["unlocked"]):
+            raise RuntimeError("the PostgreSQL site was seeded with other articles than SQLite's")
+        secret, cookies = secrets.token_hex(32), {}
+        for number, count in enumerate(connections):
+            try:
+                servers = start_servers(directory, site, count, secret, pg_site)
+            except Exception as error:
+                if pg_site is None:
+                    raise
+                pg_site, postgresql = None, _refusal(error)  # gate's own refusal, in the table
+                servers = start_servers(directory, site, count, secret)
+            try:
+                if not cookies:
+                    cookies = {engine: sessions(servers[gate].url, site["page"], site["unlocked"])
+                               for engine, gate in (("sqlite", "gate"), ("postgresql", "postgresql"))
+                               if gate in servers}
+                for scenario in scenarios(site["page"], site["unlocked"]):
+                    measured = measure(scenario, sides_of(scenario, servers, cookies), load, count,
+                                       seconds, rounds if number == 0 else 1, warmup)
+                    if number == 0:
+                        rows[scenario.name] = {"name": scenario.name, "method": scenario.method,
+                                               "gate_path": scenario.gate_path, "bare_path": scenario.bare_path,
+                                               "target": scenario.target, **measured, "more_connections": {}}
+                    else:
+                        rows[scenario.name]["more_connections"][str(count)] = measured
+            finally:
+                for server in servers.values():
+                    server.stop()
+    return {"when": datetime.now(UTC).isoformat(), "quick": quick,
+            "generator": version or "builtin (http.client keep-alive threads, separate process)",
+            "gunicorn": {"workers": WORKERS, "threads": THREADS, "worker_class": "gthread"},
+            "connections": list(connections), "seconds_per_run": seconds, "rounds": rounds,
+            "cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+            "rate_limits": "off", "postgresql": postgresql,
+            "elapsed_s": round(time.perf_counter() - began, 1), "results": list(rows.values())}
+
+
+def client_sessions(app, site: dict) -> tuple[dict, dict]:
+    """In-process sessions on ``app`` (test clients), as :func:`sessions` sets them up over HTTP.
+
+    Returns a client per session (anonymous, registered, subscriber) and its
+    CSRF token; the registered reader has unlocked ``site["unlocked"]``.
+    """
+    clients = {kind: app.test_client() for kind in ("anonymous", "registered", "subscriber")}
+    for kind, (email, password) in (("registered", READER), ("subscriber", SUBSCRIBER)):
+        client = clients[kind]
+        token = _CSRF.search(client.get("/login").get_data(as_text=True)).group(1)
+        client.post("/login", data={"csrf_token": token, "email": email, "password": password})
+    tokens = {kind: _CSRF.search(client.get(f"/articles/{site['unlocked']}").get_data(as_text=True)).group(1)
+              for kind, client in clients.items()}
+    unlocked = clients["registered"].post(f"/api/articles/{site['unlocked']}/unlock",
+                                          headers={"X-CSRFToken": tokens["registered"]})
+    if unlocked.status_code != 200:
+        raise RuntimeError(f"the benchmark reader could not unlock an article: {unlocked.status_code}")
+    return clients, tokens
 
 
 def profile(requests: int = 300) -> str:
@@ -758,18 +870,7 @@ def profile(requests: int = 300) -> str:
         site = prepare_site(Path(tmp))
         app = create_app({"DATABASE": str(site["database"]), "SECRET_KEY": secrets.token_hex(16),
                           "RATELIMIT_ENABLED": False})
-        clients = {"anonymous": app.test_client(), "registered": app.test_client(),
-                   "subscriber": app.test_client()}
-        clients["anonymous"].get(f"/articles/{site['page']}")
-        tokens = {}
-        for kind, (email, password) in (("registered", READER), ("subscriber", SUBSCRIBER)):
-            client = clients[kind]
-            token = _CSRF.search(client.get("/login").get_data(as_text=True)).group(1)
-            client.post("/login", data={"csrf_token": token, "email": email, "password": password})
-        for kind, client in clients.items():
-            tokens[kind] = _CSRF.search(client.get(f"/articles/{site['unlocked']}").get_data(as_text=True)).group(1)
-        clients["registered"].post(f"/api/articles/{site['unlocked']}/unlock",
-                                   headers={"X-CSRFToken": tokens["registered"]})
+        clients, tokens = client_sessions(app, site)
         report = io.StringIO()
         for scenario in scenarios(site["page"], site["unlocked"]):
             client = clients[scenario.session]
@@ -793,45 +894,114 @@ def profile(requests: int = 300) -> str:
     return report.getvalue()
 
 
-def format_table(document: dict) -> str:
-    """One line per scenario: throughput of gate and both baselines, the ratios, gate's latency."""
-    lines = [f"{'scenario':<38} {'gate rps':>9} {'bare rps':>9} {'ratio':>6} {'target':>6} "
-             f"{'pooled rps':>10} {'ratio':>6}  {'gate p50/p99 ms':>16}"]
+# --- the tables -------------------------------------------------------------------
+
+#: Per engine: its gate side, its pooled side, and the keys of their ratio.
+ENGINES = (("SQLite", "gate", "pooled", "pooled_ratio"), ("PostgreSQL", "postgresql", "pg_pooled", "pg_pooled_ratio"))
+
+
+def render(header: list[str], body: list[list[str]], markdown: bool = False) -> str:
+    """A table as aligned text (names left, figures right), or as Markdown."""
+    if markdown:
+        return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, ["---"] * len(header), *body])
+    widths = [max(len(cells[i]) for cells in [header, *body]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) if i < 2 else cell.rjust(width)
+                               for i, (cell, width) in enumerate(zip(cells, widths))).rstrip()
+                     for cells in [header, *body])
+
+
+def _rps(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _latency(side: dict) -> str:
+    return f"{side['p50_ms']:.1f} / {side['p99_ms']:.1f}"
+
+
+def _target(ratio: float, target: float | None) -> str:
+    return "—" if target is None else f"{target:.2f} {'✓' if ratio >= target else '✗'}"
+
+
+def _engine_rows(document: dict):
+    """(row, engine, gate side, pooled side, ratio key) for every scenario on every measured engine."""
     for row in document["results"]:
-        gate, bare, pooled = row["gate"], row["bare"], row["pooled"]
-        target = f"{row['target']:.2f}" if row["target"] else "-"
-        flags = [" below target"] if row["target"] and row["ratio"] < row["target"] else []
-        if not row["balanced"]:
-            flags.append(" (a worker sat idle in some run)")
-        lines.append(f"{row['name']:<38} {gate['rps']:>9.0f} {bare['rps']:>9.0f} {row['ratio']:>6.2f} "
-                     f"{target:>6} {pooled['rps']:>10.0f} {row['pooled_ratio']:>6.2f}  "
-                     f"{gate['p50_ms']:>7.1f}/{gate['p99_ms']:<8.1f}{''.join(flags)}")
-    measured = [row for row in document["results"] if "postgresql" in row]
-    if document.get("postgresql", "measured") != "measured":
-        lines.append(f"gate on PostgreSQL: {document['postgresql']}")
-    elif measured:
-        lines.append(f"\ngate on PostgreSQL, same bare baselines (SQLite):\n{'scenario':<38} {'pg rps':>9} "
-                     f"{'bare rps':>9} {'ratio':>6} {'pooled rps':>10} {'ratio':>6} {'pg/sqlite':>9}  "
-                     f"{'pg p50/p99 ms':>16}")
-        for row in measured:
-            postgresql = row["postgresql"]
-            lines.append(f"{row['name']:<38} {postgresql['rps']:>9.0f} {row['bare']['rps']:>9.0f} "
-                         f"{row['pg_ratio']:>6.2f} {row['pooled']['rps']:>10.0f} {row['pg_pooled_ratio']:>6.2f} "
-                         f"{row['pg_sqlite_ratio']:>9.2f}  {postgresql['p50_ms']:>7.1f}/{postgresql['p99_ms']:<8.1f}")
+        for engine, gate, pooled, key in ENGINES:
+            if gate in row:
+                yield row, engine, gate, pooled, key
+
+
+def throughput_table(document: dict, markdown: bool = False) -> str:
+    """Per scenario and engine: throughput, requests per worker CPU-second, the ratios to each baseline."""
+    header = ["scenario", "engine", "gate rps", "pooled rps", "gate / pooled", "target", "gate req/CPU-s",
+              "pooled req/CPU-s", "CPU ratio", "bare rps", "gate / bare", "PG / SQLite"]
+    body = []
+    for row, engine, gate, pooled, key in _engine_rows(document):
+        sqlite = gate == "gate"
+        body.append([row["name"] + ("" if row["balanced"] else " †"), engine, _rps(row[gate]["rps"]),
+                     _rps(row[pooled]["rps"]), f"{row[key]:.2f}", _target(row[key], row["target"]),
+                     _rps(row[gate]["per_cpu_s"]), _rps(row[pooled]["per_cpu_s"]), f"{row[f'cpu_{key}']:.2f}",
+                     _rps(row["bare"]["rps"]) if sqlite else "—", f"{row['bare_ratio']:.2f}" if sqlite else "—",
+                     "—" if sqlite else f"{row['pg_sqlite_ratio']:.2f}"])
+    return render(header, body, markdown)
+
+
+def latency_table(document: dict, markdown: bool = False) -> str:
+    """Per scenario and engine: p50/p99 latency of gate and its pooled baseline at each connection count."""
+    first, *more = document["connections"]
+    header = ["scenario", "engine", f"gate p50 / p99 ms ({first})", f"pooled p50 / p99 ms ({first})"]
+    for count in more:
+        header += [f"gate rps ({count})", f"gate / pooled ({count})", f"gate p50 / p99 ms ({count})",
+                   f"pooled p50 / p99 ms ({count})"]
+    body = []
+    for row, engine, gate, pooled, key in _engine_rows(document):
+        cells = [row["name"], engine, _latency(row[gate]), _latency(row[pooled])]
+        for count in more:
+            at = row["more_connections"][str(count)]
+            cells += [_rps(at[gate]["rps"]), f"{at[key]:.2f}", _latency(at[gate]), _latency(at[pooled])]
+        body.append(cells)
+    return render(header, body, markdown)
+
+
+def format_table(document: dict, markdown: bool = False) -> str:
+    """The run's tables: throughput and CPU against the baselines, then latency, then notes."""
+    first = document["connections"][0]
+    lines = [f"Throughput at {first} connections, median of {document['rounds']} rotating rounds "
+             f"(target: gate / pooled on each engine):", "", throughput_table(document, markdown), "",
+             "Latency at each connection count (further counts: one rotating round):", "",
+             latency_table(document, markdown)]
+    if document["postgresql"] != "measured":
+        lines += ["", f"PostgreSQL: {document['postgresql']}"]
+    if not all(row["balanced"] for row in document["results"]):
+        lines += ["", "† a worker did under half the work of the other in some run"]
     return "\n".join(lines)
 
 
+def _connection_counts(text: str) -> tuple[int, ...]:
+    """``--connections 16,64``: the first count gets every round, each further one a round."""
+    counts = tuple(int(part) for part in text.split(","))
+    if not counts or min(counts) < 1:
+        raise ValueError(text)
+    return counts
+
+
 def main(argv=None) -> None:
-    """Run the HTTP benchmarks, print a table and write bench-results/http.json."""
-    parser = arguments(__doc__, "http.json", "short runs (a smoke test, ~30 s)")
+    """Run the HTTP benchmarks, print the tables and write bench-results/http.json."""
+    parser = arguments(__doc__, "http.json", "one short round per count (a smoke test, ~1.5 min)")
     parser.add_argument("--generator", choices=("auto", "wrk", "builtin"), default="auto",
                         help="load generator (auto: wrk if installed)")
-    parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections")
+    parser.add_argument("--connections", type=_connection_counts, default=CONNECTIONS,
+                        help="keep-alive connection counts, comma-separated (default 16,64)")
     parser.add_argument("--no-pg-local", action="store_true",
                         help="never start tools/pg-local (PostgreSQL only from the environment)")
+    parser.add_argument("--markdown", action="store_true", help="print the tables in Markdown (for the docs)")
+    parser.add_argument("--show", metavar="HTTP_JSON",
+                        help="instead, print the tables of a saved run (an http.json) and stop")
     parser.add_argument("--profile", action="store_true",
                         help="instead, profile gate's request path in-process (cProfile) into http-profile.txt")
     args = parser.parse_args(argv)
+    if args.show:
+        print(format_table(json.loads(Path(args.show).read_text()), args.markdown))
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.profile:
@@ -842,9 +1012,9 @@ def main(argv=None) -> None:
         return
     document = run(quick=args.quick, generator=args.generator, connections=args.connections,
                    pg_local=not args.no_pg_local)
-    print(f"gunicorn {WORKERS} workers x {THREADS} threads on 127.0.0.1; load: {document['generator']}, "
-          f"{args.connections} connections")
-    print(format_table(document))
+    print(f"gunicorn {WORKERS} workers x {THREADS} threads on 127.0.0.1; load: {document['generator']}; "
+          f"{document['elapsed_s']:.0f} s, load average {document['load_average'][0]}\n")
+    print(format_table(document, args.markdown))
     (out / "http.json").write_text(json.dumps(document, indent=2))
     print(f"written to {out / 'http.json'}")
 

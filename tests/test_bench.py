@@ -13,8 +13,14 @@ from benchmarks import bench
 def test_quick_bench_writes_ratios(tmp_path, capsys):
     bench.main(["--quick", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "latest.json").read_text())["results"]
+    document = json.loads((tmp_path / "latest.json").read_text())
     assert {row["name"].split(" x")[0].split(" --")[0].split(" (")[0] for row in results} == {
-        "decide", "spend", "article page", "seed", "search p50", "search p95"}
-    for row in results:
+        "decide", "spend", "seed", "search p50", "search p95"}
+    # the page per tier and the unlock, each against the same template and context without gate
+    assert [row["name"].rsplit(" x", 1)[0] for row in document["pages"]] == [
+        "article page, anonymous", "article page, registered (quota left)",
+        "article page, registered (unlocked)", "article page, subscriber", "unlock API (already unlocked)"]
+    assert [row["target"] for row in document["pages"]] == [0.8, 0.8, 0.8, 0.8, 0.7]
+    for row in results + document["pages"]:
         assert row["gate_s"] > 0 and row["baseline_s"] > 0 and row["ratio"] > 0
-    assert "ratio" in capsys.readouterr().out
+    assert "baseline / gate, higher is better" in capsys.readouterr().out

@@ -8,6 +8,7 @@ import os
 import re
 import threading
 
+import psycopg
 import pytest
 
 from benchmarks import engines, httpbench
@@ -19,31 +20,82 @@ def bench_site(tmp_path):
     return httpbench.prepare_site(tmp_path)
 
 
-@pytest.mark.parametrize("tier, marker", [
-    ("anonymous", 'data-offer="register"'),
-    ("registered", 'data-offer="unlock"'),
-    ("subscriber", 'data-access="full"'),
+@pytest.mark.parametrize("tier, marker, full", [
+    ("anonymous", 'data-offer="register"', False),
+    ("registered", 'data-offer="unlock"', False),
+    ("unlocked", 'data-reason="already_unlocked"', True),
+    ("subscriber", 'data-reason="subscriber"', True),
 ])
-def test_bare_page_renders_the_same_template_per_tier(bench_site, tier, marker):
+def test_bare_page_renders_the_same_template_per_tier(bench_site, tier, marker, full):
     app = httpbench.bare_app(str(bench_site["database"]), "bench-key")
     page = app.test_client().get(f"/bare/articles/{bench_site['page']}?as={tier}")
     text = page.get_data(as_text=True)
     assert page.status_code == 200
     assert marker in text and '<meta name="csrf-token"' in text and "story__body" in text
-    assert ('class="story__gated"' in text) is (tier == "subscriber")  # gated text only when full
+    assert ('class="story__gated"' in text) is full  # gated text only with full access
+    if tier == "unlocked":  # the registered reader's meter: the one article they unlocked
+        assert "2 of 3 free articles left this month" in text
+
+
+_CLOCK = re.compile(r'<time datetime="[^"]+">[^<]+</time>')  # the masthead's clock ticks between two pages
+_CSRF_VALUE = re.compile(r'(name="csrf_token" value|name="csrf-token" content)="[^"]+"')
+
+
+def _same(text: str) -> str:
+    """A page without what differs between two renders of it: the clock, the CSRF token, the login link's path."""
+    return re.sub(r"next=/(pooled|bare)/", "next=/", _CSRF_VALUE.sub(r"\1", _CLOCK.sub("", text)))
+
+
+def test_each_scenario_renders_the_same_page_on_gate_and_on_the_pooled_baseline(bench_site):
+    from gate import create_app
+
+    app = create_app({"DATABASE": str(bench_site["database"]), "SECRET_KEY": "bench-key",
+                      "RATELIMIT_ENABLED": False, "SERVER_NAME": "localhost"})
+    clients, tokens = httpbench.client_sessions(app, bench_site)
+    bare = httpbench.bare_app(str(bench_site["bare_database"]), "bench-key").test_client()
+    names = []
+    for scenario in httpbench.scenarios(bench_site["page"], bench_site["unlocked"]):
+        headers = {"X-CSRFToken": tokens[scenario.session]} if scenario.csrf else {}
+        gate = clients[scenario.session].open(scenario.gate_path, method=scenario.method, headers=headers)
+        baseline = bare.open(scenario.pooled_path, method=scenario.method)
+        assert gate.status_code == baseline.status_code == 200, scenario.name
+        assert scenario.expect in gate.get_data(as_text=True), scenario.name
+        assert _same(baseline.get_data(as_text=True)) == _same(gate.get_data(as_text=True)), scenario.name
+        names.append(scenario.name)
+    assert sum("article page" in name for name in names) == 4 and len(names) == 6
 
 
 def test_pooled_bare_page_is_the_same_page(bench_site):
     client = httpbench.bare_app(str(bench_site["database"]), "bench-key").test_client()
-    clock = re.compile(r'<time datetime="[^"]+">[^<]+</time>')  # the masthead's clock ticks between the two
-    for tier in ("anonymous", "registered", "subscriber"):
+    for tier in ("anonymous", "registered", "unlocked", "subscriber"):
         fresh = client.get(f"/bare/articles/{bench_site['page']}?as={tier}")
         pooled = client.get(f"/pooled/articles/{bench_site['page']}?as={tier}")
         assert pooled.status_code == 200
-        assert clock.sub("", pooled.get_data(as_text=True)) == clock.sub("", fresh.get_data(as_text=True))
+        assert _same(pooled.get_data(as_text=True)) == _same(fresh.get_data(as_text=True))
     assert client.get(f"/pooled/api/articles/{bench_site['page']}").get_json() == \
         client.get(f"/bare/api/articles/{bench_site['page']}").get_json()
     assert client.get("/pooled/articles/no-such-article").status_code == 404
+
+
+def test_the_postgresql_baseline_reads_the_same_row_from_postgresql(tmp_path, bench_site, pg_empty):
+    site = httpbench.prepare_site(tmp_path / "pg", pg_empty)
+    assert site["bare_database"] == site["database"] == pg_empty  # gate's own database, not a SQLite copy
+    app = httpbench.bare_app(site["bare_database"], "bench-key")
+    on_pg = app.test_client()
+    on_sqlite = httpbench.bare_app(str(bench_site["bare_database"]), "bench-key").test_client()
+    try:
+        for tier in ("anonymous", "registered", "unlocked", "subscriber"):
+            page = on_pg.get(f"/pooled/articles/{site['page']}?as={tier}")
+            assert page.status_code == 200
+            assert _same(page.get_data(as_text=True)) == _same(
+                on_sqlite.get(f"/pooled/articles/{site['page']}?as={tier}").get_data(as_text=True))
+        with psycopg.connect(pg_empty, autocommit=True) as conn:  # read per request, on its kept connection
+            conn.execute("update articles set title = 'Read from PostgreSQL' where slug = %s", [site["page"]])
+        assert "Read from PostgreSQL" in on_pg.get(f"/pooled/articles/{site['page']}").get_data(as_text=True)
+        assert on_pg.get(f"/pooled/api/articles/{site['page']}").get_json()["title"] == "Read from PostgreSQL"
+        assert on_pg.get("/pooled/articles/no-such-article").status_code == 404
+    finally:
+        httpbench.close_kept(app)
 
 
 def test_each_worker_is_capped_near_its_share_of_the_connections():
@@ -132,34 +184,70 @@ def test_sessions_are_replayed_only_once_the_site_keeps_their_cookie(settling):
         server.server_close()
 
 
+def _document(**changes) -> dict:
+    """A results document as run() writes it, with one scenario on both engines."""
+    side = {"rps": 1000.0, "p50_ms": 10.0, "p99_ms": 40.0, "per_cpu_s": 800.0}
+    phase = {"gate": side, "pooled": dict(side, rps=1250.0), "bare": dict(side, rps=900.0),
+             "postgresql": dict(side, rps=500.0), "pg_pooled": dict(side, rps=1000.0),
+             "pooled_ratio": 0.8, "cpu_pooled_ratio": 0.75, "bare_ratio": 1.11, "pg_pooled_ratio": 0.5,
+             "cpu_pg_pooled_ratio": 0.6, "pg_sqlite_ratio": 0.5, "balanced": True}
+    row = {"name": "article page, subscriber", "target": 0.8, **phase, "more_connections": {"64": phase}}
+    return {"connections": [16, 64], "rounds": 5, "postgresql": "measured", "results": [row], **changes}
+
+
+def test_tables_give_each_engine_its_own_baseline_ratio_cpu_and_latency():
+    text = httpbench.format_table(_document())
+    assert "PostgreSQL" in text and "gate req/CPU-s" in text and "pooled p50 / p99 ms (64)" in text
+    sqlite, postgresql = [line for line in text.splitlines() if line.startswith("article page")][:2]
+    assert "0.80 ✓" in sqlite and "1,250" in sqlite and "1.11" in sqlite  # met, against the pooled page
+    assert "0.50" in postgresql and "0.80 ✗" in postgresql  # below, against its own pooled page
+    markdown = httpbench.format_table(_document(), markdown=True)
+    assert "| scenario | engine | gate rps | pooled rps | gate / pooled | target |" in markdown
+    assert "| --- |" in markdown
+
+
+def test_a_skipped_postgresql_says_why_and_shows_sqlite_only():
+    document = _document(postgresql=engines.NO_POSTGRES)
+    for key in ("postgresql", "pg_pooled", "pg_pooled_ratio"):
+        del document["results"][0][key]
+        del document["results"][0]["more_connections"]["64"][key]
+    text = httpbench.format_table(document)
+    assert engines.NO_POSTGRES in text and "SQLite" in text and "PostgreSQL  " not in text
+
+
+def test_saved_runs_print_again_in_markdown(tmp_path, capsys):
+    (tmp_path / "http.json").write_text(json.dumps(_document()))
+    httpbench.main(["--show", str(tmp_path / "http.json"), "--markdown"])
+    assert "| article page, subscriber | PostgreSQL |" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_quick_http_bench_writes_ratios(tmp_path, capsys):
     httpbench.main(["--quick", "--no-pg-local", "--out", str(tmp_path)])
     document = json.loads((tmp_path / "http.json").read_text())
     names = [row["name"] for row in document["results"]]
-    assert len(names) == 5 and any("unlock" in name for name in names)
-    assert sum("article page" in name for name in names) == 3
+    assert len(names) == 6 and sum("article page" in name for name in names) == 4
     assert document["gunicorn"]["workers"] == 2 and document["generator"]
-    for row in document["results"]:
-        for side in ("gate", "bare", "pooled"):
-            assert row[side]["requests"] > 0 and row[side]["rps"] > 0, row
-            assert row[side]["non2xx"] == 0 and row[side]["errors"] == 0, row
-            # every run records each worker's CPU time, and requests per CPU-second follow from it
-            assert all(len(run["worker_cpu_s"]) == 2 for run in row[side]["runs"]), row
-            assert sum(row[side]["runs"][0]["worker_cpu_s"]) > 0 and row[side]["per_cpu_s"] > 0, row
-        assert row["ratio"] > 0 and len(row["round_ratios"]) == document["rounds"]
-        assert row["pooled_ratio"] > 0 and len(row["round_pooled_ratios"]) == document["rounds"]
-        assert isinstance(row["balanced"], bool)
-    assert {row["target"] for row in document["results"]} == {0.8, 0.5, None}
-    # the article pages on PostgreSQL, next to SQLite, against the same bare baselines
+    assert document["connections"] == [16, 64]
+    # PostgreSQL beside SQLite, each against its own pooled baseline; skipped only without a server
     if os.environ.get("GATE_TEST_DATABASE_URL") or os.environ.get("GATE_DATABASE_URL"):
         assert document["postgresql"] == "measured", document["postgresql"]
     else:
         assert document["postgresql"] == engines.NO_POSTGRES
-    if document["postgresql"] == "measured":
-        pages = [row for row in document["results"] if "article page" in row["name"]]
-        assert pages and all(row["postgresql"]["non2xx"] == row["postgresql"]["errors"] == 0 for row in pages)
-        assert all(row["pg_ratio"] > 0 and row["pg_pooled_ratio"] > 0 and row["pg_sqlite_ratio"] > 0
-                   for row in pages)
-        assert all("postgresql" not in row for row in document["results"] if row not in pages)
-    assert "ratio" in capsys.readouterr().out
+    sides = httpbench.SIDES + (httpbench.PG_SIDES if document["postgresql"] == "measured" else ())
+    for row in document["results"]:
+        for phase in (row, row["more_connections"]["64"]):
+            for side in sides:
+                assert phase[side]["requests"] > 0 and phase[side]["rps"] > 0, row
+                assert phase[side]["non2xx"] == 0 and phase[side]["errors"] == 0, row
+                # every run records each worker's CPU time, and requests per CPU-second follow from it
+                assert all(len(run["worker_cpu_s"]) == 2 for run in phase[side]["runs"]), row
+                assert phase[side]["per_cpu_s"] > 0 and phase[side]["p50_ms"] <= phase[side]["p99_ms"], row
+            keys = ["pooled_ratio", "bare_ratio"]
+            if document["postgresql"] == "measured":
+                keys += ["pg_pooled_ratio", "pg_sqlite_ratio"]
+            assert all(phase[key] > 0 and phase[f"cpu_{key}"] > 0 for key in keys), row
+            assert len(phase["round_pooled_ratios"]) == phase["rounds"]
+            assert isinstance(phase["balanced"], bool)
+    assert [row["target"] for row in document["results"]] == [0.8, 0.8, 0.8, 0.8, 0.7, None]
+    assert "gate / pooled" in capsys.readouterr().out
