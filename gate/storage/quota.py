@@ -136,19 +136,20 @@ def meter_lock(meter_key: str) -> str:
 
 
 def unlock(
-    store: QuotaStore, rules: Rules, viewer: Viewer, article, now: datetime
+    store: QuotaStore, rules: Rules, viewer: Viewer, article, now: datetime, first: Decision | None = None
 ) -> tuple[Decision, bool]:
     """Spend one article of quota if the rules allow it now; return the new decision.
 
     Works for both modes: a press of *Unlock* in choice mode and a counted
     view in auto mode. Spending twice (double submit, two tabs) spends once.
+    ``first`` is the caller's decision for ``viewer`` already made, if any.
     """
 
     def admit(current: tuple[Spend, ...]) -> bool:
         verdict = paywall.decide(rules, replace(viewer, spends=current), article, now)
         return verdict.reason == paywall.Reason.METER_AVAILABLE
 
-    first = paywall.decide(rules, viewer, article, now)
+    first = first or paywall.decide(rules, viewer, article, now)
     if first.reason != paywall.Reason.METER_AVAILABLE:
         return first, False
     spent, after = store.spend(viewer.meter_key, article.slug, first.meter.window_key, now, admit)

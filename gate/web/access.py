@@ -41,14 +41,18 @@ def _who() -> dict:
     return {"visitor_id": current().visitor_id()}
 
 
-def _spend(article: Article, how: str) -> tuple[Decision, bool]:
-    """Spend one article of the viewer's meter on ``article`` (at most once), recording the unlock."""
+def _spend(article: Article, how: str, first: Decision | None = None) -> tuple[Decision, bool]:
+    """Spend one article of the viewer's meter on ``article`` (at most once), recording the unlock.
+
+    ``first`` is this request's decision for the viewer, when it has been made already.
+    """
     state, db = current(), get_db()
     store, rules, viewer, now = state.viewer_quota, state.rules, state.viewer, state.now  # read before any lock
-    if paywall.decide(rules, viewer, article, now).reason != paywall.Reason.METER_AVAILABLE:
-        return quota.unlock(store, rules, viewer, article, now)  # nothing to spend: no write transaction
+    first = first or paywall.decide(rules, viewer, article, now)
+    if first.reason != paywall.Reason.METER_AVAILABLE:
+        return first, False  # nothing to spend: no write transaction
     with immediate(db):  # the spend and its event commit together: a crash between them leaves neither
-        decision, spent = quota.unlock(store, rules, viewer, article, now)
+        decision, spent = quota.unlock(store, rules, viewer, article, now, first)
         if spent:
             events.record(db, "unlock", now, slug=article.slug, **_who(), used=decision.meter.used,
                           limit=decision.meter.limit, mode=decision.meter.mode, via=how)
@@ -68,7 +72,7 @@ def read(article: Article) -> tuple[Decision, Decision]:
     if request.method == "HEAD":  # headers only: not a read, so no spend and no events
         return before, decision
     if decision.spend:
-        decision, _ = _spend(article, "view")
+        decision, _ = _spend(article, "view", before)
     who = _who()
     rows = [events.row("article_view", now, slug=article.slug, **who, access=decision.access,
                        reason=decision.reason, preset=rules.name)]
