@@ -13,9 +13,13 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from flask_login import login_user
 
 from gate.app import ratelimit
+from gate.app.context import current
+from gate.app.db import get_db
 from gate.app.sessions import VerifiedCookies
+from gate.services import accounts
 from gate.storage.engine import PostgresDatabase, SqliteDatabase
 from tests.helpers import BOTH_ENGINES, CARD, METERED, START, Reader, open_checkout, publish
 
@@ -56,9 +60,22 @@ def test_an_anonymous_teaser_is_one_read(client, statements):
 
 
 @BOTH_ENGINES
-def test_a_registered_page_adds_one_read_for_the_reader_and_one_for_the_meter(reader, client, statements):
+def test_a_registered_page_reads_the_reader_their_subscription_and_meter_at_once(reader, client, statements):
     reader.signup("fast@example.com")
-    assert reads_of(client, statements, f"/articles/{METERED}") == 3  # site and article; reader and subscription; meter
+    assert reads_of(client, statements, f"/articles/{METERED}") == 2  # site and article; reader, subscription, meter
+
+
+@BOTH_ENGINES
+def test_the_meter_read_with_the_reader_is_read_again_after_a_spend(app, reader):
+    reader.signup("spender@example.com")
+    with app.test_request_context(f"/articles/{METERED}"):
+        account = accounts.by_email(get_db(), "spender@example.com")
+        current().read_with_reader[account.meter_key] = ()  # as the sign-in read found it
+        login_user(account)
+        assert current().viewer.spends == ()
+        current().quota.spend(account.meter_key, METERED, "window", current().now, lambda spends: True)
+        current().after_spend(True)
+        assert [spend.slug for spend in current().viewer.spends] == [METERED]
 
 
 @BOTH_ENGINES

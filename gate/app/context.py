@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
@@ -53,6 +53,8 @@ class RequestState:
     site_preset_only: bool = False
     #: This request spent from the bypass lab's cookie meter, so the cookie goes back.
     spent_from_cookie: bool = False
+    #: Meters read with the signed-in reader (one statement), until a spend moves them.
+    read_with_reader: dict = field(default_factory=dict)
 
     @cached_property
     def site(self) -> sitestate.SiteState:
@@ -191,8 +193,18 @@ class RequestState:
         else:
             tier, key = "anonymous", f"visitor:{self._visitor()}"
         # A tier without a meter (a subscriber, a teaser-only visitor) has no spends that decide would read.
-        spends = self.viewer_quota.spends(key) if self.rules.tier(tier).metered else ()
+        if not self.rules.tier(tier).metered:
+            spends = ()
+        elif key in self.read_with_reader and not self.porous:
+            spends = self.read_with_reader[key]
+        else:
+            spends = self.viewer_quota.spends(key)
         return Viewer(tier, key, spends, verified)
+
+    def may_meter(self, tier: str) -> bool:
+        """Whether ``tier`` may have a meter to read under the viewer's preset (any experiment arm may give one)."""
+        rules = self.base_rules
+        return rules.tier(tier).metered or any(exp.active for exp in rules.experiments)
 
     @cached_property
     def viewer_before(self) -> Viewer:
@@ -218,12 +230,14 @@ class RequestState:
 
     def after_spend(self, spent: bool) -> None:
         """A spend moved the meter: keep the viewer it started from, and read the meter again on next use."""
+        self.read_with_reader.clear()  # the meter moved: read it again
         if "viewer" in self.__dict__:
             self.__dict__.setdefault("viewer_before", self.__dict__.pop("viewer"))
         self.spent_from_cookie = self.spent_from_cookie or (spent and self.porous)
 
     def after_sign_in(self) -> None:
         """Someone else is reading now: their viewer is worked out on next use."""
+        self.read_with_reader.clear()  # signing in may have moved a visitor's spends to the reader
         for name in ("viewer", "viewer_before"):
             self.__dict__.pop(name, None)
 

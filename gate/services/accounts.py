@@ -23,6 +23,9 @@ class AccountError(ValueError):
     """A reader-facing problem with an email, a password or an account."""
 
 
+#: A reader's meter key is this prefix and their id (``Reader.meter_key``; SQL joins spell it the same way).
+METER_PREFIX = "reader:"
+
 @dataclass(frozen=True)
 class Reader:
     """A reader account, shaped for flask-login.
@@ -66,7 +69,7 @@ class Reader:
     @property
     def meter_key(self) -> str:
         """The key this reader's spends are stored under."""
-        return f"reader:{self.id}"
+        return f"{METER_PREFIX}{self.id}"
 
     @classmethod
     def from_row(cls, row) -> "Reader":

@@ -23,7 +23,7 @@ from gate.rules import billing
 from gate.rules.billing import Outcome, PlanTerms, Policy, Subscription
 from gate.rules.timeutil import from_iso, to_iso
 from gate.services import accounts, newsletter, notices
-from gate.storage import events
+from gate.storage import events, quota
 from gate.storage.db import first
 
 _TIMES = ("created_at", "anchor", "current_period_start", "current_period_end", "trial_end",
@@ -133,24 +133,37 @@ def settle_reader(db, cfg, reader_id: int, now: datetime) -> Subscription | None
 
 
 #: A reader's newest subscription beside the reader, its columns prefixed ``sub_``.
-_SIGNED_IN = ("select r.*, {columns} from readers r left join subscriptions s on s.id ="
-              " (select max(id) from subscriptions where reader_id = r.id) where r.session_token = ?").format(
-    columns=", ".join(f"s.{column} as sub_{column}" for column in Subscription.__dataclass_fields__))
+_SUB_COLUMNS = ", ".join(f"s.{column} as sub_{column}" for column in Subscription.__dataclass_fields__)
+_READER_AND_SUB = ("readers r left join subscriptions s"
+                   " on s.id = (select max(id) from subscriptions where reader_id = r.id)")
+_SIGNED_IN = f"select r.*, {_SUB_COLUMNS} from {_READER_AND_SUB} where r.session_token = ?"
+#: The same, with one row per spend of the reader's meter (oldest first), or one row with none.
+_SIGNED_IN_WITH_SPENDS = (
+    f"select r.*, {_SUB_COLUMNS}, u.slug as spend_slug, u.unlocked_at as spend_at from {_READER_AND_SUB}"
+    f" left join unlocks u on u.meter_key = '{accounts.METER_PREFIX}' || cast(r.id as text)"
+    " where r.session_token = ? order by u.unlocked_at, u.id")
 
 
-def signed_in(db, cfg, token: str, now: datetime) -> accounts.Reader | None:
+def signed_in(db, cfg, token: str, now: datetime, spends: bool = False
+              ) -> tuple[accounts.Reader | None, tuple | None]:
     """The account a session token names, with its access settled for ``now`` (see :func:`refresh`).
 
     Every signed-in page asks this first, so the reader and their newest
-    subscription come in one statement; settling reads again only when a
-    renewal, retry or expiry is due.
+    subscription come in one statement, and with ``spends`` their meter's
+    spends too (else None); settling reads again only when a renewal, retry
+    or expiry is due.
     """
-    row = first(db, _SIGNED_IN, [token]) if token else None
-    if row is None:
-        return None
+    if not token:
+        return None, None
+    found = db.rows(_SIGNED_IN_WITH_SPENDS if spends else _SIGNED_IN, [token])
+    if not found:
+        return None, None
+    row = found[0]
     sub = _from_row({key[4:]: value for key, value in row.items() if key.startswith("sub_")}) \
         if row["sub_id"] is not None else None
-    return _refreshed(cfg, accounts.Reader.from_row(row), now, _settle(db, cfg, row["id"], now, sub)[0])
+    reader = _refreshed(cfg, accounts.Reader.from_row(row), now, _settle(db, cfg, row["id"], now, sub)[0])
+    meter = quota.spends_of((r["spend_slug"], r["spend_at"]) for r in found if r["spend_slug"]) if spends else None
+    return reader, meter
 
 
 _UNREAD = object()

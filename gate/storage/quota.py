@@ -97,7 +97,7 @@ class SqlQuotaStore:
             "select slug, unlocked_at from unlocks where meter_key = ? order by unlocked_at, id",
             [meter_key],
         ).fetchall()
-        return tuple(Spend(slug, from_iso(at)) for slug, at in rows)
+        return spends_of(rows)
 
     def spend(self, meter_key, slug, window_key, now, admit):
         """Lock the meter, read its spends, admit, insert: concurrent spends of one meter serialise."""
@@ -128,6 +128,11 @@ class SqlQuotaStore:
     def reset(self, meter_key):
         """Forget a meter's spends."""
         return self.db.execute("delete from unlocks where meter_key = ?", [meter_key]).rowcount
+
+
+def spends_of(rows) -> tuple[Spend, ...]:
+    """(slug, unlocked_at) rows of ``unlocks``, oldest first, as a meter's spends."""
+    return tuple(Spend(slug, from_iso(at)) for slug, at in rows)
 
 
 def meter_lock(meter_key: str) -> str:

@@ -27,7 +27,12 @@ login_manager.login_message_category = "info"
 @login_manager.user_loader
 def _load_reader(token: str):
     """Resolve the session's rotating token to an account, its subscription settled."""
-    return subscriptions.signed_in(get_db(), site.config(), token, current().now)
+    state = current()
+    reader, spends = subscriptions.signed_in(get_db(), site.config(), token, state.now,
+                                             spends=state.may_meter("registered"))
+    if reader is not None and spends is not None:
+        state.read_with_reader[reader.meter_key] = spends  # the viewer's meter, read in the same statement
+    return reader
 
 
 def _wants_json() -> bool:
