@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 from flask import current_app, g, jsonify, render_template, request, session
 from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
@@ -94,10 +92,24 @@ def _response_headers(response):
     return response
 
 
-@functools.lru_cache(maxsize=4096)
-def _signed_csrf(secret: str, raw: str) -> str:
+#: Each session's signed CSRF token, by (secret, the session's raw token); forgotten wholesale past KEEP_SIGNED.
+_signed: dict[tuple, str] = {}
+KEEP_SIGNED = 4096
+
+
+def _signed_csrf(secret, raw: str) -> str:
     """A session's CSRF token signed as Flask-WTF signs it (same salt, so its validation accepts it)."""
-    return URLSafeTimedSerializer(secret, salt="wtf-csrf-token").dumps(raw)
+    token = _signed.get((secret, raw))
+    if token is None:
+        token = URLSafeTimedSerializer(secret, salt="wtf-csrf-token").dumps(raw)
+        _keep_signed(secret, raw, token)
+    return token
+
+
+def _keep_signed(secret, raw: str, token: str) -> None:
+    if len(_signed) >= KEEP_SIGNED:
+        _signed.clear()  # a session signed again later gets another valid token for the same raw one
+    _signed[(secret, raw)] = token
 
 
 def csrf_token() -> str:
@@ -108,11 +120,18 @@ def csrf_token() -> str:
     is None), so the time stamp means nothing and the signature of a
     session's token can be kept; a new session gets a new token as before.
     """
-    raw = session.get("csrf_token")
-    if isinstance(raw, str) and "csrf_token" not in g:
-        secret = current_app.config.get("WTF_CSRF_SECRET_KEY") or current_app.secret_key
-        g.csrf_token = _signed_csrf(secret, raw)  # where generate_csrf looks first
-    return generate_csrf()
+    held = g._get_current_object()  # the request's globals, looked up once
+    token = getattr(held, "csrf_token", None)  # where generate_csrf keeps the page's token too
+    if token is None:
+        app = current_app._get_current_object()
+        secret = app.config.get("WTF_CSRF_SECRET_KEY") or app.secret_key
+        raw = session.get("csrf_token")
+        if isinstance(raw, str):
+            token = held.csrf_token = _signed_csrf(secret, raw)
+        else:  # a new session: Flask-WTF makes its raw token and signs it; later pages reuse the signature
+            token = generate_csrf()
+            _keep_signed(secret, session["csrf_token"], token)
+    return token
 
 
 def _template_globals():

@@ -34,11 +34,12 @@ def published(slug: str) -> Article:
     return article
 
 
-def _who() -> dict:
+def _who(state=None) -> dict:
     """The reader or visitor an event is about."""
-    if current_user.is_authenticated:
-        return {"reader_id": current_user.id}
-    return {"visitor_id": current().visitor_id()}
+    user = current_user._get_current_object()
+    if user.is_authenticated:
+        return {"reader_id": user.id}
+    return {"visitor_id": (state or current()).visitor_id()}
 
 
 def _spend(article: Article, how: str, first: Decision | None = None) -> tuple[Decision, bool]:
@@ -54,7 +55,7 @@ def _spend(article: Article, how: str, first: Decision | None = None) -> tuple[D
     with immediate(db):  # the spend and its event commit together: a crash between them leaves neither
         decision, spent = quota.unlock(store, rules, viewer, article, now, first)
         if spent:
-            events.record(db, "unlock", now, slug=article.slug, **_who(), used=decision.meter.used,
+            events.record(db, "unlock", now, slug=article.slug, **_who(state), used=decision.meter.used,
                           limit=decision.meter.limit, mode=decision.meter.mode, via=how)
     state.after_spend(spent)
     return decision, spent
@@ -66,24 +67,26 @@ def read(article: Article) -> tuple[Decision, Decision]:
     Returns the decision before any spend and the one served (the same one
     unless this view spent): the explain drawer shows both.
     """
-    db, rules, now = get_db(), current().rules, current().now
-    viewer = current().viewer
+    state = current()
+    rules, now, viewer = state.rules, state.now, state.viewer
     before = decision = paywall.decide(rules, viewer, article, now)
     if request.method == "HEAD":  # headers only: not a read, so no spend and no events
         return before, decision
     if decision.spend:
         decision, _ = _spend(article, "view", before)
-    who = _who()
+    who = _who(state)
     rows = [events.row("article_view", now, slug=article.slug, **who, access=decision.access,
                        reason=decision.reason, preset=rules.name)]
     if decision.access == "teaser":
         rows.append(events.row("gate_impression", now, slug=article.slug, **who, offer=decision.offer,
                                reason=decision.reason, style=rules.gate.style))
-    if current_app.config.get("EVENT_BUFFER"):  # gate serve: a background writer batches views
-        log = eventlog.writer(str(current_app.config["DATABASE"]))
+    config = current_app.config
+    if config.get("EVENT_BUFFER"):  # gate serve: a background writer batches views
+        log = eventlog.writer(str(config["DATABASE"]))
         for event in rows:
             log.add(event)
     else:
+        db = get_db()
         with immediate(db):  # one write transaction for the view and its impression
             events.record_rows(db, rows)
     return before, decision

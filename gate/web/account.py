@@ -43,9 +43,10 @@ def account():
 @bp.app_context_processor
 def _billing_alert():
     """A past-due reader sees on every page until when they keep access, and how to fix it."""
-    if not current_user.is_authenticated:
+    user = current_user._get_current_object()
+    if not user.is_authenticated:
         return {"billing_alert": None}
-    ends = current_user.grace_ends  # worked out with the reader's access when the session loaded it
+    ends = user.grace_ends  # worked out with the reader's access when the session loaded it
     return {"billing_alert": {"grace_ends": ends, "over": ends <= current().now} if ends else None}
 
 
