@@ -125,6 +125,27 @@ def test_a_sessions_csrf_token_is_signed_once_and_still_checked(app, reader, cli
 
 
 @BOTH_ENGINES
+def test_a_token_handed_to_another_session_is_refused(app, reader, client):
+    reader.signup("mine@example.com")
+    theirs = Reader(app.test_client())
+    theirs.signup("theirs@example.com")
+    stolen = client.post(f"/api/articles/{METERED}/unlock", headers={"X-CSRFToken": theirs.token()})
+    assert stolen.status_code == 400 and stolen.get_json()["error"] == "csrf_failed"
+
+
+@BOTH_ENGINES
+def test_over_https_a_known_token_still_needs_a_matching_referrer(reader, client):
+    reader.signup("secure-post@example.com")
+    token = reader.token()
+    headers = {"X-CSRFToken": token}
+    refused = client.post(f"/api/articles/{METERED}/unlock", headers=headers, base_url="https://meridian.test")
+    assert refused.status_code == 400
+    allowed = client.post(f"/api/articles/{METERED}/unlock", base_url="https://meridian.test",
+                          headers={**headers, "Referer": "https://meridian.test/articles/x"})
+    assert allowed.status_code in (200, 403)
+
+
+@BOTH_ENGINES
 def test_article_pages_skip_the_rate_limiter_and_limited_routes_keep_it(app, reader, client):
     assert not ratelimit.limited(app.view_functions["reading.article"])
     assert ratelimit.limited(app.view_functions["api.unlock"])

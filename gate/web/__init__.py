@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 from flask import current_app, g, jsonify, render_template, request, session
 from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
@@ -15,7 +17,39 @@ from gate.rules import billing, paywall, periods
 from gate.rules.timeutil import from_iso
 from gate.services import personas, subscriptions
 
-csrf = CSRFProtect()
+
+class SiteCSRF(CSRFProtect):
+    """Flask-WTF's CSRF protection, checking the method first and recognising the tokens it handed out.
+
+    Flask-WTF looks up the view's exemptions on every request before it
+    looks at the method, and verifies a posted token's signature every time.
+    A GET needs neither. A posted token that is exactly the one this process
+    signed for the session's own token (see :func:`csrf_token`) is valid
+    without verifying its signature again; anything else, and any request
+    over HTTPS (the referrer check), goes through Flask-WTF's own check.
+    """
+
+    def protect(self, apply_exemptions=False):
+        config = current_app.config
+        if request.method not in config["WTF_CSRF_METHODS"]:
+            return None
+        if not request.is_secure and _issued_here(self._get_csrf_token()):
+            g.csrf_valid = True
+            return None
+        return super().protect(apply_exemptions)
+
+
+def _issued_here(token: str | None) -> bool:
+    """Whether ``token`` is the one this process signed for this session's CSRF token."""
+    raw = session.get("csrf_token")
+    if not token or not isinstance(raw, str):
+        return False
+    app = current_app._get_current_object()
+    issued = _signed.get((app.config.get("WTF_CSRF_SECRET_KEY") or app.secret_key, raw))
+    return issued is not None and hmac.compare_digest(issued, token)
+
+
+csrf = SiteCSRF()
 login_manager = LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.login_message = "Please log in to see that page."
