@@ -1,7 +1,7 @@
 """`gate serve` shapes: workers x threads on 1 and 2 cores, measured to choose the defaults.
 
 Run with `python -m benchmarks.serving [--quick] [--markdown]` from the checkout (a full run takes
-about a quarter of an hour, so `make bench` does not run it). For each engine (SQLite, and
+about 20 minutes, so `make bench` does not run it). For each engine (SQLite, and
 PostgreSQL when a server is at hand, found as the other benchmarks find one) one site is seeded
 as the HTTP benchmark seeds it, with a reader and a subscriber whose sessions are set up once.
 Then, for every core count, every shape (gunicorn gthread workers x threads) and every load
@@ -51,7 +51,9 @@ from benchmarks.httpbench import (
 from gate.loadtest.server import ServerProcess, free_port, gate_command, site_env
 
 WORKERS = (1, 2, 3, 4)
-THREADS = (1, 2, 4, 8)
+#: 1 thread was swept too, once: best in 2 groups of 8 (SQLite, 16 connections), 0.56-0.81 of the best
+#: elsewhere; dropped to keep a full run near 20 minutes.
+THREADS = (2, 4, 8)
 CORES = (1, 2)
 CONNECTIONS = (16, 64)
 QUICK = {"workers": (1, 2), "threads": (2, 4), "connections": (16,)}
@@ -175,23 +177,46 @@ def stop(server: ServerProcess) -> None:
     server.stop()
 
 
+def elsewhere(cores: int) -> set[int]:
+    """The cores a server pinned to the first ``cores`` leaves free, or all of them if none."""
+    every = set(range(os.cpu_count() or 1))
+    return every - set(range(cores)) or every
+
+
 def measure_shape(site: dict, directory: Path, load, shape: dict, seconds: float) -> dict:
-    """One shape under one load: a warm-up second, then a timed run with the workers' CPU time."""
+    """One shape under one load: a warm-up second, then a timed run with the workers' CPU time.
+
+    The load generator (a child of this process) runs on the cores the server leaves free.
+    """
     per_worker = shape.get("worker_connections") or cap(shape["connections"], shape["workers"], shape["threads"])
     server = start(site, directory, shape["cores"], shape["workers"], shape["threads"], per_worker)
+    everywhere = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, elsewhere(shape["cores"]))
     try:
         load(server.url, shape["connections"], 1)
         before = worker_cpu(server)
         run = load(server.url, shape["connections"], seconds)
         spent = [max(0.0, after - start) for after, start in zip(worker_cpu(server), before)]
     finally:
+        os.sched_setaffinity(0, everywhere)
         stop(server)
-    return {**shape, "worker_connections": per_worker, "fixed_cap": bool(shape.get("worker_connections")), "rps": round(run["rps"], 1),
-            "p50_ms": round(run["p50_ms"], 2), "p99_ms": round(run["p99_ms"], 2),
+    return {**shape, "worker_connections": per_worker, "fixed_cap": bool(shape.get("worker_connections")),
+            "rps": run["rps"], "p50_ms": run["p50_ms"], "p99_ms": run["p99_ms"],
             "requests": run["requests"], "non2xx": run["non2xx"], "errors": run["errors"],
-            "per_cpu_s": round(run["requests"] / sum(spent), 1) if sum(spent) > 0 else 0.0,
-            "worker_cpu_s": [round(value, 2) for value in spent],
+            "per_cpu_s": run["requests"] / sum(spent) if sum(spent) > 0 else 0.0,
             "balanced": len(spent) < 2 or min(spent) >= 0.5 * max(spent)}
+
+
+def combined(runs: list[dict]) -> dict:
+    """One shape's rounds as one row: medians of the figures, counts summed, balanced only if every round was."""
+    row = {key: runs[0][key] for key in ("cores", "connections", "workers", "threads", "worker_connections",
+                                         "fixed_cap")}
+    for key in ("rps", "p50_ms", "p99_ms", "per_cpu_s"):
+        row[key] = round(statistics.median(run[key] for run in runs), 2 if key.endswith("_ms") else 1)
+    row.update(requests=sum(run["requests"] for run in runs), non2xx=sum(run["non2xx"] for run in runs),
+               errors=sum(run["errors"] for run in runs), balanced=all(run["balanced"] for run in runs),
+               round_rps=[round(run["rps"], 1) for run in runs])
+    return row
 
 
 # --- the sweep ----------------------------------------------------------------------
@@ -237,12 +262,18 @@ def shapes(grid: dict) -> list[dict]:
 
 
 def sweep_engine(name: str, directory: Path, database_url: str | None, grid: dict, seconds: float,
-                 use_wrk: bool) -> list[dict]:
-    """Every shape of the grid on one engine; each run tagged with the engine and checked first."""
+                 use_wrk: bool, rounds: int) -> list[dict]:
+    """Every shape of the grid on one engine, ``rounds`` passes in alternating order (drift hits all alike)."""
     env, site = seeded(directory, database_url, name)
     mix = reading_mix(site["cookies"], site["page"], site["unlocked"])
     load = loader(directory, mix, use_wrk)
-    return [{"engine": name, **measure_shape(env, directory, load, shape, seconds)} for shape in shapes(grid)]
+    grid_shapes = shapes(grid)
+    runs: list[list[dict]] = [[] for _ in grid_shapes]
+    for number in range(rounds):
+        order = range(len(grid_shapes)) if number % 2 == 0 else reversed(range(len(grid_shapes)))
+        for index in order:
+            runs[index].append(measure_shape(env, directory, load, grid_shapes[index], seconds))
+    return [{"engine": name, **combined(shape_runs)} for shape_runs in runs]
 
 
 def with_ratios(runs: list[dict]) -> list[dict]:
@@ -272,14 +303,14 @@ def derive_rule(runs: list[dict]) -> dict | None:
     for rule, workers in RULES.items():
         for count in threads:
             ratios = [group.get((workers(key[1]), count)) for key, group in groups.items()]
-            if ratios and None not in ratios and min(ratios) > 0:
-                score = statistics.geometric_mean(ratios)
+            if ratios and None not in ratios:  # a failed run (ratio 0) counts as a hundredth of the best
+                score = statistics.geometric_mean([max(ratio, 0.01) for ratio in ratios])
                 scored.append({"workers": rule, "threads": count, "score": round(score, 3),
                                "worst": round(min(ratios), 3)})
     return max(scored, key=lambda rule: rule["score"]) if scored else None
 
 
-def run(grid: dict, seconds: float, generator: str = "auto", pg_local: bool = True) -> dict:
+def run(grid: dict, seconds: float, generator: str = "auto", pg_local: bool = True, rounds: int = 1) -> dict:
     """Sweep the grid on SQLite and on PostgreSQL (or say why not); returns the results document."""
     version = wrk_version() if generator in ("auto", "wrk") else None
     if generator == "wrk" and version is None:
@@ -288,15 +319,16 @@ def run(grid: dict, seconds: float, generator: str = "auto", pg_local: bool = Tr
         raise RuntimeError(f"--cores {max(grid['cores'])} on a machine with {os.cpu_count()}")
     with tempfile.TemporaryDirectory(prefix="gate-serving-") as tmp, ExitStack() as stack:
         directory = Path(tmp)
-        runs = sweep_engine("sqlite", directory, None, grid, seconds, bool(version))
+        runs = sweep_engine("sqlite", directory, None, grid, seconds, bool(version), rounds)
         postgres = stack.enter_context(postgres_engine(directory, pg_local))
         postgresql = postgres.skipped or "measured"
         if not postgres.skipped:
             url = postgres.database(directory, "serving")["GATE_DATABASE_URL"]
-            runs += sweep_engine("postgresql", directory, url, grid, seconds, bool(version))
+            runs += sweep_engine("postgresql", directory, url, grid, seconds, bool(version), rounds)
     runs = with_ratios(runs)
     return {"when": datetime.now(timezone.utc).isoformat(), "grid": {k: list(v) for k, v in grid.items()},
-            "seconds_per_run": seconds, "cpus": os.cpu_count(), "load_average": [round(x, 1) for x in os.getloadavg()],
+            "seconds_per_run": seconds, "rounds": rounds, "cpus": os.cpu_count(),
+            "load_average": [round(x, 1) for x in os.getloadavg()],
             "generator": version or "builtin (the four requests in turn)",
             "mix": ["anonymous page", "registered page", "subscriber page", "unlock API"],
             "accounts": [READER[0], SUBSCRIBER[0]], "postgresql": postgresql, "runs": runs,
@@ -313,7 +345,8 @@ COLUMNS = ("engine", "cores", "conns", "workers x threads", "rps", "ratio to bes
 def cells(run: dict) -> list[str]:
     """One run's cells, in COLUMNS order; an unbalanced run (a worker under half the busiest) is flagged."""
     best = " **best**" if run["ratio"] == 1 else ""
-    flags = "" if run["balanced"] else " (a worker idled)"
+    flags = ("" if run["balanced"] else " (a worker idled)") + (
+        f" ({run['errors'] + run['non2xx']} failed)" if run["errors"] + run["non2xx"] else "")
     fixed = f" (cap {run['worker_connections']})" if run.get("fixed_cap") else ""
     return [run["engine"], str(run["cores"]), str(run["connections"]), f"{run['workers']} x {run['threads']}{fixed}",
             f"{run['rps']:.0f}{flags}", f"{run['ratio']:.2f}{best}", f"{run['p50_ms']:.1f} / {run['p99_ms']:.1f}",
@@ -356,6 +389,8 @@ def main(argv=None) -> None:
                             help=f"comma-separated {name} (default {','.join(map(str, default))})")
     parser.add_argument("--worker-connections", type=parse_counts, default=None,
                         help="fixed per-worker caps to compare (default: each worker's share plus its threads)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="passes over the grid, alternating order; figures are medians (default 2, quick 1)")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per run (default 2, quick 1)")
     parser.add_argument("--generator", choices=("auto", "wrk", "builtin"), default="auto",
                         help="load generator (auto: wrk if installed)")
@@ -370,11 +405,13 @@ def main(argv=None) -> None:
     if args.worker_connections:
         grid["worker_connections"] = args.worker_connections
     seconds = args.seconds or (1 if args.quick else 2)
-    document = run(grid, seconds, args.generator, pg_local=not args.no_pg_local)
+    rounds = args.rounds or (1 if args.quick else 2)
+    document = run(grid, seconds, args.generator, pg_local=not args.no_pg_local, rounds=rounds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"`gate serve` shapes, reading mix ({', '.join(document['mix'])}) round-robin; "
-          f"load: {document['generator']}; {seconds:g} s a run; {document['cpus']} cores here")
+          f"load: {document['generator']}; median of {rounds} run(s) of {seconds:g} s; "
+          f"{document['cpus']} cores here")
     print(format_table(document, args.markdown))
     (out / "serving.json").write_text(json.dumps(document, indent=2))
     print(f"written to {out / 'serving.json'}")

@@ -12,7 +12,7 @@ from benchmarks import serving
 def _run(engine, cores, connections, workers, threads, rps, balanced=True):
     return {"engine": engine, "cores": cores, "connections": connections, "workers": workers,
             "threads": threads, "rps": rps, "p50_ms": 10.0, "p99_ms": 30.0, "per_cpu_s": 400.0,
-            "balanced": balanced}
+            "balanced": balanced, "errors": 0, "non2xx": 0 if rps else 5}
 
 
 # One core: 1 worker is best; two cores: 2 workers; 4 threads beat 1 everywhere.
@@ -73,14 +73,29 @@ def test_the_wrk_script_replays_the_mix_round_robin():
 def test_main_sweeps_the_grid_it_is_given_and_writes_the_document(tmp_path, monkeypatch, capsys):
     asked = {}
 
-    def fake_run(grid, seconds, generator, pg_local):
-        asked.update(grid=grid, seconds=seconds, pg_local=pg_local)
+    def fake_run(grid, seconds, generator, pg_local, rounds):
+        asked.update(grid=grid, seconds=seconds, pg_local=pg_local, rounds=rounds)
         runs = serving.with_ratios(RUNS)
         return {"runs": runs, "postgresql": "measured", "rule": serving.derive_rule(runs), "cpus": 2,
                 "generator": "wrk", "mix": ["anonymous page"]}
 
     monkeypatch.setattr(serving, "run", fake_run)
     serving.main(["--quick", "--cores", "1", "--no-pg-local", "--markdown", "--out", str(tmp_path)])
-    assert asked == {"grid": {**serving.QUICK, "cores": (1,)}, "seconds": 1, "pg_local": False}
+    assert asked == {"grid": {**serving.QUICK, "cores": (1,)}, "seconds": 1, "pg_local": False,
+                     "rounds": 1}
     assert json.loads((tmp_path / "serving.json").read_text())["rule"]["threads"] == 4
     assert "| sqlite | 1 | 16 | 1 x 4 |" in capsys.readouterr().out
+
+
+def test_gate_serve_defaults_follow_the_measured_rule_and_help_shows_them():
+    from click.testing import CliRunner
+
+    from gate.cli import main
+    from gate.cli import serving as cli
+
+    assert [cli.default_workers(cores) for cores in (1, 2, 4, 8)] == [cli.WORKERS_PER_CORE * n for n in (1, 2, 4, 8)]
+    assert cli.default_workers(200) == 64  # the option's own ceiling
+    assert cli.default_worker_connections(4) == cli.CONNECTIONS_PER_THREAD * 4 + 4
+    shown = " ".join(CliRunner().invoke(main, ["serve", "--help"]).output.split())
+    assert f"default: ({cli.default_workers()}: {cli.WORKERS_PER_CORE} per core" in shown
+    assert f"at {cli.THREADS})" in shown and f"default: {cli.THREADS};" in shown
