@@ -16,15 +16,39 @@ from gate.services import newsletter, seed
 from gate.storage.db import close_thread_connections
 from gate.storage.engine import is_url
 
+#: `gate serve`'s shape, chosen with `python -m benchmarks.serving` on 1 and 2 cores: see "Choosing
+#: workers and threads" in docs/deployment.md. More cores are the rule's extrapolation, not a measurement.
+WORKERS_PER_CORE = 1
+THREADS = 4
+#: Keep-alive connections a worker is expected to hold, per thread: measured best at 64 connections over
+#: 2 workers of 4 threads (a cap below the connections gave 1-second tails; docs/deployment.md).
+CONNECTIONS_PER_THREAD = 8
 
-def _gunicorn(app, bind: str, workers: int, threads: int, worker_connections: int = 1000) -> None:
-    """Serve ``app`` with gunicorn, in this process."""
+
+def default_workers(cores: int | None = None) -> int:
+    """Workers for ``cores`` (this machine's by default): the measured per-core rule, at most 64."""
+    return max(1, min(64, WORKERS_PER_CORE * (cores or os.cpu_count() or 1)))
+
+
+def default_worker_connections(threads: int) -> int:
+    """A worker's connection cap: the connections it is expected to hold, plus one per thread.
+
+    A gthread worker accepts every connection it can, so without a cap a few keep-alive
+    connections (a proxy's pool) can all land on one worker while another idles. Near its share,
+    the others accept the rest; the threads' headroom keeps gunicorn from closing the expected
+    keep-alive connections as surplus (it keeps at most the cap minus the threads idle).
+    """
+    return CONNECTIONS_PER_THREAD * threads + threads
+
+
+def _gunicorn(app, bind: str, workers: int, threads: int, worker_connections: int | None = None) -> None:
+    """Serve ``app`` with gunicorn, in this process (capped per worker by default_worker_connections)."""
     from gunicorn.app.base import BaseApplication
 
     class Server(BaseApplication):
         def load_config(self):
-            options = {"bind": bind, "workers": workers, "threads": threads,
-                       "worker_class": "gthread", "worker_connections": worker_connections,
+            options = {"bind": bind, "workers": workers, "threads": threads, "worker_class": "gthread",
+                       "worker_connections": worker_connections or default_worker_connections(threads),
                        "accesslog": "-", "timeout": 60,
                        "graceful_timeout": 5}
             # Several sites may run at once (tests, demos): no shared control socket.
@@ -42,9 +66,13 @@ def _gunicorn(app, bind: str, workers: int, threads: int, worker_connections: in
 
 @click.command("serve")
 @click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on.")
-@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True)
-@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True)
-@click.option("--worker-connections", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+@click.option("--workers", type=click.IntRange(1, 64), default=default_workers(), show_default=(
+              f"{default_workers()}: {WORKERS_PER_CORE} per core, {os.cpu_count() or 1} here"),
+              help="Gunicorn worker processes.")
+@click.option("--threads", type=click.IntRange(1, 64), default=THREADS, show_default=True,
+              help="Request threads per worker.")
+@click.option("--worker-connections", type=click.IntRange(1, 100_000), default=None, show_default=(
+              f"{CONNECTIONS_PER_THREAD + 1} x threads: {default_worker_connections(THREADS)} at {THREADS}"),
               help="Most connections one worker holds at once; past it, other workers accept.")
 def serve(bind, workers, threads, worker_connections):
     """Serve the site in production through gunicorn."""
@@ -96,4 +124,4 @@ def demo(bind, workers):
         click.echo(f"  {email:<30} {password:<20} {role}")
     click.echo("Move the clock with `gate clock advance 31d`; switch rules with `gate preset use NAME`.\n")
     sys.stdout.flush()
-    _gunicorn(app, bind, workers, 4)
+    _gunicorn(app, bind, workers, THREADS)
