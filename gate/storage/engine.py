@@ -30,8 +30,9 @@ from collections.abc import Iterator, Mapping, Sequence
 import sqlite_utils
 
 SCHEMES = ("postgresql://", "postgres://")
-#: Connections one process may hold to PostgreSQL (GATE_DATABASE_POOL's default).
-DEFAULT_POOL = 4
+#: Connections one process may hold to PostgreSQL (GATE_DATABASE_POOL's default): one for each of
+#: `gate serve`'s 4 threads per worker, and one that the background event writer keeps.
+DEFAULT_POOL = 5
 #: Seconds to wait for a free pooled connection before failing the request.
 POOL_TIMEOUT_SECONDS = 30
 
