@@ -88,25 +88,37 @@ def period_window(period: str, now: datetime, tz: ZoneInfo) -> Window:
     """The meter window that contains ``now`` for a period rule.
 
     Pure, and asked for the same few windows over and over (every decision
-    computes one), so it is memoised: two thirds of decide's cost otherwise.
+    computes one), so it is memoised by moment (the simulator asks at the same
+    few moments again and again), and a calendar window by its local day (a
+    site asks at a new moment every request: :func:`_calendar_window`).
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     now = now.astimezone(UTC)
     if period == "lifetime":
-        return Window(period, EPOCH, None, "lifetime")
+        return _LIFETIME
     days = rolling_days(period)
     if days is not None:
         today = now.astimezone(tz).date()
         return Window(period, now - timedelta(days=days), None, f"rolling:{today.isoformat()}")
     if period not in CALENDAR:
         raise ValueError(f"unknown period {period!r}")
-    first, following, key = _calendar_bounds(period, now.astimezone(tz).date())
-    if now >= local_midnight(following, tz):
+    window, following = _calendar_window(period, now.astimezone(tz).date(), tz)
+    if now >= window.end:
         # Clocks set back across midnight (St John's until 2011) repeat part of
         # yesterday after today began; that repeat belongs to the new period.
-        first, following, key = _calendar_bounds(period, following)
-    return Window(period, local_midnight(first, tz), local_midnight(following, tz), key)
+        window, _ = _calendar_window(period, following, tz)
+    return window
+
+
+_LIFETIME = Window("lifetime", EPOCH, None, "lifetime")
+
+
+@lru_cache(maxsize=4096)
+def _calendar_window(period: str, today: date, tz: ZoneInfo) -> tuple[Window, date]:
+    """The calendar window holding the local day ``today``, and the first day of the next one."""
+    first, following, key = _calendar_bounds(period, today)
+    return Window(period, local_midnight(first, tz), local_midnight(following, tz), key), following
 
 
 def resets_at(window: Window, spent_at: list[datetime]) -> datetime | None:
