@@ -28,19 +28,20 @@ from tests.helpers import BOTH_ENGINES, CARD, METERED, START, Reader, open_check
 def statements(monkeypatch):
     """The statements the site sends through the engine seam, by their first word (rate-limit counters aside)."""
     sent = Counter()
-    for seam in (SqliteDatabase, PostgresDatabase):
-        real = seam.execute
+    for seam, method in ((SqliteDatabase, "execute"), (PostgresDatabase, "execute"), (PostgresDatabase, "_dicts")):
+        real = getattr(seam, method)
 
         def counted(self, sql, *args, _real=real, **kwargs):
             if "rate_limits" not in sql:
                 sent[sql.split(None, 1)[0].lower()] += 1
             return _real(self, sql, *args, **kwargs)
 
+        monkeypatch.setattr(seam, method, counted)
+    for seam in (SqliteDatabase, PostgresDatabase):
         def transaction(self, _real=seam.transaction):
             sent["transaction"] += 1
             return _real(self)
 
-        monkeypatch.setattr(seam, "execute", counted)
         monkeypatch.setattr(seam, "transaction", transaction)
     return sent
 

@@ -208,7 +208,20 @@ class PostgresDatabase(_Seam):
 
     def execute(self, sql: str, params=()):
         """Run one statement written with ``?``/``:name`` placeholders; the psycopg cursor."""
-        return self.conn.execute(to_pyformat(sql), params if isinstance(params, Mapping) else list(params or ()))
+        return self.conn.execute(to_pyformat(sql), _params(params))
+
+    def rows(self, sql: str, params=()) -> list[dict]:
+        """A read as a list of dicts, built by psycopg's ``dict_row`` (the column names read once, not per call)."""
+        return self._dicts(sql, params).fetchall()
+
+    def first(self, sql: str, params=()) -> dict | None:
+        """The first row of a read as a dict, or None."""
+        return self._dicts(sql, params).fetchone()
+
+    def _dicts(self, sql: str, params):
+        from psycopg.rows import dict_row
+
+        return self.conn.cursor(row_factory=dict_row).execute(to_pyformat(sql), _params(params))
 
     def query(self, sql: str, params=()) -> Iterator[dict]:
         """The rows of a read as dicts (sqlite-utils' ``db.query``, for code being ported)."""
@@ -242,6 +255,11 @@ class PostgresDatabase(_Seam):
         Two keys that collide only wait for each other; they never share a grant.
         """
         self.conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+
+
+def _params(params):
+    """Statement parameters as psycopg takes them: a mapping for ``:name``, else a list."""
+    return params if isinstance(params, Mapping) else list(params or ())
 
 
 def _busy(conn) -> bool:
