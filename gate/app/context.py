@@ -22,8 +22,8 @@ from flask_login import current_user
 from gate.app import site
 from gate.app.db import get_db
 from gate.conf.settings import Config
-from gate.rules import experiments
-from gate.rules.paywall import Rules, Viewer
+from gate.rules import experiments, paywall
+from gate.rules.paywall import Meter, Rules, Viewer
 from gate.services import accounts, content, sitestate, visitors
 from gate.storage import events
 from gate.storage.clock import ClockState, real_now
@@ -35,7 +35,7 @@ G_KEY = "gate_request"
 POROUS_KEY, POROUS_COOKIE = "cookie", "porous_meter"
 #: Fields worked out from the rules: dropped when the rules change (the site's state is read again).
 RULES_FIELDS = ("site", "base_rules", "variants", "rules", "viewer", "viewer_before", "cookie_meter",
-                "consent_lesson")
+                "consent_lesson", "meter")
 
 
 def reader_unit(reader) -> str:
@@ -207,6 +207,15 @@ class RequestState:
         return rules.tier(tier).metered or any(exp.active for exp in rules.experiments)
 
     @cached_property
+    def meter(self) -> Meter:
+        """The viewer's meter now, for every page's header (a decision made this request leaves its own)."""
+        return paywall.meter_for(self.rules, self.viewer, self.now)
+
+    def keep_meter(self, meter: Meter) -> None:
+        """The meter of the decision this request served: the header shows it rather than working it out again."""
+        self.__dict__["meter"] = meter
+
+    @cached_property
     def viewer_before(self) -> Viewer:
         """The viewer as this request found them, before its spend (what the explain drawer compares)."""
         return self.viewer
@@ -231,6 +240,7 @@ class RequestState:
     def after_spend(self, spent: bool) -> None:
         """A spend moved the meter: keep the viewer it started from, and read the meter again on next use."""
         self.read_with_reader.clear()  # the meter moved: read it again
+        self.__dict__.pop("meter", None)
         if "viewer" in self.__dict__:
             self.__dict__.setdefault("viewer_before", self.__dict__.pop("viewer"))
         self.spent_from_cookie = self.spent_from_cookie or (spent and self.porous)
@@ -238,7 +248,7 @@ class RequestState:
     def after_sign_in(self) -> None:
         """Someone else is reading now: their viewer is worked out on next use."""
         self.read_with_reader.clear()  # signing in may have moved a visitor's spends to the reader
-        for name in ("viewer", "viewer_before"):
+        for name in ("viewer", "viewer_before", "meter"):
             self.__dict__.pop(name, None)
 
     def after_rules_change(self) -> None:

@@ -181,7 +181,7 @@ def _template_globals():
         "site_info": cfg.publication,
         "rules": rules,
         "viewer": viewer,
-        "meter": paywall.meter_for(rules, viewer, state_clock),
+        "meter": state.meter,
         "site_now": state_clock.astimezone(rules.tz),
         "clock_simulated": state.clock.simulated,
         "sections": cfg.publication.sections,

@@ -89,6 +89,7 @@ def read(article: Article) -> tuple[Decision, Decision]:
         db = get_db()
         with immediate(db):  # one write transaction for the view and its impression
             events.record_rows(db, rows)
+    state.keep_meter(decision.meter)
     return before, decision
 
 
