@@ -129,7 +129,7 @@ def apply_outcome(db, outcome: Outcome, by: str, notify=None) -> Subscription:
 
 def settle_reader(db, cfg, reader_id: int, now: datetime) -> Subscription | None:
     """Bring one reader's subscription up to ``now`` (renewals, retries, expiry)."""
-    return _settle(db, cfg, reader_id, now)[0]
+    return _settle(db, cfg, reader_id, now, current(db, reader_id))[0]
 
 
 #: A reader's newest subscription beside the reader, its columns prefixed ``sub_``.
@@ -166,13 +166,9 @@ def signed_in(db, cfg, token: str, now: datetime, spends: bool = False
     return reader, meter
 
 
-_UNREAD = object()
-
-
-def _settle(db, cfg, reader_id: int, now: datetime, sub=_UNREAD) -> tuple[Subscription | None, int]:
-    """Settle one reader; the subscription and how many charges this call made (``sub``: already read)."""
-    if sub is _UNREAD:
-        sub = current(db, reader_id)
+def _settle(db, cfg, reader_id: int, now: datetime, sub: Subscription | None
+            ) -> tuple[Subscription | None, int]:
+    """Settle one reader from ``sub``, their newest subscription as read; it and how many charges this call made."""
     if not _needs_settling(db, sub, now):
         return sub, 0
     with db.transaction():
@@ -221,7 +217,7 @@ def settle_all(db, cfg, now: datetime) -> dict:
         [to_iso(now), to_iso(now),
          to_iso(now + timedelta(days=notices.TRIAL_REMINDER_DAYS))],
     ).fetchall()
-    charges = sum(_settle(db, cfg, reader_id, now)[1] for (reader_id,) in rows)
+    charges = sum(_settle(db, cfg, reader_id, now, current(db, reader_id))[1] for (reader_id,) in rows)
     return {"subscriptions": len(rows), "charges": charges}
 
 
