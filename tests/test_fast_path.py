@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import pytest
 from flask_login import login_user
+from itsdangerous import TimestampSigner
 
 from gate.app import ratelimit
 from gate.app.context import current
@@ -114,8 +115,11 @@ def test_a_clock_move_is_seen_by_the_next_request(client, runner, db):
 
 
 @BOTH_ENGINES
-def test_a_sessions_csrf_token_is_signed_once_and_still_checked(app, reader, client):
-    first, second = reader.token(), reader.token()
+def test_a_sessions_csrf_token_is_signed_once_and_still_checked(app, reader, client, monkeypatch):
+    first = reader.token()  # a new session's first page (its form signs the token)
+    later = TimestampSigner.get_timestamp
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: later(self) + 100)
+    second = reader.token()  # a signature made now would carry another time stamp
     assert first == second  # the same signature, not a new one a page
     assert reader.post("/logout").status_code in (302, 303)
     forged = first[:-2] + ("AA" if not first.endswith("AA") else "BB")
@@ -123,6 +127,21 @@ def test_a_sessions_csrf_token_is_signed_once_and_still_checked(app, reader, cli
     assert refused.status_code == 400
     other = Reader(app.test_client())
     assert other.token() != first
+
+
+def test_with_a_time_limit_each_page_gets_a_freshly_signed_token(tmp_path, monkeypatch):
+    """A configured WTF_CSRF_TIME_LIMIT puts every token back through Flask-WTF: none is reused."""
+    from gate import create_app
+    from gate.app import csrf
+
+    app = create_app({"DATABASE": str(tmp_path / "timed.sqlite"), "SECRET_KEY": "timed-key",
+                      "SERVER_NAME": "meridian.test", "WTF_CSRF_TIME_LIMIT": 3600})
+    reader = Reader(app.test_client())
+    reader.token()  # the session gets its raw token
+    monkeypatch.setattr(csrf, "_signed", {})
+    reader.token()  # a page of that session
+    assert reader.signup("timed@example.com").status_code in (302, 303)  # and its token is still accepted
+    assert csrf._signed == {}  # nothing kept, so nothing a later post could be matched against
 
 
 @BOTH_ENGINES

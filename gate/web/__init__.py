@@ -2,54 +2,18 @@
 
 from __future__ import annotations
 
-import hmac
-
-from flask import current_app, g, jsonify, render_template, request, session
+from flask import jsonify, render_template, request
 from flask_login import LoginManager, current_user
-from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
-from itsdangerous import URLSafeTimedSerializer
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, SecurityError
 
 from gate.app import context, site
 from gate.app.context import current
+from gate.app.csrf import SiteCSRF, keep_csrf_signature, prime_csrf_token
 from gate.app.db import get_db
 from gate.rules import billing, paywall, periods
 from gate.rules.timeutil import from_iso
 from gate.services import personas, subscriptions
-
-
-class SiteCSRF(CSRFProtect):
-    """Flask-WTF's CSRF protection, checking the method first and recognising the tokens it handed out.
-
-    Flask-WTF looks up the view's exemptions on every request before it
-    looks at the method, and verifies a posted token's signature every time.
-    A GET needs neither. A posted token that is exactly the one this process
-    signed for the session's own token (see :func:`csrf_token`) is valid
-    without verifying its signature again; anything else, and any request
-    over HTTPS (the referrer check), goes through Flask-WTF's own check.
-    """
-
-    def protect(self, apply_exemptions=False):
-        config = current_app.config
-        if request.method not in config["WTF_CSRF_METHODS"]:
-            return None
-        # The API sends its token in a header: looked at first, it spares parsing a form that isn't there.
-        token = request.headers.get("X-CSRFToken") or self._get_csrf_token()
-        if not request.is_secure and _issued_here(token):
-            g.csrf_valid = True
-            return None
-        return super().protect(apply_exemptions)
-
-
-def _issued_here(token: str | None) -> bool:
-    """Whether ``token`` is the one this process signed for this session's CSRF token."""
-    raw = session.get("csrf_token")
-    if not token or not isinstance(raw, str):
-        return False
-    app = current_app._get_current_object()
-    issued = _signed.get((app.config.get("WTF_CSRF_SECRET_KEY") or app.secret_key, raw))
-    return issued is not None and hmac.compare_digest(issued, token)
-
 
 csrf = SiteCSRF()
 login_manager = LoginManager()
@@ -128,48 +92,6 @@ def _response_headers(response):
     return response
 
 
-#: Each session's signed CSRF token, by (secret, the session's raw token); forgotten wholesale past KEEP_SIGNED.
-_signed: dict[tuple, str] = {}
-KEEP_SIGNED = 4096
-
-
-def _signed_csrf(secret, raw: str) -> str:
-    """A session's CSRF token signed as Flask-WTF signs it (same salt, so its validation accepts it)."""
-    token = _signed.get((secret, raw))
-    if token is None:
-        token = URLSafeTimedSerializer(secret, salt="wtf-csrf-token").dumps(raw)
-        _keep_signed(secret, raw, token)
-    return token
-
-
-def _keep_signed(secret, raw: str, token: str) -> None:
-    if len(_signed) >= KEEP_SIGNED:
-        _signed.clear()  # a session signed again later gets another valid token for the same raw one
-    _signed[(secret, raw)] = token
-
-
-def csrf_token() -> str:
-    """This session's CSRF token for a form or the page's meta tag, signed once per process and session.
-
-    Flask-WTF signs the session's token afresh on every page, a time stamp
-    included. Tokens here live as long as their session (WTF_CSRF_TIME_LIMIT
-    is None), so the time stamp means nothing and the signature of a
-    session's token can be kept; a new session gets a new token as before.
-    """
-    held = g._get_current_object()  # the request's globals, looked up once
-    token = getattr(held, "csrf_token", None)  # where generate_csrf keeps the page's token too
-    if token is None:
-        app = current_app._get_current_object()
-        secret = app.config.get("WTF_CSRF_SECRET_KEY") or app.secret_key
-        raw = session.get("csrf_token")
-        if isinstance(raw, str):
-            token = held.csrf_token = _signed_csrf(secret, raw)
-        else:  # a new session: Flask-WTF makes its raw token and signs it; later pages reuse the signature
-            token = generate_csrf()
-            _keep_signed(secret, session["csrf_token"], token)
-    return token
-
-
 def _template_globals():
     """The site, the clock and the viewer's meter, for every page."""
     state = current()
@@ -190,13 +112,14 @@ def _template_globals():
         "instructor": state.instructor,  # demo mode: the admin underneath a persona
         "previewing": state.previewed_preset,
         "signup_lists": cfg.signup_lists,
-        "csrf_token": csrf_token,
     }
 
 
 def init_app(app) -> None:
     """Bind extensions, blueprints, error handlers and response headers."""
     csrf.init_app(app)
+    app.before_request(prime_csrf_token)  # before any form builds its token
+    app.after_request(keep_csrf_signature)
     login_manager.init_app(app)
     from gate.web import account, admin, api, auth, demo, devmail, learn, newsletter, reading, subscribe
     from gate.web.access import RowId

@@ -1,0 +1,99 @@
+"""CSRF protection (Flask-WTF) that signs each session's token once and recognises it when it comes back.
+
+Flask-WTF signs the session's raw token afresh, with a time stamp, for every
+page, and on every POST verifies the signature of what comes back. Where
+tokens live as long as their session (``WTF_CSRF_TIME_LIMIT`` is None, as
+gate configures it) the time stamp means nothing: each session's token is
+signed once per process, and a token that comes back exactly as this
+process handed it out is valid without verifying its signature again. With
+a time limit configured, or over HTTPS (Flask-WTF's referrer check), every
+token goes through Flask-WTF as before.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import current_app, g, request, session
+from flask_wtf.csrf import CSRFProtect
+from itsdangerous import URLSafeTimedSerializer
+
+#: Signed tokens kept per process, by (secret, the session's raw token); forgotten wholesale past this.
+KEEP_SIGNED = 4096
+_signed: dict[tuple, str] = {}
+
+
+class SiteCSRF(CSRFProtect):
+    """Flask-WTF's CSRF protection, checking the method first and recognising the tokens it handed out.
+
+    Flask-WTF looks up the view's exemptions on every request before it
+    looks at the method, and verifies a posted token's signature every time.
+    A GET needs neither. A posted token that is exactly the one this process
+    signed for the session's own token (see :func:`prime_csrf_token`) is valid
+    without verifying its signature again; anything else goes through
+    Flask-WTF's own check.
+    """
+
+    def protect(self, apply_exemptions=False):
+        config = current_app.config
+        if request.method not in config["WTF_CSRF_METHODS"]:
+            return None
+        # The API sends its token in a header: looked at first, it spares parsing a form that isn't there.
+        token = request.headers.get("X-CSRFToken") or self._get_csrf_token()
+        if _untimed() and not request.is_secure and _issued_here(token):
+            g.csrf_valid = True
+            return None
+        return super().protect(apply_exemptions)
+
+
+def _issued_here(token: str | None) -> bool:
+    """Whether ``token`` is the one this process signed for this session's CSRF token."""
+    raw = session.get("csrf_token")
+    if not token or not isinstance(raw, str):
+        return False
+    issued = _signed.get((_secret(), raw))
+    return issued is not None and hmac.compare_digest(issued, token)
+
+
+def _secret():
+    """The key CSRF tokens are signed with, as Flask-WTF chooses it."""
+    app = current_app._get_current_object()
+    return app.config.get("WTF_CSRF_SECRET_KEY") or app.secret_key
+
+
+def _untimed() -> bool:
+    """Whether tokens live as long as their session (no time limit), so a kept signature stays valid."""
+    return current_app.config.get("WTF_CSRF_TIME_LIMIT", 3600) is None
+
+
+def _signed_csrf(secret, raw: str) -> str:
+    """A session's CSRF token signed as Flask-WTF signs it (same salt, so its validation accepts it)."""
+    token = _signed.get((secret, raw))
+    if token is None:
+        token = URLSafeTimedSerializer(secret, salt="wtf-csrf-token").dumps(raw)
+        _keep_signed(secret, raw, token)
+    return token
+
+
+def _keep_signed(secret, raw: str, token: str) -> None:
+    if len(_signed) >= KEEP_SIGNED:
+        _signed.clear()  # a session signed again later gets another valid token for the same raw one
+    _signed[(secret, raw)] = token
+
+
+def prime_csrf_token() -> None:
+    """Before the view (a form builds its token as it is made): hand Flask-WTF this session's kept signature."""
+    if _untimed():
+        raw = session.get("csrf_token")
+        if isinstance(raw, str):
+            g.csrf_token = _signed_csrf(_secret(), raw)  # where generate_csrf looks first
+
+
+def keep_csrf_signature(response):
+    """After a page that signed a token afresh (a new session's first): keep it for the session's next pages."""
+    token = g.get("csrf_token")
+    if token is not None and _untimed():
+        raw = session.get("csrf_token")
+        if isinstance(raw, str) and (_secret(), raw) not in _signed:
+            _keep_signed(_secret(), raw, token)
+    return response
