@@ -155,6 +155,21 @@ def test_serve_passes_its_gunicorn_settings(runner, monkeypatch):
     assert seen == {"workers": 3, "threads": 2, "worker_connections": 12, "bind": ["127.0.0.1:9"]}
 
 
+def test_serve_sizes_the_pool_for_its_threads_and_the_event_writer(runner, monkeypatch):
+    from gate.cli import serving
+
+    seen = {}
+    monkeypatch.setattr(serving, "_gunicorn", lambda app, *args: seen.update(pool=app.config["DATABASE_POOL"]))
+    monkeypatch.setenv("GATE_EVENT_BUFFER", "1")  # serve sets it if unset; this undoes it afterwards
+    monkeypatch.setenv("GATE_BASE_URL", "https://news.example.com")
+    monkeypatch.delenv("GATE_DATABASE_POOL", raising=False)  # serve sets it; undone afterwards
+    assert runner.invoke(args=["serve", "--threads", "6"]).exit_code == 0
+    assert seen == {"pool": 7}
+    monkeypatch.setenv("GATE_DATABASE_POOL", "3")  # a pool set by hand is kept
+    assert runner.invoke(args=["serve", "--threads", "6"]).exit_code == 0
+    assert seen == {"pool": 3}
+
+
 def test_serve_refuses_a_worker_connection_cap_of_zero(runner):
     result = runner.invoke(args=["serve", "--worker-connections", "0"])
     assert result.exit_code == 2 and "--worker-connections" in result.output

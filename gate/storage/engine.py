@@ -31,7 +31,8 @@ import sqlite_utils
 
 SCHEMES = ("postgresql://", "postgres://")
 #: Connections one process may hold to PostgreSQL (GATE_DATABASE_POOL's default): one for each of
-#: `gate serve`'s 4 threads per worker, and one that the background event writer keeps.
+#: `gate serve`'s 4 threads per worker, and one that the background event writer keeps (`gate serve
+#: --threads N` makes it N + 1).
 DEFAULT_POOL = 5
 #: Seconds to wait for a free pooled connection before failing the request.
 POOL_TIMEOUT_SECONDS = 30
