@@ -44,7 +44,7 @@ def test_every_shipped_preset_loads(name):
 def test_the_site_file_loads():
     config = Config()
     assert config.publication.default_preset == "wpr"
-    assert [plan.id for plan in config.plans] == ["monthly", "annual"]
+    assert [plan.id for plan in config.plans] == ["monthly", "annual", "intro-monthly"]
     assert {letter.audience for letter in config.newsletters} == {"registered", "subscriber"}
 
 
@@ -117,12 +117,28 @@ BROKEN = [
      'id = "monthly"', "plans", "ids must be unique"),
     ("site duplicate newsletter id", "site.toml", 'id = "weekly-review"',
      'id = "daily-review"', "newsletters", "ids must be unique"),
-    ("site plan price", "site.toml", "price_cents = 1200\n",
-     "price_cents = -5\n", "plans.0.price_cents", "greater than 0"),
-    ("site plan currency", "site.toml", 'currency = "USD"\ninterval = "month"',
-     'currency = "usd"\ninterval = "month"', "plans.0.currency", "should match pattern"),
-    ("site plan interval", "site.toml", 'interval = "month"',
-     'interval = "week"', "plans.0.interval", "'month' or 'year'"),
+    ("site plan price", "site.toml", 'name = "Monthly"\nprice_cents = 1200\n',
+     'name = "Monthly"\nprice_cents = -5\n', "plans.0.price_cents", "greater than 0"),
+    ("site plan currency", "site.toml", 'currency = "USD"\ninterval = "month"\ntrial_days = 0',
+     'currency = "usd"\ninterval = "month"\ntrial_days = 0', "plans.0.currency", "should match pattern"),
+    ("site plan interval", "site.toml", 'interval = "month"\ntrial_days = 0',
+     'interval = "week"\ntrial_days = 0', "plans.0.interval", "'month' or 'year'"),
+    ("site intro price above list", "site.toml", "intro_price_cents = 100",
+     "intro_price_cents = 5000", "plans.2", "intro_price_cents must be below price_cents"),
+    ("site intro without periods", "site.toml", "intro_periods = 1\n",
+     "intro_periods = 0\n", "plans.2", "go together"),
+    ("site offer two discounts", "site.toml", 'percent_off = 20\n',
+     'percent_off = 20\namount_off_cents = 100\n', "offers.1", "exactly one of"),
+    ("site offer repeating without periods", "site.toml", 'duration = "repeating"\nperiods = 3\n',
+     'duration = "repeating"\n', "offers.0", "periods is required"),
+    ("site offer unknown plan", "site.toml", 'plans = ["annual"]',
+     'plans = ["weekly"]', "offers", "no plan called 'weekly'"),
+    ("site offer duplicate code", "site.toml", 'code = "ANNUAL20"',
+     'code = "welcome50"', "offers", "codes must be unique"),
+    ("site save offer unknown reason", "site.toml", 'reason = "too_expensive"\nkind',
+     'reason = "bored"\nkind', "retention", "unknown reason 'bored'"),
+    ("site pause too long", "site.toml", "pause_months = [1, 2, 3]",
+     "pause_months = [1, 6]", "retention.save_offers.1", "each 1 to 3"),
     ("site plan id", "site.toml", 'id = "monthly"',
      'id = "Monthly Plan"', "plans.0.id", "should match pattern"),
     ("site default preset missing", "site.toml", 'default_preset = "wpr"',

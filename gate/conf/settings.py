@@ -8,10 +8,11 @@ the problem.
 from __future__ import annotations
 
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from gate.conf import environment
 from gate.conf.resources import resource_dir
@@ -52,6 +53,117 @@ class SubscriptionPlan(Strict):
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     interval: Literal["month", "year"]
     trial_days: int = Field(default=0, ge=0, le=365)
+    #: An introductory price for the first ``intro_periods`` paid periods ("$1 for your
+    #: first month, then $12 a month"), charged by the same billing state machine.
+    intro_price_cents: int | None = Field(default=None, ge=0)
+    intro_periods: int = Field(default=0, ge=0, le=24)
+
+    @model_validator(mode="after")
+    def _intro(self):
+        """An intro price needs its periods, is below the list price, and has nothing to do without one."""
+        if (self.intro_price_cents is None) != (self.intro_periods == 0):
+            raise ValueError("intro_price_cents and intro_periods go together (both set, or neither)")
+        if self.intro_price_cents is not None and self.intro_price_cents >= self.price_cents:
+            raise ValueError("intro_price_cents must be below price_cents")
+        return self
+
+
+class PromoOffer(Strict):
+    """A promo code declared in config/site.toml: one ``[[offers]]`` entry (see gate.rules.offers)."""
+
+    code: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{2,31}$")
+    name: str = Field(min_length=1, max_length=80)
+    #: Exactly one of the three discounts.
+    percent_off: int | None = Field(default=None, ge=1, le=100)
+    amount_off_cents: int | None = Field(default=None, ge=1)
+    free_periods: int | None = Field(default=None, ge=1, le=24)
+    duration: Literal["once", "repeating", "forever"] = "once"
+    #: Paid periods a ``repeating`` offer covers.
+    periods: int | None = Field(default=None, ge=1, le=120)
+    #: Plan ids it applies to (empty: every plan).
+    plans: list[str] = Field(default_factory=list)
+    #: The validity window, as dates in the site's time zone (starts inclusive, ends exclusive).
+    starts: date | None = None
+    ends: date | None = None
+    cap: int | None = Field(default=None, ge=1)
+    new_subscribers_only: bool = False
+
+    @model_validator(mode="after")
+    def _one_discount(self):
+        """One discount, a period count exactly when repeating, and a window that is not empty."""
+        given = [x for x in (self.percent_off, self.amount_off_cents, self.free_periods) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of percent_off, amount_off_cents, free_periods")
+        if (self.duration == "repeating") != (self.periods is not None):
+            raise ValueError('periods is required with duration = "repeating" and only then')
+        if self.starts and self.ends and self.ends <= self.starts:
+            raise ValueError("ends must be after starts")
+        return self
+
+
+class Pass(Strict):
+    """A one-time purchase of full access for a while, with no renewal: one ``[[passes]]`` entry."""
+
+    id: str = Field(pattern=r"^[a-z0-9-]+$")
+    name: str = Field(min_length=1, max_length=40)
+    price_cents: int = Field(gt=0)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    #: How long it gives full access from the moment it is bought.
+    hours: int = Field(ge=1, le=24 * 31)
+
+
+class SaveOffer(Strict):
+    """What cancelling readers who give one reason are offered instead: one ``[[retention.save_offers]]``."""
+
+    reason: str = Field(pattern=r"^[a-z0-9_]+$")
+    kind: Literal["discount", "pause"]
+    #: A discount: percent off for ``periods`` paid periods.
+    percent_off: int | None = Field(default=None, ge=1, le=100)
+    periods: int | None = Field(default=None, ge=1, le=12)
+    #: A pause: the lengths offered, in months (1–3).
+    pause_months: list[int] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _shape(self):
+        """A discount names its percent and periods; a pause its months."""
+        if self.kind == "discount" and (self.percent_off is None or self.periods is None or self.pause_months):
+            raise ValueError('kind = "discount" takes percent_off and periods (and no pause_months)')
+        if self.kind == "pause" and (not self.pause_months or self.percent_off or self.periods
+                                     or any(not 1 <= m <= 3 for m in self.pause_months)):
+            raise ValueError('kind = "pause" takes pause_months, each 1 to 3 (and no discount)')
+        return self
+
+
+class WinBack(Strict):
+    """The win-back mail: a personal one-time code sent ``days_after`` access ends."""
+
+    days_after: int = Field(default=14, ge=1, le=365)
+    percent_off: int = Field(default=50, ge=1, le=100)
+    periods: int = Field(default=3, ge=1, le=12)
+    #: How long the personal code stays valid after it is sent.
+    valid_days: int = Field(default=30, ge=1, le=365)
+
+
+class Retention(Strict):
+    """The ``[retention]`` section: why readers cancel, what is offered to keep them, and win-back."""
+
+    #: Reason ids and their wording on the cancel form, in order.
+    reasons: dict[str, str] = Field(default_factory=lambda: {
+        "too_expensive": "It costs too much", "not_reading": "I don't read enough right now",
+        "content": "The journalism isn't what I want", "other": "Something else"})
+    save_offers: list[SaveOffer] = Field(default_factory=list)
+    winback: WinBack | None = None
+
+    @model_validator(mode="after")
+    def _known_reasons(self):
+        """Each save offer answers a listed reason, at most one offer per reason."""
+        seen = [offer.reason for offer in self.save_offers]
+        unknown = sorted(set(seen) - set(self.reasons))
+        if unknown:
+            raise ValueError(f"save offer for unknown reason {unknown[0]!r} (have: {', '.join(self.reasons)})")
+        if len(seen) != len(set(seen)):
+            raise ValueError("at most one save offer per reason")
+        return self
 
 
 class Newsletter(Strict):
@@ -117,12 +229,31 @@ class SiteFile(Strict):
     billing: DunningPolicy = DunningPolicy()
     mail: Mail = Mail()
     newsletters: list[Newsletter] = Field(default_factory=list)
+    offers: list[PromoOffer] = Field(default_factory=list)
+    passes: list[Pass] = Field(default_factory=list)
+    retention: Retention = Retention()
 
-    @field_validator("plans", "newsletters")
+    @field_validator("plans", "newsletters", "passes")
     @classmethod
     def _unique_ids(cls, items):
-        """Plans and lists are referred to by id, so ids must be unique."""
+        """Plans, lists and passes are referred to by id, so ids must be unique."""
         return unique_ids(items, "ids")
+
+    @field_validator("offers")
+    @classmethod
+    def _offers_known(cls, offers, info: ValidationInfo):
+        """Codes are unique case-insensitively and name only configured plans."""
+        codes = [offer.code.upper() for offer in offers]
+        if len(codes) != len(set(codes)):
+            raise ValueError(f"codes must be unique (case-insensitive), got {codes}")
+        if "plans" not in info.data:
+            return offers  # the plans' own error is the one to read
+        plan_ids = {plan.id for plan in info.data["plans"]}
+        for offer in offers:
+            unknown = sorted(set(offer.plans) - plan_ids)
+            if unknown:
+                raise ValueError(f"{offer.code}: no plan called {unknown[0]!r}")
+        return offers
 
 
 def _explain(path: Path, error: ValidationError) -> str:
@@ -182,6 +313,9 @@ class Config:
         self.billing: DunningPolicy = site_file.billing
         self.mail: Mail = site_file.mail
         self.newsletters: list[Newsletter] = site_file.newsletters
+        self.offers: list[PromoOffer] = site_file.offers
+        self.passes: list[Pass] = site_file.passes
+        self.retention: Retention = site_file.retention
         self.presets = self._load_presets()
         #: The public origin of every link; the app pins it from GATE_BASE_URL and friends.
         self.origin = self.publication.base_url or LOCAL_ORIGIN

@@ -21,6 +21,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
+from gate.rules import offers
+from gate.rules.offers import Discount
+
 Status = Literal["incomplete", "trialing", "active", "past_due", "canceled", "unpaid"]
 #: Statuses in good standing: subscriber access until the period ends, no grace period involved.
 PAID_UP: tuple[Status, ...] = ("trialing", "active")
@@ -158,6 +161,15 @@ class PlanTerms:
     currency: str
     interval: Literal["month", "year"]
     trial_days: int = 0
+    intro_price_cents: int | None = None
+    intro_periods: int = 0
+
+    def price(self, discount: Discount | None, period_index: int) -> tuple[int, str | None]:
+        """What paid period ``period_index`` costs, and the offer code whose discount applies (if any)."""
+        base = offers.list_price(self.price_cents, self.intro_price_cents, self.intro_periods, period_index)
+        if discount is not None and discount.covers(period_index):
+            return offers.period_price(base, discount, period_index), discount.code
+        return base, None
 
 
 def add_months(anchor: datetime, months: int) -> datetime:
@@ -202,6 +214,30 @@ class Subscription:
     next_retry_at: datetime | None = None
     ended_at: datetime | None = None
     id: int | None = None
+    #: The discount it was sold with (see gate.rules.offers.Discount), kept as sold.
+    offer_code: str | None = None
+    discount_kind: str | None = None
+    discount_value: int | None = None
+    discount_periods: int | None = None
+    #: Which paid period is current: 0 is the first, -1 a free trial.
+    period_index: int = 0
+    paused_at: datetime | None = None
+    resumes_at: datetime | None = None
+    cancel_reason: str | None = None
+
+    @property
+    def discount(self) -> Discount | None:
+        """The discount this subscription was sold with, if any."""
+        if self.offer_code is None:
+            return None
+        return Discount(self.offer_code, self.discount_kind, self.discount_value, self.discount_periods)
+
+    def with_discount(self, discount: Discount | None) -> "Subscription":
+        """This subscription carrying ``discount`` (None: none) from now on."""
+        if discount is None:
+            return replace(self, offer_code=None, discount_kind=None, discount_value=None, discount_periods=None)
+        return replace(self, offer_code=discount.code, discount_kind=discount.kind,
+                       discount_value=discount.value, discount_periods=discount.periods)
 
 
 @dataclass(frozen=True)
@@ -225,6 +261,9 @@ class Charge:
     decline_code: str | None
     kind: str
     card_last4: str
+    #: The offer whose discount this charge got, and the plan's regular price it was taken off.
+    offer_code: str | None = None
+    list_cents: int | None = None
 
 
 @dataclass(frozen=True)
@@ -241,20 +280,34 @@ class Outcome:
 
 
 def _charge(plan: PlanTerms, at: datetime, last4: str, decline: str | None, kind: str,
-            amount: int | None = None) -> Charge:
-    amount = plan.price_cents if amount is None else amount
-    return Charge(at, amount, plan.currency, "failed" if decline else "succeeded", decline, kind, last4)
+            period_index: int, discount: Discount | None = None) -> Charge:
+    """A charge for paid period ``period_index`` at its price (intro price and discount applied)."""
+    amount, code = plan.price(discount, period_index)
+    return Charge(at, amount, plan.currency, "failed" if decline else "succeeded", decline, kind, last4,
+                  code, plan.price_cents)
+
+
+def _verification(plan: PlanTerms, at: datetime, last4: str, decline: str | None) -> Charge:
+    """The zero-amount card check that starts a free trial."""
+    return Charge(at, 0, plan.currency, "failed" if decline else "succeeded", decline, "trial_verification",
+                  last4, None, plan.price_cents)
 
 
 def start(reader_id: int, plan: PlanTerms, card: Card, decline: str | None,
-          now: datetime) -> Outcome:
-    """Checkout: charge (or, with a trial, verify) the card and create the subscription."""
+          now: datetime, discount: Discount | None = None) -> Outcome:
+    """Checkout: charge (or, with a trial, verify) the card and create the subscription.
+
+    ``discount`` is the offer redeemed at checkout, if any; it prices the first paid
+    period and the ones it covers after.
+    """
     trial_end = now + timedelta(days=plan.trial_days) if plan.trial_days else None
     end = trial_end or period_end(now, now, plan.interval)
-    charge = _charge(plan, now, card.last4, decline, "trial_verification" if trial_end else "checkout",
-                     amount=0 if trial_end else None)
+    index = -1 if trial_end else 0
+    charge = (_verification(plan, now, card.last4, decline) if trial_end
+              else _charge(plan, now, card.last4, decline, "checkout", index, discount))
     status = "incomplete" if decline else "trialing" if trial_end else "active"
-    sub = Subscription(reader_id, plan.id, status, card.last4, now, now, now, end, trial_end)
+    sub = Subscription(reader_id, plan.id, status, card.last4, now, now, now, end, trial_end,
+                       period_index=index).with_discount(discount)
     reason = f"checkout declined: {decline}" if decline else "checkout"
     return Outcome(sub, (Change(now, None, status, reason),), (charge,))
 
@@ -264,7 +317,7 @@ def complete(sub: Subscription, plan: PlanTerms, card: Card, decline: str | None
     """Pay an ``incomplete`` subscription with another card (a checkout retried)."""
     if sub.status != "incomplete":
         raise ValueError("only an incomplete subscription can be completed")
-    fresh = start(sub.reader_id, plan, card, decline, now)
+    fresh = start(sub.reader_id, plan, card, decline, now, sub.discount)
     new = replace(fresh.subscription, id=sub.id, created_at=sub.created_at)
     changes = () if decline else (Change(now, "incomplete", new.status, "checkout completed"),)
     return Outcome(new, changes, fresh.charges)
@@ -279,9 +332,10 @@ def _renew(sub: Subscription, plan: PlanTerms, policy: Policy, at: datetime) -> 
     """Charge for the next period at ``at`` (a period end or the trial's end)."""
     decline = renewal_decline(sub.card_last4)
     kind = "trial_conversion" if sub.status == "trialing" else "renewal"
-    charge = _charge(plan, at, sub.card_last4, decline, kind)
+    index = sub.period_index + 1
+    charge = _charge(plan, at, sub.card_last4, decline, kind, index, sub.discount)
     anchor = at if sub.status == "trialing" else sub.anchor
-    new_period = dict(anchor=anchor, current_period_start=at,
+    new_period = dict(anchor=anchor, current_period_start=at, period_index=index,
                       current_period_end=period_end(anchor, at, plan.interval))
     if decline:
         new = replace(sub, status="past_due", past_due_since=at, retry_count=0,
@@ -295,7 +349,8 @@ def _renew(sub: Subscription, plan: PlanTerms, policy: Policy, at: datetime) -> 
 def _retry(sub: Subscription, plan: PlanTerms, policy: Policy, at: datetime) -> Outcome:
     """Try a past-due renewal again; give up when the schedule runs out."""
     decline = renewal_decline(sub.card_last4)
-    charge = _charge(plan, at, sub.card_last4, decline, f"retry {sub.retry_count + 1}")
+    charge = _charge(plan, at, sub.card_last4, decline, f"retry {sub.retry_count + 1}", sub.period_index,
+                     sub.discount)
     if not decline:
         new = _paid_up(sub)
         return Outcome(new, (Change(at, "past_due", "active", "retry succeeded"),), (charge,))
@@ -394,7 +449,7 @@ def update_card(sub: Subscription, plan: PlanTerms, card: Card, decline: str | N
     new = replace(sub, card_last4=card.last4)
     if sub.status != "past_due":
         return Outcome(new)
-    charge = _charge(plan, now, card.last4, decline, "card update")
+    charge = _charge(plan, now, card.last4, decline, "card update", sub.period_index, sub.discount)
     if decline:
         return Outcome(new, (), (charge,))
     new = _paid_up(new)

@@ -27,7 +27,7 @@ from gate.storage import events, quota
 from gate.storage.db import first
 
 _TIMES = ("created_at", "anchor", "current_period_start", "current_period_end", "trial_end",
-          "past_due_since", "next_retry_at", "ended_at")
+          "past_due_since", "next_retry_at", "ended_at", "paused_at", "resumes_at")
 
 
 class CheckoutError(ValueError):
@@ -64,7 +64,8 @@ def plan_terms(cfg, plan_id: str) -> PlanTerms:
     """A configured plan, as the state machine needs it."""
     for plan in cfg.plans:
         if plan.id == plan_id:
-            return PlanTerms(plan.id, plan.price_cents, plan.currency, plan.interval, plan.trial_days)
+            return PlanTerms(plan.id, plan.price_cents, plan.currency, plan.interval, plan.trial_days,
+                             plan.intro_price_cents, plan.intro_periods)
     raise CheckoutError(f"There is no plan called {plan_id!r}.")
 
 
@@ -116,7 +117,7 @@ def apply_outcome(db, outcome: Outcome, by: str, notify=None) -> Subscription:
             "subscription_id": sub.id, "reader_id": sub.reader_id, "at": to_iso(charge.at),
             "amount_cents": charge.amount_cents, "currency": charge.currency,
             "outcome": charge.outcome, "decline_code": charge.decline_code, "kind": charge.kind,
-            "card_last4": charge.card_last4,
+            "card_last4": charge.card_last4, "offer_code": charge.offer_code, "list_cents": charge.list_cents,
         })
     for change in outcome.changes:
         events.record(db, "subscription_changed", change.at, reader_id=sub.reader_id,

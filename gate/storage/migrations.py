@@ -262,3 +262,46 @@ def m015_one_charge_per_renewal(db):
     db.execute("create unique index idx_payments_subscription_id_kind_at on payments"
                " (subscription_id, kind, at)"
                " where kind in ('renewal', 'trial_conversion') or kind like 'retry %'")
+
+
+@migration
+def m016_offers(db):
+    """Offers: promo codes and their redemptions, discounted billing, passes, pauses and win-back.
+
+    ``offers`` holds every code (from config/site.toml, the CLI, the console, or a personal
+    win-back code); ``redemptions`` has one row per subscription or pass (unique), so a cap
+    is counted there. A subscription carries the discount it was sold with (kind, value and
+    how many periods), so an offer edited or disabled later never changes a running price;
+    ``period_index`` numbers its paid periods (the trial is -1) for intro prices and offers.
+    Every payment names its offer and the regular price it was charged against.
+    """
+    ddl(db, """create table offers (
+        code TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, value INTEGER NOT NULL,
+        duration TEXT NOT NULL, periods INTEGER, plans TEXT NOT NULL DEFAULT '', starts_at TEXT, ends_at TEXT,
+        cap INTEGER, new_only INTEGER NOT NULL DEFAULT 0, enabled INTEGER NOT NULL DEFAULT 1,
+        reader_id INTEGER REFERENCES readers(id), source TEXT NOT NULL, created_at TEXT NOT NULL)""")
+    ddl(db, """create table redemptions (
+        id INTEGER PRIMARY KEY, code TEXT NOT NULL REFERENCES offers(code), reader_id INTEGER NOT NULL
+        REFERENCES readers(id), subscription_id INTEGER REFERENCES subscriptions(id), pass_id INTEGER,
+        at TEXT NOT NULL)""")
+    index(db, "redemptions", "code")
+    index(db, "redemptions", "subscription_id", unique=True)
+    index(db, "redemptions", "pass_id", unique=True)
+    ddl(db, """create table passes (
+        id INTEGER PRIMARY KEY, reader_id INTEGER NOT NULL REFERENCES readers(id), kind TEXT NOT NULL,
+        status TEXT NOT NULL, created_at TEXT NOT NULL, starts_at TEXT NOT NULL, ends_at TEXT NOT NULL,
+        amount_cents INTEGER NOT NULL, currency TEXT NOT NULL, card_last4 TEXT, offer_code TEXT,
+        idempotency_key TEXT UNIQUE)""")
+    index(db, "passes", "reader_id")
+    index(db, "passes", "status", "ends_at")
+    ddl(db, "alter table subscriptions add column offer_code TEXT",
+        "alter table subscriptions add column discount_kind TEXT",
+        "alter table subscriptions add column discount_value INTEGER",
+        "alter table subscriptions add column discount_periods INTEGER",
+        "alter table subscriptions add column period_index INTEGER NOT NULL DEFAULT 0",
+        "alter table subscriptions add column paused_at TEXT",
+        "alter table subscriptions add column resumes_at TEXT",
+        "alter table subscriptions add column cancel_reason TEXT",
+        "alter table payments add column offer_code TEXT",
+        "alter table payments add column list_cents INTEGER",
+        "alter table payments add column pass_id INTEGER")

@@ -1,0 +1,153 @@
+"""Offers in the database: every promo code, checking one for a checkout, and redeeming it under its cap.
+
+The pricing rules live in :mod:`gate.rules.offers` (pure). Codes come from
+config/site.toml (``[[offers]]``, copied into the ``offers`` table the first time
+they are looked up, their terms kept in step with the file), from ``gate offers
+add`` and the console, and from win-back mail (a personal code, one reader, cap 1).
+
+A redemption is counted under a lock on its code, inside the caller's transaction
+(the checkout's): with a cap of N, exactly N checkouts get it under any concurrency,
+on either engine, and the unique key on ``redemptions.subscription_id`` is the
+backstop. A declined card never reaches :func:`redeem`, so it consumes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+
+from gate.rules import offers as rules
+from gate.rules.offers import OfferTerms, Refusal
+from gate.rules.timeutil import from_iso, to_iso
+
+_TIMES = ("starts_at", "ends_at")
+
+
+class OfferError(ValueError):
+    """A code that cannot be used, with its refusal code and the reader-facing message."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(rules.REFUSAL_MESSAGES[refusal])
+        self.refusal = refusal
+
+
+def from_config(offer, tz) -> OfferTerms:
+    """A ``[[offers]]`` entry as terms; its dates are midnights in the site's time zone."""
+    kind, value = next((kind, value) for kind, value in (
+        ("percent", offer.percent_off), ("amount", offer.amount_off_cents), ("free", offer.free_periods))
+        if value is not None)
+
+    def midnight(day):
+        return datetime.combine(day, time(), tz) if day else None
+
+    return OfferTerms(rules.normalize_code(offer.code), offer.name, kind, value, offer.duration, offer.periods,
+                      tuple(offer.plans), midnight(offer.starts), midnight(offer.ends), offer.cap,
+                      offer.new_subscribers_only)
+
+
+def _from_row(row: dict) -> OfferTerms:
+    return OfferTerms(
+        row["code"], row["name"], row["kind"], row["value"], row["duration"], row["periods"],
+        tuple(plan for plan in row["plans"].split(",") if plan),
+        *(from_iso(row[key]) if row[key] else None for key in _TIMES),
+        row["cap"], bool(row["new_only"]), bool(row["enabled"]), row["reader_id"], row["source"])
+
+
+def _to_row(offer: OfferTerms) -> dict:
+    return {"code": offer.code, "name": offer.name, "kind": offer.kind, "value": offer.value,
+            "duration": offer.duration, "periods": offer.periods, "plans": ",".join(offer.plans),
+            "starts_at": to_iso(offer.starts_at) if offer.starts_at else None,
+            "ends_at": to_iso(offer.ends_at) if offer.ends_at else None, "cap": offer.cap,
+            "new_only": int(offer.new_only), "enabled": int(offer.enabled), "reader_id": offer.reader_id,
+            "source": offer.source}
+
+
+def _configured(cfg) -> dict[str, OfferTerms]:
+    """The offers config/site.toml declares, by code."""
+    tz = cfg.publication.tz
+    return {terms.code: terms for terms in (from_config(offer, tz) for offer in cfg.offers)}
+
+
+def _store_config(db, terms: OfferTerms, now: datetime) -> None:
+    """Copy a configured offer into the table, or bring its terms in step with the file (keeping ``enabled``)."""
+    row = _to_row(terms)
+    if db.insert_ignore("offers", {**row, "created_at": to_iso(now)}):
+        return
+    del row["enabled"]
+    assignments = ", ".join(f"{key} = :{key}" for key in row if key != "code")
+    db.execute(f"update offers set {assignments} where code = :code and source = 'config'", row)
+
+
+def find(db, cfg, code: str, now: datetime) -> OfferTerms | None:
+    """The offer a code names (case-insensitive), or None."""
+    code = rules.normalize_code(code)
+    if not rules.valid_code(code):
+        return None
+    configured = _configured(cfg).get(code)
+    if configured is not None:
+        _store_config(db, configured, now)
+    row = db.first("select * from offers where code = ?", [code])
+    return _from_row(row) if row else None
+
+
+def all_offers(db, cfg, now: datetime) -> list[OfferTerms]:
+    """Every offer, configured ones included, in code order."""
+    with db.transaction():
+        for terms in _configured(cfg).values():
+            _store_config(db, terms, now)
+    return [_from_row(row) for row in db.rows("select * from offers order by code")]
+
+
+def redeemed(db, code: str) -> int:
+    """How many times a code has been redeemed."""
+    return db.scalar("select count(*) from redemptions where code = ?", [code]) or 0
+
+
+def has_subscribed(db, reader_id: int | None) -> bool:
+    """Whether a reader ever had a subscription that got past its first payment."""
+    if reader_id is None:
+        return False
+    return db.first("select 1 from subscriptions where reader_id = ? and status != 'incomplete' limit 1",
+                    [reader_id]) is not None
+
+
+def check(db, cfg, code: str, plan_id: str, reader_id: int | None, now: datetime
+          ) -> tuple[OfferTerms | None, Refusal | None]:
+    """A code for a checkout of ``plan_id``: the offer and why it cannot be used (None: it can)."""
+    offer = find(db, cfg, code, now)
+    if offer is None:
+        return None, Refusal.UNKNOWN
+    return offer, rules.refusal(offer, plan_id, now, redeemed(db, offer.code), has_subscribed(db, reader_id),
+                                reader_id)
+
+
+def redeem(db, cfg, code: str, plan_id: str, reader_id: int, now: datetime, *,
+           subscription_id: int | None = None, pass_id: int | None = None) -> OfferTerms:
+    """Count one redemption of a code (inside the caller's transaction), or raise :class:`OfferError`.
+
+    The lock on the code makes check-then-insert safe: a cap of N gives exactly N.
+    """
+    db.lock(f"offer:{rules.normalize_code(code)}")
+    offer, refusal = check(db, cfg, code, plan_id, reader_id, now)
+    if refusal is not None:
+        raise OfferError(refusal)
+    db.insert("redemptions", {"code": offer.code, "reader_id": reader_id, "subscription_id": subscription_id,
+                              "pass_id": pass_id, "at": to_iso(now)})
+    return offer
+
+
+def add(db, terms: OfferTerms, now: datetime) -> OfferTerms:
+    """Store a new offer (CLI, console, win-back); a code that exists is refused."""
+    if not rules.valid_code(terms.code):
+        raise ValueError("a code is 3–32 letters, digits, - or _")
+    if not db.insert_ignore("offers", {**_to_row(terms), "created_at": to_iso(now)}):
+        raise ValueError(f"there is already an offer with the code {terms.code}")
+    return terms
+
+
+def set_enabled(db, cfg, code: str, enabled: bool, now: datetime) -> OfferTerms:
+    """Disable (or enable again) a code; redemptions already made keep their price."""
+    offer = find(db, cfg, code, now)
+    if offer is None:
+        raise ValueError(f"there is no offer with the code {rules.normalize_code(code)}")
+    db.execute("update offers set enabled = ? where code = ?", [int(enabled), offer.code])
+    return find(db, cfg, code, now)
