@@ -198,6 +198,10 @@ def _broken(tmp_path, old: str, new: str) -> Path:
     ("count = 500", "count = 0", r"articles\.count: .*greater than or equal to 1"),
     ("registered_lift = 3.0", "registered_lift = 3.0\n[extra]", r"extra: unknown key"),
     ("[articles]", "[articles", r"not valid TOML"),
+    ("conversion_elasticity = 2.5", "conversion_elasticity = -1",
+     r"segments\.casual\.price\.conversion_elasticity: .*greater than or equal to 0"),
+    ("step_up_churn = 0.15", "step_up_churn = 1.5", r"segments\.loyal\.price\.step_up_churn: .*less than or equal to 1"),
+    ("step_up_churn = 0.35 }", "step_up_churn = 0.35, floor = 2 }", r"segments\.regular\.price\.floor: unknown key"),
 ])
 def test_a_broken_population_file_is_refused_naming_file_key_and_reason(tmp_path, old, new, message):
     path = _broken(tmp_path, old, new)
@@ -274,7 +278,7 @@ def test_csv_and_plot_are_written(tmp_path):
     assert {"conversion_rate", "seed", "version", "population_file"} <= set(summary[0])
     root = ET.parse(svg).getroot()
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
-    assert len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) == 2 * 2 * 3  # presets x panels x series
+    assert len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) == 2 * (3 + 4 + 2)  # presets x series
 
 
 @pytest.mark.parametrize("args, message", [

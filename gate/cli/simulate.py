@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import click
@@ -16,6 +16,10 @@ from gate.simulate import MAX_DAYS
 PARALLEL_FROM = 500_000
 #: The time of day every simulated visit happens, in the site's time zone.
 VISIT_TIME = time(12, 0)
+#: The most scenarios (presets x plans x offers) one run compares.
+MAX_SCENARIOS = 16
+#: What --offer takes for "no code": the plan's own price.
+NO_OFFER = "none"
 
 
 def _config(config_dir: str | None) -> Config:
@@ -55,6 +59,78 @@ def _outputs(csv_dir: str | None, plot_file: str | None) -> None:
                                  param_hint="'--plot'")
 
 
+def _plan_ids(cfg: Config, asked: tuple[str, ...]) -> list[str]:
+    """The plans to sell at, refused if unknown or repeated."""
+    known = [plan.id for plan in cfg.plans]
+    for plan_id in asked:
+        if plan_id not in known:
+            raise click.BadParameter(f"no plan named {plan_id!r} (have: {', '.join(known)})", param_hint="'--plan'")
+        if asked.count(plan_id) > 1:
+            raise click.BadParameter(f"{plan_id!r} is given more than once", param_hint="'--plan'")
+    return list(asked)
+
+
+def _offer_terms(cfg: Config, asked: tuple[str, ...]) -> list:
+    """The codes to compare (None for --offer none), from config/site.toml, refused if unknown or repeated."""
+    from gate.rules.offers import normalize_code
+    from gate.services.offers import from_config
+
+    configured = {normalize_code(offer.code): offer for offer in cfg.offers}
+    codes = [normalize_code(text) for text in asked]
+    chosen = []
+    for text, code in zip(asked, codes):
+        if codes.count(code) > 1:
+            raise click.BadParameter(f"{code} is given more than once (codes are case-insensitive)",
+                                     param_hint="'--offer'")
+        if code == NO_OFFER.upper():
+            chosen.append(None)
+        elif code in configured:
+            chosen.append(from_config(configured[code], cfg.publication.tz))
+        else:
+            have = ", ".join([NO_OFFER, *configured])
+            raise click.BadParameter(f"no offer {text!r} in site.toml (have: {have})", param_hint="'--offer'")
+    return chosen
+
+
+def _usable(offer, plans: list[str], first: datetime, days: int) -> None:
+    """Refuse a code that applies to none of the plans, or whose dates miss the run entirely."""
+    if offer is None:
+        return
+    if not any(offer.applies_to(plan_id) for plan_id in plans):
+        raise click.BadParameter(f"{offer.code} doesn't apply to plan {plans[0]!r} (it applies to: "
+                                 f"{', '.join(offer.plans)})" if len(plans) == 1 else
+                                 f"{offer.code} applies to none of the plans {', '.join(plans)} (it applies "
+                                 f"to: {', '.join(offer.plans)})", param_hint="'--offer'")
+    if offer.ends_at is not None and offer.ends_at <= first:
+        raise click.BadParameter(f"{offer.code} ended on {offer.ends_at.date()}, before the run starts",
+                                 param_hint="'--offer'")
+    if offer.starts_at is not None and offer.starts_at >= first + timedelta(days=days):
+        raise click.BadParameter(f"{offer.code} starts on {offer.starts_at.date()}, after the run ends",
+                                 param_hint="'--offer'")
+
+
+def _billings(cfg: Config, plan_ids: tuple[str, ...], codes: tuple[str, ...], first: datetime, days: int,
+              presets: int) -> list:
+    """The prices to compare: every plan asked with every code asked that applies to it.
+
+    Nothing asked: an empty list, and the run sells the monthly plan as before.
+    """
+    from gate.simulate.runner import SimulatedBilling
+
+    if not plan_ids and not codes:
+        return []
+    plans = _plan_ids(cfg, plan_ids) or [SimulatedBilling.from_plans(cfg.plans).plan]
+    terms = _offer_terms(cfg, codes) if codes else [None]
+    for offer in terms:
+        _usable(offer, plans, first, days)
+    billings = [SimulatedBilling.from_plans(cfg.plans, plan_id, offer) for plan_id in plans for offer in terms
+                if offer is None or offer.applies_to(plan_id)]
+    if presets * len(billings) > MAX_SCENARIOS:
+        raise click.UsageError(f"{presets} preset(s) x {len(billings)} price(s) is more than {MAX_SCENARIOS} "
+                               "scenarios: compare fewer at once")
+    return billings
+
+
 def _workers(asked: int, readers: int, days: int) -> int:
     """0 means: one process per core for big runs, one for small ones."""
     if asked:
@@ -73,6 +149,10 @@ def _workers(asked: int, readers: int, days: int) -> int:
               help="Random seed: the same seed gives the same result.")
 @click.option("--start", "start_text", default="2026-01-01", show_default=True, metavar="DATE",
               help="First simulated day (YYYY-MM-DD, in the site's time zone).")
+@click.option("--plan", "plan_ids", multiple=True, metavar="ID",
+              help="A plan to sell at (its intro price too); repeat to compare (default: the monthly plan).")
+@click.option("--offer", "offer_codes", multiple=True, metavar="CODE",
+              help="A promo code from site.toml, or 'none' for the plan's own price; repeat to compare.")
 @click.option("--population", "population_file", type=click.Path(dir_okay=False), default=None,
               help="Population file (default: population.toml in the config folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON instead of the table.")
@@ -83,9 +163,9 @@ def _workers(asked: int, readers: int, days: int) -> int:
 @click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
               help="Processes to split the readers over (0: one per core for big runs).")
 @click.option("--config-dir", type=click.Path(file_okay=False, exists=True), default=None, hidden=True)
-def simulate(preset_names, readers, days, seed, start_text, population_file, as_json, csv_dir,
-             plot_file, workers, config_dir):
-    """Run a population of readers through paywall presets and compare their funnels."""
+def simulate(preset_names, readers, days, seed, start_text, plan_ids, offer_codes, population_file, as_json,
+             csv_dir, plot_file, workers, config_dir):
+    """Run a population of readers through paywall presets and prices, and compare their funnels."""
     from gate.simulate.population import load_population  # NumPy is loaded only when simulating
     from gate.simulate.runner import SimulatedBilling, catalogue
     from gate.simulate.runner import simulate as run_simulation
@@ -93,22 +173,24 @@ def simulate(preset_names, readers, days, seed, start_text, population_file, as_
     cfg = _config(config_dir)
     presets = _presets(cfg, tuple(preset_names))
     first_day = _start(start_text)
+    tz = next(iter(presets.values())).tz
+    start = datetime.combine(first_day, VISIT_TIME, tzinfo=tz)
+    billings = _billings(cfg, plan_ids, offer_codes, start, days, len(presets))
     _outputs(csv_dir, plot_file)
     path = Path(population_file) if population_file else cfg.dir / "population.toml"
     try:
         population = load_population(path)
     except ConfigError as error:
         raise click.ClickException(f"population file error:\n{error}") from None
-    tz = next(iter(presets.values())).tz
     workers = _workers(workers, readers, days)
-    with click.progressbar(length=days * len(presets), label="Simulating", file=sys.stderr) as bar:
+    scenarios = len(presets) * max(1, len(billings))
+    with click.progressbar(length=days * scenarios, label="Simulating", file=sys.stderr) as bar:
         try:
             result = run_simulation(
-                population, presets, readers=readers, days=days, seed=seed,
-                start=datetime.combine(first_day, VISIT_TIME, tzinfo=tz),
+                population, presets, readers=readers, days=days, seed=seed, start=start,
                 articles=catalogue(population.articles.count, cfg.publication.sections),
                 billing=SimulatedBilling.from_plans(cfg.plans), population_path=path,
-                progress=bar.update, workers=workers)
+                progress=bar.update, workers=workers, billings=billings)
         except RuntimeError as error:  # a worker process failed or died
             raise click.ClickException(str(error)) from None
     _report(result, as_json, csv_dir, plot_file)
@@ -126,5 +208,5 @@ def _report(result, as_json: bool, csv_dir: str | None, plot_file: str | None) -
         click.echo(f"Wrote {report.write_plot(result, Path(plot_file))}", err=True)
     elapsed = max(result.elapsed_s, 1e-9)
     click.echo(f"Simulated {result.visits:,} visits ({result.views:,} article views) over "
-               f"{len(result.outcomes)} preset(s) in {elapsed:.1f} s: {result.visits / elapsed:,.0f} "
+               f"{len(result.outcomes)} scenario(s) in {elapsed:.1f} s: {result.visits / elapsed:,.0f} "
                f"visits/s ({result.workers} process{'es' if result.workers > 1 else ''}).", err=True)

@@ -53,6 +53,35 @@ class Visits(Strict):
         return self.mean / (7.0 if self.per == "week" else DAYS_PER_MONTH)
 
 
+class PriceResponse(Strict):
+    """How a segment answers a lower first price, and what it does when the price steps up.
+
+    ``conversion_elasticity`` is the (absolute) arc elasticity of subscribing with
+    respect to the first paid period's price, at the list price: a linear demand
+    curve through the list price, so the chance to subscribe is multiplied by
+    ``1 + conversion_elasticity * discount`` where ``discount`` is the share of the
+    list price taken off the first period (0 at list, 1 when it is free).
+    ``step_up_churn`` is the extra chance of not renewing at a renewal whose price
+    is higher than the last one, for a step from free to the full price; smaller
+    steps scale it by the share of the new price that was discounted.
+    The defaults (0, 0) are readers indifferent to offers.
+    """
+
+    conversion_elasticity: float = Field(default=0.0, ge=0.0, le=20.0)
+    step_up_churn: Probability = 0.0
+
+    def lift(self, first_cents: int, list_cents: int) -> float:
+        """How many times likelier to subscribe at ``first_cents`` than at ``list_cents``."""
+        discount = max(0.0, 1.0 - first_cents / list_cents) if list_cents > 0 else 0.0
+        return 1.0 + self.conversion_elasticity * discount
+
+    def cliff(self, old_cents: int, new_cents: int) -> float:
+        """The extra chance of leaving when the price goes from ``old_cents`` to ``new_cents``."""
+        if new_cents <= old_cents:
+            return 0.0
+        return self.step_up_churn * (1.0 - old_cents / new_cents)
+
+
 class Segment(Strict):
     """One kind of reader, and what they do when they meet the gate."""
 
@@ -73,6 +102,8 @@ class Segment(Strict):
     cookie_loss: Probability
     #: Per month, for subscribers: the chance they do not renew.
     churn: Probability
+    #: How they answer an intro price or a promo code (default: not at all).
+    price: PriceResponse = PriceResponse()
 
 
 class Articles(Strict):

@@ -26,6 +26,13 @@ ROWS = (
     ("subscribers_end", "subscribers at the end", "count"),
     ("revenue_cents", "revenue", "money"),
     ("mrr_cents_end", "MRR at the end", "money"),
+    ("redemptions", "codes redeemed", "count"),
+    ("discounts_cents", "discounts given (off the list price)", "money"),
+    ("subscribers_discounted_end", "still discounted at the end", "count"),
+    ("discounted_share_end", "still discounted (share of subscribers)", "rate"),
+    ("step_ups", "step-ups (price rose at renewal)", "count"),
+    ("churned_at_step_up", "churned at a step-up", "count"),
+    ("step_up_churn_rate", "churn at a step-up (per step-up)", "rate"),
     ("impression_rate", "impression rate (gates per view)", "rate"),
     ("wall_reach", "wall reach (readers gated)", "rate"),
     ("meter_reach", "meter reach (meter ran out)", "rate"),
@@ -34,10 +41,12 @@ ROWS = (
     ("churn_rate", "churn (per renewal due)", "rate"),
     ("revenue_per_reader_cents", "revenue per reader", "money"),
 )
-#: The chart's two panels per preset: volumes, and the rarer steps of the funnel.
+#: The chart's panels per scenario: volumes, the rarer steps of the funnel, and the
+#: subscribers (with those still discounted: the retention cliff is where they fall).
 PANELS = (
     ("traffic", ["views", "gate_impressions", "unlocks"]),
-    ("conversions", ["registrations", "subscriptions", "churned"]),
+    ("conversions", ["registrations", "subscriptions", "churned", "churned_at_step_up"]),
+    ("subscribers", ["subscribers", "discounted"]),
 )
 
 
@@ -58,9 +67,9 @@ def heading(result: SimulationResult) -> str:
 
 
 def table(result: SimulationResult) -> str:
-    """The presets side by side: counts, money and the rates between them."""
+    """The scenarios side by side: counts, money and the rates between them, then each one's price."""
     currency = result.billing.currency
-    names = [outcome.preset for outcome in result.outcomes]
+    names = [outcome.name for outcome in result.outcomes]
     summaries = [result.summary(name) for name in names]
     label_width = max(len(label) for _, label, _ in ROWS)
     cells = [[_cell(summary[key], kind, currency) for summary in summaries] for key, _, kind in ROWS]
@@ -70,6 +79,9 @@ def table(result: SimulationResult) -> str:
     for (_, label, _), row in zip(ROWS, cells):
         lines_out.append(f"{label:<{label_width}}" +
                          "".join(f"  {cell:>{width}}" for cell, width in zip(row, widths)))
+    lines_out.append("")
+    for outcome in result.outcomes:
+        lines_out.append(f"{outcome.name}: {outcome.billing.plan} plan, {outcome.billing.describe()}")
     for outcome in result.outcomes:
         if outcome.experiments_ignored:
             lines_out.append(f"\n{outcome.preset}: experiments not applied, every reader gets the "
@@ -92,19 +104,21 @@ def _csv(rows: list[dict], fields: list[str]) -> str:
 
 
 def write_csv(result: SimulationResult, directory: Path) -> list[Path]:
-    """daily-PRESET.csv for each preset and summary.csv with one row per preset."""
+    """daily-SCENARIO.csv for each scenario (named after its preset when nothing else varies) and summary.csv."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for outcome in result.outcomes:
-        path = directory / f"daily-{outcome.preset}.csv"
+        path = directory / f"daily-{outcome.name}.csv"
         path.write_text(_csv(outcome.daily, list(DAILY_FIELDS)))
         written.append(path)
     meta = result.meta
     run = {"seed": meta["seed"], "population_size": meta["readers"], "days": meta["days"],
            "first_day": meta["first_day"], "population_file": meta["population"] or "",
            "version": meta["version"]}
-    rows = [{"preset": outcome.preset, **result.summary(outcome.preset), **run}
+    rows = [{"preset": outcome.preset, "scenario": outcome.name, "plan": outcome.billing.plan,
+             "offer": outcome.billing.offer.code if outcome.billing.offer else "",
+             **result.summary(outcome.name), **run}
             for outcome in result.outcomes]
     path = directory / "summary.csv"
     path.write_text(_csv(rows, list(rows[0])))
@@ -113,12 +127,12 @@ def write_csv(result: SimulationResult, directory: Path) -> list[Path]:
 
 
 def plot(result: SimulationResult) -> str:
-    """One SVG: for each preset, its daily traffic and its daily conversions."""
+    """One SVG: for each scenario, its daily traffic, conversions and subscribers (the cliff shows there)."""
     width, panel_h, title_h = 720, 260, 26
     parts, y = [], 0
     for outcome in result.outcomes:
         for name, series in PANELS:
-            title = f"{outcome.preset}: daily {name}"
+            title = f"{outcome.name}: daily {name}"
             chart = str(lines(outcome.daily, series, title=title))
             placed = chart.replace("<svg ", f'<svg x="0" y="{y + title_h}" width="{width}" '
                                    f'height="{panel_h}" ', 1)

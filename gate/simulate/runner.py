@@ -20,14 +20,16 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from gate.conf.version import __version__
-from gate.rules import periods
-from gate.rules.billing import add_months
+from gate.rules import offers, periods
+from gate.rules.billing import PlanTerms, add_months
+from gate.rules.offers import Discount, OfferTerms
 from gate.rules.paywall import TIERS, Access, ArticleLike, Decision, Offer, Reason, Rules, Viewer, decide
 from gate.services.content import synthetic_articles
 from gate.simulate import MAX_DAYS
@@ -41,7 +43,8 @@ ANONYMOUS, REGISTERED, SUBSCRIBER = 0, 1, 2
 PRUNE_EVERY = timedelta(days=7)
 #: The columns of a daily row, in order.
 DAILY_FIELDS = ("day", "active_readers", "visits", "views", "gate_impressions", "registrations", "unlocks",
-                "subscriptions", "churned", "subscribers", "revenue_cents")
+                "subscriptions", "churned", "subscribers", "revenue_cents", "discounted", "step_ups",
+                "churned_at_step_up")
 
 
 class Step(NamedTuple):
@@ -89,25 +92,65 @@ def catalogue(count: int, sections: Sequence[str]) -> list[ArticleRef]:
 
 @dataclass(frozen=True)
 class SimulatedBilling:
-    """What a subscription costs and how often it renews (from a plan in site.toml)."""
+    """What a subscription costs and how often it renews (a plan in site.toml), and the code it is sold with.
+
+    Every period is priced by :meth:`gate.rules.billing.PlanTerms.price`, the
+    billing state machine's own rule: the plan's intro price for its first
+    periods, then the offer's discount for the periods it covers.
+    """
 
     plan: str
     price_cents: int
     currency: str
     months: int
     trial_days: int = 0
+    intro_price_cents: int | None = None
+    intro_periods: int = 0
+    offer: OfferTerms | None = None
 
     @classmethod
-    def from_plans(cls, plans) -> "SimulatedBilling":
-        """The monthly plan, or the first plan when the site has no monthly one."""
-        plan = next((p for p in plans if p.interval == "month"), plans[0])
-        return cls(plan.id, plan.price_cents, plan.currency,
-                   12 if plan.interval == "year" else 1, plan.trial_days)
+    def from_plans(cls, plans, plan_id: str | None = None, offer: OfferTerms | None = None) -> "SimulatedBilling":
+        """The plan named ``plan_id`` (default: the monthly plan, or the first), sold with ``offer``."""
+        if plan_id is None:
+            plan = next((p for p in plans if p.interval == "month"), plans[0])
+        else:
+            plan = next((p for p in plans if p.id == plan_id), None)
+            if plan is None:
+                raise ValueError(f"no plan {plan_id!r} (have: {', '.join(p.id for p in plans)})")
+        return cls(plan.id, plan.price_cents, plan.currency, 12 if plan.interval == "year" else 1,
+                   plan.trial_days, plan.intro_price_cents, plan.intro_periods, offer)
+
+    @cached_property
+    def terms(self) -> PlanTerms:
+        """The plan as the billing state machine prices it."""
+        return PlanTerms(self.plan, self.price_cents, self.currency, "year" if self.months == 12 else "month",
+                         self.trial_days, self.intro_price_cents, self.intro_periods)
+
+    @property
+    def discount(self) -> Discount | None:
+        """The discount a subscription sold with the offer keeps (None: no offer)."""
+        return self.offer.discount if self.offer else None
+
+    @property
+    def label(self) -> str:
+        """The plan and the code, as a scenario's name shows them: ``monthly+WELCOME50``."""
+        return f"{self.plan}+{self.offer.code}" if self.offer else self.plan
+
+    def price(self, discount: Discount | None, period_index: int) -> int:
+        """What paid period ``period_index`` is charged, with ``discount`` if the subscription has it."""
+        return self.terms.price(discount, period_index)[0]
+
+    def describe(self) -> str:
+        """The price in words, as the checkout shows it."""
+        return offers.describe(self.discount, self.price_cents, self.currency, self.terms.interval,
+                               self.intro_price_cents, self.intro_periods)
 
     def as_dict(self) -> dict:
         """The plan as a result records it."""
         return {"id": self.plan, "price_cents": self.price_cents, "currency": self.currency,
-                "months": self.months, "trial_days": self.trial_days}
+                "months": self.months, "trial_days": self.trial_days,
+                "intro_price_cents": self.intro_price_cents, "intro_periods": self.intro_periods,
+                "offer": self.offer.code if self.offer else None, "terms": self.describe()}
 
 
 class PruningStore(MemoryQuotaStore):
@@ -156,9 +199,10 @@ class Tally:
 
     __slots__ = ("visits", "views", "impressions", "registrations", "unlocks", "subscriptions",
                  "subscriptions_registered", "churned", "renewals", "revenue_cents",
-                 "readers", "visitors", "readers_gated", "readers_exhausted", "subscribers")
+                 "readers", "visitors", "readers_gated", "readers_exhausted", "subscribers",
+                 "redemptions", "discounted", "rate_cents", "discounts_cents", "step_ups", "churned_at_step_up")
     DAILY = ("visits", "views", "impressions", "registrations", "unlocks", "subscriptions",
-             "churned", "revenue_cents")
+             "churned", "revenue_cents", "step_ups", "churned_at_step_up")
 
     def __init__(self) -> None:
         for name in self.__slots__:
@@ -173,8 +217,10 @@ class PresetRun:
     """One preset's run: the readers' tiers and meters, driven one day at a time."""
 
     def __init__(self, name: str, rules: Rules, crowd: Crowd, articles: Sequence[ArticleLike],
-                 billing: SimulatedBilling, start: datetime, trace: Trace | None = None) -> None:
+                 billing: SimulatedBilling, start: datetime, trace: Trace | None = None,
+                 scenario: str | None = None) -> None:
         self.name = name
+        self.scenario = scenario or name
         # The base preset for everyone: experiments' variants would split the readers.
         self.experiments_ignored = [experiment.id for experiment in rules.experiments]
         self.rules = rules.model_copy(update={"experiments": []})
@@ -194,14 +240,23 @@ class PresetRun:
         self.visited = [False] * size
         self.gated = [False] * size
         self.exhausted = [False] * size
-        self.cycle = {}  # reader -> (first charge day, charges made)
+        self.cycle = {}  # reader -> (first charge day, charges made, the discount kept)
         self.next_bill = np.full(size, -1, dtype=np.int64)
-        self.churn_by_segment = np.array([1.0 - (1.0 - s.churn) ** billing.months
-                                          for s in self.segments])
-        self.segment_array = crowd.segment
+        self.churn_by_segment = [1.0 - (1.0 - s.churn) ** billing.months for s in self.segments]
+        self._init_offers(billing)
         self.tally = Tally()
         self.daily: list[dict] = []
         self.pruned_to: datetime | None = None
+
+    def _init_offers(self, billing: SimulatedBilling) -> None:
+        """Each segment's lift at the first price with and without the code, and who has paid before."""
+        first = billing.price(None, 0)
+        self.lift_plain = [s.price.lift(first, billing.price_cents) for s in self.segments]
+        if billing.offer is not None:
+            with_code = billing.price(billing.discount, 0)
+            self.lift_offer = [s.price.lift(with_code, billing.price_cents) for s in self.segments]
+        self.paid_before: set[int] = set()
+        self.current: dict[int, int] = {}  # subscriber -> the price of the period they are in
 
     # --- time -----------------------------------------------------------------
 
@@ -234,7 +289,8 @@ class PresetRun:
             "gate_impressions": change["impressions"], "registrations": change["registrations"],
             "unlocks": change["unlocks"], "subscriptions": change["subscriptions"],
             "churned": change["churned"], "subscribers": self.tally.subscribers,
-            "revenue_cents": change["revenue_cents"],
+            "revenue_cents": change["revenue_cents"], "discounted": self.tally.discounted,
+            "step_ups": change["step_ups"], "churned_at_step_up": change["churned_at_step_up"],
         })
 
     def _visits(self, day: Day, now: datetime) -> None:
@@ -326,7 +382,8 @@ class PresetRun:
 
         One die per article read decides. Subscribing comes first, with the
         segment's propensity for an exhausted meter or its smaller base one
-        (times the registered lift for a registered reader). Otherwise the die,
+        (times the registered lift for a registered reader, and times the
+        segment's lift at the first price offered). Otherwise the die,
         rescaled, is uniform again and decides a signup or an unlock; after a
         yes, ``die / chance`` is uniform once more for what happens next.
         """
@@ -335,8 +392,10 @@ class PresetRun:
         chance = segment.subscribes_when_exhausted if exhausted else segment.subscribes_otherwise
         if self.tier[reader] == REGISTERED:
             chance = min(1.0, chance * self.lift)
+        lifts = self.lift_offer if self._code_valid(reader, now) else self.lift_plain
+        chance = min(1.0, chance * lifts[self.segment[reader]])
         if dice < chance:
-            self._subscribe(day, reader, article.slug)
+            self._subscribe(day, reader, article.slug, now)
             self._view(day, reader, article, dice / chance, now)  # checkout returns to the article
             return
         dice = (dice - chance) / (1.0 - chance)
@@ -361,46 +420,92 @@ class PresetRun:
 
     # --- money ----------------------------------------------------------------
 
-    def _subscribe(self, day: int, reader: int, slug: str | None) -> None:
-        """Checkout: an account if they had none, full access, and the first charge (after any trial)."""
+    def _code_valid(self, reader: int, now: datetime) -> bool:
+        """Whether the run's code may be redeemed by this reader now (its window, cap, new-only rule)."""
+        offer = self.billing.offer
+        return offer is not None and offers.refusal(
+            offer, self.billing.plan, now, self.tally.redemptions, reader in self.paid_before, None) is None
+
+    def _subscribe(self, day: int, reader: int, slug: str | None, now: datetime) -> None:
+        """Checkout: an account if they had none, the code if valid, full access, and the first charge."""
         self._step(day, reader, "subscribe", slug)
         if self.tier[reader] == REGISTERED:
             self.tally.subscriptions_registered += 1
+        discount = self.billing.discount if self._code_valid(reader, now) else None
+        self.tally.redemptions += discount is not None
+        self.paid_before.add(reader)
         self._sign_in(reader, SUBSCRIBER)
         self.tally.subscriptions += 1
         self.tally.subscribers += 1
         first = day + self.billing.trial_days
-        self.cycle[reader] = (first, 0)
+        self.cycle[reader] = (first, 0, discount)
+        self._set_price(reader, self.billing.price(discount, 0))
         if first == day:
             self._charge(reader)
         else:
             self.next_bill[reader] = first
 
+    def _set_price(self, reader: int, cents: int | None) -> None:
+        """Keep the running MRR and the count still below the list price as a subscriber's price changes."""
+        tally, old = self.tally, self.current.pop(reader, None)
+        if old is not None:
+            tally.rate_cents -= old
+            tally.discounted -= old < self.billing.price_cents
+        if cents is not None:
+            self.current[reader] = cents
+            tally.rate_cents += cents
+            tally.discounted += cents < self.billing.price_cents
+
     def _charge(self, reader: int) -> None:
-        """Take one payment and set the next billing day on the plan's cycle."""
-        first, charges = self.cycle[reader]
-        self.tally.revenue_cents += self.billing.price_cents
+        """Take one payment at the period's price and set the next billing day on the plan's cycle."""
+        first, charges, discount = self.cycle[reader]
+        amount = self.billing.price(discount, charges)
+        self.tally.revenue_cents += amount
+        self.tally.discounts_cents += self.billing.price_cents - amount
+        self._set_price(reader, amount)
         charges += 1
-        self.cycle[reader] = (first, charges)
+        self.cycle[reader] = (first, charges, discount)
         anchor = self.moment(first)
         self.next_bill[reader] = self.day_of(add_months(anchor, charges * self.billing.months))
 
+    def _leaving_chance(self, reader: int) -> tuple[float, bool]:
+        """The chance a due subscriber does not renew, and whether their price steps up now.
+
+        The segment's churn over the billing period, plus its cliff when the
+        coming period costs more than the last one charged (an intro price or
+        a discount ending).
+        """
+        segment = self.segment[reader]
+        chance = self.churn_by_segment[segment]
+        _, charges, discount = self.cycle[reader]
+        if charges == 0:  # a trial ending: nothing charged yet to step up from
+            return chance, False
+        old, new = self.current[reader], self.billing.price(discount, charges)
+        if new <= old:
+            return chance, False
+        return min(1.0, chance + self.segments[segment].price.cliff(old, new)), True
+
     def _renewals(self, day: Day) -> None:
-        """Subscribers whose billing day it is renew, or churn with their segment's chance."""
+        """Subscribers whose billing day it is renew, or churn with their segment's chance (more at a step-up)."""
         due = np.flatnonzero(self.next_bill == day.index)
         if due.size == 0:
             return
-        leaving = day.renewal_dice[due] < self.churn_by_segment[self.segment_array[due]]
-        for reader, leaves in zip(due.tolist(), leaving.tolist()):
+        tally = self.tally
+        for reader, die in zip(due.tolist(), day.renewal_dice[due].tolist()):
+            chance, step_up = self._leaving_chance(reader)
+            leaves = die < chance
+            tally.step_ups += step_up
+            tally.churned_at_step_up += step_up and leaves
             if leaves:
                 self._step(day.index, reader, "churn")
                 self.tier[reader] = REGISTERED  # lapsed: an account without a subscription
                 self.next_bill[reader] = -1
                 self.cycle.pop(reader, None)
-                self.tally.churned += 1
-                self.tally.subscribers -= 1
+                self._set_price(reader, None)
+                tally.churned += 1
+                tally.subscribers -= 1
             else:
-                self.tally.renewals += 1
+                tally.renewals += 1
                 self._charge(reader)
 
     def _prune(self, now: datetime) -> None:
@@ -418,7 +523,8 @@ class PresetRun:
     def outcome(self) -> "PresetOutcome":
         """This run's totals and daily rows (a shard's, when readers are split over processes)."""
         totals = {name: getattr(self.tally, name) for name in Tally.__slots__}
-        return PresetOutcome(self.name, totals, list(self.daily), self.experiments_ignored)
+        return PresetOutcome(self.name, totals, list(self.daily), self.experiments_ignored,
+                             self.scenario, self.billing)
 
 
 def _rate(part: int, whole: int) -> float:
@@ -439,7 +545,12 @@ def summarise(totals: dict, billing: SimulatedBilling) -> dict:
         "subscriptions_registered": t["subscriptions_registered"],
         "churned": t["churned"], "renewals": t["renewals"], "subscribers_end": t["subscribers"],
         "revenue_cents": t["revenue_cents"],
-        "mrr_cents_end": round(t["subscribers"] * billing.price_cents / billing.months),
+        "mrr_cents_end": round(t["rate_cents"] / billing.months),
+        "redemptions": t["redemptions"], "discounts_cents": t["discounts_cents"],
+        "subscribers_discounted_end": t["discounted"],
+        "discounted_share_end": _rate(t["discounted"], t["subscribers"]),
+        "step_ups": t["step_ups"], "churned_at_step_up": t["churned_at_step_up"],
+        "step_up_churn_rate": _rate(t["churned_at_step_up"], t["step_ups"]),
         "impression_rate": _rate(t["impressions"], t["views"]),
         "wall_reach": _rate(t["readers_gated"], t["readers"]),
         "meter_reach": _rate(t["readers_exhausted"], t["readers"]),
@@ -452,12 +563,17 @@ def summarise(totals: dict, billing: SimulatedBilling) -> dict:
 
 @dataclass
 class PresetOutcome:
-    """One preset's raw result: running totals and one row per day."""
+    """One scenario's raw result (a preset, sold at a plan's price with any code): totals and one row per day."""
 
     preset: str
     totals: dict
     daily: list[dict]
     experiments_ignored: list[str] = field(default_factory=list)
+    name: str = ""
+    billing: SimulatedBilling | None = None
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.preset
 
     @classmethod
     def combine(cls, shards: Sequence["PresetOutcome"]) -> "PresetOutcome":
@@ -468,12 +584,13 @@ class PresetOutcome:
         for rows in zip(*(shard.daily for shard in shards)):
             daily.append({name: rows[0][name] if name == "day" else sum(row[name] for row in rows)
                           for name in rows[0]})
-        return cls(first.preset, totals, daily, first.experiments_ignored)
+        return cls(first.preset, totals, daily, first.experiments_ignored, first.name, first.billing)
 
-    def as_dict(self, billing: SimulatedBilling) -> dict:
+    def as_dict(self) -> dict:
         """The outcome as JSON shows it."""
-        return {"preset": self.preset, "experiments_ignored": self.experiments_ignored,
-                "summary": summarise(self.totals, billing), "daily": self.daily}
+        return {"scenario": self.name, "preset": self.preset, "plan": self.billing.as_dict(),
+                "experiments_ignored": self.experiments_ignored,
+                "summary": summarise(self.totals, self.billing), "daily": self.daily}
 
 
 @dataclass
@@ -486,10 +603,10 @@ class SimulationResult:
     elapsed_s: float = 0.0
     workers: int = 1
 
-    def summary(self, preset: str) -> dict:
-        """One preset's totals and rates."""
-        outcome = next(o for o in self.outcomes if o.preset == preset)
-        return summarise(outcome.totals, self.billing)
+    def summary(self, name: str) -> dict:
+        """One scenario's totals and rates (a scenario is named after its preset when nothing else varies)."""
+        outcome = next(o for o in self.outcomes if o.name == name)
+        return summarise(outcome.totals, outcome.billing)
 
     @property
     def visits(self) -> int:
@@ -503,7 +620,7 @@ class SimulationResult:
 
     def as_dict(self) -> dict:
         """Everything but the timing, so one seed always gives the same JSON."""
-        return {**self.meta, "results": [o.as_dict(self.billing) for o in self.outcomes]}
+        return {**self.meta, "results": [o.as_dict() for o in self.outcomes]}
 
 
 @dataclass(frozen=True)
@@ -518,13 +635,21 @@ class SimulationPlan:
     start: datetime
     articles: tuple
     billing: SimulatedBilling
+    #: The prices to compare (each preset is run at each); empty: ``billing`` alone, named after the preset.
+    billings: tuple = ()
+
+    def scenarios(self) -> list[tuple[str, str, SimulatedBilling]]:
+        """(name, preset, billing) for every run: each preset at each price compared."""
+        if not self.billings:
+            return [(name, name, self.billing) for name in self.presets]
+        return [(f"{name}@{billing.label}", name, billing) for name in self.presets for billing in self.billings]
 
     def play(self, shard: tuple[int, int], trace: Trace | None = None,
              progress: Callable[[int], None] | None = None) -> list[PresetOutcome]:
-        """Every preset over one shard of the readers, each day's draws shared between them."""
+        """Every scenario over one shard of the readers, each day's draws shared between them."""
         crowd = Crowd(self.population, self.readers, len(self.articles), self.seed)
-        runs = [PresetRun(name, rules, crowd, self.articles, self.billing, self.start, trace)
-                for name, rules in self.presets.items()]
+        runs = [PresetRun(preset, self.presets[preset], crowd, self.articles, billing, self.start, trace, name)
+                for name, preset, billing in self.scenarios()]
         for index in range(self.days):
             day = crowd.day(index, shard)
             for run in runs:
@@ -581,13 +706,17 @@ def _in_workers(plan: SimulationPlan, workers: int, progress) -> list[PresetOutc
 def simulate(population: Population, presets: Mapping[str, Rules], *, readers: int, days: int,
              seed: int, start: datetime, articles: Sequence[ArticleLike], billing: SimulatedBilling,
              population_path: Path | None = None, trace: Trace | None = None,
-             progress: Callable[[int], None] | None = None, workers: int = 1) -> SimulationResult:
+             progress: Callable[[int], None] | None = None, workers: int = 1,
+             billings: Sequence[SimulatedBilling] = ()) -> SimulationResult:
     """Run ``readers`` readers for ``days`` days through each preset; same seed, same result.
 
+    ``billings``, when given, are prices to compare (a plan, an intro price, a
+    code): each preset runs at each, as a scenario named ``preset@plan+CODE``.
     ``workers`` > 1 splits the readers over that many processes (the result
-    is the same); ``trace`` receives every :class:`Step` and needs one
-    process. ``progress`` is called with a number of preset-days done, out
-    of ``days * len(presets)``.
+    is the same; a code with a cap is counted in one process, so such runs
+    stay in one); ``trace`` receives every :class:`Step` and needs one
+    process. ``progress`` is called with a number of scenario-days done, out
+    of ``days`` times the number of scenarios.
     """
     if readers < 1 or not 1 <= days <= MAX_DAYS:
         raise ValueError(f"a simulation needs at least one reader and 1 to {MAX_DAYS} days")
@@ -595,8 +724,11 @@ def simulate(population: Population, presets: Mapping[str, Rules], *, readers: i
         raise ValueError("start must be timezone-aware")
     if not presets:
         raise ValueError("name at least one preset")
-    plan = SimulationPlan(population, dict(presets), readers, days, seed, start, tuple(articles), billing)
+    plan = SimulationPlan(population, dict(presets), readers, days, seed, start, tuple(articles), billing,
+                          tuple(billings))
     workers = max(1, min(workers, readers))
+    if any(b.offer is not None and b.offer.cap is not None for b in billings):
+        workers = 1  # a cap is one count over all readers: shards cannot share it
     began = time.perf_counter()
     if trace is not None or workers == 1:
         outcomes = plan.play((0, 1), trace, progress)
@@ -635,4 +767,7 @@ def _meta(plan: SimulationPlan, population_path: Path | None) -> dict:
         "population_sha256": file_digest(population_path) if population_path else None,
         "articles": len(plan.articles),
         "plan": plan.billing.as_dict(),
+        "scenarios": [{"name": name, "preset": preset, "plan": billing.plan,
+                       "offer": billing.offer.code if billing.offer else None}
+                      for name, preset, billing in plan.scenarios()],
     }
