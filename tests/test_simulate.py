@@ -278,7 +278,7 @@ def test_csv_and_plot_are_written(tmp_path):
     assert {"conversion_rate", "seed", "version", "population_file"} <= set(summary[0])
     root = ET.parse(svg).getroot()
     assert root.tag == "{http://www.w3.org/2000/svg}svg"
-    assert len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) == 2 * (3 + 4 + 2)  # presets x series
+    assert len(root.findall(".//{http://www.w3.org/2000/svg}polyline")) == 2 * (3 + 4 + 3)  # presets x series
 
 
 @pytest.mark.parametrize("args, message", [

@@ -98,6 +98,9 @@ def test_an_intro_price_converts_more_by_day_30_and_loses_more_at_the_step_up(cf
     assert intro_days[40]["subscribers"] < intro_days[30]["subscribers"]
     assert plain_days[40]["subscribers"] > plain_days[30]["subscribers"]
     assert plain["subscribers_discounted_end"] == 0 < intro["subscribers_discounted_end"]
+    # the first month's subscribers, followed on: the intro cohort falls when its price steps up
+    assert intro_days[29]["first_month_cohort"] > 1.2 * intro_days[45]["first_month_cohort"]
+    assert intro["first_month_cohort_retained"] < plain["first_month_cohort_retained"]
 
 
 def _expected_revenue(steps, sold: SimulatedBilling, days: int) -> int:

@@ -33,6 +33,8 @@ ROWS = (
     ("step_ups", "step-ups (price rose at renewal)", "count"),
     ("churned_at_step_up", "churned at a step-up", "count"),
     ("step_up_churn_rate", "churn at a step-up (per step-up)", "rate"),
+    ("first_month_cohort", "subscribed in the first 30 days", "count"),
+    ("first_month_cohort_retained", "of those, still subscribed at the end", "rate"),
     ("impression_rate", "impression rate (gates per view)", "rate"),
     ("wall_reach", "wall reach (readers gated)", "rate"),
     ("meter_reach", "meter reach (meter ran out)", "rate"),
@@ -42,11 +44,12 @@ ROWS = (
     ("revenue_per_reader_cents", "revenue per reader", "money"),
 )
 #: The chart's panels per scenario: volumes, the rarer steps of the funnel, and the
-#: subscribers (with those still discounted: the retention cliff is where they fall).
+#: subscribers, with those still discounted and the first month's subscribers followed
+#: on (the retention cliff is where that cohort falls, when its intro price ends).
 PANELS = (
     ("traffic", ["views", "gate_impressions", "unlocks"]),
     ("conversions", ["registrations", "subscriptions", "churned", "churned_at_step_up"]),
-    ("subscribers", ["subscribers", "discounted"]),
+    ("subscribers", ["subscribers", "discounted", "first_month_cohort"]),
 )
 
 

@@ -41,10 +41,12 @@ UTC = timezone.utc
 ANONYMOUS, REGISTERED, SUBSCRIBER = 0, 1, 2
 #: Prune spends no more often than this: keeping a few expired ones never changes a decision.
 PRUNE_EVERY = timedelta(days=7)
+#: The first-month cohort: readers who subscribe in the run's first this many days, followed to the end.
+COHORT_DAYS = 30
 #: The columns of a daily row, in order.
 DAILY_FIELDS = ("day", "active_readers", "visits", "views", "gate_impressions", "registrations", "unlocks",
                 "subscriptions", "churned", "subscribers", "revenue_cents", "discounted", "step_ups",
-                "churned_at_step_up")
+                "churned_at_step_up", "first_month_cohort")
 
 
 class Step(NamedTuple):
@@ -200,7 +202,8 @@ class Tally:
     __slots__ = ("visits", "views", "impressions", "registrations", "unlocks", "subscriptions",
                  "subscriptions_registered", "churned", "renewals", "revenue_cents",
                  "readers", "visitors", "readers_gated", "readers_exhausted", "subscribers",
-                 "redemptions", "discounted", "rate_cents", "discounts_cents", "step_ups", "churned_at_step_up")
+                 "redemptions", "discounted", "rate_cents", "discounts_cents", "step_ups", "churned_at_step_up",
+                 "cohort_started", "cohort")
     DAILY = ("visits", "views", "impressions", "registrations", "unlocks", "subscriptions",
              "churned", "revenue_cents", "step_ups", "churned_at_step_up")
 
@@ -257,6 +260,7 @@ class PresetRun:
             self.lift_offer = [s.price.lift(with_code, billing.price_cents) for s in self.segments]
         self.paid_before: set[int] = set()
         self.current: dict[int, int] = {}  # subscriber -> the price of the period they are in
+        self.cohort: set[int] = set()  # the first month's subscribers who are still subscribed
 
     # --- time -----------------------------------------------------------------
 
@@ -291,6 +295,7 @@ class PresetRun:
             "churned": change["churned"], "subscribers": self.tally.subscribers,
             "revenue_cents": change["revenue_cents"], "discounted": self.tally.discounted,
             "step_ups": change["step_ups"], "churned_at_step_up": change["churned_at_step_up"],
+            "first_month_cohort": self.tally.cohort,
         })
 
     def _visits(self, day: Day, now: datetime) -> None:
@@ -434,6 +439,10 @@ class PresetRun:
         discount = self.billing.discount if self._code_valid(reader, now) else None
         self.tally.redemptions += discount is not None
         self.paid_before.add(reader)
+        if day < COHORT_DAYS:
+            self.cohort.add(reader)
+            self.tally.cohort_started += 1
+            self.tally.cohort += 1
         self._sign_in(reader, SUBSCRIBER)
         self.tally.subscriptions += 1
         self.tally.subscribers += 1
@@ -502,6 +511,9 @@ class PresetRun:
                 self.next_bill[reader] = -1
                 self.cycle.pop(reader, None)
                 self._set_price(reader, None)
+                if reader in self.cohort:
+                    self.cohort.discard(reader)
+                    tally.cohort -= 1
                 tally.churned += 1
                 tally.subscribers -= 1
             else:
@@ -551,6 +563,8 @@ def summarise(totals: dict, billing: SimulatedBilling) -> dict:
         "discounted_share_end": _rate(t["discounted"], t["subscribers"]),
         "step_ups": t["step_ups"], "churned_at_step_up": t["churned_at_step_up"],
         "step_up_churn_rate": _rate(t["churned_at_step_up"], t["step_ups"]),
+        "first_month_cohort": t["cohort_started"],
+        "first_month_cohort_retained": _rate(t["cohort"], t["cohort_started"]),
         "impression_rate": _rate(t["impressions"], t["views"]),
         "wall_reach": _rate(t["readers_gated"], t["readers"]),
         "meter_reach": _rate(t["readers_exhausted"], t["readers"]),
