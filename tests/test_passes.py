@@ -68,6 +68,7 @@ def test_a_signed_in_reader_buys_a_day_pass_and_reads_everything_at_once(holder,
     assert holder.meter()["used"] == 0  # a pass spends nothing from the meter
     [(at, data)] = events_of(db, "pass_purchased")
     assert at == START and (data["from"], data["to"], data["kind"], data["pass_id"]) == (None, "active", "day", row["id"])
+    assert "Pass · full access until Sun 29 Nov, 12:00" in holder.client.get("/").get_data(as_text=True)
     account = holder.client.get("/account").get_data(as_text=True)
     assert "Every article is open until" in account and "Sunday, November 29 at 12:00" in account
 
