@@ -8,7 +8,9 @@ from datetime import timedelta
 
 import pytest
 
+from gate.rules.offers import OfferTerms
 from gate.rules.timeutil import from_iso
+from gate.services import offers
 from tests.helpers import BOTH_ENGINES, CARD, KEY, LINK, METERED, PREMIUM, START, Reader
 
 pytestmark = BOTH_ENGINES
@@ -179,3 +181,41 @@ def test_the_day_pass_persona_reads_until_the_clock_passes_its_end(app, reader, 
     assert db.scalar("select count(*) from passes") == 1  # a switch rebuilds the persona from scratch
     assert "Passes: 1 expired." in runner.invoke(args=["clock", "advance", "4h"]).output
     assert reader.article(PREMIUM)["reason"] == "premium_only"
+
+
+def day_pass_offer(db, cap=None):
+    """A half-price code made for the day pass (its offer names the pass id)."""
+    offers.add(db, OfferTerms("HALFDAY", "Half-price day pass", "percent", 50, plans=("day",), cap=cap,
+                              source="cli"), START)
+
+
+def test_a_code_made_for_the_pass_sells_it_at_the_offer_price(holder, reader, db, app):
+    day_pass_offer(db, cap=2)
+    assert buy(holder, code="halfday").status_code == 303
+    pay = db.first("select * from payments where offer_code is not null")
+    assert (pay["amount_cents"], pay["list_cents"], pay["offer_code"]) == (150, 300, "HALFDAY")
+    granted = db.first("select * from passes where offer_code = 'HALFDAY'")
+    assert granted["amount_cents"] == 150
+    assert db.rows("select code, pass_id, subscription_id from redemptions") == [
+        {"code": "HALFDAY", "pass_id": granted["id"], "subscription_id": None}]
+    assert [data["amount_cents"] for _, data in events_of(db, "offer_redeemed")] == [150]
+    other = Reader(app.test_client())
+    other.signup("other@example.com")
+    assert buy(other, code="HALFDAY", card_number=DECLINED).status_code == 402  # a decline redeems nothing
+    assert buy(other, code="HALFDAY").status_code == 303
+    third = Reader(app.test_client())
+    third.signup("third@example.com")
+    full = buy(third, code="HALFDAY")  # the cap of 2 is spent
+    assert full.status_code == 400 and "That code has been fully redeemed." in full.get_data(as_text=True)
+    assert db.scalar("select count(*) from redemptions") == 2
+
+
+def test_a_code_for_subscriptions_is_refused_on_a_pass_and_nothing_is_charged(reader, db):
+    reader.signup("wrongcode@example.com")
+    refused = buy(reader, code="WELCOME50")
+    assert refused.status_code == 400 and "t apply to this plan." in refused.get_data(as_text=True)
+    unknown = reader.post_json("/api/passes/day", json={"card_number": "4242424242424242", "expiry": "12/30",
+                                                        "cvc": "123", "code": "NOPE123"})
+    assert unknown.status_code == 422 and unknown.get_json()["reason"] == "unknown"
+    assert db.scalar("select count(*) from passes") == 0 and db.scalar("select count(*) from payments") == 0
+    assert [data["reason"] for _, data in events_of(db, "offer_refused")] == ["wrong_plan", "unknown"]

@@ -6,7 +6,9 @@ idempotency key, then the reader's: the ``passes`` row (``active``), its
 ``payments`` row (kind ``pass``, no subscription) and ``readers.pass_until`` (the
 latest end of the reader's passes, which every signed-in page reads already),
 with a ``pass_purchased`` event. A second pass bought while one runs starts
-where the first ends. A declined card writes no pass and no charge.
+where the first ends. A declined card writes no pass and no charge. A promo code
+whose offer names the pass id in its ``plans`` sells it at the offer's price, redeemed
+in the same transaction (``offers.redeem(..., pass_id=)``).
 
 Access is decided from the end alone (``now < pass_until``, in
 :func:`gate.rules.paywall.decide`), so it stops exactly on time; the ``expired``
@@ -22,8 +24,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from gate.rules import billing
+from gate.rules.offers import OfferTerms, Refusal
 from gate.rules.timeutil import from_iso, to_iso
-from gate.services import accounts
+from gate.services import accounts, offers
 from gate.storage import events
 
 ACTIVE, EXPIRED = "active", "expired"
@@ -96,10 +99,59 @@ def _seen(db, idempotency_key: str) -> dict | None:
     return db.first("select * from passes where idempotency_key = ?", [idempotency_key])
 
 
-def buy(db, cfg, reader_id: int, kind: str, card: billing.Card, card_number: str,
-        idempotency_key: str, now: datetime) -> Purchase:
-    """Charge a test card for a pass and grant it, at most once per form (a double submit is a replay)."""
+def priced(db, cfg, kind: str, code: str | None, reader_id: int | None, now: datetime
+           ) -> tuple[int, OfferTerms | None]:
+    """What a pass costs with a promo code (none: its price), or OfferError when the code can't be used on it.
+
+    A code applies to a pass only when its offer's ``plans`` names the pass id: an
+    offer for every plan is an offer on subscriptions.
+    """
     item = product(cfg, kind)
+    if not code:
+        return item.price_cents, None
+    offer, refusal = offers.check(db, cfg, code, kind, reader_id, now)
+    if refusal is None and kind not in offer.plans:
+        refusal = Refusal.WRONG_PLAN
+    if refusal is not None:
+        raise offers.OfferError(refusal)
+    return offer.discount.apply(item.price_cents), offer
+
+
+def buy(db, cfg, reader_id: int, kind: str, card: billing.Card, card_number: str,
+        idempotency_key: str, now: datetime, code: str | None = None) -> Purchase:
+    """Charge a test card for a pass and grant it, at most once per form (a double submit is a replay).
+
+    With ``code`` the pass is sold at the offer's price and the code is redeemed in the
+    same transaction, under its lock (a cap holds; a declined card redeems nothing), or
+    OfferError and nothing is written.
+    """
+    try:
+        return _buy(db, cfg, reader_id, product(cfg, kind), card, card_number, idempotency_key, now, code)
+    except offers.OfferError as error:  # rolled back: the refusal is recorded on its own
+        _record_refusal(db, reader_id, kind, code, error.refusal, now)
+        raise
+
+
+def check_code(db, cfg, kind: str, code: str, reader_id: int, now: datetime) -> offers.OfferError | None:
+    """Why a promo code can't be used on this pass (recorded as ``offer_refused``), or None: it can, for now."""
+    try:
+        priced(db, cfg, kind, code, reader_id, now)
+    except offers.OfferError as error:
+        _record_refusal(db, reader_id, kind, code, error.refusal, now)
+        return error
+    return None
+
+
+def _record_refusal(db, reader_id: int, kind: str, code: str, refusal: Refusal, now: datetime) -> None:
+    """The ``offer_refused`` event of a code tried on a pass."""
+    events.record(db, "offer_refused", now, reader_id=reader_id, code=code.strip().upper()[:32], plan=kind,
+                  reason=refusal)
+
+
+def _buy(db, cfg, reader_id: int, item, card: billing.Card, card_number: str, idempotency_key: str,
+         now: datetime, code: str | None) -> Purchase:
+    """One submission of a pass form, in one transaction (see :func:`buy`)."""
+    kind = item.id
     decline = billing.checkout_decline(card_number)
     with db.transaction():
         _lock_form(db, idempotency_key)
@@ -111,27 +163,37 @@ def buy(db, cfg, reader_id: int, kind: str, card: billing.Card, card_number: str
         if decline:
             events.record(db, "pass_declined", now, reader_id=reader_id, kind=item.id, decline=decline)
             return Purchase(None, decline)
-        return Purchase(_grant(db, item, reader_id, card, idempotency_key, now))
+        if not code:
+            return Purchase(_grant(db, item, reader_id, card, idempotency_key, now))
+        price, offer = priced(db, cfg, kind, code, reader_id, now)  # redeem checks it again under the code's lock
+        granted = _grant(db, item, reader_id, card, idempotency_key, now, offer, price)
+        offers.redeem(db, cfg, offer.code, kind, reader_id, now, pass_id=granted.id)
+        events.record(db, "offer_redeemed", now, reader_id=reader_id, code=offer.code, plan=kind,
+                      pass_id=granted.id, amount_cents=price)
+        return Purchase(granted)
 
 
-def _grant(db, item, reader_id: int, card: billing.Card, idempotency_key: str, now: datetime) -> Pass:
+def _grant(db, item, reader_id: int, card: billing.Card, idempotency_key: str, now: datetime,
+           offer: OfferTerms | None = None, price: int | None = None) -> Pass:
     """Write the pass, its payment, the reader's new ``pass_until`` and the event (inside a transaction)."""
+    price = item.price_cents if price is None else price
+    code = offer.code if offer else None
     _lock_reader(db, reader_id)
     latest = db.scalar("select max(ends_at) from passes where reader_id = ? and status = ?", [reader_id, ACTIVE])
     starts = max(now, from_iso(latest)) if latest else now  # a second pass starts where the first ends
     row = {"reader_id": reader_id, "kind": item.id, "status": ACTIVE, "created_at": to_iso(now),
            "starts_at": to_iso(starts), "ends_at": to_iso(starts + timedelta(hours=item.hours)),
-           "amount_cents": item.price_cents, "currency": item.currency, "card_last4": card.last4,
-           "offer_code": None, "idempotency_key": idempotency_key}
+           "amount_cents": price, "currency": item.currency, "card_last4": card.last4,
+           "offer_code": code, "idempotency_key": idempotency_key}
     granted = Pass.from_row({**row, "id": db.insert("passes", row)})
     db.insert("payments", {
         "subscription_id": None, "pass_id": granted.id, "reader_id": reader_id, "at": row["created_at"],
-        "amount_cents": item.price_cents, "currency": item.currency, "outcome": "succeeded",
-        "decline_code": None, "kind": "pass", "card_last4": card.last4, "offer_code": None,
+        "amount_cents": price, "currency": item.currency, "outcome": "succeeded",
+        "decline_code": None, "kind": "pass", "card_last4": card.last4, "offer_code": code,
         "list_cents": item.price_cents})
     db.execute("update readers set pass_until = ? where id = ?", [row["ends_at"], reader_id])
     events.record(db, "pass_purchased", now, reader_id=reader_id, pass_id=granted.id, kind=item.id,
-                  amount_cents=item.price_cents, starts_at=row["starts_at"], ends_at=row["ends_at"],
+                  amount_cents=price, offer_code=code, starts_at=row["starts_at"], ends_at=row["ends_at"],
                   **{"from": None, "to": ACTIVE})
     return granted
 

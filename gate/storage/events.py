@@ -42,6 +42,8 @@ TYPES = {
                       "ends_at, from, to).",
     "pass_expired": "A pass reached its end, recorded at that moment (data: pass_id, kind, from, to).",
     "pass_declined": "A pass's card was declined; nothing was written or charged (data: kind, decline).",
+    "offer_refused": "A promo code was refused (data: code, plan, reason: the Refusal).",
+    "offer_redeemed": "A promo code was redeemed (data: code, plan, subscription_id or pass_id, amount_cents).",
 }
 
 

@@ -6,18 +6,27 @@ import secrets
 
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
+from wtforms import StringField
+from wtforms.validators import Length, Optional
 
 from gate.app import ratelimit, site
 from gate.app.context import current
 from gate.app.db import get_db
 from gate.app.ratelimit import limiter
-from gate.rules import billing, offers
-from gate.services import passes
+from gate.rules import billing
+from gate.rules.offers import money
+from gate.services import offers, passes
 from gate.web.auth import safe_next, send_magic_link
 from gate.web.forms import CheckoutForm
 from gate.web.subscribe import _fresh_key, _ready, card_form_limits, declined_card, guest_email
 
 bp = Blueprint("passes", __name__)
+
+
+class PassForm(CheckoutForm):
+    """A pass's card form: the checkout's fields, and a promo code for signed-in readers."""
+
+    code = StringField("Promo code (optional)", validators=[Optional(), Length(max=32)])
 
 
 def _item(kind: str):
@@ -48,7 +57,7 @@ def buy(kind: str):
     if current_user.is_authenticated and current_user.is_subscriber:
         flash("You already have full access with your subscription.", "info")
         return redirect(url_for("account.account"), code=303)
-    form = CheckoutForm()
+    form = PassForm()
     if request.method == "GET":
         _fresh_key(form)
         return _render(form, item)
@@ -57,19 +66,38 @@ def buy(kind: str):
     card, key, now = form.check_card(current().now), form.idempotency_key.data or "", current().now
     if not current_user.is_authenticated:
         return _guest(form, item, card, key, now)
-    if not _ready(form, card, key):
+    code = (form.code.data or "").strip() or None
+    if not _ready(form, card, key) or not _code_ok(form, item, code, now):
         return _render(form, item, 400)
     try:
-        bought = passes.buy(get_db(), site.config(), current_user.id, item.id, card, form.card_number.data, key, now)
+        bought = passes.buy(get_db(), site.config(), current_user.id, item.id, card, form.card_number.data, key, now,
+                            code=code)
     except passes.PassError as error:
         flash(str(error), "warning")
         return redirect(url_for("account.account"), code=303)
+    except offers.OfferError as error:  # the code ran out (or was disabled) since it was checked: nothing charged
+        return _refused(form, item, error)
     if bought.decline:
         return _declined(form, item, bought.decline)
     if not bought.replayed:
         ends = bought.pass_.ends_at.astimezone(current().rules.tz)
         flash(f"Your {item.name.lower()} is on: every article is open until {ends:%A, %B %-d at %H:%M}.", "success")
     return redirect(safe_next(request.form.get("next"), url_for("account.account")), code=303)
+
+
+def _code_ok(form, item, code: str | None, now) -> bool:
+    """Whether the form's promo code (if any) may be used on this pass; else its error beside the field."""
+    error = code and passes.check_code(get_db(), site.config(), item.id, code, current_user.id, now)
+    if error:
+        _refused(form, item, error)
+    return not error
+
+
+def _refused(form, item, error):
+    """A refused code: its message beside the field and the form again with a fresh key (400)."""
+    form.code.errors.append(str(error))
+    _fresh_key(form)
+    return _render(form, item, 400)
 
 
 def _declined(form, item, decline: str):
@@ -80,8 +108,10 @@ def _declined(form, item, decline: str):
 
 def _guest(form, item, card, key: str, now):
     """An anonymous buyer: the same answer whether or not the address has an account (guest-checkout rule)."""
+    if form.code.data:
+        form.code.errors.append("Log in first to use a promo code on a pass.")
     email = guest_email(form, key, card)
-    if email is None:
+    if email is None or form.code.errors:
         return _render(form, item, 400)
     result = passes.guest_buy(get_db(), site.config(), email, form.password.data or None, item.id, card,
                               form.card_number.data, key, now, visitor_id=session.get("visitor"),
@@ -115,16 +145,20 @@ def api_buy(kind: str):
         errors = errors or {"idempotency_key": "Send 8 to 64 characters, or none."}
         return jsonify(error="invalid_card", message="Check the card fields.", fields=errors), 400
     try:
-        bought = passes.buy(get_db(), site.config(), current_user.id, item.id, card, fields["card_number"], key, now)
+        bought = passes.buy(get_db(), site.config(), current_user.id, item.id, card, fields["card_number"], key, now,
+                            code=fields.get("code") or None)
     except passes.PassError as error:
         return jsonify(error="idempotency_key_taken", message=str(error)), 409
+    except offers.OfferError as error:
+        return jsonify(error="code_refused", reason=error.refusal, message=str(error)), 422
     if bought.decline:
         return jsonify(error=bought.decline, message=billing.DECLINE_MESSAGES.get(bought.decline)), 402
     return jsonify({"pass": bought.pass_.as_dict(), "replayed": bought.replayed}), 200 if bought.replayed else 201
 
 
-#: The JSON fields of ``POST /api/passes/<id>`` (``idempotency_key`` optional: a retry with it buys once).
-_API_FIELDS = ("card_number", "expiry", "cvc", "idempotency_key")
+#: The JSON fields of ``POST /api/passes/<id>`` (``idempotency_key`` optional: a retry with it buys once;
+#: ``code`` optional: a promo code whose offer names the pass).
+_API_FIELDS = ("card_number", "expiry", "cvc", "idempotency_key", "code")
 
 
 @bp.app_template_filter("pass_length")
@@ -146,4 +180,4 @@ def _pass_on_the_gate():
     item = on_sale[0]
     when = "today" if item.hours <= 24 else "this week" if item.hours <= 168 else "for now"
     return {"gate_pass": {"id": item.id, "line": f"Just {when}? A {item.name.lower()} for "
-                                                 f"{offers.money(item.price_cents, item.currency)}"}}
+                                                 f"{money(item.price_cents, item.currency)}"}}
