@@ -17,7 +17,9 @@ from gate.services import seed
 from gate.storage.clock import Clock
 from gate.storage.db import connect, open_database
 from tests.helpers import (
+    CARD,
     FREE,
+    KEY,
     METERED,
     PREMIUM,
     START,
@@ -120,6 +122,11 @@ def subscriptions(app, db, runner):
     ivy = person(app)
     ivy.login("ivy@example.com", PASSWORD)
     assert read(ivy, PREMIUM)["reason"] == "subscriber"
+    pia = person(app)
+    pia.signup("pia@example.com", PASSWORD)
+    key = KEY.search(pia.client.get("/pass/day").get_data(as_text=True)).group(1)
+    assert pia.post("/pass/day", {**CARD, "idempotency_key": key}).status_code == 303
+    assert read(pia, PREMIUM)["reason"] == "pass"  # and a month on (time_passes) the pass has expired
     return cara
 
 
@@ -160,7 +167,7 @@ def demo_personas(app, runner):
     app.config["DEMO"] = True
     presenter = person(app)
     for persona in ["anonymous", "new-reader", "one-left", "none-left", "trialing", "active", "past-due",
-                    "lapsed"] * 2:
+                    "lapsed", "day-pass"] * 2:
         presenter.post("/demo/persona", {"persona": persona, "next": "/"})
         read(presenter, METERED), read(presenter, PREMIUM)
     presenter.post("/learn/try/metered-choice")
@@ -216,7 +223,7 @@ def site(tmp_path_factory):
 #: The site's tables, parents before children (the order the migrations made them).
 TABLES = ("readers", "visitors", "articles", "unlocks", "events", "clock", "settings", "outbox", "login_tokens",
           "subscriptions", "payments", "checkouts", "enrollments", "consents", "newsletter_issues",
-          "deliveries", "notices")
+          "deliveries", "notices", "passes")
 
 
 def copy_to_postgres(source: str, url: str) -> None:
@@ -439,6 +446,19 @@ def unlock_without_event(db):
                [f"reader:{_reader(db, 'dan@example.com')}", METERED, "month:2027-01", at])
 
 
+def view_after_pass(db):
+    """Pia's day pass ended a month ago; a full read by it is forged for now."""
+    _insert_event(db, "article_view", _one(db, "select max(at) from events")[0],
+                  {"access": "full", "reason": "pass", "preset": "wpr"}, reader_id=_reader(db, "pia@example.com"),
+                  slug=PREMIUM)
+
+
+def pass_payment_without_its_pass(db):
+    db.insert("payments", {"subscription_id": None, "pass_id": 999, "reader_id": _reader(db, "pia@example.com"),
+                           "at": to_iso(START), "amount_cents": 300, "currency": "USD",
+                           "outcome": "succeeded", "kind": "pass", "card_last4": "4242"})
+
+
 def missing_signup(db):
     db.execute("delete from events where type = 'signup' and reader_id = ?", [_reader(db, "ben@example.com")])
 
@@ -460,6 +480,8 @@ TAMPERING = [
     ("enrollment_event_mismatch", enrollment_disagrees),
     ("unlock_without_event", unlock_without_event),
     ("signup_mismatch", missing_signup),
+    ("access_after_pass", view_after_pass),
+    ("access_after_pass", pass_payment_without_its_pass),
 ]
 
 

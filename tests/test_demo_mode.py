@@ -19,6 +19,7 @@ EXPECTED = {  # persona: (tier, remaining of the wpr meter, subscription status)
     "active": ("subscriber", None, "active"),
     "past-due": ("subscriber", None, "past_due"),
     "lapsed": ("registered", 3, "canceled"),
+    "day-pass": ("registered", 3, None),
 }
 
 
@@ -125,6 +126,9 @@ def test_explain_for_every_reason_code(app, runner, db):
     runner.invoke(args=["readers", "add", "unproven@example.com", "--password", "unproven-pass-1"])
     unproven.login("unproven@example.com", "unproven-pass-1")
     cases.append((explain(unproven, slugs[0]), "verification_required", "verify"))
+    card = {"card_number": "4242424242424242", "expiry": "12/30", "cvc": "123"}
+    assert member.post_json("/api/passes/day", json=card).status_code == 201
+    cases.append((explain(member, PREMIUM), "pass", None))
     assert auto["spent"] is True and auto["meter_before"]["used"] == 0 and auto["meter_after"]["used"] == 1
     for data, reason, offer in cases:
         assert (data["reason"], data["offer"]) == (reason, offer)
@@ -132,7 +136,7 @@ def test_explain_for_every_reason_code(app, runner, db):
     seen = {data["reason"] for data, _, _ in cases}
     assert seen == {"registration_required", "free_article", "premium_only", "meter_available",
                     "already_unlocked", "meter_exhausted", "subscriber", "subscribers_only", "tier_unlimited",
-                    "verification_required"}
+                    "verification_required", "pass"}
     assert seen == engine_reason_codes()  # every code decide() can give, read from its source
 
 

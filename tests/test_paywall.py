@@ -515,11 +515,11 @@ def test_every_reason_and_offer_has_words():
 def test_decide_speaks_only_the_shared_vocabulary(config):
     """Over every shipped preset, tier, class, meter state and proof, decide gives Reason and Offer members, and all of them."""
     reasons, offers = set(), set()
-    for rules, tier, cls, state, verified in itertools.product(
-            config.presets.values(), TIERS, CLASSES, STATES, (True, False)):
+    for rules, tier, cls, state, verified, pass_ends in itertools.product(
+            config.presets.values(), TIERS, CLASSES, STATES, (True, False), (None, NOW + timedelta(hours=1))):
         limit = rules.tier(tier).limit
         viewer = Viewer(tier, "m", spends_for(state, None if limit == "unlimited" else limit),
-                        verified=verified or tier != "registered")
+                        verified=verified or tier != "registered", pass_ends=pass_ends)
         decision = decide(rules, viewer, article_for(rules.name, cls), NOW)
         assert type(decision.reason) is Reason
         assert decision.offer is None or type(decision.offer) is Offer
@@ -561,3 +561,21 @@ def test_the_api_docs_name_every_reason_and_offer():
 
     text = (PACKAGE.parent / "docs" / "api.md").read_text()
     assert [code for code in (*Reason, *Offer) if f"`{code}`" not in text] == []
+
+
+@pytest.mark.parametrize("tier, cls, ends, reason", [
+    ("registered", "premium", NOW + timedelta(seconds=1), Reason.PASS),  # a pass opens premium articles too
+    ("registered", "metered", NOW + timedelta(seconds=1), Reason.PASS),
+    ("registered", "premium", NOW, Reason.PREMIUM_ONLY),  # its end is exclusive: at the end, the teaser
+    ("registered", "metered", NOW - timedelta(days=1), Reason.METER_AVAILABLE),
+    ("subscriber", "premium", NOW + timedelta(days=1), Reason.SUBSCRIBER),  # a subscription comes first
+])
+def test_a_pass_grants_full_access_until_its_end_exactly(config, tier, cls, ends, reason):
+    rules = config.preset("wpr")
+    decision = decide(rules, Viewer(tier, "m", pass_ends=ends), article_for("wpr", cls), NOW)
+    assert decision.reason == reason
+    assert ("pass_ends" in decision.as_dict()) == (reason == Reason.PASS)
+    if reason == Reason.PASS:
+        assert decision.access == "full" and decision.offer is None and not decision.spend
+        assert decision.as_dict()["pass_ends"] == ends.isoformat()
+        assert f"pass until {ends.astimezone(rules.tz).isoformat()}" in decision.trace

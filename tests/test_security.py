@@ -10,7 +10,7 @@ from importlib.metadata import version
 import pytest
 from packaging.version import Version
 
-from tests.helpers import CARD, METERED, PREMIUM, Reader, leaks, metered_slugs, open_checkout
+from tests.helpers import CARD, KEY, METERED, PREMIUM, Reader, leaks, metered_slugs, open_checkout
 
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 BINGBOT = "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)"
@@ -349,3 +349,23 @@ def test_premium_is_never_in_json_ld_or_meta(client):
     head = page.split("</head>")[0]
     assert leaks(head, PREMIUM) == [] and '"isAccessibleForFree": false' in head
 
+
+
+def test_a_pass_holder_reads_in_full_until_the_end_and_then_nothing_leaks(app, db, clock, runner):
+    """A day pass opens every channel until its end; a second later, no channel sends the gated text."""
+    person = Reader(app.test_client())
+    person.signup("daypass@example.com")
+    for slug in metered_slugs(db, 4)[1:]:
+        person.unlock(slug)  # the meter is spent, so only the pass opens the article
+    key = KEY.search(person.client.get("/pass/day").get_data(as_text=True)).group(1)
+    assert person.post("/pass/day", {**CARD, "idempotency_key": key}).status_code == 303
+    slug = metered_slugs(db, 4)[0]
+    for target in (slug, PREMIUM):
+        assert leaks(person.client.get(f"/articles/{target}").get_data(as_text=True), target)  # the check can see
+    clock.advance(timedelta(hours=24))
+    for target in (slug, PREMIUM):
+        for channel in CHANNELS:
+            response = person.client.get(channel.format(slug=target))
+            assert response.status_code < 500
+            assert leaks(response.get_data(as_text=True), target) == [], (target, channel)
+    assert person.article(PREMIUM)["reason"] == "premium_only"

@@ -14,17 +14,18 @@ from flask import current_app
 from gate.app import site
 from gate.app.db import get_db
 from gate.rules import periods
-from gate.services import newsletter, newsletter_mail, presets, subscriptions
+from gate.services import newsletter, newsletter_mail, passes, presets, subscriptions
 from gate.storage import events
 from gate.storage.clock import Clock, Step
 
 
 def run_due(now: datetime) -> dict:
-    """Settle what billing owes and send the newsletters due by ``now``."""
+    """Settle what billing owes, expire passes that ended and send the newsletters due by ``now``."""
     db, cfg = get_db(), site.config()
     billed = subscriptions.settle_all(db, cfg, now)
+    expired = passes.expire_due(db, now)
     issues = newsletter_mail.run_due(db, cfg, current_app.secret_key, now)
-    return {"subscriptions": billed["subscriptions"], "charges": billed["charges"],
+    return {"subscriptions": billed["subscriptions"], "charges": billed["charges"], "passes_expired": expired,
             "issues": len(issues), "messages": sum(issue["sent"] for issue in issues)}
 
 

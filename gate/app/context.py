@@ -199,7 +199,7 @@ class RequestState:
             spends = self.read_with_reader[key]
         else:
             spends = self.viewer_quota.spends(key)
-        return Viewer(tier, key, spends, verified)
+        return Viewer(tier, key, spends, verified, user.pass_until if user.is_authenticated else None)
 
     def may_meter(self, tier: str) -> bool:
         """Whether ``tier`` may have a meter to read under the viewer's preset (any experiment arm may give one)."""

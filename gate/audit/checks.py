@@ -42,10 +42,12 @@ KINDS = {
     "enrollment_event_mismatch": "An enrollment's status differs from its last newsletter_changed event.",
     "unlock_without_event": "An unlock row with no unlock event for that meter, article and moment.",
     "signup_mismatch": "A reader without exactly one signup event, or a signup event naming no reader.",
+    "access_after_pass": "A full-access view granted by a pass when none of the reader's passes covered that "
+                         "moment (at or after its end), or a pass payment that does not match a pass.",
 }
 #: Reasons that justify full access (see gate.rules.paywall.decide).
 FULL_REASONS = (Reason.SUBSCRIBER, Reason.FREE_ARTICLE, Reason.TIER_UNLIMITED, Reason.ALREADY_UNLOCKED,
-                Reason.METER_AVAILABLE)
+                Reason.METER_AVAILABLE, Reason.PASS)
 METER_REASONS = (Reason.ALREADY_UNLOCKED, Reason.METER_AVAILABLE)
 #: A view may be served from another request's spend whose clock read a moment later (concurrency).
 RACE_SLACK = timedelta(minutes=5)
@@ -203,8 +205,8 @@ def _impossible_reason(history: History, view: Event, variants: list[Rules]) -> 
     if reason not in FULL_REASONS:
         return f"full access with reason {reason!r}"
     tier = "registered" if view.reader_id is not None else "anonymous"
-    if reason == Reason.SUBSCRIBER:
-        return "an anonymous viewer given subscriber access" if view.reader_id is None else None
+    if reason in (Reason.SUBSCRIBER, Reason.PASS):  # whether they held one then: check_access, check_passes
+        return f"an anonymous viewer given {reason} access" if view.reader_id is None else None
     article = history.articles.get(view.slug)
     if article is None:
         return f"no article {view.slug!r}"
@@ -352,22 +354,68 @@ def _before(point, end) -> bool:
 
 
 def _payments(history: History) -> list[Violation]:
-    """Every payment belongs to a subscription of its reader; no successful negative charge."""
+    """Every payment belongs to a subscription of its reader (a pass's, to its pass); no successful negative charge."""
     found = []
     for pay in history.payments:
         ids = {"payment_id": pay["id"], "subscription_id": pay["subscription_id"], "reader_id": pay["reader_id"]}
         sub = history.subscriptions.get(pay["subscription_id"])
-        if sub is None:
+        if sub is None and not _for_a_pass(pay):  # a pass payment is checked against its pass (check_passes)
             found.append(Violation("payment_without_subscription",
                                    f"payment {pay['id']} names subscription {pay['subscription_id']}, "
                                    "which does not exist", ids))
-        elif sub["reader_id"] != pay["reader_id"]:
+        elif sub is not None and sub["reader_id"] != pay["reader_id"]:
             found.append(Violation("payment_without_subscription",
                                    f"payment {pay['id']} of reader {pay['reader_id']} is for subscription "
                                    f"{sub['id']} of reader {sub['reader_id']}", ids))
         if pay["outcome"] == "succeeded" and pay["amount_cents"] < 0:
             found.append(Violation("negative_charge", f"payment {pay['id']} succeeded for "
                                    f"{pay['amount_cents']} cents", ids))
+    return found
+
+
+def _for_a_pass(pay: dict) -> bool:
+    """Whether a payment was taken for a pass (it has no subscription)."""
+    return pay["kind"] == "pass" or pay.get("pass_id") is not None
+
+
+def _pass_covers(history: History, view: Event) -> bool:
+    """Whether one of the reader's passes ran at the view (its end exclusive), or a persona rebuild removed it."""
+    for row in history.passes.values():
+        if row["reader_id"] == view.reader_id and \
+                parse_time(row["starts_at"]) - RACE_SLACK <= view.at < parse_time(row["ends_at"]):
+            return True
+    return view.reader_id in history.persona_readers and history.persona_switch_before(view.reader_id, view.id)
+
+
+def _pass_payment_problem(history: History, pay: dict) -> str | None:
+    """Why a pass payment does not match its pass, or None."""
+    sold = history.passes.get(pay.get("pass_id"))
+    if sold is None:
+        return f"names pass {pay.get('pass_id')}, which does not exist"
+    if sold["reader_id"] != pay["reader_id"]:
+        return f"is for pass {sold['id']} of reader {sold['reader_id']}"
+    if pay["outcome"] == "succeeded" and (pay["amount_cents"], pay["currency"]) != (sold["amount_cents"],
+                                                                                    sold["currency"]):
+        return f"charged {pay['amount_cents']} {pay['currency']} for pass {sold['id']} sold at " \
+               f"{sold['amount_cents']} {sold['currency']}"
+    return None
+
+
+def check_passes(db, cfg, history: History | None = None) -> list[Violation]:
+    """Every view granted by a pass fell inside one of the reader's passes; every pass payment matches its pass."""
+    history = history or History(db, cfg)
+    found = []
+    for view in history.by_type["article_view"]:
+        if view.data.get("reason") == Reason.PASS and view.reader_id is not None and not _pass_covers(history, view):
+            found.append(Violation("access_after_pass", f"reader {view.reader_id} read {view.slug} in full at "
+                                   f"{view.at.isoformat()} by a pass, with no pass running then",
+                                   {"event_id": view.id, "slug": view.slug, "reader_id": view.reader_id}))
+    for pay in filter(_for_a_pass, history.payments):
+        problem = _pass_payment_problem(history, pay)
+        if problem:
+            found.append(Violation("access_after_pass", f"payment {pay['id']} of reader {pay['reader_id']} {problem}",
+                                   {"payment_id": pay["id"], "pass_id": pay.get("pass_id"),
+                                    "reader_id": pay["reader_id"]}))
     return found
 
 
@@ -505,7 +553,7 @@ def check_events(db, cfg, history: History | None = None) -> list[Violation]:
 
 # --- all of it --------------------------------------------------------------------------
 
-CHECKS = (check_quota, check_access, check_billing, check_newsletters, check_events)
+CHECKS = (check_quota, check_access, check_billing, check_passes, check_newsletters, check_events)
 
 
 def run(db, cfg) -> list[Violation]:

@@ -149,6 +149,7 @@ class History:
         self.sub_events = self._subscription_timelines()
         self.comps = self._comp_timelines()
         self.payments = db.rows("select * from payments order by id")
+        self.passes = {row["id"]: row for row in db.rows("select * from passes")}
         self._load_newsletters()
 
     def _load_events(self) -> list[Event]:

@@ -33,6 +33,7 @@ def init_app(app) -> None:
     from gate.cli.loadtest import loadtest
     from gate.cli.newsletter import newsletter_group
     from gate.cli.outbox import outbox
+    from gate.cli.passes import passes_group
     from gate.cli.preset import preset
     from gate.cli.readers import readers
     from gate.cli.serving import demo, serve
@@ -40,5 +41,5 @@ def init_app(app) -> None:
     from gate.cli.traffic import traffic_group
 
     for command in (db, readers, billing, clock, newsletter_group, preset, outbox, audit, simulate,
-                    loadtest, serve, demo, traffic_group):
+                    loadtest, serve, demo, traffic_group, passes_group):
         app.cli.add_command(command)

@@ -34,6 +34,8 @@ def _report(done):
     if done["subscriptions"]:
         click.echo(f"Billing: settled {done['subscriptions']} subscription(s), "
                    f"{done['charges']} charge attempt(s).")
+    if done["passes_expired"]:
+        click.echo(f"Passes: {done['passes_expired']} expired.")
     if done["issues"]:
         click.echo(f"Newsletters: {done['issues']} issue(s) sent, {done['messages']} message(s).")
 

@@ -36,7 +36,7 @@ STATUS_LABELS = {"incomplete": "Payment needed", "trialing": "Free trial", "acti
 #: Each kind of charge in words ("retry N" is worded by :func:`charge_label`).
 CHARGE_LABELS = {"checkout": "First payment", "trial_verification": "Card check for the free trial",
                  "trial_conversion": "First payment after the trial", "renewal": "Renewal",
-                 "card update": "Payment with the new card"}
+                 "card update": "Payment with the new card", "pass": "Day or week pass"}
 
 
 def status_label(status: str) -> str:

@@ -7,7 +7,7 @@ and never reads a clock: the caller passes the viewer's spends and ``now``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal, Protocol
@@ -38,6 +38,7 @@ class Reason(StrEnum):
     METER_AVAILABLE = "meter_available"
     METER_EXHAUSTED = "meter_exhausted"
     VERIFICATION_REQUIRED = "verification_required"
+    PASS = "pass"
 
 
 class Offer(StrEnum):
@@ -200,6 +201,8 @@ class Viewer:
     spends: tuple[Spend, ...] = ()
     #: Whether the reader has proven their address (always true for other tiers).
     verified: bool = True
+    #: When the reader's day or week pass ends (None: no pass); full access while now < pass_ends.
+    pass_ends: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -242,10 +245,12 @@ class Decision:
     access_class: AccessClass
     spend: bool = False
     trace: tuple[str, ...] = field(default=())
+    #: With reason ``pass``: when the pass that grants this access ends.
+    pass_ends: datetime | None = None
 
     def as_dict(self) -> dict:
-        """The decision as the JSON API shows it."""
-        return {
+        """The decision as the JSON API shows it (``pass_ends`` only when a pass grants it)."""
+        data = {
             "access": self.access,
             "reason": self.reason,
             "offer": self.offer,
@@ -253,6 +258,9 @@ class Decision:
             "tier": self.tier,
             "access_class": self.access_class,
         }
+        if self.reason == Reason.PASS:
+            data["pass_ends"] = self.pass_ends.isoformat()
+        return data
 
 
 def meter_for(rules: Rules, viewer: Viewer, now: datetime) -> Meter:
@@ -290,6 +298,11 @@ def _awaits_proof(rule: TierRule, viewer: Viewer) -> bool:
     return viewer.tier == "registered" and rule.require_verified and not viewer.verified
 
 
+def pass_covers(viewer: Viewer, now: datetime) -> bool:
+    """Whether the viewer holds a pass that has not ended: its end is exclusive, on the site's clock."""
+    return viewer.pass_ends is not None and now < viewer.pass_ends
+
+
 def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) -> Decision:
     """Decide what this viewer may read of this article now, and what to offer."""
     cls = rules.access_class(article)
@@ -310,6 +323,9 @@ def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) ->
     upsell = Offer.REGISTER if _registration_helps(rules, viewer) else Offer.SUBSCRIBE
     if viewer.tier == "subscriber":
         return verdict("full", Reason.SUBSCRIBER)
+    if pass_covers(viewer, now):  # a pass is full access, premium articles too, until its end exactly
+        note = f"pass until {viewer.pass_ends.astimezone(rules.tz).isoformat()}"
+        return replace(verdict("full", Reason.PASS, note=note), pass_ends=viewer.pass_ends)
     if cls == "free":
         return verdict("full", Reason.FREE_ARTICLE)
     if cls == "premium":
@@ -350,6 +366,7 @@ REASON_LABELS: dict[Reason, str] = {
     Reason.METER_AVAILABLE: "Free articles left on the meter",
     Reason.METER_EXHAUSTED: "Free articles used up",
     Reason.VERIFICATION_REQUIRED: "The meter opens once the reader proves their address",
+    Reason.PASS: "Day or week pass: every article is open until it ends",
 }
 
 
@@ -424,4 +441,5 @@ def explain(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime,
         "access": served.access, "reason": served.reason, "reason_label": reason_label(served.reason),
         "offer": served.offer,
         "offer_why": OFFER_WHY[served.offer], "trace": list(before.trace),
+        "pass_ends": _local(served.pass_ends, rules.tz),
     }

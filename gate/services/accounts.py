@@ -44,6 +44,8 @@ class Reader:
     comp_until: datetime | None = None
     email_verified_at: datetime | None = None
     experiment_unit: str | None = None
+    #: When the reader's latest day or week pass ends (kept on the row by gate.services.passes).
+    pass_until: datetime | None = None
     #: Filled in per request by gate.services.subscriptions.refresh: full access right now.
     is_subscriber: bool = False
     #: Filled in with it: when a past-due subscription's access runs out (None: not past due).
@@ -81,6 +83,7 @@ class Reader:
             comp_until=from_iso(row["comp_until"]) if row.get("comp_until") else None,
             email_verified_at=from_iso(row["email_verified_at"]) if row.get("email_verified_at") else None,
             experiment_unit=row.get("experiment_unit"),
+            pass_until=from_iso(row["pass_until"]) if row.get("pass_until") else None,
         )
 
 

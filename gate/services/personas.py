@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from gate.rules import billing, periods
 from gate.rules.timeutil import to_iso
-from gate.services import accounts, newsletter, subscriptions
+from gate.services import accounts, newsletter, passes, subscriptions
 from gate.storage.quota import SqlQuotaStore
 
 
@@ -45,7 +45,11 @@ PERSONAS = (
             "persona.past-due@meridian.example"),
     Persona("lapsed", "Lapsed", "A former subscriber whose subscription ended last month.",
             "persona.lapsed@meridian.example"),
+    Persona("day-pass", "Day-pass holder", "Bought a day pass 20 hours ago: every article is open for "
+            "4 more hours. Move the clock to see it end.", "persona.day-pass@meridian.example"),
 )
+#: How long ago the day-pass persona bought its pass.
+PASS_BOUGHT_AGO = timedelta(hours=20)
 BY_ID = {persona.id: persona for persona in PERSONAS}
 
 
@@ -74,10 +78,11 @@ def _clear(db, reader_id: int) -> None:
     db.execute("delete from notices where subscription_id in"
                " (select id from subscriptions where reader_id = ?)", [reader_id])
     db.execute("delete from payments where reader_id = ?", [reader_id])
+    db.execute("delete from passes where reader_id = ?", [reader_id])
     db.execute("delete from checkouts where reader_id = ?", [reader_id])
     db.execute("delete from subscriptions where reader_id = ?", [reader_id])
     db.execute("delete from enrollments where reader_id = ?", [reader_id])
-    db.execute("update readers set comp_until = null, comp_by = null where id = ?", [reader_id])
+    db.execute("update readers set comp_until = null, comp_by = null, pass_until = null where id = ?", [reader_id])
     db.execute("update readers set email_verified_at = null where id = ?", [reader_id])
 
 
@@ -154,6 +159,9 @@ def _rebuild(db, cfg, rules, persona_id: str, reader_id: int, now: datetime) -> 
     elif persona_id == "past-due":
         start = billing.add_months(now, -1) - timedelta(days=1)
         _subscribe(db, cfg, reader_id, monthly, "0341", start, now)
+    elif persona_id == "day-pass" and cfg.passes:
+        kind = min(cfg.passes, key=lambda item: item.hours).id
+        passes.grant(db, cfg, reader_id, kind, billing.Card("4242", 12, now.year + 3), now - PASS_BOUGHT_AGO)
     elif persona_id == "lapsed":  # paid two months, canceled in the second; ended a month ago
         start = billing.add_months(now, -3)
         _subscribe(db, cfg, reader_id, monthly, "4242", start, now,

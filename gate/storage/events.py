@@ -38,6 +38,12 @@ TYPES = {
     "consent_lesson_changed": "The /learn pre-ticked consent lesson was turned on or off (data: from, to, by).",
     "comp_changed": "Complimentary access was granted or removed (data: from, to, by).",
     "checkout_declined": "An anonymous checkout was declined; no account was made (data: plan, decline).",
+    "pass_purchased": "A reader bought a day or week pass (data: pass_id, kind, amount_cents, starts_at, "
+                      "ends_at, from, to).",
+    "pass_expired": "A pass reached its end, recorded at that moment (data: pass_id, kind, from, to).",
+    "pass_declined": "A pass's card was declined; nothing was written or charged (data: kind, decline).",
+    "offer_refused": "A promo code was refused (data: code, plan, reason: the Refusal).",
+    "offer_redeemed": "A promo code was redeemed (data: code, plan, subscription_id or pass_id, amount_cents).",
 }
 
 

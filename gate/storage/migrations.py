@@ -305,3 +305,9 @@ def m016_offers(db):
         "alter table payments add column offer_code TEXT",
         "alter table payments add column list_cents INTEGER",
         "alter table payments add column pass_id INTEGER")
+
+
+@migration
+def m017_passes(db):
+    """When each reader's latest pass ends, on the row every signed-in page reads already."""
+    ddl(db, "alter table readers add column pass_until TEXT")

@@ -47,10 +47,15 @@ def _render(form, plan, status=200):
                            test_cards=billing.TEST_CARDS), status
 
 
+def card_form_limits(view):
+    """A card form's rate limits, per client and per address, counted once a submission reaches the card."""
+    view = limiter.limit(ratelimit.CHECKOUT_EMAIL, methods=["POST"], key_func=ratelimit.email_key,
+                         deduct_when=ratelimit.reached_the_card)(view)
+    return limiter.limit(ratelimit.CHECKOUT, methods=["POST"], deduct_when=ratelimit.reached_the_card)(view)
+
+
 @bp.route("/subscribe/<plan_id>", methods=["GET", "POST"])
-@limiter.limit(ratelimit.CHECKOUT, methods=["POST"], deduct_when=ratelimit.reached_the_card)
-@limiter.limit(ratelimit.CHECKOUT_EMAIL, methods=["POST"], key_func=ratelimit.email_key,
-               deduct_when=ratelimit.reached_the_card)
+@card_form_limits
 def checkout(plan_id: str):
     """Show the checkout form; on POST validate, charge the test card and subscribe."""
     plan = _plan(plan_id)
@@ -97,9 +102,24 @@ def _ready(form: CheckoutForm, card, key: str) -> bool:
 
 def _declined(form: CheckoutForm, plan, decline: str):
     """The form again, with the card's decline message and a fresh key."""
+    declined_card(form, decline)
+    return _render(form, plan, 402)
+
+
+def declined_card(form: CheckoutForm, decline: str) -> None:
+    """Put a declined card's message beside the card number, and a fresh key in the form (nothing was charged)."""
     form.card_number.errors.append(billing.DECLINE_MESSAGES.get(decline, "Your card was declined."))
     _fresh_key(form)
-    return _render(form, plan, 402)
+
+
+def guest_email(form: CheckoutForm, key: str, card) -> str | None:
+    """An anonymous card form's address, normalised, when it and the card are ready; else None (errors on the form)."""
+    try:
+        email = accounts.normalize_email(form.email.data or "")
+    except accounts.AccountError as error:
+        form.email.errors.append(str(error))
+        email = None
+    return email if _ready(form, card, key) and email is not None else None
 
 
 def _guest_checkout(form: CheckoutForm, plan, card, key: str, now):
@@ -108,12 +128,8 @@ def _guest_checkout(form: CheckoutForm, plan, card, key: str, now):
     Nobody is signed in here: the account (new, or the owner's) is reached through a
     mailed link, which proves the address. A declined card creates nothing.
     """
-    try:
-        email = accounts.normalize_email(form.email.data or "")
-    except accounts.AccountError as error:
-        form.email.errors.append(str(error))
-        email = None
-    if not _ready(form, card, key) or email is None:
+    email = guest_email(form, key, card)
+    if email is None:
         return _render(form, plan, 400)
     result = subscriptions.guest_checkout(
         get_db(), site.config(), email, form.password.data or None, plan.id, card,
