@@ -38,6 +38,10 @@ TYPES = {
     "consent_lesson_changed": "The /learn pre-ticked consent lesson was turned on or off (data: from, to, by).",
     "comp_changed": "Complimentary access was granted or removed (data: from, to, by).",
     "checkout_declined": "An anonymous checkout was declined; no account was made (data: plan, decline).",
+    "offer_viewed": "A promo code was shown on the plans page (data: code, plan, plans it prices).",
+    "offer_applied": "A usable promo code was priced at checkout (data: code, plan).",
+    "offer_refused": "A promo code could not be used (data: code, plan, reason: a gate.rules.offers.Refusal).",
+    "offer_redeemed": "A checkout paid with a promo code (data: code, plan, subscription_id or pass_id, amount_cents).",
 }
 
 
