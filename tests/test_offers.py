@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -13,8 +14,6 @@ from gate.rules import billing
 from gate.rules.offers import OfferTerms
 from gate.services import accounts, offers, subscriptions
 from tests.helpers import BOTH_ENGINES, KEY, START, Reader, at_once, open_checkout, pay
-
-pytestmark = BOTH_ENGINES
 
 WELCOME = "$6 a month for your first 3 months, then $12 a month"
 
@@ -50,6 +49,7 @@ def plant(db, cfg):
     return plant_redemptions
 
 
+@BOTH_ENGINES
 def test_plans_page_shows_intro_price_and_a_codes_price_on_its_plans(client, db):
     page = client.get("/subscribe").get_data(as_text=True)
     assert "$1 for your first month, then $12 a month" in page and "WELCOME50" not in page
@@ -92,6 +92,7 @@ def test_unusable_codes_are_explained_beside_the_field_at_the_list_price(reader,
     assert money_rows(db) == ([(1200, None, 1200)], [("FLASH10", None)] * 10)  # the planted ones
 
 
+@BOTH_ENGINES
 def test_paying_with_a_code_redeems_it_once_and_bills_the_discount_then_the_list_price(reader, db, runner, clock):
     reader.signup("welcome@example.com")
     key = KEY.search(reader.client.get("/subscribe/monthly?code=WELCOME50").get_data(as_text=True)).group(1)
@@ -110,6 +111,7 @@ def test_paying_with_a_code_redeems_it_once_and_bills_the_discount_then_the_list
         {"code": "WELCOME50", "plan": "monthly", "subscription_id": sub.id, "amount_cents": 600}]
 
 
+@BOTH_ENGINES
 def test_a_declined_card_consumes_nothing_and_keeps_the_code(reader, db):
     reader.signup("declined@example.com")
     declined = pay(reader, code="WELCOME50", card_number="4000 0000 0000 0002")
@@ -121,6 +123,7 @@ def test_a_declined_card_consumes_nothing_and_keeps_the_code(reader, db):
     assert paid[-1] == (600, "WELCOME50", 1200) and len(redeemed) == 1
 
 
+@BOTH_ENGINES
 def test_a_code_exhausted_between_showing_and_paying_charges_nothing(reader, db, plant):
     reader.signup("late@example.com")
     key = open_checkout(reader)
@@ -134,6 +137,7 @@ def test_a_code_exhausted_between_showing_and_paying_charges_nothing(reader, db,
     assert pay(reader, key=key).status_code == 303  # the same form pays the list price
 
 
+@BOTH_ENGINES
 def test_the_cap_holds_at_the_service_between_check_and_charge(db, cfg, plant):
     """The web re-checks before charging; the service's own claim is what holds under a race."""
     reader = accounts.create(db, "racer@example.com", None, START)
@@ -155,6 +159,7 @@ def test_new_subscribers_only_refuses_a_returning_subscriber(reader, db):
     assert "new subscribers only" in page
 
 
+@BOTH_ENGINES
 def test_a_guest_pays_with_a_code_and_a_refused_code_creates_nothing(app, db):
     guest = Reader(app.test_client())
     assert pay(guest, code="NOPE-NOPE", email="nope@example.com").status_code == 409
@@ -165,6 +170,7 @@ def test_a_guest_pays_with_a_code_and_a_refused_code_creates_nothing(app, db):
     assert paid == [(0, "FREEMONTH", 1200)] and len(redeemed) == 1
 
 
+@BOTH_ENGINES
 def test_api_prices_a_code_and_says_why_not(client, plant):
     plant("FLASH10", 10)
     ok = client.get("/api/offers/welcome50?plan=monthly")
@@ -180,6 +186,7 @@ def test_api_prices_a_code_and_says_why_not(client, plant):
     assert client.get("/api/offers/WELCOME50").get_json()["plan"] == "monthly"
 
 
+@BOTH_ENGINES
 def test_a_capped_code_gives_exactly_its_cap_under_a_race(app, db, cfg):
     """Twelve checkouts at once, each its own reader and key, race a code capped at 5."""
     offers.add(db, OfferTerms("RACE5", "Race", "percent", 20, "forever", cap=5, source="cli"), START)
@@ -198,3 +205,64 @@ def test_a_capped_code_gives_exactly_its_cap_under_a_race(app, db, cfg):
     assert paid == [(960, "RACE5", 1200)] * 5
     assert sorted(sub for _, sub in redeemed) == sorted(sub.id for sub in won)
     assert db.scalar("select count(*) from subscriptions where offer_code = 'RACE5'") == 5
+
+
+@BOTH_ENGINES
+def test_cli_adds_lists_shows_and_disables_a_code(runner, reader, db):
+    added = runner.invoke(args=["offers", "add", "summer5", "--name", "Summer", "--amount-off", "5",
+                                "--duration", "repeating", "--periods", "2", "--plan", "monthly",
+                                "--starts", "2026-11-01", "--ends", "2027-01-01", "--cap", "3"])
+    assert added.exit_code == 0 and "Added SUMMER5: $5 off, 2 periods, cap 3" in added.output
+    reader.signup("summer@example.com")
+    assert pay(reader, code="SUMMER5").status_code == 303
+    listed = runner.invoke(args=["offers", "list"]).output
+    assert re.search(r"SUMMER5 +\$5 off +2 periods +2026-11-01 – 2027-01-01 +3 +1  active", listed)
+    assert re.search(r"SPRING26 .* expired", listed) and re.search(r"WELCOME50 .* 100 +0  active", listed)
+    shown = runner.invoke(args=["offers", "show", "Summer5"]).output
+    assert "redeemed 1; 1 payments charged $7, $5 below list price" in shown and "summer@example.com" in shown
+    assert "Disabled SUMMER5 (1 redemptions kept)" in runner.invoke(args=["offers", "disable", "summer5"]).output
+    assert re.search(r"SUMMER5 .* disabled", runner.invoke(args=["offers", "list"]).output)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["WELCOME50", "--percent-off", "10"], "already an offer with the code WELCOME50"),
+    (["TWO", "--percent-off", "10", "--amount-off", "5"], "give exactly one of"),
+    (["NONE1"], "give exactly one of"),
+    (["REP1", "--percent-off", "10", "--duration", "repeating"], "periods is required"),
+    (["PCT1", "--percent-off", "150"], "--percent-off: Input should be less than or equal to 100"),
+    (["AMT1", "--amount-off", "4.999"], "at most two decimals"),
+    (["PLAN1", "--percent-off", "10", "--plan", "weekly"], "no such plan: weekly"),
+    (["WIN1", "--percent-off", "10", "--starts", "2027-01-02", "--ends", "2027-01-01"], "ends must be after starts"),
+    (["BAD CODE", "--percent-off", "10"], "CODE: a code is 3–32 letters"),
+    (["DAY1", "--percent-off", "10", "--ends", "tomorrow"], "tomorrow"),
+])
+def test_cli_refuses_bad_offers_and_changes_nothing(runner, db, args, message):
+    result = runner.invoke(args=["offers", "add", *args])
+    assert result.exit_code in (1, 2) and message in result.output, result.output
+    assert db.scalar("select count(*) from offers where source = 'cli'") == 0
+
+
+def test_cli_refuses_unknown_codes(runner):
+    for command in ("show", "disable"):
+        result = runner.invoke(args=["offers", command, "NOPE-NOPE"])
+        assert result.exit_code == 1 and "there is no offer with the code NOPE-NOPE" in result.output
+
+
+def test_audit_accepts_a_save_offer_only_after_it_was_accepted(reader, db, cfg):
+    """Save offers (retention) discount a running subscription with no redemption row: the event is the proof."""
+    from gate.audit import checks
+
+    reader.signup("saved@example.com")
+    pay(reader)
+    sub = subscriptions.current(db, accounts.by_email(db, "saved@example.com").id)
+    offers.add(db, OfferTerms("SAVE-1", "Stay", "percent", 50, "repeating", 3, reader_id=sub.reader_id,
+                              source="save"), START)
+    db.execute("update subscriptions set offer_code = 'SAVE-1', discount_kind = 'percent', discount_value = 50,"
+               " discount_periods = 3")
+    db.insert("payments", {"subscription_id": sub.id, "reader_id": sub.reader_id, "at": START.isoformat(),
+                           "amount_cents": 600, "currency": "USD", "outcome": "succeeded", "kind": "renewal",
+                           "card_last4": "4242", "offer_code": "SAVE-1", "list_cents": 1200})
+    assert [v.kind for v in checks.check_offers(db, cfg)] == ["discount_without_offer"]
+    db.execute("insert into events (at, type, reader_id, data) values (?, 'save_offer_accepted', ?, ?)",
+               [(START - timedelta(minutes=1)).isoformat(), sub.reader_id, json.dumps({"code": "SAVE-1"})])
+    assert checks.check_offers(db, cfg) == []

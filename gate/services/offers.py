@@ -249,6 +249,35 @@ def add(db, terms: OfferTerms, now: datetime) -> OfferTerms:
     return terms
 
 
+def create(db, cfg, terms: OfferTerms, now: datetime) -> OfferTerms:
+    """Store a new offer from the CLI or console; a code taken by config/site.toml or the table is refused."""
+    with db.transaction():
+        db.lock(f"offer:{terms.code}")
+        if find(db, cfg, terms.code, now) is not None:
+            raise ValueError(f"there is already an offer with the code {terms.code}")
+        return add(db, terms, now)
+
+
+def status(offer: OfferTerms, redeemed_count: int, now: datetime) -> str:
+    """An offer's standing now: active, disabled, scheduled, expired or exhausted."""
+    why = rules.refusal(offer, offer.plans[0] if offer.plans else "", now, redeemed_count, False, None)
+    return {None: "active", Refusal.NOT_STARTED: "scheduled"}.get(why, str(why))
+
+
+def redemptions(db, code: str) -> list[dict]:
+    """A code's redemptions, oldest first, with the reader's address."""
+    return db.rows("select d.*, r.email from redemptions d join readers r on r.id = d.reader_id"
+                   " where d.code = ? order by d.at, d.id", [rules.normalize_code(code)])
+
+
+def revenue(db, code: str) -> dict:
+    """What a code's payments took: successful charges naming it, their total and the list price given up."""
+    row = db.first("select count(*) as payments, coalesce(sum(amount_cents), 0) as charged,"
+                   " coalesce(sum(list_cents - amount_cents), 0) as discounted from payments"
+                   " where offer_code = ? and outcome = 'succeeded'", [rules.normalize_code(code)])
+    return {key: int(row[key]) for key in ("payments", "charged", "discounted")}
+
+
 def set_enabled(db, cfg, code: str, enabled: bool, now: datetime) -> OfferTerms:
     """Disable (or enable again) a code; redemptions already made keep their price."""
     offer = find(db, cfg, code, now)
