@@ -219,17 +219,17 @@ def quote(db, cfg, code: str, plan, reader_id: int | None, now: datetime, *, app
 
 def viewed(db, cfg, code: str, reader_id: int | None, now: datetime, **who) -> dict[str, Quote]:
     """The plans page with a code: each plan's quote, and one ``offer_viewed`` (or ``offer_refused``) event."""
-    quotes = {plan.id: quote(db, cfg, code, plan, reader_id, now) for plan in cfg.plans}
-    usable = [plan_id for plan_id, shown in quotes.items() if shown.usable]
-    why = next((shown.refusal for shown in quotes.values() if shown.refusal is not Refusal.WRONG_PLAN),
-               Refusal.WRONG_PLAN)
-    with db.transaction():
+    code = rules.normalize_code(code)
+    with db.transaction():  # one transaction for the page: the look-ups join it
+        quotes = {plan.id: quote(db, cfg, code, plan, reader_id, now) for plan in cfg.plans}
+        usable = [plan_id for plan_id, shown in quotes.items() if shown.usable]
         if usable:
-            events.record(db, "offer_viewed", now, code=rules.normalize_code(code), plan=None, plans=usable,
-                          reader_id=reader_id, **who)
+            events.record(db, "offer_viewed", now, code=code, plan=None, plans=usable, reader_id=reader_id, **who)
         else:
-            events.record(db, "offer_refused", now, code=rules.normalize_code(code), plan=None, reason=str(why),
-                          reader_id=reader_id, **who)
+            why = next((shown.refusal for shown in quotes.values() if shown.refusal is not Refusal.WRONG_PLAN),
+                       Refusal.WRONG_PLAN)
+            events.record(db, "offer_refused", now, code=code, plan=None, reason=str(why), reader_id=reader_id,
+                          **who)
     return quotes
 
 
