@@ -116,6 +116,9 @@ def subscriptions(app, db, runner):
     pay(hal)  # completed with a good card
     hal.post("/account/subscription/cancel")
     hal.post("/account/subscription/resume")
+    wes = person(app)
+    wes.signup("wes@example.com", PASSWORD)
+    assert pay(wes, code="WELCOME50").status_code == 303  # half price for three months, then the list price
     cli(runner, "readers", "add", "erin@example.com", "--subscriber")
     cli(runner, "readers", "add", "ivy@example.com", "--password", PASSWORD)
     cli(runner, "readers", "comp", "ivy@example.com", "--until", "2026-12-10")
@@ -223,7 +226,7 @@ def site(tmp_path_factory):
 #: The site's tables, parents before children (the order the migrations made them).
 TABLES = ("readers", "visitors", "articles", "unlocks", "events", "clock", "settings", "outbox", "login_tokens",
           "subscriptions", "payments", "checkouts", "enrollments", "consents", "newsletter_issues",
-          "deliveries", "notices", "passes")
+          "deliveries", "notices", "passes", "offers", "redemptions")
 
 
 def copy_to_postgres(source: str, url: str) -> None:
@@ -463,6 +466,29 @@ def missing_signup(db):
     db.execute("delete from events where type = 'signup' and reader_id = ?", [_reader(db, "ben@example.com")])
 
 
+def redeemed_past_the_cap(db):
+    """WELCOME50 capped at one, and a second reader's redemption of it."""
+    db.execute("update offers set cap = 1 where code = 'WELCOME50'")
+    db.insert("redemptions", {"code": "WELCOME50", "reader_id": _reader(db, "cara@example.com"), "at": to_iso(START)})
+
+
+def charge_naming_an_unredeemed_code(db):
+    """A half-price charge on Cara's subscription, which never redeemed the code it names."""
+    sub, rid = _one(db, "select id, reader_id from subscriptions where reader_id = ?", [_reader(db, "cara@example.com")])
+    db.insert("payments", {"subscription_id": sub, "reader_id": rid, "at": to_iso(START), "amount_cents": 600,
+                           "currency": "USD", "outcome": "succeeded", "kind": "card update", "card_last4": "4242",
+                           "offer_code": "WELCOME50", "list_cents": 1200})
+
+
+def redeemed_before_the_window(db):
+    db.execute("update offers set starts_at = ? where code = 'WELCOME50'", [to_iso(START + timedelta(days=1))])
+
+
+def discounted_past_its_periods(db):
+    """Wes's discount kept for one period only, so his second half-price month had none."""
+    db.execute("update subscriptions set discount_periods = 1 where offer_code = 'WELCOME50'")
+
+
 TAMPERING = [
     ("quota_exceeded", fourth_unlock),
     ("quota_exceeded", fourth_unlock_committed_first),
@@ -482,6 +508,10 @@ TAMPERING = [
     ("signup_mismatch", missing_signup),
     ("access_after_pass", view_after_pass),
     ("access_after_pass", pass_payment_without_its_pass),
+    ("redemptions_over_cap", redeemed_past_the_cap),
+    ("discount_without_offer", charge_naming_an_unredeemed_code),
+    ("discount_without_offer", redeemed_before_the_window),
+    ("discount_without_offer", discounted_past_its_periods),
 ]
 
 

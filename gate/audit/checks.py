@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from gate.audit.history import Event, History, Timeline, Unlock, parse_json, parse_time
 from gate.rules import billing, periods
+from gate.rules import offers as offer_rules
 from gate.rules.paywall import Reason, Rules
 from gate.rules.timeutil import from_iso
 
@@ -44,6 +45,10 @@ KINDS = {
     "signup_mismatch": "A reader without exactly one signup event, or a signup event naming no reader.",
     "access_after_pass": "A full-access view granted by a pass when none of the reader's passes covered that "
                          "moment (at or after its end), or a pass payment that does not match a pass.",
+    "redemptions_over_cap": "A promo code redeemed more times than its cap.",
+    "discount_without_offer": "A payment discounted without a valid offer then: naming a code with no redemption "
+                              "(or accepted save offer) for that subscription, charged in a period the discount "
+                              "does not cover, redeemed outside the code's window, or below list price with no code.",
 }
 #: Reasons that justify full access (see gate.rules.paywall.decide).
 FULL_REASONS = (Reason.SUBSCRIBER, Reason.FREE_ARTICLE, Reason.TIER_UNLIMITED, Reason.ALREADY_UNLOCKED,
@@ -551,9 +556,116 @@ def check_events(db, cfg, history: History | None = None) -> list[Violation]:
     return found
 
 
+# --- 6. offers --------------------------------------------------------------------------
+
+
+def check_offers(db, cfg, history: History | None = None) -> list[Violation]:
+    """Caps held, and every discounted charge had a valid offer for its subscription and period then."""
+    history = history or History(db, cfg)
+    found = [Violation("redemptions_over_cap", f"{code} was redeemed {len(rows)} times; its cap is "
+                       f"{history.offers[code]['cap']}", {"code": code, "redemption_ids": [row["id"] for row in rows]})
+             for code, rows in history.redemptions.items()
+             if code in history.offers and history.offers[code]["cap"] is not None
+             and len(rows) > history.offers[code]["cap"]]
+    for sub_id, payments in _payments_by_subscription(history).items():
+        for index, pay in _period_indexes(payments):
+            problem = _discount_problem(history, cfg, history.subscriptions.get(sub_id), pay, index)
+            if problem:
+                found.append(Violation("discount_without_offer", f"payment {pay['id']}: {problem}",
+                                       {"payment_id": pay["id"], "subscription_id": sub_id,
+                                        "reader_id": pay["reader_id"], "code": pay["offer_code"]}))
+    return found
+
+
+def _payments_by_subscription(history: History) -> dict[int, list[dict]]:
+    """Each subscription's successful-or-not charges in order (passes have their own payments)."""
+    found: dict[int, list[dict]] = defaultdict(list)
+    for pay in history.payments:
+        if pay["subscription_id"] is not None and pay.get("pass_id") is None:
+            found[pay["subscription_id"]].append(pay)
+    return found
+
+
+def _period_indexes(payments: list[dict]):
+    """Each charge with the paid period it was for (see gate.rules.billing: -1 a trial, 0 the first)."""
+    index = 0
+    for pay in payments:
+        if pay["kind"] == "trial_verification":
+            index = -1
+        elif pay["kind"] == "checkout":
+            index = 0
+        elif pay["kind"] in ("renewal", "trial_conversion"):
+            index += 1
+        yield index, pay
+
+
+def _discount_problem(history: History, cfg, sub: dict | None, pay: dict, index: int) -> str | None:
+    """Why a charge's discount was not valid then (None: it was, or it had none)."""
+    code = pay["offer_code"]
+    if code is None:
+        return _undiscounted_problem(cfg, sub, pay, index)
+    offer = history.offers.get(code)
+    if offer is None:
+        return f"names the offer {code}, which does not exist"
+    if offer["source"] == "save":
+        if not _save_accepted(history, pay, code):
+            return f"names the save offer {code} with no save_offer_accepted event for its reader before it"
+    else:
+        redemption = history.redemption_of.get((code, "subscription_id", pay["subscription_id"]))
+        if redemption is None:
+            return f"names {code}, never redeemed for subscription {pay['subscription_id']}"
+        window = _outside_window(offer, parse_time(redemption["at"]))
+        if window:
+            return f"{code} was redeemed {window}"
+    periods = _covered(offer, sub, code)
+    if index < 0 or (periods is not None and index >= periods):
+        return f"{code} covers {periods} paid periods; this charge is for period {index + 1}"
+    return None
+
+
+def _undiscounted_problem(cfg, sub: dict | None, pay: dict, index: int) -> str | None:
+    """A charge naming no offer that is below its plan's price for that period (its intro price included)."""
+    if sub is None or pay["outcome"] != "succeeded" or pay["list_cents"] is None or index < 0:
+        return None
+    plan = next((plan for plan in cfg.plans if plan.id == sub["plan_id"]), None)
+    if plan is None:
+        return None
+    due = offer_rules.list_price(pay["list_cents"], plan.intro_price_cents, plan.intro_periods, index)
+    if pay["amount_cents"] < due:
+        return f"charged {pay['amount_cents']} cents for period {index + 1}, below its price of {due}, naming no offer"
+    return None
+
+
+def _save_accepted(history: History, pay: dict, code: str) -> bool:
+    """Whether the reader accepted the save offer before this charge."""
+    at = parse_time(pay["at"])
+    return any(event.reader_id == pay["reader_id"] and event.at <= at and event.data.get("code") in (None, code)
+               for event in history.by_type["save_offer_accepted"])
+
+
+def _outside_window(offer: dict, at: datetime | None) -> str | None:
+    """How a redemption fell outside its offer's window (None: inside it)."""
+    starts, ends = parse_time(offer["starts_at"]), parse_time(offer["ends_at"])
+    if at is not None and starts is not None and at < starts:
+        return f"at {at.isoformat()}, before the offer started ({starts.isoformat()})"
+    if at is not None and ends is not None and at >= ends:
+        return f"at {at.isoformat()}, after the offer ended ({ends.isoformat()})"
+    return None
+
+
+def _covered(offer: dict, sub: dict | None, code: str) -> int | None:
+    """How many paid periods the discount covers: as the subscription keeps it, else as the offer says."""
+    if sub is not None and sub["offer_code"] == code:
+        return sub["discount_periods"]
+    terms = offer_rules.OfferTerms(code, offer["name"], offer["kind"], offer["value"], offer["duration"],
+                                   offer["periods"])
+    return offer_rules.covered_periods(terms)
+
+
 # --- all of it --------------------------------------------------------------------------
 
-CHECKS = (check_quota, check_access, check_billing, check_passes, check_newsletters, check_events)
+CHECKS = (check_quota, check_access, check_billing, check_passes, check_newsletters, check_events,
+          check_offers)
 
 
 def run(db, cfg) -> list[Violation]:

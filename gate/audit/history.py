@@ -25,7 +25,8 @@ from gate.rules.timeutil import from_iso
 from gate.services import personas, seed, subscriptions
 
 _EVENT_TYPES = ("article_view", "unlock", "meter_merged", "preset_changed", "subscription_changed",
-                "newsletter_changed", "comp_changed", "admin_action", "persona_switched", "signup")
+                "newsletter_changed", "comp_changed", "admin_action", "persona_switched", "signup",
+                "save_offer_accepted")
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,18 @@ class History:
         self.payments = db.rows("select * from payments order by id")
         self.passes = {row["id"]: row for row in db.rows("select * from passes")}
         self._load_newsletters()
+        self._load_offers()
+
+    def _load_offers(self) -> None:
+        """Promo codes by code, and their redemptions by code and by (code, subscription) or (code, pass)."""
+        self.offers = {row["code"]: row for row in self.db.rows("select * from offers")}
+        self.redemptions: dict[str, list[dict]] = defaultdict(list)
+        self.redemption_of: dict[tuple, dict] = {}
+        for row in self.db.rows("select * from redemptions order by id"):
+            self.redemptions[row["code"]].append(row)
+            for key in ("subscription_id", "pass_id"):
+                if row[key] is not None:
+                    self.redemption_of[(row["code"], key, row[key])] = row
 
     def _load_events(self) -> list[Event]:
         """The events the audit reads; of views, only those that granted full access."""

@@ -48,6 +48,9 @@ from urllib3.util.retry import Retry
 
 _CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 _ACCESS = re.compile(r'<article class="story" data-access="(\w+)"')
+_CHECKOUT_KEY = re.compile(r'name="idempotency_key" type="hidden" value="([^"]+)"')
+#: The capped promo code the flash-sale buyers race (FLASH10 in config/site.toml: cap 10).
+FLASH_CODE = "FLASH10"
 #: How many unlock requests a tab racer sends at once.
 RACE_TABS = 10
 #: Subscriber accounts seeded by gate.loadtest.run; override with the --gate-* options.
@@ -69,6 +72,8 @@ def _options(parser):
                         help="Email of subscriber n, a str.format template")
     parser.add_argument("--gate-subscriber-password", default=SUBSCRIBER_PASSWORD,
                         help="Password of subscriber n, a str.format template")
+    parser.add_argument("--gate-flash-code", default=FLASH_CODE,
+                        help="The capped promo code the flash-sale buyers race")
     parser.add_argument("--gate-targets", default="",
                         help="Comma-separated origins of the site's nodes: requests rotate over them")
 
@@ -391,3 +396,62 @@ class SignupBurst(Persona):
             self.fresh_session()
             self.signup(password=number == 0)  # one in five sets a password (slow hash)
             gevent.sleep(random.uniform(0, 0.2))
+
+
+class _FlashSale:
+    """The flash-sale code's cap (read once from the API) and the checkouts that got it, per process."""
+
+    def __init__(self) -> None:
+        self.cap: int | None = None
+        self.won = 0
+        self._lock = Semaphore()
+
+    def load(self, client, code: str) -> int | None:
+        """The code's cap, from GET /api/offers/<code> the first time any buyer asks."""
+        with self._lock:
+            if self.cap is None:
+                with client.get(f"/api/offers/{code}?plan=monthly", name="/api/offers/[code]",
+                                catch_response=True) as response:
+                    if settle(response, refused=(404,)) == "ok":  # 404: no such code on this site
+                        self.cap = (response.json().get("offer") or {}).get("cap")
+        return self.cap
+
+
+FLASH_SALE = _FlashSale()
+
+
+class FlashSaleBuyer(Persona):
+    """Signs up and races to pay with a capped promo code through the real checkout form.
+
+    A cap of N must give exactly N discounted subscriptions: a buyer who loses the race
+    gets the refusal (409) and no charge; more wins than the cap (in this process) is a
+    broken invariant, and the audit's ``redemptions_over_cap`` checks the whole site.
+    """
+
+    weight = 1
+    wait_time = between(1, 3)
+
+    @task
+    def buy(self):
+        options = self.environment.parsed_options
+        code = getattr(options, "gate_flash_code", FLASH_CODE) if options else FLASH_CODE
+        cap = FLASH_SALE.load(self.client, code)
+        self.fresh_session()
+        if not self.signup():
+            return
+        response = self.page(f"/subscribe/monthly?code={code}", "/subscribe/[plan]?code=[code]")
+        key = _CHECKOUT_KEY.search(response.text or "") if response.status_code == 200 else None
+        if key is None or f'name="code" type="hidden" value="{code}"' not in response.text:
+            return  # the page refused the code (exhausted already): nothing to race for
+        if self.pay(code, key.group(1)) and cap is not None:
+            FLASH_SALE.won += 1
+            if FLASH_SALE.won > cap:
+                broken_invariant("flash sale over cap", f"{FLASH_SALE.won} checkouts got {code}, capped at {cap}")
+
+    def pay(self, code: str, key: str) -> bool:
+        """Submit the checkout with the 4242 card and the code: True when it subscribed (303)."""
+        form = {"csrf_token": self.token, "idempotency_key": key, "code": code, "name": "Flash Buyer",
+                "card_number": "4242 4242 4242 4242", "expiry": "12/34", "cvc": "123"}
+        with self.client.post("/subscribe/monthly", data=form, name="/subscribe/[plan] with code",
+                              catch_response=True, allow_redirects=False) as response:
+            return settle(response, ok=(303,), refused=(409, 429)) == "ok"

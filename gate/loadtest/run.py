@@ -33,6 +33,8 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 #: Subscriber accounts for the binge-reading persona; passed to Locust as --gate-* options.
 SUBSCRIBER_EMAIL = "loadtest-subscriber-{n:03d}@loadtest.example"
 SUBSCRIBER_PASSWORD = "loadtest-pass-{n:03d}"
+#: The capped code a fresh site's flash-sale buyers race: a cap small enough to be reached in a short run.
+FLASH_CODE, FLASH_CAP = "LOADTEST-FLASH", 3
 CSV_PREFIX, HTML_REPORT, LOCUST_LOG = "loadtest", "loadtest.html", "locust.log"
 WORKER_LOG = "locust-worker{n}.log"
 _REFUSED = re.compile(r" \[(\d{3})\]$")
@@ -58,6 +60,7 @@ class LoadPlan:
     rate_limits: bool = True  # the site's own limits, per simulated client address
     locust_args: tuple[str, ...] = ()  # distributed mode and other passthrough options
     wait_for_workers: int = 0  # seconds a master may wait for its workers
+    flash_code: str = "FLASH10"  # the capped code the flash-sale buyers race (a fresh site's: FLASH_CODE)
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -159,7 +162,8 @@ def subscriber_account(n: int) -> tuple[str, str]:
 def seed_site(database: Path | str, synthetic: int, subscribers: int) -> None:
     """Seed a site as `gate db seed --synthetic N` and `gate readers add … --subscriber` do."""
     from gate.conf.settings import Config
-    from gate.services import accounts, newsletter, seed, subscriptions
+    from gate.rules.offers import OfferTerms
+    from gate.services import accounts, newsletter, offers, seed, subscriptions
     from gate.storage import events
     from gate.storage.clock import Clock
     from gate.storage.db import open_site_db
@@ -179,6 +183,8 @@ def seed_site(database: Path | str, synthetic: int, subscribers: int) -> None:
             reader = accounts.create(db, email, password, now)
             events.record(db, "signup", now, reader_id=reader.id, source="loadtest")
             subscriptions.grant(db, cfg, reader.id, cfg.plans[0].id, now, by="loadtest")
+        offers.add(db, OfferTerms(FLASH_CODE, "Load test flash sale", "amount", 500, "forever", plans=("monthly",),
+                                  cap=FLASH_CAP, source="cli"), now)
     finally:
         db.close()
 
@@ -226,7 +232,7 @@ def locust_command(plan: LoadPlan, hosts: str | tuple[str, ...], out: Path,
         "--csv", str(out / CSV_PREFIX), "--html", str(out / HTML_REPORT), "--only-summary",
         "--gate-subscribers", str(plan.subscribers),
         "--gate-subscriber-email", SUBSCRIBER_EMAIL, "--gate-subscriber-password", SUBSCRIBER_PASSWORD,
-        *master, *plan.locust_args,
+        "--gate-flash-code", plan.flash_code, *master, *plan.locust_args,
     ]
 
 
@@ -363,6 +369,7 @@ def run_loadtest(plan: LoadPlan, workdir: Path) -> LoadReport:
         return collect(plan, None, run_locust(plan, plan.hosts))
     database = plan.database or Path(workdir) / "gate.sqlite"
     seed_site(database, plan.synthetic, plan.subscribers)
+    plan = replace(plan, flash_code=FLASH_CODE)
     with site_nodes(database, plan, Path(workdir)) as nodes:
         returncode = run_locust(plan, tuple(nodes.urls))
         stopped = [server for server in nodes.servers if not server.running]

@@ -13,11 +13,13 @@ backstop. A declined card never reaches :func:`redeem`, so it consumes nothing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, time
 
 from gate.rules import offers as rules
-from gate.rules.offers import OfferTerms, Refusal
+from gate.rules.offers import Discount, OfferTerms, Refusal
 from gate.rules.timeutil import from_iso, to_iso
+from gate.storage import events
 
 _TIMES = ("starts_at", "ends_at")
 
@@ -120,19 +122,122 @@ def check(db, cfg, code: str, plan_id: str, reader_id: int | None, now: datetime
                                 reader_id)
 
 
+def claim(db, cfg, code: str, plan_id: str, reader_id: int | None, now: datetime) -> OfferTerms:
+    """Lock a code and check it for this checkout (inside the caller's transaction), or raise :class:`OfferError`.
+
+    A checkout claims before it charges (the reader has no subscription yet, so
+    "new subscribers only" still reads true) and records the redemption after.
+    """
+    db.lock(f"offer:{rules.normalize_code(code)}")
+    offer, refusal = check(db, cfg, code, plan_id, reader_id, now)
+    if refusal is not None:
+        raise OfferError(refusal)
+    return offer
+
+
+def record_redemption(db, offer: OfferTerms, reader_id: int, now: datetime, *,
+                      subscription_id: int | None = None, pass_id: int | None = None) -> None:
+    """The redemption row of a claimed code (same transaction as :func:`claim`)."""
+    db.insert("redemptions", {"code": offer.code, "reader_id": reader_id, "subscription_id": subscription_id,
+                              "pass_id": pass_id, "at": to_iso(now)})
+
+
 def redeem(db, cfg, code: str, plan_id: str, reader_id: int, now: datetime, *,
            subscription_id: int | None = None, pass_id: int | None = None) -> OfferTerms:
     """Count one redemption of a code (inside the caller's transaction), or raise :class:`OfferError`.
 
     The lock on the code makes check-then-insert safe: a cap of N gives exactly N.
     """
-    db.lock(f"offer:{rules.normalize_code(code)}")
-    offer, refusal = check(db, cfg, code, plan_id, reader_id, now)
-    if refusal is not None:
-        raise OfferError(refusal)
-    db.insert("redemptions", {"code": offer.code, "reader_id": reader_id, "subscription_id": subscription_id,
-                              "pass_id": pass_id, "at": to_iso(now)})
+    offer = claim(db, cfg, code, plan_id, reader_id, now)
+    record_redemption(db, offer, reader_id, now, subscription_id=subscription_id, pass_id=pass_id)
     return offer
+
+
+def price_in_words(plan, discount: Discount | None = None) -> str:
+    """A configured plan's price in words, with its intro price and an offer's discount."""
+    return rules.describe(discount, plan.price_cents, plan.currency, plan.interval,
+                          plan.intro_price_cents, plan.intro_periods)
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A code priced for one plan: the offer, why it can't be used (None: it can), and the prices in words."""
+
+    code: str
+    plan_id: str
+    offer: OfferTerms | None
+    refusal: Refusal | None
+    price: str
+    regular: str
+
+    @property
+    def usable(self) -> bool:
+        """Whether the checkout would take the code."""
+        return self.refusal is None
+
+    @property
+    def message(self) -> str | None:
+        """The refusal in the reader's words (None: usable)."""
+        return rules.REFUSAL_MESSAGES[self.refusal] if self.refusal else None
+
+    @property
+    def discount(self) -> Discount | None:
+        """The discount a checkout with this code would keep (None: refused)."""
+        return self.offer.discount if self.usable else None
+
+    def as_dict(self) -> dict:
+        """The quote for the JSON API."""
+        offer = self.offer
+        return {"code": self.code, "plan": self.plan_id, "usable": self.usable, "price": self.price,
+                "regular_price": self.regular,
+                "refusal": {"code": str(self.refusal), "message": self.message} if self.refusal else None,
+                "offer": None if offer is None else {
+                    "code": offer.code, "name": offer.name, "kind": offer.kind, "value": offer.value,
+                    "duration": offer.duration, "periods": rules.covered_periods(offer),
+                    "plans": list(offer.plans), "starts_at": to_iso(offer.starts_at) if offer.starts_at else None,
+                    "ends_at": to_iso(offer.ends_at) if offer.ends_at else None, "cap": offer.cap,
+                    "new_subscribers_only": offer.new_only}}
+
+
+def quote(db, cfg, code: str, plan, reader_id: int | None, now: datetime, *, applied: bool = False,
+          refused: bool = False, **who) -> Quote:
+    """Price ``code`` for ``plan`` for this reader, recording ``offer_applied`` (usable) and ``offer_refused``
+    (with the reason) when asked, in the same transaction as the look-up."""
+    code = rules.normalize_code(code)
+    with db.transaction():
+        offer, refusal = check(db, cfg, code, plan.id, reader_id, now)
+        shown = Quote(code, plan.id, offer, refusal,
+                      price_in_words(plan, offer.discount if offer and not refusal else None),
+                      price_in_words(plan))
+        if shown.usable and applied:
+            events.record(db, "offer_applied", now, code=code, plan=plan.id, reader_id=reader_id, **who)
+        elif not shown.usable and refused:
+            events.record(db, "offer_refused", now, code=code, plan=plan.id, reason=str(refusal),
+                          reader_id=reader_id, **who)
+    return shown
+
+
+def viewed(db, cfg, code: str, reader_id: int | None, now: datetime, **who) -> dict[str, Quote]:
+    """The plans page with a code: each plan's quote, and one ``offer_viewed`` (or ``offer_refused``) event."""
+    code = rules.normalize_code(code)
+    with db.transaction():  # one transaction for the page: the look-ups join it
+        quotes = {plan.id: quote(db, cfg, code, plan, reader_id, now) for plan in cfg.plans}
+        usable = [plan_id for plan_id, shown in quotes.items() if shown.usable]
+        if usable:
+            events.record(db, "offer_viewed", now, code=code, plan=None, plans=usable, reader_id=reader_id, **who)
+        else:
+            why = next((shown.refusal for shown in quotes.values() if shown.refusal is not Refusal.WRONG_PLAN),
+                       Refusal.WRONG_PLAN)
+            events.record(db, "offer_refused", now, code=code, plan=None, reason=str(why), reader_id=reader_id,
+                          **who)
+    return quotes
+
+
+def refused(db, code: str, plan_id: str, error: OfferError, now: datetime, **who) -> None:
+    """Record a code refused at payment (its checkout rolled back, so this is its own transaction)."""
+    with db.transaction():
+        events.record(db, "offer_refused", now, code=rules.normalize_code(code), plan=plan_id,
+                      reason=str(error.refusal), stage="payment", **who)
 
 
 def add(db, terms: OfferTerms, now: datetime) -> OfferTerms:
@@ -142,6 +247,35 @@ def add(db, terms: OfferTerms, now: datetime) -> OfferTerms:
     if not db.insert_ignore("offers", {**_to_row(terms), "created_at": to_iso(now)}):
         raise ValueError(f"there is already an offer with the code {terms.code}")
     return terms
+
+
+def create(db, cfg, terms: OfferTerms, now: datetime) -> OfferTerms:
+    """Store a new offer from the CLI or console; a code taken by config/site.toml or the table is refused."""
+    with db.transaction():
+        db.lock(f"offer:{terms.code}")
+        if find(db, cfg, terms.code, now) is not None:
+            raise ValueError(f"there is already an offer with the code {terms.code}")
+        return add(db, terms, now)
+
+
+def status(offer: OfferTerms, redeemed_count: int, now: datetime) -> str:
+    """An offer's standing now: active, disabled, scheduled, expired or exhausted."""
+    why = rules.refusal(offer, offer.plans[0] if offer.plans else "", now, redeemed_count, False, None)
+    return {None: "active", Refusal.NOT_STARTED: "scheduled"}.get(why, str(why))
+
+
+def redemptions(db, code: str) -> list[dict]:
+    """A code's redemptions, oldest first, with the reader's address."""
+    return db.rows("select d.*, r.email from redemptions d join readers r on r.id = d.reader_id"
+                   " where d.code = ? order by d.at, d.id", [rules.normalize_code(code)])
+
+
+def revenue(db, code: str) -> dict:
+    """What a code's payments took: successful charges naming it, their total and the list price given up."""
+    row = db.first("select count(*) as payments, coalesce(sum(amount_cents), 0) as charged,"
+                   " coalesce(sum(list_cents - amount_cents), 0) as discounted from payments"
+                   " where offer_code = ? and outcome = 'succeeded'", [rules.normalize_code(code)])
+    return {key: int(row[key]) for key in ("payments", "charged", "discounted")}
 
 
 def set_enabled(db, cfg, code: str, enabled: bool, now: datetime) -> OfferTerms:

@@ -16,13 +16,14 @@ subscription and moment (migration m014).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from gate.rules import billing
 from gate.rules.billing import Outcome, PlanTerms, Policy, Subscription
 from gate.rules.timeutil import from_iso, to_iso
-from gate.services import accounts, newsletter, notices
+from gate.services import accounts, newsletter, notices, offers
 from gate.storage import events, quota
 from gate.storage.db import first
 
@@ -248,15 +249,18 @@ def _refreshed(cfg, reader: accounts.Reader, now: datetime, sub: Subscription | 
 
 
 def checkout(db, cfg, reader_id: int, plan_id: str, card: billing.Card, card_number: str,
-             idempotency_key: str, now: datetime, ip: str | None = None
+             idempotency_key: str, now: datetime, ip: str | None = None, code: str | None = None
              ) -> tuple[Subscription, str | None, bool]:
     """Subscribe a reader; returns (subscription, decline code, replayed).
 
     The idempotency key makes a double submit (double click, refresh, two
-    tabs) return the first attempt's result instead of charging again.
+    tabs) return the first attempt's result instead of charging again. A promo
+    ``code`` is claimed before the card is charged and redeemed only if the charge
+    succeeds; a code refused meanwhile (its cap reached) raises
+    :class:`gate.services.offers.OfferError` and nothing is charged.
     """
     terms = plan_terms(cfg, plan_id)
-    with db.transaction():
+    with _recording_refusal(db, code, plan_id, now, reader_id=reader_id), db.transaction():
         _lock_checkout(db, idempotency_key)
         seen = first(db, "select * from checkouts where idempotency_key = ?", [idempotency_key])
         if seen:
@@ -271,15 +275,41 @@ def checkout(db, cfg, reader_id: int, plan_id: str, card: billing.Card, card_num
         if existing and existing.status in billing.LIVE:
             raise CheckoutError("You already have a subscription: manage it from your account.")
         decline = billing.checkout_decline(card_number)
+        offer = offers.claim(db, cfg, code, plan_id, reader_id, now) if code else None  # lock: key, reader, offer
+        discount = offer.discount if offer is not None and not decline else None  # a decline consumes nothing
         if existing and existing.status == "incomplete":
-            outcome = billing.complete(replace(existing, plan_id=plan_id), terms, card, decline, now)
+            outcome = billing.complete(replace(existing, plan_id=plan_id).with_discount(discount), terms, card,
+                                       decline, now)
         else:
-            outcome = billing.start(reader_id, terms, card, decline, now)
+            outcome = billing.start(reader_id, terms, card, decline, now, discount=discount)
         sub = apply_outcome(db, outcome, by="checkout", notify=cfg)
+        if discount is not None:
+            _redeemed(db, offer, sub, outcome, now)
         _save_checkout(db, idempotency_key, reader_id, sub.id, decline, now)
     if not decline:
         newsletter.enroll_subscriber_lists(db, cfg, reader_id, now, source="checkout", ip=ip)
     return sub, decline, False
+
+
+def _redeemed(db, offer, sub: Subscription, outcome: Outcome, now: datetime) -> None:
+    """The redemption row naming the subscription, and its event (in the checkout's transaction)."""
+    offers.record_redemption(db, offer, sub.reader_id, now, subscription_id=sub.id)
+    events.record(db, "offer_redeemed", now, reader_id=sub.reader_id, code=offer.code, plan=sub.plan_id,
+                  subscription_id=sub.id, amount_cents=sum(charge.amount_cents for charge in outcome.charges))
+
+
+@contextmanager
+def _recording_refusal(db, code: str | None, plan_id: str, now: datetime, **who):
+    """Record ``offer_refused`` for a code refused at payment, once its checkout has rolled back.
+
+    Inside an outer transaction (a guest checkout) the outer one records it, after its own rollback.
+    """
+    try:
+        yield
+    except offers.OfferError as error:
+        if code and not db.in_transaction:
+            offers.refused(db, code, plan_id, error, now, **who)
+        raise
 
 
 def _change(db, cfg, reader_id: int, now: datetime, operation, by: str) -> Subscription:
@@ -350,22 +380,26 @@ class GuestCheckout:
 
 def guest_checkout(db, cfg, email: str, password: str | None, plan_id: str, card: billing.Card,
                    card_number: str, idempotency_key: str, now: datetime, ip: str | None = None,
-                   **signup_event) -> GuestCheckout:
+                   code: str | None = None, **signup_event) -> GuestCheckout:
     """Subscribe an anonymous payer without ever handing them an account they haven't proven.
 
     A declined card creates nothing (no throwaway account with a free meter); an address
     that already has an account is not charged and not signed in (that would be a
     takeover). All of it happens in one transaction under the form's key lock (and the
     address's), so two submissions of one form (a double click) make one account and
-    one charge, and the second is a replay.
+    one charge, and the second is a replay. A promo ``code`` refused now raises
+    :class:`gate.services.offers.OfferError` before anything is written or charged.
     """
     terms = plan_terms(cfg, plan_id)
     decline = billing.checkout_decline(card_number)
-    with db.transaction():
+    visitor = {"visitor_id": signup_event.get("visitor_id")}
+    with _recording_refusal(db, code, plan_id, now, **visitor), db.transaction():
         _lock_checkout(db, idempotency_key)
         seen = first(db, "select reader_id from checkouts where idempotency_key = ?", [idempotency_key])
         if seen:
             return GuestCheckout("replayed", accounts.by_id(db, seen["reader_id"]))
+        if code:
+            offers.claim(db, cfg, code, plan_id, None, now)  # refused before a card or an account is touched
         if decline:
             events.record(db, "checkout_declined", now, plan=terms.id, decline=decline, **signup_event)
             return GuestCheckout("declined", decline=decline)
@@ -375,5 +409,6 @@ def guest_checkout(db, cfg, email: str, password: str | None, plan_id: str, card
             _save_checkout(db, idempotency_key, reader.id, None, None, now)
             return GuestCheckout("known", reader)
         reader = accounts.register(db, email, password, now, **signup_event)
-        sub, _, _ = checkout(db, cfg, reader.id, plan_id, card, card_number, idempotency_key, now, ip=ip)
+        sub, _, _ = checkout(db, cfg, reader.id, plan_id, card, card_number, idempotency_key, now, ip=ip,
+                             code=code)
     return GuestCheckout("subscribed", reader, sub)

@@ -42,8 +42,10 @@ TYPES = {
                       "ends_at, from, to).",
     "pass_expired": "A pass reached its end, recorded at that moment (data: pass_id, kind, from, to).",
     "pass_declined": "A pass's card was declined; nothing was written or charged (data: kind, decline).",
-    "offer_refused": "A promo code was refused (data: code, plan, reason: the Refusal).",
-    "offer_redeemed": "A promo code was redeemed (data: code, plan, subscription_id or pass_id, amount_cents).",
+    "offer_viewed": "A promo code was shown on the plans page (data: code, plan, plans it prices).",
+    "offer_applied": "A usable promo code was priced at checkout (data: code, plan).",
+    "offer_refused": "A promo code could not be used (data: code, plan, reason: a gate.rules.offers.Refusal).",
+    "offer_redeemed": "A checkout paid with a promo code (data: code, plan, subscription_id or pass_id, amount_cents).",
 }
 
 

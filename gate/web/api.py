@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
+from flask_login import current_user
 
-from gate.app import ratelimit
+from gate.app import ratelimit, site
 from gate.app.context import current
 from gate.app.db import get_db
 from gate.app.ratelimit import limiter
 from gate.rules import paywall
+from gate.services import offers
 from gate.storage.db import ping
 from gate.web import access
 
@@ -48,6 +50,19 @@ def meter():
     rules, viewer = current().rules, current().viewer
     data = paywall.meter_for(rules, viewer, current().now).as_dict()
     return jsonify(tier=viewer.tier, preset=rules.name, **data)
+
+
+@bp.get("/offers/<code>")
+def offer(code: str):
+    """A promo code priced for ``?plan=`` (default: the first plan): 200 with ``usable`` and the refusal, 404 unknown."""
+    cfg = site.config()
+    plan_id = request.args.get("plan") or cfg.plans[0].id
+    plan = next((plan for plan in cfg.plans if plan.id == plan_id), None)
+    if plan is None:
+        return jsonify(error=f"There is no plan called {plan_id!r}.", plans=[p.id for p in cfg.plans]), 400
+    reader_id = current_user.id if current_user.is_authenticated else None
+    quote = offers.quote(get_db(), cfg, code[:64], plan, reader_id, current().now)
+    return jsonify(quote.as_dict()), 404 if quote.offer is None else 200
 
 
 @bp.get("/health")

@@ -136,6 +136,17 @@ class CheckoutForm(CardForm):
 
     email = EmailField("Email address", validators=[Optional()])
     password = password_field("Password (optional)", new=True)
+    #: The promo code applied above the form (see CodeForm), carried to the payment.
+    code = HiddenField(validators=[Length(max=40)])
+
+
+class CodeForm(TextForm):
+    """A promo code at checkout: applying it (GET) re-renders the checkout with its price, no card asked."""
+
+    class Meta:
+        csrf = False
+
+    code = StringField("Promo code", validators=[Length(max=40, message="A code is at most 40 characters.")])
 
 
 class SearchForm(TextForm):

@@ -12,19 +12,44 @@ from gate.app.context import current
 from gate.app.db import get_db
 from gate.app.ratelimit import limiter
 from gate.rules import billing
-from gate.services import accounts, subscriptions
+from gate.services import accounts, offers, subscriptions
 from gate.web.auth import send_magic_link
-from gate.web.forms import CheckoutForm
+from gate.web.forms import CheckoutForm, CodeForm
 
 bp = Blueprint("subscribe", __name__)
 _KEYS = "checkout_keys"
+_PRICED_HERE = object()
 
 
 @bp.get("/subscribe")
 def plans():
-    """The plans and what a subscription gives."""
+    """The plans and what a subscription gives; with ``?code=`` each plan's price with the code."""
     cfg = site.config()
-    return render_template("subscribe/subscribe.html", plans=cfg.plans, newsletters=cfg.newsletters)
+    code_form = CodeForm(request.args)
+    quotes = {}
+    if code_form.code.data and code_form.validate():
+        quotes = offers.viewed(get_db(), cfg, code_form.code.data, _reader_id(), current().now, **_visitor())
+        if not any(shown.usable for shown in quotes.values()):
+            code_form.code.errors.append(_refusal_message(quotes))
+    return render_template("subscribe/subscribe.html", plans=cfg.plans, newsletters=cfg.newsletters,
+                           prices={plan.id: offers.price_in_words(plan) for plan in cfg.plans},
+                           quotes=quotes, code_form=code_form)
+
+
+def _refusal_message(quotes: dict) -> str:
+    """Why a code fits no plan, in words (a plan mismatch only when nothing else is wrong)."""
+    shown = sorted(quotes.values(), key=lambda quote: quote.refusal == "wrong_plan")
+    return shown[0].message
+
+
+def _reader_id() -> int | None:
+    """The signed-in reader's id (None: an anonymous visitor)."""
+    return current_user.id if current_user.is_authenticated else None
+
+
+def _visitor() -> dict:
+    """The anonymous visitor an offer event is about (the reader's id is passed on its own)."""
+    return {} if current_user.is_authenticated else {"visitor_id": current().visitor_id()}
 
 
 def _plan(plan_id: str):
@@ -41,10 +66,35 @@ def _fresh_key(form: CheckoutForm) -> None:
     form.idempotency_key.data = key
 
 
-def _render(form, plan, status=200):
+def _render(form, plan, status=200, code_form=None, quote=_PRICED_HERE):
+    """The checkout page: the price (with the code's, priced here unless given), the code form and the card form."""
     included = [item for item in site.config().newsletters if item.audience == "subscriber"]
+    code_form = code_form or CodeForm(formdata=None, code=form.code.data or "")
+    if quote is _PRICED_HERE:
+        quote = _applied(plan, form, code_form)
     return render_template("subscribe/checkout.html", form=form, plan=plan, included=included,
-                           test_cards=billing.TEST_CARDS), status
+                           test_cards=billing.TEST_CARDS, code_form=code_form, quote=quote,
+                           regular=offers.price_in_words(plan)), status
+
+
+def _applied(plan, form: CheckoutForm, code_form: CodeForm, **record):
+    """The quote of the code on the page (None: no code, or refused: its message goes beside the field).
+
+    A usable code rides along in the card form's hidden ``code``; a refused one is dropped,
+    so the form keeps working at the list price.
+    """
+    code = code_form.code.data
+    form.code.data = ""
+    if not code or not code_form.validate():
+        return None
+    quote = offers.quote(get_db(), site.config(), code, plan, _reader_id(), current().now, **record,
+                         **_visitor())
+    code_form.code.data = quote.code
+    if not quote.usable:
+        code_form.code.errors.append(quote.message)
+        return None
+    form.code.data = quote.code
+    return quote
 
 
 def card_form_limits(view):
@@ -57,28 +107,38 @@ def card_form_limits(view):
 @bp.route("/subscribe/<plan_id>", methods=["GET", "POST"])
 @card_form_limits
 def checkout(plan_id: str):
-    """Show the checkout form; on POST validate, charge the test card and subscribe."""
+    """Show the checkout form (``?code=`` applies a promo code); on POST validate, charge the test card and subscribe."""
     plan = _plan(plan_id)
-    db, now = get_db(), current().now
+    now = current().now
     if current_user.is_authenticated and current_user.is_subscriber and request.method == "GET":
         flash("You already have full access: manage your subscription here.", "info")
         return redirect(url_for("account.account"))
     form = CheckoutForm()
     if request.method == "GET":
         _fresh_key(form)
-        return _render(form, plan)
+        code_form = CodeForm(request.args)
+        quote = _applied(plan, form, code_form, applied=True, refused=True)
+        return _render(form, plan, code_form=code_form, quote=quote)
     if not form.validate_on_submit():
         return _render(form, plan, 400)
     key = form.idempotency_key.data or ""
     card = form.check_card(now)
-    if not current_user.is_authenticated:
-        return _guest_checkout(form, plan, card, key, now)
+    try:  # the code is checked again under its lock, after a replay is recognised and before the charge
+        if not current_user.is_authenticated:
+            return _guest_checkout(form, plan, card, key, now)
+        return _reader_checkout(form, plan, card, key, now)
+    except offers.OfferError as error:  # it stopped being usable after it was shown (its cap, its window)
+        return _refused(form, plan, str(error))
+
+
+def _reader_checkout(form: CheckoutForm, plan, card, key: str, now):
+    """A signed-in reader's checkout: charge, subscribe, and go to the account page."""
     if not _ready(form, card, key):
         return _render(form, plan, 400)
     try:
         sub, decline, replay = subscriptions.checkout(
-            db, site.config(), current_user.id, plan.id, card, form.card_number.data, key, now,
-            ip=request.remote_addr)
+            get_db(), site.config(), current_user.id, plan.id, card, form.card_number.data, key, now,
+            ip=request.remote_addr, code=form.code.data or None)
     except subscriptions.CheckoutError as error:
         flash(str(error), "warning")
         return redirect(url_for("account.account"), code=303)
@@ -88,6 +148,14 @@ def checkout(plan_id: str):
         flash(f"Welcome, subscriber. Your {plan.name.lower()} subscription is "
               f"{'in its free trial' if sub.status == 'trialing' else 'active'}.", "success")
     return redirect(url_for("account.account"), code=303)
+
+
+def _refused(form: CheckoutForm, plan, message: str):
+    """The code stopped being usable between showing and paying: nothing was charged; list price again."""
+    code_form = CodeForm(formdata=None, code=form.code.data)
+    code_form.code.errors = [f"{message} Nothing was charged: you can pay the regular price below."]
+    form.code.data = ""
+    return _render(form, plan, 409, code_form, quote=None)
 
 
 def _ready(form: CheckoutForm, card, key: str) -> bool:
@@ -101,7 +169,7 @@ def _ready(form: CheckoutForm, card, key: str) -> bool:
 
 
 def _declined(form: CheckoutForm, plan, decline: str):
-    """The form again, with the card's decline message and a fresh key."""
+    """The form again, with the card's decline message and a fresh key (the code is kept: nothing was used)."""
     declined_card(form, decline)
     return _render(form, plan, 402)
 
@@ -133,8 +201,8 @@ def _guest_checkout(form: CheckoutForm, plan, card, key: str, now):
         return _render(form, plan, 400)
     result = subscriptions.guest_checkout(
         get_db(), site.config(), email, form.password.data or None, plan.id, card,
-        form.card_number.data, key, now, ip=request.remote_addr, visitor_id=session.get("visitor"),
-        source=request.path, preset=current().rules.name)
+        form.card_number.data, key, now, ip=request.remote_addr, code=form.code.data or None,
+        visitor_id=session.get("visitor"), source=request.path, preset=current().rules.name)
     if result.outcome == "declined":
         return _declined(form, plan, result.decline)
     if result.outcome == "subscribed":
