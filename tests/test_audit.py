@@ -114,6 +114,12 @@ def subscriptions(app, db, runner):
     pay(hal)  # completed with a good card
     hal.post("/account/subscription/cancel")
     hal.post("/account/subscription/resume")
+    kim, lou = person(app), person(app)  # a save discount, and a month's pause the clock ends
+    for who, email, reason in ((kim, "kim@example.com", "too_expensive"), (lou, "lou@example.com", "not_reading")):
+        who.signup(email, PASSWORD)
+        pay(who)
+        who.post("/account/subscription/reason", {"reason": reason})
+        assert who.post("/account/subscription/save", {"months": "1"}).status_code == 303
     cli(runner, "readers", "add", "erin@example.com", "--subscriber")
     cli(runner, "readers", "add", "ivy@example.com", "--password", PASSWORD)
     cli(runner, "readers", "comp", "ivy@example.com", "--until", "2026-12-10")
@@ -443,6 +449,19 @@ def missing_signup(db):
     db.execute("delete from events where type = 'signup' and reader_id = ?", [_reader(db, "ben@example.com")])
 
 
+def charge_in_pause(db):
+    sub, rid = _one(db, "select id, reader_id from subscriptions where reader_id = ?",
+                    [_reader(db, "lou@example.com")])
+    db.insert("payments", {"subscription_id": sub, "reader_id": rid, "at": to_iso(START + timedelta(days=5)),
+                           "amount_cents": 1200, "currency": "USD", "outcome": "succeeded", "kind": "renewal",
+                           "card_last4": "4242"})
+
+
+def second_save_offer(db):
+    _insert_event(db, "save_offer_accepted", to_iso(START + timedelta(days=10)),
+                  {"reason": "too_expensive", "offer": "discount"}, reader_id=_reader(db, "kim@example.com"))
+
+
 TAMPERING = [
     ("quota_exceeded", fourth_unlock),
     ("quota_exceeded", fourth_unlock_committed_first),
@@ -460,6 +479,8 @@ TAMPERING = [
     ("enrollment_event_mismatch", enrollment_disagrees),
     ("unlock_without_event", unlock_without_event),
     ("signup_mismatch", missing_signup),
+    ("charge_during_pause", charge_in_pause),
+    ("save_offers_per_year", second_save_offer),
 ]
 
 

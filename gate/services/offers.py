@@ -18,6 +18,7 @@ from datetime import datetime, time
 from gate.rules import offers as rules
 from gate.rules.offers import OfferTerms, Refusal
 from gate.rules.timeutil import from_iso, to_iso
+from gate.storage import events
 
 _TIMES = ("starts_at", "ends_at")
 
@@ -132,6 +133,9 @@ def redeem(db, cfg, code: str, plan_id: str, reader_id: int, now: datetime, *,
         raise OfferError(refusal)
     db.insert("redemptions", {"code": offer.code, "reader_id": reader_id, "subscription_id": subscription_id,
                               "pass_id": pass_id, "at": to_iso(now)})
+    if offer.source == "winback":  # the win-back mail worked: the retention funnel counts it
+        events.record(db, "winback_redeemed", now, reader_id=reader_id, code=offer.code,
+                      subscription_id=subscription_id)
     return offer
 
 

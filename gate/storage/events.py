@@ -38,6 +38,13 @@ TYPES = {
     "consent_lesson_changed": "The /learn pre-ticked consent lesson was turned on or off (data: from, to, by).",
     "comp_changed": "Complimentary access was granted or removed (data: from, to, by).",
     "checkout_declined": "An anonymous checkout was declined; no account was made (data: plan, decline).",
+    # retention (issue 16, part C)
+    "cancel_reason": "A cancelling subscriber said why (data: subscription_id, reason).",
+    "save_offer_shown": "A save offer answered a cancel reason (data: subscription_id, reason, offer).",
+    "save_offer_accepted": "A save offer was accepted and applied (data: subscription_id, reason, offer, months, code).",
+    "save_offer_declined": "A save offer was turned down; the subscription ends at the period end (data: reason, offer).",
+    "winback_sent": "A lapsed subscriber was mailed a personal win-back code (data: subscription_id, code).",
+    "winback_redeemed": "A win-back code was redeemed at checkout (data: code, subscription_id).",
 }
 
 

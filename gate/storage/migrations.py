@@ -305,3 +305,12 @@ def m016_offers(db):
         "alter table payments add column offer_code TEXT",
         "alter table payments add column list_cents INTEGER",
         "alter table payments add column pass_id INTEGER")
+
+
+@migration
+def m017_retention(db):
+    """At most one charge per subscription when a pause ends (the backstop under the reader's lock,
+    as m015 is for renewals), and the win-back mail found by subscriptions that ended."""
+    db.execute("create unique index idx_payments_resume_once on payments (subscription_id, kind, at)"
+               " where kind = 'resume'")
+    index(db, "subscriptions", "status", "ended_at")
