@@ -293,3 +293,13 @@ def test_the_winback_persona_has_its_code_in_the_outbox(app, db):
     codes = [row["code"] for row in db.rows("select code from offers where source = 'winback' and reader_id = ?",
                                             [reader])]
     assert len(sent) == 2 and len(codes) == 2 and codes[-1] in sent[-1]["body_text"]
+
+
+def test_the_console_shows_a_readers_pause_and_discount(admin, app, db):
+    saver = Reader(app.test_client())
+    subscribed(saver, "console@example.com")
+    saver.post("/account/subscription/reason", {"reason": "too_expensive"})
+    saver.post("/account/subscription/save")
+    reader = db.scalar("select id from readers where email = 'console@example.com'")
+    page = admin.client.get(f"/admin/readers/{reader}").get_data(as_text=True)
+    assert f"SAVE-{reader}-20261128 · 50% off · 3 more payment(s)" in page and "too_expensive" in page
