@@ -119,6 +119,12 @@ def subscriptions(app, db, runner):
     wes = person(app)
     wes.signup("wes@example.com", PASSWORD)
     assert pay(wes, code="WELCOME50").status_code == 303  # half price for three months, then the list price
+    kim, lou = person(app), person(app)  # a save discount, and a month's pause the clock ends
+    for who, email, reason in ((kim, "kim@example.com", "too_expensive"), (lou, "lou@example.com", "not_reading")):
+        who.signup(email, PASSWORD)
+        pay(who)
+        who.post("/account/subscription/reason", {"reason": reason})
+        assert who.post("/account/subscription/save", {"months": "1"}).status_code == 303
     cli(runner, "readers", "add", "erin@example.com", "--subscriber")
     cli(runner, "readers", "add", "ivy@example.com", "--password", PASSWORD)
     cli(runner, "readers", "comp", "ivy@example.com", "--until", "2026-12-10")
@@ -487,6 +493,17 @@ def redeemed_before_the_window(db):
 def discounted_past_its_periods(db):
     """Wes's discount kept for one period only, so his second half-price month had none."""
     db.execute("update subscriptions set discount_periods = 1 where offer_code = 'WELCOME50'")
+def charge_in_pause(db):
+    sub, rid = _one(db, "select id, reader_id from subscriptions where reader_id = ?",
+                    [_reader(db, "lou@example.com")])
+    db.insert("payments", {"subscription_id": sub, "reader_id": rid, "at": to_iso(START + timedelta(days=5)),
+                           "amount_cents": 1200, "currency": "USD", "outcome": "succeeded", "kind": "renewal",
+                           "card_last4": "4242"})
+
+
+def second_save_offer(db):
+    _insert_event(db, "save_offer_accepted", to_iso(START + timedelta(days=10)),
+                  {"reason": "too_expensive", "offer": "discount"}, reader_id=_reader(db, "kim@example.com"))
 
 
 TAMPERING = [
@@ -512,6 +529,8 @@ TAMPERING = [
     ("discount_without_offer", charge_naming_an_unredeemed_code),
     ("discount_without_offer", redeemed_before_the_window),
     ("discount_without_offer", discounted_past_its_periods),
+    ("charge_during_pause", charge_in_pause),
+    ("save_offers_per_year", second_save_offer),
 ]
 
 

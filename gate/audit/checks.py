@@ -22,6 +22,7 @@ from gate.rules import billing, periods
 from gate.rules import offers as offer_rules
 from gate.rules.paywall import Reason, Rules
 from gate.rules.timeutil import from_iso
+from gate.services import retention
 
 #: Every kind of violation, with what it means.
 KINDS = {
@@ -49,6 +50,9 @@ KINDS = {
     "discount_without_offer": "A payment discounted without a valid offer then: naming a code with no redemption "
                               "(or accepted save offer) for that subscription, charged in a period the discount "
                               "does not cover, redeemed outside the code's window, or below list price with no code.",
+    "charge_during_pause": "A payment dated inside a pause of its subscription (after active → paused, "
+                           "before paused → active).",
+    "save_offers_per_year": "A reader accepted more than one save offer within 365 days.",
 }
 #: Reasons that justify full access (see gate.rules.paywall.decide).
 FULL_REASONS = (Reason.SUBSCRIBER, Reason.FREE_ARTICLE, Reason.TIER_UNLIMITED, Reason.ALREADY_UNLOCKED,
@@ -282,6 +286,8 @@ def _impossible_state(sub: dict) -> str | None:
         return "past_due without past_due_since"
     if status in billing.ENDED and not sub["ended_at"]:
         return f"{status} without ended_at"
+    if status == "paused" and not (sub["paused_at"] and sub["resumes_at"]):
+        return "paused without paused_at and resumes_at"
     if status in billing.ENDED and sub["cancel_at_period_end"]:
         return f"{status} but still set to cancel at the period end"
     return None
@@ -594,7 +600,7 @@ def _period_indexes(payments: list[dict]):
             index = -1
         elif pay["kind"] == "checkout":
             index = 0
-        elif pay["kind"] in ("renewal", "trial_conversion"):
+        elif pay["kind"] in ("renewal", "trial_conversion", "resume"):
             index += 1
         yield index, pay
 
@@ -662,10 +668,50 @@ def _covered(offer: dict, sub: dict | None, code: str) -> int | None:
     return offer_rules.covered_periods(terms)
 
 
+# --- 7. retention ---------------------------------------------------------------------------
+
+
+def _pauses(timeline: Timeline) -> list[tuple[datetime, datetime | None]]:
+    """A subscription's pauses from its events: (paused at, resumed at or None while still paused)."""
+    spans, since = [], None
+    for at, (to, before) in zip(timeline.times, timeline.values):
+        if to == "paused" and before != "paused":
+            since = at
+        elif before == "paused" and since is not None:
+            spans.append((since, at))
+            since = None
+    return spans + ([(since, None)] if since is not None else [])
+
+
+def check_retention(db, cfg, history: History | None = None) -> list[Violation]:
+    """No charge inside a pause; at most one save offer accepted per reader in any 365 days."""
+    history = history or History(db, cfg)
+    found = []
+    pauses = {sub_id: _pauses(timeline) for subs in history.sub_events.values() for sub_id, timeline in subs.items()}
+    for pay in history.payments:
+        at = parse_time(pay["at"])
+        for start, end in pauses.get(pay["subscription_id"], ()):
+            if start < at and (end is None or at < end):
+                found.append(Violation("charge_during_pause", f"payment {pay['id']} ({pay['kind']}) at "
+                                       f"{pay['at']} falls in a pause from {start.isoformat()}",
+                                       {"payment_id": pay["id"], "subscription_id": pay["subscription_id"]}))
+    accepted: dict[int, list[Event]] = defaultdict(list)
+    for event in history.by_type["save_offer_accepted"]:
+        accepted[event.reader_id].append(event)
+    for reader_id, items in accepted.items():
+        items.sort(key=lambda event: event.at)
+        for first, second in zip(items, items[1:]):
+            if second.at - first.at < retention.WINDOW:
+                found.append(Violation("save_offers_per_year", f"reader {reader_id} accepted save offers at "
+                                       f"{first.at.isoformat()} and {second.at.isoformat()}",
+                                       {"reader_id": reader_id, "event_ids": [first.id, second.id]}))
+    return found
+
+
 # --- all of it --------------------------------------------------------------------------
 
 CHECKS = (check_quota, check_access, check_billing, check_passes, check_newsletters, check_events,
-          check_offers)
+          check_offers, check_retention)
 
 
 def run(db, cfg) -> list[Violation]:

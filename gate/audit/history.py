@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from gate.rules import billing, experiments
 from gate.rules.paywall import Rules
 from gate.rules.timeutil import from_iso
-from gate.services import personas, seed, subscriptions
+from gate.services import personas, retention, seed, subscriptions
 
 _EVENT_TYPES = ("article_view", "unlock", "meter_merged", "preset_changed", "subscription_changed",
                 "newsletter_changed", "comp_changed", "admin_action", "persona_switched", "signup",
@@ -138,7 +138,8 @@ class History:
         self.articles = {row["slug"]: row for row in
                          db.rows("select slug, section, access_class from articles")}
         self.unlocks = [Unlock(row[0], row[1], row[2], row[3], from_iso(row[4]), row[4]) for row in
-                        db.execute("select id, meter_key, slug, window_key, unlocked_at from unlocks order by id")
+                        db.execute("select id, meter_key, slug, window_key, unlocked_at from unlocks"
+                                   " where meter_key not like ? order by id", [retention.METER_PREFIX + "%"])
                         .fetchall()]
         self._index_meters()
         self._index_people()
@@ -291,7 +292,7 @@ class History:
         if self.subscriber_as_of(reader_id, event_id, moment):
             return True
         for timeline in self.sub_events.get(reader_id, {}).values():
-            if any(value and value[0] in billing.LIVE for value in timeline.at(moment)):
+            if any(value and value[0] in billing.LIVE and value[0] != "paused" for value in timeline.at(moment)):
                 return True
         comp_until = parse_time(self.readers.get(reader_id, {}).get("comp_until"))
         if comp_until and comp_until > moment:

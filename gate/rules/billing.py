@@ -6,7 +6,9 @@ passed in:
 ``incomplete`` (first payment failed) → ``trialing`` → ``active`` → renewal
 each period; a failed renewal → ``past_due`` with retries on a schedule and
 access during a grace period; retries exhausted → ``canceled`` or ``unpaid``.
-``cancel_at_period_end`` keeps access until the period ends.
+``cancel_at_period_end`` keeps access until the period ends. An ``active``
+subscription may be ``paused`` for 1–3 months: access and charges stop at once, and
+at ``resumes_at`` a new period starts and is charged as a renewal would be.
 
 Nothing here touches the database: :func:`settle` takes a subscription and
 returns the new one plus every status change and charge attempt, each at the
@@ -24,19 +26,24 @@ from typing import Literal
 from gate.rules import offers
 from gate.rules.offers import Discount
 
-Status = Literal["incomplete", "trialing", "active", "past_due", "canceled", "unpaid"]
+Status = Literal["incomplete", "trialing", "active", "past_due", "paused", "canceled", "unpaid"]
 #: Statuses in good standing: subscriber access until the period ends, no grace period involved.
 PAID_UP: tuple[Status, ...] = ("trialing", "active")
-#: Statuses of a subscription that has not ended (past due still has its grace period).
-LIVE: tuple[Status, ...] = (*PAID_UP, "past_due")
+#: Statuses of a subscription that has not ended (past due still has its grace period). A paused
+#: one is live (it resumes on its own, and no second subscription may start meanwhile) but gives
+#: no access; only :func:`has_access` says who reads.
+LIVE: tuple[Status, ...] = (*PAID_UP, "past_due", "paused")
 ENDED: tuple[Status, ...] = ("canceled", "unpaid")
 #: Each status in words, for every page that shows one.
 STATUS_LABELS = {"incomplete": "Payment needed", "trialing": "Free trial", "active": "Active",
-                 "past_due": "Past due", "canceled": "Canceled", "unpaid": "Unpaid"}
+                 "past_due": "Past due", "paused": "Paused", "canceled": "Canceled", "unpaid": "Unpaid"}
 #: Each kind of charge in words ("retry N" is worded by :func:`charge_label`).
 CHARGE_LABELS = {"checkout": "First payment", "trial_verification": "Card check for the free trial",
                  "trial_conversion": "First payment after the trial", "renewal": "Renewal",
-                 "card update": "Payment with the new card", "pass": "Day or week pass"}
+                 "card update": "Payment with the new card", "resume": "First payment after a pause",
+                 "pass": "Day or week pass"}
+#: How long a pause may last, in months.
+PAUSE_MONTHS = range(1, 4)
 
 
 def status_label(status: str) -> str:
@@ -328,15 +335,16 @@ def _paid_up(sub: Subscription, **changes) -> Subscription:
     return replace(sub, status="active", past_due_since=None, retry_count=0, next_retry_at=None, **changes)
 
 
-def _renew(sub: Subscription, plan: PlanTerms, policy: Policy, at: datetime) -> Outcome:
-    """Charge for the next period at ``at`` (a period end or the trial's end)."""
+def _renew(sub: Subscription, plan: PlanTerms, policy: Policy, at: datetime, *,
+           kind: str | None = None, anchor: datetime | None = None) -> Outcome:
+    """Charge for the next period at ``at`` (a period end, the trial's end, or a pause's end with a new anchor)."""
     decline = renewal_decline(sub.card_last4)
-    kind = "trial_conversion" if sub.status == "trialing" else "renewal"
+    kind = kind or ("trial_conversion" if sub.status == "trialing" else "renewal")
     index = sub.period_index + 1
     charge = _charge(plan, at, sub.card_last4, decline, kind, index, sub.discount)
-    anchor = at if sub.status == "trialing" else sub.anchor
-    new_period = dict(anchor=anchor, current_period_start=at, period_index=index,
-                      current_period_end=period_end(anchor, at, plan.interval))
+    anchor = anchor or (at if sub.status == "trialing" else sub.anchor)
+    new_period = dict(anchor=anchor, current_period_start=at, period_index=index, paused_at=None,
+                      resumes_at=None, current_period_end=period_end(anchor, at, plan.interval))
     if decline:
         new = replace(sub, status="past_due", past_due_since=at, retry_count=0,
                       next_retry_at=at + timedelta(days=policy.retry_days[0]) if policy.retry_days else at,
@@ -371,6 +379,8 @@ def _end_of_term(sub: Subscription, at: datetime) -> Outcome:
 
 def _next_step(sub: Subscription, plan: PlanTerms, policy: Policy, now: datetime) -> Outcome | None:
     """The earliest step that is due at ``now``, if any."""
+    if sub.status == "paused" and sub.resumes_at is not None and sub.resumes_at <= now:
+        return _renew(sub, plan, policy, sub.resumes_at, kind="resume", anchor=sub.resumes_at)
     if sub.status in PAID_UP and sub.current_period_end <= now:
         if sub.cancel_at_period_end:
             return _end_of_term(sub, sub.current_period_end)
@@ -399,8 +409,8 @@ def grace_ends(sub: Subscription | None, policy: Policy) -> datetime | None:
 
 
 def has_access(sub: Subscription | None, policy: Policy, now: datetime) -> bool:
-    """Whether a (settled) subscription gives subscriber access now."""
-    if sub is None:
+    """Whether a (settled) subscription gives subscriber access now (never while paused)."""
+    if sub is None or sub.status == "paused":
         return False
     if sub.status in PAID_UP:
         return now < sub.current_period_end
@@ -423,6 +433,8 @@ def cancel(sub: Subscription, now: datetime, *, immediately: bool = False) -> Ou
         return Outcome(new, (Change(now, sub.status, "canceled", "canceled by the reader"),))
     if sub.status == "past_due":
         raise BillingError("a past-due subscription can only be canceled now, or fixed by updating the card")
+    if sub.status == "paused":
+        raise BillingError("a paused subscription can only be canceled now, or resumed")
     if sub.cancel_at_period_end:
         raise BillingError("this subscription is already set to end at the period end")
     new = replace(sub, cancel_at_period_end=True)
@@ -435,6 +447,29 @@ def resume(sub: Subscription, now: datetime) -> Outcome:
         raise BillingError("only a subscription set to end at the period end can be resumed")
     new = replace(sub, cancel_at_period_end=False)
     return Outcome(new, (Change(now, sub.status, sub.status, "resumed"),))
+
+
+def pause(sub: Subscription, months: int, now: datetime) -> Outcome:
+    """Pause an active subscription for 1–3 months: access and charges stop now, and it resumes on its own.
+
+    The rest of the period already paid is not carried over (the pause starts now, as
+    the reader asked); at ``resumes_at`` a new period starts and is charged.
+    """
+    if sub.status != "active":
+        raise BillingError(f"only an active subscription can be paused, not a {status_label(sub.status).lower()} one")
+    if sub.cancel_at_period_end:
+        raise BillingError("this subscription is set to end at the period end: resume it before pausing")
+    if months not in PAUSE_MONTHS:
+        raise BillingError(f"a pause lasts {PAUSE_MONTHS.start} to {PAUSE_MONTHS.stop - 1} months, not {months}")
+    new = replace(sub, status="paused", paused_at=now, resumes_at=add_months(now, months))
+    return Outcome(new, (Change(now, "active", "paused", f"paused for {months} month{'s' * (months > 1)}"),))
+
+
+def unpause(sub: Subscription, plan: PlanTerms, policy: Policy, now: datetime) -> Outcome:
+    """End a pause early, at the reader's request: a new period starts now and is charged."""
+    if sub.status != "paused":
+        raise BillingError("only a paused subscription can be resumed early")
+    return _renew(sub, plan, policy, now, kind="resume", anchor=now)
 
 
 def update_card(sub: Subscription, plan: PlanTerms, card: Card, decline: str | None,

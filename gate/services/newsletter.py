@@ -295,6 +295,9 @@ def recipients(db, list_id: str, at: datetime | None = None) -> list[dict]:
     if at is not None:  # a reader who joined after an issue's time never gets that issue
         sql += " and e.confirmed_at <= ?"
         params.append(to_iso(at))
+        # nor one whose enrollment was paused then and resumed since (a clock jump over a pause's end)
+        sql += " and not (e.paused_at is not null and e.paused_at <= ? and e.updated_at > ?)"
+        params += [to_iso(at), to_iso(at)]
     return db.rows(sql + " order by r.id", params)
 
 

@@ -29,6 +29,7 @@ SUBJECTS = {
     "trial_ending": "Your free trial of {site} ends on {date}",
     "cancel_scheduled": "Your subscription to {site} ends on {date}",
     "canceled": "Your subscription to {site} has ended",
+    "winback": "Come back to {site}: a personal offer",
 }
 
 
@@ -64,7 +65,7 @@ def _plan(cfg, plan_id: str):
     return next((plan for plan in cfg.plans if plan.id == plan_id), None)
 
 
-def _send(db, cfg, sub: Subscription, kind: str, at: datetime, **context) -> int | None:
+def send(db, cfg, sub: Subscription, kind: str, at: datetime, **context) -> int | None:
     """Queue one message unless this (subscription, kind, moment) was already mailed."""
     fresh = db.insert_ignore("notices", {"subscription_id": sub.id, "kind": kind, "at": to_iso(at)})
     reader = accounts.by_id(db, sub.reader_id)
@@ -109,7 +110,7 @@ def for_change(db, cfg, sub: Subscription, change: Change, charges: tuple[Charge
                                  if policy.retry_days else None)
     if kind == "cancel_scheduled":
         context["date"] = sub.current_period_end
-    return _send(db, cfg, sub, kind, change.at, **context)
+    return send(db, cfg, sub, kind, change.at, **context)
 
 
 def trial_reminder_at(sub: Subscription) -> datetime | None:
@@ -132,4 +133,4 @@ def remind_trial_end(db, cfg, sub: Subscription, now: datetime) -> int | None:
     """Tell a trialing reader when their first payment will be taken (once, dated when due)."""
     if not trial_reminder_due(db, sub, now):
         return None
-    return _send(db, cfg, sub, "trial_ending", trial_reminder_at(sub), date=sub.trial_end)
+    return send(db, cfg, sub, "trial_ending", trial_reminder_at(sub), date=sub.trial_end)

@@ -140,6 +140,9 @@ def record_redemption(db, offer: OfferTerms, reader_id: int, now: datetime, *,
     """The redemption row of a claimed code (same transaction as :func:`claim`)."""
     db.insert("redemptions", {"code": offer.code, "reader_id": reader_id, "subscription_id": subscription_id,
                               "pass_id": pass_id, "at": to_iso(now)})
+    if offer.source == "winback":  # the win-back mail worked: the retention funnel counts it
+        events.record(db, "winback_redeemed", now, reader_id=reader_id, code=offer.code,
+                      subscription_id=subscription_id)
 
 
 def redeem(db, cfg, code: str, plan_id: str, reader_id: int, now: datetime, *,

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from gate.rules import billing, periods
 from gate.rules.timeutil import to_iso
-from gate.services import accounts, newsletter, passes, subscriptions
+from gate.services import accounts, newsletter, passes, subscriptions, winback
 from gate.storage.quota import SqlQuotaStore
 
 
@@ -47,6 +47,10 @@ PERSONAS = (
             "persona.lapsed@meridian.example"),
     Persona("day-pass", "Day-pass holder", "Bought a day pass 20 hours ago: every article is open for "
             "4 more hours. Move the clock to see it end.", "persona.day-pass@meridian.example"),
+    Persona("paused", "Paused", "A subscriber who paused for a month; it resumes in a few days.",
+            "persona.paused@meridian.example"),
+    Persona("winback", "Lapsed, with a win-back code", "A former subscriber whose subscription ended two "
+            "weeks ago: the win-back mail with a personal code is in the outbox.", "persona.winback@meridian.example"),
 )
 #: How long ago the day-pass persona bought its pass.
 PASS_BOUGHT_AGO = timedelta(hours=20)
@@ -102,19 +106,22 @@ def _spend(db, rules, reader_id: int, count: int, now: datetime) -> None:
 
 
 def _subscribe(db, cfg, reader_id: int, plan_id: str, last4: str, start: datetime,
-               now: datetime, cancel_at: datetime | None = None) -> None:
+               now: datetime, cancel_at: datetime | None = None, pause_at: datetime | None = None) -> None:
     """A subscription started at ``start`` on a test card, lived through to ``now``.
 
     ``cancel_at`` is when the reader asked to cancel at the period end, as
     most do: the period they paid for runs out and nothing more is charged.
+    ``pause_at`` is when they paused it for a month instead.
     """
     terms = subscriptions.plan_terms(cfg, plan_id)
     card = billing.Card(last4, 12, now.year + 3)
     outcome = billing.start(reader_id, terms, card, None, start)
     policy = subscriptions.policy(cfg)
-    if cancel_at is not None:
-        outcome = outcome.then(billing.settle(outcome.subscription, terms, policy, cancel_at))
-        outcome = outcome.then(billing.cancel(outcome.subscription, cancel_at))
+    for moment, step in ((cancel_at, lambda sub: billing.cancel(sub, cancel_at)),
+                         (pause_at, lambda sub: billing.pause(sub, 1, pause_at))):
+        if moment is not None:
+            outcome = outcome.then(billing.settle(outcome.subscription, terms, policy, moment))
+            outcome = outcome.then(step(outcome.subscription))
     outcome = outcome.then(billing.settle(outcome.subscription, terms, policy, now))
     subscriptions.apply_outcome(db, outcome, by="persona")
     newsletter.enroll_subscriber_lists(db, cfg, reader_id, start, source="persona", ip=None)
@@ -166,3 +173,18 @@ def _rebuild(db, cfg, rules, persona_id: str, reader_id: int, now: datetime) -> 
         start = billing.add_months(now, -3)
         _subscribe(db, cfg, reader_id, monthly, "4242", start, now,
                    cancel_at=billing.add_months(now, -2) + timedelta(days=10))
+    elif persona_id == "paused":  # paused a month ago, back in four days
+        paused = billing.add_months(now, -1) + timedelta(days=4)
+        _subscribe(db, cfg, reader_id, monthly, "4242", paused - timedelta(days=40), now, pause_at=paused)
+    elif persona_id == "winback":
+        _lapsed_with_winback(db, cfg, reader_id, monthly, now)
+
+
+def _lapsed_with_winback(db, cfg, reader_id: int, plan_id: str, now: datetime) -> None:
+    """A subscription that ended just over ``days_after`` days ago, its win-back mail sent since."""
+    after = cfg.retention.winback.days_after if cfg.retention.winback else 14
+    ended = now - timedelta(days=after + 1)
+    start = billing.add_months(ended, -1)
+    _subscribe(db, cfg, reader_id, plan_id, "4242", start, now, cancel_at=start + timedelta(days=10))
+    if cfg.retention.winback is not None:
+        winback.send(db, cfg, subscriptions.current(db, reader_id), now)

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from gate.rules import billing
 from gate.rules.billing import Outcome, PlanTerms, Policy, Subscription
 from gate.rules.timeutil import from_iso, to_iso
-from gate.services import accounts, newsletter, notices, offers
+from gate.services import accounts, newsletter, notices, offers, winback
 from gate.storage import events, quota
 from gate.storage.db import first
 
@@ -200,6 +200,8 @@ def _sync_lists(db, cfg, reader_id: int, now: datetime) -> None:
 
 
 def _due(sub: Subscription, now: datetime) -> bool:
+    if sub.status == "paused":
+        return sub.resumes_at is not None and sub.resumes_at <= now
     if sub.status == "past_due":
         return sub.next_retry_at is not None and sub.next_retry_at <= now
     return sub.current_period_end <= now
@@ -215,11 +217,13 @@ def settle_all(db, cfg, now: datetime) -> dict:
         "select distinct reader_id from subscriptions where"
         " (status in ('trialing', 'active') and current_period_end <= ?)"
         " or (status = 'past_due' and next_retry_at <= ?)"
-        " or (status = 'trialing' and cancel_at_period_end = 0 and trial_end <= ?)",
+        " or (status = 'trialing' and cancel_at_period_end = 0 and trial_end <= ?)"
+        " or (status = 'paused' and resumes_at <= ?)",
         [to_iso(now), to_iso(now),
-         to_iso(now + timedelta(days=notices.TRIAL_REMINDER_DAYS))],
+         to_iso(now + timedelta(days=notices.TRIAL_REMINDER_DAYS)), to_iso(now)],
     ).fetchall()
     charges = sum(_settle(db, cfg, reader_id, now, current(db, reader_id))[1] for (reader_id,) in rows)
+    winback.send_due(db, cfg, now)  # lapsed readers' win-back mail falls due on the same tick
     return {"subscriptions": len(rows), "charges": charges}
 
 
@@ -312,8 +316,12 @@ def _recording_refusal(db, code: str | None, plan_id: str, now: datetime, **who)
         raise
 
 
-def _change(db, cfg, reader_id: int, now: datetime, operation, by: str) -> Subscription:
-    """Settle, then apply one reader-initiated operation, in one transaction."""
+def change(db, cfg, reader_id: int, now: datetime, operation, by: str) -> Subscription:
+    """Settle, then apply one reader-initiated operation, in one transaction.
+
+    ``operation(sub)`` runs under the reader's lock inside that transaction and returns the
+    :class:`Outcome`; what else it writes (an event, a meter spend) commits with it or not at all.
+    """
     settle_reader(db, cfg, reader_id, now)
     with db.transaction():
         lock_subscription(db, reader_id)
@@ -328,13 +336,24 @@ def _change(db, cfg, reader_id: int, now: datetime, operation, by: str) -> Subsc
 def cancel(db, cfg, reader_id: int, now: datetime, *, immediately: bool = False,
            by: str = "reader") -> Subscription:
     """Cancel at the period end (default) or right away."""
-    return _change(db, cfg, reader_id, now,
+    return change(db, cfg, reader_id, now,
                    lambda sub: billing.cancel(sub, now, immediately=immediately), by)
 
 
 def resume(db, cfg, reader_id: int, now: datetime, by: str = "reader") -> Subscription:
     """Undo a pending cancel-at-period-end."""
-    return _change(db, cfg, reader_id, now, lambda sub: billing.resume(sub, now), by)
+    return change(db, cfg, reader_id, now, lambda sub: billing.resume(sub, now), by)
+
+
+def pause(db, cfg, reader_id: int, months: int, now: datetime, by: str = "reader") -> Subscription:
+    """Pause an active subscription for 1–3 months (subscriber-only newsletters pause with it)."""
+    return change(db, cfg, reader_id, now, lambda sub: billing.pause(sub, months, now), by)
+
+
+def unpause(db, cfg, reader_id: int, now: datetime, by: str = "reader") -> Subscription:
+    """End a pause early: a new period starts now and is charged."""
+    return change(db, cfg, reader_id, now, lambda sub: billing.unpause(
+        sub, plan_terms(cfg, sub.plan_id), policy(cfg), now), by)
 
 
 def update_card(db, cfg, reader_id: int, card: billing.Card, card_number: str, now: datetime,
@@ -345,7 +364,7 @@ def update_card(db, cfg, reader_id: int, card: billing.Card, card_number: str, n
     def operation(sub):
         return billing.update_card(sub, plan_terms(cfg, sub.plan_id), card, decline, now)
 
-    return _change(db, cfg, reader_id, now, operation, by)
+    return change(db, cfg, reader_id, now, operation, by)
 
 
 def grant(db, cfg, reader_id: int, plan_id: str, now: datetime, by: str) -> Subscription:

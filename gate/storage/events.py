@@ -46,6 +46,13 @@ TYPES = {
     "offer_applied": "A usable promo code was priced at checkout (data: code, plan).",
     "offer_refused": "A promo code could not be used (data: code, plan, reason: a gate.rules.offers.Refusal).",
     "offer_redeemed": "A checkout paid with a promo code (data: code, plan, subscription_id or pass_id, amount_cents).",
+    # retention (issue 16, part C)
+    "cancel_reason": "A cancelling subscriber said why (data: subscription_id, reason).",
+    "save_offer_shown": "A save offer answered a cancel reason (data: subscription_id, reason, offer).",
+    "save_offer_accepted": "A save offer was accepted and applied (data: subscription_id, reason, offer, months, code).",
+    "save_offer_declined": "A save offer was turned down; the subscription ends at the period end (data: reason, offer).",
+    "winback_sent": "A lapsed subscriber was mailed a personal win-back code (data: subscription_id, code).",
+    "winback_redeemed": "A win-back code was redeemed at checkout (data: code, subscription_id).",
 }
 
 

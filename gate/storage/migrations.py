@@ -311,3 +311,12 @@ def m016_offers(db):
 def m017_passes(db):
     """When each reader's latest pass ends, on the row every signed-in page reads already."""
     ddl(db, "alter table readers add column pass_until TEXT")
+
+
+@migration
+def m018_retention(db):
+    """At most one charge per subscription when a pause ends (the backstop under the reader's lock,
+    as m015 is for renewals), and the win-back mail found by subscriptions that ended."""
+    db.execute("create unique index idx_payments_resume_once on payments (subscription_id, kind, at)"
+               " where kind = 'resume'")
+    index(db, "subscriptions", "status", "ended_at")

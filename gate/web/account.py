@@ -11,8 +11,8 @@ from gate.app import site
 from gate.app.context import current
 from gate.app.db import get_db
 from gate.rules import billing, paywall
-from gate.services import content, subscriptions
-from gate.web.forms import CardForm, ConfirmForm
+from gate.services import content, retention, subscriptions
+from gate.web.forms import CardForm, ConfirmForm, PauseForm, ReasonForm
 
 bp = Blueprint("account", __name__)
 
@@ -90,14 +90,111 @@ def cancel():
     )
 
 
+def _button(operation, success: str):
+    """A bare POST button on the account page: CSRF checked, then ``operation(db, cfg, reader, now)``."""
+    if not ConfirmForm().validate_on_submit():
+        return redirect(url_for("account.account"), code=303)
+    return _run(lambda: operation(get_db(), site.config(), current_user.id, current().now), success)
+
+
+def _reason_form() -> ReasonForm:
+    """The cancel form's reasons, as config/site.toml lists them."""
+    form = ReasonForm()
+    form.reason.choices = list(site.config().retention.reasons.items())
+    return form
+
+
+def _pause_form(offer) -> PauseForm:
+    """The pause lengths a save offer gives, each with the day it would resume."""
+    form, now, tz = PauseForm(), current().now, current().rules.tz
+    back = {m: billing.add_months(now, m).astimezone(tz) for m in offer.pause_months}
+    form.months.choices = [(str(m), f"{m} month{'s' * (m > 1)}, back on {day.strftime('%B %-d, %Y')}")
+                           for m, day in back.items()]
+    return form
+
+
+def _renewing_sub():
+    """The reader's subscription if it can be cancelled through the reasons (renews, not ending)."""
+    sub = subscriptions.current(get_db(), current_user.id)
+    ok = sub is not None and sub.status in billing.PAID_UP and not sub.cancel_at_period_end
+    return sub if ok else None
+
+
+def _save_page(sub, offer, pause_form=None, status=200):
+    """The save offer answering the reader's reason, with accept and decline."""
+    cfg = site.config()
+    plan = next((p for p in cfg.plans if p.id == sub.plan_id), None)
+    return render_template("account/cancel_save.html", sub=sub, plan=plan, offer=offer,
+                           words=retention.words(offer, cfg, sub), form=ConfirmForm(),
+                           pause_form=pause_form or _pause_form(offer)), status
+
+
+@bp.route("/account/subscription/reason", methods=["GET", "POST"])
+@login_required
+def cancel_reason():
+    """Ask why before cancelling at the period end; a save offer may answer the reason."""
+    sub = _renewing_sub()
+    if sub is None:
+        flash("You have no renewing subscription to cancel.", "info")
+        return redirect(url_for("account.account"), code=303)
+    form = _reason_form()
+    if form.validate_on_submit():
+        try:
+            offer = retention.ask(get_db(), site.config(), current_user.id, form.reason.data, current().now)
+        except billing.BillingError as error:
+            flash(f"That can't be done: {error}.", "warning")
+            return redirect(url_for("account.account"), code=303)
+        if offer is not None:
+            return _save_page(subscriptions.current(get_db(), current_user.id), offer)
+        flash("Your subscription will end at the close of this period. You can resume it until then.", "success")
+        return redirect(url_for("account.account"), code=303)
+    plan = next((p for p in site.config().plans if p.id == sub.plan_id), None)
+    status = 400 if request.method == "POST" else 200
+    return render_template("account/cancel_reason.html", sub=sub, plan=plan, form=form), status
+
+
+@bp.post("/account/subscription/save")
+@login_required
+def save_accept():
+    """Accept the save offer shown: a discount at once, or a pause of the months chosen."""
+    sub = _renewing_sub()
+    offer = retention.configured(site.config(), sub.cancel_reason if sub else None)
+    if sub is None or offer is None:
+        flash("There is no save offer to accept.", "warning")
+        return redirect(url_for("account.account"), code=303)
+    months = None
+    if offer.kind == "pause":
+        form = _pause_form(offer)
+        if not form.validate_on_submit():
+            return _save_page(sub, offer, form, 400)
+        months = int(form.months.data)
+    elif not ConfirmForm().validate_on_submit():
+        return redirect(url_for("account.account"), code=303)
+    done = ("Your subscription is paused. Welcome back whenever you like." if months else
+            f"Done: {retention.words(offer, site.config(), sub)}. Your subscription continues.")
+    return _run(lambda: retention.accept(get_db(), site.config(), current_user.id, current().now, months), done)
+
+
+@bp.post("/account/subscription/save/decline")
+@login_required
+def save_decline():
+    """Turn the save offer down: cancel at the period end as asked."""
+    return _button(retention.decline, "Your subscription will end at the close of this period. "
+                   "You can resume it until then.")
+
+
+@bp.post("/account/subscription/unpause")
+@login_required
+def unpause():
+    """End a pause early: access comes back now and a new period is charged."""
+    return _button(subscriptions.unpause, "Welcome back: your subscription is active again.")
+
+
 @bp.post("/account/subscription/resume")
 @login_required
 def resume():
     """Keep a subscription that was set to end at the period end."""
-    if not ConfirmForm().validate_on_submit():
-        return redirect(url_for("account.account"), code=303)
-    return _run(lambda: subscriptions.resume(get_db(), site.config(), current_user.id, current().now),
-                "Your subscription will renew as usual.")
+    return _button(subscriptions.resume, "Your subscription will renew as usual.")
 
 
 @bp.route("/account/card", methods=["GET", "POST"])

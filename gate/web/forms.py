@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import request
 from flask_wtf import FlaskForm
 from werkzeug.datastructures import MultiDict
-from wtforms import BooleanField, EmailField, HiddenField, PasswordField, StringField
+from wtforms import BooleanField, EmailField, HiddenField, PasswordField, RadioField, StringField
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
 from gate.rules import billing
@@ -156,3 +156,27 @@ class SearchForm(TextForm):
         csrf = False
 
     q = StringField("Search the archive", validators=[Length(max=200)])
+
+
+def _one_of(label: str, missing: str, unknown: str) -> RadioField:
+    """A required radio group whose choices come from the site config (set per request); a forged
+    value is a field error, never a default."""
+
+    def listed(form, field) -> None:
+        if field.data not in {value for value, _ in field.choices}:
+            raise ValidationError(unknown)
+
+    return RadioField(label, validate_choice=False, validators=[InputRequired(missing), listed])
+
+
+class ReasonForm(TextForm):
+    """Why a reader cancels: one of ``[retention.reasons]``."""
+
+    reason = _one_of("Why are you cancelling?", "Choose a reason to go on.", "Choose one of the reasons listed.")
+
+
+class PauseForm(TextForm):
+    """How long a save offer's pause lasts: one of the months it offers."""
+
+    months = _one_of("How long would you like to pause?", "Choose how long to pause.",
+                     "Choose one of the lengths listed.")
