@@ -26,7 +26,14 @@ class Persona:
     label: str
     description: str
     email: str | None
+    #: Where switching to it takes the presenter (None: back to the same page).
+    lands_on: str | None = None
 
+
+#: The code the "holding a code" persona arrives with, as from a newsletter or an ad.
+HELD_CODE = "WELCOME50"
+#: How many days before its intro price ends the "intro ending" persona is built.
+INTRO_DAYS_LEFT = 3
 
 PERSONAS = (
     Persona("anonymous", "Anonymous", "A first-time visitor with no account.", None),
@@ -45,6 +52,12 @@ PERSONAS = (
             "persona.past-due@meridian.example"),
     Persona("lapsed", "Lapsed", "A former subscriber whose subscription ended last month.",
             "persona.lapsed@meridian.example"),
+    # Offers (issue 16): a reader arriving with a promo code, and the intro-price cliff.
+    Persona("holding-code", "Holding a code", f"A registered reader who followed a link with the code {HELD_CODE}.",
+            "persona.code@meridian.example", f"/subscribe?code={HELD_CODE}"),
+    Persona("intro-ending", "Intro price ending", f"On an introductory price that ends in {INTRO_DAYS_LEFT} days: "
+            "move the clock a week and the renewal is charged at the list price.",
+            "persona.intro@meridian.example", "/account"),
 )
 BY_ID = {persona.id: persona for persona in PERSONAS}
 
@@ -74,6 +87,7 @@ def _clear(db, reader_id: int) -> None:
     db.execute("delete from notices where subscription_id in"
                " (select id from subscriptions where reader_id = ?)", [reader_id])
     db.execute("delete from payments where reader_id = ?", [reader_id])
+    db.execute("delete from redemptions where reader_id = ?", [reader_id])  # before the subscriptions they name
     db.execute("delete from checkouts where reader_id = ?", [reader_id])
     db.execute("delete from subscriptions where reader_id = ?", [reader_id])
     db.execute("delete from enrollments where reader_id = ?", [reader_id])
@@ -158,3 +172,15 @@ def _rebuild(db, cfg, rules, persona_id: str, reader_id: int, now: datetime) -> 
         start = billing.add_months(now, -3)
         _subscribe(db, cfg, reader_id, monthly, "4242", start, now,
                    cancel_at=billing.add_months(now, -2) + timedelta(days=10))
+    elif persona_id == "intro-ending":
+        _intro_ending(db, cfg, reader_id, now)
+
+
+def _intro_ending(db, cfg, reader_id: int, now: datetime) -> None:
+    """A subscriber on the plan with an intro price, in its last intro period, ending in a few days."""
+    plan = next((p for p in cfg.plans if p.intro_price_cents is not None and p.intro_periods), None)
+    if plan is None:
+        raise PersonaError("no plan in config/site.toml has an intro price (intro_price_cents)")
+    months = plan.intro_periods * (12 if plan.interval == "year" else 1)
+    start = billing.add_months(now + timedelta(days=INTRO_DAYS_LEFT), -months)
+    _subscribe(db, cfg, reader_id, plan.id, "4242", start, now)

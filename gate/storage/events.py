@@ -38,6 +38,11 @@ TYPES = {
     "consent_lesson_changed": "The /learn pre-ticked consent lesson was turned on or off (data: from, to, by).",
     "comp_changed": "Complimentary access was granted or removed (data: from, to, by).",
     "checkout_declined": "An anonymous checkout was declined; no account was made (data: plan, decline).",
+    # Offers (issue 16): the console's funnel per code reads these four.
+    "offer_viewed": "A viewer was shown a promo code's offer (data: code, plan).",
+    "offer_applied": "A valid code was shown with its discounted price (data: code, plan).",
+    "offer_refused": "A code could not be used (data: code, plan, reason: the refusal code).",
+    "offer_redeemed": "A code was redeemed (data: code, plan, reader_id, subscription_id or pass_id, amount_cents).",
 }
 
 
