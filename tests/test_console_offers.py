@@ -171,7 +171,7 @@ def test_offers_csv_json_and_page_show_the_funnel(admin, db):
     assert answer["funnel"]["WELCOME50"]["viewed"] == 3
     assert {offer["code"]: offer["status"] for offer in answer["offers"]}["SPRING26"] == "Expired"
     page = admin.client.get(OFFERS).get_data(as_text=True)
-    welcome = page.split("<code>WELCOME50</code></th>")[-1].split("</tr>")[0]
+    welcome = page.split("<code>WELCOME50</code></td>")[-1].split("</tr>")[0]
     assert [cell.split("</td>")[0] for cell in welcome.split("<td>")[1:5]] == ["3", "2", "1", "50%"]
     assert admin.client.get(f"{OFFERS}.csv?start=tomorrow").status_code == 400
     assert admin.client.get(f"{OFFERS}.json?include=robots").status_code == 400
