@@ -80,7 +80,9 @@ def test_offers_page_lists_every_offer_with_its_status(admin):
     assert 'aria-current="page"' in page.split('href="/admin/offers"')[1][:30]
 
 
-def test_readers_cannot_see_or_change_offers(reader, db):
+def test_readers_cannot_see_or_change_offers(client, reader, db):
+    for url in (OFFERS, f"{OFFERS}.csv", f"{OFFERS}.json", f"{OFFERS}/FLASH10/redemptions.csv"):
+        assert "/login" in client.get(url).headers.get("Location", "")
     reader.signup("plain@example.com")
     assert reader.client.get(OFFERS).status_code == 403
     assert reader.post(OFFERS, NEW).status_code == 403
@@ -290,4 +292,4 @@ def test_intro_ending_persona_renews_at_the_list_price(demo, db, clock):
 
 def test_offers_lesson_is_in_the_tour(client):
     page = client.get("/learn/").get_data(as_text=True)
-    assert 'id="offers"' in page and "FLASH10" in page and "Intro price ending" in page
+    assert 'id="offers"' in page and "FLASH10" in page and "Intro ending" in page

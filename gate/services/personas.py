@@ -53,9 +53,9 @@ PERSONAS = (
     Persona("lapsed", "Lapsed", "A former subscriber whose subscription ended last month.",
             "persona.lapsed@meridian.example"),
     # Offers (issue 16): a reader arriving with a promo code, and the intro-price cliff.
-    Persona("holding-code", "Holding a code", f"A registered reader who followed a link with the code {HELD_CODE}.",
+    Persona("holding-code", "Has a code", f"A registered reader who followed a link with the code {HELD_CODE}.",
             "persona.code@meridian.example", f"/subscribe?code={HELD_CODE}"),
-    Persona("intro-ending", "Intro price ending", f"On an introductory price that ends in {INTRO_DAYS_LEFT} days: "
+    Persona("intro-ending", "Intro ending", f"On an introductory price that ends in {INTRO_DAYS_LEFT} days: "
             "move the clock a week and the renewal is charged at the list price.",
             "persona.intro@meridian.example", "/account"),
 )

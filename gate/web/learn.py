@@ -120,7 +120,7 @@ LESSONS = (
             "the code and counts under it, so any number of checkouts at once end with exactly ten "
             "redemptions (`gate loadtest` has a flash-sale persona that races it). The console's Offers "
             "page shows 10 of 10, then 'Fully redeemed', and the funnel the readers refused as exhausted.",
-            "The retention cliff: switch to the 'Intro price ending' persona and open the account page "
+            "The retention cliff: switch to the 'Intro ending' persona and open the account page "
             "(the next renewal is at the list price), then move the clock a week in the console: the $1 "
             "month renews at $12, and the dashboard's MRR and 'still discounted' move with it. Real "
             "subscribers cancel in numbers at that moment; `gate simulate` shows the dip.",

@@ -8,17 +8,9 @@ import os
 import pytest
 from playwright.sync_api import expect
 
-from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, PHONE, LiveSite, log_in, too_wide
+from tests.helpers import ADMIN_EMAIL, ADMIN_PASSWORD, PHONE, log_in, too_wide
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """The real site with an admin account."""
-    with LiveSite(tmp_path_factory.mktemp("console-offers")) as live:
-        live.gate("readers", "add", ADMIN_EMAIL, "--password", ADMIN_PASSWORD, "--admin")
-        yield live
 
 
 def test_console_offers_page_funnel_and_adding_an_offer(site, open_page, audit):
