@@ -118,12 +118,12 @@ LESSONS = (
            ("Over-redemption: FLASH10 is capped at ten. A cap checked and then counted in two steps is "
             "oversold when a hundred readers press Subscribe at once; here each redemption takes a lock on "
             "the code and counts under it, so any number of checkouts at once end with exactly ten "
-            "redemptions (`gate loadtest` has a flash-sale persona that races it). The console's Offers "
+            "redemptions (gate loadtest has a flash-sale persona that races it). The console's Offers "
             "page shows 10 of 10, then 'Fully redeemed', and the funnel the readers refused as exhausted.",
             "The retention cliff: switch to the 'Intro ending' persona and open the account page "
             "(the next renewal is at the list price), then move the clock a week in the console: the $1 "
             "month renews at $12, and the dashboard's MRR and 'still discounted' move with it. Real "
-            "subscribers cancel in numbers at that moment; `gate simulate` shows the dip.",
+            "subscribers cancel in numbers at that moment; gate simulate shows the dip.",
             "Discount habituation: readers who have seen WELCOME50 and FLASH10 wait for the next code. "
             "Codes here never stack (one per checkout, kept with the subscription), and the Offers "
             "page's funnel shows how many views each code gets against how many redeem it.",
