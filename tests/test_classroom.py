@@ -30,7 +30,7 @@ def test_try_it_needs_demo_mode_or_an_admin(reader, db):
 @pytest.mark.parametrize("lesson", LESSONS, ids=[lesson.id for lesson in LESSONS])
 def test_try_it_switches_preset_and_persona(classroom, db, lesson):
     response = classroom.post(f"/learn/try/{lesson.id}")
-    assert response.status_code == 303 and response.headers["Location"] == f"/articles/{lesson.article}"
+    assert response.status_code == 303 and response.headers["Location"] == lesson.landing
     health = classroom.client.get("/api/health").get_json()
     assert health["preset"] == lesson.preset
     expected_tier = "anonymous" if lesson.persona == "anonymous" else "registered"

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from gate.rules.billing import LIVE, PlanTerms
+from gate.rules.offers import Discount
 from gate.rules.timeutil import to_iso
 from gate.services import personas, seed
 from gate.storage.db import rows
@@ -112,18 +114,68 @@ def _count(db, where: str, span: Range, distinct: str | None = None, audience: s
     return db.scalar(sql, span.params)
 
 
-def _subscriptions(db, statuses: str, audience: str) -> list:
-    """Subscriptions in some statuses now, per plan, of the audience's accounts."""
-    keep = "1 = 1" if audience == "all" else f"reader_id not in ({_left_out(audience)})"
-    return db.execute(f"select plan_id, count(*) from subscriptions where status in ({statuses})"
-                      f" and {keep} group by plan_id").fetchall()
+def _keep_readers(audience: str, column: str = "reader_id") -> str:
+    """A condition on a table's reader column keeping only the audience's accounts."""
+    return "1 = 1" if audience == "all" else f"{column} not in ({_left_out(audience)})"
+
+
+def _live(db, audience: str) -> list[dict]:
+    """Every live subscription of the audience's accounts: plan, status, discount and current period."""
+    statuses = ", ".join(f"'{status}'" for status in LIVE)
+    return db.rows("select plan_id, status, offer_code, discount_kind, discount_value, discount_periods,"
+                   f" period_index from subscriptions where status in ({statuses}) and {_keep_readers(audience)}")
+
+
+def _terms(plan) -> PlanTerms:
+    """A configured plan, priced the way billing prices it."""
+    return PlanTerms(plan.id, plan.price_cents, plan.currency, plan.interval, plan.trial_days,
+                     plan.intro_price_cents, plan.intro_periods)
+
+
+def _discount(row: dict) -> Discount | None:
+    """The discount a subscription row was sold with, if any."""
+    if row["offer_code"] is None:
+        return None
+    return Discount(row["offer_code"], row["discount_kind"], row["discount_value"], row["discount_periods"])
+
+
+def monthly_cents(plan: PlanTerms, discount: Discount | None, period_index: int) -> float:
+    """What a subscription's current period is charged, per month (a yearly price / 12)."""
+    price, _ = plan.price(discount, max(period_index, 0))
+    return price / 12 if plan.interval == "year" else float(price)
+
+
+def discounted_now(plan: PlanTerms, discount: Discount | None, period_index: int) -> bool:
+    """Whether a subscription's current paid period is priced below the list price by an offer or an intro price."""
+    intro = plan.intro_price_cents is not None and 0 <= period_index < plan.intro_periods
+    return intro or (discount is not None and discount.covers(period_index))
+
+
+def _money(db, span: Range, audience: str) -> tuple[int, int]:
+    """Succeeded charges in the range: what was charged, and what the same periods list at.
+
+    A zero card check for a trial is no sale, so it is left out of the list total.
+    """
+    charged, listed = db.execute(
+        "select coalesce(sum(amount_cents), 0), coalesce(sum(case when kind = 'trial_verification' then 0"
+        " else coalesce(list_cents, amount_cents) end), 0) from payments where outcome = 'succeeded'"
+        f" and at >= ? and at < ? and {_keep_readers(audience)}", span.params).fetchone()
+    return int(charged), int(listed)
 
 
 def metrics(db, span: Range, plans: dict, audience: str = "people") -> dict:
-    """The headline numbers for a range, plus live subscribers and MRR now."""
-    live = _subscriptions(db, "'trialing', 'active', 'past_due'", audience)
-    paying = _subscriptions(db, "'active', 'past_due'", audience)
-    mrr = sum(_monthly(plans.get(plan)) * count for plan, count in paying)
+    """The headline numbers for a range, plus live subscribers, MRR and the share still discounted now.
+
+    MRR is what each paying subscription's current period is charged (its intro or
+    discounted price), a yearly plan's over 12; revenue is what succeeded charges took in the range.
+    """
+    live = [(row, _terms(plans[row["plan_id"]]) if row["plan_id"] in plans else None)
+            for row in _live(db, audience)]
+    priced = [(row, plan) for row, plan in live if plan is not None]
+    mrr = sum(monthly_cents(plan, _discount(row), row["period_index"])
+              for row, plan in priced if row["status"] != "trialing")
+    discounted = sum(discounted_now(plan, _discount(row), row["period_index"]) for row, plan in priced)
+    revenue, listed = _money(db, span, audience)
     return {
         "visitors": len({person for person, *_ in _moments(db, span, audience, ["visit"], None)}),
         "gate_impressions": _count(db, "type = 'gate_impression'", span, audience=audience),
@@ -133,18 +185,70 @@ def metrics(db, span: Range, plans: dict, audience: str = "people") -> dict:
                                 f" and ({db.json_text('data', 'from')} is null)", span, audience=audience),
         "new_subscriptions": _count(db, _new_subscription(db), span, audience=audience),
         "cancellations": _count(db, _canceled(db), span, audience=audience),
-        "active_subscribers": sum(count for _, count in live),
+        "active_subscribers": len(live),
         "mrr_cents": round(mrr),
+        "revenue_cents": revenue,
+        "discounts_cents": max(0, listed - revenue),
+        "discounted": discounted,
+        "discounted_share": discounted / len(live) if live else 0.0,
     }
 
 
-def _monthly(plan) -> float:
-    """A plan's price per month, in cents."""
-    if plan is None:
-        return 0.0
-    return plan.price_cents / 12 if plan.interval == "year" else float(plan.price_cents)
+def redemptions(db, span: Range, audience: str = "people") -> list[tuple[str, int]]:
+    """Redemptions per offer code in the range, most first."""
+    return [(code, count) for code, count in db.execute(
+        "select code, count(*) from redemptions where at >= ? and at < ?"
+        f" and {_keep_readers(audience)} group by code order by count(*) desc, code", span.params).fetchall()]
 
 
+#: The steps of an offer's funnel: the events that put a person at each (offers-common.md).
+OFFER_STEPS = {"viewed": "offer_viewed", "applied": "offer_applied", "redeemed": "offer_redeemed"}
+OFFER_STEP_LABELS = {"viewed": "Viewed", "applied": "Applied", "redeemed": "Redeemed"}
+
+
+def offer_funnel(db, span: Range, audience: str = "people") -> dict[str, dict]:
+    """Per code: the people who viewed it, had it applied to a price, redeemed it, and were refused (by reason).
+
+    A person is an account, or else a visitor id. Each step counts people who reached it in
+    the range, so a code typed straight into a checkout is applied without having been viewed.
+    """
+    code, reason = db.json_text("data", "code"), db.json_text("data", "reason")
+    person = "coalesce('reader:' || cast(reader_id as text), 'visitor:' || visitor_id)"
+    types = ", ".join(f"'{name}'" for name in (*OFFER_STEPS.values(), "offer_refused"))
+    found: dict[str, dict] = {}
+    step_of = {name: step for step, name in OFFER_STEPS.items()}
+    for kind, offer, why, people in db.execute(
+            f"select type, upper({code}), {reason}, count(distinct {person}) from events where at >= ? and at < ?"
+            f" and type in ({types}) and {code} is not null and {audience_sql(db, audience)}"
+            f" group by type, upper({code}), {reason}", span.params).fetchall():
+        row = found.setdefault(offer, {**dict.fromkeys(OFFER_STEPS, 0), "refused": {}})
+        if kind == "offer_refused":
+            row["refused"][why or "unknown"] = row["refused"].get(why or "unknown", 0) + people
+        else:
+            row[step_of[kind]] += people
+    return found
+
+
+def offers_csv(funnel: dict[str, dict], known: dict[str, str], reasons) -> str:
+    """The offer funnel as CSV: one row per code, steps, then refusals by reason (``known``: code → status)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["code", "status", *OFFER_STEPS, *(f"refused_{reason}" for reason in reasons)])
+    for code in sorted(set(funnel) | set(known)):
+        row = funnel.get(code) or {**dict.fromkeys(OFFER_STEPS, 0), "refused": {}}
+        writer.writerow([code, known.get(code, "not an offer"), *(row[step] for step in OFFER_STEPS),
+                         *(row["refused"].get(reason, 0) for reason in reasons)])
+    return out.getvalue()
+
+
+def redemptions_csv(found: list[dict]) -> str:
+    """One code's redemptions as CSV."""
+    out = io.StringIO()
+    fields = ["code", "at", "reader_id", "email", "subscription_id", "plan_id", "pass_id"]
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(found)
+    return out.getvalue()
 
 
 def _steps(db) -> dict[str, str]:

@@ -13,12 +13,15 @@ backstop. A declined card never reaches :func:`redeem`, so it consumes nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, time
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time
 
+from pydantic import ValidationError
+
+from gate.conf.settings import PromoOffer
 from gate.rules import offers as rules
 from gate.rules.offers import Discount, OfferTerms, Refusal
-from gate.rules.timeutil import from_iso, to_iso
+from gate.rules.timeutil import from_iso, parse_day, to_iso
 from gate.storage import events
 
 _TIMES = ("starts_at", "ends_at")
@@ -267,12 +270,6 @@ def status(offer: OfferTerms, redeemed_count: int, now: datetime) -> str:
     return {None: "active", Refusal.NOT_STARTED: "scheduled"}.get(why, str(why))
 
 
-def redemptions(db, code: str) -> list[dict]:
-    """A code's redemptions, oldest first, with the reader's address."""
-    return db.rows("select d.*, r.email from redemptions d join readers r on r.id = d.reader_id"
-                   " where d.code = ? order by d.at, d.id", [rules.normalize_code(code)])
-
-
 def revenue(db, code: str) -> dict:
     """What a code's payments took: successful charges naming it, their total and the list price given up."""
     row = db.first("select count(*) as payments, coalesce(sum(amount_cents), 0) as charged,"
@@ -288,3 +285,106 @@ def set_enabled(db, cfg, code: str, enabled: bool, now: datetime) -> OfferTerms:
         raise ValueError(f"there is no offer with the code {rules.normalize_code(code)}")
     db.execute("update offers set enabled = ? where code = ?", [int(enabled), offer.code])
     return find(db, cfg, code, now)
+
+
+# --- an offer from the console's form or the CLI's options ---------------------------
+
+
+class OfferInputError(ValueError):
+    """A bad value for a new offer; ``field`` names the form field (or CLI option) it came from."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+_TRUE, _FALSE = ("1", "on", "true", "yes"), ("", "0", "off", "false", "no")
+
+
+def _whole(field: str, value) -> int | None:
+    """A whole number from the CLI (an int) or a form (digits); blank is None."""
+    if value is None or isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if not text:
+        return None
+    if not text.isdigit() or len(text) > 9:
+        raise OfferInputError(field, f"must be a whole number, not {text[:20]!r}")
+    return int(text)
+
+
+def _day(field: str, value) -> date | None:
+    """A date (2027-01-31) in the site's time zone; blank is None."""
+    if value is None or isinstance(value, date):
+        return value
+    if not str(value).strip():
+        return None
+    try:
+        return parse_day(str(value))
+    except ValueError as error:
+        raise OfferInputError(field, str(error)) from None
+
+
+def _flag(field: str, value) -> bool:
+    """A yes/no from the CLI (a bool) or a form (a checkbox's "on", or absent)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value or "").strip().lower()
+    if text not in _TRUE + _FALSE:
+        raise OfferInputError(field, f"must be yes or no, not {text[:20]!r}")
+    return text in _TRUE
+
+
+def _plan_list(value) -> list[str]:
+    """Plan ids, from a list or a comma-separated string; blank is every plan."""
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    return [item.strip() for item in items if item.strip()]
+
+
+def _validated(fields: dict) -> PromoOffer:
+    """The values checked exactly as a ``[[offers]]`` entry in config/site.toml is."""
+    try:
+        return PromoOffer(**fields)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        message = problem["msg"].removeprefix("Value error, ")
+        # A check across fields names no field: its message starts with the one at fault, if any.
+        first = message.split(" ", 1)[0]
+        field = str(problem["loc"][0]) if problem["loc"] else first if first in fields else "discount"
+        raise OfferInputError(field, message) from None
+
+
+def build(*, code: str, name: str, percent_off=None, amount_off_cents=None, free_periods=None,
+          duration="once", periods=None, plans=(), starts=None, ends=None, cap=None, new_only=False,
+          tz, known_plans=None, source: str = "cli") -> OfferTerms:
+    """A new offer from plain values (the console's form, ``gate offers add``), checked like the config file.
+
+    Raises :class:`OfferInputError` (a ValueError) naming the field at fault.
+    """
+    fields = {"code": rules.normalize_code(code), "name": (name or "").strip(),
+              "duration": (duration or "once").strip() if isinstance(duration, str) else duration,
+              "plans": _plan_list(plans), "new_subscribers_only": _flag("new_only", new_only),
+              "starts": _day("starts", starts), "ends": _day("ends", ends)}
+    for field, value in (("percent_off", percent_off), ("amount_off_cents", amount_off_cents),
+                         ("free_periods", free_periods), ("periods", periods), ("cap", cap)):
+        fields[field] = _whole(field, value)
+    if not rules.valid_code(fields["code"]):
+        raise OfferInputError("code", "a code is 3–32 letters, digits, - or _")
+    unknown = [plan for plan in fields["plans"] if known_plans is not None and plan not in known_plans]
+    if unknown:
+        raise OfferInputError("plans", f"there is no plan called {unknown[0]!r}")
+    return replace(from_config(_validated(fields), tz), source=source)
+
+
+def redemptions(db, code: str) -> list[dict]:
+    """Every redemption of a code, oldest first: who, when, and the subscription or pass it bought."""
+    return db.rows("select r.code, r.at, r.reader_id, readers.email, r.subscription_id, s.plan_id, r.pass_id"
+                   " from redemptions r left join readers on readers.id = r.reader_id"
+                   " left join subscriptions s on s.id = r.subscription_id"
+                   " where r.code = ? order by r.at, r.id", [rules.normalize_code(code)])
+
+
+def redeemed_counts(db) -> dict[str, int]:
+    """How many times each code has been redeemed (codes never redeemed are absent)."""
+    return dict(db.execute("select code, count(*) from redemptions group by code").fetchall())

@@ -26,7 +26,14 @@ class Persona:
     label: str
     description: str
     email: str | None
+    #: Where switching to it takes the presenter (None: back to the same page).
+    lands_on: str | None = None
 
+
+#: The code the "holding a code" persona arrives with, as from a newsletter or an ad.
+HELD_CODE = "WELCOME50"
+#: How many days before its intro price ends the "intro ending" persona is built.
+INTRO_DAYS_LEFT = 3
 
 PERSONAS = (
     Persona("anonymous", "Anonymous", "A first-time visitor with no account.", None),
@@ -51,6 +58,12 @@ PERSONAS = (
             "persona.paused@meridian.example"),
     Persona("winback", "Lapsed, with a win-back code", "A former subscriber whose subscription ended two "
             "weeks ago: the win-back mail with a personal code is in the outbox.", "persona.winback@meridian.example"),
+    # Offers (issue 16): a reader arriving with a promo code, and the intro-price cliff.
+    Persona("holding-code", "Has a code", f"A registered reader who followed a link with the code {HELD_CODE}.",
+            "persona.code@meridian.example", f"/subscribe?code={HELD_CODE}"),
+    Persona("intro-ending", "Intro ending", f"On an introductory price that ends in {INTRO_DAYS_LEFT} days: "
+            "move the clock a week and the renewal is charged at the list price.",
+            "persona.intro@meridian.example", "/account"),
 )
 #: How long ago the day-pass persona bought its pass.
 PASS_BOUGHT_AGO = timedelta(hours=20)
@@ -82,6 +95,7 @@ def _clear(db, reader_id: int) -> None:
     db.execute("delete from notices where subscription_id in"
                " (select id from subscriptions where reader_id = ?)", [reader_id])
     db.execute("delete from payments where reader_id = ?", [reader_id])
+    db.execute("delete from redemptions where reader_id = ?", [reader_id])  # before the subscriptions they name
     db.execute("delete from passes where reader_id = ?", [reader_id])
     db.execute("delete from checkouts where reader_id = ?", [reader_id])
     db.execute("delete from subscriptions where reader_id = ?", [reader_id])
@@ -178,6 +192,8 @@ def _rebuild(db, cfg, rules, persona_id: str, reader_id: int, now: datetime) -> 
         _subscribe(db, cfg, reader_id, monthly, "4242", paused - timedelta(days=40), now, pause_at=paused)
     elif persona_id == "winback":
         _lapsed_with_winback(db, cfg, reader_id, monthly, now)
+    elif persona_id == "intro-ending":
+        _intro_ending(db, cfg, reader_id, now)
 
 
 def _lapsed_with_winback(db, cfg, reader_id: int, plan_id: str, now: datetime) -> None:
@@ -188,3 +204,13 @@ def _lapsed_with_winback(db, cfg, reader_id: int, plan_id: str, now: datetime) -
     _subscribe(db, cfg, reader_id, plan_id, "4242", start, now, cancel_at=start + timedelta(days=10))
     if cfg.retention.winback is not None:
         winback.send(db, cfg, subscriptions.current(db, reader_id), now)
+
+
+def _intro_ending(db, cfg, reader_id: int, now: datetime) -> None:
+    """A subscriber on the plan with an intro price, in its last intro period, ending in a few days."""
+    plan = next((p for p in cfg.plans if p.intro_price_cents is not None and p.intro_periods), None)
+    if plan is None:
+        raise PersonaError("no plan in config/site.toml has an intro price (intro_price_cents)")
+    months = plan.intro_periods * (12 if plan.interval == "year" else 1)
+    start = billing.add_months(now + timedelta(days=INTRO_DAYS_LEFT), -months)
+    _subscribe(db, cfg, reader_id, plan.id, "4242", start, now)

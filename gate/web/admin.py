@@ -98,6 +98,7 @@ def dashboard():
         reading_svg=charts.lines(daily, ["views", "gate_impressions", "unlocks"], "Reading per day"),
         money_svg=charts.lines(daily, ["signups", "new_subscriptions", "cancellations"], "Accounts per day"),
         currency=cfg.plans[0].currency, audience=audience, audiences=stats.AUDIENCES,
+        redemptions=stats.redemptions(db, span, audience),
     )
 
 

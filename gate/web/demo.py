@@ -28,9 +28,9 @@ def _demo_only():
         abort(404)
 
 
-def _then_back(act) -> Response:
-    """Do ``act`` for a form this site sent (it returns what to tell the presenter), then go back."""
-    target = safe_next(request.form.get("next"))
+def _then_back(act, to: str | None = None) -> Response:
+    """Do ``act`` for a form this site sent (it returns what to tell the presenter), then go back (or ``to``)."""
+    target = to or safe_next(request.form.get("next"))
     if ConfirmForm().validate_on_submit():
         flash(act(), "info")
     return redirect(target, code=303)
@@ -38,8 +38,9 @@ def _then_back(act) -> Response:
 
 @bp.post("/persona")
 def switch():
-    """Become a persona, reset to its defined state, and go back to the same page."""
-    return _then_back(_switch)
+    """Become a persona, reset to its defined state, and go back to the same page (or the persona's own)."""
+    landing = personas.BY_ID.get(request.form.get("persona", ""))
+    return _then_back(_switch, landing.lands_on if landing else None)
 
 
 def _switch() -> str:

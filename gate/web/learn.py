@@ -36,6 +36,13 @@ class Lesson:
     article: str
     summary: str
     watch_for: tuple[str, ...]
+    #: Where Try it lands, when not on the sample article (a page of this site).
+    target: str | None = None
+
+    @property
+    def landing(self) -> str:
+        """The page Try it opens."""
+        return self.target or f"/articles/{self.article}"
 
 
 LESSONS = (
@@ -104,6 +111,26 @@ LESSONS = (
             "Delete the porous_meter cookie (or edit it): the allowance comes back.",
             "Then try the same tricks under 'Metered by view': each one fails, because the server never sends "
             "gated text and keeps the meter in its database.")),
+    Lesson("offers", "Offers and their traps", "wpr", "holding-code", SAMPLE,
+           "A promo code, an introductory price or a flash sale turns a visitor into a subscriber at a lower "
+           "price. Each is also a trap: a capped code oversold under load, a cliff when the intro price ends, "
+           "readers who learn never to pay full price, and 'new subscribers only' answered with new accounts.",
+           ("Over-redemption: FLASH10 is capped at ten. A cap checked and then counted in two steps is "
+            "oversold when a hundred readers press Subscribe at once; here each redemption takes a lock on "
+            "the code and counts under it, so any number of checkouts at once end with exactly ten "
+            "redemptions (gate loadtest has a flash-sale persona that races it). The console's Offers "
+            "page shows 10 of 10, then 'Fully redeemed', and the funnel the readers refused as exhausted.",
+            "The retention cliff: switch to the 'Intro ending' persona and open the account page "
+            "(the next renewal is at the list price), then move the clock a week in the console: the $1 "
+            "month renews at $12, and the dashboard's MRR and 'still discounted' move with it. Real "
+            "subscribers cancel in numbers at that moment; gate simulate shows the dip.",
+            "Discount habituation: readers who have seen WELCOME50 and FLASH10 wait for the next code. "
+            "Codes here never stack (one per checkout, kept with the subscription), and the Offers "
+            "page's funnel shows how many views each code gets against how many redeem it.",
+            "'New subscribers only' gamed by new accounts: WELCOME50 refuses a reader who ever "
+            "subscribed, but a fresh address is a new reader. Sign out, sign up with another made-up "
+            "address and apply the code again; the funnel's refusals by reason show who was stopped."),
+           target="/subscribe?code=WELCOME50"),
 )
 BY_ID = {lesson.id: lesson for lesson in LESSONS}
 
@@ -146,7 +173,7 @@ def _scope() -> str:
 
 @bp.post("/try/<lesson_id>")
 def try_it(lesson_id: str):
-    """Preview (or, for an admin, apply) the lesson's preset, become its persona, and open its sample article."""
+    """Preview (or, for an admin, apply) the lesson's preset, become its persona, and open its sample article (or page)."""
     lesson = BY_ID.get(lesson_id) or abort(404)
     if not _may_switch():
         abort(403, description="Trying a pattern switches the whole site: it needs demo mode or an admin.")
@@ -163,7 +190,7 @@ def try_it(lesson_id: str):
     scope_note = "A preview for you alone: the site's rules are unchanged." if scope == "preview" else (
         "Applied to the whole site.")
     flash(f"Now showing: {lesson.title}. {scope_note}", "info")
-    return redirect(url_for("reading.article", slug=lesson.article), code=303)
+    return redirect(lesson.target or url_for("reading.article", slug=lesson.article), code=303)
 
 
 @bp.post("/consent-lesson/end")

@@ -36,6 +36,14 @@ def browser():
 
 
 @pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The real site (not in demo mode), with an admin account for the inbox and the console."""
+    with LiveSite(tmp_path_factory.mktemp("site")) as live:
+        live.gate("readers", "add", ADMIN_EMAIL, "--password", ADMIN_PASSWORD, "--admin")
+        yield live
+
+
+@pytest.fixture(scope="module")
 def demo_site(tmp_path_factory):
     """A second real site in demo mode (GATE_DEMO=1): persona bar, explain drawer, try-it buttons."""
     live = LiveSite(tmp_path_factory.mktemp("flows-demo"))
