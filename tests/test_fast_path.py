@@ -62,9 +62,34 @@ def test_an_anonymous_teaser_is_one_read(client, statements):
 
 
 @BOTH_ENGINES
-def test_a_registered_page_reads_the_reader_their_subscription_and_meter_at_once(reader, client, statements):
+def test_a_registered_page_is_one_read(reader, client, statements):
+    """The site's state, the article, the reader, their subscription and their meter come in one statement."""
     reader.signup("fast@example.com")
-    assert reads_of(client, statements, f"/articles/{METERED}") == 2  # site and article; reader, subscription, meter
+    assert reads_of(client, statements, f"/articles/{METERED}") == 1
+
+
+@BOTH_ENGINES
+def test_the_meter_read_with_the_site_is_the_readers(reader, client):
+    reader.signup("counted@example.com")
+    reader.unlock(METERED)
+    meter = client.get(f"/api/articles/{METERED}").get_json()["meter"]
+    assert (meter["used"], meter["remaining"]) == (1, 2)
+
+
+@BOTH_ENGINES
+def test_a_page_that_is_not_an_article_reads_the_reader_with_the_site(reader, client, statements):
+    reader.signup("front@example.com")
+    assert reads_of(client, statements, "/api/meter") == 1
+    assert client.get("/api/meter").get_json()["tier"] == "registered"
+
+
+@BOTH_ENGINES
+def test_a_signed_out_session_reads_no_reader(reader, client, statements):
+    reader.signup("gone@example.com")
+    stale = client.get_cookie("session", domain="meridian.test").value
+    assert reader.post("/logout").status_code in (302, 303)  # the token rotates: the old cookie names no one
+    client.set_cookie("session", stale, domain="meridian.test")
+    assert client.get("/api/meter").get_json()["tier"] == "anonymous"
 
 
 @BOTH_ENGINES
@@ -81,11 +106,12 @@ def test_the_meter_read_with_the_reader_is_read_again_after_a_spend(app, reader)
 
 
 @BOTH_ENGINES
-def test_a_subscriber_page_reads_no_meter(reader, client, statements, db):
+def test_a_subscriber_page_is_one_read(reader, client, statements, db):
     reader.signup("paid@example.com")
     key = open_checkout(reader)
     reader.post("/subscribe/monthly", {**CARD, "idempotency_key": key})
-    assert reads_of(client, statements, f"/articles/{METERED}") == 2  # site and article; reader and subscription
+    assert reads_of(client, statements, f"/articles/{METERED}") == 1
+    assert client.get(f"/api/articles/{METERED}").get_json()["reason"] == "subscriber"
 
 
 @BOTH_ENGINES

@@ -10,10 +10,9 @@ from werkzeug.exceptions import HTTPException, SecurityError
 from gate.app import context, site
 from gate.app.context import current
 from gate.app.csrf import SiteCSRF, keep_csrf_signature, prime_csrf_token
-from gate.app.db import get_db
 from gate.rules import billing, paywall, periods
 from gate.rules.timeutil import from_iso
-from gate.services import personas, subscriptions
+from gate.services import personas
 
 csrf = SiteCSRF()
 login_manager = LoginManager()
@@ -25,12 +24,7 @@ login_manager.login_message_category = "info"
 @login_manager.user_loader
 def _load_reader(token: str):
     """Resolve the session's rotating token to an account, its subscription settled."""
-    state = current()
-    reader, spends = subscriptions.signed_in(get_db(), site.config(), token, state.now,
-                                             spends=state.may_meter("registered"))
-    if reader is not None and spends is not None:
-        state.read_with_reader[reader.meter_key] = spends  # the viewer's meter, read in the same statement
-    return reader
+    return current().signed_in(token)
 
 
 def _wants_json() -> bool:
