@@ -14,9 +14,10 @@ from datetime import timedelta
 
 import pytest
 from flask_login import login_user
+from flask_login import utils as login_utils
 from itsdangerous import TimestampSigner
 
-from gate.app import ratelimit
+from gate.app import ratelimit, sessions
 from gate.app.context import current
 from gate.app.db import get_db
 from gate.app.sessions import VerifiedCookies
@@ -200,6 +201,27 @@ def test_article_pages_skip_the_rate_limiter_and_limited_routes_keep_it(app, rea
     assert "X-RateLimit-Limit" not in page.headers
     unlock = client.post(f"/api/articles/{METERED}/unlock", headers={"X-CSRFToken": reader.token()})
     assert unlock.headers["X-RateLimit-Limit"] == "60"
+
+
+def test_the_session_identifier_is_flask_logins_hashed_once_per_browser(app, monkeypatch):
+    real, hashed = login_utils._create_identifier, []
+    monkeypatch.setattr(login_utils, "_create_identifier", lambda: hashed.append(1) or real())
+    monkeypatch.setattr(sessions, "_identifiers", {})
+    for agent in ("browser A", "browser A", "browser B"):
+        with app.test_request_context("/", headers={"User-Agent": agent}):
+            assert sessions.session_identifier() == real()
+    assert len(hashed) == 2
+
+
+@BOTH_ENGINES
+def test_a_session_replayed_from_another_browser_is_no_longer_fresh(reader, client):
+    reader.signup("moved@example.com")
+    client.get(f"/articles/{METERED}")
+    with client.session_transaction() as kept:
+        assert kept["_fresh"] is True
+    client.get(f"/articles/{METERED}", headers={"User-Agent": "another browser"})
+    with client.session_transaction() as kept:
+        assert kept["_fresh"] is False  # flask-login's session protection, as before
 
 
 # --- the verified-cookie memory, without a site ---------------------------------------------

@@ -136,7 +136,8 @@ def settle_reader(db, cfg, reader_id: int, now: datetime) -> Subscription | None
 _SIGNED_IN_COLUMNS = ", ".join([*(f"r.{column} as reader_{column}" for column in accounts.READER_COLUMNS),
                                 *(f"s.{column} as sub_{column}" for column in Subscription.__dataclass_fields__)])
 SIGNED_IN_COLUMNS = f"{_SIGNED_IN_COLUMNS}, u.slug as spend_slug, u.unlocked_at as spend_at"
-_SUB_JOIN = " left join subscriptions s on s.id = (select max(id) from subscriptions where reader_id = r.id)"
+_SUB_JOIN = (" left join subscriptions s on s.reader_id = r.id"  # the reader_id index finds it on PostgreSQL too
+             " and s.id = (select max(id) from subscriptions where reader_id = r.id)")
 #: What joins them to ``readers r``: one row per spend (oldest first with :data:`SPENDS_ORDER`), or one with none.
 SIGNED_IN_JOINS = f"{_SUB_JOIN} left join unlocks u on u.meter_key = '{accounts.METER_PREFIX}' || cast(r.id as text)"
 SPENDS_ORDER = " order by u.unlocked_at, u.id"

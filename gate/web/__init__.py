@@ -7,7 +7,7 @@ from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, SecurityError
 
-from gate.app import context, site
+from gate.app import context, sessions, site
 from gate.app.context import current
 from gate.app.csrf import SiteCSRF, keep_csrf_signature, prime_csrf_token
 from gate.rules import billing, paywall, periods
@@ -19,6 +19,7 @@ login_manager = LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.login_message = "Please log in to see that page."
 login_manager.login_message_category = "info"
+login_manager._session_identifier_generator = sessions.session_identifier  # flask-login's own hook
 
 
 @login_manager.user_loader
@@ -72,12 +73,21 @@ SECURITY_HEADERS = (
 )
 
 
+#: What a page or API answer gets when it set none of these itself (the usual case): added in one go.
+_PAGE_HEADERS = (*SECURITY_HEADERS, ("Cache-Control", "private, no-cache"), ("Vary", "Cookie"))
+_PAGE_NAMES = frozenset(key.lower() for key, _ in _PAGE_HEADERS)
+
+
 def _response_headers(response):
     """Security headers on everything; pages and API answers kept out of shared caches."""
     headers = response.headers
     present = {key.lower() for key, _ in headers.items()}
-    headers.extend((key, value) for key, value in SECURITY_HEADERS if key.lower() not in present)
-    if request.endpoint != "static":  # pages and answers vary by reader
+    page = request.endpoint != "static"  # pages and answers vary by reader
+    if page and not present & _PAGE_NAMES:
+        headers.extend(_PAGE_HEADERS)
+        return response
+    headers.extend([(key, value) for key, value in SECURITY_HEADERS if key.lower() not in present])
+    if page:
         headers["Cache-Control"] = "private, no-cache"
         if "vary" in present:
             response.vary.add("Cookie")
