@@ -8,6 +8,7 @@ request, a forged or expired session cookie is refused as before.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from datetime import timedelta
@@ -154,6 +155,16 @@ def test_a_sessions_csrf_token_is_signed_once_and_still_checked(app, reader, cli
     assert refused.status_code == 400
     other = Reader(app.test_client())
     assert other.token() != first
+
+
+@BOTH_ENGINES
+def test_every_form_on_a_page_carries_the_sessions_kept_token(reader, client):
+    reader.signup("forms@example.com")
+    first = reader.token()
+    page = client.get(f"/articles/{METERED}").get_data(as_text=True)
+    carried = set(re.findall(r'name="csrf_token"[^>]*value="([^"]+)"', page))
+    assert carried == {first} and page.count('name="csrf_token"') >= 2  # the unlock form and sign-out
+    assert reader.post(f"/articles/{METERED}/unlock", {"csrf_token": first}).status_code == 303
 
 
 def test_with_a_time_limit_each_page_gets_a_freshly_signed_token(tmp_path, monkeypatch):

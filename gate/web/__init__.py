@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException, SecurityError
 
 from gate.app import context, sessions, site
 from gate.app.context import current
-from gate.app.csrf import SiteCSRF, keep_csrf_signature, prime_csrf_token
+from gate.app.csrf import SiteCSRF, keep_csrf_signature, page_token, prime_csrf_token
 from gate.rules import billing, paywall, periods
 from gate.rules.timeutil import from_iso
 from gate.services import personas
@@ -116,6 +116,7 @@ def _template_globals():
         "instructor": state.instructor,  # demo mode: the admin underneath a persona
         "previewing": state.previewed_preset,
         "signup_lists": cfg.signup_lists,
+        "csrf_token": page_token,  # over Flask-WTF's, registered before
     }
 
 
@@ -124,6 +125,7 @@ def init_app(app) -> None:
     csrf.init_app(app)
     app.before_request(prime_csrf_token)  # before any form builds its token
     app.after_request(keep_csrf_signature)
+    app.jinja_env.globals["csrf_token"] = page_token  # a template without the page's context
     login_manager.init_app(app)
     from gate.web import account, admin, api, auth, demo, devmail, learn, newsletter, reading, subscribe
     from gate.web.access import RowId
