@@ -8,15 +8,17 @@ request, a forged or expired session cookie is refused as before.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from datetime import timedelta
 
 import pytest
 from flask_login import login_user
+from flask_login import utils as login_utils
 from itsdangerous import TimestampSigner
 
-from gate.app import ratelimit
+from gate.app import ratelimit, sessions
 from gate.app.context import current
 from gate.app.db import get_db
 from gate.app.sessions import VerifiedCookies
@@ -62,9 +64,34 @@ def test_an_anonymous_teaser_is_one_read(client, statements):
 
 
 @BOTH_ENGINES
-def test_a_registered_page_reads_the_reader_their_subscription_and_meter_at_once(reader, client, statements):
+def test_a_registered_page_is_one_read(reader, client, statements):
+    """The site's state, the article, the reader, their subscription and their meter come in one statement."""
     reader.signup("fast@example.com")
-    assert reads_of(client, statements, f"/articles/{METERED}") == 2  # site and article; reader, subscription, meter
+    assert reads_of(client, statements, f"/articles/{METERED}") == 1
+
+
+@BOTH_ENGINES
+def test_the_meter_read_with_the_site_is_the_readers(reader, client):
+    reader.signup("counted@example.com")
+    reader.unlock(METERED)
+    meter = client.get(f"/api/articles/{METERED}").get_json()["meter"]
+    assert (meter["used"], meter["remaining"]) == (1, 2)
+
+
+@BOTH_ENGINES
+def test_a_page_that_is_not_an_article_reads_the_reader_with_the_site(reader, client, statements):
+    reader.signup("front@example.com")
+    assert reads_of(client, statements, "/api/meter") == 1
+    assert client.get("/api/meter").get_json()["tier"] == "registered"
+
+
+@BOTH_ENGINES
+def test_a_signed_out_session_reads_no_reader(reader, client, statements):
+    reader.signup("gone@example.com")
+    stale = client.get_cookie("session", domain="meridian.test").value
+    assert reader.post("/logout").status_code in (302, 303)  # the token rotates: the old cookie names no one
+    client.set_cookie("session", stale, domain="meridian.test")
+    assert client.get("/api/meter").get_json()["tier"] == "anonymous"
 
 
 @BOTH_ENGINES
@@ -81,11 +108,12 @@ def test_the_meter_read_with_the_reader_is_read_again_after_a_spend(app, reader)
 
 
 @BOTH_ENGINES
-def test_a_subscriber_page_reads_no_meter(reader, client, statements, db):
+def test_a_subscriber_page_is_one_read(reader, client, statements, db):
     reader.signup("paid@example.com")
     key = open_checkout(reader)
     reader.post("/subscribe/monthly", {**CARD, "idempotency_key": key})
-    assert reads_of(client, statements, f"/articles/{METERED}") == 2  # site and article; reader and subscription
+    assert reads_of(client, statements, f"/articles/{METERED}") == 1
+    assert client.get(f"/api/articles/{METERED}").get_json()["reason"] == "subscriber"
 
 
 @BOTH_ENGINES
@@ -127,6 +155,16 @@ def test_a_sessions_csrf_token_is_signed_once_and_still_checked(app, reader, cli
     assert refused.status_code == 400
     other = Reader(app.test_client())
     assert other.token() != first
+
+
+@BOTH_ENGINES
+def test_every_form_on_a_page_carries_the_sessions_kept_token(reader, client):
+    reader.signup("forms@example.com")
+    first = reader.token()
+    page = client.get(f"/articles/{METERED}").get_data(as_text=True)
+    carried = set(re.findall(r'name="csrf_token"[^>]*value="([^"]+)"', page))
+    assert carried == {first} and page.count('name="csrf_token"') >= 2  # the unlock form and sign-out
+    assert reader.post(f"/articles/{METERED}/unlock", {"csrf_token": first}).status_code == 303
 
 
 def test_with_a_time_limit_each_page_gets_a_freshly_signed_token(tmp_path, monkeypatch):
@@ -174,6 +212,27 @@ def test_article_pages_skip_the_rate_limiter_and_limited_routes_keep_it(app, rea
     assert "X-RateLimit-Limit" not in page.headers
     unlock = client.post(f"/api/articles/{METERED}/unlock", headers={"X-CSRFToken": reader.token()})
     assert unlock.headers["X-RateLimit-Limit"] == "60"
+
+
+def test_the_session_identifier_is_flask_logins_hashed_once_per_browser(app, monkeypatch):
+    real, hashed = login_utils._create_identifier, []
+    monkeypatch.setattr(login_utils, "_create_identifier", lambda: hashed.append(1) or real())
+    monkeypatch.setattr(sessions, "_identifiers", {})
+    for agent in ("browser A", "browser A", "browser B"):
+        with app.test_request_context("/", headers={"User-Agent": agent}):
+            assert sessions.session_identifier() == real()
+    assert len(hashed) == 2
+
+
+@BOTH_ENGINES
+def test_a_session_replayed_from_another_browser_is_no_longer_fresh(reader, client):
+    reader.signup("moved@example.com")
+    client.get(f"/articles/{METERED}")
+    with client.session_transaction() as kept:
+        assert kept["_fresh"] is True
+    client.get(f"/articles/{METERED}", headers={"User-Agent": "another browser"})
+    with client.session_transaction() as kept:
+        assert kept["_fresh"] is False  # flask-login's session protection, as before
 
 
 # --- the verified-cookie memory, without a site ---------------------------------------------

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
-from flask import current_app, g, request, session
+from flask import current_app, g, has_request_context, request, session
 from flask_login import current_user
 
 from gate.app import site
@@ -24,7 +24,7 @@ from gate.app.db import get_db
 from gate.conf.settings import Config
 from gate.rules import experiments, paywall
 from gate.rules.paywall import Meter, Rules, Viewer
-from gate.services import accounts, content, sitestate, visitors
+from gate.services import accounts, content, sitestate, subscriptions, visitors
 from gate.storage import events
 from gate.storage.clock import ClockState, real_now
 from gate.storage.quota import MemoryQuotaStore, SqlQuotaStore
@@ -55,18 +55,48 @@ class RequestState:
     spent_from_cookie: bool = False
     #: Meters read with the signed-in reader (one statement), until a spend moves them.
     read_with_reader: dict = field(default_factory=dict)
+    #: (session token, its reader's rows) read with the site's state, until flask-login's loader takes them.
+    unread_reader: tuple | None = None
 
     @cached_property
     def site(self) -> sitestate.SiteState:
         """The clock, the preset and the consent lesson, read in one statement once per request."""
-        return sitestate.read(get_db(), self.config, real_now())
+        return self._read_site()
 
     def published(self, slug: str) -> content.Article | None:
         """The article at ``slug`` if it is out by now; read with the site's state when that is not read yet."""
         if "site" in self.__dict__:
             return content.published(get_db(), slug, self.now)
-        self.__dict__["site"] = sitestate.read(get_db(), self.config, real_now(), slug)  # the cached ``site``
+        self.__dict__["site"] = self._read_site(slug)  # the cached ``site``
         return content.out_by(self.site.article, self.now)
+
+    def _read_site(self, slug: str | None = None) -> sitestate.SiteState:
+        """The site's state (with the article at ``slug``), and the session's reader when none is loaded yet."""
+        token = session.get("_user_id") if has_request_context() and "_login_user" not in g else None
+        token = token if isinstance(token, str) and token else None
+        found = sitestate.read(get_db(), self.config, real_now(), slug, token)
+        if token is not None:
+            self.unread_reader = (token, found.reader_rows)
+        return found
+
+    def signed_in(self, token: str) -> accounts.Reader | None:
+        """The account a session's token names, their subscription settled (flask-login's user loader).
+
+        They came with the site's state when the session named them then; else
+        they, their subscription and (if the preset may meter them) their
+        meter are read in one statement now.
+        """
+        if "site" not in self.__dict__:
+            self.__dict__["site"] = self._read_site()  # the cached ``site``, with this session's reader
+        read, self.unread_reader = self.unread_reader, None
+        db, now = get_db(), self.now
+        if read is not None and read[0] == token:
+            reader, spends = subscriptions.settled(db, self.config, read[1], now)
+        else:
+            reader, spends = subscriptions.signed_in(db, self.config, token, now, spends=self.may_meter("registered"))
+        if reader is not None and spends is not None:
+            self.read_with_reader[reader.meter_key] = spends  # the viewer's meter, read in the same statement
+        return reader
 
     @property
     def clock(self) -> ClockState:
@@ -273,10 +303,10 @@ class RequestState:
 
 def current() -> RequestState:
     """This request's state, built on first use and kept on ``g``."""
-    state = g.get(G_KEY)
+    kept = g._get_current_object().__dict__  # one context lookup: this runs about ten times a request
+    state = kept.get(G_KEY)
     if state is None:
-        state = RequestState(site.config(), bool(current_app.config.get("DEMO")))
-        setattr(g, G_KEY, state)
+        state = kept[G_KEY] = RequestState(site.config(), bool(current_app.config.get("DEMO")))
     return state
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 
 from flask import current_app, g, request, session
-from flask_wtf.csrf import CSRFProtect
+from flask_wtf.csrf import CSRFProtect, generate_csrf
 from itsdangerous import URLSafeTimedSerializer
 
 #: Signed tokens kept per process, by (secret, the session's raw token); forgotten wholesale past this.
@@ -87,6 +87,16 @@ def prime_csrf_token() -> None:
         raw = session.get("csrf_token")
         if isinstance(raw, str):
             g.csrf_token = _signed_csrf(_secret(), raw)  # where generate_csrf looks first
+
+
+def page_token() -> str:
+    """The token a page's forms carry (``csrf_token()`` in templates): the session's primed one, else Flask-WTF's.
+
+    Flask-WTF's ``generate_csrf`` looks up its configuration on every call, and a
+    page calls it once per form; the primed token (or the one it made on its first
+    call) is on ``g`` already.
+    """
+    return g._get_current_object().__dict__.get("csrf_token") or generate_csrf()
 
 
 def keep_csrf_signature(response):

@@ -10,6 +10,9 @@ is checked exactly as Flask checks it, the session expires on the same
 ``PERMANENT_SESSION_LIFETIME``, and a session holding anything but plain
 values (a list of flashed messages) is never kept, so no request can change
 what another one is handed.
+
+Flask-Login's session protection hashes the browser's address and user agent
+on every request; :func:`session_identifier` hashes each pair once.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import threading
 import time
 from collections import OrderedDict
 
+from flask import request
 from flask.sessions import SecureCookieSessionInterface
+from flask_login import utils as login_utils
 from itsdangerous import BadSignature
 
 #: Verified cookies kept per process (one per active session is enough).
@@ -81,3 +86,24 @@ class SessionInterface(SecureCookieSessionInterface):
                 return self.session_class()
             self.verified.remember(key, data, signed_at.timestamp())
         return self.session_class(data)
+
+
+#: Session identifiers hashed per process, by the request's (forwarded-for, address, user agent).
+_identifiers: dict[tuple, str] = {}
+
+
+def session_identifier() -> str:
+    """Flask-Login's session identifier (SHA-512 of address and user agent), hashed once per pair per process.
+
+    Flask-Login hashes them on every request to check that a session comes back
+    from the browser it was made in (``SESSION_PROTECTION``); the answer
+    depends only on these three values, so each pair is hashed once.
+    """
+    environ = request.environ
+    key = (environ.get("HTTP_X_FORWARDED_FOR"), environ.get("REMOTE_ADDR"), environ.get("HTTP_USER_AGENT"))
+    found = _identifiers.get(key)
+    if found is None:
+        if len(_identifiers) >= KEEP:
+            _identifiers.clear()
+        found = _identifiers[key] = login_utils._create_identifier()
+    return found

@@ -25,6 +25,9 @@ class AccountError(ValueError):
 
 #: A reader's meter key is this prefix and their id (``Reader.meter_key``; SQL joins spell it the same way).
 METER_PREFIX = "reader:"
+#: The ``readers`` columns a :class:`Reader` is built from (a join names them instead of ``r.*``).
+READER_COLUMNS = ("id", "email", "password_hash", "is_admin", "session_token", "created_at", "comp_until",
+                  "email_verified_at", "experiment_unit")
 
 @dataclass(frozen=True)
 class Reader:

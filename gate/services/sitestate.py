@@ -3,8 +3,9 @@
 A page needs all three before it decides anything; reading them as one row
 is one round trip to PostgreSQL instead of three, and nothing is cached
 between requests, so a preset switch or a clock move made on any node is
-seen by the next request everywhere. An article page also needs its article:
-it comes in the same statement.
+seen by the next request everywhere. An article page also needs its article,
+and a signed-in page its reader (with their subscription and meter): both
+come in the same statement.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gate.conf.settings import Config
-from gate.services import content, newsletter, presets
+from gate.services import content, newsletter, presets, subscriptions
 from gate.storage.clock import ClockState, state_of
 
 #: The clock row (absent until the clock is first moved) beside the two settings a page reads.
@@ -21,10 +22,21 @@ _STATE = ("c.mode, c.offset_seconds, c.frozen_at,"
           " (select value from settings where key = ?) as preset,"
           " (select value from settings where key = ?) as lesson")
 _FROM = " from (select 1 as one) site left join clock c on c.id = 1"
-_SQL = f"select {_STATE}{_FROM}"
-#: The same, with the article at a slug (published or not) beside it.
+#: With an article: its row at a slug (published or not) beside the state.
 _ARTICLE = ", ".join(f"a.{column}" for column in content.COLUMNS.split(", "))
-_WITH_ARTICLE = f"select {_STATE}, {_ARTICLE}{_FROM} left join articles a on a.slug = ?"
+_ARTICLE_JOIN = " left join articles a on a.slug = ?"
+#: With a session token: the signed-in reader, their subscription and spends (one row per spend).
+_READER_JOIN = f" left join readers r on r.session_token = ?{subscriptions.SIGNED_IN_JOINS}"
+
+
+def _statement(article: bool, reader: bool) -> str:
+    """The one statement for the state, with an article and a signed-in reader as asked."""
+    columns = [_STATE, *([_ARTICLE] if article else []), *([subscriptions.SIGNED_IN_COLUMNS] if reader else [])]
+    joins = (_ARTICLE_JOIN if article else "") + (_READER_JOIN + subscriptions.SPENDS_ORDER if reader else "")
+    return f"select {', '.join(columns)}{_FROM}{joins}"
+
+
+_SQL = {(article, reader): _statement(article, reader) for article in (False, True) for reader in (False, True)}
 
 
 @dataclass(frozen=True)
@@ -36,18 +48,22 @@ class SiteState:
     consent_lesson: bool
     #: The article a page asked for with the state (published or not), when it asked and it exists.
     article: content.Article | None = None
+    #: The rows of the reader a session token named, when it asked (for :func:`subscriptions.settled`).
+    reader_rows: list | None = None
 
 
-def read(db, cfg: Config, real: datetime, slug: str | None = None) -> SiteState:
+def read(db, cfg: Config, real: datetime, slug: str | None = None, token: str | None = None) -> SiteState:
     """The site's state now, in one statement (the preset falls back as :func:`presets.active_name` does).
 
-    With ``slug``, the article at that slug comes in the same statement.
+    With ``slug``, the article at that slug comes in the same statement; with
+    ``token``, the account that session token names, their newest
+    subscription and their meter's spends too (a signed-in page is one round trip).
     """
-    keys = [presets.PRESET_KEY, newsletter.LESSON_KEY]
-    if slug is None:
-        row = db.first(_SQL, keys)
-    else:
-        row = db.first(_WITH_ARTICLE, [*keys, slug])
+    params = [presets.PRESET_KEY, newsletter.LESSON_KEY, *([slug] if slug is not None else []),
+              *([token] if token is not None else [])]
+    found = db.rows(_SQL[slug is not None, token is not None], params)
+    row = found[0]
     clock = state_of((row["mode"], row["offset_seconds"], row["frozen_at"]), real)
     article = content.Article.from_row(row) if slug is not None and row["slug"] is not None else None
-    return SiteState(clock, presets.known_or_default(cfg, row["preset"]), row["lesson"] == "on", article)
+    return SiteState(clock, presets.known_or_default(cfg, row["preset"]), row["lesson"] == "on", article,
+                     found if token is not None else None)

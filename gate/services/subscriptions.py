@@ -134,16 +134,19 @@ def settle_reader(db, cfg, reader_id: int, now: datetime) -> Subscription | None
     return _settle(db, cfg, reader_id, now, current(db, reader_id))[0]
 
 
-#: A reader's newest subscription beside the reader, its columns prefixed ``sub_``.
-_SUB_COLUMNS = ", ".join(f"s.{column} as sub_{column}" for column in Subscription.__dataclass_fields__)
-_READER_AND_SUB = ("readers r left join subscriptions s"
-                   " on s.id = (select max(id) from subscriptions where reader_id = r.id)")
-_SIGNED_IN = f"select r.*, {_SUB_COLUMNS} from {_READER_AND_SUB} where r.session_token = ?"
-#: The same, with one row per spend of the reader's meter (oldest first), or one row with none.
-_SIGNED_IN_WITH_SPENDS = (
-    f"select r.*, {_SUB_COLUMNS}, u.slug as spend_slug, u.unlocked_at as spend_at from {_READER_AND_SUB}"
-    f" left join unlocks u on u.meter_key = '{accounts.METER_PREFIX}' || cast(r.id as text)"
-    " where r.session_token = ? order by u.unlocked_at, u.id")
+#: A signed-in reader's columns (``reader_``), their newest subscription's (``sub_``) and their meter's spends'.
+_SIGNED_IN_COLUMNS = ", ".join([*(f"r.{column} as reader_{column}" for column in accounts.READER_COLUMNS),
+                                *(f"s.{column} as sub_{column}" for column in Subscription.__dataclass_fields__)])
+SIGNED_IN_COLUMNS = f"{_SIGNED_IN_COLUMNS}, u.slug as spend_slug, u.unlocked_at as spend_at"
+_SUB_JOIN = (" left join subscriptions s on s.reader_id = r.id"  # the reader_id index finds it on PostgreSQL too
+             " and s.id = (select max(id) from subscriptions where reader_id = r.id)")
+#: What joins them to ``readers r``: one row per spend (oldest first with :data:`SPENDS_ORDER`), or one with none.
+SIGNED_IN_JOINS = f"{_SUB_JOIN} left join unlocks u on u.meter_key = '{accounts.METER_PREFIX}' || cast(r.id as text)"
+SPENDS_ORDER = " order by u.unlocked_at, u.id"
+_SUB_KEYS = tuple((f"sub_{column}", column) for column in Subscription.__dataclass_fields__)
+_READER_KEYS = tuple((f"reader_{column}", column) for column in accounts.READER_COLUMNS)
+_SIGNED_IN = f"select {_SIGNED_IN_COLUMNS} from readers r{_SUB_JOIN} where r.session_token = ?"
+_SIGNED_IN_WITH_SPENDS = f"select {SIGNED_IN_COLUMNS} from readers r{SIGNED_IN_JOINS} where r.session_token = ?{SPENDS_ORDER}"
 
 
 def signed_in(db, cfg, token: str, now: datetime, spends: bool = False
@@ -153,17 +156,23 @@ def signed_in(db, cfg, token: str, now: datetime, spends: bool = False
     Every signed-in page asks this first, so the reader and their newest
     subscription come in one statement, and with ``spends`` their meter's
     spends too (else None); settling reads again only when a renewal, retry
-    or expiry is due.
+    or expiry is due. A page that read them with the site's state instead
+    (:mod:`gate.services.sitestate`) hands its rows to :func:`settled`.
     """
     if not token:
         return None, None
-    found = db.rows(_SIGNED_IN_WITH_SPENDS if spends else _SIGNED_IN, [token])
-    if not found:
+    return settled(db, cfg, db.rows(_SIGNED_IN_WITH_SPENDS if spends else _SIGNED_IN, [token]), now, spends)
+
+
+def settled(db, cfg, found: list[dict], now: datetime, spends: bool = True
+            ) -> tuple[accounts.Reader | None, tuple | None]:
+    """The reader in rows read with :data:`SIGNED_IN_COLUMNS` (none matched: None), settled for ``now``; their spends."""
+    row = found[0] if found else None
+    if row is None or row["reader_id"] is None:
         return None, None
-    row = found[0]
-    sub = _from_row({key[4:]: value for key, value in row.items() if key.startswith("sub_")}) \
-        if row["sub_id"] is not None else None
-    reader = _refreshed(cfg, accounts.Reader.from_row(row), now, _settle(db, cfg, row["id"], now, sub)[0])
+    sub = _from_row({column: row[key] for key, column in _SUB_KEYS}) if row["sub_id"] is not None else None
+    reader = accounts.Reader.from_row({column: row[key] for key, column in _READER_KEYS})
+    reader = _refreshed(cfg, reader, now, _settle(db, cfg, reader.id, now, sub)[0])
     meter = quota.spends_of((r["spend_slug"], r["spend_at"]) for r in found if r["spend_slug"]) if spends else None
     return reader, meter
 

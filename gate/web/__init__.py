@@ -7,30 +7,25 @@ from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, SecurityError
 
-from gate.app import context, site
+from gate.app import context, sessions, site
 from gate.app.context import current
-from gate.app.csrf import SiteCSRF, keep_csrf_signature, prime_csrf_token
-from gate.app.db import get_db
+from gate.app.csrf import SiteCSRF, keep_csrf_signature, page_token, prime_csrf_token
 from gate.rules import billing, paywall, periods
 from gate.rules.timeutil import from_iso
-from gate.services import personas, subscriptions
+from gate.services import personas
 
 csrf = SiteCSRF()
 login_manager = LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.login_message = "Please log in to see that page."
 login_manager.login_message_category = "info"
+login_manager._session_identifier_generator = sessions.session_identifier  # flask-login's own hook
 
 
 @login_manager.user_loader
 def _load_reader(token: str):
     """Resolve the session's rotating token to an account, its subscription settled."""
-    state = current()
-    reader, spends = subscriptions.signed_in(get_db(), site.config(), token, state.now,
-                                             spends=state.may_meter("registered"))
-    if reader is not None and spends is not None:
-        state.read_with_reader[reader.meter_key] = spends  # the viewer's meter, read in the same statement
-    return reader
+    return current().signed_in(token)
 
 
 def _wants_json() -> bool:
@@ -78,12 +73,21 @@ SECURITY_HEADERS = (
 )
 
 
+#: What a page or API answer gets when it set none of these itself (the usual case): added in one go.
+_PAGE_HEADERS = (*SECURITY_HEADERS, ("Cache-Control", "private, no-cache"), ("Vary", "Cookie"))
+_PAGE_NAMES = frozenset(key.lower() for key, _ in _PAGE_HEADERS)
+
+
 def _response_headers(response):
     """Security headers on everything; pages and API answers kept out of shared caches."""
     headers = response.headers
     present = {key.lower() for key, _ in headers.items()}
-    headers.extend((key, value) for key, value in SECURITY_HEADERS if key.lower() not in present)
-    if request.endpoint != "static":  # pages and answers vary by reader
+    page = request.endpoint != "static"  # pages and answers vary by reader
+    if page and not present & _PAGE_NAMES:
+        headers.extend(_PAGE_HEADERS)
+        return response
+    headers.extend([(key, value) for key, value in SECURITY_HEADERS if key.lower() not in present])
+    if page:
         headers["Cache-Control"] = "private, no-cache"
         if "vary" in present:
             response.vary.add("Cookie")
@@ -112,6 +116,7 @@ def _template_globals():
         "instructor": state.instructor,  # demo mode: the admin underneath a persona
         "previewing": state.previewed_preset,
         "signup_lists": cfg.signup_lists,
+        "csrf_token": page_token,  # over Flask-WTF's, registered before
     }
 
 
@@ -120,6 +125,7 @@ def init_app(app) -> None:
     csrf.init_app(app)
     app.before_request(prime_csrf_token)  # before any form builds its token
     app.after_request(keep_csrf_signature)
+    app.jinja_env.globals["csrf_token"] = page_token  # a template without the page's context
     login_manager.init_app(app)
     from gate.web import (
         account,
