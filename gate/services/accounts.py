@@ -27,7 +27,8 @@ class AccountError(ValueError):
 METER_PREFIX = "reader:"
 #: The ``readers`` columns a :class:`Reader` is built from (a join names them instead of ``r.*``).
 READER_COLUMNS = ("id", "email", "password_hash", "is_admin", "session_token", "created_at", "comp_until",
-                  "email_verified_at", "experiment_unit")
+                  "email_verified_at", "experiment_unit", "pass_until")
+
 
 @dataclass(frozen=True)
 class Reader:
