@@ -78,6 +78,8 @@ OFFER = OfferTerms("SPRING", "Spring", "percent", 30, plans=("monthly",), starts
     (OFFER, "annual", NOW, 0, False, 1, Refusal.WRONG_PLAN),
     (OFFER, "monthly", NOW, 0, True, 1, Refusal.NEW_ONLY),
     (OfferTerms("MINE", "n", "percent", 5, reader_id=3), "monthly", NOW, 0, False, 4, Refusal.NOT_YOURS),
+    (OfferTerms("MINE", "n", "percent", 5, reader_id=3), "monthly", NOW, 0, False, None, Refusal.NOT_YOURS),
+    (OfferTerms("MINE", "n", "percent", 5, reader_id=3), "monthly", NOW, 0, False, 3, None),
 ])
 def test_a_code_is_refused_for_the_first_reason_that_applies(offer, plan, now, redeemed, subscribed, reader,
                                                                expected):

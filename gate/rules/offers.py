@@ -51,7 +51,7 @@ REFUSAL_MESSAGES = {
     Refusal.EXHAUSTED: "That code has been fully redeemed.",
     Refusal.WRONG_PLAN: "That code doesn't apply to this plan.",
     Refusal.NEW_ONLY: "That code is for new subscribers only.",
-    Refusal.NOT_YOURS: "That code was issued to another reader.",
+    Refusal.NOT_YOURS: "That code is personal: sign in to the account it was sent to.",
 }
 
 
@@ -146,7 +146,7 @@ def refusal(offer: OfferTerms | None, plan_id: str, now: datetime, redeemed: int
         return Refusal.EXHAUSTED
     if not offer.applies_to(plan_id):
         return Refusal.WRONG_PLAN
-    if offer.reader_id is not None and reader_id is not None and offer.reader_id != reader_id:
+    if offer.reader_id is not None and offer.reader_id != reader_id:  # a personal code: its reader, signed in
         return Refusal.NOT_YOURS
     if offer.new_only and has_subscribed:
         return Refusal.NEW_ONLY

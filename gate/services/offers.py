@@ -72,14 +72,22 @@ def _configured(cfg) -> dict[str, OfferTerms]:
     return {terms.code: terms for terms in (from_config(offer, tz) for offer in cfg.offers)}
 
 
-def _store_config(db, terms: OfferTerms, now: datetime) -> None:
-    """Copy a configured offer into the table, or bring its terms in step with the file (keeping ``enabled``)."""
-    row = _to_row(terms)
-    if db.insert_ignore("offers", {**row, "created_at": to_iso(now)}):
-        return
-    del row["enabled"]
-    assignments = ", ".join(f"{key} = :{key}" for key in row if key != "code")
-    db.execute(f"update offers set {assignments} where code = :code and source = 'config'", row)
+def _store_config(db, terms: OfferTerms, now: datetime, row: dict | None) -> dict:
+    """A configured offer's row, copied into the table or brought in step with the file (``enabled`` is kept).
+
+    ``row`` is its row as read (None: none yet); nothing is written when it already matches,
+    so looking a code up takes no write lock.
+    """
+    wanted = _to_row(terms)
+    if row is None:
+        db.insert_ignore("offers", {**wanted, "created_at": to_iso(now)})
+        return db.first("select * from offers where code = ?", [terms.code])
+    del wanted["enabled"]
+    if row["source"] != "config" or all(row[key] == value for key, value in wanted.items()):
+        return row
+    assignments = ", ".join(f"{key} = :{key}" for key in wanted if key != "code")
+    db.execute(f"update offers set {assignments} where code = :code and source = 'config'", wanted)
+    return {**row, **wanted}
 
 
 def find(db, cfg, code: str, now: datetime) -> OfferTerms | None:
@@ -87,18 +95,19 @@ def find(db, cfg, code: str, now: datetime) -> OfferTerms | None:
     code = rules.normalize_code(code)
     if not rules.valid_code(code):
         return None
+    row = db.first("select * from offers where code = ?", [code])
     configured = _configured(cfg).get(code)
     if configured is not None:
-        _store_config(db, configured, now)
-    row = db.first("select * from offers where code = ?", [code])
+        row = _store_config(db, configured, now, row)
     return _from_row(row) if row else None
 
 
 def all_offers(db, cfg, now: datetime) -> list[OfferTerms]:
     """Every offer, configured ones included, in code order."""
+    stored = {row["code"]: row for row in db.rows("select * from offers")}
     with db.transaction():
         for terms in _configured(cfg).values():
-            _store_config(db, terms, now)
+            _store_config(db, terms, now, stored.get(terms.code))
     return [_from_row(row) for row in db.rows("select * from offers order by code")]
 
 
