@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import nullcontext
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
@@ -131,11 +132,40 @@ def _billings(cfg: Config, plan_ids: tuple[str, ...], codes: tuple[str, ...], fi
     return billings
 
 
-def _workers(asked: int, readers: int, days: int) -> int:
-    """0 means: one process per core for big runs, one for small ones."""
+def _workers(asked: int, readers: int, days: int, scheduler) -> int:
+    """0 means: one process per core for big runs, one for small ones (a cluster has its own workers)."""
+    if asked and scheduler:
+        raise click.BadParameter("--workers splits over processes here; with --scheduler the cluster's "
+                                 "workers play the readers", param_hint="'--workers'")
     if asked:
         return asked
     return min(os.cpu_count() or 1, 8) if readers * days >= PARALLEL_FROM else 1
+
+
+class SchedulerAddress(click.ParamType):
+    """--scheduler: tcp://HOST:PORT of a Dask scheduler, local or local:N."""
+
+    name = "address"
+
+    def convert(self, value, param, ctx):
+        """The parsed scheduler, or a usage error saying what is accepted."""
+        from gate.simulate.cluster import Scheduler, parse_scheduler
+
+        if isinstance(value, Scheduler):
+            return value
+        try:
+            return parse_scheduler(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+def _cluster(scheduler):
+    """The Dask cluster a run asked for, connected and checked, or no cluster."""
+    if scheduler is None:
+        return nullcontext()
+    from gate.simulate.cluster import connect
+
+    return connect(scheduler)
 
 
 @click.command("simulate")
@@ -162,9 +192,12 @@ def _workers(asked: int, readers: int, days: int) -> int:
               help="Write the daily funnel of each preset to this SVG file.")
 @click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True,
               help="Processes to split the readers over (0: one per core for big runs).")
+@click.option("--scheduler", type=SchedulerAddress(), default=None, metavar="ADDRESS",
+              help="Play the readers on a Dask cluster: its scheduler's tcp://HOST:PORT, or local[:N] "
+                   "to start N worker processes here (needs gate[cluster]).")
 @click.option("--config-dir", type=click.Path(file_okay=False, exists=True), default=None, hidden=True)
 def simulate(preset_names, readers, days, seed, start_text, plan_ids, offer_codes, population_file, as_json,
-             csv_dir, plot_file, workers, config_dir):
+             csv_dir, plot_file, workers, scheduler, config_dir):
     """Run a population of readers through paywall presets and prices, and compare their funnels."""
     from gate.simulate.population import load_population  # NumPy is loaded only when simulating
     from gate.simulate.runner import SimulatedBilling, catalogue
@@ -182,21 +215,27 @@ def simulate(preset_names, readers, days, seed, start_text, plan_ids, offer_code
         population = load_population(path)
     except ConfigError as error:
         raise click.ClickException(f"population file error:\n{error}") from None
-    workers = _workers(workers, readers, days)
+    workers = _workers(workers, readers, days, scheduler)
+    if scheduler and any(billing.offer is not None and billing.offer.cap is not None for billing in billings):
+        raise click.BadParameter("a code with a cap is one count over all readers, so it runs in one process",
+                                 param_hint="'--scheduler'")
     scenarios = len(presets) * max(1, len(billings))
-    with click.progressbar(length=days * scenarios, label="Simulating", file=sys.stderr) as bar:
-        try:
+    try:
+        with _cluster(scheduler) as cluster, click.progressbar(
+                length=days * scenarios, label="Simulating", file=sys.stderr) as bar:
             result = run_simulation(
                 population, presets, readers=readers, days=days, seed=seed, start=start,
                 articles=catalogue(population.articles.count, cfg.publication.sections),
                 billing=SimulatedBilling.from_plans(cfg.plans), population_path=path,
-                progress=bar.update, workers=workers, billings=billings)
-        except RuntimeError as error:  # a worker process failed or died
-            raise click.ClickException(str(error)) from None
-    _report(result, as_json, csv_dir, plot_file)
+                progress=bar.update, workers=workers, billings=billings, cluster=cluster)
+    except RuntimeError as error:  # a worker process or the cluster failed
+        raise click.ClickException(str(error)) from None
+    engine = (f"{result.workers} Dask worker{'s' if result.workers > 1 else ''} on {scheduler}" if scheduler
+              else f"{result.workers} process{'es' if result.workers > 1 else ''}")
+    _report(result, as_json, csv_dir, plot_file, engine)
 
 
-def _report(result, as_json: bool, csv_dir: str | None, plot_file: str | None) -> None:
+def _report(result, as_json: bool, csv_dir: str | None, plot_file: str | None, engine: str) -> None:
     """The table (or JSON) on stdout; files as asked; the speed on stderr."""
     from gate.simulate import report
 
@@ -209,4 +248,4 @@ def _report(result, as_json: bool, csv_dir: str | None, plot_file: str | None) -
     elapsed = max(result.elapsed_s, 1e-9)
     click.echo(f"Simulated {result.visits:,} visits ({result.views:,} article views) over "
                f"{len(result.outcomes)} scenario(s) in {elapsed:.1f} s: {result.visits / elapsed:,.0f} "
-               f"visits/s ({result.workers} process{'es' if result.workers > 1 else ''}).", err=True)
+               f"visits/s ({engine}).", err=True)

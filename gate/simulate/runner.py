@@ -9,7 +9,8 @@ on which day, what they read, and what they do when they meet a gate.
 The population's draws (see :class:`gate.simulate.population.Crowd`) do
 not depend on the rules, so every preset meets the same readers reading the
 same articles with the same dice; with one seed, results are identical run
-after run, in one process or with the readers split over several.
+after run, in one process or with the readers' blocks split over several
+processes or a Dask cluster.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from gate.rules.paywall import TIERS, Access, ArticleLike, Decision, Offer, Reas
 from gate.services.content import synthetic_articles
 from gate.simulate import MAX_DAYS
 from gate.simulate.population import Crowd, Day, Population, Segment, file_digest
+from gate.simulate.shards import Block, Tree, blocks
 from gate.storage import quota
 from gate.storage.quota import MemoryQuotaStore
 
@@ -259,6 +261,7 @@ class PresetRun:
             with_code = billing.price(billing.discount, 0)
             self.lift_offer = [s.price.lift(with_code, billing.price_cents) for s in self.segments]
         self.paid_before: set[int] = set()
+        self.redeemed_elsewhere = 0  # the code's redemptions in other blocks (a cap counts every reader)
         self.current: dict[int, int] = {}  # subscriber -> the price of the period they are in
         self.cohort: set[int] = set()  # the first month's subscribers who are still subscribed
 
@@ -429,7 +432,8 @@ class PresetRun:
         """Whether the run's code may be redeemed by this reader now (its window, cap, new-only rule)."""
         offer = self.billing.offer
         return offer is not None and offers.refusal(
-            offer, self.billing.plan, now, self.tally.redemptions, reader in self.paid_before, None) is None
+            offer, self.billing.plan, now, self.tally.redemptions + self.redeemed_elsewhere,
+            reader in self.paid_before, None) is None
 
     def _subscribe(self, day: int, reader: int, slug: str | None, now: datetime) -> None:
         """Checkout: an account if they had none, the code if valid, full access, and the first charge."""
@@ -533,7 +537,7 @@ class PresetRun:
     # --- results --------------------------------------------------------------
 
     def outcome(self) -> "PresetOutcome":
-        """This run's totals and daily rows (a shard's, when readers are split over processes)."""
+        """This run's totals and daily rows (a block's: blocks add up to the population's)."""
         totals = {name: getattr(self.tally, name) for name in Tally.__slots__}
         return PresetOutcome(self.name, totals, list(self.daily), self.experiments_ignored,
                              self.scenario, self.billing)
@@ -639,7 +643,7 @@ class SimulationResult:
 
 @dataclass(frozen=True)
 class SimulationPlan:
-    """Everything a run needs, picklable so a worker process can run its shard of it."""
+    """Everything a run needs, picklable so a worker process or a Dask task can play a block of it."""
 
     population: Population
     presets: dict[str, Rules]
@@ -658,79 +662,137 @@ class SimulationPlan:
             return [(name, name, self.billing) for name in self.presets]
         return [(f"{name}@{billing.label}", name, billing) for name in self.presets for billing in self.billings]
 
-    def play(self, shard: tuple[int, int], trace: Trace | None = None,
+    def play(self, block: Block, trace: Trace | None = None,
              progress: Callable[[int], None] | None = None) -> list[PresetOutcome]:
-        """Every scenario over one shard of the readers, each day's draws shared between them."""
-        crowd = Crowd(self.population, self.readers, len(self.articles), self.seed)
-        runs = [PresetRun(preset, self.presets[preset], crowd, self.articles, billing, self.start, trace, name)
-                for name, preset, billing in self.scenarios()]
+        """Every scenario over one block of the readers, each day's draws shared between them."""
+        crowd, runs = self.start_block(block, trace)
         for index in range(self.days):
-            day = crowd.day(index, shard)
+            day = crowd.day(index)
             for run in runs:
                 run.play(day)
             if progress:
                 progress(len(runs))
         return [run.outcome() for run in runs]
 
+    def start_block(self, block: Block, trace: Trace | None = None) -> tuple[Crowd, list["PresetRun"]]:
+        """One block's readers and a run of every scenario over them, before their first day."""
+        crowd = Crowd(self.population, block.size, len(self.articles), block.seed(self.seed))
+        if trace is not None and block.first:  # the trace numbers readers in the whole population
+            trace = _shifted(trace, block.first)
+        return crowd, [PresetRun(preset, self.presets[preset], crowd, self.articles, billing, self.start, trace, name)
+                       for name, preset, billing in self.scenarios()]
 
-def _worker(plan: SimulationPlan, shard: tuple[int, int], messages) -> None:
-    """One shard of the readers in a process of its own; reports progress, then its outcomes."""
+    @property
+    def capped(self) -> bool:
+        """Whether a code compared has a cap: one count of redemptions over every reader."""
+        return any(b.offer is not None and b.offer.cap is not None for b in self.billings)
+
+
+def _shifted(trace: Trace, first: int) -> Trace:
+    """A trace that numbers a block's readers from the block's first reader."""
+    return lambda step: trace(step._replace(reader=step.reader + first))
+
+
+def add_up(left: list[PresetOutcome], right: list[PresetOutcome]) -> list[PresetOutcome]:
+    """Two neighbouring blocks' outcomes as one, preset by preset (a node of the shards' tree)."""
+    return [PresetOutcome.combine([mine, theirs]) for mine, theirs in zip(left, right)]
+
+
+def _in_process(plan: SimulationPlan, trace: Trace | None, progress) -> list[PresetOutcome]:
+    """Every block in turn in this process, added up as they finish."""
+    parts = blocks(plan.readers)
+    tree = Tree(len(parts), add_up)
+    for block in parts:
+        tree.add(block.number, plan.play(block, trace, progress))
+    return tree.result()
+
+
+def _in_step(plan: SimulationPlan, trace: Trace | None, progress) -> list[PresetOutcome]:
+    """Every block day by day in this process, each scenario's runs sharing one count of redemptions.
+
+    A code's cap is one count over all readers: on each day the blocks are
+    played in order, so readers meet the cap in the order one process would.
+    """
+    players = [plan.start_block(block, trace) for block in blocks(plan.readers)]
+    redeemed = [0] * len(plan.scenarios())
+    for index in range(plan.days):
+        for crowd, runs in players:
+            day = crowd.day(index)
+            for number, run in enumerate(runs):
+                before = run.tally.redemptions
+                run.redeemed_elsewhere = redeemed[number] - before
+                run.play(day)
+                redeemed[number] += run.tally.redemptions - before
+            if progress:
+                progress(len(runs))
+    tree = Tree(len(players), add_up)
+    for number, (_, runs) in enumerate(players):
+        tree.add(number, [run.outcome() for run in runs])
+    return tree.result()
+
+
+def _worker(plan: SimulationPlan, mine: list[Block], messages) -> None:
+    """Some blocks of the readers in a process of its own; reports progress, then each block's outcomes."""
+    def progress(units: int) -> None:
+        messages.put(("progress", None, units))
+
     try:
-        outcomes = plan.play(shard, progress=lambda n: messages.put(("progress", shard, n)))
-        messages.put(("done", shard, outcomes))
+        for block in mine:
+            messages.put(("done", block.number, plan.play(block, progress=progress)))
     except BaseException:  # the parent must hear of any failure, or it would wait for ever
-        messages.put(("error", shard, traceback.format_exc()))
+        messages.put(("error", None, traceback.format_exc()))
 
 
 def _in_workers(plan: SimulationPlan, workers: int, progress) -> list[PresetOutcome]:
-    """Split the readers into one shard per process; every process draws the same days."""
+    """Deal the blocks out over processes; their outcomes add up along the blocks' tree."""
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
-    shards = [(number, workers) for number in range(workers)]
-    processes = {shard: context.Process(target=_worker, args=(plan, shard, messages), daemon=True)
-                 for shard in shards}
-    done: dict = {}
+    parts = blocks(plan.readers)
+    processes = [context.Process(target=_worker, args=(plan, parts[number::workers], messages), daemon=True)
+                 for number in range(workers)]
+    tree, done = Tree(len(parts), add_up), 0
     try:
-        for process in processes.values():
+        for process in processes:
             process.start()
-        while len(done) < len(shards):
+        while done < len(parts):
             try:
-                kind, shard, payload = messages.get(timeout=1.0)
+                kind, number, payload = messages.get(timeout=1.0)
             except queue_module.Empty:
-                dead = [s for s, p in processes.items() if s not in done and p.exitcode not in (None, 0)]
-                if dead:
-                    raise RuntimeError(f"the worker for shard {dead[0][0]} died") from None
+                if any(process.exitcode not in (None, 0) for process in processes):
+                    raise RuntimeError("a simulation worker process died") from None
                 continue
             if kind == "progress" and progress:
                 progress(payload)
             elif kind == "error":
                 raise RuntimeError(f"a simulation worker failed:\n{payload}")
             elif kind == "done":
-                done[shard] = payload
-        for process in processes.values():
+                tree.add(number, payload)
+                done += 1
+        for process in processes:
             process.join()
     finally:
-        for process in processes.values():
+        for process in processes:
             if process.is_alive():
                 process.kill()
-    by_preset = zip(*(done[shard] for shard in shards))
-    return [PresetOutcome.combine(list(shard_outcomes)) for shard_outcomes in by_preset]
+    return tree.result()
 
 
 def simulate(population: Population, presets: Mapping[str, Rules], *, readers: int, days: int,
              seed: int, start: datetime, articles: Sequence[ArticleLike], billing: SimulatedBilling,
              population_path: Path | None = None, trace: Trace | None = None,
              progress: Callable[[int], None] | None = None, workers: int = 1,
-             billings: Sequence[SimulatedBilling] = ()) -> SimulationResult:
+             billings: Sequence[SimulatedBilling] = (), cluster=None) -> SimulationResult:
     """Run ``readers`` readers for ``days`` days through each preset; same seed, same result.
 
     ``billings``, when given, are prices to compare (a plan, an intro price, a
     code): each preset runs at each, as a scenario named ``preset@plan+CODE``.
-    ``workers`` > 1 splits the readers over that many processes (the result
-    is the same; a code with a cap is counted in one process, so such runs
-    stay in one); ``trace`` receives every :class:`Step` and needs one
-    process. ``progress`` is called with a number of scenario-days done, out
-    of ``days`` times the number of scenarios.
+    The readers are played in blocks (:mod:`gate.simulate.shards`): in this
+    process, dealt over ``workers`` > 1 processes, or as tasks on a Dask
+    ``cluster`` (:class:`gate.simulate.cluster.Cluster`); the result is the
+    same. A code with a cap is one count over all readers, so such runs play
+    every block day by day in one process. ``trace`` receives every
+    :class:`Step` and needs one process. ``progress`` is called with a number
+    of scenario-days done, out of ``days`` times the number of scenarios.
     """
     if readers < 1 or not 1 <= days <= MAX_DAYS:
         raise ValueError(f"a simulation needs at least one reader and 1 to {MAX_DAYS} days")
@@ -740,30 +802,36 @@ def simulate(population: Population, presets: Mapping[str, Rules], *, readers: i
         raise ValueError("name at least one preset")
     plan = SimulationPlan(population, dict(presets), readers, days, seed, start, tuple(articles), billing,
                           tuple(billings))
-    workers = max(1, min(workers, readers))
-    if any(b.offer is not None and b.offer.cap is not None for b in billings):
-        workers = 1  # a cap is one count over all readers: shards cannot share it
+    if plan.capped and cluster is not None:
+        raise RuntimeError("a code with a cap is one count over all readers, so it runs in one process: "
+                           "run it without --scheduler")
+    count = len(blocks(readers))
+    workers = max(1, min(workers, count))
+    shares = _Shares(progress, count) if progress else None
     began = time.perf_counter()
-    if trace is not None or workers == 1:
-        outcomes = plan.play((0, 1), trace, progress)
+    if plan.capped:
+        workers, outcomes = 1, _in_step(plan, trace, shares)
+    elif trace is not None or (workers == 1 and cluster is None):
+        workers, outcomes = 1, _in_process(plan, trace, shares)
+    elif cluster is not None:
+        workers, outcomes = cluster.workers, cluster.run(plan, shares)
     else:
-        shares = _Shares(progress, workers) if progress else None
         outcomes = _in_workers(plan, workers, shares)
     elapsed = time.perf_counter() - began
     return SimulationResult(_meta(plan, population_path), outcomes, billing, elapsed, workers)
 
 
 class _Shares:
-    """Turn shards' progress into whole preset-days: each shard does 1/workers of one."""
+    """Turn blocks' progress into whole preset-days: each block does 1/blocks of one."""
 
-    def __init__(self, progress: Callable[[int], None], workers: int) -> None:
-        self.progress, self.workers, self.units = progress, workers, 0
+    def __init__(self, progress: Callable[[int], None], blocks: int) -> None:
+        self.progress, self.blocks, self.units = progress, blocks, 0
 
     def __call__(self, units: int) -> None:
-        before = self.units // self.workers
+        before = self.units // self.blocks
         self.units += units
-        if self.units // self.workers > before:
-            self.progress(self.units // self.workers - before)
+        if self.units // self.blocks > before:
+            self.progress(self.units // self.blocks - before)
 
 
 def _meta(plan: SimulationPlan, population_path: Path | None) -> dict:
