@@ -41,16 +41,19 @@ test-fast: $(STAMP)
 # with CPU per request and latency at 16 and 64 connections; and unlock throughput with 1, 2 and 4
 # server processes. PostgreSQL: GATE_TEST_DATABASE_URL or GATE_DATABASE_URL, else a throwaway
 # tools/pg-local cluster when the server is installed. `make bench-tables` prints the last HTTP
-# run's tables in Markdown, for docs/benchmarks.md.
+# run's tables in Markdown, for docs/benchmarks.md. benchmarks.simulate: simulated visits/s on one
+# process, the process pool and a 2-worker local Dask cluster, as ratios to one process.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench
 	$(BIN)/python -m benchmarks.httpbench
 	$(BIN)/python -m benchmarks.scaling
+	$(BIN)/python -m benchmarks.simulate
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.bench --quick
 	$(BIN)/python -m benchmarks.httpbench --quick
 	$(BIN)/python -m benchmarks.scaling --quick
+	$(BIN)/python -m benchmarks.simulate --quick
 
 bench-tables: $(STAMP)
 	$(BIN)/python -m benchmarks.httpbench --show bench-results/http.json --markdown
