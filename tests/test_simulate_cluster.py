@@ -129,6 +129,13 @@ def test_a_tree_missing_a_block_says_so():
         tree.result()
 
 
+def test_a_trace_numbers_readers_across_the_whole_population():
+    steps = []
+    library_run(trace=steps.append)
+    seen = {step.reader // BLOCK_READERS for step in steps}
+    assert seen == {0, 1, 2} and max(step.reader for step in steps) < READERS
+
+
 @pytest.mark.slow
 def test_three_processes_give_the_one_process_json(one_process):
     """Three blocks, one per process of the pool (tests/test_simulate.py deals three over two)."""
