@@ -136,15 +136,6 @@ def test_a_trace_numbers_readers_across_the_whole_population():
     assert seen == {0, 1, 2} and max(step.reader for step in steps) < READERS
 
 
-@pytest.mark.slow
-def test_three_processes_give_the_one_process_json(one_process):
-    """Three blocks, one per process of the pool (tests/test_simulate.py deals three over two)."""
-    result = invoke(*ARGS, "--workers", 3)
-    assert result.exit_code == 0, result.output
-    assert result.stdout == one_process
-    assert "(3 processes)" in result.stderr
-
-
 # --- on a cluster --------------------------------------------------------------------------
 
 
