@@ -90,8 +90,8 @@ def test_same_seed_same_json_and_another_seed_differs():
 
 
 def test_splitting_readers_over_processes_gives_the_same_result(cfg):
-    one = run(cfg, ["wpr", "metered"], readers=4500, days=15, seed=11)
-    two = run(cfg, ["wpr", "metered"], readers=4500, days=15, seed=11, workers=2)
+    one = run(cfg, ["wpr", "metered"], readers=4500, days=8, seed=11)
+    two = run(cfg, ["wpr", "metered"], readers=4500, days=8, seed=11, workers=2)
     assert two.workers == 2
     assert one.as_dict() == two.as_dict()
 

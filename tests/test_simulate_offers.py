@@ -161,8 +161,8 @@ def test_a_capped_code_is_redeemed_at_most_cap_times_and_in_one_process(cfg, eag
 @pytest.mark.slow
 def test_scenarios_split_over_processes_give_the_same_result(cfg, eager):
     prices = [billing(cfg, "monthly"), billing(cfg, "intro-monthly")]
-    one = run(cfg, eager, prices, readers=BLOCK_READERS + 200, days=15)  # two blocks
-    two = run(cfg, eager, prices, readers=BLOCK_READERS + 200, days=15, workers=2)
+    one = run(cfg, eager, prices, readers=BLOCK_READERS + 200, days=8)  # two blocks
+    two = run(cfg, eager, prices, readers=BLOCK_READERS + 200, days=8, workers=2)
     assert two.workers == 2 and one.as_dict() == two.as_dict()
 
 
