@@ -32,6 +32,7 @@ def init_app(app) -> None:
     from gate.cli.db import db
     from gate.cli.loadtest import loadtest
     from gate.cli.newsletter import newsletter_group
+    from gate.cli.orgs import orgs_group
     from gate.cli.outbox import outbox
     from gate.cli.passes import passes_group
     from gate.cli.preset import preset
@@ -41,5 +42,5 @@ def init_app(app) -> None:
     from gate.cli.traffic import traffic_group
 
     for command in (db, readers, billing, clock, newsletter_group, preset, outbox, audit, simulate,
-                    loadtest, serve, demo, traffic_group, passes_group):
+                    loadtest, serve, demo, traffic_group, passes_group, orgs_group):
         app.cli.add_command(command)

@@ -43,6 +43,12 @@ TYPES = {
     "pass_expired": "A pass reached its end, recorded at that moment (data: pass_id, kind, from, to).",
     "pass_declined": "A pass's card was declined; nothing was written or charged (data: kind, decline).",
     "offer_refused": "A promo code was refused (data: code, plan, reason: the Refusal).",
+    "org_created": "An organisation's group licence was made (data: org, seats, domain, ip_ranges, until).",
+    "org_joined": "A reader took a seat of a group licence (data: org, via, seat, from, to).",
+    "org_left": "A reader left a group licence, freeing their seat (data: org, from, to).",
+    "org_join_refused": "A join of a group licence was refused (data: org, via, reason: full, expired, "
+                        "not_on_domain ...).",
+    "org_link_sent": "A single-use join link of a group licence was mailed (data: org, via: domain or invite).",
     "offer_redeemed": "A promo code was redeemed (data: code, plan, subscription_id or pass_id, amount_cents).",
 }
 
