@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from gate import create_app
+from gate.audit import checks
 from gate.services import accounts, orgs
 from gate.storage import engine as storage_engine
 from tests.helpers import BOTH_ENGINES, METERED, PREMIUM, START, Reader, at_once, leaks
@@ -162,6 +163,7 @@ def test_fifty_joins_for_ten_seats_give_exactly_ten_members(rush_target, db):
     assert orgs.seats_used(db, org.id) == 10
     assert sorted(m.seat for m in orgs.members(db, org.id)) == list(range(1, 11))
     assert len(kinds(db, "org_join_refused")) == 40
+    assert checks.check_seats(db, None) == []
 
 
 def _try_join(conn, slug: str, reader_id: int) -> bool:
@@ -182,12 +184,17 @@ def test_the_unique_seat_key_is_the_backstop(riverside, db):
                    [riverside.id, other.id, START.isoformat()])
 
 
-def test_a_licensed_reader_sees_only_the_article_asked_for(riverside, reader, db):
+def test_a_licensed_reader_sees_only_the_article_asked_for(riverside, reader, db, app):
     reader.signup("ada@riverside.example")
     orgs.join(db, riverside.slug, accounts.by_email(db, "ada@riverside.example").id, "domain", START)
     html = reader.client.get(f"/articles/{PREMIUM}").get_data(as_text=True)
     assert not leaks(html, METERED)
     assert '"isAccessibleForFree": false' in html or '"isAccessibleForFree":false' in html
+    explained = reader.client.get(f"/api/articles/{PREMIUM}?explain=1").get_json()["explain"]
+    assert explained["licence"]["org"] == "Riverside University" and explained["reason"] == "licensed"
+    app.config["DEMO"] = True  # the explain drawer
+    assert "a member of Riverside University (2 seats)" in reader.client.get(f"/articles/{PREMIUM}").get_data(
+        as_text=True)
 
 
 def test_the_cli_adds_lists_shows_and_lists_members(runner, db):
@@ -219,3 +226,13 @@ def test_the_console_shows_seats_members_reading_and_core_readers(riverside, adm
     admin.post("/admin/orgs/dock-school/invite", {"email": "new@dock.example"})
     assert join_link(db, "new@dock.example")
     assert admin.post("/admin/orgs", {"name": "No Seats", "seats": "x"}).status_code == 200
+
+
+def test_the_licensed_persona_reads_premium_through_riverside(app, db):
+    app.config["DEMO"] = True
+    presenter = Reader(app.test_client())
+    for _ in range(2):  # a second switch rebuilds the persona in the same seat
+        assert presenter.post("/demo/persona", {"persona": "licensed", "next": "/"}).status_code == 303
+    data = presenter.article(PREMIUM)
+    assert (data["reason"], data["grant"]["org"], data["grant"]["seats"]) == ("licensed", "Riverside University", 25)
+    assert orgs.seats_used(db, orgs.by_slug(db, "riverside-university").id) == 1

@@ -21,6 +21,7 @@ from gate.audit.history import Event, History, Timeline, Unlock, parse_json, par
 from gate.rules import billing, periods
 from gate.rules.paywall import Reason, Rules
 from gate.rules.timeutil import from_iso
+from gate.services import orgs
 
 #: Every kind of violation, with what it means.
 KINDS = {
@@ -42,12 +43,13 @@ KINDS = {
     "enrollment_event_mismatch": "An enrollment's status differs from its last newsletter_changed event.",
     "unlock_without_event": "An unlock row with no unlock event for that meter, article and moment.",
     "signup_mismatch": "A reader without exactly one signup event, or a signup event naming no reader.",
+    "seats_over": "A group licence had more active members than seats at some moment.",
     "access_after_pass": "A full-access view granted by a pass when none of the reader's passes covered that "
                          "moment (at or after its end), or a pass payment that does not match a pass.",
 }
 #: Reasons that justify full access (see gate.rules.paywall.decide).
 FULL_REASONS = (Reason.SUBSCRIBER, Reason.FREE_ARTICLE, Reason.TIER_UNLIMITED, Reason.ALREADY_UNLOCKED,
-                Reason.METER_AVAILABLE, Reason.PASS)
+                Reason.METER_AVAILABLE, Reason.PASS, Reason.LICENSED)
 METER_REASONS = (Reason.ALREADY_UNLOCKED, Reason.METER_AVAILABLE)
 #: A view may be served from another request's spend whose clock read a moment later (concurrency).
 RACE_SLACK = timedelta(minutes=5)
@@ -205,7 +207,7 @@ def _impossible_reason(history: History, view: Event, variants: list[Rules]) -> 
     if reason not in FULL_REASONS:
         return f"full access with reason {reason!r}"
     tier = "registered" if view.reader_id is not None else "anonymous"
-    if reason in (Reason.SUBSCRIBER, Reason.PASS):  # whether they held one then: check_access, check_passes
+    if reason in (Reason.SUBSCRIBER, Reason.PASS, Reason.LICENSED):  # whether they held one: other checks
         return f"an anonymous viewer given {reason} access" if view.reader_id is None else None
     article = history.articles.get(view.slug)
     if article is None:
@@ -553,7 +555,39 @@ def check_events(db, cfg, history: History | None = None) -> list[Violation]:
 
 # --- all of it --------------------------------------------------------------------------
 
-CHECKS = (check_quota, check_access, check_billing, check_passes, check_newsletters, check_events)
+# --- group licences ---------------------------------------------------------------------
+
+
+def _most_at_once(spans: list[dict]) -> tuple[int, str | None]:
+    """The most memberships of one org active at one moment, and the first moment it was reached.
+
+    A leave at the moment of a join frees the seat first (the join waited for it).
+    """
+    moves = sorted([(row["joined_at"], 1) for row in spans] +
+                   [(row["left_at"], -1) for row in spans if row["left_at"]], key=lambda move: (move[0], move[1]))
+    active, most, when = 0, 0, None
+    for at, step in moves:
+        active += step
+        if active > most:
+            most, when = active, at
+    return most, when
+
+
+def check_seats(db, cfg, history: History | None = None) -> list[Violation]:
+    """No group licence ever had more active members than seats."""
+    by_org: dict[int, list[dict]] = defaultdict(list)
+    for row in orgs.membership_history(db):
+        by_org[row["org_id"]].append(row)
+    found = []
+    for org_id, spans in by_org.items():
+        most, when = _most_at_once(spans)
+        if most > spans[0]["seats"]:
+            found.append(Violation("seats_over", f"org {spans[0]['slug']} had {most} members at {when} for "
+                                   f"{spans[0]['seats']} seats", {"org_id": org_id}))
+    return found
+
+
+CHECKS = (check_quota, check_access, check_billing, check_passes, check_newsletters, check_events, check_seats)
 
 
 def run(db, cfg) -> list[Violation]:

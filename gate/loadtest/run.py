@@ -33,6 +33,8 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 #: Subscriber accounts for the binge-reading persona; passed to Locust as --gate-* options.
 SUBSCRIBER_EMAIL = "loadtest-subscriber-{n:03d}@loadtest.example"
 SUBSCRIBER_PASSWORD = "loadtest-pass-{n:03d}"
+#: Seats of the group licence the seat rush persona joins from the users' addresses (198.18.0.0/15).
+SEAT_RUSH_SEATS = 10
 CSV_PREFIX, HTML_REPORT, LOCUST_LOG = "loadtest", "loadtest.html", "locust.log"
 WORKER_LOG = "locust-worker{n}.log"
 _REFUSED = re.compile(r" \[(\d{3})\]$")
@@ -159,7 +161,7 @@ def subscriber_account(n: int) -> tuple[str, str]:
 def seed_site(database: Path | str, synthetic: int, subscribers: int) -> None:
     """Seed a site as `gate db seed --synthetic N` and `gate readers add … --subscriber` do."""
     from gate.conf.settings import Config
-    from gate.services import accounts, newsletter, seed, subscriptions
+    from gate.services import accounts, newsletter, orgs, seed, subscriptions
     from gate.storage import events
     from gate.storage.clock import Clock
     from gate.storage.db import open_site_db
@@ -179,6 +181,7 @@ def seed_site(database: Path | str, synthetic: int, subscribers: int) -> None:
             reader = accounts.create(db, email, password, now)
             events.record(db, "signup", now, reader_id=reader.id, source="loadtest")
             subscriptions.grant(db, cfg, reader.id, cfg.plans[0].id, now, by="loadtest")
+        orgs.create(db, "Seat Rush College", SEAT_RUSH_SEATS, now, slug="seat-rush", ip_ranges=["198.18.0.0/15"])
     finally:
         db.close()
 

@@ -446,6 +446,18 @@ def core_share(readings: list[MemberReading]) -> float | None:
     return sum(r.core for r in readings) / len(readings) if readings else None
 
 
+#: The demo's licence: the "Licensed reader" persona is a member (gate.services.personas).
+DEMO_ORG = {"name": "Riverside University", "slug": "riverside-university", "seats": 25, "domain": "riverside.example"}
+
+
+def demo_member(db, reader_id: int, now: datetime) -> Member:
+    """Seat a reader in the demo's Riverside University licence, made (for a year) if missing."""
+    if by_slug(db, DEMO_ORG["slug"]) is None:
+        create(db, DEMO_ORG["name"], DEMO_ORG["seats"], now, slug=DEMO_ORG["slug"], domain=DEMO_ORG["domain"],
+               until=now + timedelta(days=365))
+    return join(db, DEMO_ORG["slug"], reader_id, "domain", now)
+
+
 def membership_history(db) -> list[dict]:
     """Every membership ever, with its org's seats (for the audit's seats_over)."""
     return db.rows("select m.id, m.org_id, o.slug, o.seats, m.reader_id, m.joined_at, m.left_at"
