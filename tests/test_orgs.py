@@ -236,3 +236,16 @@ def test_the_licensed_persona_reads_premium_through_riverside(app, db):
     data = presenter.article(PREMIUM)
     assert (data["reason"], data["grant"]["org"], data["grant"]["seats"]) == ("licensed", "Riverside University", 25)
     assert orgs.seats_used(db, orgs.by_slug(db, "riverside-university").id) == 1
+
+
+def test_a_link_refused_for_a_full_licence_stays_usable_until_a_seat_is_free(riverside, runner, client, db):
+    seated = [accounts.register(db, f"s{n}@riverside.example", None, START).id for n in range(2)]
+    for reader_id in seated:
+        orgs.join(db, riverside.slug, reader_id, "invite", START)
+    runner.invoke(args=["orgs", "invite", "riverside-university", "late@riverside.example"])
+    path, reader = join_link(db, "late@riverside.example"), Reader(client)
+    reader.post(path)
+    assert kinds(db, "org_join_refused")[-1]["reason"] == "full"
+    orgs.leave(db, riverside.slug, seated[0], START)
+    assert reader.post(path).status_code == 303
+    assert accounts.by_email(db, "late@riverside.example").licence.org == "Riverside University"
