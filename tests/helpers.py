@@ -546,7 +546,7 @@ BOTH_ENGINES = pytest.mark.parametrize("engine", ["sqlite", "postgresql"], indir
 TEST_POOL = 24
 
 
-def at_once(target, count: int, action) -> tuple[list, list]:
+def at_once(target, count: int, action, pool: int = TEST_POOL) -> tuple[list, list]:
     """Run ``action(db)`` on ``count`` threads released together, each on its own connection: (results, errors).
 
     The races on both engines (billing, newsletters) use it: errors are returned, not lost in a thread.
@@ -554,7 +554,7 @@ def at_once(target, count: int, action) -> tuple[list, list]:
     results, errors, start = [], [], threading.Barrier(count)
 
     def one() -> None:
-        db = open_database(target, TEST_POOL)
+        db = open_database(target, pool)
         try:
             start.wait()
             results.append(action(db))

@@ -176,7 +176,7 @@ def demo_personas(app, runner):
     app.config["DEMO"] = True
     presenter = person(app)
     for persona in ["anonymous", "new-reader", "one-left", "none-left", "trialing", "active", "past-due",
-                    "lapsed", "day-pass"] * 2:
+                    "lapsed", "day-pass", "licensed"] * 2:
         presenter.post("/demo/persona", {"persona": persona, "next": "/"})
         read(presenter, METERED), read(presenter, PREMIUM)
     presenter.post("/learn/try/metered-choice")
@@ -468,6 +468,15 @@ def pass_payment_without_its_pass(db):
                            "outcome": "succeeded", "kind": "pass", "card_last4": "4242"})
 
 
+def seats_over(db):
+    """A one-seat licence is forged with two members at once (seat numbers differ, so the unique key lets it in)."""
+    org = db.insert("orgs", {"slug": "tiny", "name": "Tiny", "seats": 1, "active_from": to_iso(START),
+                             "created_at": to_iso(START)})
+    for seat, email in enumerate(("ben@example.com", "dan@example.com"), start=1):
+        db.insert("org_members", {"org_id": org, "reader_id": _reader(db, email), "seat": seat, "via": "invite",
+                                  "joined_at": to_iso(START + timedelta(minutes=seat))})
+
+
 def missing_signup(db):
     db.execute("delete from events where type = 'signup' and reader_id = ?", [_reader(db, "ben@example.com")])
 
@@ -531,6 +540,7 @@ TAMPERING = [
     ("discount_without_offer", discounted_past_its_periods),
     ("charge_during_pause", charge_in_pause),
     ("save_offers_per_year", second_save_offer),
+    ("seats_over", seats_over),
 ]
 
 

@@ -8,7 +8,8 @@ import re
 import pytest
 from flask import abort
 
-from tests.helpers import FREE, METERED, PREMIUM, Reader, metered_slugs
+from gate.services import accounts, orgs
+from tests.helpers import FREE, METERED, PREMIUM, START, Reader, metered_slugs
 
 EXPECTED = {  # persona: (tier, remaining of the wpr meter, subscription status)
     "anonymous": ("anonymous", 0, None),
@@ -20,6 +21,7 @@ EXPECTED = {  # persona: (tier, remaining of the wpr meter, subscription status)
     "past-due": ("subscriber", None, "past_due"),
     "lapsed": ("registered", 3, "canceled"),
     "day-pass": ("registered", 3, None),
+    "licensed": ("registered", 3, None),
 }
 
 
@@ -129,6 +131,9 @@ def test_explain_for_every_reason_code(app, runner, db):
     card = {"card_number": "4242424242424242", "expiry": "12/30", "cvc": "123"}
     assert member.post_json("/api/passes/day", json=card).status_code == 201
     cases.append((explain(member, PREMIUM), "pass", None))
+    runner.invoke(args=["orgs", "add", "Explained College", "--seats", "1"])
+    orgs.join(db, "explained-college", accounts.by_email(db, "unproven@example.com").id, "invite", START)
+    cases.append((explain(unproven, PREMIUM), "licensed", None))
     assert auto["spent"] is True and auto["meter_before"]["used"] == 0 and auto["meter_after"]["used"] == 1
     for data, reason, offer in cases:
         assert (data["reason"], data["offer"]) == (reason, offer)
@@ -136,7 +141,7 @@ def test_explain_for_every_reason_code(app, runner, db):
     seen = {data["reason"] for data, _, _ in cases}
     assert seen == {"registration_required", "free_article", "premium_only", "meter_available",
                     "already_unlocked", "meter_exhausted", "subscriber", "subscribers_only", "tier_unlimited",
-                    "verification_required", "pass"}
+                    "verification_required", "pass", "licensed"}
     assert seen == engine_reason_codes()  # every code decide() can give, read from its source
 
 

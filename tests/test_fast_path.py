@@ -273,3 +273,9 @@ def test_a_forged_session_cookie_is_still_refused(app, reader, client):
     cookie = client.get_cookie("session", domain=domain)
     client.set_cookie("session", cookie.value[:-3] + "AAA", domain=domain)
     assert reader.meter()["tier"] == "anonymous"
+
+
+def test_the_signed_in_join_reads_every_column_a_reader_is_built_from(db):
+    """A readers column Reader.from_row reads but the join leaves out would be None on every signed-in page."""
+    columns = {row["name"] for row in db.rows("select name from pragma_table_info('readers')")}
+    assert set(accounts.READER_COLUMNS) == columns - {"synthetic", "comp_by"}  # read by the console only

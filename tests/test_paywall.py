@@ -515,11 +515,12 @@ def test_every_reason_and_offer_has_words():
 def test_decide_speaks_only_the_shared_vocabulary(config):
     """Over every shipped preset, tier, class, meter state and proof, decide gives Reason and Offer members, and all of them."""
     reasons, offers = set(), set()
-    for rules, tier, cls, state, verified, pass_ends in itertools.product(
-            config.presets.values(), TIERS, CLASSES, STATES, (True, False), (None, NOW + timedelta(hours=1))):
+    for rules, tier, cls, state, verified, pass_ends, licence in itertools.product(
+            config.presets.values(), TIERS, CLASSES, STATES, (True, False), (None, NOW + timedelta(hours=1)),
+            (None, paywall.Licence("Riverside University", 25))):
         limit = rules.tier(tier).limit
         viewer = Viewer(tier, "m", spends_for(state, None if limit == "unlimited" else limit),
-                        verified=verified or tier != "registered", pass_ends=pass_ends)
+                        verified=verified or tier != "registered", pass_ends=pass_ends, licence=licence)
         decision = decide(rules, viewer, article_for(rules.name, cls), NOW)
         assert type(decision.reason) is Reason
         assert decision.offer is None or type(decision.offer) is Offer

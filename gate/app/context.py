@@ -229,7 +229,13 @@ class RequestState:
             spends = self.read_with_reader[key]
         else:
             spends = self.viewer_quota.spends(key)
-        return Viewer(tier, key, spends, verified, user.pass_until if user.is_authenticated else None)
+        return Viewer(tier, key, spends, verified, user.pass_until if user.is_authenticated else None,
+                      licence=self.licence_of(user))
+
+    @staticmethod
+    def licence_of(user) -> paywall.Licence | None:
+        """The group licence of a signed-in reader, as kept on their row (read with it), or None."""
+        return user.licence if user.is_authenticated else None
 
     def may_meter(self, tier: str) -> bool:
         """Whether ``tier`` may have a meter to read under the viewer's preset (any experiment arm may give one)."""

@@ -22,7 +22,7 @@ from gate.rules import billing, periods
 from gate.rules import offers as offer_rules
 from gate.rules.paywall import Reason, Rules
 from gate.rules.timeutil import from_iso
-from gate.services import retention
+from gate.services import orgs, retention
 
 #: Every kind of violation, with what it means.
 KINDS = {
@@ -44,6 +44,7 @@ KINDS = {
     "enrollment_event_mismatch": "An enrollment's status differs from its last newsletter_changed event.",
     "unlock_without_event": "An unlock row with no unlock event for that meter, article and moment.",
     "signup_mismatch": "A reader without exactly one signup event, or a signup event naming no reader.",
+    "seats_over": "A group licence had more active members than seats at some moment.",
     "access_after_pass": "A full-access view granted by a pass when none of the reader's passes covered that "
                          "moment (at or after its end), or a pass payment that does not match a pass.",
     "redemptions_over_cap": "A promo code redeemed more times than its cap.",
@@ -56,7 +57,7 @@ KINDS = {
 }
 #: Reasons that justify full access (see gate.rules.paywall.decide).
 FULL_REASONS = (Reason.SUBSCRIBER, Reason.FREE_ARTICLE, Reason.TIER_UNLIMITED, Reason.ALREADY_UNLOCKED,
-                Reason.METER_AVAILABLE, Reason.PASS)
+                Reason.METER_AVAILABLE, Reason.PASS, Reason.LICENSED)
 METER_REASONS = (Reason.ALREADY_UNLOCKED, Reason.METER_AVAILABLE)
 #: A view may be served from another request's spend whose clock read a moment later (concurrency).
 RACE_SLACK = timedelta(minutes=5)
@@ -214,7 +215,7 @@ def _impossible_reason(history: History, view: Event, variants: list[Rules]) -> 
     if reason not in FULL_REASONS:
         return f"full access with reason {reason!r}"
     tier = "registered" if view.reader_id is not None else "anonymous"
-    if reason in (Reason.SUBSCRIBER, Reason.PASS):  # whether they held one then: check_access, check_passes
+    if reason in (Reason.SUBSCRIBER, Reason.PASS, Reason.LICENSED):  # whether they held one: other checks
         return f"an anonymous viewer given {reason} access" if view.reader_id is None else None
     article = history.articles.get(view.slug)
     if article is None:
@@ -710,8 +711,40 @@ def check_retention(db, cfg, history: History | None = None) -> list[Violation]:
 
 # --- all of it --------------------------------------------------------------------------
 
+# --- group licences ---------------------------------------------------------------------
+
+
+def _most_at_once(spans: list[dict]) -> tuple[int, str | None]:
+    """The most memberships of one org active at one moment, and the first moment it was reached.
+
+    A leave at the moment of a join frees the seat first (the join waited for it).
+    """
+    moves = sorted([(row["joined_at"], 1) for row in spans] +
+                   [(row["left_at"], -1) for row in spans if row["left_at"]], key=lambda move: (move[0], move[1]))
+    active, most, when = 0, 0, None
+    for at, step in moves:
+        active += step
+        if active > most:
+            most, when = active, at
+    return most, when
+
+
+def check_seats(db, cfg, history: History | None = None) -> list[Violation]:
+    """No group licence ever had more active members than seats."""
+    by_org: dict[int, list[dict]] = defaultdict(list)
+    for row in orgs.membership_history(db):
+        by_org[row["org_id"]].append(row)
+    found = []
+    for org_id, spans in by_org.items():
+        most, when = _most_at_once(spans)
+        if most > spans[0]["seats"]:
+            found.append(Violation("seats_over", f"org {spans[0]['slug']} had {most} members at {when} for "
+                                   f"{spans[0]['seats']} seats", {"org_id": org_id}))
+    return found
+
+
 CHECKS = (check_quota, check_access, check_billing, check_passes, check_newsletters, check_events,
-          check_offers, check_retention)
+          check_offers, check_retention, check_seats)
 
 
 def run(db, cfg) -> list[Violation]:

@@ -33,6 +33,7 @@ def init_app(app) -> None:
     from gate.cli.loadtest import loadtest
     from gate.cli.newsletter import newsletter_group
     from gate.cli.offers import offers_group
+    from gate.cli.orgs import orgs_group
     from gate.cli.outbox import outbox
     from gate.cli.passes import passes_group
     from gate.cli.preset import preset
@@ -43,5 +44,5 @@ def init_app(app) -> None:
 
     for command in (db, readers, billing, clock, newsletter_group, preset, outbox, audit, simulate,
                     loadtest, serve, demo, traffic_group, passes_group,
-                    offers_group):
+                    offers_group, orgs_group):
         app.cli.add_command(command)

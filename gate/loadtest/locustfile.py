@@ -60,6 +60,9 @@ SUBSCRIBER_PASSWORD = "loadtest-pass-{n:03d}"
 #: (the server drops idle connections after its keep-alive timeout); a second drop fails.
 BROWSER_RETRY = Retry(total=1, connect=1, read=1, redirect=0, status=0, other=0,
                       allowed_methods=None, raise_on_status=False)
+#: The licence `gate loadtest` seeds for the seat rush: few seats, its range the users' addresses (RFC 2544).
+SEAT_RUSH_ORG = "seat-rush"
+_SEATS = re.compile(r'class="org__seats">(\d+) of (\d+) taken')
 SEARCHES = ("treaty", "border tariff", "grid", "inflation", "satellite", "drought")
 
 
@@ -455,3 +458,38 @@ class FlashSaleBuyer(Persona):
         with self.client.post("/subscribe/monthly", data=form, name="/subscribe/[plan] with code",
                               catch_response=True, allow_redirects=False) as response:
             return settle(response, ok=(303,), refused=(409, 429)) == "ok"
+
+
+class SeatRusher(Persona):
+    """Signs up and joins a small group licence from its IP range with everyone else; often leaves again.
+
+    The seats must hold: the org page never shows more seats taken than it has (the audit's
+    ``seats_over`` checks every moment afterwards).
+    """
+
+    weight = 1
+    wait_time = between(1, 3)
+
+    def seats(self) -> tuple[int, int] | None:
+        """The licence's seats taken and total, from its page (None: no such licence on this site)."""
+        response = self.page(f"/orgs/{SEAT_RUSH_ORG}", "/orgs/[slug]", ok=(200, 404))
+        found = _SEATS.search(response.text or "") if response.status_code == 200 else None
+        return (int(found.group(1)), int(found.group(2))) if found else None
+
+    @task
+    def rush(self):
+        self.fresh_session()
+        if not self.signup() or self.seats() is None:
+            return
+        form = {"csrf_token": self.ensure_token()}
+        with self.client.post(f"/orgs/{SEAT_RUSH_ORG}/ip", data=form, name="/orgs/[slug]/ip", catch_response=True,
+                              allow_redirects=False) as response:
+            settle(response, ok=(303,))
+        taken = self.seats()
+        if taken and taken[0] > taken[1]:
+            broken_invariant("seat rush", f"{taken[0]} seats taken of {taken[1]}")
+        self.read(self.pick("premium"))
+        if random.random() < 0.5:  # leave, freeing the seat for the next rusher
+            with self.client.post(f"/orgs/{SEAT_RUSH_ORG}/leave", data={"csrf_token": self.token},
+                                  name="/orgs/[slug]/leave", catch_response=True, allow_redirects=False) as response:
+                settle(response, ok=(303,))

@@ -35,6 +35,8 @@ SUBSCRIBER_EMAIL = "loadtest-subscriber-{n:03d}@loadtest.example"
 SUBSCRIBER_PASSWORD = "loadtest-pass-{n:03d}"
 #: The capped code a fresh site's flash-sale buyers race: a cap small enough to be reached in a short run.
 FLASH_CODE, FLASH_CAP = "LOADTEST-FLASH", 3
+#: Seats of the group licence the seat rush persona joins from the users' addresses (198.18.0.0/15).
+SEAT_RUSH_SEATS = 10
 CSV_PREFIX, HTML_REPORT, LOCUST_LOG = "loadtest", "loadtest.html", "locust.log"
 WORKER_LOG = "locust-worker{n}.log"
 _REFUSED = re.compile(r" \[(\d{3})\]$")
@@ -163,7 +165,7 @@ def seed_site(database: Path | str, synthetic: int, subscribers: int) -> None:
     """Seed a site as `gate db seed --synthetic N` and `gate readers add … --subscriber` do."""
     from gate.conf.settings import Config
     from gate.rules.offers import OfferTerms
-    from gate.services import accounts, newsletter, offers, seed, subscriptions
+    from gate.services import accounts, newsletter, offers, orgs, seed, subscriptions
     from gate.storage import events
     from gate.storage.clock import Clock
     from gate.storage.db import open_site_db
@@ -185,6 +187,7 @@ def seed_site(database: Path | str, synthetic: int, subscribers: int) -> None:
             subscriptions.grant(db, cfg, reader.id, cfg.plans[0].id, now, by="loadtest")
         offers.add(db, OfferTerms(FLASH_CODE, "Load test flash sale", "amount", 500, "forever", plans=("monthly",),
                                   cap=FLASH_CAP, source="cli"), now)
+        orgs.create(db, "Seat Rush College", SEAT_RUSH_SEATS, now, slug="seat-rush", ip_ranges=["198.18.0.0/15"])
     finally:
         db.close()
 

@@ -39,6 +39,7 @@ class Reason(StrEnum):
     METER_EXHAUSTED = "meter_exhausted"
     VERIFICATION_REQUIRED = "verification_required"
     PASS = "pass"
+    LICENSED = "licensed"
 
 
 class Offer(StrEnum):
@@ -193,6 +194,25 @@ class Spend:
 
 
 @dataclass(frozen=True)
+class Licence:
+    """A group licence the viewer is an active member of: full access while it runs (``until`` exclusive)."""
+
+    org: str
+    seats: int
+    until: datetime | None = None
+    slug: str = ""
+
+    def covers(self, now: datetime) -> bool:
+        """Whether the licence runs at ``now`` on the site's clock (no end: it runs on)."""
+        return self.until is None or now < self.until
+
+    def as_grant(self) -> dict:
+        """The licence as the API's ``grant`` object."""
+        return {"kind": "licence", "org": self.org, "org_slug": self.slug, "seats": self.seats,
+                "ends": self.until.isoformat() if self.until else None}
+
+
+@dataclass(frozen=True)
 class Viewer:
     """Who is reading: their tier, their meter key and what they have spent."""
 
@@ -203,6 +223,8 @@ class Viewer:
     verified: bool = True
     #: When the reader's day or week pass ends (None: no pass); full access while now < pass_ends.
     pass_ends: datetime | None = None
+    #: The group licence the reader is a member of (gate.services.orgs), or None.
+    licence: Licence | None = None
 
 
 @dataclass(frozen=True)
@@ -247,6 +269,8 @@ class Decision:
     trace: tuple[str, ...] = field(default=())
     #: With reason ``pass``: when the pass that grants this access ends.
     pass_ends: datetime | None = None
+    #: With reason ``licensed``: the group licence that grants this access.
+    licence: Licence | None = None
 
     def as_dict(self) -> dict:
         """The decision as the JSON API shows it (``pass_ends`` only when a pass grants it)."""
@@ -260,6 +284,8 @@ class Decision:
         }
         if self.reason == Reason.PASS:
             data["pass_ends"] = self.pass_ends.isoformat()
+        if self.reason == Reason.LICENSED:
+            data["grant"] = self.licence.as_grant()
         return data
 
 
@@ -323,6 +349,12 @@ def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) ->
     upsell = Offer.REGISTER if _registration_helps(rules, viewer) else Offer.SUBSCRIBE
     if viewer.tier == "subscriber":
         return verdict("full", Reason.SUBSCRIBER)
+    # --- group licences: an active member of a running licence reads everything, premium too
+    if viewer.licence is not None and viewer.licence.covers(now):
+        note = f"licensed by {viewer.licence.org} ({viewer.licence.seats} seats)" + (
+            f" until {viewer.licence.until.astimezone(rules.tz).isoformat()}" if viewer.licence.until else "")
+        return replace(verdict("full", Reason.LICENSED, note=note), licence=viewer.licence)
+    # --- end of group licences
     if pass_covers(viewer, now):  # a pass is full access, premium articles too, until its end exactly
         note = f"pass until {viewer.pass_ends.astimezone(rules.tz).isoformat()}"
         return replace(verdict("full", Reason.PASS, note=note), pass_ends=viewer.pass_ends)
@@ -367,6 +399,7 @@ REASON_LABELS: dict[Reason, str] = {
     Reason.METER_EXHAUSTED: "Free articles used up",
     Reason.VERIFICATION_REQUIRED: "The meter opens once the reader proves their address",
     Reason.PASS: "Day or week pass: every article is open until it ends",
+    Reason.LICENSED: "Group licence: a member of a licensed organisation reads every article",
 }
 
 
@@ -442,4 +475,6 @@ def explain(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime,
         "offer": served.offer,
         "offer_why": OFFER_WHY[served.offer], "trace": list(before.trace),
         "pass_ends": _local(served.pass_ends, rules.tz),
+        "licence": ({"org": served.licence.org, "seats": served.licence.seats,
+                     "until": _local(served.licence.until, rules.tz)} if served.licence else None),
     }

@@ -12,6 +12,7 @@ PURPOSES = {
     "magic-login": 15 * 60,
     "newsletter-confirm": 7 * 24 * 3600,
     "newsletter-unsubscribe": 400 * 24 * 3600,
+    "org-join": 7 * 24 * 3600,
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import unicodedata
@@ -11,6 +12,7 @@ from datetime import datetime
 from email_validator import EmailNotValidError, validate_email
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from gate.rules.paywall import Licence
 from gate.rules.timeutil import from_iso, to_iso
 from gate.storage import events
 from gate.storage.db import first, rows
@@ -27,7 +29,7 @@ class AccountError(ValueError):
 METER_PREFIX = "reader:"
 #: The ``readers`` columns a :class:`Reader` is built from (a join names them instead of ``r.*``).
 READER_COLUMNS = ("id", "email", "password_hash", "is_admin", "session_token", "created_at", "comp_until",
-                  "email_verified_at", "experiment_unit", "pass_until")
+                  "email_verified_at", "experiment_unit", "pass_until", "licence")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Reader:
     experiment_unit: str | None = None
     #: When the reader's latest day or week pass ends (kept on the row by gate.services.passes).
     pass_until: datetime | None = None
+    #: The group licence the reader is a member of (kept on the row by gate.services.orgs), or None.
+    licence: Licence | None = None
     #: Filled in per request by gate.services.subscriptions.refresh: full access right now.
     is_subscriber: bool = False
     #: Filled in with it: when a past-due subscription's access runs out (None: not past due).
@@ -88,7 +92,17 @@ class Reader:
             email_verified_at=from_iso(row["email_verified_at"]) if row.get("email_verified_at") else None,
             experiment_unit=row.get("experiment_unit"),
             pass_until=from_iso(row["pass_until"]) if row.get("pass_until") else None,
+            licence=licence_from_text(row.get("licence")),
         )
+
+
+def licence_from_text(text: str | None) -> Licence | None:
+    """The licence kept on a reader row (JSON: org, seats, until), or None."""
+    if not text:
+        return None
+    data = json.loads(text)
+    return Licence(data["org"], data["seats"], from_iso(data["until"]) if data.get("until") else None,
+                   data.get("slug", ""))
 
 
 #: An RFC 2047 encoded word (=?charset?B|Q?text?=): a mail header decodes it into another address.

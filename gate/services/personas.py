@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from gate.rules import billing, periods
 from gate.rules.timeutil import to_iso
-from gate.services import accounts, newsletter, passes, subscriptions, winback
+from gate.services import accounts, newsletter, orgs, passes, subscriptions, winback
 from gate.storage.quota import SqlQuotaStore
 
 
@@ -64,6 +64,8 @@ PERSONAS = (
     Persona("intro-ending", "Intro ending", f"On an introductory price that ends in {INTRO_DAYS_LEFT} days: "
             "move the clock a week and the renewal is charged at the list price.",
             "persona.intro@meridian.example", "/account"),
+    Persona("licensed", "Licensed reader", "A student of Riverside University, whose 25-seat group licence "
+            "opens every article to anyone on riverside.example.", "persona.licensed@riverside.example"),
 )
 #: How long ago the day-pass persona bought its pass.
 PASS_BOUGHT_AGO = timedelta(hours=20)
@@ -183,6 +185,8 @@ def _rebuild(db, cfg, rules, persona_id: str, reader_id: int, now: datetime) -> 
     elif persona_id == "day-pass" and cfg.passes:
         kind = min(cfg.passes, key=lambda item: item.hours).id
         passes.grant(db, cfg, reader_id, kind, billing.Card("4242", 12, now.year + 3), now - PASS_BOUGHT_AGO)
+    elif persona_id == "licensed":
+        orgs.demo_member(db, reader_id, now)
     elif persona_id == "lapsed":  # paid two months, canceled in the second; ended a month ago
         start = billing.add_months(now, -3)
         _subscribe(db, cfg, reader_id, monthly, "4242", start, now,

@@ -53,6 +53,12 @@ TYPES = {
     "save_offer_declined": "A save offer was turned down; the subscription ends at the period end (data: reason, offer).",
     "winback_sent": "A lapsed subscriber was mailed a personal win-back code (data: subscription_id, code).",
     "winback_redeemed": "A win-back code was redeemed at checkout (data: code, subscription_id).",
+    "org_created": "An organisation's group licence was made (data: org, seats, domain, ip_ranges, until).",
+    "org_joined": "A reader took a seat of a group licence (data: org, via, seat, from, to).",
+    "org_left": "A reader left a group licence, freeing their seat (data: org, from, to).",
+    "org_join_refused": "A join of a group licence was refused (data: org, via, reason: full, expired, "
+                        "not_on_domain ...).",
+    "org_link_sent": "A single-use join link of a group licence was mailed (data: org, via: domain or invite).",
 }
 
 

@@ -320,3 +320,30 @@ def m018_retention(db):
     db.execute("create unique index idx_payments_resume_once on payments (subscription_id, kind, at)"
                " where kind = 'resume'")
     index(db, "subscriptions", "status", "ended_at")
+
+
+@migration
+def m019_orgs(db):
+    """Group licences: organisations, their members, and the single-use join links they mail.
+
+    A seat is a number from 1 to the org's seats; ``(org_id, seat)`` and ``(org_id, reader_id)``
+    are unique among active members (``left_at is null``), the backstop under the lock on the
+    org that joining takes. ``readers.licence`` keeps the reader's running licence (JSON: org,
+    seats, until) on the row every signed-in page reads already.
+    """
+    ddl(db, """create table orgs (
+        id INTEGER PRIMARY KEY, slug TEXT NOT NULL UNIQUE, name TEXT NOT NULL, seats INTEGER NOT NULL,
+        domain TEXT, ip_ranges TEXT NOT NULL DEFAULT '', active_from TEXT NOT NULL, active_until TEXT,
+        created_at TEXT NOT NULL)""")
+    ddl(db, """create table org_members (
+        id INTEGER PRIMARY KEY, org_id INTEGER NOT NULL REFERENCES orgs(id),
+        reader_id INTEGER NOT NULL REFERENCES readers(id), seat INTEGER NOT NULL, via TEXT NOT NULL,
+        joined_at TEXT NOT NULL, left_at TEXT)""")
+    db.execute("create unique index idx_org_members_org_id_seat on org_members (org_id, seat) where left_at is null")
+    db.execute("create unique index idx_org_members_org_id_reader_id on org_members (org_id, reader_id)"
+               " where left_at is null")
+    index(db, "org_members", "reader_id")
+    ddl(db, """create table org_links (
+        jti TEXT PRIMARY KEY, org_id INTEGER NOT NULL REFERENCES orgs(id), email TEXT NOT NULL,
+        via TEXT NOT NULL, created_at TEXT NOT NULL, used_at TEXT)""")
+    ddl(db, "alter table readers add column licence TEXT")

@@ -120,6 +120,14 @@ def _template_globals():
     }
 
 
+def _register_licences(app) -> None:
+    """Group licences: the readers' organisation pages and the console's."""
+    from gate.web import admin_orgs, orgs
+
+    for module in (orgs, admin_orgs):
+        app.register_blueprint(module.bp)
+
+
 def init_app(app) -> None:
     """Bind extensions, blueprints, error handlers and response headers."""
     csrf.init_app(app)
@@ -148,6 +156,7 @@ def init_app(app) -> None:
     for module in (reading, auth, account, subscribe, passes, newsletter, learn, devmail, demo, admin, admin_offers,
                    api):
         app.register_blueprint(module.bp)
+    _register_licences(app)
     app.register_error_handler(HTTPException, _error)
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(SecurityError, _untrusted_host)  # TRUSTED_HOSTS said no

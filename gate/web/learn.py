@@ -93,6 +93,17 @@ LESSONS = (
            ("The gate asks the throwaway account to confirm its address, with a button to send the link again.",
             "A new signup answers 'check your email' whether or not the address has an account.",
             "Watch the funnel: signups that never confirm are the price of this protection.")),
+    Lesson("group-licences", "Group licences", "hard", "licensed", PREMIUM_SAMPLE,
+           "A university, a library or a company buys a number of seats, and its people read everything: "
+           "they join by an address on its email domain (proven by a mailed link), from its network's IP "
+           "range, or by invitation. The seats are a cap like a meter's: fifty people joining at once for "
+           "ten seats leave exactly ten members, because each join counts the seats under a lock on the org.",
+           ("Under a hard wall the licensed reader opens this premium article; the explain drawer says "
+            "'licensed' and names the organisation and its seats.",
+            "An IP range only means something if the address is the reader's: behind a proxy the site must be "
+            "told how many proxies to trust (GATE_PROXY_COUNT), or anyone could send X-Forwarded-For.",
+            "The console's Licences page shows seats used and each member's reading: the share of core "
+            "readers (9+ articles in 30 days) is what a renewal conversation turns on, not seats sold.")),
     Lesson("pre-ticked-consent", "Pre-ticked consent (a dark pattern)", "wpr", "anonymous", SAMPLE,
            "The signup box for the free newsletter starts ticked, so a reader who just wants the article "
            "joins a mailing list without choosing to. Lists grow faster, and the consent is worth nothing: "
