@@ -30,8 +30,11 @@ pg-demo: $(STAMP)
 	@test -s instance/pg/secret_key || (umask 077 && $(BIN)/python -c 'import secrets; print(secrets.token_hex(32))' > instance/pg/secret_key)
 	GATE_DATABASE_URL=$$(tools/pg-local start instance/pg) GATE_SECRET_KEY=$$(cat instance/pg/secret_key) $(BIN)/gate demo
 
+# Two pytest-xdist workers; tests that start processes share one of them (tests/conftest.py).
+TEST_WORKERS ?= 2
+
 test: $(STAMP) $(AXE)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not browser and not slow"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from gate import create_app
 from gate.services import seed
 from gate.storage.clock import Clock
-from gate.storage.db import open_database
+from gate.storage.db import open_database, open_site_db
 from tests.helpers import ADMIN, START, TEST_POOL, Reader
 
 
@@ -21,23 +23,45 @@ def engine(request):
     return getattr(request, "param", "sqlite")
 
 
-@pytest.fixture
-def app(tmp_path, engine, request):
-    """A site on its own database, seeded, with the clock frozen at START."""
-    target = str(tmp_path / "gate.sqlite") if engine == "sqlite" else request.getfixturevalue("pg_database")
-    app = create_app({
-        "TESTING": True,
-        "DATABASE": target,  # a SQLite path or a PostgreSQL URL
-        "SECRET_KEY": "test-secret-key",
-        "SERVER_NAME": "meridian.test",
-    })
-    db = open_database(app.config["DATABASE"])
+def _seed_site(target: str) -> None:
+    """Seed the demo articles and freeze the clock at START on a migrated database."""
+    db = open_database(target)
     seed.seed_articles(db)
     # On a fresh database the clock is real time; pin "real" to START so the
     # forward-only rule holds whatever day the suite runs on.
     Clock(db, real=lambda: START).set(START, freeze=True)
     db.close()
-    return app
+
+
+@pytest.fixture(scope="session")
+def seeded_sqlite(tmp_path_factory):
+    """A migrated, seeded SQLite site file, built once per session (per xdist worker) and never opened again.
+
+    Migrating, switching to WAL and seeding cost most of a test's setup; copying a
+    finished file costs a millisecond. Each test's `app` gets its own copy.
+    """
+    path = tmp_path_factory.mktemp("template") / "gate.sqlite"
+    open_site_db(str(path)).close()
+    _seed_site(str(path))
+    assert not path.with_name("gate.sqlite-wal").exists()  # closed last: all of it is in the one file
+    return path
+
+
+@pytest.fixture
+def app(tmp_path, engine, request):
+    """A site on its own database, seeded, with the clock frozen at START."""
+    if engine == "sqlite":
+        target = str(tmp_path / "gate.sqlite")
+        shutil.copyfile(request.getfixturevalue("seeded_sqlite"), target)
+    else:
+        target = request.getfixturevalue("pg_database")
+        _seed_site(target)
+    return create_app({
+        "TESTING": True,
+        "DATABASE": target,  # a SQLite path or a PostgreSQL URL
+        "SECRET_KEY": "test-secret-key",
+        "SERVER_NAME": "meridian.test",
+    })
 
 
 @pytest.fixture
@@ -83,24 +107,37 @@ def admin(runner, reader):
 # --- PostgreSQL: a scratch server from GATE_TEST_DATABASE_URL (`.ci/run` starts one) ----------
 # (imported here so that this section merges as one appended block)
 import os
+import re
 import uuid
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from gate.storage import engine as storage_engine
 from gate.storage import ratelimits
-from gate.storage.db import open_site_db
 
 
 @pytest.fixture(scope="session")
 def pg_url():
-    """The scratch PostgreSQL server's URL; the tests that need it skip without it, but fail in CI."""
+    """The scratch PostgreSQL server's URL; the tests that need it skip without it, but fail in CI.
+
+    Under pytest-xdist each worker gets a database of its own on that server (gate_test_gw0, …),
+    made afresh for the session: schemas are named uniquely anyway, but advisory locks are
+    per database, and a lock test must not wait on a race in the other worker.
+    """
     url = os.environ.get("GATE_TEST_DATABASE_URL", "").strip()
     if not url:
         message = "GATE_TEST_DATABASE_URL is not set (tools/pg-local start DIR prints one)"
         if os.environ.get("CI"):
             pytest.fail(message)  # in CI a missing server is a failure, never a silent skip
         pytest.skip(message)
-    return url
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not re.fullmatch(r"gw\d+", worker):
+        yield url
+        return
+    name = f"gate_test_{worker}"
+    _pg_admin(url, f"drop database if exists {name} with (force)")
+    _pg_admin(url, f"create database {name}")
+    yield urlsplit(url)._replace(path=f"/{name}").geturl()
+    _pg_admin(url, f"drop database if exists {name} with (force)")
 
 
 def _pg_admin(url: str, statement: str) -> None:
@@ -150,3 +187,33 @@ def backend(backend_target):
     db = open_database(backend_target, TEST_POOL)
     yield db
     db.close()
+
+
+# --- pytest-xdist (`make test` runs the suite on two workers with --dist loadgroup) -------------
+# Without xdist the markers below change nothing: `pytest tests/test_x.py` runs as before.
+#: The one group whose tests run one after another on a single worker: they start servers and
+#: processes, race them over one database or measure throughput, and must not overlap each other.
+PROCESSES = "processes"
+
+
+def _group(item) -> str | None:
+    """The xdist group a test must share with others, or None when any worker may run it alone.
+
+    Tests that start processes (marked slow) go to PROCESSES. A test on a module- or
+    class-scoped fixture (a browser, a live site, a site driven once) stays with its module:
+    the fixture is built once, and the tests run in the module's order, which some rely on
+    (test_nodes: the audit comes last).
+    """
+    if item.get_closest_marker("slow"):
+        return PROCESSES
+    info = getattr(item, "_fixtureinfo", None)
+    scopes = {definitions[-1].scope for definitions in info.name2fixturedefs.values()} if info else set()
+    return f"module:{item.nodeid.split('::')[0]}" if scopes & {"module", "class", "package"} else None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test that must share a worker (see _group) for xdist's loadgroup scheduling."""
+    for item in items:
+        group = _group(item)
+        if group and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(group))
