@@ -156,7 +156,7 @@ def test_command_has_help_and_documents_distributed_mode():
 def test_short_real_load_test_against_a_fresh_site(tmp_path):
     out = tmp_path / "report"
     result = CliRunner().invoke(loadtest, [
-        "--users", "20", "--spawn-rate", "20", "--duration", "5s", "--out", str(out),
+        "--users", "20", "--spawn-rate", "20", "--duration", "10s", "--out", str(out),
         "--synthetic", "100", "--subscribers", "3"])
     stats, total = run.read_stats(out)
     failures, exceptions = run.read_failures(out)
