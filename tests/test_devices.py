@@ -11,7 +11,8 @@ from gate.audit.checks import check_devices
 from gate.conf.settings import Config
 from gate.services import accounts, devices, subscriptions
 from gate.storage import migrations
-from tests.helpers import BOTH_ENGINES, START, Reader, at_once
+from tests.helpers import BOTH_ENGINES, METERED, START, Reader, at_once
+from tests.test_fast_path import statements  # noqa: F401 - the fixture counting statements by kind
 
 pytestmark = BOTH_ENGINES
 PASSWORD = "shared-pass-1"
@@ -111,6 +112,20 @@ def test_the_last_seen_time_is_written_at_most_once_a_minute(account, device, db
     assert live(db)[0]["last_seen_at"] > seen
 
 
+def test_a_signed_in_page_stays_one_read_and_writes_last_seen_once_a_minute(
+        account, device, clock, statements):  # noqa: F811 - the fixture imported above
+    phone = device(PHONE)
+    phone.client.get(f"/articles/{METERED}")
+    clock.advance(timedelta(minutes=2))
+    statements.clear()
+    assert phone.client.get(f"/articles/{METERED}").status_code == 200
+    stale = +statements
+    statements.clear()
+    assert phone.client.get(f"/articles/{METERED}").status_code == 200
+    assert stale["select"] == statements["select"] == 1
+    assert stale["update"] == statements["update"] + 1  # the device's last-seen time, once
+
+
 def test_a_subscribers_plan_sets_their_limit_and_the_preset_everyone_elses(app, db):
     with app.app_context():
         cfg = Config()
@@ -196,3 +211,20 @@ def test_the_migration_keeps_everyone_signed_in(db):
     token = db.scalar("select session_token from readers where id = ?", [reader.id])
     migrations.m018_devices(db)
     assert accounts.by_session_token(db, token).id == reader.id
+
+
+@pytest.mark.parametrize("preset, planted, left", [("metered-verified", 2, 2), ("wpr", 4, 5)])
+def test_the_shared_account_persona_is_at_the_limit_and_becoming_it_signs_one_out(app, db, runner,
+                                                                                   preset, planted, left):
+    runner.invoke(args=["preset", "use", preset])
+    app.config["DEMO"] = True
+    presenter = Reader(app.test_client())
+    answer = presenter.post("/demo/persona", {"persona": "shared-account", "next": "/account"})
+    assert answer.status_code in (302, 303)
+    page = flashes(presenter)
+    assert len(live(db, "persona.shared@meridian.example")) == left
+    if preset == "metered-verified":  # two planted, both older than this sign-in: the oldest goes
+        assert "we signed you out of Chrome on Windows last seen" in page
+        assert [row["user_agent"] for row in live(db, "persona.shared@meridian.example")][0] == "Safari on iPhone"
+    else:  # no cap: four planted, and this one beside them
+        assert "we signed you out" not in page and page.count('<tr class="device') == planted + 1

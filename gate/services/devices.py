@@ -85,19 +85,19 @@ def limit_for(db, cfg, rules: Rules, reader: accounts.Reader, now: datetime) -> 
 
 def sign_in(db, reader: accounts.Reader, visitor: str | None, method: str, now: datetime, *,
             user_agent: str, limit: int | None) -> SignedIn:
-    """Sign a reader in on a new device, all in one transaction: the meter moves, the session starts,
-    and under ``limit`` the least recently seen devices beyond it are signed out."""
+    """Sign a reader in on a new device in one transaction: meter moved, session started, the oldest past ``limit`` out."""
+    device = summary(user_agent)
     with db.transaction():
         db.lock(f"devices:{reader.id}")  # concurrent sign-ins of one account count one at a time
         accounts.sign_in(db, reader, visitor, method, now)
-        live = accounts.live_sessions(db, reader.id)
+        live = accounts.live_sessions(db, reader.id)  # least recently seen first
         over = live[:max(0, len(live) + 1 - limit)] if limit is not None else []
         accounts.end_sessions(db, reader.id, now, "limit", [row["id"] for row in over])
-        token = _start(db, reader.id, summary(user_agent), now, _free_slot(live, over, limit))
-        events.record(db, "device_signed_in", now, reader_id=reader.id, method=method, limit=limit,
-                      device=summary(user_agent), **{"from": len(live) - len(over), "to": len(live) - len(over) + 1})
-    return SignedIn(replace(reader, session_token=token, seen_at=now),
-                    tuple(Device.from_row(row) for row in over))
+        token = _start(db, reader.id, device, now, _free_slot(live, over, limit))
+        kept = len(live) - len(over)
+        events.record(db, "device_signed_in", now, reader_id=reader.id, method=method, limit=limit, device=device,
+                      **{"from": kept, "to": kept + 1})
+    return SignedIn(replace(reader, session_token=token, seen_at=now), tuple(Device.from_row(row) for row in over))
 
 
 def _free_slot(live: list[dict], over: list[dict], limit: int | None) -> int | None:
