@@ -228,3 +228,17 @@ def test_the_shared_account_persona_is_at_the_limit_and_becoming_it_signs_one_ou
         assert [row["user_agent"] for row in live(db, "persona.shared@meridian.example")][0] == "Safari on iPhone"
     else:  # no cap: four planted, and this one beside them
         assert "we signed you out" not in page and page.count('<tr class="device') == planted + 1
+
+
+def test_a_device_signed_out_elsewhere_loses_its_remember_cookie_too(app, account, device, db):
+    laptop = Reader(app.test_client())
+    laptop.post("/login", {"email": "shared@example.com", "password": PASSWORD, "remember": "y"})
+    remember = laptop.client.get_cookie("remember_token", domain="meridian.test").value
+    phone = device(PHONE)
+    phone.post(f"/account/devices/{live(db)[0]['id']}/sign-out")
+    closed = Reader(app.test_client())  # the laptop's browser, reopened: only the remember cookie is left
+    closed.client.set_cookie("remember_token", remember, domain="meridian.test")
+    answer = closed.client.get("/api/meter")
+    assert answer.get_json()["tier"] == "anonymous"
+    assert "remember_token=;" in " ".join(answer.headers.getlist("Set-Cookie"))  # dropped, not kept
+    assert tier(phone) == "registered"
