@@ -457,7 +457,7 @@ def log_in(page, email: str, password: str) -> None:
     form.get_by_label("Email address").fill(email)
     form.get_by_label("Password").fill(password)
     form.get_by_role("button", name="Log in").click()
-    expect(page.locator(".flash")).to_contain_text("You are logged in.")
+    expect(page.locator(".flashes")).to_contain_text("You are logged in.")  # with any notice beside it
 
 
 _WIDEST = """() => [...document.querySelectorAll('main *')]

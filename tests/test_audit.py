@@ -232,7 +232,7 @@ def site(tmp_path_factory):
 #: The site's tables, parents before children (the order the migrations made them).
 TABLES = ("readers", "visitors", "articles", "unlocks", "events", "clock", "settings", "outbox", "login_tokens",
           "subscriptions", "payments", "checkouts", "enrollments", "consents", "newsletter_issues",
-          "deliveries", "notices", "passes", "offers", "redemptions")
+          "deliveries", "notices", "passes", "offers", "redemptions", "reader_sessions")
 
 
 def copy_to_postgres(source: str, url: str) -> None:
@@ -515,6 +515,14 @@ def second_save_offer(db):
                   {"reason": "too_expensive", "offer": "discount"}, reader_id=_reader(db, "kim@example.com"))
 
 
+def third_device_under_a_limit_of_two(db):
+    """Dan signs in under a limit of two while two other sessions of his stay live: three at once."""
+    rid, at = _reader(db, "dan@example.com"), _one(db, "select max(at) from events")[0]
+    for token in ("planted-a", "planted-b"):
+        db.insert("reader_sessions", {"token": token, "reader_id": rid, "created_at": at, "last_seen_at": at})
+    _insert_event(db, "device_signed_in", at, {"limit": 2, "from": 1, "to": 2}, reader_id=rid)
+
+
 TAMPERING = [
     ("quota_exceeded", fourth_unlock),
     ("quota_exceeded", fourth_unlock_committed_first),
@@ -541,6 +549,7 @@ TAMPERING = [
     ("charge_during_pause", charge_in_pause),
     ("save_offers_per_year", second_save_offer),
     ("seats_over", seats_over),
+    ("devices_over", third_device_under_a_limit_of_two),
 ]
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
-from flask import current_app, g, has_request_context, request, session
+from flask import current_app, flash, g, has_request_context, request, session
 from flask_login import current_user
 
 from gate.app import site
@@ -24,7 +24,7 @@ from gate.app.db import get_db
 from gate.conf.settings import Config
 from gate.rules import experiments, paywall
 from gate.rules.paywall import Meter, Rules, Viewer
-from gate.services import accounts, content, sitestate, subscriptions, visitors
+from gate.services import accounts, content, devices, sitestate, subscriptions, visitors
 from gate.storage import events
 from gate.storage.clock import ClockState, real_now
 from gate.storage.quota import MemoryQuotaStore, SqlQuotaStore
@@ -96,7 +96,19 @@ class RequestState:
             reader, spends = subscriptions.signed_in(db, self.config, token, now, spends=self.may_meter("registered"))
         if reader is not None and spends is not None:
             self.read_with_reader[reader.meter_key] = spends  # the viewer's meter, read in the same statement
+        if reader is None:
+            self._device_signed_out(token)
+        else:
+            devices.seen(db, reader, now)  # a write at most once a minute per device
         return reader
+
+    def _device_signed_out(self, token: str) -> None:
+        """This device's session ended elsewhere: say why once, and forget it (and its remember cookie)."""
+        notice = devices.ENDED_NOTICES.get(devices.ended_reason(get_db(), token))
+        if notice and has_request_context():
+            session.pop("_user_id", None)
+            session["_remember"] = "clear"  # flask-login drops the remember cookie, which names it too
+            flash(notice, "warning")
 
     @property
     def clock(self) -> ClockState:

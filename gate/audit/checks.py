@@ -54,6 +54,7 @@ KINDS = {
     "charge_during_pause": "A payment dated inside a pause of its subscription (after active → paused, "
                            "before paused → active).",
     "save_offers_per_year": "A reader accepted more than one save offer within 365 days.",
+    "devices_over": "An account held more live sessions than its device limit at the moment of one of its sign-ins.",
 }
 #: Reasons that justify full access (see gate.rules.paywall.decide).
 FULL_REASONS = (Reason.SUBSCRIBER, Reason.FREE_ARTICLE, Reason.TIER_UNLIMITED, Reason.ALREADY_UNLOCKED,
@@ -709,6 +710,34 @@ def check_retention(db, cfg, history: History | None = None) -> list[Violation]:
     return found
 
 
+# --- 8. devices -----------------------------------------------------------------------------
+
+
+def _live_at(sessions: list[dict], moment: datetime) -> list[int]:
+    """The sessions live at ``moment``: started by then and not ended by then."""
+    return [row["id"] for row in sessions if parse_time(row["created_at"]) <= moment
+            and (row["ended_at"] is None or parse_time(row["ended_at"]) > moment)]
+
+
+def check_devices(db, cfg, history: History | None = None) -> list[Violation]:
+    """Right after each capped sign-in, the account held no more live sessions than the limit it signed in under."""
+    history = history or History(db, cfg)
+    sessions: dict[int, list[dict]] = defaultdict(list)
+    for row in db.rows("select id, reader_id, created_at, ended_at from reader_sessions order by id"):
+        sessions[row["reader_id"]].append(row)
+    found = []
+    for event in history.by_type["device_signed_in"]:
+        limit = event.data.get("limit")
+        if not isinstance(limit, int):
+            continue  # signed in with no cap
+        live = _live_at(sessions[event.reader_id], event.at)
+        if len(live) > limit:
+            found.append(Violation("devices_over", f"reader {event.reader_id} held {len(live)} live sessions at "
+                                   f"{event.at.isoformat()}, over the limit of {limit} they signed in under",
+                                   {"reader_id": event.reader_id, "event_id": event.id, "sessions": live}))
+    return found
+
+
 # --- all of it --------------------------------------------------------------------------
 
 # --- group licences ---------------------------------------------------------------------
@@ -744,7 +773,7 @@ def check_seats(db, cfg, history: History | None = None) -> list[Violation]:
 
 
 CHECKS = (check_quota, check_access, check_billing, check_passes, check_newsletters, check_events,
-          check_offers, check_retention, check_seats)
+          check_offers, check_retention, check_seats, check_devices)
 
 
 def run(db, cfg) -> list[Violation]:

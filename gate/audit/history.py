@@ -26,7 +26,7 @@ from gate.services import personas, retention, seed, subscriptions
 
 _EVENT_TYPES = ("article_view", "unlock", "meter_merged", "preset_changed", "subscription_changed",
                 "newsletter_changed", "comp_changed", "admin_action", "persona_switched", "signup",
-                "save_offer_accepted")
+                "save_offer_accepted", "device_signed_in")
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def readers_add(email, password, subscriber, plan, admin):
     reader = accounts.by_email(database, address)
     created = reader is None
     if reader:
-        accounts.set_flags(database, reader.id, admin=admin or None, password=password)
+        accounts.set_flags(database, reader.id, now(), admin=admin or None, password=password)
         events.record(database, "reader_changed", now(), reader_id=reader.id,
                       admin=admin, password=bool(password), by="cli")
     else:

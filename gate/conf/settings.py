@@ -57,6 +57,8 @@ class SubscriptionPlan(Strict):
     #: first month, then $12 a month"), charged by the same billing state machine.
     intro_price_cents: int | None = Field(default=None, ge=0)
     intro_periods: int = Field(default=0, ge=0, le=24)
+    #: Signed-in devices a subscriber on this plan may hold (None: the preset's ``[devices] limit``).
+    device_limit: int | None = Field(default=None, ge=1, le=100)
 
     @model_validator(mode="after")
     def _intro(self):

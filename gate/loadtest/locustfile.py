@@ -49,6 +49,11 @@ from urllib3.util.retry import Retry
 _CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 _ACCESS = re.compile(r'<article class="story" data-access="(\w+)"')
 _CHECKOUT_KEY = re.compile(r'name="idempotency_key" type="hidden" value="([^"]+)"')
+#: The account page's device list: one row per signed-in device, and the limit it states (if any).
+_DEVICE_ROW = re.compile(r'<tr class="device[ "]')
+_DEVICE_LIMIT = re.compile(r"can be signed in on (\d+) device")
+#: How many clients a device hopper signs its one account in from, one after another.
+HOPS = 6
 #: The capped promo code the flash-sale buyers race (FLASH10 in config/site.toml: cap 10).
 FLASH_CODE = "FLASH10"
 #: How many unlock requests a tab racer sends at once.
@@ -219,6 +224,7 @@ class Persona(HttpUser):
         email = f"lt-{uuid.uuid4().hex[:16]}@loadtest.example"
         form = {"csrf_token": self.token, "email": email, "next": "/",
                 "list_meridian_weekly": "y", "password": uuid.uuid4().hex if password else ""}
+        self.email, self.password = email, form["password"]  # a device hopper signs in with them again
         with self.client.post("/signup", data=form, name="/signup", catch_response=True,
                               allow_redirects=False) as response:
             done = settle(response, ok=(303,), refused=(429,)) == "ok"
@@ -493,3 +499,34 @@ class SeatRusher(Persona):
             with self.client.post(f"/orgs/{SEAT_RUSH_ORG}/leave", data={"csrf_token": self.token},
                                   name="/orgs/[slug]/leave", catch_response=True, allow_redirects=False) as response:
                 settle(response, ok=(303,))
+
+
+class DeviceHopper(Persona):
+    """One account signed in from many clients, one after another (a shared password, a hopping reader).
+
+    Each hop is a new cookie jar from a new address. The account page must never
+    list more devices than the limit it states; the audit's ``devices_over``
+    checks every sign-in of the whole site.
+    """
+
+    weight = 1
+    wait_time = between(2, 5)
+
+    def on_start(self):
+        self.fresh_session()
+        self.has_account = self.signup(password=True)
+
+    @task
+    def hop(self):
+        if not self.has_account:
+            return
+        for _ in range(HOPS):
+            self.fresh_session()
+            self.client.headers["X-Forwarded-For"] = client_address()  # another client
+            if not self.login(self.email, self.password):
+                continue
+            response = self.page("/account", "/account")
+            shown = len(_DEVICE_ROW.findall(response.text or "")) if response.status_code == 200 else 0
+            limit = _DEVICE_LIMIT.search(response.text or "")
+            if limit and shown > int(limit.group(1)):
+                broken_invariant("devices over limit", f"{shown} devices signed in with a limit of {limit.group(1)}")

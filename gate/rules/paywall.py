@@ -139,6 +139,13 @@ class GateCopy(Strict):
     subscribe_line: str = Field(default="Or, subscribe now to get full access.", max_length=200)
 
 
+class Devices(Strict):
+    """A preset's cap on signed-in devices per account (``[devices]``; see docs/devices.md)."""
+
+    #: Live sessions one account may hold; None: no cap. A subscriber's plan may set its own.
+    limit: int | None = Field(default=None, ge=1, le=100)
+
+
 class Rules(Zoned):
     """A paywall preset: the gate's rules, as loaded from config/presets/NAME.toml."""
 
@@ -153,6 +160,7 @@ class Rules(Zoned):
     #: UNSAFE, for the bypass lab only: the page carries the whole body hidden
     #: by CSS and script, and the anonymous meter lives in a plain cookie.
     porous: bool = False
+    devices: Devices = Devices()
 
     @field_validator("experiments")
     @classmethod

@@ -30,15 +30,22 @@ METER_PREFIX = "reader:"
 #: The ``readers`` columns a :class:`Reader` is built from (a join names them instead of ``r.*``).
 READER_COLUMNS = ("id", "email", "password_hash", "is_admin", "session_token", "created_at", "comp_until",
                   "email_verified_at", "experiment_unit", "pass_until", "licence")
+#: Where a signed-in reader's columns come from in a join through ``reader_sessions d``: the device's
+#: own token and last-seen time, the account's everything else.
+SIGNED_IN_SOURCES = {**{column: f"r.{column}" for column in READER_COLUMNS},
+                     "session_token": "d.token", "seen_at": "d.last_seen_at"}
+#: A live session's reader: the device row first, then its account (``d`` and ``r``, as the joins name them).
+_LIVE = ("reader_sessions d join readers r on r.id = d.reader_id"
+         " where d.token = ? and d.ended_at is null")
 
 
 @dataclass(frozen=True)
 class Reader:
     """A reader account, shaped for flask-login.
 
-    ``get_id`` returns the rotating session token, not the row id: signing
-    out (or changing the password) rotates it, so an old session or remember
-    cookie no longer names anyone.
+    ``get_id`` returns this device's session token (a ``reader_sessions``
+    row), not the row id: signing out (or changing the password) ends it, so
+    an old session or remember cookie no longer names anyone.
     """
 
     id: int
@@ -58,6 +65,8 @@ class Reader:
     is_subscriber: bool = False
     #: Filled in with it: when a past-due subscription's access runs out (None: not past due).
     grace_ends: datetime | None = None
+    #: When this device was last seen (read with the session; None for an account read without one).
+    seen_at: datetime | None = None
 
     is_authenticated = True
     is_active = True
@@ -93,6 +102,7 @@ class Reader:
             experiment_unit=row.get("experiment_unit"),
             pass_until=from_iso(row["pass_until"]) if row.get("pass_until") else None,
             licence=licence_from_text(row.get("licence")),
+            seen_at=from_iso(row["seen_at"]) if row.get("seen_at") else None,
         )
 
 
@@ -159,8 +169,12 @@ def all_ids(db) -> list[int]:
 
 
 def by_session_token(db, token: str) -> Reader | None:
-    """Find the account a session cookie names."""
-    return _one(db, "session_token = ?", [token]) if token else None
+    """Find the account a live session's token names (an ended session names no one)."""
+    if not token:
+        return None
+    columns = ", ".join(f"{source} as {column}" for column, source in SIGNED_IN_SOURCES.items())
+    row = first(db, f"select {columns} from {_LIVE}", [token])
+    return Reader.from_row(row) if row else None
 
 
 def search(db, text: str, limit: int = 100) -> list[dict]:
@@ -198,22 +212,45 @@ def authenticate(db, email: str, password: str) -> Reader | None:
     return reader if check_password_hash(reader.password_hash, password or "") else None
 
 
-def rotate_session(db, reader_id: int) -> None:
-    """Invalidate every session and remember cookie of a reader."""
-    db.execute("update readers set session_token = ? where id = ?",
-               [secrets.token_urlsafe(24), reader_id])
+def live_sessions(db, reader_id: int) -> list[dict]:
+    """A reader's signed-in devices, least recently seen first (the first to go at the limit)."""
+    return rows(db, "select id, token, created_at, last_seen_at, user_agent, slot from reader_sessions"
+                " where reader_id = ? and ended_at is null order by last_seen_at, created_at, id", [reader_id])
 
 
-def set_flags(db, reader_id: int, *, admin: bool | None = None,
+def end_sessions(db, reader_id: int, now: datetime, reason: str, ids=None) -> list[int]:
+    """End a reader's live sessions (those with ``ids``, else all) with the device_signed_out event; their ids.
+
+    ``reason`` is ``user`` (signed out there, or from the account page), ``limit`` (a
+    sign-in elsewhere went over the device limit) or ``everywhere``.
+    """
+    with db.transaction():
+        live = [row["id"] for row in live_sessions(db, reader_id)]
+        ending = [session_id for session_id in live if ids is None or session_id in ids]
+        for session_id in ending:
+            db.execute("update reader_sessions set ended_at = ?, ended_reason = ? where id = ? and ended_at is null",
+                       [to_iso(now), reason, session_id])
+        if ending:
+            events.record(db, "device_signed_out", now, reader_id=reader_id, reason=reason, sessions=ending,
+                          **{"from": len(live), "to": len(live) - len(ending)})
+    return ending
+
+
+def rotate_session(db, reader_id: int, now: datetime) -> None:
+    """Invalidate every session and remember cookie of a reader (every device signed out)."""
+    end_sessions(db, reader_id, now, "everywhere")
+
+
+def set_flags(db, reader_id: int, now: datetime, *, admin: bool | None = None,
               password: str | None = None) -> None:
-    """Change an account's admin flag or password."""
+    """Change an account's admin flag or password (a new password signs every device out)."""
     if admin is not None:
         db.execute("update readers set is_admin = ? where id = ?", [int(admin), reader_id])
     if password:
         check_password(password)
         db.execute("update readers set password_hash = ? where id = ?",
                    [generate_password_hash(password), reader_id])
-        rotate_session(db, reader_id)
+        rotate_session(db, reader_id, now)
 
 
 def grant_comp(db, reader_id: int, until: datetime | None, by: str) -> None:
@@ -303,13 +340,21 @@ def _adopt_visitor(db, reader: Reader, visitor: str | None, now: datetime) -> No
         events.record(db, "meter_merged", now, reader_id=reader.id, visitor_id=visitor, moved=moved)
 
 
-def sign_out(db, reader_id: int | None, now: datetime, instructor_id: int | None = None) -> None:
-    """End a reader's sessions everywhere (and the admin's underneath a persona), with the logout event."""
+def sign_out(db, reader_id: int | None, now: datetime, instructor_id: int | None = None,
+             token: str | None = None) -> None:
+    """End this device's session (the one ``token`` names; else every device), and the admin's underneath a persona.
+
+    The logout event goes with it, in one transaction.
+    """
     if reader_id is None and instructor_id is None:
         return
     with db.transaction():
         if instructor_id is not None:  # a replayed cookie must not bring the admin underneath back
-            rotate_session(db, instructor_id)
+            rotate_session(db, instructor_id, now)
         if reader_id is not None:
             events.record(db, "logout", now, reader_id=reader_id)
-            rotate_session(db, reader_id)
+            if token is None:
+                rotate_session(db, reader_id, now)
+            else:
+                this = [row["id"] for row in live_sessions(db, reader_id) if row["token"] == token]
+                end_sessions(db, reader_id, now, "user", this)

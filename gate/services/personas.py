@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from gate.rules import billing, periods
 from gate.rules.timeutil import to_iso
-from gate.services import accounts, newsletter, orgs, passes, subscriptions, winback
+from gate.services import accounts, devices, newsletter, orgs, passes, subscriptions, winback
 from gate.storage.quota import SqlQuotaStore
 
 
@@ -32,6 +32,11 @@ class Persona:
 
 #: The code the "holding a code" persona arrives with, as from a newsletter or an ad.
 HELD_CODE = "WELCOME50"
+#: How many devices the "shared account" persona is signed in on when the preset has no device limit.
+SHARED_DEVICES = 4
+#: The devices it is signed in on elsewhere, and how long ago each was last seen.
+SHARED_SEEN = (("Safari on iPhone", timedelta(hours=2)), ("Chrome on Windows", timedelta(days=1)),
+               ("Firefox on Linux", timedelta(days=3)), ("Safari on iPad", timedelta(days=6)))
 #: How many days before its intro price ends the "intro ending" persona is built.
 INTRO_DAYS_LEFT = 3
 
@@ -66,6 +71,10 @@ PERSONAS = (
             "persona.intro@meridian.example", "/account"),
     Persona("licensed", "Licensed reader", "A student of Riverside University, whose 25-seat group licence "
             "opens every article to anyone on riverside.example.", "persona.licensed@riverside.example"),
+    # Device limits (issue 17): an account shared until it hit the cap.
+    Persona("shared-account", "Shared account", "A registered reader already signed in on as many devices as "
+            f"the device limit allows ({SHARED_DEVICES} where the preset sets none): signing in as them signs "
+            "out the least recently seen.", "persona.shared@meridian.example", "/account"),
 )
 #: How long ago the day-pass persona bought its pass.
 PASS_BOUGHT_AGO = timedelta(hours=20)
@@ -198,6 +207,10 @@ def _rebuild(db, cfg, rules, persona_id: str, reader_id: int, now: datetime) -> 
         _lapsed_with_winback(db, cfg, reader_id, monthly, now)
     elif persona_id == "intro-ending":
         _intro_ending(db, cfg, reader_id, now)
+    elif persona_id == "shared-account":
+        count = rules.devices.limit or SHARED_DEVICES
+        devices.plant(db, reader_id, now, tuple(SHARED_SEEN[i % len(SHARED_SEEN)] for i in range(count)),
+                      rules.devices.limit)
 
 
 def _lapsed_with_winback(db, cfg, reader_id: int, plan_id: str, now: datetime) -> None:

@@ -26,7 +26,7 @@ _FROM = " from (select 1 as one) site left join clock c on c.id = 1"
 _ARTICLE = ", ".join(f"a.{column}" for column in content.COLUMNS.split(", "))
 _ARTICLE_JOIN = " left join articles a on a.slug = ?"
 #: With a session token: the signed-in reader, their subscription and spends (one row per spend).
-_READER_JOIN = f" left join readers r on r.session_token = ?{subscriptions.SIGNED_IN_JOINS}"
+_READER_JOIN = f"{subscriptions.SESSION_JOIN}{subscriptions.SIGNED_IN_JOINS}"
 
 
 def _statement(article: bool, reader: bool) -> str:

@@ -135,7 +135,7 @@ def settle_reader(db, cfg, reader_id: int, now: datetime) -> Subscription | None
 
 
 #: A signed-in reader's columns (``reader_``), their newest subscription's (``sub_``) and their meter's spends'.
-_SIGNED_IN_COLUMNS = ", ".join([*(f"r.{column} as reader_{column}" for column in accounts.READER_COLUMNS),
+_SIGNED_IN_COLUMNS = ", ".join([*(f"{source} as reader_{column}" for column, source in accounts.SIGNED_IN_SOURCES.items()),
                                 *(f"s.{column} as sub_{column}" for column in Subscription.__dataclass_fields__)])
 SIGNED_IN_COLUMNS = f"{_SIGNED_IN_COLUMNS}, u.slug as spend_slug, u.unlocked_at as spend_at"
 _SUB_JOIN = (" left join subscriptions s on s.reader_id = r.id"  # the reader_id index finds it on PostgreSQL too
@@ -143,10 +143,15 @@ _SUB_JOIN = (" left join subscriptions s on s.reader_id = r.id"  # the reader_id
 #: What joins them to ``readers r``: one row per spend (oldest first with :data:`SPENDS_ORDER`), or one with none.
 SIGNED_IN_JOINS = f"{_SUB_JOIN} left join unlocks u on u.meter_key = '{accounts.METER_PREFIX}' || cast(r.id as text)"
 SPENDS_ORDER = " order by u.unlocked_at, u.id"
+#: A session token's live device (``d``, a parameter) and its account (``r``): none for an ended session.
+SESSION_JOIN = (" left join reader_sessions d on d.token = ? and d.ended_at is null"
+                " left join readers r on r.id = d.reader_id")
 _SUB_KEYS = tuple((f"sub_{column}", column) for column in Subscription.__dataclass_fields__)
-_READER_KEYS = tuple((f"reader_{column}", column) for column in accounts.READER_COLUMNS)
-_SIGNED_IN = f"select {_SIGNED_IN_COLUMNS} from readers r{_SUB_JOIN} where r.session_token = ?"
-_SIGNED_IN_WITH_SPENDS = f"select {SIGNED_IN_COLUMNS} from readers r{SIGNED_IN_JOINS} where r.session_token = ?{SPENDS_ORDER}"
+_READER_KEYS = tuple((f"reader_{column}", column) for column in accounts.SIGNED_IN_SOURCES)
+_BY_TOKEN = " from reader_sessions d join readers r on r.id = d.reader_id"
+_LIVE = " where d.token = ? and d.ended_at is null"
+_SIGNED_IN = f"select {_SIGNED_IN_COLUMNS}{_BY_TOKEN}{_SUB_JOIN}{_LIVE}"
+_SIGNED_IN_WITH_SPENDS = f"select {SIGNED_IN_COLUMNS}{_BY_TOKEN}{SIGNED_IN_JOINS}{_LIVE}{SPENDS_ORDER}"
 
 
 def signed_in(db, cfg, token: str, now: datetime, spends: bool = False

@@ -21,6 +21,9 @@ TYPES = {
     "signup": "A reader created an account.",
     "login": "A reader signed in (data: method).",
     "logout": "A reader signed out.",
+    "device_signed_in": "A reader signed in on a device (data: device, method, limit, from, to: live sessions).",
+    "device_signed_out": "Devices of a reader were signed out (data: reason: user, limit or everywhere; sessions; "
+                         "from, to: live sessions).",
     "unlock": "A meter spent one article (data: used, limit, mode).",
     "unlock_refused": "An unlock was asked for and not granted (data: reason).",
     "meter_merged": "A visitor's spends moved to the account they signed in to.",

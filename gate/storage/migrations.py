@@ -347,3 +347,25 @@ def m019_orgs(db):
         jti TEXT PRIMARY KEY, org_id INTEGER NOT NULL REFERENCES orgs(id), email TEXT NOT NULL,
         via TEXT NOT NULL, created_at TEXT NOT NULL, used_at TEXT)""")
     ddl(db, "alter table readers add column licence TEXT")
+
+
+@migration
+def m020_devices(db):
+    """One row per signed-in device (issue 17's device limits), each with its own session token.
+
+    ``token`` is the session's secret (what flask-login keeps in the cookie); a row with
+    ``ended_at`` names no one. Under a device limit each live session holds a ``slot``
+    below the limit, unique among the account's live sessions: the backstop behind the
+    sign-in's lock. Every account's current ``readers.session_token`` becomes one live
+    session (no slot), so whoever was signed in when this ran stays signed in.
+    """
+    ddl(db, """create table reader_sessions (
+        id INTEGER PRIMARY KEY, token TEXT NOT NULL, reader_id INTEGER NOT NULL REFERENCES readers(id),
+        created_at TEXT NOT NULL, last_seen_at TEXT NOT NULL, user_agent TEXT NOT NULL DEFAULT '',
+        slot INTEGER, ended_at TEXT, ended_reason TEXT)""")
+    index(db, "reader_sessions", "token", unique=True)
+    index(db, "reader_sessions", "reader_id", "ended_at")
+    db.execute("create unique index idx_reader_sessions_live_slot on reader_sessions (reader_id, slot)"
+               " where ended_at is null")
+    db.execute("insert into reader_sessions (token, reader_id, created_at, last_seen_at, user_agent)"
+               " select session_token, id, created_at, created_at, 'Signed in before device limits' from readers")

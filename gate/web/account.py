@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, logout_user
 
 from gate.app import site
 from gate.app.context import current
 from gate.app.db import get_db
 from gate.rules import billing, paywall
-from gate.services import content, retention, subscriptions
+from gate.services import content, devices, retention, subscriptions
 from gate.web.forms import CardForm, ConfirmForm, PauseForm, ReasonForm
 
 bp = Blueprint("account", __name__)
@@ -36,7 +36,8 @@ def account():
     return render_template(
         "account/account.html", reader=current_user, history=history, sub=sub, plan=plan, payments=subscriptions.payments(db, current_user.id),
         grace_ends=subscriptions.grace_end(site.config(), sub),
-        form=ConfirmForm(),
+        form=ConfirmForm(), devices=devices.listing(db, current_user),
+        device_limit=devices.limit_for(db, site.config(), rules, current_user, now),
     )
 
 
@@ -222,3 +223,29 @@ def card():
                     return redirect(url_for("account.account"), code=303)
     status = 400 if request.method == "POST" else 200
     return render_template("account/card.html", form=form, sub=sub, test_cards=billing.TEST_CARDS), status
+
+
+@bp.post("/account/devices/<int:device_id>/sign-out")
+@login_required
+def sign_out_device(device_id: int):
+    """Sign one of the reader's other devices out (this one signs out through /logout)."""
+    if not ConfirmForm().validate_on_submit():
+        return redirect(url_for("account.account"), code=303)
+    if devices.sign_out_device(get_db(), current_user, device_id, current().now):
+        flash("That device is signed out. It will need your password or an emailed link to come back.", "success")
+    else:
+        flash("That device is not signed in to your account (or it is this one).", "warning")
+    return redirect(url_for("account.account") + "#acct-devices", code=303)
+
+
+@bp.post("/account/devices/sign-out-everywhere")
+@login_required
+def sign_out_everywhere():
+    """Sign every device out, this one too."""
+    if not ConfirmForm().validate_on_submit():
+        return redirect(url_for("account.account"), code=303)
+    count = devices.sign_out_everywhere(get_db(), current_user, current().now)
+    logout_user()
+    session.clear()
+    flash(f"You are signed out on every device ({count}).", "info")
+    return redirect(url_for("auth.login"), code=303)

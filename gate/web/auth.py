@@ -12,7 +12,7 @@ from gate.app.context import current
 from gate.app.db import get_db
 from gate.app.ratelimit import limiter
 from gate.rules import tokens
-from gate.services import accounts, mail
+from gate.services import accounts, devices, mail
 from gate.storage import events
 from gate.web.forms import ConfirmForm, LoginForm, MagicLinkForm, list_field, signup_form
 from gate.web.newsletter import consent_ticked, enroll_at_signup
@@ -37,13 +37,21 @@ def safe_next(target: str | None, default: str = "/") -> str:
 
 
 def sign_in(reader: accounts.Reader, method: str, remember: bool = False) -> None:
-    """Log a reader in: the database records it (meter moved to the account) before the session changes."""
-    accounts.sign_in(get_db(), reader, session.get("visitor"), method, current().now)
+    """Log a reader in on this device: the database records it (meter moved, session started, devices over
+    the limit signed out) before the session changes."""
+    db, now = get_db(), current().now
+    limit = devices.limit_for(db, site.config(), current().rules, reader, now)
+    signed = devices.sign_in(db, reader, session.get("visitor"), method, now,
+                             user_agent=request.headers.get("User-Agent", ""), limit=limit)
     carried = {key: session[key] for key in CARRIED if key in session}
     session.clear()  # a fresh session on every sign-in
     session.update(carried)
-    login_user(reader, remember=remember)
+    login_user(signed.reader, remember=remember)
     current().after_sign_in()
+    for device in signed.ended:
+        when = device.last_seen_at.astimezone(current().rules.tz)
+        flash(f"To stay within {limit} signed-in device{'s' if limit != 1 else ''}, we signed you out of "
+              f"{device.user_agent} last seen {when:%-d %b %Y at %H:%M}.", "info")
 
 
 @bp.route("/signup", methods=["GET", "POST"])
@@ -174,12 +182,13 @@ def magic_link(token: str):
 
 @bp.route("/logout", methods=["GET", "POST"])
 def logout():
-    """POST ends the session everywhere; GET asks first (a link can't log you out)."""
+    """POST ends this device's session (the account page signs out the others); GET asks first."""
     form = ConfirmForm()
     if request.method == "POST" and form.validate_on_submit():
         admin = current().instructor
         accounts.sign_out(get_db(), current_user.id if current_user.is_authenticated else None, current().now,
-                          instructor_id=admin.id if admin is not None else None)
+                          instructor_id=admin.id if admin is not None else None,
+                          token=current_user.session_token if current_user.is_authenticated else None)
         logout_user()
         session.clear()
         flash("You are logged out.", "info")

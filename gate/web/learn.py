@@ -142,6 +142,21 @@ LESSONS = (
             "subscribed, but a fresh address is a new reader. Sign out, sign up with another made-up "
             "address and apply the code again; the funnel's refusals by reason show who was stopped."),
            target="/subscribe?code=WELCOME50"),
+    Lesson("account-sharing", "Account sharing and device limits", "metered-verified", "shared-account", SAMPLE,
+           "One subscription, a family's worth of readers: sharing a password is the cheapest bypass there is. "
+           "A device limit caps how many browsers one account may have signed in at once (here two; a plan "
+           "may set its own). The cost falls on honest readers too: the phone, the laptop and the work "
+           "computer of one person are three devices.",
+           ("You are the 'Shared account' persona, already signed in on two other devices: signing in here "
+            "signed out the one seen least recently, and the notice says which and when.",
+            "On the account page, sign any other device out, or sign out everywhere. The device that was "
+            "signed out is told why on its next page, instead of silently landing at a gate.",
+            "Open the same account in a second browser profile: each new sign-in evicts the oldest, however "
+            "fast you race them (the cap is counted under a lock on the account).",
+            "'Private mode resets my meter' matters less once readers register: a registered meter lives "
+            "on the account, not the cookie, so a private window signed in to the same account sees the "
+            "same count. Only anonymous meters reset with cookies; that is why the gate asks for an account."),
+           target="/account"),
 )
 BY_ID = {lesson.id: lesson for lesson in LESSONS}
 
