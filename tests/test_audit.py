@@ -506,6 +506,14 @@ def second_save_offer(db):
                   {"reason": "too_expensive", "offer": "discount"}, reader_id=_reader(db, "kim@example.com"))
 
 
+def search_reads_over(db):
+    """Two reads through the search side door in a day, under a preset (wpr) that opens none."""
+    at = _one(db, "select max(at) from events")[0]
+    for slug in (METERED, PREMIUM):
+        db.execute("insert into unlocks (meter_key, slug, window_key, unlocked_at) values (?, ?, ?, ?)",
+                   ["search:visitor:planted", slug, "day:2026-11-28", at])
+
+
 TAMPERING = [
     ("quota_exceeded", fourth_unlock),
     ("quota_exceeded", fourth_unlock_committed_first),
@@ -531,6 +539,7 @@ TAMPERING = [
     ("discount_without_offer", discounted_past_its_periods),
     ("charge_during_pause", charge_in_pause),
     ("save_offers_per_year", second_save_offer),
+    ("referral_over", search_reads_over),
 ]
 
 

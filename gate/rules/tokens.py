@@ -12,6 +12,8 @@ PURPOSES = {
     "magic-login": 15 * 60,
     "newsletter-confirm": 7 * 24 * 3600,
     "newsletter-unsubscribe": 400 * 24 * 3600,
+    #: A newsletter's article link: reads that article by the preset's newsletter side door.
+    "newsletter-link": 400 * 24 * 3600,
 }
 
 
