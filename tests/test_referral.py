@@ -246,3 +246,14 @@ def test_concurrent_search_reads_never_exceed_the_allowance(backend_target, door
     side_door = [d for d, spent in results if spent and d.reason == Reason.REFERRAL]
     assert len(results) == 20 and len(side_door) == 5 and rows == 5
     assert metered == sum(spent for _, spent in results) - 5 <= 5  # the losers fell back to the meter (auto)
+
+
+def test_the_arrives_from_search_persona_sets_the_next_article_only(app, runner, db):
+    use(runner, "side-doors")
+    app.config["DEMO"] = True
+    presenter = Reader(app.test_client())
+    presenter.post("/demo/persona", {"persona": "from-search", "next": "/"})
+    first, second = metered_slugs(db, 2)
+    assert presenter.article(first)["grant"]["referral"] == "search"
+    assert presenter.article(second)["reason"] == "meter_available"  # the next page only
+    assert presenter.article(first)["reason"] == "referral"  # the arrival sticks to its article

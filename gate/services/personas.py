@@ -28,6 +28,8 @@ class Persona:
     email: str | None
     #: Where switching to it takes the presenter (None: back to the same page).
     lands_on: str | None = None
+    #: Where its next article request comes from (gate.rules.referral.PERSONA_REFERERS), else None.
+    arrives_from: str | None = None
 
 
 #: The code the "holding a code" persona arrives with, as from a newsletter or an ad.
@@ -64,6 +66,10 @@ PERSONAS = (
     Persona("intro-ending", "Intro ending", f"On an introductory price that ends in {INTRO_DAYS_LEFT} days: "
             "move the clock a week and the renewal is charged at the list price.",
             "persona.intro@meridian.example", "/account"),
+    # Referral rules (issue 17): the next article is opened from a search result.
+    Persona("from-search", "Arrives from search", "An anonymous visitor whose next article comes from a Google "
+            "result: a preset with side doors (side-doors, bypass-lab) lets it read outside the meter.", None,
+            arrives_from="search"),
 )
 #: How long ago the day-pass persona bought its pass.
 PASS_BOUGHT_AGO = timedelta(hours=20)
