@@ -129,6 +129,10 @@ def test_explain_for_every_reason_code(app, runner, db):
     card = {"card_number": "4242424242424242", "expiry": "12/30", "cvc": "123"}
     assert member.post_json("/api/passes/day", json=card).status_code == 201
     cases.append((explain(member, PREMIUM), "pass", None))
+    runner.invoke(args=["preset", "use", "side-doors"])
+    searcher = Reader(app.test_client())
+    side_door = searcher.client.get(f"/api/articles/{slugs[1]}?explain=1", headers={"Referer": "https://www.bing.com/"})
+    cases.append((side_door.get_json()["explain"], "referral", None))
     assert auto["spent"] is True and auto["meter_before"]["used"] == 0 and auto["meter_after"]["used"] == 1
     for data, reason, offer in cases:
         assert (data["reason"], data["offer"]) == (reason, offer)
@@ -136,7 +140,7 @@ def test_explain_for_every_reason_code(app, runner, db):
     seen = {data["reason"] for data, _, _ in cases}
     assert seen == {"registration_required", "free_article", "premium_only", "meter_available",
                     "already_unlocked", "meter_exhausted", "subscriber", "subscribers_only", "tier_unlimited",
-                    "verification_required", "pass"}
+                    "verification_required", "pass", "referral"}
     assert seen == engine_reason_codes()  # every code decide() can give, read from its source
 
 
