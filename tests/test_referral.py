@@ -257,3 +257,20 @@ def test_the_arrives_from_search_persona_sets_the_next_article_only(app, runner,
     assert presenter.article(first)["grant"]["referral"] == "search"
     assert presenter.article(second)["reason"] == "meter_available"  # the next page only
     assert presenter.article(first)["reason"] == "referral"  # the arrival sticks to its article
+
+
+def test_a_search_arrival_who_registers_at_the_gate_reads_on(app, runner, db):
+    """Extended Access: the arrival survives signing up, and the account has its own, wider allowance."""
+    use(runner, "side-doors")
+    visitor = Reader(app.test_client())
+    slugs = metered_slugs(db, 7)
+    for slug in slugs[:5]:  # the day's five search reads
+        assert visitor.client.get(f"/api/articles/{slug}", headers=GOOGLE).get_json()["reason"] == "referral"
+    for slug in [*slugs[:4], slugs[5]]:  # then five direct reads spend the meter (the first four again too)
+        assert visitor.article(slug)["reason"] == "meter_available"
+    gate = visitor.client.get(f"/api/articles/{slugs[6]}", headers=GOOGLE).get_json()
+    assert (gate["reason"], gate["offer"]) == ("meter_exhausted", "register")
+    assert visitor.signup("extended@example.com", next=f"/articles/{slugs[6]}").status_code == 303
+    back = visitor.article(slugs[6])
+    assert back["reason"] == "referral" and back["tier"] == "registered" and back["grant"]["per_day"] == 7
+    assert back["meter"]["used"] == 5  # the visitor's meter moved to the account; this read did not touch it
