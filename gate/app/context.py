@@ -247,10 +247,12 @@ class RequestState:
         slug = (request.view_args or {}).get("slug") if has_request_context() else None
         if not isinstance(slug, str):
             return "direct", None
-        persona = session.pop(ARRIVAL_NEXT_KEY, None)  # a persona that "arrives from search" (demo mode)
+        # A persona that "arrives from search" (demo mode); popped only when set, so no other session is rewritten.
+        persona = session.pop(ARRIVAL_NEXT_KEY) if ARRIVAL_NEXT_KEY in session else None
         referer = referral.PERSONA_REFERERS.get(persona) or request.headers.get("Referer")
-        signed = tokens.load(current_app.secret_key, "newsletter-link", request.args.get(referral.NEWSLETTER_PARAM, ""))
-        named = signed.get("a") if isinstance(signed, dict) else None
+        raw = request.args.get(referral.NEWSLETTER_PARAM)
+        signed = tokens.load(current_app.secret_key, "newsletter-link", raw) if raw else None
+        named = signed.get("a") if isinstance(signed, dict) else None  # a bad signature is no link at all
         kind = referral.classify(referer, self.rules.referral.trust_referer, named, slug)
         if kind != "direct":
             session[ARRIVAL_KEY] = [kind, slug]
