@@ -113,12 +113,11 @@ LESSONS = (
             "gated text and keeps the meter in its database.")),
     Lesson("referer-spoofing", "Side doors and a spoofed Referer (bypass lab)", "side-doors", "from-search", SAMPLE,
            "The New York Times' 2011 meter let readers from search and social networks in by a side door, known "
-           "from the Referer header. Anyone can send any Referer: "
-           "curl -H 'Referer: https://www.google.com/' http://127.0.0.1:5000/api/articles/" + SAMPLE +
-           " answers with the whole body_html under this preset, and a new curl is a new visitor with a new "
-           "daily allowance. The newsletter side door holds: its links carry a parameter signed with the site's "
-           "key that names one article.",
-           ("Run the curl above, then the same without -H: the first is a referral grant, the second spends "
+           "from the Referer header. Anyone can send any Referer: with curl -H 'Referer: https://www.google.com/', "
+           "the JSON API at /api/articles/ and this article's slug answers with the whole body_html under this "
+           "preset, and each new curl is a new visitor with a new daily allowance. The newsletter side door "
+           "holds: its links carry a parameter signed with the site's key that names one article.",
+           ("Run that curl, then the same without -H: the first is a referral grant, the second spends "
             "the meter (watch meter.used).",
             "The explain drawer shows the class (search), why (the Referer this preset trusts) and the "
             "day's search reads left.",
