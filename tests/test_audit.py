@@ -521,6 +521,12 @@ def third_device_under_a_limit_of_two(db):
     for token in ("planted-a", "planted-b"):
         db.insert("reader_sessions", {"token": token, "reader_id": rid, "created_at": at, "last_seen_at": at})
     _insert_event(db, "device_signed_in", at, {"limit": 2, "from": 1, "to": 2}, reader_id=rid)
+def search_reads_over(db):
+    """Two reads through the search side door in a day, under a preset (wpr) that opens none."""
+    at = _one(db, "select max(at) from events")[0]
+    for slug in (METERED, PREMIUM):
+        db.execute("insert into unlocks (meter_key, slug, window_key, unlocked_at) values (?, ?, ?, ?)",
+                   ["search:visitor:planted", slug, "day:2026-11-28", at])
 
 
 TAMPERING = [
@@ -550,6 +556,7 @@ TAMPERING = [
     ("save_offers_per_year", second_save_offer),
     ("seats_over", seats_over),
     ("devices_over", third_device_under_a_limit_of_two),
+    ("referral_over", search_reads_over),
 ]
 
 

@@ -134,6 +134,10 @@ def test_explain_for_every_reason_code(app, runner, db):
     runner.invoke(args=["orgs", "add", "Explained College", "--seats", "1"])
     orgs.join(db, "explained-college", accounts.by_email(db, "unproven@example.com").id, "invite", START)
     cases.append((explain(unproven, PREMIUM), "licensed", None))
+    runner.invoke(args=["preset", "use", "side-doors"])
+    searcher = Reader(app.test_client())
+    side_door = searcher.client.get(f"/api/articles/{slugs[1]}?explain=1", headers={"Referer": "https://www.bing.com/"})
+    cases.append((side_door.get_json()["explain"], "referral", None))
     assert auto["spent"] is True and auto["meter_before"]["used"] == 0 and auto["meter_after"]["used"] == 1
     for data, reason, offer in cases:
         assert (data["reason"], data["offer"]) == (reason, offer)
@@ -141,7 +145,7 @@ def test_explain_for_every_reason_code(app, runner, db):
     seen = {data["reason"] for data, _, _ in cases}
     assert seen == {"registration_required", "free_article", "premium_only", "meter_available",
                     "already_unlocked", "meter_exhausted", "subscriber", "subscribers_only", "tier_unlimited",
-                    "verification_required", "pass", "licensed"}
+                    "verification_required", "pass", "licensed", "referral"}
     assert seen == engine_reason_codes()  # every code decide() can give, read from its source
 
 

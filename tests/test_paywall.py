@@ -53,8 +53,10 @@ def config() -> Config:
 def test_every_preset_is_tested(config):
     """The table covers every preset; metered-ab is metered plus an experiment (test_console),
     metered-verified is metered plus proven addresses (below), and bypass-lab, the unsafe
-    teaching preset, has its own tests (test_classroom)."""
-    assert sorted(config.presets) == sorted(PRESETS + ("metered-ab", "metered-verified", "bypass-lab"))
+    teaching preset, has its own tests (test_classroom); side-doors is metered plus referral
+    side doors (test_referral)."""
+    assert sorted(config.presets) == sorted(PRESETS + ("metered-ab", "metered-verified", "bypass-lab", "side-doors"))
+    assert config.presets["side-doors"].tiers == config.presets["metered"].tiers
     plain = config.presets["metered-ab"].model_dump(exclude={"name", "title", "description", "experiments"})
     assert plain == config.presets["metered"].model_dump(exclude={"name", "title", "description", "experiments"})
     tiers = config.presets["metered-verified"].tiers
@@ -515,13 +517,15 @@ def test_every_reason_and_offer_has_words():
 def test_decide_speaks_only_the_shared_vocabulary(config):
     """Over every shipped preset, tier, class, meter state and proof, decide gives Reason and Offer members, and all of them."""
     reasons, offers = set(), set()
-    for rules, tier, cls, state, verified, pass_ends, licence in itertools.product(
+    for rules, tier, cls, state, verified, pass_ends, licence, came in itertools.product(
             config.presets.values(), TIERS, CLASSES, STATES, (True, False), (None, NOW + timedelta(hours=1)),
-            (None, paywall.Licence("Riverside University", 25))):
+            (None, paywall.Licence("Riverside University", 25)), ("direct", "social")):
         limit = rules.tier(tier).limit
+        article = article_for(rules.name, cls)
         viewer = Viewer(tier, "m", spends_for(state, None if limit == "unlimited" else limit),
-                        verified=verified or tier != "registered", pass_ends=pass_ends, licence=licence)
-        decision = decide(rules, viewer, article_for(rules.name, cls), NOW)
+                        verified=verified or tier != "registered", pass_ends=pass_ends, licence=licence,
+                        referral=came, arrival=article.slug)
+        decision = decide(rules, viewer, article, NOW)
         assert type(decision.reason) is Reason
         assert decision.offer is None or type(decision.offer) is Offer
         assert f'"reason": "{decision.reason.value}"' in json.dumps(decision.as_dict())  # the wire keeps the code

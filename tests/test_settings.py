@@ -25,7 +25,7 @@ SHIPPED = sorted(path.stem for path in (CONFIG / "presets").glob("*.toml"))
 
 def test_the_shipped_presets_are_the_five_teaching_walls_an_experiment_and_a_proven_meter():
     assert SHIPPED == ["bypass-lab", "freemium", "hard", "metered", "metered-ab", "metered-verified",
-                       "registration-wall", "wpr"]
+                       "registration-wall", "side-doors", "wpr"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -23,6 +23,7 @@ from gate.conf.resources import resource_dir
 from gate.conf.settings import Config, ConfigError
 from gate.rules import periods
 from gate.rules.paywall import Reason
+from gate.services import newsletter_mail
 from gate.services.content import Article
 from gate.simulate import runner as sim
 from gate.simulate.population import Crowd, load_population
@@ -53,6 +54,8 @@ subscribes_otherwise = 0.04
 cookie_loss = 0.25
 churn = 0.0
 """
+#: Appended to KEEN: the keen readers' visits arrive by every side door.
+SIDE_DOORS = "arrivals = { search = 0.35, social = 0.15, newsletter = 0.15 }\n"
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +118,15 @@ def _pay(reader: Reader, email: str | None):
     return reader.post("/subscribe/monthly", fields)
 
 
+def _arrive(reader: Reader, step) -> dict:
+    """A GET of the article as the step arrived: a search or social Referer, or a newsletter's signed link."""
+    if step.arrival == "newsletter":
+        return reader.client.get("/api" + newsletter_mail.article_link("test-secret-key", "", step.slug, "weekly")
+                                 ).get_json()
+    referer = {"search": "https://www.google.com/search?q=x", "social": "https://t.co/x"}.get(step.arrival)
+    return reader.client.get(f"/api/articles/{step.slug}", headers={"Referer": referer} if referer else {}).get_json()
+
+
 def _replay(app, clock, steps) -> list[tuple]:
     """Do on the site what the simulated readers did, day by day; return what it served."""
     readers, served, today = {}, [], 0
@@ -126,7 +138,7 @@ def _replay(app, clock, steps) -> list[tuple]:
             readers[step.reader] = Reader(app.test_client())
         reader = readers[step.reader]
         if step.kind == "view":
-            data = reader.article(step.slug)
+            data = _arrive(reader, step)
         elif step.kind == "unlock":
             data = reader.post_json(f"/api/articles/{step.slug}/unlock").get_json()
         elif step.kind == "register":
@@ -152,12 +164,12 @@ def _replay(app, clock, steps) -> list[tuple]:
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"], indirect=True)
-@pytest.mark.parametrize("preset, seed", [("wpr", 6), ("metered", 6)])
+@pytest.mark.parametrize("preset, seed", [("wpr", 6), ("metered", 6), ("side-doors", 6)])
 def test_simulator_and_site_make_the_same_decisions(app, db, clock, runner, cfg, tmp_path, preset, seed):
-    """Five keen readers for ten days through the simulator, then through the real site."""
+    """Five keen readers for ten days through the simulator, then through the real site (side doors: by Referer)."""
     assert runner.invoke(args=["preset", "use", preset]).exit_code == 0
     path = tmp_path / "keen.toml"
-    path.write_text(KEEN)
+    path.write_text(KEEN + (SIDE_DOORS if preset == "side-doors" else ""))
     articles = [Article.from_row(row) for row in
                 db.query("select * from articles order by published_at desc, slug")]
     steps = []
@@ -171,6 +183,8 @@ def test_simulator_and_site_make_the_same_decisions(app, db, clock, runner, cfg,
     reasons = {step[5] for step in expected}
     assert {Reason.ALREADY_UNLOCKED, Reason.METER_AVAILABLE, Reason.METER_EXHAUSTED, Reason.PREMIUM_ONLY,
             Reason.FREE_ARTICLE, Reason.SUBSCRIBER} <= reasons
+    if preset == "side-doors":
+        assert {s.arrival for s in steps} == {"direct", "search", "social", "newsletter"} and Reason.REFERRAL in reasons
     assert _replay(app, clock, steps) == expected
 
 
@@ -428,3 +442,40 @@ def test_speed_smoke_prints_visits_per_second():
     assert result.exit_code == 0, result.output
     measured = re.search(r"Simulated ([\d,]+) visits .* in ([\d.]+) s: ([\d,]+) visits/s", result.stderr)
     assert measured and int(measured.group(1).replace(",", "")) > 0
+
+
+# --- side doors and gift links in the population (issue 17) ------------------------------
+
+
+def _with_arrivals(tmp_path, arrivals: str) -> Path:
+    path = tmp_path / "doors.toml"
+    path.write_text(KEEN + f"arrivals = {{ {arrivals} }}\n")
+    return path
+
+
+def test_arrival_shares_are_validated(tmp_path):
+    with pytest.raises(ConfigError, match=r"segments\.keen\.arrivals\.gift: .*sum to at most 1, got 1\.2"):
+        load_population(_with_arrivals(tmp_path, "search = 0.6, gift = 0.6"))
+    with pytest.raises(ConfigError, match=r"segments\.keen\.arrivals\.email: unknown key"):
+        load_population(_with_arrivals(tmp_path, "email = 0.1"))
+
+
+def test_a_side_door_the_preset_does_not_open_changes_nothing(cfg, tmp_path):
+    """Search and social arrivals under a preset without side doors read exactly as direct visits."""
+    plain = load_population(_with_arrivals(tmp_path, "search = 0.0"))
+    doors = load_population(_with_arrivals(tmp_path, "search = 0.5, social = 0.3"))
+    before = run(cfg, ["metered", "side-doors"], readers=60, days=20, seed=3, population=plain)
+    after = run(cfg, ["metered", "side-doors"], readers=60, days=20, seed=3, population=doors)
+    assert after.summary("metered") == before.summary("metered")
+    assert after.summary("side-doors")["referral_reads"] > 0 == before.summary("side-doors")["referral_reads"]
+    assert after.summary("side-doors")["unlocks"] < before.summary("side-doors")["unlocks"]  # the meter spared
+
+
+def test_the_funnel_follows_side_door_and_gift_readers(cfg, tmp_path):
+    population = load_population(_with_arrivals(tmp_path, "search = 0.3, social = 0.2, gift = 0.2"))
+    summary = run(cfg, ["side-doors"], readers=60, days=20, seed=3, population=population).summary("side-doors")
+    assert summary["gift_reads"] > 0 and summary["gift_readers"] > 0
+    assert 0 < summary["side_door_readers"] <= summary["active_readers"]
+    assert 0 < summary["side_door_registered"] <= summary["registrations"]
+    assert summary["gift_subscribed"] + summary["side_door_subscribed"] > 0
+    assert summary["side_door_subscribed"] <= summary["subscriptions"]

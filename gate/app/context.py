@@ -22,7 +22,7 @@ from flask_login import current_user
 from gate.app import site
 from gate.app.db import get_db
 from gate.conf.settings import Config
-from gate.rules import experiments, paywall
+from gate.rules import experiments, paywall, referral, tokens
 from gate.rules.paywall import Meter, Rules, Viewer
 from gate.services import accounts, content, devices, sitestate, subscriptions, visitors
 from gate.storage import events
@@ -35,7 +35,9 @@ G_KEY = "gate_request"
 POROUS_KEY, POROUS_COOKIE = "cookie", "porous_meter"
 #: Fields worked out from the rules: dropped when the rules change (the site's state is read again).
 RULES_FIELDS = ("site", "base_rules", "variants", "rules", "viewer", "viewer_before", "cookie_meter",
-                "consent_lesson", "meter")
+                "consent_lesson", "meter", "arrival")
+#: The session's last side-door arrival ([class, slug]), and a persona's "arrives from" for the next article.
+ARRIVAL_KEY, ARRIVAL_NEXT_KEY = "arrival", "arrival_next"
 
 
 def reader_unit(reader) -> str:
@@ -241,13 +243,41 @@ class RequestState:
             spends = self.read_with_reader[key]
         else:
             spends = self.viewer_quota.spends(key)
+        kind, slug = self.arrival
+        search = () if kind != "search" else self.viewer_quota.spends(referral.search_meter(key))
         return Viewer(tier, key, spends, verified, user.pass_until if user.is_authenticated else None,
-                      licence=self.licence_of(user))
+                      licence=self.licence_of(user), referral=kind, arrival=slug, search_spends=search)
 
     @staticmethod
     def licence_of(user) -> paywall.Licence | None:
         """The group licence of a signed-in reader, as kept on their row (read with it), or None."""
         return user.licence if user.is_authenticated else None
+
+    @cached_property
+    def arrival(self) -> tuple[str, str | None]:
+        """Where this viewer came from, and the article: this request's Referer or signed link, else the session's.
+
+        An arrival by a side door sticks to its article for the session's next
+        views of it (until another side-door arrival), so reloading or coming
+        back to the article keeps the grant; a direct view changes nothing.
+        """
+        slug = (request.view_args or {}).get("slug") if has_request_context() else None
+        if not isinstance(slug, str):
+            return "direct", None
+        # A persona that "arrives from search" (demo mode); popped only when set, so no other session is rewritten.
+        persona = session.pop(ARRIVAL_NEXT_KEY) if ARRIVAL_NEXT_KEY in session else None
+        referer = referral.PERSONA_REFERERS.get(persona) or request.headers.get("Referer")
+        raw = request.args.get(referral.NEWSLETTER_PARAM)
+        signed = tokens.load(current_app.secret_key, "newsletter-link", raw) if raw else None
+        named = signed.get("a") if isinstance(signed, dict) else None  # a bad signature is no link at all
+        kind = referral.classify(referer, self.rules.referral.trust_referer, named, slug)
+        if kind != "direct":
+            session[ARRIVAL_KEY] = [kind, slug]
+            return kind, slug
+        kept = session.get(ARRIVAL_KEY)
+        if isinstance(kept, list) and len(kept) == 2 and kept[0] in referral.REFERRALS and kept[1] == slug:
+            return kept[0], slug
+        return "direct", None
 
     def may_meter(self, tier: str) -> bool:
         """Whether ``tier`` may have a meter to read under the viewer's preset (any experiment arm may give one)."""

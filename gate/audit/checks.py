@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from gate.audit.history import Event, History, Timeline, Unlock, parse_json, parse_time
-from gate.rules import billing, periods
+from gate.rules import billing, periods, referral
 from gate.rules import offers as offer_rules
 from gate.rules.paywall import Reason, Rules
 from gate.rules.timeutil import from_iso
@@ -55,10 +55,12 @@ KINDS = {
                            "before paused → active).",
     "save_offers_per_year": "A reader accepted more than one save offer within 365 days.",
     "devices_over": "An account held more live sessions than its device limit at the moment of one of its sign-ins.",
+    "referral_over": "A visitor or reader read more articles through the search side door in one day than the "
+                     "preset then allowed (docs/referral.md).",
 }
 #: Reasons that justify full access (see gate.rules.paywall.decide).
 FULL_REASONS = (Reason.SUBSCRIBER, Reason.FREE_ARTICLE, Reason.TIER_UNLIMITED, Reason.ALREADY_UNLOCKED,
-                Reason.METER_AVAILABLE, Reason.PASS, Reason.LICENSED)
+                Reason.METER_AVAILABLE, Reason.PASS, Reason.LICENSED, Reason.REFERRAL)
 METER_REASONS = (Reason.ALREADY_UNLOCKED, Reason.METER_AVAILABLE)
 #: A view may be served from another request's spend whose clock read a moment later (concurrency).
 RACE_SLACK = timedelta(minutes=5)
@@ -222,6 +224,8 @@ def _impossible_reason(history: History, view: Event, variants: list[Rules]) -> 
     if article is None:
         return f"no article {view.slug!r}"
     classes = {rules.sections.get(article["section"], article["access_class"]) for rules in variants}
+    if reason == Reason.REFERRAL and not any(_has_side_door(rules, tier) for rules in variants):
+        return f"{reason} but no side door is open to {tier} readers"
     if reason == Reason.FREE_ARTICLE:
         return None if "free" in classes else f"{reason} for a {'/'.join(sorted(classes))} article"
     if "metered" not in classes:
@@ -232,6 +236,12 @@ def _impossible_reason(history: History, view: Event, variants: list[Rules]) -> 
     if not any(limit != "unlimited" and limit > 0 for limit in limits):
         return f"{reason} but {tier} readers have no meter (limits {limits})"
     return None
+
+
+def _has_side_door(rules: Rules, tier: str) -> bool:
+    """Whether a preset opens any referral side door to ``tier`` (search, social or newsletter)."""
+    doors = rules.referral
+    return bool(doors.search_allowance(tier) or doors.social or doors.newsletter)
 
 
 def check_access(db, cfg, history: History | None = None) -> list[Violation]:
@@ -772,8 +782,38 @@ def check_seats(db, cfg, history: History | None = None) -> list[Violation]:
     return found
 
 
+# --- 9. referral side doors ---------------------------------------------------------------
+
+
+def _search_allowed(history: History, meter: str, rows: list[Unlock]) -> int:
+    """The most search reads a day any preset in force (or named by its reads' events) allowed this meter."""
+    owner = meter.removeprefix(referral.SEARCH_METER_PREFIX)
+    tier = "registered" if owner.startswith("reader:") else "anonymous"
+    names = {name for row in rows for name in history.presets.at(row.at)}
+    names |= {event.data["preset"] for event in history.by_type["referral_read"]
+              if event.meter_key == owner and event.data.get("preset")}
+    return max((rules.referral.search_allowance(tier) for name in names for rules in history.rules_variants(name)),
+               default=0)
+
+
+def check_referrals(db, cfg, history: History | None = None) -> list[Violation]:
+    """No search arrival read more distinct articles through the side door in a day than the preset allowed."""
+    history = history or History(db, cfg)
+    days: dict[tuple[str, str], list[Unlock]] = defaultdict(list)
+    for row in history.search_reads:
+        days[(row.meter_key, row.window_key)].append(row)
+    found = []
+    for (meter, window), rows in days.items():
+        used, allowed = len({row.slug for row in rows}), _search_allowed(history, meter, rows)
+        if used > allowed:
+            found.append(Violation("referral_over", f"{meter} read {used} articles from search in {window}, "
+                                   f"with {allowed} allowed", {"meter_key": meter, "window_key": window,
+                                                               "unlock_ids": [row.id for row in rows]}))
+    return found
+
+
 CHECKS = (check_quota, check_access, check_billing, check_passes, check_newsletters, check_events,
-          check_offers, check_retention, check_seats, check_devices)
+          check_offers, check_retention, check_seats, check_devices, check_referrals)
 
 
 def run(db, cfg) -> list[Violation]:

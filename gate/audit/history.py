@@ -19,14 +19,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from gate.rules import billing, experiments
+from gate.rules import billing, experiments, referral
 from gate.rules.paywall import Rules
 from gate.rules.timeutil import from_iso
 from gate.services import personas, retention, seed, subscriptions
 
 _EVENT_TYPES = ("article_view", "unlock", "meter_merged", "preset_changed", "subscription_changed",
                 "newsletter_changed", "comp_changed", "admin_action", "persona_switched", "signup",
-                "save_offer_accepted", "device_signed_in")
+                "save_offer_accepted", "device_signed_in", "referral_read")
 
 
 @dataclass(frozen=True)
@@ -137,10 +137,12 @@ class History:
         self.reader_by_email = {row["email"]: row["id"] for row in self.readers.values()}
         self.articles = {row["slug"]: row for row in
                          db.rows("select slug, section, access_class from articles")}
-        self.unlocks = [Unlock(row[0], row[1], row[2], row[3], from_iso(row[4]), row[4]) for row in
-                        db.execute("select id, meter_key, slug, window_key, unlocked_at from unlocks"
-                                   " where meter_key not like ? order by id", [retention.METER_PREFIX + "%"])
-                        .fetchall()]
+        rows = [Unlock(row[0], row[1], row[2], row[3], from_iso(row[4]), row[4]) for row in
+                db.execute("select id, meter_key, slug, window_key, unlocked_at from unlocks"
+                           " where meter_key not like ? order by id", [retention.METER_PREFIX + "%"]).fetchall()]
+        #: Search arrivals' daily reads outside the meter (gate.rules.referral), apart from the meters.
+        self.search_reads = [row for row in rows if row.meter_key.startswith(referral.SEARCH_METER_PREFIX)]
+        self.unlocks = [row for row in rows if not row.meter_key.startswith(referral.SEARCH_METER_PREFIX)]
         self._index_meters()
         self._index_people()
         self.presets = self._preset_timeline()

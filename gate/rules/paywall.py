@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator
 
-from gate.rules import periods
+from gate.rules import periods, referral
 from gate.rules.experiments import Experiment
 from gate.rules.model import GateStyle, Limit, Strict, Zoned
 
@@ -40,6 +40,7 @@ class Reason(StrEnum):
     VERIFICATION_REQUIRED = "verification_required"
     PASS = "pass"
     LICENSED = "licensed"
+    REFERRAL = "referral"
 
 
 class Offer(StrEnum):
@@ -144,6 +145,41 @@ class Devices(Strict):
 
     #: Live sessions one account may hold; None: no cap. A subscriber's plan may set its own.
     limit: int | None = Field(default=None, ge=1, le=100)
+class ReferralRules(Strict):
+    """Side doors by where a reader came from (docs/referral.md); the defaults open none."""
+
+    #: Read the ``Referer`` header for search and social arrivals. Anyone can send any
+    #: Referer (curl -H), so this is for presets that accept that, as the NYT did in 2011.
+    trust_referer: bool = False
+    #: Search arrivals read this many articles a day outside the meter (their own daily meter).
+    search_daily: int = Field(default=0, ge=0, le=100)
+    #: Extended Access: a registered reader arriving from search reads this many more a day.
+    search_registration_grant: int = Field(default=0, ge=0, le=100)
+    #: Social arrivals read the article they came for.
+    social: bool = False
+    #: A signed newsletter link reads the article it names.
+    newsletter: bool = False
+
+    @field_validator("social")
+    @classmethod
+    def _social_needs_the_referer(cls, value, info):
+        """A social arrival is known only from its Referer: a social grant without trusting it would never apply."""
+        if value and not info.data.get("trust_referer"):
+            raise ValueError("social = true needs trust_referer = true (the Referer is the only sign of it)")
+        return value
+
+    @field_validator("search_daily", "search_registration_grant")
+    @classmethod
+    def _search_needs_the_referer(cls, value, info):
+        """A search arrival is known only from its Referer."""
+        if value and not info.data.get("trust_referer"):
+            raise ValueError("a search grant needs trust_referer = true (the Referer is the only sign of it)")
+        return value
+
+    def search_allowance(self, tier: Tier) -> int:
+        """How many articles a day a search arrival of ``tier`` reads outside the meter."""
+        extra = self.search_registration_grant if tier == "registered" else 0
+        return self.search_daily + extra
 
 
 class Rules(Zoned):
@@ -161,6 +197,8 @@ class Rules(Zoned):
     #: by CSS and script, and the anonymous meter lives in a plain cookie.
     porous: bool = False
     devices: Devices = Devices()
+    #: Side doors for search, social and newsletter arrivals (gate.rules.referral).
+    referral: ReferralRules = ReferralRules()
 
     @field_validator("experiments")
     @classmethod
@@ -233,6 +271,29 @@ class Viewer:
     pass_ends: datetime | None = None
     #: The group licence the reader is a member of (gate.services.orgs), or None.
     licence: Licence | None = None
+    #: Where this viewer came from (gate.rules.referral), and the article they arrived at.
+    referral: str = "direct"
+    arrival: str | None = None
+    #: Spends of the viewer's daily search allowance (its own meter: ``search:<meter key>``).
+    search_spends: tuple[Spend, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReferralGrant:
+    """A side door that opened this article: the arrival's class and, for search, the day's allowance."""
+
+    referral: str
+    slug: str
+    allowance: int | None = None
+    used: int | None = None
+    window_key: str | None = None
+
+    def as_grant(self) -> dict:
+        """The grant as the API's ``grant`` object."""
+        data = {"kind": "referral", "referral": self.referral, "slug": self.slug}
+        if self.allowance is not None:
+            data.update(per_day=self.allowance, used_today=self.used, left_today=self.allowance - self.used)
+        return data
 
 
 @dataclass(frozen=True)
@@ -279,6 +340,8 @@ class Decision:
     pass_ends: datetime | None = None
     #: With reason ``licensed``: the group licence that grants this access.
     licence: Licence | None = None
+    #: With reason ``referral``: the side door (search spends it on its own daily meter when ``spend``).
+    referral: ReferralGrant | None = None
 
     def as_dict(self) -> dict:
         """The decision as the JSON API shows it (``pass_ends`` only when a pass grants it)."""
@@ -294,6 +357,8 @@ class Decision:
             data["pass_ends"] = self.pass_ends.isoformat()
         if self.reason == Reason.LICENSED:
             data["grant"] = self.licence.as_grant()
+        if self.reason == Reason.REFERRAL:
+            data["grant"] = self.referral.as_grant()
         return data
 
 
@@ -337,6 +402,34 @@ def pass_covers(viewer: Viewer, now: datetime) -> bool:
     return viewer.pass_ends is not None and now < viewer.pass_ends
 
 
+def _side_door(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime,
+               rule: TierRule) -> tuple[ReferralGrant | None, bool, str | None]:
+    """The side door this arrival opens on this article (and whether it spends a search read), and why or why not."""
+    doors, kind = rules.referral, viewer.referral
+    if kind == "direct":
+        return None, False, None
+    if viewer.arrival != article.slug:
+        return None, False, f"{kind} arrival was for another article: the side door opens only that one"
+    if rule.metered and _unlocked(rule, viewer, article.slug, now, rules.tz):
+        return None, False, None  # already theirs on the meter: re-reading costs nothing either way
+    if kind in ("social", "newsletter"):
+        if getattr(doors, kind):
+            return ReferralGrant(kind, article.slug), False, f"{kind} arrival reads the article it came for"
+        return None, False, f"{kind} arrival, but this preset opens no {kind} side door"
+    allowance = doors.search_allowance(viewer.tier)
+    if not allowance:
+        return None, False, "search arrival, but this preset opens no search side door for this reader"
+    window = periods.period_window("day", now, rules.tz)
+    today = {spend.slug for spend in viewer.search_spends if window.contains(spend.at)}
+    fresh = article.slug not in today
+    if fresh and len(today) >= allowance:
+        return None, False, f"search arrival: {len(today)} of {allowance} search reads used today, so the meter applies"
+    grant = ReferralGrant("search", article.slug, allowance, len(today), window.key)
+    note = f"search arrival: {len(today)} of {allowance} search reads used today" + (
+        ", this one counts (not the meter)" if fresh else ", re-reading this one is free")
+    return grant, fresh, note
+
+
 def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) -> Decision:
     """Decide what this viewer may read of this article now, and what to offer."""
     cls = rules.access_class(article)
@@ -375,6 +468,13 @@ def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) ->
         return verdict("teaser", Reason.VERIFICATION_REQUIRED, Offer.VERIFY, note=proof_note)
     if rule.unlimited:
         return verdict("full", Reason.TIER_UNLIMITED, note=f"{viewer.tier} readers have no limit")
+    # --- referral side doors (issue 17): the article a search, social or newsletter arrival came for
+    door, spend, door_note = _side_door(rules, viewer, article, now, rule)
+    if door is not None:
+        return replace(verdict("full", Reason.REFERRAL, spend=spend, note=door_note), referral=door)
+    if door_note:
+        trace.append(door_note)
+    # --- end of referral side doors
     if rule.limit == 0:
         reason = Reason.REGISTRATION_REQUIRED if upsell == Offer.REGISTER else Reason.SUBSCRIBERS_ONLY
         return verdict("teaser", reason, upsell, note=f"{viewer.tier} readers get a teaser only")
@@ -408,6 +508,7 @@ REASON_LABELS: dict[Reason, str] = {
     Reason.VERIFICATION_REQUIRED: "The meter opens once the reader proves their address",
     Reason.PASS: "Day or week pass: every article is open until it ends",
     Reason.LICENSED: "Group licence: a member of a licensed organisation reads every article",
+    Reason.REFERRAL: "Side door: an arrival from search, social or a newsletter reads the article it came for",
 }
 
 
@@ -485,4 +586,6 @@ def explain(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime,
         "pass_ends": _local(served.pass_ends, rules.tz),
         "licence": ({"org": served.licence.org, "seats": served.licence.seats,
                      "until": _local(served.licence.until, rules.tz)} if served.licence else None),
+        "referral": {"class": viewer.referral, "arrival": viewer.arrival, "why": referral.WHY.get(viewer.referral),
+                     "grant": served.referral.as_grant() if served.referral else None},
     }

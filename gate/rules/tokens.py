@@ -13,6 +13,8 @@ PURPOSES = {
     "newsletter-confirm": 7 * 24 * 3600,
     "newsletter-unsubscribe": 400 * 24 * 3600,
     "org-join": 7 * 24 * 3600,
+    #: A newsletter's article link: reads that article by the preset's newsletter side door.
+    "newsletter-link": 400 * 24 * 3600,
 }
 
 

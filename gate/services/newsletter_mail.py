@@ -15,7 +15,7 @@ from urllib.parse import quote
 import jinja2
 
 from gate.conf.resources import resource_dir
-from gate.rules import tokens
+from gate.rules import referral, tokens
 from gate.services import accounts, content, desk, mail, newsletter, subscriptions
 from gate.services.notices import origin
 from gate.storage import events
@@ -58,10 +58,19 @@ def send_confirmation(db, cfg, secret: str, reader, list_ids: list[str], now) ->
     events.record(db, "confirmation_sent", now, reader_id=reader.id, lists=list_ids)
 
 
-def _article(item, article, base: str) -> dict:
+def article_link(secret: str, base: str, slug: str, list_id: str) -> str:
+    """An article's link in a newsletter, signed for that article and list (a preset's newsletter side door).
+
+    The signature names the article, so the link cannot be edited to open another (docs/referral.md).
+    """
+    token = tokens.sign(secret, "newsletter-link", {"a": slug, "l": list_id})
+    return f"{base}{ARTICLE_PATH}{_segment(slug)}?{referral.NEWSLETTER_PARAM}={quote(token)}"
+
+
+def _article(item, article, base: str, secret: str) -> dict:
     """One article of an issue: subscriber lists carry its opening, free lists never do."""
     opening = item.audience == "subscriber"
-    return {"article": article, "url": base + ARTICLE_PATH + _segment(article.slug),
+    return {"article": article, "url": article_link(secret, base, article.slug, item.id),
             "opening_html": content.teaser_html(article, 1) if opening else None,
             "opening_text": content.split_teaser(article.body_md, 1)[0] if opening else None}
 
@@ -72,7 +81,7 @@ def compose(cfg, secret: str, item, issue: newsletter.Issue, reader: dict) -> ne
     token = unsubscribe_token(secret, reader["id"], item.id)
     unsubscribe = base + UNSUBSCRIBE_PATH + _segment(token)
     mailto = f"mailto:unsubscribe@meridian.example?subject={quote('unsubscribe ' + token)}"
-    context = {"list": item, "issue": issue, "articles": [_article(item, a, base) for a in issue.articles],
+    context = {"list": item, "issue": issue, "articles": [_article(item, a, base, secret) for a in issue.articles],
                "unsubscribe": unsubscribe, "preferences": base + PREFERENCES_PATH,
                "site_name": cfg.publication.name}
     headers = {

@@ -28,6 +28,8 @@ class Persona:
     email: str | None
     #: Where switching to it takes the presenter (None: back to the same page).
     lands_on: str | None = None
+    #: Where its next article request comes from (gate.rules.referral.PERSONA_REFERERS), else None.
+    arrives_from: str | None = None
 
 
 #: The code the "holding a code" persona arrives with, as from a newsletter or an ad.
@@ -75,6 +77,10 @@ PERSONAS = (
     Persona("shared-account", "Shared account", "A registered reader already signed in on as many devices as "
             f"the device limit allows ({SHARED_DEVICES} where the preset sets none): signing in as them signs "
             "out the least recently seen.", "persona.shared@meridian.example", "/account"),
+    # Referral rules (issue 17): the next article is opened from a search result.
+    Persona("from-search", "Arrives from search", "An anonymous visitor whose next article comes from a Google "
+            "result: a preset with side doors (side-doors, bypass-lab) lets it read outside the meter.", None,
+            arrives_from="search"),
 )
 #: How long ago the day-pass persona bought its pass.
 PASS_BOUGHT_AGO = timedelta(hours=20)

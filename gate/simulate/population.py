@@ -82,6 +82,43 @@ class PriceResponse(Strict):
         return self.step_up_churn * (1.0 - old_cents / new_cents)
 
 
+#: How a visit arrives, in the order of :class:`Arrivals`' fields (0: direct, the rest).
+ARRIVALS = ("direct", "search", "social", "newsletter", "gift")
+
+
+class Arrivals(Strict):
+    """The share of a segment's visits that arrive by each side door (the rest are direct).
+
+    An arrival opens the visit's first article: search, social and newsletter
+    arrivals meet the preset's ``[referral]`` side doors (none in most presets,
+    so they read as direct visits there); a gift arrival follows a subscriber's
+    gift link and reads that article in full without touching the meter.
+    """
+
+    search: Probability = 0.0
+    social: Probability = 0.0
+    newsletter: Probability = 0.0
+    gift: Probability = 0.0
+
+    @field_validator("gift")
+    @classmethod
+    def _at_most_every_visit(cls, value, info):
+        """The side doors' shares are parts of the visits, so together at most all of them."""
+        total = value + sum(info.data.get(name, 0.0) for name in ("search", "social", "newsletter"))
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"search, social, newsletter and gift shares must sum to at most 1, got {total:.6g}")
+        return value
+
+    @property
+    def cumulative(self) -> list[float]:
+        """Upper bounds of each side door's slice of [0, 1), in ARRIVALS order after direct."""
+        bounds, total = [], 0.0
+        for name in ARRIVALS[1:]:
+            total += getattr(self, name)
+            bounds.append(total)
+        return bounds
+
+
 class Segment(Strict):
     """One kind of reader, and what they do when they meet the gate."""
 
@@ -104,6 +141,8 @@ class Segment(Strict):
     churn: Probability
     #: How they answer an intro price or a promo code (default: not at all).
     price: PriceResponse = PriceResponse()
+    #: The share of their visits that arrive from search, social, a newsletter or a gift link.
+    arrivals: Arrivals = Arrivals()
 
 
 class Articles(Strict):
@@ -167,6 +206,8 @@ class Day:
     dice: list[float]
     renewal_dice: np.ndarray
     readers_visiting: int
+    #: Per visit, how it arrives (an index of ARRIVALS); empty when every visit is direct.
+    arrival: list[int] = ()
 
 
 class Crowd:
@@ -187,6 +228,10 @@ class Crowd:
         weights = 1.0 / np.arange(1, articles + 1) ** population.articles.popularity
         self._popularity = np.cumsum(weights / weights.sum())
         self._popularity[-1] = 1.0
+        # Arrivals come from their own generator, so a population without them draws exactly as before.
+        bounds = [s.arrivals.cumulative for s in self.segments]
+        self._arrivals = np.array(bounds) if any(b[-1] > 0 for b in bounds) else None
+        self._arrival_rng = np.random.default_rng(_arrival_seed(seed))
 
     def _rates(self) -> np.ndarray:
         """Each reader's own mean visits per day (gamma-mixed for negative binomial segments)."""
@@ -219,12 +264,28 @@ class Crowd:
         article = np.searchsorted(self._popularity, rng.random(total), side="right")
         dice = rng.random(total)
         renewal_dice = rng.random(self.size)
+        arrival = self._arrival(segment)
         number, count = shard
         if count > 1:
             mine = reader % count == number
             per_view = np.repeat(mine, views)
             reader, views, lost = reader[mine], views[mine], lost[mine]
             article, dice = article[per_view], dice[per_view]
+            arrival = arrival[mine] if arrival is not None else None
             who = who[who % count == number]
         return Day(index, reader.tolist(), views.tolist(), lost.tolist(), article.tolist(),
-                   dice.tolist(), renewal_dice, int(who.size))
+                   dice.tolist(), renewal_dice, int(who.size), arrival.tolist() if arrival is not None else [])
+
+    def _arrival(self, segment: np.ndarray) -> np.ndarray | None:
+        """How each visit of the day arrives (None when the population has no side doors at all)."""
+        if self._arrivals is None:
+            return None
+        below = self._arrival_rng.random(segment.size)[:, None] < self._arrivals[segment]
+        return np.where(below.any(axis=1), below.argmax(axis=1) + 1, 0)  # the first slice the die falls in
+
+
+def _arrival_seed(seed: int | np.random.SeedSequence):
+    """The arrivals' own seed beside a block's seed (gate.simulate.shards): never one the days draw from."""
+    if isinstance(seed, np.random.SeedSequence):
+        return np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, len(ARRIVALS)))
+    return [seed, len(ARRIVALS)]

@@ -28,19 +28,23 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from gate.conf.version import __version__
-from gate.rules import offers, periods
+from gate.rules import offers, periods, referral
 from gate.rules.billing import PlanTerms, add_months
 from gate.rules.offers import Discount, OfferTerms
 from gate.rules.paywall import TIERS, Access, ArticleLike, Decision, Offer, Reason, Rules, Viewer, decide
 from gate.services.content import synthetic_articles
 from gate.simulate import MAX_DAYS
-from gate.simulate.population import Crowd, Day, Population, Segment, file_digest
+from gate.simulate.population import ARRIVALS, Crowd, Day, Population, Segment, file_digest
 from gate.simulate.shards import Block, Tree, blocks
 from gate.storage import quota
 from gate.storage.quota import MemoryQuotaStore
 
 UTC = timezone.utc
 ANONYMOUS, REGISTERED, SUBSCRIBER = 0, 1, 2
+DIRECT, GIFT = 0, ARRIVALS.index("gift")
+#: The reason a gift read is recorded with. Gift links are built beside this work (issue 17): until
+#: Reason.GIFT exists on this branch, the simulator names it with its own constant.
+GIFT_READ = "gift"
 #: Prune spends no more often than this: keeping a few expired ones never changes a decision.
 PRUNE_EVERY = timedelta(days=7)
 #: The first-month cohort: readers who subscribe in the run's first this many days, followed to the end.
@@ -69,6 +73,8 @@ class Step(NamedTuple):
     kind: str
     tier: str
     key: str
+    #: How the view arrived (gate.simulate.population.ARRIVALS): direct, a side door or a gift link.
+    arrival: str = "direct"
 
 
 Trace = Callable[[Step], None]
@@ -205,7 +211,8 @@ class Tally:
                  "subscriptions_registered", "churned", "renewals", "revenue_cents",
                  "readers", "visitors", "readers_gated", "readers_exhausted", "subscribers",
                  "redemptions", "discounted", "rate_cents", "discounts_cents", "step_ups", "churned_at_step_up",
-                 "cohort_started", "cohort")
+                 "cohort_started", "cohort", "referral_reads", "gift_reads", "side_door_readers", "gift_readers",
+                 "side_door_registered", "side_door_subscribed", "gift_registered", "gift_subscribed")
     DAILY = ("visits", "views", "impressions", "registrations", "unlocks", "subscriptions",
              "churned", "revenue_cents", "step_ups", "churned_at_step_up")
 
@@ -245,6 +252,8 @@ class PresetRun:
         self.visited = [False] * size
         self.gated = [False] * size
         self.exhausted = [False] * size
+        self.arrived: dict[int, tuple[int, str]] = {}  # reader -> (side door, article), as the session keeps it
+        self.came_by = [0] * size  # bit 1: read through a side door; bit 2: read a gift (for the funnel)
         self.cycle = {}  # reader -> (first charge day, charges made, the discount kept)
         self.next_bill = np.full(size, -1, dtype=np.int64)
         self.churn_by_segment = [1.0 - (1.0 - s.churn) ** billing.months for s in self.segments]
@@ -305,7 +314,7 @@ class PresetRun:
         """Each visit reads its articles in turn; only here does Python loop per reader."""
         tally, tier, seen, visited = self.tally, self.tier, self.cookie_seen, self.visited
         articles, position = self.articles, 0
-        for reader, views, lost in zip(day.reader, day.views, day.lost):
+        for visit, (reader, views, lost) in enumerate(zip(day.reader, day.views, day.lost)):
             tally.visits += 1
             if lost and tier[reader] == ANONYMOUS and seen[reader]:
                 self._new_visitor(day.index, reader)
@@ -315,8 +324,10 @@ class PresetRun:
             if not visited[reader]:
                 visited[reader] = True
                 tally.readers += 1
+            came = day.arrival[visit] if day.arrival else DIRECT  # the visit's first article is the arrival
             for index in range(position, position + views):
-                self._view(day.index, reader, articles[day.article[index]], day.dice[index], now)
+                self._view(day.index, reader, articles[day.article[index]], day.dice[index], now,
+                           came if index == position else DIRECT)
             position += views
 
     # --- identities -----------------------------------------------------------
@@ -327,18 +338,19 @@ class PresetRun:
             return f"visitor:{reader}.{self.generation[reader]}"
         return f"reader:{reader}"
 
-    def _step(self, day, reader, kind, slug=None, decision: Decision | None = None) -> None:
+    def _step(self, day, reader, kind, slug=None, decision: Decision | None = None, came: int = DIRECT) -> None:
         """Tell the trace, if there is one, what this reader just did."""
         if self.trace is None:
             return
         access, reason, offer = ((decision.access, decision.reason, decision.offer)
                                  if decision else (None, None, None))
         self.trace(Step(day, reader, slug, access, reason, offer, kind,
-                        TIERS[self.tier[reader]], self.key(reader)))
+                        TIERS[self.tier[reader]], self.key(reader), ARRIVALS[came]))
 
     def _new_visitor(self, day: int, reader: int) -> None:
         """Cookies cleared or a new device: the same person comes back as a stranger."""
         self._step(day, reader, "new_visitor")
+        self.arrived.pop(reader, None)  # a new session: no arrival to stick to
         self.generation[reader] += 1
         self.cookie_seen[reader] = False
 
@@ -362,19 +374,36 @@ class PresetRun:
 
     # --- reading --------------------------------------------------------------
 
-    def _view(self, day: int, reader: int, article: ArticleLike, dice: float, now: datetime) -> None:
-        """A GET of the article: decide, spend when an auto meter asks, and react to any gate."""
+    def _viewer(self, reader: int, came: int, slug: str) -> Viewer:
+        """The reader as decide sees them, with the side door they arrived by (and its day's reads)."""
         key = self.key(reader)
-        viewer = Viewer(TIERS[self.tier[reader]], key, self.spends.get(key, ()))
+        if came == DIRECT:
+            return Viewer(TIERS[self.tier[reader]], key, self.spends.get(key, ()))
+        return Viewer(TIERS[self.tier[reader]], key, self.spends.get(key, ()), referral=ARRIVALS[came],
+                      arrival=slug, search_spends=self.spends.get(referral.search_meter(key), ()))
+
+    def _view(self, day: int, reader: int, article: ArticleLike, dice: float, now: datetime,
+              came: int = DIRECT) -> None:
+        """A GET of the article: decide, spend when an auto meter asks, and react to any gate."""
+        if came == GIFT and self.tier[reader] != SUBSCRIBER:
+            self._gift_read(day, reader, article)
+            return
+        came = self._stuck(reader, came, article.slug)
+        viewer = self._viewer(reader, came, article.slug)
         decision = decide(self.rules, viewer, article, now)
         if decision.spend:
             decision, spent = quota.unlock(self.store, self.rules, viewer, article, now)
-            if spent:
+            if spent and decision.reason == Reason.REFERRAL:
+                self._refresh(referral.search_meter(viewer.meter_key))
+            elif spent:
                 self.tally.unlocks += 1
-                self._refresh(key)
+                self._refresh(viewer.meter_key)
         self.tally.views += 1
+        if decision.reason == Reason.REFERRAL:
+            self.tally.referral_reads += 1
+            self._came_by(reader, 1)
         if self.trace is not None:
-            self._step(day, reader, "view", article.slug, decision)
+            self._step(day, reader, "view", article.slug, decision, came)
         if decision.access == "teaser":
             self.tally.impressions += 1
             if not self.gated[reader]:
@@ -383,9 +412,9 @@ class PresetRun:
             if decision.reason == Reason.METER_EXHAUSTED and not self.exhausted[reader]:
                 self.exhausted[reader] = True
                 self.tally.readers_exhausted += 1
-            self._offer(day, reader, article, dice, now, decision)
+            self._offer(day, reader, article, dice, now, decision, came)
 
-    def _offer(self, day, reader, article, dice, now, decision: Decision) -> None:
+    def _offer(self, day, reader, article, dice, now, decision: Decision, came: int = DIRECT) -> None:
         """At a gate the reader may subscribe (every gate links to the plans), else take its offer.
 
         One die per article read decides. Subscribing comes first, with the
@@ -404,16 +433,44 @@ class PresetRun:
         chance = min(1.0, chance * lifts[self.segment[reader]])
         if dice < chance:
             self._subscribe(day, reader, article.slug, now)
-            self._view(day, reader, article, dice / chance, now)  # checkout returns to the article
+            self._view(day, reader, article, dice / chance, now)  # checkout returns to the article (a subscriber)
             return
         dice = (dice - chance) / (1.0 - chance)
         if decision.offer == Offer.REGISTER and dice < segment.registers:
             self._step(day, reader, "register", article.slug)
             self._sign_in(reader, REGISTERED)
             self.tally.registrations += 1
-            self._view(day, reader, article, dice / segment.registers, now)  # signup returns to it
+            self.tally.side_door_registered += self.came_by[reader] & 1
+            self.tally.gift_registered += self.came_by[reader] >> 1
+            self._view(day, reader, article, dice / segment.registers, now, came)  # signup returns to it
         elif decision.offer == Offer.UNLOCK and dice < segment.unlocks:
             self._unlock(day, reader, article, now)
+
+    def _gift_read(self, day: int, reader: int, article: ArticleLike) -> None:
+        """A gift link's article: read in full, the meter untouched, no gate (and so no offer to act on)."""
+        self.tally.views += 1
+        self.tally.gift_reads += 1
+        self._came_by(reader, 2)
+        if self.trace is not None:
+            self.trace(Step(day, reader, article.slug, "full", GIFT_READ, None, "view", TIERS[self.tier[reader]],
+                            self.key(reader), "gift"))
+
+    def _stuck(self, reader: int, came: int, slug: str) -> int:
+        """A side-door arrival sticks to its article for the reader's later views of it, as the site's session keeps it."""
+        if came not in (DIRECT, GIFT):
+            self.arrived[reader] = (came, slug)
+            return came
+        kept = self.arrived.get(reader)
+        return kept[0] if kept is not None and kept[1] == slug else DIRECT
+
+    def _came_by(self, reader: int, door: int) -> None:
+        """Remember that a reader read through a side door (1) or a gift (2), counting each reader once."""
+        if not self.came_by[reader] & door:
+            self.came_by[reader] |= door
+            if door == 1:
+                self.tally.side_door_readers += 1
+            else:
+                self.tally.gift_readers += 1
 
     def _unlock(self, day: int, reader: int, article: ArticleLike, now: datetime) -> None:
         """A press of *Unlock*: one spend through quota.unlock, as the site's POST makes."""
@@ -438,6 +495,8 @@ class PresetRun:
     def _subscribe(self, day: int, reader: int, slug: str | None, now: datetime) -> None:
         """Checkout: an account if they had none, the code if valid, full access, and the first charge."""
         self._step(day, reader, "subscribe", slug)
+        self.tally.side_door_subscribed += self.came_by[reader] & 1
+        self.tally.gift_subscribed += self.came_by[reader] >> 1
         if self.tier[reader] == REGISTERED:
             self.tally.subscriptions_registered += 1
         discount = self.billing.discount if self._code_valid(reader, now) else None
@@ -576,6 +635,10 @@ def summarise(totals: dict, billing: SimulatedBilling) -> dict:
         "conversion_rate": _rate(t["subscriptions"], t["readers"]),
         "churn_rate": _rate(t["churned"], t["churned"] + t["renewals"]),
         "revenue_per_reader_cents": round(t["revenue_cents"] / t["readers"], 2) if t["readers"] else 0.0,
+        "referral_reads": t["referral_reads"], "gift_reads": t["gift_reads"],
+        "side_door_readers": t["side_door_readers"], "side_door_registered": t["side_door_registered"],
+        "side_door_subscribed": t["side_door_subscribed"], "gift_readers": t["gift_readers"],
+        "gift_registered": t["gift_registered"], "gift_subscribed": t["gift_subscribed"],
     }
 
 

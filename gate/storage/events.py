@@ -54,6 +54,8 @@ TYPES = {
     "save_offer_shown": "A save offer answered a cancel reason (data: subscription_id, reason, offer).",
     "save_offer_accepted": "A save offer was accepted and applied (data: subscription_id, reason, offer, months, code).",
     "save_offer_declined": "A save offer was turned down; the subscription ends at the period end (data: reason, offer).",
+    "referral_read": "A search arrival read an article outside the meter, on its daily search allowance "
+                     "(data: referral, used, allowance, window, via).",
     "winback_sent": "A lapsed subscriber was mailed a personal win-back code (data: subscription_id, code).",
     "winback_redeemed": "A win-back code was redeemed at checkout (data: code, subscription_id).",
     "org_created": "An organisation's group licence was made (data: org, seats, domain, ip_ranges, until).",

@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Callable, Protocol
 
-from gate.rules import paywall
+from gate.rules import paywall, referral
 from gate.rules.paywall import Decision, Rules, Spend, Viewer
 from gate.rules.timeutil import from_iso, to_iso
 
@@ -155,6 +155,10 @@ def unlock(
         return verdict.reason == paywall.Reason.METER_AVAILABLE
 
     first = first or paywall.decide(rules, viewer, article, now)
+    if first.reason == paywall.Reason.REFERRAL and first.spend:
+        first, spent = _search_read(store, rules, viewer, article, now, first)
+        if spent or not first.spend:  # lost a race for the last search read: an auto meter may still spend
+            return first, spent
     if first.reason != paywall.Reason.METER_AVAILABLE:
         return first, False
     spent, after = store.spend(viewer.meter_key, article.slug, first.meter.window_key, now, admit)
@@ -164,3 +168,22 @@ def unlock(
         decision = replace(first, access="full", offer=None, spend=False, meter=decision.meter,
                            trace=first.trace + (note,))
     return decision, spent
+
+
+def spendable(decision: Decision) -> bool:
+    """Whether :func:`unlock` may spend for this decision: the meter, or a search arrival's daily allowance."""
+    return decision.reason == paywall.Reason.METER_AVAILABLE or (
+        decision.reason == paywall.Reason.REFERRAL and decision.spend)
+
+
+def _search_read(store: QuotaStore, rules: Rules, viewer: Viewer, article, now: datetime,
+                 first: Decision) -> tuple[Decision, bool]:
+    """Spend one of today's search reads (its own meter, never the viewer's) if decide still grants it."""
+
+    def admit(current: tuple[Spend, ...]) -> bool:
+        verdict = paywall.decide(rules, replace(viewer, search_spends=current), article, now)
+        return verdict.reason == paywall.Reason.REFERRAL and verdict.spend
+
+    key = referral.search_meter(viewer.meter_key)
+    spent, after = store.spend(key, article.slug, first.referral.window_key, now, admit)
+    return paywall.decide(rules, replace(viewer, search_spends=after), article, now), spent

@@ -50,11 +50,15 @@ def _spend(article: Article, how: str, first: Decision | None = None) -> tuple[D
     state, db = current(), get_db()
     store, rules, viewer, now = state.viewer_quota, state.rules, state.viewer, state.now  # read before any lock
     first = first or paywall.decide(rules, viewer, article, now)
-    if first.reason != paywall.Reason.METER_AVAILABLE:
+    if not quota.spendable(first):
         return first, False  # nothing to spend: no write transaction
     with immediate(db):  # the spend and its event commit together: a crash between them leaves neither
         decision, spent = quota.unlock(store, rules, viewer, article, now, first)
-        if spent:
+        if spent and decision.reason == paywall.Reason.REFERRAL:  # a search read, on its own daily meter
+            grant = decision.referral
+            events.record(db, "referral_read", now, slug=article.slug, **_who(state), referral=grant.referral,
+                          used=grant.used, allowance=grant.allowance, window=grant.window_key, via=how)
+        elif spent:
             events.record(db, "unlock", now, slug=article.slug, **_who(state), used=decision.meter.used,
                           limit=decision.meter.limit, mode=decision.meter.mode, via=how)
     state.after_spend(spent)

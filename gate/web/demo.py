@@ -11,7 +11,7 @@ from flask import Blueprint, Response, abort, current_app, flash, redirect, requ
 from flask_login import current_user, logout_user
 
 from gate.app import site
-from gate.app.context import current
+from gate.app.context import ARRIVAL_NEXT_KEY, current
 from gate.app.db import get_db
 from gate.services import personas
 from gate.storage import events
@@ -126,6 +126,8 @@ def become(persona_id: str, **detail) -> None:
         logout_user()
     session.clear()
     session.update(preview)
+    if personas.get(persona_id).arrives_from:  # its next article request comes from a search result (say)
+        session[ARRIVAL_NEXT_KEY] = personas.get(persona_id).arrives_from
     current().after_rules_change()  # the rules, variants and viewer worked out so far were the presenter's
     reader = personas.reset(db, site.config(), current().rules_for, persona_id, now)
     if reader is not None:

@@ -122,6 +122,19 @@ LESSONS = (
             "Delete the porous_meter cookie (or edit it): the allowance comes back.",
             "Then try the same tricks under 'Metered by view': each one fails, because the server never sends "
             "gated text and keeps the meter in its database.")),
+    Lesson("referer-spoofing", "Side doors and a spoofed Referer (bypass lab)", "side-doors", "from-search", SAMPLE,
+           "The New York Times' 2011 meter let readers from search and social networks in by a side door, known "
+           "from the Referer header. Anyone can send any Referer: with curl -H 'Referer: https://www.google.com/', "
+           "the JSON API at /api/articles/ and this article's slug answers with the whole body_html under this "
+           "preset, and each new curl is a new visitor with a new daily allowance. The newsletter side door "
+           "holds: its links carry a parameter signed with the site's key that names one article.",
+           ("Run that curl, then the same without -H: the first is a referral grant, the second spends "
+            "the meter (watch meter.used).",
+            "The explain drawer shows the class (search), why (the Referer this preset trusts) and the "
+            "day's search reads left.",
+            "Open a newsletter's article link from the outbox (/dev/mail) and read it in full; change one "
+            "character of its nl= signature, or put it on another article's address: the meter applies again.",
+            "Switch to 'Metered by view': the same Referer means nothing, because that preset does not trust it.")),
     Lesson("offers", "Offers and their traps", "wpr", "holding-code", SAMPLE,
            "A promo code, an introductory price or a flash sale turns a visitor into a subscriber at a lower "
            "price. Each is also a trap: a capped code oversold under load, a cliff when the intro price ends, "
