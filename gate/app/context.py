@@ -24,7 +24,7 @@ from gate.app.db import get_db
 from gate.conf.settings import Config
 from gate.rules import experiments, paywall
 from gate.rules.paywall import Meter, Rules, Viewer
-from gate.services import accounts, content, sitestate, visitors
+from gate.services import accounts, content, gifts, sitestate, visitors
 from gate.storage import events
 from gate.storage.clock import ClockState, real_now
 from gate.storage.quota import MemoryQuotaStore, SqlQuotaStore
@@ -34,6 +34,8 @@ G_KEY = "gate_request"
 #: The bypass-lab preset's meter: its key, and the plain cookie it lives in.
 POROUS_KEY, POROUS_COOKIE = "cookie", "porous_meter"
 #: Fields worked out from the rules: dropped when the rules change (the site's state is read again).
+#: The session flag of a visitor who opened a gift link (their gifts are read only then).
+GIFT_SESSION_KEY = "gifts"
 RULES_FIELDS = ("site", "base_rules", "variants", "rules", "viewer", "viewer_before", "cookie_meter",
                 "consent_lesson", "meter")
 
@@ -199,7 +201,14 @@ class RequestState:
             spends = self.read_with_reader[key]
         else:
             spends = self.viewer_quota.spends(key)
-        return Viewer(tier, key, spends, verified)
+        return Viewer(tier, key, spends, verified, self.gift_grants(tier, key))
+
+    def gift_grants(self, tier: str, key: str) -> tuple:
+        """The live gift links this device opened: the reader's, and the session's visitor's once it opened one."""
+        devices = [key] if tier == "registered" else []
+        if session.get(GIFT_SESSION_KEY) and "visitor" in session:
+            devices.append(f"visitor:{session['visitor']}")
+        return gifts.grants(get_db(), devices, self.now) if devices else ()
 
     def may_meter(self, tier: str) -> bool:
         """Whether ``tier`` may have a meter to read under the viewer's preset (any experiment arm may give one)."""

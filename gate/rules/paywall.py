@@ -7,7 +7,7 @@ and never reads a clock: the caller passes the viewer's spends and ``now``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal, Protocol
@@ -38,6 +38,7 @@ class Reason(StrEnum):
     METER_AVAILABLE = "meter_available"
     METER_EXHAUSTED = "meter_exhausted"
     VERIFICATION_REQUIRED = "verification_required"
+    GIFT = "gift"
 
 
 class Offer(StrEnum):
@@ -88,10 +89,7 @@ class TierRule(Strict):
     @classmethod
     def _known_period(cls, value):
         """Periods are a closed vocabulary (see gate.rules.periods)."""
-        problem = periods.validate_period(value)
-        if problem:
-            raise ValueError(problem)
-        return value
+        return periods.checked_period(value)
 
     @property
     def unlimited(self) -> bool:
@@ -192,6 +190,27 @@ class Spend:
 
 
 @dataclass(frozen=True)
+class GiftGrant:
+    """A gift link this device opened: one article, in full, until the link expires (site time)."""
+
+    slug: str
+    link_id: int
+    giver: str
+    expires_at: datetime
+    opens_left: int
+    kind: str = "gift"
+
+    def live(self, slug: str, now: datetime) -> bool:
+        """Whether this gift opens ``slug`` at ``now`` (it ends at exactly ``expires_at``)."""
+        return self.slug == slug and now < self.expires_at
+
+    def as_dict(self) -> dict:
+        """The grant as the JSON API shows it."""
+        return {"kind": self.kind, "giver": self.giver, "expires_at": self.expires_at.isoformat(),
+                "opens_left": self.opens_left, "link_id": self.link_id}
+
+
+@dataclass(frozen=True)
 class Viewer:
     """Who is reading: their tier, their meter key and what they have spent."""
 
@@ -200,6 +219,8 @@ class Viewer:
     spends: tuple[Spend, ...] = ()
     #: Whether the reader has proven their address (always true for other tiers).
     verified: bool = True
+    #: Gift links this device opened and that have not expired (gate.services.gifts.grants).
+    gifts: tuple[GiftGrant, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -242,6 +263,8 @@ class Decision:
     access_class: AccessClass
     spend: bool = False
     trace: tuple[str, ...] = field(default=())
+    #: What opened the article besides a subscription or the meter (a gift), else None.
+    grant: GiftGrant | None = None
 
     def as_dict(self) -> dict:
         """The decision as the JSON API shows it."""
@@ -252,6 +275,7 @@ class Decision:
             "meter": self.meter.as_dict(),
             "tier": self.tier,
             "access_class": self.access_class,
+            "grant": self.grant.as_dict() if self.grant else None,
         }
 
 
@@ -310,6 +334,12 @@ def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) ->
     upsell = Offer.REGISTER if _registration_helps(rules, viewer) else Offer.SUBSCRIBE
     if viewer.tier == "subscriber":
         return verdict("full", Reason.SUBSCRIBER)
+    # --- grants for this article: a gift link this device opened, until it expires -----------
+    gift = next((grant for grant in viewer.gifts if grant.live(article.slug, now)), None)
+    if gift is not None:
+        note = f"gift link {gift.link_id} from {gift.giver}, until {gift.expires_at.astimezone(rules.tz).isoformat()}"
+        return replace(verdict("full", Reason.GIFT, note=note), grant=gift)
+    # --- end of grants ------------------------------------------------------------------------
     if cls == "free":
         return verdict("full", Reason.FREE_ARTICLE)
     if cls == "premium":
@@ -350,6 +380,7 @@ REASON_LABELS: dict[Reason, str] = {
     Reason.METER_AVAILABLE: "Free articles left on the meter",
     Reason.METER_EXHAUSTED: "Free articles used up",
     Reason.VERIFICATION_REQUIRED: "The meter opens once the reader proves their address",
+    Reason.GIFT: "A gift: a subscriber shared this article, outside the reader's meter",
 }
 
 
@@ -424,4 +455,5 @@ def explain(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime,
         "access": served.access, "reason": served.reason, "reason_label": reason_label(served.reason),
         "offer": served.offer,
         "offer_why": OFFER_WHY[served.offer], "trace": list(before.trace),
+        "grant": served.grant.as_dict() if served.grant else None,
     }

@@ -12,6 +12,8 @@ PURPOSES = {
     "magic-login": 15 * 60,
     "newsletter-confirm": 7 * 24 * 3600,
     "newsletter-unsubscribe": 400 * 24 * 3600,
+    #: A gift link ends on the site's clock (its row's expires_at); this is only a backstop.
+    "gift-link": 400 * 24 * 3600,
 }
 
 

@@ -305,3 +305,18 @@ def m016_offers(db):
         "alter table payments add column offer_code TEXT",
         "alter table payments add column list_cents INTEGER",
         "alter table payments add column pass_id INTEGER")
+
+
+@migration
+def m018_gifts(db):
+    """Gift links: one row per link a subscriber made (the giver's allowance and each link's devices are
+    meters in ``unlocks``: ``gift:<reader id>`` and ``giftlink:<link id>``).
+
+    ``expires_at`` is on the site's clock; ``devices`` is the cap the link was made with.
+    The partial index finds the gifts one device opened without touching the meters' rows.
+    """
+    ddl(db, """create table gift_links (
+        id INTEGER PRIMARY KEY, giver_id INTEGER NOT NULL REFERENCES readers(id), slug TEXT NOT NULL,
+        created_at TEXT NOT NULL, expires_at TEXT NOT NULL, devices INTEGER NOT NULL, window_key TEXT NOT NULL)""")
+    index(db, "gift_links", "giver_id", "created_at")
+    db.execute("create index idx_unlocks_gift_devices on unlocks (slug, meter_key) where meter_key like 'giftlink:%'")

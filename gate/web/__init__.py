@@ -121,12 +121,12 @@ def init_app(app) -> None:
     app.before_request(prime_csrf_token)  # before any form builds its token
     app.after_request(keep_csrf_signature)
     login_manager.init_app(app)
-    from gate.web import account, admin, api, auth, demo, devmail, learn, newsletter, reading, subscribe
+    from gate.web import account, admin, api, auth, demo, devmail, gifts, learn, newsletter, reading, subscribe
     from gate.web.access import RowId
 
     app.url_map.converters["id"] = RowId  # before the blueprints' routes use it
 
-    for module in (reading, auth, account, subscribe, newsletter, learn, devmail, demo, admin, api):
+    for module in (reading, auth, account, subscribe, newsletter, learn, devmail, demo, admin, api, gifts):
         app.register_blueprint(module.bp)
     app.register_error_handler(HTTPException, _error)
     app.register_error_handler(CSRFError, _csrf_error)
