@@ -137,8 +137,9 @@ class History:
         self.articles = {row["slug"]: row for row in
                          db.rows("select slug, section, access_class from articles")}
         self.unlocks = [Unlock(row[0], row[1], row[2], row[3], from_iso(row[4]), row[4]) for row in
-                        db.execute("select id, meter_key, slug, window_key, unlocked_at from unlocks order by id")
-                        .fetchall()]
+                        db.execute("select id, meter_key, slug, window_key, unlocked_at from unlocks"
+                                   " where meter_key not like 'gift%' order by id").fetchall()]
+        self._load_gifts()
         self._index_meters()
         self._index_people()
         self.presets = self._preset_timeline()
@@ -160,6 +161,26 @@ class History:
             list(_EVENT_TYPES)).fetchall()
         return [Event(row[0], from_iso(row[1]), row[2], row[3], row[4], row[5], parse_json(row[6]), row[1])
                 for row in rows]
+
+    def _load_gifts(self) -> None:
+        """Gift links, and the devices each counted (their meters, kept apart from the reading meters)."""
+        self.gift_links = {row["id"]: row for row in self.db.rows("select * from gift_links order by id")}
+        self.gift_devices: dict[int, list[tuple[str, datetime]]] = defaultdict(list)
+        for key, device, at in self.db.execute("select meter_key, slug, unlocked_at from unlocks"
+                                               " where meter_key like 'giftlink:%' order by id").fetchall():
+            ident = key.partition(":")[2]
+            if ident.isdigit():
+                self.gift_devices[int(ident)].append((device, from_iso(at)))
+
+    def gift_open(self, devices: list[str], slug: str, moment: datetime) -> bool:
+        """Whether one of these devices held a live gift link of ``slug`` at a moment."""
+        for link_id, opened in self.gift_devices.items():
+            link = self.gift_links.get(link_id)
+            if link is None or link["slug"] != slug or not moment < from_iso(link["expires_at"]):
+                continue
+            if any(device in devices for device, _ in opened):
+                return True
+        return False
 
     def _load_newsletters(self) -> None:
         """Enrollments, consents, newsletter mail and deliveries, as the site stored them."""
