@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
 
+from gate.conf.settings import Config
+from gate.rules.paywall import GiftGrant, Viewer, decide
 from gate.services import gifts
 from gate.storage.db import open_database
 from tests.helpers import BOTH_ENGINES, FREE, METERED, PREMIUM, START, TEST_POOL, Reader, leaks, metered_slugs
@@ -170,3 +173,35 @@ def test_concurrent_opens_never_pass_the_device_cap(giver, app):
     finally:
         db.close()
     assert sorted(results) == ["exhausted"] * 10 + ["opened"] * 10
+
+
+def test_the_gift_giver_persona_has_a_link_in_hand(app, db):
+    app.config["DEMO"] = True
+    demo = Reader(app.test_client())
+    demo.post("/demo/persona", {"persona": "gift-giver", "next": "/gifts"})
+    page = re.sub(r"<[^>]+>", "", demo.client.get("/gifts").get_data(as_text=True))
+    assert "9 of 10 gifts left this month" in page and "1 of 1" not in page
+    demo.post("/demo/persona", {"persona": "gift-giver", "next": "/gifts"})  # rebuilt: still one link
+    assert db.scalar("select count(*) from gift_links") == 1
+    assert "Gift links" in demo.client.get("/learn/").get_data(as_text=True)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """What decide reads of an article."""
+
+    slug: str
+    section: str
+    access_class: str
+
+
+@pytest.mark.parametrize("tier, piece, moment, reason", [
+    ("anonymous", Piece(METERED, "Economy", "metered"), START, "gift"),
+    ("registered", Piece(PREMIUM, "Economy", "premium"), START, "premium_only"),  # the gift is for one article
+    ("anonymous", Piece(METERED, "Economy", "metered"), START + timedelta(days=14), "registration_required"),
+    ("subscriber", Piece(METERED, "Economy", "metered"), START, "subscriber"),
+])
+def test_decide_grants_a_gift_for_its_article_until_exactly_its_end(tier, piece, moment, reason):
+    gift = GiftGrant(METERED, 1, "g***@example.org", START + timedelta(days=14), 9)
+    decision = decide(Config().preset("wpr"), Viewer(tier, "visitor:v", gifts=(gift,)), piece, moment)
+    assert decision.reason == reason and (decision.grant is gift) == (reason == "gift")
