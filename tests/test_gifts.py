@@ -205,3 +205,10 @@ def test_decide_grants_a_gift_for_its_article_until_exactly_its_end(tier, piece,
     gift = GiftGrant(METERED, 1, "g***@example.org", START + timedelta(days=14), 9)
     decision = decide(Config().preset("wpr"), Viewer(tier, "visitor:v", gifts=(gift,)), piece, moment)
     assert decision.reason == reason and (decision.grant is gift) == (reason == "gift")
+
+
+def test_the_console_reader_page_lists_their_gifts(giver, admin, db):
+    gift_path(giver)
+    giver_id = db.scalar("select id from readers where email = ?", [GIVER[0]])
+    page = admin.client.get(f"/admin/readers/{giver_id}").get_data(as_text=True)
+    assert "Gift links</h3>" in page and "0 of 10 devices" in page and METERED in page
