@@ -204,11 +204,13 @@ class RequestState:
         return Viewer(tier, key, spends, verified, self.gift_grants(tier, key))
 
     def gift_grants(self, tier: str, key: str) -> tuple:
-        """The live gift links this device opened: the reader's, and the session's visitor's once it opened one."""
+        """The live gift links this device opened, read only once its session opened one (no cost otherwise)."""
+        if tier == "subscriber" or not session.get(GIFT_SESSION_KEY):
+            return ()
         devices = [key] if tier == "registered" else []
-        if session.get(GIFT_SESSION_KEY) and "visitor" in session:
+        if "visitor" in session:
             devices.append(f"visitor:{session['visitor']}")
-        return gifts.grants(get_db(), devices, self.now) if devices else ()
+        return gifts.grants(get_db(), devices, self.now)
 
     def may_meter(self, tier: str) -> bool:
         """Whether ``tier`` may have a meter to read under the viewer's preset (any experiment arm may give one)."""

@@ -49,14 +49,11 @@ def make(slug: str):
 
 @bp.app_context_processor
 def _gift_helpers():
-    """Templates ask ``gift_allowance()`` where they offer *Gift this article*, ``gifts_of`` on the console's reader page."""
-    def gift_allowance() -> gifts.Allowance:
-        return gifts.allowance(get_db(), site.config(), current_user.id, current().now)
-
+    """The console's reader page asks ``gifts_of(reader_id)`` for a reader's links (read only when asked)."""
     def gifts_of(reader_id: int) -> list[gifts.Link]:
         return gifts.of_giver(get_db(), reader_id, limit=20)
 
-    return {"gift_allowance": gift_allowance, "gifts_of": gifts_of}
+    return {"gifts_of": gifts_of}
 
 
 @bp.get("/gifts")
