@@ -139,6 +139,16 @@ def subscriptions(app, db, runner):
     return cara
 
 
+def gift_links(app, cara):
+    """Cara gifts the premium article; a visitor opens the link and reads it, twice."""
+    url = cara.post_json(f"/api/articles/{PREMIUM}/gift").get_json()["url"]
+    path = url.split("meridian.test", 1)[1]
+    guest = person(app)
+    guest.client.get(path)
+    guest.post(path)
+    assert read(guest, PREMIUM)["reason"] == "gift" and read(guest, PREMIUM)["access"] == "full"
+
+
 def newsletters(app, db, runner):
     """Double opt-in, a send, a one-click unsubscribe, and sends that must skip the leaver."""
     dan, eve = person(app), person(app)
@@ -209,6 +219,7 @@ def build(app, db, runner):
     metered_by_view(app, db, runner, slugs)
     choice_unlocks(app, db, runner, slugs)
     cara = subscriptions(app, db, runner)
+    gift_links(app, cara)
     newsletters(app, db, runner)
     console(app, db, runner, slugs)
     demo_personas(app, runner)
@@ -232,7 +243,7 @@ def site(tmp_path_factory):
 #: The site's tables, parents before children (the order the migrations made them).
 TABLES = ("readers", "visitors", "articles", "unlocks", "events", "clock", "settings", "outbox", "login_tokens",
           "subscriptions", "payments", "checkouts", "enrollments", "consents", "newsletter_issues",
-          "deliveries", "notices", "passes", "offers", "redemptions", "reader_sessions")
+          "deliveries", "notices", "passes", "offers", "redemptions", "reader_sessions", "gift_links")
 
 
 def copy_to_postgres(source: str, url: str) -> None:
@@ -475,6 +486,26 @@ def seats_over(db):
     for seat, email in enumerate(("ben@example.com", "dan@example.com"), start=1):
         db.insert("org_members", {"org_id": org, "reader_id": _reader(db, email), "seat": seat, "via": "invite",
                                   "joined_at": to_iso(START + timedelta(minutes=seat))})
+def gift_over_allowance(db):
+    """Cara's one gift link becomes eleven in one month (rows only: the allowance is counted on the links)."""
+    link = db.first("select * from gift_links order by id limit 1")
+    for _ in range(10):
+        db.insert("gift_links", {key: value for key, value in link.items() if key != "id"})
+
+
+def gift_over_devices(db):
+    """Cara's link is forged to have opened on eleven devices with a cap of ten."""
+    link_id = _one(db, "select min(id) from gift_links")[0]
+    at = _one(db, "select max(unlocked_at) from unlocks where meter_key = ?", [f"giftlink:{link_id}"])[0]
+    for n in range(10):
+        db.execute("insert into unlocks (meter_key, slug, window_key, unlocked_at) values (?, ?, 'link', ?)",
+                   [f"giftlink:{link_id}", f"visitor:forged-{n}", at])
+
+
+def view_as_phantom_gift(db):
+    """A visitor who never opened a gift link reads the gifted article 'as a gift'."""
+    _insert_event(db, "article_view", _one(db, "select max(at) from events")[0],
+                  {"access": "full", "reason": "gift", "preset": "wpr"}, visitor_id="v-no-gift", slug=PREMIUM)
 
 
 def missing_signup(db):
@@ -534,6 +565,7 @@ TAMPERING = [
     ("quota_exceeded", fourth_unlock_committed_first),
     ("quota_spent_by_subscriber", spend_while_subscribed),
     ("access_unjustified", view_with_bogus_reason),
+    ("access_unjustified", view_as_phantom_gift),
     ("access_without_unlock", view_without_unlock),
     ("access_without_subscription", view_as_phantom_subscriber),
     ("subscription_impossible_state", impossible_subscription),
@@ -557,6 +589,8 @@ TAMPERING = [
     ("seats_over", seats_over),
     ("devices_over", third_device_under_a_limit_of_two),
     ("referral_over", search_reads_over),
+    ("gift_allowance_over", gift_over_allowance),
+    ("gift_opens_over", gift_over_devices),
 ]
 
 

@@ -34,7 +34,8 @@ def test_try_it_switches_preset_and_persona(classroom, db, lesson):
     assert response.status_code == 303 and response.headers["Location"] == lesson.landing
     health = classroom.client.get("/api/health").get_json()
     assert health["preset"] == lesson.preset
-    expected_tier = "anonymous" if personas.get(lesson.persona).email is None else "registered"
+    expected_tier = "subscriber" if lesson.persona == "gift-giver" else (
+        "anonymous" if personas.get(lesson.persona).email is None else "registered")
     assert classroom.meter()["tier"] == expected_tier
     assert "Try it</button>" in classroom.client.get("/learn/").get_data(as_text=True)
 

@@ -116,6 +116,10 @@ def test_explain_for_every_reason_code(app, runner, db):
     paid = Reader(app.test_client())
     paid.login("paid@example.com", "paid-pass-123")
     cases.append((explain(paid, PREMIUM), "subscriber", None))
+    link = paid.post_json(f"/api/articles/{PREMIUM}/gift").get_json()["url"].split("meridian.test", 1)[1]
+    anonymous.client.get(link)
+    anonymous.post(link)  # a gift link opened: this device reads the premium article
+    cases.append((explain(anonymous, PREMIUM), "gift", None))
     runner.invoke(args=["preset", "use", "hard"])
     cases.append((explain(member, slugs[3]), "subscribers_only", "subscribe"))
     runner.invoke(args=["preset", "use", "registration-wall"])
@@ -145,7 +149,7 @@ def test_explain_for_every_reason_code(app, runner, db):
     seen = {data["reason"] for data, _, _ in cases}
     assert seen == {"registration_required", "free_article", "premium_only", "meter_available",
                     "already_unlocked", "meter_exhausted", "subscriber", "subscribers_only", "tier_unlimited",
-                    "verification_required", "pass", "licensed", "referral"}
+                    "verification_required", "pass", "licensed", "referral", "gift"}
     assert seen == engine_reason_codes()  # every code decide() can give, read from its source
 
 

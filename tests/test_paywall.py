@@ -531,6 +531,9 @@ def test_decide_speaks_only_the_shared_vocabulary(config):
         assert f'"reason": "{decision.reason.value}"' in json.dumps(decision.as_dict())  # the wire keeps the code
         reasons.add(decision.reason)
         offers.add(decision.offer)
+    gift = paywall.GiftGrant(SLUG, 1, "a***@example.org", NOW + timedelta(days=1), 3)  # a gift link opened
+    reasons.add(decide(config.preset("wpr"), Viewer("anonymous", "v", gifts=(gift,)), article_for("wpr", "premium"),
+                       NOW).reason)
     assert reasons == set(Reason)
     assert offers == {*Offer, None}
 

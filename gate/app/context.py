@@ -24,7 +24,7 @@ from gate.app.db import get_db
 from gate.conf.settings import Config
 from gate.rules import experiments, paywall, referral, tokens
 from gate.rules.paywall import Meter, Rules, Viewer
-from gate.services import accounts, content, devices, sitestate, subscriptions, visitors
+from gate.services import accounts, content, devices, gifts, sitestate, subscriptions, visitors
 from gate.storage import events
 from gate.storage.clock import ClockState, real_now
 from gate.storage.quota import MemoryQuotaStore, SqlQuotaStore
@@ -34,6 +34,8 @@ G_KEY = "gate_request"
 #: The bypass-lab preset's meter: its key, and the plain cookie it lives in.
 POROUS_KEY, POROUS_COOKIE = "cookie", "porous_meter"
 #: Fields worked out from the rules: dropped when the rules change (the site's state is read again).
+#: The session flag of a visitor who opened a gift link (their gifts are read only then).
+GIFT_SESSION_KEY = "gifts"
 RULES_FIELDS = ("site", "base_rules", "variants", "rules", "viewer", "viewer_before", "cookie_meter",
                 "consent_lesson", "meter", "arrival")
 #: The session's last side-door arrival ([class, slug]), and a persona's "arrives from" for the next article.
@@ -246,7 +248,8 @@ class RequestState:
         kind, slug = self.arrival
         search = () if kind != "search" else self.viewer_quota.spends(referral.search_meter(key))
         return Viewer(tier, key, spends, verified, user.pass_until if user.is_authenticated else None,
-                      licence=self.licence_of(user), referral=kind, arrival=slug, search_spends=search)
+                      licence=self.licence_of(user), referral=kind, arrival=slug, search_spends=search,
+                      gifts=self.gift_grants(tier, key))
 
     @staticmethod
     def licence_of(user) -> paywall.Licence | None:
@@ -278,6 +281,15 @@ class RequestState:
         if isinstance(kept, list) and len(kept) == 2 and kept[0] in referral.REFERRALS and kept[1] == slug:
             return kept[0], slug
         return "direct", None
+
+    def gift_grants(self, tier: str, key: str) -> tuple:
+        """The live gift links this device opened, read only once its session opened one (no cost otherwise)."""
+        if tier == "subscriber" or not session.get(GIFT_SESSION_KEY):
+            return ()
+        devices = [key] if tier == "registered" else []
+        if "visitor" in session:
+            devices.append(f"visitor:{session['visitor']}")
+        return gifts.grants(get_db(), devices, self.now)
 
     def may_meter(self, tier: str) -> bool:
         """Whether ``tier`` may have a meter to read under the viewer's preset (any experiment arm may give one)."""

@@ -57,10 +57,12 @@ KINDS = {
     "devices_over": "An account held more live sessions than its device limit at the moment of one of its sign-ins.",
     "referral_over": "A visitor or reader read more articles through the search side door in one day than the "
                      "preset then allowed (docs/referral.md).",
+    "gift_allowance_over": "A subscriber made more gift links in one period than the [gifts] allowance.",
+    "gift_opens_over": "A gift link counted more devices than its cap.",
 }
 #: Reasons that justify full access (see gate.rules.paywall.decide).
 FULL_REASONS = (Reason.SUBSCRIBER, Reason.FREE_ARTICLE, Reason.TIER_UNLIMITED, Reason.ALREADY_UNLOCKED,
-                Reason.METER_AVAILABLE, Reason.PASS, Reason.LICENSED, Reason.REFERRAL)
+                Reason.METER_AVAILABLE, Reason.PASS, Reason.LICENSED, Reason.REFERRAL, Reason.GIFT)
 METER_REASONS = (Reason.ALREADY_UNLOCKED, Reason.METER_AVAILABLE)
 #: A view may be served from another request's spend whose clock read a moment later (concurrency).
 RACE_SLACK = timedelta(minutes=5)
@@ -220,6 +222,9 @@ def _impossible_reason(history: History, view: Event, variants: list[Rules]) -> 
     tier = "registered" if view.reader_id is not None else "anonymous"
     if reason in (Reason.SUBSCRIBER, Reason.PASS, Reason.LICENSED):  # whether they held one: other checks
         return f"an anonymous viewer given {reason} access" if view.reader_id is None else None
+    if reason == Reason.GIFT:
+        opened = history.gift_open(_view_meters(history, view), view.slug, view.at)
+        return None if opened else "a gift with no live gift link of this article opened on this device"
     article = history.articles.get(view.slug)
     if article is None:
         return f"no article {view.slug!r}"
@@ -748,6 +753,27 @@ def check_devices(db, cfg, history: History | None = None) -> list[Violation]:
     return found
 
 
+# --- 10. gift links ----------------------------------------------------------------------
+
+
+def check_gifts(db, cfg, history: History | None = None) -> list[Violation]:
+    """No giver made more links in a period than allowed; no link counted more devices than its cap."""
+    history = history or History(db, cfg)
+    found, made = [], defaultdict(list)
+    for link in history.gift_links.values():
+        made[(link["giver_id"], link["window_key"])].append(link["id"])
+        devices = len(history.gift_devices.get(link["id"], ()))
+        if devices > link["devices"]:
+            found.append(Violation("gift_opens_over", f"gift link {link['id']} opened on {devices} devices "
+                                   f"with a cap of {link['devices']}", {"link_id": link["id"]}))
+    limit = cfg.gifts.per_period
+    for (giver, window), links in made.items():
+        if len(links) > limit:
+            found.append(Violation("gift_allowance_over", f"reader {giver} made {len(links)} gift links in "
+                                   f"{window} with an allowance of {limit}", {"reader_id": giver, "link_ids": links}))
+    return found
+
+
 # --- all of it --------------------------------------------------------------------------
 
 # --- group licences ---------------------------------------------------------------------
@@ -813,7 +839,8 @@ def check_referrals(db, cfg, history: History | None = None) -> list[Violation]:
 
 
 CHECKS = (check_quota, check_access, check_billing, check_passes, check_newsletters, check_events,
-          check_offers, check_retention, check_seats, check_devices, check_referrals)
+          check_offers, check_retention, check_seats, check_devices, check_referrals,
+          check_gifts)
 
 
 def run(db, cfg) -> list[Violation]:

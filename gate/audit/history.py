@@ -139,10 +139,12 @@ class History:
                          db.rows("select slug, section, access_class from articles")}
         rows = [Unlock(row[0], row[1], row[2], row[3], from_iso(row[4]), row[4]) for row in
                 db.execute("select id, meter_key, slug, window_key, unlocked_at from unlocks"
-                           " where meter_key not like ? order by id", [retention.METER_PREFIX + "%"]).fetchall()]
+                           " where meter_key not like ? and meter_key not like 'gift%' order by id",
+                           [retention.METER_PREFIX + "%"]).fetchall()]
         #: Search arrivals' daily reads outside the meter (gate.rules.referral), apart from the meters.
         self.search_reads = [row for row in rows if row.meter_key.startswith(referral.SEARCH_METER_PREFIX)]
         self.unlocks = [row for row in rows if not row.meter_key.startswith(referral.SEARCH_METER_PREFIX)]
+        self._load_gifts()
         self._index_meters()
         self._index_people()
         self.presets = self._preset_timeline()
@@ -177,6 +179,26 @@ class History:
             list(_EVENT_TYPES)).fetchall()
         return [Event(row[0], from_iso(row[1]), row[2], row[3], row[4], row[5], parse_json(row[6]), row[1])
                 for row in rows]
+
+    def _load_gifts(self) -> None:
+        """Gift links, and the devices each counted (their meters, kept apart from the reading meters)."""
+        self.gift_links = {row["id"]: row for row in self.db.rows("select * from gift_links order by id")}
+        self.gift_devices: dict[int, list[tuple[str, datetime]]] = defaultdict(list)
+        for key, device, at in self.db.execute("select meter_key, slug, unlocked_at from unlocks"
+                                               " where meter_key like 'giftlink:%' order by id").fetchall():
+            ident = key.partition(":")[2]
+            if ident.isdigit():
+                self.gift_devices[int(ident)].append((device, from_iso(at)))
+
+    def gift_open(self, devices: list[str], slug: str, moment: datetime) -> bool:
+        """Whether one of these devices held a live gift link of ``slug`` at a moment."""
+        for link_id, opened in self.gift_devices.items():
+            link = self.gift_links.get(link_id)
+            if link is None or link["slug"] != slug or not moment < from_iso(link["expires_at"]):
+                continue
+            if any(device in devices for device, _ in opened):
+                return True
+        return False
 
     def _load_newsletters(self) -> None:
         """Enrollments, consents, newsletter mail and deliveries, as the site stored them."""

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from gate.conf import environment
 from gate.conf.resources import resource_dir
+from gate.rules import periods
 from gate.rules.model import Strict, Zoned
 from gate.rules.paywall import Rules, unique_ids
 
@@ -223,6 +224,25 @@ class DunningPolicy(Strict):
         return days
 
 
+class Gifts(Strict):
+    """The ``[gifts]`` section: how many articles a subscriber may gift, for how long, to how many devices."""
+
+    #: Gift links one subscriber may make in each period.
+    per_period: int = Field(default=10, ge=0, le=1000)
+    #: The allowance's period, in the site's time zone (see gate.rules.periods).
+    period: str = "month"
+    #: Days a link reads, on the site's (simulated) clock.
+    days: int = Field(default=14, ge=1, le=365)
+    #: Devices one link opens for (a visitor, or a signed-in reader, counts once).
+    devices: int = Field(default=10, ge=1, le=10_000)
+
+    @field_validator("period")
+    @classmethod
+    def _allowance_period(cls, value):
+        """The allowance counts in one of the meter's periods (see gate.rules.periods)."""
+        return periods.checked_period(value)
+
+
 class SiteFile(Strict):
     """config/site.toml as written: its sections are the fields (read them through :class:`Config`)."""
 
@@ -234,6 +254,7 @@ class SiteFile(Strict):
     offers: list[PromoOffer] = Field(default_factory=list)
     passes: list[Pass] = Field(default_factory=list)
     retention: Retention = Retention()
+    gifts: Gifts = Gifts()
 
     @field_validator("plans", "newsletters", "passes")
     @classmethod
@@ -318,6 +339,7 @@ class Config:
         self.offers: list[PromoOffer] = site_file.offers
         self.passes: list[Pass] = site_file.passes
         self.retention: Retention = site_file.retention
+        self.gifts: Gifts = site_file.gifts
         self.presets = self._load_presets()
         #: The public origin of every link; the app pins it from GATE_BASE_URL and friends.
         self.origin = self.publication.base_url or LOCAL_ORIGIN

@@ -393,6 +393,65 @@ class CookieClearer(Persona):
             broken_invariant("cookie clear", "body_html sent to a new visitor")
 
 
+class _ViralLink:
+    """One gift link per process, made once by a seeded subscriber and opened by every viral reader."""
+
+    def __init__(self) -> None:
+        self.path, self.devices, self.full = "", 0, 0
+        self._lock = Semaphore()
+
+    def make(self, user: "Persona") -> str:
+        """The link's path: made by ``user`` signed in as subscriber 0 the first time (then signed out)."""
+        with self._lock:
+            options = user.environment.parsed_options
+            if not self.path and (getattr(options, "gate_subscribers", 20) if options else 20) > 0:
+                email = getattr(options, "gate_subscriber_email", SUBSCRIBER_EMAIL).format(n=0)
+                password = getattr(options, "gate_subscriber_password", SUBSCRIBER_PASSWORD).format(n=0)
+                if user.login(email, password):
+                    self.path, self.devices = self._gift(user)
+                user.fresh_session()
+        return self.path
+
+    @staticmethod
+    def _gift(user: "Persona") -> tuple[str, int]:
+        """Gift a metered article through the API: the link's path and its device cap."""
+        with user.client.post(f"/api/articles/{user.pick()}/gift", name="/api/articles/[slug]/gift",
+                              headers={"X-CSRFToken": user.ensure_token()}, catch_response=True) as response:
+            if settle(response, ok=(201,), refused=(403,)) != "ok" or response.status_code != 201:
+                return "", 0
+            answer = response.json()
+        return "/" + answer["url"].split("/", 3)[3], answer["devices"]
+
+
+VIRAL = _ViralLink()
+
+
+class ViralGiftReader(Persona):
+    """A gift link gone viral: many new visitors open one link at once; at most its cap read in full."""
+
+    weight = 1
+    wait_time = between(0.5, 2)
+
+    @task
+    def open_the_link(self):
+        path = VIRAL.make(self)
+        if not path:
+            return
+        self.fresh_session()  # a new device every time
+        landing = self.page(path, "/gift/[token]", ok=(200, 303))  # 303: exhausted, back to the gate
+        target = landing.headers.get("Location", "")
+        if landing.status_code == 200:
+            with self.client.post(path, data={"csrf_token": self.token}, name="/gift/[token] POST",
+                                  catch_response=True, allow_redirects=False) as response:
+                settle(response, ok=(303,))
+                target = response.headers.get("Location", "")
+        slug = target.rsplit("/articles/", 1)[-1] if "/articles/" in target else ""
+        if slug and self.read(slug) == "full":
+            VIRAL.full += 1
+            if VIRAL.full > VIRAL.devices:
+                broken_invariant("gift device cap", f"{VIRAL.full} devices read a gift capped at {VIRAL.devices}")
+
+
 class SignupBurst(Persona):
     """A burst of sign-ups back to back (a newsletter push, a bot wave), then a pause."""
 

@@ -41,6 +41,7 @@ class Reason(StrEnum):
     PASS = "pass"
     LICENSED = "licensed"
     REFERRAL = "referral"
+    GIFT = "gift"
 
 
 class Offer(StrEnum):
@@ -91,10 +92,7 @@ class TierRule(Strict):
     @classmethod
     def _known_period(cls, value):
         """Periods are a closed vocabulary (see gate.rules.periods)."""
-        problem = periods.validate_period(value)
-        if problem:
-            raise ValueError(problem)
-        return value
+        return periods.checked_period(value)
 
     @property
     def unlimited(self) -> bool:
@@ -259,6 +257,27 @@ class Licence:
 
 
 @dataclass(frozen=True)
+class GiftGrant:
+    """A gift link this device opened: one article, in full, until the link expires (site time)."""
+
+    slug: str
+    link_id: int
+    giver: str
+    expires_at: datetime
+    opens_left: int
+    kind: str = "gift"
+
+    def live(self, slug: str, now: datetime) -> bool:
+        """Whether this gift opens ``slug`` at ``now`` (it ends at exactly ``expires_at``)."""
+        return self.slug == slug and now < self.expires_at
+
+    def as_dict(self) -> dict:
+        """The grant as the JSON API shows it."""
+        return {"kind": self.kind, "giver": self.giver, "expires_at": self.expires_at.isoformat(),
+                "opens_left": self.opens_left, "link_id": self.link_id}
+
+
+@dataclass(frozen=True)
 class Viewer:
     """Who is reading: their tier, their meter key and what they have spent."""
 
@@ -276,6 +295,8 @@ class Viewer:
     arrival: str | None = None
     #: Spends of the viewer's daily search allowance (its own meter: ``search:<meter key>``).
     search_spends: tuple[Spend, ...] = ()
+    #: Gift links this device opened and that have not expired (gate.services.gifts.grants).
+    gifts: tuple[GiftGrant, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -342,6 +363,8 @@ class Decision:
     licence: Licence | None = None
     #: With reason ``referral``: the side door (search spends it on its own daily meter when ``spend``).
     referral: ReferralGrant | None = None
+    #: What opened the article besides a subscription or the meter (a gift), else None.
+    grant: GiftGrant | None = None
 
     def as_dict(self) -> dict:
         """The decision as the JSON API shows it (``pass_ends`` only when a pass grants it)."""
@@ -352,6 +375,7 @@ class Decision:
             "meter": self.meter.as_dict(),
             "tier": self.tier,
             "access_class": self.access_class,
+            "grant": self.grant.as_dict() if self.grant else None,
         }
         if self.reason == Reason.PASS:
             data["pass_ends"] = self.pass_ends.isoformat()
@@ -459,6 +483,12 @@ def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) ->
     if pass_covers(viewer, now):  # a pass is full access, premium articles too, until its end exactly
         note = f"pass until {viewer.pass_ends.astimezone(rules.tz).isoformat()}"
         return replace(verdict("full", Reason.PASS, note=note), pass_ends=viewer.pass_ends)
+    # --- grants for this article: a gift link this device opened, until it expires -----------
+    gift = next((grant for grant in viewer.gifts if grant.live(article.slug, now)), None)
+    if gift is not None:
+        note = f"gift link {gift.link_id} from {gift.giver}, until {gift.expires_at.astimezone(rules.tz).isoformat()}"
+        return replace(verdict("full", Reason.GIFT, note=note), grant=gift)
+    # --- end of grants ------------------------------------------------------------------------
     if cls == "free":
         return verdict("full", Reason.FREE_ARTICLE)
     if cls == "premium":
@@ -509,6 +539,7 @@ REASON_LABELS: dict[Reason, str] = {
     Reason.PASS: "Day or week pass: every article is open until it ends",
     Reason.LICENSED: "Group licence: a member of a licensed organisation reads every article",
     Reason.REFERRAL: "Side door: an arrival from search, social or a newsletter reads the article it came for",
+    Reason.GIFT: "A gift: a subscriber shared this article, outside the reader's meter",
 }
 
 
@@ -588,4 +619,5 @@ def explain(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime,
                      "until": _local(served.licence.until, rules.tz)} if served.licence else None),
         "referral": {"class": viewer.referral, "arrival": viewer.arrival, "why": referral.WHY.get(viewer.referral),
                      "grant": served.referral.as_grant() if served.referral else None},
+        "grant": served.grant.as_dict() if served.grant else None,
     }

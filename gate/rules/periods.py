@@ -45,6 +45,14 @@ def validate_period(period: str) -> str | None:
     return "must be month, week, day, lifetime or rolling:N (N days, 1-9999)"
 
 
+def checked_period(period: str) -> str:
+    """``period`` unchanged if it is a known period, else ValueError (a settings validator's answer)."""
+    problem = validate_period(period)
+    if problem:
+        raise ValueError(problem)
+    return period
+
+
 def known_zone(name: str) -> str:
     """The name, if zoneinfo knows it as an IANA time zone; else a ValueError saying so."""
     try:

@@ -15,6 +15,8 @@ PURPOSES = {
     "org-join": 7 * 24 * 3600,
     #: A newsletter's article link: reads that article by the preset's newsletter side door.
     "newsletter-link": 400 * 24 * 3600,
+    #: A gift link ends on the site's clock (its row's expires_at); this is only a backstop.
+    "gift-link": 400 * 24 * 3600,
 }
 
 

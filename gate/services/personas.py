@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from gate.rules import billing, periods
 from gate.rules.timeutil import to_iso
-from gate.services import accounts, devices, newsletter, orgs, passes, subscriptions, winback
+from gate.services import accounts, devices, gifts, newsletter, orgs, passes, subscriptions, winback
 from gate.storage.quota import SqlQuotaStore
 
 
@@ -55,6 +55,8 @@ PERSONAS = (
     Persona("trialing", "Trialing", "Two days into the annual plan's free trial.",
             "persona.trial@meridian.example"),
     Persona("active", "Subscriber", "A paying monthly subscriber.", "persona.active@meridian.example"),
+    Persona("gift-giver", "Subscriber who gifts", "A subscriber who gifted one article this month: the link "
+            "is on their gifts page, ready to open in a private window.", "persona.gifts@meridian.example"),
     Persona("past-due", "Past due", "A subscriber whose renewal failed yesterday (grace period).",
             "persona.past-due@meridian.example"),
     Persona("lapsed", "Lapsed", "A former subscriber whose subscription ended last month.",
@@ -109,6 +111,7 @@ def get(persona_id: str) -> Persona:
 def _clear(db, reader_id: int) -> None:
     """Remove the persona's state (not its events)."""
     db.execute("delete from unlocks where meter_key = ?", [f"reader:{reader_id}"])
+    gifts.reset_giver(db, reader_id)
     db.execute("delete from notices where subscription_id in"
                " (select id from subscriptions where reader_id = ?)", [reader_id])
     db.execute("delete from payments where reader_id = ?", [reader_id])
@@ -134,6 +137,14 @@ def _spend(db, rules, reader_id: int, count: int, now: datetime) -> None:
     for offset, slug in enumerate(slugs):
         at = max(window.start, now - timedelta(minutes=30 + offset))
         store.spend(f"reader:{reader_id}", slug, window.key, at, lambda spends: True)
+
+
+def _gift(db, cfg, reader_id: int, now: datetime) -> None:
+    """One gift link of the newest published metered article, made now."""
+    slug = db.scalar("select slug from articles where access_class = 'metered' and published_at <= ?"
+                     " and synthetic = 0 order by published_at desc limit 1", [to_iso(now)])
+    if slug is not None and cfg.gifts.per_period:
+        gifts.make(db, cfg, accounts.by_id(db, reader_id), slug, now)
 
 
 def _subscribe(db, cfg, reader_id: int, plan_id: str, last4: str, start: datetime,
@@ -194,6 +205,9 @@ def _rebuild(db, cfg, rules, persona_id: str, reader_id: int, now: datetime) -> 
         _subscribe(db, cfg, reader_id, trial, "4242", now - timedelta(days=2), now)
     elif persona_id == "active":
         _subscribe(db, cfg, reader_id, monthly, "4242", now - timedelta(days=10), now)
+    elif persona_id == "gift-giver":
+        _subscribe(db, cfg, reader_id, monthly, "4242", now - timedelta(days=10), now)
+        _gift(db, cfg, reader_id, now)
     elif persona_id == "past-due":
         start = billing.add_months(now, -1) - timedelta(days=1)
         _subscribe(db, cfg, reader_id, monthly, "0341", start, now)

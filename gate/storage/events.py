@@ -40,6 +40,8 @@ TYPES = {
     "admin_action": "An admin changed something (data: admin, action, target, details).",
     "consent_lesson_changed": "The /learn pre-ticked consent lesson was turned on or off (data: from, to, by).",
     "comp_changed": "Complimentary access was granted or removed (data: from, to, by).",
+    "gift_made": "A subscriber made a gift link (data: link_id, expires_at, devices, from, to: gifts used).",
+    "gift_opened": "A gift link counted one more device (data: link_id, device, from, to: devices).",
     "checkout_declined": "An anonymous checkout was declined; no account was made (data: plan, decline).",
     "pass_purchased": "A reader bought a day or week pass (data: pass_id, kind, amount_cents, starts_at, "
                       "ends_at, from, to).",

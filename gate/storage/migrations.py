@@ -369,3 +369,18 @@ def m020_devices(db):
                " where ended_at is null")
     db.execute("insert into reader_sessions (token, reader_id, created_at, last_seen_at, user_agent)"
                " select session_token, id, created_at, created_at, 'Signed in before device limits' from readers")
+
+
+@migration
+def m021_gifts(db):
+    """Gift links: one row per link a subscriber made (the giver's allowance and each link's devices are
+    meters in ``unlocks``: ``gift:<reader id>`` and ``giftlink:<link id>``).
+
+    ``expires_at`` is on the site's clock; ``devices`` is the cap the link was made with.
+    The partial index finds the gifts one device opened without touching the meters' rows.
+    """
+    ddl(db, """create table gift_links (
+        id INTEGER PRIMARY KEY, giver_id INTEGER NOT NULL REFERENCES readers(id), slug TEXT NOT NULL,
+        created_at TEXT NOT NULL, expires_at TEXT NOT NULL, devices INTEGER NOT NULL, window_key TEXT NOT NULL)""")
+    index(db, "gift_links", "giver_id", "created_at")
+    db.execute("create index idx_unlocks_gift_devices on unlocks (slug, meter_key) where meter_key like 'giftlink:%'")

@@ -143,6 +143,7 @@ def init_app(app) -> None:
         auth,
         demo,
         devmail,
+        gifts,
         learn,
         newsletter,
         passes,
@@ -154,7 +155,7 @@ def init_app(app) -> None:
     app.url_map.converters["id"] = RowId  # before the blueprints' routes use it
 
     for module in (reading, auth, account, subscribe, passes, newsletter, learn, devmail, demo, admin, admin_offers,
-                   api):
+                   api, gifts):
         app.register_blueprint(module.bp)
     _register_licences(app)
     app.register_error_handler(HTTPException, _error)

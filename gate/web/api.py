@@ -11,8 +11,10 @@ from gate.app.db import get_db
 from gate.app.ratelimit import limiter
 from gate.rules import paywall
 from gate.services import offers
+from gate.services.gifts import GiftRefused
 from gate.storage.db import ping
 from gate.web import access
+from gate.web.gifts import give, url_of
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -42,6 +44,17 @@ def unlock(slug: str):
     decision, spent = access.unlock(item)
     status = 200 if decision.access == "full" else 403
     return jsonify({**access.shown(item, decision).payload(), "spent": spent}), status
+
+
+@bp.post("/articles/<slug>/gift")
+def gift(slug: str):
+    """Gift this article (subscribers): the new link's URL and limits, and the gifts left this period."""
+    try:
+        link, left = give(slug)
+    except GiftRefused as refused:
+        return jsonify(error=refused.code, message=str(refused)), 403
+    return jsonify(url=url_of(link), slug=link.slug, expires_at=link.expires_at.isoformat(),
+                   devices=link.devices, gifts=left.as_dict()), 201
 
 
 @bp.get("/meter")

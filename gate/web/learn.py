@@ -114,6 +114,19 @@ LESSONS = (
             "'signup preticked', which is exactly what a regulator would ask to see.",
             "Try any other lesson (or the button below) and the box is unticked again, as this site ships: "
             "a list can only start ticked when its consent_default says so in config/site.toml.")),
+    Lesson("gift-links", "Gift links", "wpr", "gift-giver", SAMPLE,
+           "A subscriber shares one article as a link, as the New York Times' gift articles do: whoever opens it "
+           "reads that article in full without touching their own meter, and meets the publication at its best. "
+           "Two caps keep it a gift and not a side door: ten gifts a month per subscriber, and ten devices per link.",
+           ("Press Gift this article, copy the link from your gifts page and open it in a private window: the "
+            "article reads in full, 'A gift from' names the giver, and the meter still says nothing was spent.",
+            "The link expires on the site's clock, not the wall clock: advance the clock 14 days in the console "
+            "and the same link falls back to the gate. A signed token's own max-age would ignore time travel.",
+            "Opens are capped per device, not per click: re-reading costs nothing, but a link posted to a "
+            "forum reads for ten people, then shows the normal gate. That is what stops one subscription "
+            "becoming a free copy for everyone.",
+            "Open the explain drawer on the gifted article: the grant says who gave it, until when, and how "
+            "many opens are left.")),
     Lesson("bypass-lab", "Bypass lab (unsafe on purpose)", "bypass-lab", "anonymous", SAMPLE,
            "A deliberately porous meter: three free articles counted in a plain cookie, and the gated text sent "
            "to the browser and hidden by script. Read three articles, then try to get around the gate.",
