@@ -188,6 +188,7 @@ def bare_app(database: str, secret_key: str):
     from gate.conf.resources import resource_dir
     from gate.conf.settings import Config
     from gate.services import content
+    from gate.web import passes
 
     borrowed = create_app({"DATABASE": database, "SECRET_KEY": secret_key})
     app = Flask("bare", template_folder=str(resource_dir("templates")),
@@ -198,6 +199,7 @@ def bare_app(database: str, secret_key: str):
     views = _bare_views(cfg, datetime.now(UTC))
     rules, site_info = views.pop("rules"), cfg.publication
     signup_lists = cfg.signup_lists
+    gate_pass = passes.gate_offer(cfg.passes)
     sql = ARTICLE_SQL.format("%s" if is_url(database) else "?")
     html: dict[str, tuple[str, str, str]] = {}
 
@@ -241,7 +243,7 @@ def bare_app(database: str, secret_key: str):
                 "current_persona": None, "signup_lists": signup_lists,
                 "csrf_token": lambda: BARE_CSRF, "current_user": chosen.user,
                 "billing_alert": None, "consent_lesson": lambda: False,
-                "consent_ticked": lambda item: item.consent_default == "ticked"}
+                "consent_ticked": lambda item: item.consent_default == "ticked", "gate_pass": gate_pass}
 
     app.jinja_env.filters["local"] = lambda moment: moment.astimezone(rules.tz)
     app.jinja_env.filters["period_phrase"] = lambda period: periods.describe(period) if period else ""
@@ -282,7 +284,7 @@ def bare_app(database: str, secret_key: str):
         data.update(access="full" if full else chosen.decision.access,
                     reason="already_unlocked" if full else chosen.decision.reason,
                     offer=None if full else chosen.decision.offer, meter=chosen.meter.as_dict(),
-                    tier=chosen.tier, access_class="metered", teaser_html=teaser)
+                    tier=chosen.tier, access_class="metered", teaser_html=teaser, grant=None)
         if full:
             data["body_html"] = body
         return data

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import subprocess
 import sys
 from datetime import datetime
@@ -16,6 +15,7 @@ from click.testing import CliRunner
 from gate.cli.simulate import simulate as simulate_command
 from gate.conf.resources import resource_dir
 from gate.conf.settings import Config
+from gate.loadtest.server import free_port
 from gate.simulate import cluster
 from gate.simulate.population import load_population
 from gate.simulate.runner import SimulatedBilling, catalogue, simulate
@@ -171,9 +171,7 @@ def test_a_remote_worker_gives_the_same_json(one_process, scheduler_only):
 
 
 def test_an_unreachable_scheduler_is_a_clear_error(monkeypatch):
-    with socket.socket() as probe:  # a loopback port nothing listens on once closed
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # a loopback port nothing listens on once closed
     monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", 0.5)
     result = invoke("--readers", 50, "--days", 2, "--scheduler", f"tcp://127.0.0.1:{port}")
     assert result.exit_code == 1

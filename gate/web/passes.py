@@ -173,11 +173,15 @@ def pass_length(hours: int) -> str:
 
 @bp.app_context_processor
 def _pass_on_the_gate():
-    """The pass the gate offers as its third option: the shortest on sale (None without ``[[passes]]``)."""
-    on_sale = sorted(site.config().passes, key=lambda item: item.hours)
+    """The pass the gate offers as its third option (see :func:`gate_offer`)."""
+    return {"gate_pass": gate_offer(site.config().passes)}
+
+
+def gate_offer(passes) -> dict | None:
+    """The shortest pass on sale, as the gate words it (None without ``[[passes]]``)."""
+    on_sale = sorted(passes, key=lambda item: item.hours)
     if not on_sale:
-        return {"gate_pass": None}
+        return None
     item = on_sale[0]
     when = "today" if item.hours <= 24 else "this week" if item.hours <= 168 else "for now"
-    return {"gate_pass": {"id": item.id, "line": f"Just {when}? A {item.name.lower()} for "
-                                                 f"{money(item.price_cents, item.currency)}"}}
+    return {"id": item.id, "line": f"Just {when}? A {item.name.lower()} for {money(item.price_cents, item.currency)}"}
