@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 
 import pytest
 
@@ -10,6 +11,7 @@ from gate import create_app
 from gate.services import seed
 from gate.storage.clock import Clock
 from gate.storage.db import open_database, open_site_db
+from gate.storage.engine import PostgresDatabase, SqliteDatabase
 from tests.helpers import ADMIN, START, TEST_POOL, Reader
 
 
@@ -217,3 +219,25 @@ def pytest_collection_modifyitems(config, items):
         group = _group(item)
         if group and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture
+def statements(monkeypatch):
+    """The statements the site sends through the engine seam, by their first word (rate-limit counters aside)."""
+    sent = Counter()
+    for seam, method in ((SqliteDatabase, "execute"), (PostgresDatabase, "execute"), (PostgresDatabase, "_dicts")):
+        real = getattr(seam, method)
+
+        def counted(self, sql, *args, _real=real, **kwargs):
+            if "rate_limits" not in sql:
+                sent[sql.split(None, 1)[0].lower()] += 1
+            return _real(self, sql, *args, **kwargs)
+
+        monkeypatch.setattr(seam, method, counted)
+    for seam in (SqliteDatabase, PostgresDatabase):
+        def transaction(self, _real=seam.transaction):
+            sent["transaction"] += 1
+            return _real(self)
+
+        monkeypatch.setattr(seam, "transaction", transaction)
+    return sent

@@ -12,7 +12,6 @@ from gate.conf.settings import Config
 from gate.services import accounts, devices, subscriptions
 from gate.storage import migrations
 from tests.helpers import BOTH_ENGINES, METERED, START, Reader, at_once
-from tests.test_fast_path import statements  # noqa: F401 - the fixture counting statements by kind
 
 pytestmark = BOTH_ENGINES
 PASSWORD = "shared-pass-1"

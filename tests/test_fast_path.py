@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections import Counter
 from datetime import timedelta
 
-import pytest
 from flask_login import login_user
 from flask_login import utils as login_utils
 from itsdangerous import TimestampSigner
@@ -23,30 +21,7 @@ from gate.app.context import current
 from gate.app.db import get_db
 from gate.app.sessions import VerifiedCookies
 from gate.services import accounts
-from gate.storage.engine import PostgresDatabase, SqliteDatabase
 from tests.helpers import BOTH_ENGINES, CARD, METERED, START, Reader, open_checkout, publish
-
-
-@pytest.fixture
-def statements(monkeypatch):
-    """The statements the site sends through the engine seam, by their first word (rate-limit counters aside)."""
-    sent = Counter()
-    for seam, method in ((SqliteDatabase, "execute"), (PostgresDatabase, "execute"), (PostgresDatabase, "_dicts")):
-        real = getattr(seam, method)
-
-        def counted(self, sql, *args, _real=real, **kwargs):
-            if "rate_limits" not in sql:
-                sent[sql.split(None, 1)[0].lower()] += 1
-            return _real(self, sql, *args, **kwargs)
-
-        monkeypatch.setattr(seam, method, counted)
-    for seam in (SqliteDatabase, PostgresDatabase):
-        def transaction(self, _real=seam.transaction):
-            sent["transaction"] += 1
-            return _real(self)
-
-        monkeypatch.setattr(seam, "transaction", transaction)
-    return sent
 
 
 def reads_of(client, statements, path: str, **kwargs) -> int:

@@ -55,12 +55,12 @@ PERSONAS = (
     Persona("trialing", "Trialing", "Two days into the annual plan's free trial.",
             "persona.trial@meridian.example"),
     Persona("active", "Subscriber", "A paying monthly subscriber.", "persona.active@meridian.example"),
-    Persona("gift-giver", "Subscriber who gifts", "A subscriber who gifted one article this month: the link "
-            "is on their gifts page, ready to open in a private window.", "persona.gifts@meridian.example"),
     Persona("past-due", "Past due", "A subscriber whose renewal failed yesterday (grace period).",
             "persona.past-due@meridian.example"),
     Persona("lapsed", "Lapsed", "A former subscriber whose subscription ended last month.",
             "persona.lapsed@meridian.example"),
+    Persona("gift-giver", "Subscriber who gifts", "A subscriber who gifted one article this month: the link "
+            "is on their gifts page, ready to open in a private window.", "persona.gifts@meridian.example"),
     Persona("day-pass", "Day-pass holder", "Bought a day pass 20 hours ago: every article is open for "
             "4 more hours. Move the clock to see it end.", "persona.day-pass@meridian.example"),
     Persona("paused", "Paused", "A subscriber who paused for a month; it resumes in a few days.",
