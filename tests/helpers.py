@@ -478,6 +478,9 @@ def too_wide(page) -> str | None:
     screen = page.viewport_size["width"]
     if screen >= 1000:
         return None
+    # Measured before the stylesheet applies, an unstyled table is wider than the phone for a
+    # moment (a slow machine showed 527 px with nothing too wide once laid out): wait for load.
+    page.wait_for_load_state()
     scroll_width, inner_width = page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
     if max(scroll_width, inner_width) <= screen:
         return None
