@@ -460,7 +460,7 @@ def log_in(page, email: str, password: str) -> None:
     expect(page.locator(".flashes")).to_contain_text("You are logged in.")  # with any notice beside it
 
 
-_WIDEST = """() => [...document.querySelectorAll('main *')]
+_WIDEST = """() => [...document.querySelectorAll('body *')]
   .filter(el => el.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
   .filter(el => ![...el.children].some(child => child.getBoundingClientRect().right >
                                                   document.documentElement.clientWidth + 1))
