@@ -81,6 +81,20 @@ def test_reopening_is_free_and_the_grant_belongs_to_the_device(giver, reader, ap
     assert len(opened) == 1 and '"from": 0' in opened[0] and '"to": 1' in opened[0]
 
 
+
+def test_a_gift_reader_who_signs_up_or_signs_in_reads_on(giver, reader, app, db):
+    path = gift_path(giver)
+    open_gift(reader, path)
+    reader.signup("gifted@example.org", "gifted-pass-123")  # a fresh session: the gift comes with it
+    data = reader.article(METERED)
+    assert data["tier"] == "registered" and data["reason"] == "gift" and data["meter"]["used"] == 0
+    reader.logout()
+    assert reader.article(METERED)["access"] == "teaser"  # signing out leaves the device behind
+    other = Reader(app.test_client())
+    other.login("gifted@example.org", "gifted-pass-123")
+    assert other.article(METERED)["reason"] != "gift"  # the account alone holds no gift: the device does
+    assert db.scalar("select count(*) from unlocks where meter_key like 'giftlink:%'") == 1
+
 def test_the_allowance_runs_out_and_refuses_cleanly(giver, app, db):
     for _ in range(10):
         gift_path(giver)

@@ -33,9 +33,12 @@ from gate.storage.quota import MemoryQuotaStore, SqlQuotaStore
 G_KEY = "gate_request"
 #: The bypass-lab preset's meter: its key, and the plain cookie it lives in.
 POROUS_KEY, POROUS_COOKIE = "cookie", "porous_meter"
-#: Fields worked out from the rules: dropped when the rules change (the site's state is read again).
-#: The session flag of a visitor who opened a gift link (their gifts are read only then).
+#: The devices (meter keys) this session opened gift links as, space-separated; their gifts are read
+#: only then. Carried over a sign-in, so a visitor who opens a gift and then signs in reads on.
 GIFT_SESSION_KEY = "gifts"
+#: At most this many devices are remembered (a session opens gifts as a visitor and as one reader).
+GIFT_DEVICES_KEPT = 4
+#: Fields worked out from the rules: dropped when the rules change (the site's state is read again).
 RULES_FIELDS = ("site", "base_rules", "variants", "rules", "viewer", "viewer_before", "cookie_meter",
                 "consent_lesson", "meter", "arrival")
 #: The session's last side-door arrival ([class, slug]), and a persona's "arrives from" for the next article.
@@ -45,6 +48,17 @@ ARRIVAL_KEY, ARRIVAL_NEXT_KEY = "arrival", "arrival_next"
 def reader_unit(reader) -> str:
     """What experiments assign a reader by: their first visitor id, else their account."""
     return reader.experiment_unit or f"reader:{reader.id}"
+
+
+def gift_devices(opened) -> list[str]:
+    """The devices a session opened gift links as (an older session holds ``True``: its visitor only)."""
+    return opened.split() if isinstance(opened, str) else []
+
+
+def with_gift_device(opened, device: str) -> str:
+    """The session's gift devices with ``device`` added (the newest kept, a plain string for the cookie)."""
+    kept = [known for known in gift_devices(opened) if known != device] + [device]
+    return " ".join(kept[-GIFT_DEVICES_KEPT:])
 
 
 @dataclass(eq=False)
@@ -284,11 +298,13 @@ class RequestState:
 
     def gift_grants(self, tier: str, key: str) -> tuple:
         """The live gift links this device opened, read only once its session opened one (no cost otherwise)."""
-        if tier == "subscriber" or not session.get(GIFT_SESSION_KEY):
+        opened = session.get(GIFT_SESSION_KEY)
+        if tier == "subscriber" or not opened:
             return ()
         devices = [key] if tier == "registered" else []
         if "visitor" in session:
             devices.append(f"visitor:{session['visitor']}")
+        devices += [device for device in gift_devices(opened) if device not in devices]
         return gifts.grants(get_db(), devices, self.now)
 
     def may_meter(self, tier: str) -> bool:

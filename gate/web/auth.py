@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_login import current_user, login_user, logout_user
 
 from gate.app import ratelimit, site
-from gate.app.context import ARRIVAL_KEY, current
+from gate.app.context import ARRIVAL_KEY, GIFT_SESSION_KEY, current
 from gate.app.db import get_db
 from gate.app.ratelimit import limiter
 from gate.rules import tokens
@@ -19,8 +19,9 @@ from gate.web.newsletter import consent_ticked, enroll_at_signup
 
 bp = Blueprint("auth", __name__)
 #: Session keys that survive signing in (an open checkout's idempotency keys, a demo preset preview).
-#: And a side-door arrival, so a search arrival who registers at the gate reads on (Extended Access).
-CARRIED = ("checkout_keys", *site.PREVIEW_KEYS, ARRIVAL_KEY)
+#: And a side-door arrival, so a search arrival who registers at the gate reads on (Extended Access),
+#: and the gift links this browser opened, so a gift reader who signs in keeps reading the gift.
+CARRIED = ("checkout_keys", *site.PREVIEW_KEYS, ARRIVAL_KEY, GIFT_SESSION_KEY)
 
 
 def safe_next(target: str | None, default: str = "/") -> str:

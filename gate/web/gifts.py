@@ -11,7 +11,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import current_user, login_required
 
 from gate.app import site
-from gate.app.context import GIFT_SESSION_KEY, current
+from gate.app.context import GIFT_SESSION_KEY, current, with_gift_device
 from gate.app.db import get_db
 from gate.services import gifts
 from gate.web import access
@@ -117,5 +117,5 @@ def read(token: str):
     opened = gifts.open_link(get_db(), link.id, device, state.now, **who)
     if not opened.reads:
         return _fallback(opened.link, opened.status)
-    session[GIFT_SESSION_KEY] = True
+    session[GIFT_SESSION_KEY] = with_gift_device(session.get(GIFT_SESSION_KEY), device)
     return redirect(url_for("reading.article", slug=link.slug), code=303)
