@@ -6,7 +6,9 @@ import pytest
 
 from gate.services import personas
 from gate.web.learn import LESSONS
-from tests.helpers import Reader, leaks, metered_slugs
+from tests.helpers import BOTH_ENGINES, Reader, leaks, metered_slugs
+
+pytestmark = BOTH_ENGINES
 
 
 @pytest.fixture

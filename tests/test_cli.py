@@ -6,7 +6,7 @@ import click
 import pytest
 
 from gate.cli import main
-from tests.helpers import METERED
+from tests.helpers import METERED, Reader
 
 
 def _commands(group, prefix=()):
@@ -58,6 +58,27 @@ def test_db_backup(runner, tmp_path):
     assert target.stat().st_size > 10_000
     refused = runner.invoke(args=["db", "backup", str(target)])
     assert refused.exit_code == 1 and "exists" in refused.output
+
+
+def test_backup_is_consistent_and_restores(runner, app, tmp_path):
+    """SQLite's online backup while the site runs (PostgreSQL's pg_dump: tests/test_db.py)."""
+    person = Reader(app.test_client())
+    person.signup("kept@example.com")
+    person.unlock(METERED)
+    target = tmp_path / "backup.sqlite"
+    assert runner.invoke(args=["db", "backup", str(target)]).exit_code == 0
+    from gate import create_app
+    from gate.storage.db import connect
+
+    restored = create_app({"DATABASE": str(target), "SECRET_KEY": app.secret_key, "SERVER_NAME": "meridian.test"})
+    copy = connect(target)
+    assert copy.execute("pragma integrity_check").fetchone() == ("ok",)
+    assert copy.execute("select count(*) from unlocks").fetchone() == (1,)
+    copy.close()
+    again = Reader(restored.test_client())
+    again.client.set_cookie("session", person.client.get_cookie("session", domain="meridian.test").value,
+                            domain="meridian.test")
+    assert again.article(METERED)["reason"] == "already_unlocked"
 
 
 def test_readers_add_flags_and_errors(runner, db):

@@ -10,7 +10,9 @@ import pytest
 from gate.rules.timeutil import to_iso
 from gate.services import dashboard
 from gate.storage import events
-from tests.helpers import ADMIN, METERED, START, Reader, pay
+from tests.helpers import ADMIN, BOTH_ENGINES, METERED, START, Reader, pay
+
+pytestmark = BOTH_ENGINES
 
 PAGES = ("/admin/", "/admin/rules", "/admin/clock", "/admin/readers", "/admin/events",
          "/admin/events.json", "/admin/experiments", "/admin/export.csv")

@@ -17,7 +17,9 @@ from gate.rules.offers import Discount
 from gate.rules.timeutil import to_iso
 from gate.services import dashboard, offers, subscriptions
 from gate.storage import events
-from tests.helpers import ADMIN, NY, START, Reader
+from tests.helpers import ADMIN, BOTH_ENGINES, NY, START, Reader
+
+pytestmark = BOTH_ENGINES
 
 OFFERS = "/admin/offers"
 NEW = {"code": "autumn", "name": "Autumn sale", "percent_off": "25", "duration": "repeating", "periods": "2",

@@ -9,7 +9,9 @@ import pytest
 from flask import abort
 
 from gate.services import accounts, orgs
-from tests.helpers import FREE, METERED, PREMIUM, START, Reader, metered_slugs
+from tests.helpers import BOTH_ENGINES, FREE, METERED, PREMIUM, START, Reader, metered_slugs
+
+pytestmark = BOTH_ENGINES
 
 EXPECTED = {  # persona: (tier, remaining of the wpr meter, subscription status)
     "anonymous": ("anonymous", 0, None),
