@@ -359,6 +359,13 @@ class Camera:
         print(f"{target}  {target.stat().st_size // 1024} KB")
 
 
+def shoot_if_asked(target, name: str) -> None:
+    """Save what ``target`` (a page or an element) shows as ``name``, when GATE_SCREENSHOTS names a folder."""
+    folder = os.environ.get("GATE_SCREENSHOTS")
+    if folder:
+        target.screenshot(path=str(Path(folder) / name))
+
+
 # --- what a browser test checks on every page, and what a person does there ----------
 
 

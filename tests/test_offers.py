@@ -225,19 +225,26 @@ def test_cli_adds_lists_shows_and_disables_a_code(runner, reader, db):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["WELCOME50", "--percent-off", "10"], "already an offer with the code WELCOME50"),
-    (["TWO", "--percent-off", "10", "--amount-off", "5"], "give exactly one of"),
-    (["NONE1"], "give exactly one of"),
-    (["REP1", "--percent-off", "10", "--duration", "repeating"], "periods is required"),
+    (["TWO", "--percent-off", "10", "--amount-off", "5"],
+     "offer: give exactly one of --percent-off, --amount-off, --free-periods"),
+    (["NONE1"], "offer: give exactly one of --percent-off, --amount-off, --free-periods"),
+    (["REP1", "--percent-off", "10", "--duration", "repeating"], "--periods: periods is required"),
     (["PCT1", "--percent-off", "150"], "--percent-off: Input should be less than or equal to 100"),
+    (["PCT2", "--percent-off", "0"], "--percent-off: Input should be greater than or equal to 1"),
+    (["FREE1", "--free-periods", "25"], "--free-periods: Input should be less than or equal to 24"),
     (["AMT1", "--amount-off", "4.999"], "at most two decimals"),
-    (["PLAN1", "--percent-off", "10", "--plan", "weekly"], "no such plan: weekly"),
-    (["WIN1", "--percent-off", "10", "--starts", "2027-01-02", "--ends", "2027-01-01"], "ends must be after starts"),
+    (["PLAN1", "--percent-off", "10", "--plan", "weekly"], "--plan: there is no plan called 'weekly'"),
+    (["WIN1", "--percent-off", "10", "--starts", "2027-01-02", "--ends", "2027-01-01"],
+     "--ends: ends must be after starts"),
+    (["CAP1", "--percent-off", "10", "--cap", "0"], "--cap: Input should be greater than or equal to 1"),
+    (["NAME1", "--percent-off", "10", "--name", "n" * 81], "--name: String should have at most 80 characters"),
     (["BAD CODE", "--percent-off", "10"], "CODE: a code is 3–32 letters"),
     (["DAY1", "--percent-off", "10", "--ends", "tomorrow"], "tomorrow"),
 ])
 def test_cli_refuses_bad_offers_and_changes_nothing(runner, db, args, message):
     result = runner.invoke(args=["offers", "add", *args])
     assert result.exit_code in (1, 2) and message in result.output, result.output
+    assert not re.search(r"[a-z]+_[a-z_]+", result.output), result.output  # options, never field names
     assert db.scalar("select count(*) from offers where source = 'cli'") == 0
 
 

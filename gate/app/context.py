@@ -150,6 +150,17 @@ class RequestState:
         name = session.get(site.PREVIEW_KEY)
         return name if isinstance(name, str) and name in self.config.presets else None
 
+    @property
+    def tried_preset(self) -> str | None:
+        """The preset this session tries from the studio (demo mode), or None; the console shows it too.
+
+        A Try is a preview named by the studio: changing the preview any other way ends it.
+        """
+        name = session.get(site.TRY_KEY) if self.demo else None
+        if not isinstance(name, str) or name != session.get(site.PREVIEW_KEY):
+            return None
+        return name if name in self.config.presets else None
+
     @cached_property
     def base_rules(self) -> Rules:
         """The viewer's preset as configured, before any experiment variant."""
@@ -365,6 +376,11 @@ class RequestState:
     def show_site_preset(self) -> None:
         """This request reads by the site's preset whatever the session previews (the console)."""
         self.site_preset_only = True
+        self.after_rules_change()
+
+    def show_preview(self) -> None:
+        """This request reads by the session's preview again (a Try from the console builds its persona by it)."""
+        self.site_preset_only = False
         self.after_rules_change()
 
     def act_as_instructor(self) -> bool:

@@ -16,8 +16,10 @@ from gate.storage.db import open_site_db
 PREVIEW_KEY, INSTRUCTOR_KEY = "preset_preview", "instructor"
 #: A preview of the pre-ticked consent lesson, for this session only (see /learn).
 CONSENT_PREVIEW_KEY = "consent_preview"
+#: The preset an admin tries from the studio (its preview, with the Try banner on every page).
+TRY_KEY = "preset_try"
 #: What a preview is made of: carried across persona switches and sign-ins.
-PREVIEW_KEYS = (PREVIEW_KEY, CONSENT_PREVIEW_KEY)
+PREVIEW_KEYS = (PREVIEW_KEY, CONSENT_PREVIEW_KEY, TRY_KEY)
 
 
 def config() -> Config:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 
 import click
 from flask.cli import with_appcontext
-from pydantic import ValidationError
 
 from gate.app import site
 from gate.app.db import get_db
 from gate.cli.base import refusing
 from gate.cli.sitetime import now, tz
-from gate.conf.settings import PromoOffer
 from gate.rules import offers as rules
 from gate.services import offers
 
@@ -38,29 +35,25 @@ def _cents(amount: str | None) -> int | None:
     return int(value * 100)
 
 
-def _terms(fields: dict):
-    """The offer the options describe, checked by the same rules as ``[[offers]]`` in config/site.toml."""
+#: The option (or argument) of `gate offers add` each field of :func:`gate.services.offers.build` comes from.
+OPTIONS = {"code": "CODE", "name": "--name", "percent_off": "--percent-off", "amount_off_cents": "--amount-off",
+           "free_periods": "--free-periods", "duration": "--duration", "periods": "--periods", "plans": "--plan",
+           "starts": "--starts", "ends": "--ends", "cap": "--cap", "new_only": "--new-only"}
+
+
+def _terms(**values):
+    """The offer the options describe, built as the console builds one (checked like ``[[offers]]``)."""
     try:
-        offer = PromoOffer(**fields)
-    except ValidationError as error:
-        raise click.ClickException("; ".join(_problem(item) for item in error.errors())) from None
-    unknown = set(offer.plans) - {plan.id for plan in site.config().plans}
-    if unknown:
-        raise click.ClickException(f"no such plan: {', '.join(sorted(unknown))}")
-    return replace(offers.from_config(offer, tz()), source="cli")
+        return offers.build(**values, tz=tz(), known_plans={plan.id for plan in site.config().plans}, source="cli")
+    except offers.OfferInputError as error:
+        raise click.ClickException(f"{OPTIONS.get(error.field, 'offer')}: {_in_options(error.message)}") from None
 
 
-def _problem(item: dict) -> str:
-    """One validation error as the option it came from: '--percent-off: Input should be …'."""
-    name = ".".join(map(str, item["loc"])).replace("_", "-") or "offer"
-    if name == "code":
-        return "CODE: a code is 3–32 letters, digits, - or _"
-    label = {"amount-off-cents": "--amount-off", "new-subscribers-only": "--new-only"}.get(name, f"--{name}")
-    message = item["msg"].removeprefix("Value error, ")
-    for key, option in (("percent_off", "--percent-off"), ("amount_off_cents", "--amount-off"),
-                        ("free_periods", "--free-periods")):
-        message = message.replace(key, option)
-    return f"{label if item['loc'] else 'offer'}: {message}"
+def _in_options(message: str) -> str:
+    """A refusal worded by the CLI's options: 'give exactly one of --percent-off, --amount-off, …'."""
+    for field in ("percent_off", "amount_off_cents", "free_periods"):
+        message = message.replace(field, OPTIONS[field])
+    return message
 
 
 @offers_group.command("add")
@@ -82,10 +75,10 @@ def _problem(item: dict) -> str:
 def offers_add(code, name, percent_off, amount_off, free_periods, duration, periods, plans, starts, ends, cap,
                new_only):
     """Add a promo code (exactly one of --percent-off, --amount-off, --free-periods)."""
-    terms = _terms(dict(code=code, name=name or code.upper(), percent_off=percent_off,
-                        amount_off_cents=_cents(amount_off), free_periods=free_periods, duration=duration,
-                        periods=periods, plans=list(plans), starts=starts.date() if starts else None,
-                        ends=ends.date() if ends else None, cap=cap, new_subscribers_only=new_only))
+    terms = _terms(code=code, name=name or code.upper(), percent_off=percent_off,
+                   amount_off_cents=_cents(amount_off), free_periods=free_periods, duration=duration,
+                   periods=periods, plans=plans, starts=starts.date() if starts else None,
+                   ends=ends.date() if ends else None, cap=cap, new_only=new_only)
     offers.create(get_db(), site.config(), terms, now())
     click.echo(f"Added {terms.code}: {_discount(terms)}, {_duration(terms)}"
                f"{f', cap {terms.cap}' if terms.cap else ''}")

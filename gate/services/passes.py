@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from gate.rules import billing
 from gate.rules.offers import OfferTerms, Refusal
 from gate.rules.timeutil import from_iso, to_iso
-from gate.services import accounts, offers
+from gate.services import accounts, offers, subscriptions
 from gate.storage import events
 
 ACTIVE, EXPIRED = "active", "expired"
@@ -217,7 +217,7 @@ class GuestPurchase:
 
 def guest_buy(db, cfg, email: str, password: str | None, kind: str, card: billing.Card, card_number: str,
               idempotency_key: str, now: datetime, **signup_event) -> GuestPurchase:
-    """Sell a pass to an anonymous buyer by the guest-checkout rule (see subscriptions.guest_checkout).
+    """Sell a pass to an anonymous buyer by the guest-checkout rule (``subscriptions.guest_buyer``).
 
     A declined card creates nothing; a known address is not charged and not signed
     in (its owner gets a link); a new address gets an account holding the pass.
@@ -233,13 +233,9 @@ def guest_buy(db, cfg, email: str, password: str | None, kind: str, card: billin
         if decline:
             events.record(db, "pass_declined", now, kind=item.id, decline=decline, **signup_event)
             return GuestPurchase("declined", decline=decline)
-        db.lock(f"account:email:{email}")  # two forms for one new address make one account
-        reader = accounts.by_email(db, email)
-        if reader is not None:  # the form key is spent, so a second submit is a replay, not a second mail
-            db.insert_ignore("checkouts", {"idempotency_key": idempotency_key, "reader_id": reader.id,
-                                           "subscription_id": None, "created_at": to_iso(now)})
+        reader, new = subscriptions.guest_buyer(db, email, password, idempotency_key, now, **signup_event)
+        if not new:
             return GuestPurchase("known", reader)
-        reader = accounts.register(db, email, password, now, **signup_event)
         return GuestPurchase("bought", reader, _grant(db, item, reader.id, card, idempotency_key, now))
 
 

@@ -411,6 +411,22 @@ class GuestCheckout:
     decline: str | None = None
 
 
+def guest_buyer(db, email: str, password: str | None, idempotency_key: str, now: datetime,
+                **signup_event) -> tuple[accounts.Reader, bool]:
+    """Who may buy without an account (a subscription or a pass): the reader, and whether they are new.
+
+    A new address gets its account now. A known one is neither charged nor signed in (that
+    would be a takeover; its owner gets a link), and the form's key is spent on it, so a
+    second submit is a replay rather than a second mail. Runs inside the form's transaction.
+    """
+    db.lock(f"account:email:{email}")  # two forms for one new address make one account
+    reader = accounts.by_email(db, email)
+    if reader is not None:
+        _save_checkout(db, idempotency_key, reader.id, None, None, now)
+        return reader, False
+    return accounts.register(db, email, password, now, **signup_event), True
+
+
 def guest_checkout(db, cfg, email: str, password: str | None, plan_id: str, card: billing.Card,
                    card_number: str, idempotency_key: str, now: datetime, ip: str | None = None,
                    code: str | None = None, **signup_event) -> GuestCheckout:
@@ -436,12 +452,9 @@ def guest_checkout(db, cfg, email: str, password: str | None, plan_id: str, card
         if decline:
             events.record(db, "checkout_declined", now, plan=terms.id, decline=decline, **signup_event)
             return GuestCheckout("declined", decline=decline)
-        db.lock(f"account:email:{email}")  # two forms for one new address make one account
-        reader = accounts.by_email(db, email)
-        if reader is not None:
-            _save_checkout(db, idempotency_key, reader.id, None, None, now)
+        reader, new = guest_buyer(db, email, password, idempotency_key, now, **signup_event)
+        if not new:
             return GuestCheckout("known", reader)
-        reader = accounts.register(db, email, password, now, **signup_event)
         sub, _, _ = checkout(db, cfg, reader.id, plan_id, card, card_number, idempotency_key, now, ip=ip,
                              code=code)
     return GuestCheckout("subscribed", reader, sub)

@@ -35,8 +35,10 @@ TYPES = {
     "newsletter_changed": "An enrollment changed status (data: list, from, to, reason).",
     "newsletter_sent": "An issue of a list went out (data: list, issue, sent, skipped).",
     "confirmation_sent": "A double opt-in confirmation email was written to the outbox.",
-    "persona_switched": "Demo mode: the presenter became a persona (data: persona, from, to, instructor).",
-    "persona_returned": "Demo mode: an admin viewing as a persona returned to their own account (data: from, to).",
+    "persona_switched": "Demo mode: the presenter became a persona (data: persona, from, to, instructor; "
+                        "tried: the preset a Try from the studio previews).",
+    "persona_returned": "Demo mode: an admin viewing as a persona returned to their own account (data: from, to; "
+                        "tried: the preset of the Try it ended).",
     "admin_action": "An admin changed something (data: admin, action, target, details).",
     "consent_lesson_changed": "The /learn pre-ticked consent lesson was turned on or off (data: from, to, by).",
     "comp_changed": "Complimentary access was granted or removed (data: from, to, by).",

@@ -128,6 +128,13 @@ def _register_licences(app) -> None:
         app.register_blueprint(module.bp)
 
 
+def _register_studio(app) -> None:
+    """The rule studio's Try: a preset previewed as a persona, in one browser only."""
+    from gate.web import admin_try
+
+    app.register_blueprint(admin_try.bp)
+
+
 def init_app(app) -> None:
     """Bind extensions, blueprints, error handlers and response headers."""
     csrf.init_app(app)
@@ -158,6 +165,7 @@ def init_app(app) -> None:
                    api, gifts):
         app.register_blueprint(module.bp)
     _register_licences(app)
+    _register_studio(app)
     app.register_error_handler(HTTPException, _error)
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(SecurityError, _untrusted_host)  # TRUSTED_HOSTS said no

@@ -7,7 +7,7 @@ preset chosen here changes only this session's view, never the site's.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, current_app, flash, redirect, request, session
+from flask import Blueprint, Response, abort, current_app, flash, redirect, request, session, url_for
 from flask_login import current_user, logout_user
 
 from gate.app import site
@@ -58,7 +58,7 @@ def return_to_instructor():
     return _then_back(_return)
 
 
-def _return() -> str:
+def _return(**detail) -> str:
     admin = current().instructor
     if admin is None:
         abort(403, description="There is no instructor session to return to: log in as an admin.")
@@ -66,8 +66,25 @@ def _return() -> str:
     session.pop("visitor", None)  # the persona's anonymous meter is not the admin's to keep
     sign_in(admin, "instructor")
     events.record(get_db(), "persona_returned", current().now, reader_id=admin.id,
-                  **{"from": persona, "to": "instructor"})
+                  **{"from": persona, "to": "instructor"}, **detail)
     return "You are back in your own account."
+
+
+@bp.post("/studio")
+def back_to_studio():
+    """End a Try: be the admin underneath again, read by the site's preset, and go back to the studio."""
+    return _then_back(_back_to_studio, safe_next(request.form.get("next"), url_for("admin.rules")))
+
+
+def _back_to_studio() -> str:
+    """The admin again (the one underneath, or the one signed in), by the site's preset."""
+    tried = current().tried_preset
+    if current().instructor is not None:
+        _return(**({"tried": tried} if tried else {}))
+    elif not (current_user.is_authenticated and current_user.is_admin):
+        abort(403, description="The studio is for admins: log in as an admin to go back to it.")
+    start_preview(None)
+    return f"Back in the studio. The site runs {current().rules.title} for everyone, you included."
 
 
 @bp.post("/preview")
@@ -87,7 +104,11 @@ def _preview() -> str:
 
 
 def start_preview(name: str | None, consent: bool = False) -> None:
-    """Set (or clear) this session's preset preview, and its consent lesson, and work the rules out again."""
+    """Set (or clear) this session's preset preview, and its consent lesson, and work the rules out again.
+
+    A Try from the studio ends too: a preview chosen any other way is not the Try's.
+    """
+    session.pop(site.TRY_KEY, None)
     if name:
         session[site.PREVIEW_KEY] = name
     else:
