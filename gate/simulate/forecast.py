@@ -25,6 +25,7 @@ import json
 import multiprocessing
 import os
 import re
+import secrets
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -243,7 +244,7 @@ class ForecastFolder:
     def write(self, job_id: str, state: dict) -> dict:
         """Replace a job's file in one step: a reader sees the old state or the new one."""
         self.path.mkdir(parents=True, exist_ok=True)
-        partial = self.path / f".{job_id}.{os.getpid()}.tmp"
+        partial = self.path / f".{job_id}.{secrets.token_hex(6)}.tmp"  # one per writer, threads too
         partial.write_text(json.dumps(state))
         os.replace(partial, self.file(job_id))
         return state

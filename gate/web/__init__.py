@@ -138,6 +138,7 @@ def init_app(app) -> None:
     from gate.web import (
         account,
         admin,
+        admin_forecast,
         admin_offers,
         api,
         auth,
@@ -155,7 +156,7 @@ def init_app(app) -> None:
     app.url_map.converters["id"] = RowId  # before the blueprints' routes use it
 
     for module in (reading, auth, account, subscribe, passes, newsletter, learn, devmail, demo, admin, admin_offers,
-                   api, gifts):
+                   api, gifts, admin_forecast):
         app.register_blueprint(module.bp)
     _register_licences(app)
     app.register_error_handler(HTTPException, _error)
