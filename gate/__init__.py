@@ -28,12 +28,13 @@ def _instance_secret(instance_path: str) -> str:
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the site: configuration, database, extensions and blueprints."""
+    env = environment.read()
     app = Flask(
         __name__,
+        instance_path=os.path.abspath(env["GATE_INSTANCE"]) if env["GATE_INSTANCE"] else None,
         instance_relative_config=True,
         template_folder=str(resource_dir("templates")),
     )
-    env = environment.read()
     app.config.from_mapping(
         # A PostgreSQL URL, else the SQLite file: services open either through gate.storage.db.
         DATABASE=env["GATE_DATABASE_URL"] or env["GATE_DATABASE"] or os.path.join(app.instance_path, "gate.sqlite"),

@@ -104,6 +104,9 @@ class Variable:
 
 
 VARIABLES = (
+    Variable("GATE_INSTANCE", "path", "`instance/` beside the package (Flask's instance folder)",
+             "the instance folder: the secret key, the default SQLite file, forecasts (nodes may share it)",
+             path),
     Variable("GATE_DATABASE", "path", "`instance/gate.sqlite` (the Flask instance folder)",
              "the SQLite file", path),
     Variable("GATE_DATABASE_URL", "database URL", "unset: SQLite at `GATE_DATABASE`",

@@ -61,6 +61,20 @@ PANELS = (
 )
 
 
+#: The console forecast's table: the headline rows of ROWS (the price experiments' rows say nothing there).
+FORECAST_KEYS = ("active_readers", "visits", "article_views", "gate_impressions", "registrations", "unlocks",
+                 "subscriptions", "churned", "subscribers_end", "revenue_cents", "mrr_cents_end",
+                 "referral_reads", "impression_rate", "wall_reach", "meter_reach", "registration_rate",
+                 "conversion_rate", "churn_rate", "revenue_per_reader_cents")
+#: The forecast's daily funnel: one chart per step, both presets' lines on one scale.
+FORECAST_PANELS = (
+    ("gate_impressions", "Gate impressions a day"),
+    ("registrations", "Registrations a day"),
+    ("subscriptions", "Subscriptions a day"),
+    ("subscribers", "Subscribers"),
+)
+
+
 def _cell(value, kind: str, currency: str) -> str:
     """One value of the table: a count, an amount of money or a percentage."""
     if kind == "count":
@@ -162,3 +176,40 @@ def write_plot(result: SimulationResult, path: Path) -> Path:
     path = Path(path)
     path.write_text(plot(result))
     return path
+
+
+def _difference(base, other, kind: str, currency: str) -> str:
+    """How far ``other`` is from ``base``: percentage points for a rate, else signed, with the change in %."""
+    if other == base:
+        return "no change"
+    if kind == "rate":
+        return f"{(other - base) * 100:+.2f} pp"
+    change = f" ({(other - base) / base * 100:+.1f}%)" if base else ""
+    if kind == "money":
+        return f"{'+' if other >= base else '−'}{currency} {abs(other - base) / 100:,.2f}{change}"
+    return f"{other - base:+,}{change}"
+
+
+def compare(result: dict, base: str, other: str) -> list[dict]:
+    """The forecast's table from a result's JSON: each headline figure of ``base`` and ``other``, and the change."""
+    summaries = {item["scenario"]: item["summary"] for item in result["results"]}
+    currency = result["plan"]["currency"]
+    rows = []
+    for key, label, kind in ROWS:
+        if key in FORECAST_KEYS:
+            first, second = summaries[base][key], summaries[other][key]
+            rows.append({"key": key, "label": label, "kind": kind, "base": first, "other": second,
+                         "base_text": _cell(first, kind, currency), "other_text": _cell(second, kind, currency),
+                         "difference": _difference(first, second, kind, currency)})
+    return rows
+
+
+def compared_daily(result: dict, names: list[str]):
+    """The forecast's daily funnel from a result's JSON: (title, SVG) per step, one line per preset."""
+    daily = {item["scenario"]: item["daily"] for item in result["results"]}
+    charts = []
+    for field, title in FORECAST_PANELS:
+        rows = [{"day": row["day"], **{name: daily[name][index][field] for name in names}}
+                for index, row in enumerate(daily[names[0]])]
+        charts.append((title, lines(rows, names, f"{title}: {' and '.join(names)}")))
+    return charts

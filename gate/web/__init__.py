@@ -145,6 +145,7 @@ def init_app(app) -> None:
     from gate.web import (
         account,
         admin,
+        admin_forecast,
         admin_offers,
         api,
         auth,
@@ -162,7 +163,7 @@ def init_app(app) -> None:
     app.url_map.converters["id"] = RowId  # before the blueprints' routes use it
 
     for module in (reading, auth, account, subscribe, passes, newsletter, learn, devmail, demo, admin, admin_offers,
-                   api, gifts):
+                   api, gifts, admin_forecast):
         app.register_blueprint(module.bp)
     _register_licences(app)
     _register_studio(app)
