@@ -317,7 +317,7 @@ def test_a_real_sites_history_is_clean(copy):
     # The history covers every area the audit checks.
     assert covered["unlocks"] >= 15 and covered["views"] >= 60 and covered["subscriptions"] >= 8
     assert covered["payments"] >= 10 and covered["newsletters"] >= 5 and covered["deliveries"] >= 5
-    assert db.scalar("select count(*) from unlocks where score is not null and allowance is not null") >= 4
+    assert db.scalar("select count(*) from unlocks where score is not null and allowance is not null") >= 3
 
 
 def test_spends_under_a_students_preview_are_checked_by_the_previewed_preset(app, db):
