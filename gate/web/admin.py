@@ -19,9 +19,8 @@ from gate.conf.settings import ConfigError
 from gate.rules import billing, paywall, periods
 from gate.rules import experiments as exp_stats
 from gate.rules.timeutil import parse_day, parse_moment
-from gate.services import accounts, charts, newsletter, newsletter_mail, presets, subscriptions
+from gate.services import accounts, charts, engagement, newsletter, newsletter_mail, presets, subscriptions
 from gate.services import dashboard as stats
-from gate.services import engagement
 from gate.storage import events
 from gate.storage.clock import REACH_YEARS, Clock, ClockError, parse_step
 from gate.web import login_manager
