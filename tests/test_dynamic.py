@@ -431,6 +431,23 @@ def test_the_gate_words_its_count_from_the_meter_not_the_preset(app, db, runner,
     assert 'data-offer="subscribe"' in page
 
 
+def test_a_persona_with_one_left_has_one_left_of_the_band_its_history_scores(app, db, runner, tmp_path):
+    app.extensions["gate.config"] = dynamic_for_everyone(tmp_path / "config")
+    app.config["DEMO"] = True
+    runner.invoke(args=["preset", "use", "dynamic"])
+    presenter = Reader(app.test_client())
+    for persona, left in (("one-left", 1), ("none-left", 0)):
+        presenter.post("/demo/persona", {"persona": persona, "next": "/"})
+        meter = presenter.meter()
+        assert (meter["allowance"], meter["remaining"], meter["used"]) == (5, left, 5 - left), persona
+    keen = db.scalar("select id from readers where email = 'persona.one-left@meridian.example'")
+    for days in range(20):  # the persona has been reading most days
+        _view(db, START - timedelta(days=days, hours=1), metered_slugs(db, 4)[days % 4], reader_id=keen)
+    presenter.post("/demo/persona", {"persona": "one-left", "next": "/"})
+    meter = presenter.meter()
+    assert (meter["allowance"], meter["remaining"], meter["used"]) == (1, 1, 0)
+
+
 def dynamic_for_everyone(target) -> Config:
     """The configuration with the dynamic preset scoring both tiers (a copy of config/ at ``target``), its gate
     worded for a subscription (an account does not read more there)."""
