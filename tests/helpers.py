@@ -201,6 +201,16 @@ LEAK_CHANNELS = ["/articles/{slug}", "/articles/{slug}?print=1", "/articles/{slu
 GATED_WORDS = ("the same detaining state", "negotiation between capitals")
 
 
+def leaks_from_a_gated_viewer(person, slug: str, headers: dict) -> list[str]:
+    """What a gated viewer got that they should not: channels with gated text of ``slug``, or a meter that moved."""
+    before = person.meter()
+    found = leaked_channels(person.client, slug, headers)
+    after = person.meter()
+    if (after["tier"], after["used"]) != (before["tier"], before["used"]):
+        found.append(f"the meter moved: {before['used']} used, then {after['used']}")
+    return found
+
+
 def leaked_channels(client, slug: str, headers: dict | None = None) -> list[str]:
     """The channels (and searches) that answered with a 5xx or with gated text of ``slug``: none, for a gated viewer."""
     found = []

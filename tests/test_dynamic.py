@@ -23,7 +23,7 @@ from gate.services import engagement as signals_service
 from gate.simulate.population import load_population
 from gate.simulate.runner import SimulatedBilling, catalogue, simulate
 from gate.storage import events, quota
-from gate.storage.db import open_database, open_site_db
+from gate.storage.db import open_database
 from gate.storage.quota import MemoryQuotaStore, SqlQuotaStore
 from tests.helpers import (
     BOTH_ENGINES,
@@ -31,7 +31,7 @@ from tests.helpers import (
     NY,
     START,
     Reader,
-    leaked_channels,
+    leaks_from_a_gated_viewer,
     metered_slugs,
 )
 
@@ -248,28 +248,7 @@ def test_explain_lists_the_inputs_with_their_points_and_the_bands(cfg):
     assert explain(cfg.preset("wpr"), Viewer("anonymous", "visitor:v"), Article("a"), NOW)["engagement"] is None
 
 
-# --- the quota stores keep what each spend was granted under ---------------------------------------
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
-def store(request, tmp_path):
-    """Each store: the simulator's and the site's on both engines."""
-    if request.param == "memory":
-        yield MemoryQuotaStore()
-        return
-    target = tmp_path / "q.sqlite" if request.param == "sqlite" else request.getfixturevalue("pg_database")
-    db = open_site_db(target)
-    yield SqlQuotaStore(db)
-    db.close()
-
-
-def test_a_spend_keeps_its_score_and_allowance_through_a_merge(store):
-    always = lambda spends: True  # noqa: E731
-    assert store.spend("visitor:v", "a", "w", NOW, always, score=42, allowance=3)[0]
-    assert store.spend("visitor:v", "b", "w", NOW + timedelta(minutes=1), always)[0]  # a fixed meter's: none
-    store.merge("visitor:v", "reader:1")
-    assert [(g.slug, g.score, g.allowance) for g in store.grants("reader:1")] == [("a", 42, 3), ("b", None, None)]
-    assert store.grants("visitor:v") == ()
+# --- quota.unlock records what each spend was granted under (the stores' contract: test_quota.py) -------
 
 
 def test_unlock_records_the_allowance_it_checked(cfg):
@@ -481,10 +460,7 @@ def _gated(app, runner, db, state: str) -> tuple[Reader, str]:
 @pytest.mark.parametrize("technique", list(BYPASS_TECHNIQUES))
 def test_no_channel_and_no_bypass_leaks_under_the_dynamic_meter(app, runner, db, state, technique):
     person, slug = _gated(app, runner, db, state)
-    before = person.meter()
-    assert leaked_channels(person.client, slug, BYPASS_TECHNIQUES[technique]) == [], (state, technique)
-    after = person.meter()
-    assert (after["tier"], after["used"]) == (before["tier"], before["used"])
+    assert leaks_from_a_gated_viewer(person, slug, BYPASS_TECHNIQUES[technique]) == [], (state, technique)
 
 
 # --- the simulator ------------------------------------------------------------------------------------

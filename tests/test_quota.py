@@ -83,6 +83,15 @@ def test_merge_moves_without_double_counting(store):
     assert len(store.spends("reader:1")) == 2
 
 
+def test_a_spend_keeps_a_dynamic_meters_score_and_allowance_through_a_merge(store):
+    always = lambda spends: True  # noqa: E731
+    assert store.spend("visitor:v", "a", "w", T0, always, score=42, allowance=3)[0]
+    assert store.spend("visitor:v", "b", "w", T0 + timedelta(minutes=1), always)[0]  # a fixed meter's: none
+    store.merge("visitor:v", "reader:1")
+    assert [(g.slug, g.score, g.allowance) for g in store.grants("reader:1")] == [("a", 42, 3), ("b", None, None)]
+    assert store.grants("visitor:v") == ()
+
+
 def test_reset_forgets(store):
     store.spend("reader:1", "a", "w", T0, _limit(9))
     assert store.reset("reader:1") == 1
