@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.cookiejar
 import itertools
 import json
+import multiprocessing
 import os
 import re
 import subprocess
@@ -593,6 +594,22 @@ BOTH_ENGINES = pytest.mark.parametrize("engine", ["sqlite", "postgresql"], indir
 
 #: Connections a test's pool may hold: the seam under test plus the threads of a race.
 TEST_POOL = 24
+
+
+def race_processes(racer, argument_lists: list[tuple], timeout: float = 60) -> list:
+    """Start one spawned process per argument list, running ``racer(*arguments, start, results)``, fire the
+    start gun, and return what each put on ``results`` once all have exited cleanly (the multi-process races)."""
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=racer, args=(*arguments, start, results)) for arguments in argument_lists]
+    for proc in procs:
+        proc.start()
+    start.set()
+    found = [results.get(timeout=timeout) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=timeout)
+        assert proc.exitcode == 0
+    return found
 
 
 def at_once(target, count: int, action, pool: int = TEST_POOL) -> tuple[list, list]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -33,6 +32,7 @@ from tests.helpers import (
     Reader,
     leaks_from_a_gated_viewer,
     metered_slugs,
+    race_processes,
 )
 
 CONFIG = resource_dir("config")
@@ -290,17 +290,7 @@ def _racer(target, worker, attempts, signals, start, results):
 def test_concurrent_unlocks_of_two_bands_never_pass_the_allowance_each_recorded(backend_target):
     """Eight processes race for one visitor: four scored casual (five free), four loyal (one free)."""
     casual, loyal = Signals(), Signals(visits=25, days_since=0, sections=4)
-    ctx = multiprocessing.get_context("spawn")
-    start, results = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_racer, args=(backend_target, w, 12, loyal if w % 2 else casual, start, results))
-             for w in range(8)]
-    for proc in procs:
-        proc.start()
-    start.set()
-    granted = sum(results.get(timeout=60) for _ in procs)
-    for proc in procs:
-        proc.join(timeout=60)
-        assert proc.exitcode == 0
+    granted = sum(race_processes(_racer, [(backend_target, w, 12, loyal if w % 2 else casual) for w in range(8)]))
     db = open_database(backend_target)
     rows = db.rows("select score, allowance from unlocks where meter_key = 'visitor:racer' order by id")
     db.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -13,6 +12,7 @@ from gate.rules.paywall import Reason, Spend, Viewer
 from gate.simulate.runner import PruningStore
 from gate.storage.db import open_database, open_site_db
 from gate.storage.quota import MemoryQuotaStore, SqlQuotaStore
+from tests.helpers import race_processes
 
 T0 = datetime(2026, 11, 3, 15, 0, tzinfo=timezone.utc)
 
@@ -125,17 +125,7 @@ def _racer(target, meter_key, worker, attempts, start, results):
 @pytest.mark.slow
 def test_concurrent_processes_never_over_grant(backend_target):
     """Eight processes race 20 unlocks each for one reader: exactly 3 are granted (on each engine)."""
-    ctx = multiprocessing.get_context("spawn")
-    start, results = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_racer, args=(backend_target, "reader:7", w, 20, start, results))
-             for w in range(8)]
-    for proc in procs:
-        proc.start()
-    start.set()
-    granted = [results.get(timeout=60) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=60)
-        assert proc.exitcode == 0
+    granted = race_processes(_racer, [(backend_target, "reader:7", w, 20) for w in range(8)])
     db = open_database(backend_target)
     rows = db.scalar("select count(*) from unlocks where meter_key = 'reader:7'")
     db.close()
