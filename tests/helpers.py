@@ -397,11 +397,12 @@ class Camera:
         self.saved: list[Path] = []
 
     def shoot(self, page, name: str, path: str | None = None) -> None:
-        """Optionally open ``path``, then save the whole page as ``name``.png."""
+        """Optionally open ``path``, then save the whole page (or one element, given a locator) as ``name``.png."""
         if path is not None:
             page.goto(path)
         target = self.outdir / f"{name}.png"
-        page.screenshot(path=str(target), full_page=True, animations="disabled", caret="hide")
+        whole = {"full_page": True} if hasattr(page, "goto") else {}  # a Playwright Locator has no goto
+        page.screenshot(path=str(target), animations="disabled", caret="hide", **whole)
         self.saved.append(target)
         print(f"{target}  {target.stat().st_size // 1024} KB")
 

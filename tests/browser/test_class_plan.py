@@ -187,7 +187,7 @@ def presenter_previews_every_pattern(presenter, student, audit, camera) -> None:
         if lesson.id == "dynamic":  # the score, its inputs and the band
             expect(drawer.locator(".explain__engagement")).to_contain_text("score 10 of 100")
             expect(drawer.locator(".explain__band")).to_contain_text("≤ 30: 5 free articles")
-            camera(presenter, "explain-dynamic")
+            camera(drawer, "explain-dynamic")  # the drawer alone: the score, its inputs and the band
             check(audit, presenter, "3. explain drawer with a dynamic meter")
         student.reload()
         expect(site_rules(student)).to_contain_text(f"Rules: {SITE_RULES}")
