@@ -14,6 +14,7 @@ them from its own history, and :func:`gate.rules.paywall.decide` scores them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -208,8 +209,10 @@ class Score:
         return f"engagement {self.total} (" + ", ".join(f"{p.signal} {p.points}" for p in self.parts) + ")"
 
 
+@lru_cache(maxsize=4096)
 def score(signals: Signals, weights: Weights) -> Score:
-    """The engagement score of ``signals`` under ``weights``: each signal's points, added up."""
+    """The engagement score of ``signals`` under ``weights``: each signal's points, added up (cached: the simulator
+    scores the same few signals again and again)."""
     since = {None: "never", 0: "today", 1: "yesterday"}.get(signals.days_since, f"{signals.days_since} days ago")
     parts = (
         Part("visits", f"{signals.visits} of the last {WINDOW_DAYS} days", weights.visits.of(signals.visits)),
