@@ -338,11 +338,19 @@ def _reads(client, statements, path: str) -> int:
 
 @BOTH_ENGINES
 def test_the_dynamic_meter_costs_one_statement_and_a_fixed_one_none(app, db, runner, statements):
-    slug = metered_slugs(db, 1)[0]
+    slug, fresh = metered_slugs(db, 2)
     runner.invoke(args=["preset", "use", "metered"])  # an anonymous auto meter: the site, then the spends
-    fixed = _reads(app.test_client(), statements, f"/articles/{slug}")
+    fixed_client = app.test_client()
+    fixed = _reads(fixed_client, statements, f"/articles/{slug}")
+    statements.clear()
+    fixed_client.get(f"/articles/{fresh}")  # a view that spends: the meter is read again after it
+    fixed_spend = statements["select"]
     runner.invoke(args=["preset", "use", "dynamic"])
-    assert _reads(app.test_client(), statements, f"/articles/{slug}") == fixed + 1
+    client = app.test_client()
+    assert _reads(client, statements, f"/articles/{slug}") == fixed + 1
+    statements.clear()
+    client.get(f"/articles/{fresh}")
+    assert statements["select"] == fixed_spend + 1  # the signals are read once, not again after the spend
 
 
 # --- the site ---------------------------------------------------------------------------------------

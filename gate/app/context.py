@@ -247,10 +247,17 @@ class RequestState:
             spends = self.viewer_quota.spends(key)
         kind, slug = self.arrival
         search = () if kind != "search" else self.viewer_quota.spends(referral.search_meter(key))
-        signals = engagement.read(get_db(), self.rules, tier, key, kind, self.now)  # a dynamic meter's only
+        signals = self._signals(tier, key, kind)
         return Viewer(tier, key, spends, verified, user.pass_until if user.is_authenticated else None,
                       licence=self.licence_of(user), referral=kind, arrival=slug, search_spends=search,
                       gifts=self.gift_grants(tier, key), signals=signals)
+
+    def _signals(self, tier: str, key: str, kind: str):
+        """A dynamic meter's signals (None otherwise): read once a request, since a spend does not change them."""
+        before = self.__dict__.get("viewer_before")
+        if before is not None and (before.tier, before.meter_key, before.referral) == (tier, key, kind):
+            return before.signals
+        return engagement.read(get_db(), self.rules, tier, key, kind, self.now)
 
     @staticmethod
     def licence_of(user) -> paywall.Licence | None:
