@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.cookiejar
 import itertools
 import json
+import multiprocessing
 import os
 import re
 import subprocess
@@ -177,6 +178,52 @@ def leaks(html: str, slug: str) -> list[str]:
     """Gated fragments present in a response."""
     text = re.sub(r"[\"'’“”]|&#\d+;|&\w+;", "", html)
     return [s for s in gated_sentences(slug) if s and s in text]
+
+
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+BINGBOT = "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)"
+#: Requests that pretend to be a crawler, a search or social arrival, or a trusted proxy: none may open gated text.
+BYPASS_TECHNIQUES = {
+    "plain": {},
+    "googlebot": {"User-Agent": GOOGLEBOT},
+    "googlebot+xff": {"User-Agent": GOOGLEBOT, "X-Forwarded-For": "66.249.66.1"},
+    "bingbot": {"User-Agent": BINGBOT},
+    "bingbot+xff": {"User-Agent": BINGBOT, "X-Forwarded-For": "157.55.39.1"},
+    "google-referer": {"Referer": "https://www.google.com/"},
+    "facebook-referer": {"Referer": "https://www.facebook.com/"},
+    "tco-referer": {"Referer": "https://t.co/abc123"},
+    "forged-xff": {"X-Forwarded-For": "127.0.0.1, 10.0.0.1", "X-Real-IP": "127.0.0.1"},
+}
+#: Every page, feed and JSON answer an article's text could travel through.
+LEAK_CHANNELS = ["/articles/{slug}", "/articles/{slug}?print=1", "/articles/{slug}?amp=1", "/articles/{slug}.json",
+                 "/api/articles/{slug}", "/api/articles/{slug}?explain=1", "/feed.xml", "/sitemap.xml",
+                 "/api/articles", "/articles/{slug}/nope", "/sections/Diplomacy", "/"]
+#: Searches for words of the demo article's gated text.
+GATED_WORDS = ("the same detaining state", "negotiation between capitals")
+
+
+def leaks_from_a_gated_viewer(person, slug: str, headers: dict) -> list[str]:
+    """What a gated viewer got that they should not: channels with gated text of ``slug``, or a meter that moved."""
+    before = person.meter()
+    found = leaked_channels(person.client, slug, headers)
+    after = person.meter()
+    if (after["tier"], after["used"]) != (before["tier"], before["used"]):
+        found.append(f"the meter moved: {before['used']} used, then {after['used']}")
+    return found
+
+
+def leaked_channels(client, slug: str, headers: dict | None = None) -> list[str]:
+    """The channels (and searches) that answered with a 5xx or with gated text of ``slug``: none, for a gated viewer."""
+    found = []
+    for channel in LEAK_CHANNELS:
+        response = client.get(channel.format(slug=slug), headers=headers or {})
+        if response.status_code >= 500 or leaks(response.get_data(as_text=True), slug):
+            found.append(channel)
+    for words in GATED_WORDS:
+        page = client.get("/search", query_string={"q": words}, headers=headers or {})
+        if leaks(page.get_data(as_text=True), slug):
+            found.append(f"/search?q={words}")
+    return found
 
 
 LINK = re.compile(r"http://meridian\.test(/login/magic/[A-Za-z0-9._-]+)")
@@ -350,11 +397,12 @@ class Camera:
         self.saved: list[Path] = []
 
     def shoot(self, page, name: str, path: str | None = None) -> None:
-        """Optionally open ``path``, then save the whole page as ``name``.png."""
+        """Optionally open ``path``, then save the whole page (or one element, given a locator) as ``name``.png."""
         if path is not None:
             page.goto(path)
         target = self.outdir / f"{name}.png"
-        page.screenshot(path=str(target), full_page=True, animations="disabled", caret="hide")
+        whole = {"full_page": True} if hasattr(page, "goto") else {}  # a Playwright Locator has no goto
+        page.screenshot(path=str(target), animations="disabled", caret="hide", **whole)
         self.saved.append(target)
         print(f"{target}  {target.stat().st_size // 1024} KB")
 
@@ -557,6 +605,22 @@ BOTH_ENGINES = pytest.mark.parametrize("engine", ["sqlite", "postgresql"], indir
 
 #: Connections a test's pool may hold: the seam under test plus the threads of a race.
 TEST_POOL = 24
+
+
+def race_processes(racer, argument_lists: list[tuple], timeout: float = 60) -> list:
+    """Start one spawned process per argument list, running ``racer(*arguments, start, results)``, fire the
+    start gun, and return what each put on ``results`` once all have exited cleanly (the multi-process races)."""
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=racer, args=(*arguments, start, results)) for arguments in argument_lists]
+    for proc in procs:
+        proc.start()
+    start.set()
+    found = [results.get(timeout=timeout) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=timeout)
+        assert proc.exitcode == 0
+    return found
 
 
 def at_once(target, count: int, action, pool: int = TEST_POOL) -> tuple[list, list]:

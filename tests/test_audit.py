@@ -211,6 +211,24 @@ def time_passes(app, db, runner, cara, slugs):
     cli(runner, "preset", "use", "wpr")
 
 
+def dynamic_meter(app, db, runner, slugs):
+    """The dynamic meter: a visitor reads until their band's allowance is spent; a new account unlocks two."""
+    cli(runner, "preset", "use", "dynamic")
+    dee = person(app)
+    for slug in slugs[:6]:
+        read(dee, slug)
+    meter = dee.meter()
+    assert meter["score"] is not None and meter["used"] == meter["allowance"] < 5  # reading raised the score
+    assert read(dee, slugs[6])["reason"] == "meter_exhausted"
+    dia = person(app)
+    dia.signup("dia@example.com", PASSWORD)
+    for slug in slugs[7:9]:
+        assert dia.unlock(slug).status_code == 303
+    assert dia.meter()["used"] == 2
+    cli(runner, "preset", "use", "wpr")
+    cli(runner, "clock", "advance", "1h")  # what later tampering plants falls after the dynamic meter's instant
+
+
 def build(app, db, runner):
     """Drive a site through signups, unlocks, checkouts, newsletters, personas, the console and time."""
     # Upcoming articles (published as the clock passes them) and generated ones, to read plenty.
@@ -224,6 +242,7 @@ def build(app, db, runner):
     console(app, db, runner, slugs)
     demo_personas(app, runner)
     time_passes(app, db, runner, cara, slugs)
+    dynamic_meter(app, db, runner, slugs)
 
 
 @pytest.fixture(scope="module")
@@ -298,6 +317,7 @@ def test_a_real_sites_history_is_clean(copy):
     # The history covers every area the audit checks.
     assert covered["unlocks"] >= 15 and covered["views"] >= 60 and covered["subscriptions"] >= 8
     assert covered["payments"] >= 10 and covered["newsletters"] >= 5 and covered["deliveries"] >= 5
+    assert db.scalar("select count(*) from unlocks where score is not null and allowance is not null") >= 3
 
 
 def test_spends_under_a_students_preview_are_checked_by_the_previewed_preset(app, db):
@@ -560,6 +580,20 @@ def search_reads_over(db):
                    ["search:visitor:planted", slug, "day:2026-11-28", at])
 
 
+def dynamic_grant_in_the_wrong_band(db):
+    """The dynamic meter's first spend is recorded with another band's allowance than its score's."""
+    unlock_id, allowance = _one(db, "select id, allowance from unlocks where score is not null order by id limit 1")
+    db.execute("update unlocks set allowance = ? where id = ?", [3 if allowance == 5 else 5, unlock_id])
+
+
+def dynamic_grant_over_its_allowance(db):
+    """The visitor's last dynamic spend is made to have been granted under the top band (one article)."""
+    meter = _one(db, "select meter_key from unlocks where score is not null and meter_key like 'visitor:%'"
+                 " order by id limit 1")[0]
+    last = _one(db, "select max(id) from unlocks where meter_key = ?", [meter])[0]
+    db.execute("update unlocks set score = 100, allowance = 1 where id = ?", [last])
+
+
 TAMPERING = [
     ("quota_exceeded", fourth_unlock),
     ("quota_exceeded", fourth_unlock_committed_first),
@@ -591,6 +625,8 @@ TAMPERING = [
     ("referral_over", search_reads_over),
     ("gift_allowance_over", gift_over_allowance),
     ("gift_opens_over", gift_over_devices),
+    ("dynamic_band_mismatch", dynamic_grant_in_the_wrong_band),
+    ("dynamic_over_allowance", dynamic_grant_over_its_allowance),
 ]
 
 

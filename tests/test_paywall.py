@@ -54,8 +54,9 @@ def test_every_preset_is_tested(config):
     """The table covers every preset; metered-ab is metered plus an experiment (test_console),
     metered-verified is metered plus proven addresses (below), and bypass-lab, the unsafe
     teaching preset, has its own tests (test_classroom); side-doors is metered plus referral
-    side doors (test_referral)."""
-    assert sorted(config.presets) == sorted(PRESETS + ("metered-ab", "metered-verified", "bypass-lab", "side-doors"))
+    side doors (test_referral); dynamic, the dynamic meter, has its own (test_dynamic)."""
+    assert sorted(config.presets) == sorted(PRESETS + ("metered-ab", "metered-verified", "bypass-lab", "side-doors",
+                                                       "dynamic"))
     assert config.presets["side-doors"].tiers == config.presets["metered"].tiers
     plain = config.presets["metered-ab"].model_dump(exclude={"name", "title", "description", "experiments"})
     assert plain == config.presets["metered"].model_dump(exclude={"name", "title", "description", "experiments"})

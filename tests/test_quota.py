@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -13,6 +12,7 @@ from gate.rules.paywall import Reason, Spend, Viewer
 from gate.simulate.runner import PruningStore
 from gate.storage.db import open_database, open_site_db
 from gate.storage.quota import MemoryQuotaStore, SqlQuotaStore
+from tests.helpers import race_processes
 
 T0 = datetime(2026, 11, 3, 15, 0, tzinfo=timezone.utc)
 
@@ -83,6 +83,15 @@ def test_merge_moves_without_double_counting(store):
     assert len(store.spends("reader:1")) == 2
 
 
+def test_a_spend_keeps_a_dynamic_meters_score_and_allowance_through_a_merge(store):
+    always = lambda spends: True  # noqa: E731
+    assert store.spend("visitor:v", "a", "w", T0, always, score=42, allowance=3)[0]
+    assert store.spend("visitor:v", "b", "w", T0 + timedelta(minutes=1), always)[0]  # a fixed meter's: none
+    store.merge("visitor:v", "reader:1")
+    assert [(g.slug, g.score, g.allowance) for g in store.grants("reader:1")] == [("a", 42, 3), ("b", None, None)]
+    assert store.grants("visitor:v") == ()
+
+
 def test_reset_forgets(store):
     store.spend("reader:1", "a", "w", T0, _limit(9))
     assert store.reset("reader:1") == 1
@@ -116,17 +125,7 @@ def _racer(target, meter_key, worker, attempts, start, results):
 @pytest.mark.slow
 def test_concurrent_processes_never_over_grant(backend_target):
     """Eight processes race 20 unlocks each for one reader: exactly 3 are granted (on each engine)."""
-    ctx = multiprocessing.get_context("spawn")
-    start, results = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_racer, args=(backend_target, "reader:7", w, 20, start, results))
-             for w in range(8)]
-    for proc in procs:
-        proc.start()
-    start.set()
-    granted = [results.get(timeout=60) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=60)
-        assert proc.exitcode == 0
+    granted = race_processes(_racer, [(backend_target, "reader:7", w, 20) for w in range(8)])
     db = open_database(backend_target)
     rows = db.scalar("select count(*) from unlocks where meter_key = 'reader:7'")
     db.close()

@@ -24,7 +24,7 @@ SHIPPED = sorted(path.stem for path in (CONFIG / "presets").glob("*.toml"))
 
 
 def test_the_shipped_presets_are_the_five_teaching_walls_an_experiment_and_a_proven_meter():
-    assert SHIPPED == ["bypass-lab", "freemium", "hard", "metered", "metered-ab", "metered-verified",
+    assert SHIPPED == ["bypass-lab", "dynamic", "freemium", "hard", "metered", "metered-ab", "metered-verified",
                        "registration-wall", "side-doors", "wpr"]
 
 
@@ -49,7 +49,7 @@ def test_the_site_file_loads():
 
 
 def test_an_unknown_preset_name_lists_the_known_ones():
-    with pytest.raises(ConfigError, match=r"no preset named 'paywall' \(have: bypass-lab, freemium, hard,"):
+    with pytest.raises(ConfigError, match=r"no preset named 'paywall' \(have: bypass-lab, dynamic, freemium, hard,"):
         Config().preset("paywall")
 
 

@@ -164,9 +164,10 @@ def _replay(app, clock, steps) -> list[tuple]:
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"], indirect=True)
-@pytest.mark.parametrize("preset, seed", [("wpr", 6), ("metered", 6), ("side-doors", 6)])
+@pytest.mark.parametrize("preset, seed", [("wpr", 6), ("metered", 6), ("side-doors", 6), ("dynamic", 6)])
 def test_simulator_and_site_make_the_same_decisions(app, db, clock, runner, cfg, tmp_path, preset, seed):
-    """Five keen readers for ten days through the simulator, then through the real site (side doors: by Referer)."""
+    """Five keen readers for ten days through the simulator, then through the real site (side doors: by Referer;
+    the dynamic meter: its signals from the simulated history there, from the site's events here)."""
     assert runner.invoke(args=["preset", "use", preset]).exit_code == 0
     path = tmp_path / "keen.toml"
     path.write_text(KEEN + (SIDE_DOORS if preset == "side-doors" else ""))
@@ -177,7 +178,7 @@ def test_simulator_and_site_make_the_same_decisions(app, db, clock, runner, cfg,
         trace=steps.append, articles=articles, start=START)
     kinds = {step.kind for step in steps}
     assert {"view", "register", "subscribe", "new_visitor"} <= kinds  # every path was taken
-    assert ("unlock" in kinds) == (preset == "wpr")  # choice meters press Unlock; auto ones spend on view
+    assert ("unlock" in kinds) == (preset in ("wpr", "dynamic"))  # choice meters press Unlock; auto ones spend on view
     expected = [(s.day, s.reader, s.kind, s.slug, s.access, s.reason, s.offer)
                 for s in steps if s.kind in ("view", "unlock")]
     reasons = {step[5] for step in expected}
@@ -185,6 +186,8 @@ def test_simulator_and_site_make_the_same_decisions(app, db, clock, runner, cfg,
             Reason.FREE_ARTICLE, Reason.SUBSCRIBER} <= reasons
     if preset == "side-doors":
         assert {s.arrival for s in steps} == {"direct", "search", "social", "newsletter"} and Reason.REFERRAL in reasons
+    if preset == "dynamic":
+        assert {5, 3} <= {s.allowance for s in steps}  # reading moved visitors from one band into the next
     assert _replay(app, clock, steps) == expected
 
 

@@ -66,12 +66,10 @@ def reset_demo(who: str) -> dict:
 
 def next_boundary(rules, now: datetime) -> datetime | None:
     """When the registered meter next resets (the end of its current window)."""
-    rule = rules.tiers.registered
-    if rule.unlimited or rule.limit == 0:
-        rule = rules.tiers.anonymous
-    if rule.unlimited or rule.limit == 0:
+    tier = "registered" if rules.meters("registered") else "anonymous"
+    if not rules.meters(tier):
         return None
-    return periods.period_window(rule.period, now, rules.tz).end  # None: rolling or lifetime
+    return periods.period_window(rules.tier(tier).period, now, rules.tz).end  # None: rolling or lifetime
 
 
 def jump_to_boundary(rules, who: str) -> dict | None:

@@ -24,7 +24,7 @@ from gate.app.db import get_db
 from gate.conf.settings import Config
 from gate.rules import experiments, paywall, referral, tokens
 from gate.rules.paywall import Meter, Rules, Viewer
-from gate.services import accounts, content, devices, gifts, sitestate, subscriptions, visitors
+from gate.services import accounts, content, devices, engagement, gifts, sitestate, subscriptions, visitors
 from gate.storage import events
 from gate.storage.clock import ClockState, real_now
 from gate.storage.quota import MemoryQuotaStore, SqlQuotaStore
@@ -264,7 +264,7 @@ class RequestState:
         else:
             tier, key = "anonymous", f"visitor:{self._visitor()}"
         # A tier without a meter (a subscriber, a teaser-only visitor) has no spends that decide would read.
-        if not self.rules.tier(tier).metered:
+        if not self.rules.meters(tier):
             spends = ()
         elif key in self.read_with_reader and not self.porous:
             spends = self.read_with_reader[key]
@@ -272,9 +272,17 @@ class RequestState:
             spends = self.viewer_quota.spends(key)
         kind, slug = self.arrival
         search = () if kind != "search" else self.viewer_quota.spends(referral.search_meter(key))
+        signals = self._signals(tier, key, kind)
         return Viewer(tier, key, spends, verified, user.pass_until if user.is_authenticated else None,
                       licence=self.licence_of(user), referral=kind, arrival=slug, search_spends=search,
-                      gifts=self.gift_grants(tier, key))
+                      gifts=self.gift_grants(tier, key), signals=signals)
+
+    def _signals(self, tier: str, key: str, kind: str):
+        """A dynamic meter's signals (None otherwise): read once a request, since a spend does not change them."""
+        before = self.__dict__.get("viewer_before")
+        if before is not None and (before.tier, before.meter_key, before.referral) == (tier, key, kind):
+            return before.signals
+        return engagement.read(get_db(), self.rules, tier, key, kind, self.now)
 
     @staticmethod
     def licence_of(user) -> paywall.Licence | None:
@@ -321,7 +329,7 @@ class RequestState:
     def may_meter(self, tier: str) -> bool:
         """Whether ``tier`` may have a meter to read under the viewer's preset (any experiment arm may give one)."""
         rules = self.base_rules
-        return rules.tier(tier).metered or any(exp.active for exp in rules.experiments)
+        return rules.meters(tier) or any(exp.active for exp in rules.experiments)
 
     @cached_property
     def meter(self) -> Meter:

@@ -59,6 +59,11 @@ KINDS = {
                      "preset then allowed (docs/referral.md).",
     "gift_allowance_over": "A subscriber made more gift links in one period than the [gifts] allowance.",
     "gift_opens_over": "A gift link counted more devices than its cap.",
+    "dynamic_band_mismatch": "A spend of a dynamic meter whose recorded score falls in a band with another "
+                             "allowance than the one recorded (or that recorded none) under the preset then "
+                             "(docs/dynamic.md).",
+    "dynamic_over_allowance": "A spend of a dynamic meter that made its window hold more distinct articles than "
+                              "the allowance recorded with it.",
 }
 #: Reasons that justify full access (see gate.rules.paywall.decide).
 FULL_REASONS = (Reason.SUBSCRIBER, Reason.FREE_ARTICLE, Reason.TIER_UNLIMITED, Reason.ALREADY_UNLOCKED,
@@ -131,7 +136,7 @@ def _allowed(history: History, names: list[str], tier: str, moment: datetime,
         variants = history.rules_variants(name)
         if not variants:
             return True, f"unknown preset {name!r}"  # a preset file since removed: nothing to check
-        limits = [variant.tier(tier).limit for variant in variants]
+        limits = [variant.ceiling(tier) for variant in variants]  # a dynamic tier: its largest band here
         if "unlimited" in limits:
             return True, f"{tier} readers are unlimited under {name}"
         base = variants[0]
@@ -144,6 +149,41 @@ def _allowed(history: History, names: list[str], tier: str, moment: datetime,
     return False, "; ".join(seen)
 
 
+def _dynamic_problem(history: History, names: list[str], tier: str, row: Unlock,
+                     prior: list[Unlock]) -> Violation | None:
+    """A dynamic meter's spend checked against its band: the recorded score gives the recorded allowance under a
+    candidate preset, and the window held no more than that allowance once it was spent (None: it holds)."""
+    scored = [rules for name in names for rules in history.rules_variants(name) if rules.dynamic_for(tier)]
+    if not scored or (row.allowance is None and _persona_spend(history, row)):
+        return None  # a fixed meter (checked by _allowed), or a persona's planted spends
+    ids = {"unlock_id": row.id, "meter_key": row.meter_key, "score": row.score, "allowance": row.allowance}
+    where = f"{row.meter_key} spent {row.slug} at {row.raw_at}"
+    if row.score is None or row.allowance is None:
+        return Violation("dynamic_band_mismatch", f"{where} under a dynamic meter with no score recorded", ids)
+    if not any(0 <= row.score <= 100 and rules.dynamic.allowance(row.score) == row.allowance for rules in scored):
+        bands = ", ".join(sorted({f"{rules.dynamic.allowance(min(max(row.score, 0), 100))} under {rules.name}"
+                                  for rules in scored}))
+        return Violation("dynamic_band_mismatch", f"{where} with score {row.score} and allowance {row.allowance}; "
+                         f"that score's band allows {bands}", ids)
+    window = periods.period_window(scored[0].tier(tier).period, row.at, scored[0].tz)
+    used = len({other.slug for other in prior if window.contains(other.at)})
+    if used > row.allowance:
+        return Violation("dynamic_over_allowance", f"{where}: {used} distinct articles in window {window.key} "
+                         f"with an allowance of {row.allowance} (score {row.score})", ids)
+    return None
+
+
+def _check_spend(history: History, origin: str, row: Unlock, event: Event | None, tier: str,
+                 prior: list[Unlock]) -> list[Violation]:
+    """One spend against the rules of its moment: the limit (or a dynamic tier's largest band), then its band."""
+    names = _candidate_presets(history, row, event)
+    ok, why = _allowed(history, names, tier, row.at, prior)
+    found = [] if ok else [Violation("quota_exceeded", f"{origin} spent {row.slug} at {row.raw_at}: {why}",
+                                     {"unlock_id": row.id, "meter_key": origin, "window_key": row.window_key})]
+    problem = _dynamic_problem(history, names, tier, row, prior)
+    return found + ([problem] if problem else [])
+
+
 def _anonymous_prior(row: Unlock, group: list[Unlock]) -> list[Unlock]:
     """A visitor's spends up to one of theirs: insertion order where kept, else time."""
     if row.meter_key.startswith("visitor:"):
@@ -153,7 +193,8 @@ def _anonymous_prior(row: Unlock, group: list[Unlock]) -> list[Unlock]:
 
 
 def check_quota(db, cfg, history: History | None = None) -> list[Violation]:
-    """No meter spent more distinct articles in a window than the rules allowed at the time."""
+    """No meter spent more distinct articles in a window than the rules allowed at the time; every dynamic
+    grant matches its band and stayed within its allowance."""
     history = history or History(db, cfg)
     found: list[Violation] = []
     anonymous: dict[str, list[tuple[Unlock, Event | None]]] = defaultdict(list)
@@ -173,18 +214,11 @@ def check_quota(db, cfg, history: History | None = None) -> list[Violation]:
                                        {"unlock_id": row.id, "meter_key": meter, "event_id": event.id}))
                 continue
             prior = [other for other in rows if other.id <= row.id]  # as the meter held it then
-            ok, why = _allowed(history, _candidate_presets(history, row, event), "registered", row.at, prior)
-            if not ok:
-                found.append(Violation("quota_exceeded", f"{meter} spent {row.slug} at {row.raw_at}: {why}",
-                                       {"unlock_id": row.id, "meter_key": meter, "window_key": row.window_key}))
+            found += _check_spend(history, meter, row, event, "registered", prior)
     for origin, pairs in anonymous.items():
         group = [row for row, _ in pairs]
         for row, event in pairs:
-            prior = _anonymous_prior(row, group)
-            ok, why = _allowed(history, _candidate_presets(history, row, event), "anonymous", row.at, prior)
-            if not ok:
-                found.append(Violation("quota_exceeded", f"{origin} spent {row.slug} at {row.raw_at}: {why}",
-                                       {"unlock_id": row.id, "meter_key": origin, "window_key": row.window_key}))
+            found += _check_spend(history, origin, row, event, "anonymous", _anonymous_prior(row, group))
     return found
 
 
@@ -235,7 +269,7 @@ def _impossible_reason(history: History, view: Event, variants: list[Rules]) -> 
         return None if "free" in classes else f"{reason} for a {'/'.join(sorted(classes))} article"
     if "metered" not in classes:
         return f"{reason} for a {'/'.join(sorted(classes))} article"
-    limits = [rules.tier(tier).limit for rules in variants]
+    limits = [rules.ceiling(tier) for rules in variants]
     if reason == Reason.TIER_UNLIMITED:
         return None if "unlimited" in limits else f"{reason} but {tier} readers have limits {limits}"
     if not any(limit != "unlimited" and limit > 0 for limit in limits):

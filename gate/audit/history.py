@@ -50,7 +50,7 @@ class Event:
 
 @dataclass(frozen=True)
 class Unlock:
-    """One row of the unlocks table."""
+    """One row of the unlocks table (a dynamic meter's spend keeps its score and allowance; else None)."""
 
     id: int
     meter_key: str
@@ -58,6 +58,8 @@ class Unlock:
     window_key: str
     at: datetime
     raw_at: str
+    score: int | None = None
+    allowance: int | None = None
 
 
 class Timeline:
@@ -137,8 +139,8 @@ class History:
         self.reader_by_email = {row["email"]: row["id"] for row in self.readers.values()}
         self.articles = {row["slug"]: row for row in
                          db.rows("select slug, section, access_class from articles")}
-        rows = [Unlock(row[0], row[1], row[2], row[3], from_iso(row[4]), row[4]) for row in
-                db.execute("select id, meter_key, slug, window_key, unlocked_at from unlocks"
+        rows = [Unlock(row[0], row[1], row[2], row[3], from_iso(row[4]), row[4], row[5], row[6]) for row in
+                db.execute("select id, meter_key, slug, window_key, unlocked_at, score, allowance from unlocks"
                            " where meter_key not like ? and meter_key not like 'gift%' order by id",
                            [retention.METER_PREFIX + "%"]).fetchall()]
         #: Search arrivals' daily reads outside the meter (gate.rules.referral), apart from the meters.

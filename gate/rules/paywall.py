@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator
 
-from gate.rules import periods, referral
+from gate.rules import engagement, periods, referral
+from gate.rules.engagement import Dynamic, Score, Signals
 from gate.rules.experiments import Experiment
 from gate.rules.model import GateStyle, Limit, Strict, Zoned
 
@@ -197,6 +199,8 @@ class Rules(Zoned):
     devices: Devices = Devices()
     #: Side doors for search, social and newsletter arrivals (gate.rules.referral).
     referral: ReferralRules = ReferralRules()
+    #: The dynamic meter (docs/dynamic.md): tiers whose allowance comes from an engagement score.
+    dynamic: Dynamic | None = None
 
     @field_validator("experiments")
     @classmethod
@@ -204,9 +208,37 @@ class Rules(Zoned):
         """Experiments are reported by id, so ids must be unique within a preset."""
         return unique_ids(value, "experiment ids")
 
+    @field_validator("dynamic")
+    @classmethod
+    def _dynamic_tiers_have_no_limit(cls, value, info):
+        """A dynamic tier's allowance comes from its band: a ``limit`` beside it would be a second, ignored answer."""
+        tiers, trials = info.data.get("tiers"), info.data.get("experiments") or []
+        for tier in value.tiers if value is not None and tiers is not None else ():
+            if "limit" in getattr(tiers, tier).model_fields_set:
+                raise ValueError(f"the {tier} tier's allowance comes from [[dynamic.bands]]: remove "
+                                 f"tiers.{tier}.limit")
+            for exp in trials:
+                if any(getattr(variant, f"{tier}_limit") is not None for variant in exp.variants):
+                    raise ValueError(f"experiment {exp.id!r} sets {tier}_limit, but the {tier} tier's allowance "
+                                     "comes from [[dynamic.bands]]")
+        return value
+
     def tier(self, tier: Tier) -> TierRule:
         """The rule for one tier."""
         return getattr(self.tiers, tier)
+
+    def dynamic_for(self, tier: str) -> Dynamic | None:
+        """The dynamic meter, if it sets this tier's allowance; else None (a fixed limit, or none)."""
+        return self.dynamic if self.dynamic is not None and tier in self.dynamic.tiers else None
+
+    def meters(self, tier: str) -> bool:
+        """Whether this tier has spends for decide to read: a fixed limit above zero, or a dynamic allowance."""
+        return self.tier(tier).metered or self.dynamic_for(tier) is not None
+
+    def ceiling(self, tier: str) -> Limit:
+        """The most a reader of this tier may read in a period: the limit, or a dynamic tier's largest allowance."""
+        dynamic = self.dynamic_for(tier)
+        return dynamic.most if dynamic is not None else self.tier(tier).limit
 
     def access_class(self, article: "ArticleLike") -> AccessClass:
         """An article's class after this preset's section overrides."""
@@ -215,10 +247,10 @@ class Rules(Zoned):
     @property
     def registration_helps(self) -> bool:
         """Whether an account reads more than an anonymous visitor (else the only upsell is a subscription)."""
-        registered, anonymous = self.tiers.registered, self.tiers.anonymous
-        if registered.unlimited:
-            return not anonymous.unlimited
-        return not anonymous.unlimited and registered.limit > anonymous.limit
+        registered, anonymous = self.ceiling("registered"), self.ceiling("anonymous")
+        if registered == "unlimited":
+            return anonymous != "unlimited"
+        return anonymous != "unlimited" and registered > anonymous
 
 
 class ArticleLike(Protocol):
@@ -297,6 +329,8 @@ class Viewer:
     search_spends: tuple[Spend, ...] = ()
     #: Gift links this device opened and that have not expired (gate.services.gifts.grants).
     gifts: tuple[GiftGrant, ...] = ()
+    #: What the dynamic meter scores (gate.rules.engagement), read only when the preset has one for this tier.
+    signals: Signals | None = None
 
 
 @dataclass(frozen=True)
@@ -328,9 +362,14 @@ class Meter:
     period: str | None
     mode: str | None
     window_key: str | None = None
+    #: A dynamic meter's engagement score, the number of its band (from 1) and that band's allowance
+    #: (which is then also ``limit``); None for a fixed meter.
+    score: Score | None = None
+    band: int | None = None
+    allowance: int | None = None
 
     def as_dict(self) -> dict:
-        """The meter as the JSON API shows it."""
+        """The meter as the JSON API shows it (score, band and allowance are null for a fixed meter)."""
         return {
             "used": self.used,
             "limit": self.limit,
@@ -338,7 +377,15 @@ class Meter:
             "resets_at": self.resets_at.isoformat() if self.resets_at else None,
             "period": self.period,
             "mode": self.mode,
+            "score": self.score.total if self.score else None,
+            "band": self.band,
+            "allowance": self.allowance,
         }
+
+    @property
+    def grant(self) -> dict:
+        """What a spend from this meter records beside it: the score and allowance of that moment (fixed: none)."""
+        return {"score": self.score.total if self.score else None, "allowance": self.allowance}
 
 
 @dataclass(frozen=True)
@@ -387,9 +434,10 @@ class Decision:
 
 
 def meter_for(rules: Rules, viewer: Viewer, now: datetime) -> Meter:
-    """The viewer's meter: spends counted in the window of their tier's period."""
+    """The viewer's meter: spends counted in the window of their tier's period, against their limit or band."""
     rule = rules.tier(viewer.tier)
-    if not rule.metered:
+    dynamic = rules.dynamic_for(viewer.tier)
+    if dynamic is None and not rule.metered:
         limit = None if rule.unlimited else 0
         return Meter(0, limit, limit, None, None, None)
     window = periods.period_window(rule.period, now, rules.tz)
@@ -398,8 +446,38 @@ def meter_for(rules: Rules, viewer: Viewer, now: datetime) -> Meter:
     inside = [s for s in viewer.spends if window.contains(s.at)]
     used = len({s.slug for s in inside})
     resets = periods.resets_at(window, [s.at for s in inside])
-    remaining = max(0, rule.limit - used)
-    return Meter(used, rule.limit, remaining, resets, rule.period, rule.mode, window.key)
+    if dynamic is None:
+        return Meter(used, rule.limit, max(0, rule.limit - used), resets, rule.period, rule.mode, window.key)
+    scored = engagement.score(signals_of(viewer), dynamic.weights)
+    band = dynamic.band(scored.total)
+    allowance = dynamic.bands[band - 1].allowance
+    return Meter(used, allowance, max(0, allowance - used), resets, rule.period, rule.mode, window.key,
+                 scored, band, allowance)
+
+
+def signals_of(viewer: Viewer) -> Signals:
+    """The viewer's signals; with none read (a caller that knows no history), only what the viewer itself says."""
+    if viewer.signals is not None:
+        return viewer.signals
+    return Signals(referral=viewer.referral, registered=viewer.tier != "anonymous")
+
+
+@lru_cache(maxsize=512)
+def _with_allowance(rule: TierRule, allowance: int) -> TierRule:
+    """A dynamic tier's rule with its band's allowance as the limit (cached: the simulator asks millions of times)."""
+    return rule.model_copy(update={"limit": allowance})
+
+
+def rule_for(rules: Rules, tier: str, meter: Meter) -> TierRule:
+    """The rule a viewer's meter is read by: the tier's, with a dynamic meter's allowance as its limit."""
+    rule = rules.tier(tier)
+    return rule if meter.allowance is None else _with_allowance(rule, meter.allowance)
+
+
+def _band_note(rules: Rules, meter: Meter) -> str:
+    """The trace's line for a dynamic meter: ``engagement 42 (visits 12, ...) → band ≤ 70: 3 free``."""
+    label = rules.dynamic.label(meter.band)
+    return f"{meter.score.describe()} → band {label}: {meter.allowance} free"
 
 
 def _unlocked(rule: TierRule, viewer: Viewer, slug: str, now: datetime, tz: ZoneInfo) -> bool:
@@ -457,8 +535,8 @@ def _side_door(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime
 def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) -> Decision:
     """Decide what this viewer may read of this article now, and what to offer."""
     cls = rules.access_class(article)
-    rule = rules.tier(viewer.tier)
     meter = meter_for(rules, viewer, now)
+    rule = rule_for(rules, viewer.tier, meter)
     trace = [f"tier {viewer.tier}", f"preset {rules.name}"]
     if cls != article.access_class:
         trace.append(f"section {article.section} makes the article {cls}")
@@ -505,9 +583,13 @@ def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) ->
     if door_note:
         trace.append(door_note)
     # --- end of referral side doors
-    if rule.limit == 0:
+    if rule.limit == 0 and meter.allowance is None:
         reason = Reason.REGISTRATION_REQUIRED if upsell == Offer.REGISTER else Reason.SUBSCRIBERS_ONLY
         return verdict("teaser", reason, upsell, note=f"{viewer.tier} readers get a teaser only")
+    if meter.allowance is not None:
+        trace.append(_band_note(rules, meter))
+        if rules.dynamic.bands[meter.band - 1].offer == "subscribe":
+            upsell = Offer.SUBSCRIBE  # this band's readers are asked to pay, not to sign up
     window_note = (
         f"meter {meter.used} of {meter.limit} used, {rule.period} window {meter.window_key}"
         + (f", resets {meter.resets_at.astimezone(rules.tz).isoformat()}" if meter.resets_at else "")
@@ -598,9 +680,9 @@ def explain(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime,
     """
     before = before or decide(rules, viewer, article, now)
     served = after or before
-    rule = rules.tier(viewer.tier)
+    rule = rule_for(rules, viewer.tier, before.meter)
     window = None
-    if rule.metered:
+    if rules.meters(viewer.tier):
         span = periods.period_window(rule.period, now, rules.tz)
         window = {"key": span.key, "start": _local(span.start, rules.tz), "end": _local(span.end, rules.tz),
                   "resets_at": _local(served.meter.resets_at, rules.tz), "timezone": rules.timezone}
@@ -620,4 +702,17 @@ def explain(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime,
         "referral": {"class": viewer.referral, "arrival": viewer.arrival, "why": referral.WHY.get(viewer.referral),
                      "grant": served.referral.as_grant() if served.referral else None},
         "grant": served.grant.as_dict() if served.grant else None,
+        "engagement": _engagement(rules, before.meter),
     }
+
+
+def _engagement(rules: Rules, meter: Meter) -> dict | None:
+    """A dynamic meter's score, its inputs with their points, and every band with the one that applied."""
+    if meter.score is None:
+        return None
+    dynamic = rules.dynamic
+    bands = [{"number": number, "label": dynamic.label(number), "allowance": band.allowance, "offer": band.offer}
+             for number, band in enumerate(dynamic.bands, start=1)]
+    return {"score": meter.score.total, "parts": [part.as_dict() for part in meter.score.parts],
+            "band": meter.band, "band_label": dynamic.label(meter.band), "allowance": meter.allowance,
+            "bands": bands}

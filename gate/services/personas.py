@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from gate.rules import billing, periods
+from gate.rules import billing, paywall, periods
 from gate.rules.timeutil import to_iso
-from gate.services import accounts, devices, gifts, newsletter, orgs, passes, subscriptions, winback
+from gate.services import accounts, devices, engagement, gifts, newsletter, orgs, passes, subscriptions, winback
 from gate.storage.quota import SqlQuotaStore
 
 
@@ -127,7 +127,7 @@ def _clear(db, reader_id: int) -> None:
 def _spend(db, rules, reader_id: int, count: int, now: datetime) -> None:
     """Unlock ``count`` published metered articles in the current window."""
     rule = rules.tiers.registered
-    if count <= 0 or rule.unlimited or rule.limit == 0:
+    if count <= 0 or not rules.meters("registered"):
         return
     window = periods.period_window(rule.period, now, rules.tz)
     slugs = [row["slug"] for row in db.rows(
@@ -194,7 +194,7 @@ def _rebuild(db, cfg, rules, persona_id: str, reader_id: int, now: datetime) -> 
     _clear(db, reader_id)
     if persona_id != "throwaway":  # every other persona is a real reader who clicked our link once
         accounts.mark_verified(db, reader_id, now)
-    limit = rules.tiers.registered.limit
+    limit = _allowance(db, rules, reader_id, now)
     monthly = next((p.id for p in cfg.plans if p.interval == "month"), cfg.plans[0].id)
     trial = next((p.id for p in cfg.plans if p.trial_days), monthly)
     if persona_id == "one-left" and isinstance(limit, int):
@@ -231,6 +231,15 @@ def _rebuild(db, cfg, rules, persona_id: str, reader_id: int, now: datetime) -> 
         count = rules.devices.limit or SHARED_DEVICES
         devices.plant(db, reader_id, now, tuple(SHARED_SEEN[i % len(SHARED_SEEN)] for i in range(count)),
                       rules.devices.limit)
+
+
+def _allowance(db, rules, reader_id: int, now: datetime):
+    """The persona's registered allowance now: the tier's limit, or the band its own reading history scores."""
+    if rules.dynamic_for("registered") is None:
+        return rules.tiers.registered.limit
+    key = f"reader:{reader_id}"
+    signals = engagement.read(db, rules, "registered", key, "direct", now)
+    return paywall.meter_for(rules, paywall.Viewer("registered", key, signals=signals), now).allowance
 
 
 def _lapsed_with_winback(db, cfg, reader_id: int, plan_id: str, now: datetime) -> None:

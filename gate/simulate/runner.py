@@ -35,6 +35,7 @@ from gate.rules.paywall import TIERS, Access, ArticleLike, Decision, Offer, Reas
 from gate.services.content import synthetic_articles
 from gate.simulate import MAX_DAYS
 from gate.simulate.population import ARRIVALS, Crowd, Day, Population, Segment, file_digest
+from gate.simulate.reading import ReadingHistory
 from gate.simulate.shards import Block, Tree, blocks
 from gate.storage import quota
 from gate.storage.quota import MemoryQuotaStore
@@ -75,6 +76,9 @@ class Step(NamedTuple):
     key: str
     #: How the view arrived (gate.simulate.population.ARRIVALS): direct, a side door or a gift link.
     arrival: str = "direct"
+    #: A dynamic meter's engagement score and allowance at this step (None for a fixed meter).
+    score: int | None = None
+    allowance: int | None = None
 
 
 Trace = Callable[[Step], None]
@@ -196,7 +200,7 @@ def spend_horizon(rules: Rules, now: datetime) -> datetime | None:
     starts = []
     for tier in TIERS:
         rule = rules.tier(tier)
-        if rule.unlimited or rule.limit == 0:
+        if not rules.meters(tier):
             continue
         if rule.unlock_lasts == "forever" or rule.period == "lifetime":
             return None
@@ -261,6 +265,9 @@ class PresetRun:
         self.tally = Tally()
         self.daily: list[dict] = []
         self.pruned_to: datetime | None = None
+        # What a dynamic meter scores, kept only when the preset has one (flat arrays, one slot per reader).
+        sections = sorted({article.section for article in self.articles})
+        self.history = ReadingHistory(size, sections) if self.rules.dynamic else None
 
     def _init_offers(self, billing: SimulatedBilling) -> None:
         """Each segment's lift at the first price with and without the code, and who has paid before."""
@@ -297,6 +304,8 @@ class PresetRun:
         before = self.tally.snapshot()
         self._renewals(day)
         self._prune(now)
+        if self.history is not None:
+            self.history.new_day(day.index)
         self._visits(day, now)
         change = dict(zip(Tally.DAILY, (a - b for a, b in zip(self.tally.snapshot(), before))))
         self.daily.append({
@@ -344,8 +353,9 @@ class PresetRun:
             return
         access, reason, offer = ((decision.access, decision.reason, decision.offer)
                                  if decision else (None, None, None))
+        grant = decision.meter.grant if decision else {}
         self.trace(Step(day, reader, slug, access, reason, offer, kind,
-                        TIERS[self.tier[reader]], self.key(reader), ARRIVALS[came]))
+                        TIERS[self.tier[reader]], self.key(reader), ARRIVALS[came], **grant))
 
     def _new_visitor(self, day: int, reader: int) -> None:
         """Cookies cleared or a new device: the same person comes back as a stranger."""
@@ -353,6 +363,8 @@ class PresetRun:
         self.arrived.pop(reader, None)  # a new session: no arrival to stick to
         self.generation[reader] += 1
         self.cookie_seen[reader] = False
+        if self.history is not None:
+            self.history.forget(reader)  # a stranger to the site: no reads to score
 
     def _refresh(self, key: str) -> None:
         """Re-read one meter's spends from the store after it changed."""
@@ -371,16 +383,31 @@ class PresetRun:
             self.store.merge(old, new)
             self.spends.pop(old, None)
             self._refresh(new)
+            if self.history is not None:
+                self.history.forget(reader)  # the account's history starts here, as on the site
 
     # --- reading --------------------------------------------------------------
 
     def _viewer(self, reader: int, came: int, slug: str) -> Viewer:
         """The reader as decide sees them, with the side door they arrived by (and its day's reads)."""
-        key = self.key(reader)
+        key, tier = self.key(reader), TIERS[self.tier[reader]]
+        signals = self._signals(reader, came)
         if came == DIRECT:
-            return Viewer(TIERS[self.tier[reader]], key, self.spends.get(key, ()))
-        return Viewer(TIERS[self.tier[reader]], key, self.spends.get(key, ()), referral=ARRIVALS[came],
-                      arrival=slug, search_spends=self.spends.get(referral.search_meter(key), ()))
+            return Viewer(tier, key, self.spends.get(key, ()), signals=signals)
+        return Viewer(tier, key, self.spends.get(key, ()), referral=ARRIVALS[came], arrival=slug,
+                      search_spends=self.spends.get(referral.search_meter(key), ()), signals=signals)
+
+    def _signals(self, reader: int, came: int):
+        """What a dynamic meter scores for this reader now (None: the preset scores no one of their tier)."""
+        tier = TIERS[self.tier[reader]]
+        if self.history is None or self.rules.dynamic_for(tier) is None:
+            return None
+        return self.history.signals(reader, ARRIVALS[came] if came != GIFT else "direct", tier != "anonymous")
+
+    def _read(self, reader: int, article: ArticleLike, came: int) -> None:
+        """The view is recorded, as the site's article_view event: the score reads it from the next request on."""
+        if self.history is not None:
+            self.history.read(reader, article.section, ARRIVALS[came] == "newsletter")
 
     def _view(self, day: int, reader: int, article: ArticleLike, dice: float, now: datetime,
               came: int = DIRECT) -> None:
@@ -399,6 +426,7 @@ class PresetRun:
                 self.tally.unlocks += 1
                 self._refresh(viewer.meter_key)
         self.tally.views += 1
+        self._read(reader, article, came)
         if decision.reason == Reason.REFERRAL:
             self.tally.referral_reads += 1
             self._came_by(reader, 1)
@@ -444,12 +472,13 @@ class PresetRun:
             self.tally.gift_registered += self.came_by[reader] >> 1
             self._view(day, reader, article, dice / segment.registers, now, came)  # signup returns to it
         elif decision.offer == Offer.UNLOCK and dice < segment.unlocks:
-            self._unlock(day, reader, article, now)
+            self._unlock(day, reader, article, now, came)
 
     def _gift_read(self, day: int, reader: int, article: ArticleLike) -> None:
         """A gift link's article: read in full, the meter untouched, no gate (and so no offer to act on)."""
         self.tally.views += 1
         self.tally.gift_reads += 1
+        self._read(reader, article, GIFT)
         self._came_by(reader, 2)
         if self.trace is not None:
             self.trace(Step(day, reader, article.slug, "full", GIFT_READ, None, "view", TIERS[self.tier[reader]],
@@ -472,10 +501,10 @@ class PresetRun:
             else:
                 self.tally.gift_readers += 1
 
-    def _unlock(self, day: int, reader: int, article: ArticleLike, now: datetime) -> None:
-        """A press of *Unlock*: one spend through quota.unlock, as the site's POST makes."""
+    def _unlock(self, day: int, reader: int, article: ArticleLike, now: datetime, came: int = DIRECT) -> None:
+        """A press of *Unlock*: one spend through quota.unlock, as the site's POST makes (scored as its view was)."""
         key = self.key(reader)
-        viewer = Viewer(TIERS[self.tier[reader]], key, self.spends.get(key, ()))
+        viewer = Viewer(TIERS[self.tier[reader]], key, self.spends.get(key, ()), signals=self._signals(reader, came))
         decision, spent = quota.unlock(self.store, self.rules, viewer, article, now)
         if self.trace is not None:
             self._step(day, reader, "unlock", article.slug, decision)

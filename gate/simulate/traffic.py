@@ -243,10 +243,12 @@ class _Writer:
         rules = self._rules(step.reader)
         rule = rules.tier(step.tier)
         window = periods.period_window(rule.period, at, rules.tz)
-        spent, after = self.store.spend(self._meter(who), step.slug, window.key, at, lambda current: True)
+        spent, after = self.store.spend(self._meter(who), step.slug, window.key, at, lambda current: True,
+                                        score=step.score, allowance=step.allowance)
         if spent:
             self.counts["unlocks"] += 1
-            events.record(self.db, "unlock", at, slug=step.slug, **who, used=len(after), limit=rule.limit,
+            limit = rule.limit if step.allowance is None else step.allowance  # a dynamic meter's, as decided
+            events.record(self.db, "unlock", at, slug=step.slug, **who, used=len(after), limit=limit,
                           mode=rule.mode, via="view" if step.kind == "view" else "unlock")
 
     def _sign_up(self, step: Step, at: datetime) -> int:

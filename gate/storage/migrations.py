@@ -384,3 +384,17 @@ def m021_gifts(db):
         created_at TEXT NOT NULL, expires_at TEXT NOT NULL, devices INTEGER NOT NULL, window_key TEXT NOT NULL)""")
     index(db, "gift_links", "giver_id", "created_at")
     db.execute("create index idx_unlocks_gift_devices on unlocks (slug, meter_key) where meter_key like 'giftlink:%'")
+
+
+@migration
+def m022_dynamic_meter(db):
+    """The dynamic meter (docs/dynamic.md): each spend keeps the engagement score and allowance it was granted
+    under (null for a fixed limit), so the audit can check it against the band; and the reads the score counts
+    are found by the reader or visitor they are about, in one index range each.
+    """
+    ddl(db, "alter table unlocks add column score INTEGER",
+        "alter table unlocks add column allowance INTEGER")
+    db.execute("create index idx_events_reads_by_visitor on events (visitor_id, at)"
+               " where type = 'article_view' and visitor_id is not null")
+    db.execute("create index idx_events_reads_by_reader on events (reader_id, at)"
+               " where type = 'article_view' and reader_id is not null")

@@ -9,13 +9,17 @@ in sorted order. The memory store, used by the simulator, does the same under
 a lock. The check
 itself is :func:`gate.rules.paywall.decide`, re-run on the spends read inside the
 transaction, so there is one engine and no second copy of the rules.
+
+A spend from a dynamic meter (docs/dynamic.md) keeps the engagement score and
+the allowance it was admitted under beside it: the admit re-runs decide with the
+same signals, so the allowance checked under the lock is the one recorded.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Callable, Protocol
 
@@ -26,6 +30,16 @@ from gate.rules.timeutil import from_iso, to_iso
 Admit = Callable[[tuple[Spend, ...]], bool]
 
 
+@dataclass(frozen=True)
+class Grant:
+    """One spend as recorded: the article, when, and a dynamic meter's score and allowance then (else None)."""
+
+    slug: str
+    at: datetime
+    score: int | None = None
+    allowance: int | None = None
+
+
 class QuotaStore(Protocol):
     """Where spends are kept. Both implementations pass tests/test_quota.py."""
 
@@ -33,9 +47,14 @@ class QuotaStore(Protocol):
         """Every spend of one meter, oldest first."""
 
     def spend(
-        self, meter_key: str, slug: str, window_key: str, now: datetime, admit: Admit
+        self, meter_key: str, slug: str, window_key: str, now: datetime, admit: Admit, *,
+        score: int | None = None, allowance: int | None = None,
     ) -> tuple[bool, tuple[Spend, ...]]:
-        """Atomically: if ``admit(current spends)``, record a spend. Returns (spent, spends)."""
+        """Atomically: if ``admit(current spends)``, record a spend (with a dynamic meter's score and
+        allowance). Returns (spent, spends)."""
+
+    def grants(self, meter_key: str) -> tuple[Grant, ...]:
+        """Every spend of one meter with what it was granted under, oldest first (the console shows them)."""
 
     def merge(self, from_key: str, to_key: str) -> int:
         """Move one meter's spends to another without double counting; returns rows moved."""
@@ -48,7 +67,8 @@ class MemoryQuotaStore:
     """An in-process store for the simulator and for tests."""
 
     def __init__(self) -> None:
-        self._rows: dict[str, list[tuple[str, str, datetime]]] = defaultdict(list)
+        #: meter key -> [(slug, window key, at, score, allowance)]
+        self._rows: dict[str, list[tuple[str, str, datetime, int | None, int | None]]] = defaultdict(list)
         self._lock = threading.Lock()
 
     def spends(self, meter_key: str) -> tuple[Spend, ...]:
@@ -58,17 +78,23 @@ class MemoryQuotaStore:
 
     def _as_spends(self, meter_key: str) -> tuple[Spend, ...]:
         rows = sorted(self._rows.get(meter_key, ()), key=lambda row: row[2])
-        return tuple(Spend(slug, at) for slug, _, at in rows)
+        return tuple(Spend(row[0], row[2]) for row in rows)
 
-    def spend(self, meter_key, slug, window_key, now, admit):
+    def spend(self, meter_key, slug, window_key, now, admit, *, score=None, allowance=None):
         """Check and record under one lock, as the SQL store does in one transaction."""
         with self._lock:
             current = self._as_spends(meter_key)
             rows = self._rows[meter_key]
             if not admit(current) or any(r[0] == slug and r[1] == window_key for r in rows):
                 return False, current
-            rows.append((slug, window_key, now))
+            rows.append((slug, window_key, now, score, allowance))
             return True, self._as_spends(meter_key)
+
+    def grants(self, meter_key):
+        """Every spend of one meter with its score and allowance, oldest first."""
+        with self._lock:
+            rows = sorted(self._rows.get(meter_key, ()), key=lambda row: row[2])
+            return tuple(Grant(row[0], row[2], row[3], row[4]) for row in rows)
 
     def merge(self, from_key, to_key):
         """Move spends; a (slug, window) the target already has is dropped."""
@@ -99,26 +125,36 @@ class SqlQuotaStore:
         ).fetchall()
         return spends_of(rows)
 
-    def spend(self, meter_key, slug, window_key, now, admit):
+    def spend(self, meter_key, slug, window_key, now, admit, *, score=None, allowance=None):
         """Lock the meter, read its spends, admit, insert: concurrent spends of one meter serialise."""
         with self.db.transaction():
             self.db.lock(meter_lock(meter_key))
             current = self.spends(meter_key)
             if not admit(current):
                 return False, current
-            row = {"meter_key": meter_key, "slug": slug, "window_key": window_key, "unlocked_at": to_iso(now)}
+            row = {"meter_key": meter_key, "slug": slug, "window_key": window_key, "unlocked_at": to_iso(now),
+                   "score": score, "allowance": allowance}
             if not self.db.insert_ignore("unlocks", row):  # this article, this window: already spent
                 return False, current
             return True, self.spends(meter_key)
 
+    def grants(self, meter_key):
+        """Every spend of one meter with its score and allowance, oldest first."""
+        rows = self.db.execute(
+            "select slug, unlocked_at, score, allowance from unlocks where meter_key = ? order by unlocked_at, id",
+            [meter_key],
+        ).fetchall()
+        return tuple(Grant(slug, from_iso(at), score, allowance) for slug, at, score, allowance in rows)
+
     def merge(self, from_key, to_key):
-        """Move a visitor's spends to an account in one transaction, holding both meters' locks."""
+        """Move a visitor's spends (and what they were granted under) to an account in one transaction,
+        holding both meters' locks."""
         with self.db.transaction():
             for key in sorted({from_key, to_key}):  # one order everywhere: two merges never deadlock
                 self.db.lock(meter_lock(key))
             moved = self.db.execute(
-                "insert into unlocks (meter_key, slug, window_key, unlocked_at)"
-                " select ?, slug, window_key, unlocked_at from unlocks where meter_key = ?"
+                "insert into unlocks (meter_key, slug, window_key, unlocked_at, score, allowance)"
+                " select ?, slug, window_key, unlocked_at, score, allowance from unlocks where meter_key = ?"
                 " on conflict do nothing",
                 [to_key, from_key],
             ).rowcount
@@ -161,7 +197,9 @@ def unlock(
             return first, spent
     if first.reason != paywall.Reason.METER_AVAILABLE:
         return first, False
-    spent, after = store.spend(viewer.meter_key, article.slug, first.meter.window_key, now, admit)
+    # The admit decides with the same signals, so the allowance checked under the lock is the one recorded.
+    spent, after = store.spend(viewer.meter_key, article.slug, first.meter.window_key, now, admit,
+                               **first.meter.grant)
     decision = paywall.decide(rules, replace(viewer, spends=after), article, now)
     if spent:  # full access, granted by this spend: keep its reason, show the new meter
         note = f"spent one: {decision.meter.used} of {decision.meter.limit} used now"

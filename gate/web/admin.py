@@ -19,7 +19,7 @@ from gate.conf.settings import ConfigError
 from gate.rules import billing, paywall, periods
 from gate.rules import experiments as exp_stats
 from gate.rules.timeutil import parse_day, parse_moment
-from gate.services import accounts, charts, newsletter, newsletter_mail, presets, subscriptions
+from gate.services import accounts, charts, engagement, newsletter, newsletter_mail, presets, subscriptions
 from gate.services import dashboard as stats
 from gate.storage import events
 from gate.storage.clock import REACH_YEARS, Clock, ClockError, parse_step
@@ -241,10 +241,11 @@ def reader(reader_id: int):
     db, now = get_db(), current().now
     person = _reader_or_404(reader_id)
     rules = current().rules_for(person)
-    viewer = paywall.Viewer(person.tier, person.meter_key, current().quota.spends(person.meter_key))
+    grants = current().quota.grants(person.meter_key)  # each spend with a dynamic meter's score and allowance
+    viewer = paywall.Viewer(person.tier, person.meter_key, tuple(paywall.Spend(g.slug, g.at) for g in grants),
+                            signals=engagement.read(db, rules, person.tier, person.meter_key, "direct", now))
     meter = paywall.meter_for(rules, viewer, now)
-    in_window = [s for s in viewer.spends if meter.window_key and
-                 _in_window(rules, viewer.tier, s.at, now)]
+    in_window = [g for g in grants if meter.window_key and _in_window(rules, viewer.tier, g.at, now)]
     return render_template(
         "admin/reader.html", person=person, meter=meter, spends=in_window,
         sub=subscriptions.current(db, reader_id), payments=subscriptions.payments(db, reader_id),

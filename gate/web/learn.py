@@ -74,10 +74,24 @@ LESSONS = (
            "newsletters and to learn who its readers are.",
            ("Sign up at the gate and you are returned to the same article, now in full.",
             "Watch the funnel: registration becomes the step that matters.")),
-    Lesson("dynamic", "Dynamic (per-visitor) walls", "metered-ab", "anonymous", SAMPLE,
-           "Dynamic paywalls give different visitors different allowances or gates. gate simulates this with "
-           "an A/B experiment: each visitor is assigned a variant (an inline gate after five articles, or a "
-           "banner after three), sticky across login.",
+    Lesson("dynamic", "Dynamic meter", "dynamic", "anonymous", SAMPLE,
+           "The allowance is not the same for everyone. An engagement score out of 100, from what the site "
+           "records (days with a read in the last 30, days since the last read, sections read, how this visit "
+           "arrived; for accounts, a newsletter and the account itself), picks a band: casual visitors read five "
+           "articles a month, engaged ones three, the most engaged one, and they are asked to subscribe rather "
+           "than sign up, because they are the likeliest to pay.",
+           ("Open the explain drawer: each signal with its points, the score, the band it falls in and every "
+            "band of the preset. A first visit scores 10 (the direct arrival): five free.",
+            "Read two more articles in other sections, then open the drawer again: a read today and more "
+            "sections lift the score past 30, and the allowance drops to three. The header's meter and the "
+            "gate say the count the band gives, never a fixed number.",
+            "Each spend records the score and allowance of its moment; gate audit checks every one against "
+            "the band (dynamic_band_mismatch, dynamic_over_allowance).",
+            "Compare it with a fixed meter on one population: gate simulate --preset metered --preset dynamic.")),
+    Lesson("ab-testing", "A/B testing a meter", "metered-ab", "anonymous", SAMPLE,
+           "Another way to give different visitors different walls: an experiment. Each visitor is assigned a "
+           "variant (an inline gate after five articles, or a banner after three), sticky across login, and "
+           "the console compares the variants' funnels.",
            ("Open the page in two private windows: you may land in different variants.",
             "The console's Experiments page compares the variants' funnels with confidence intervals.")),
     Lesson("throwaway-accounts", "Throwaway accounts (unsafe on purpose)", "metered", "throwaway", SAMPLE,

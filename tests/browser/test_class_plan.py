@@ -180,10 +180,15 @@ def presenter_previews_every_pattern(presenter, student, audit, camera) -> None:
         expect(facts).to_be_visible()
         expect(facts).to_contain_text(f"({lesson.preset})")
         audit.fits(presenter, f"3. explain drawer, {lesson.id}")
-        if lesson.id == "dynamic":  # the experiment's arm is named
+        if lesson.id == "ab-testing":  # the experiment's arm is named
             expect(drawer.locator(".explain__experiment")).to_contain_text("arm")
             camera(presenter, "explain")
             check(audit, presenter, "3. explain drawer with an experiment arm")
+        if lesson.id == "dynamic":  # the score, its inputs and the band
+            expect(drawer.locator(".explain__engagement")).to_contain_text("score 10 of 100")
+            expect(drawer.locator(".explain__band")).to_contain_text("≤ 30: 5 free articles")
+            camera(drawer, "explain-dynamic")  # the drawer alone: the score, its inputs and the band
+            check(audit, presenter, "3. explain drawer with a dynamic meter")
         student.reload()
         expect(site_rules(student)).to_contain_text(f"Rules: {SITE_RULES}")
     open_demo_bar(presenter)
