@@ -433,7 +433,7 @@ def test_the_page_chooses_the_preset_asked_for(admin, client):
     page = client.get("/admin/forecast?preset=hard").get_data(as_text=True)
     assert selected(page, "preset") == "hard" and selected(page, "against") == "wpr"  # the running one
     running = client.get("/admin/forecast?preset=wpr").get_data(as_text=True)
-    assert selected(running, "preset") == "wpr" and selected(running, "against") == "freemium"
+    assert selected(running, "preset") == "wpr" and selected(running, "against") == "dynamic"  # the first other one
     assert '<script src="/static/forecast.js" defer>' in page
     assert 'aria-current="page">Forecast</a>' in page
 
@@ -442,7 +442,7 @@ def test_the_partial_is_self_contained_for_a_page_that_includes_it(app, admin):
     with app.test_request_context("/admin/rules"):
         html = render_template_string('{% with preset_name = "wpr" %}{% include "admin/_forecast.html" %}{% endwith %}')
     assert 'action="/admin/forecast"' in html and 'name="csrf_token"' in html
-    assert selected(html, "preset") == "wpr" and selected(html, "against") == "freemium"
+    assert selected(html, "preset") == "wpr" and selected(html, "against") == "dynamic"
     with app.test_request_context("/admin/rules?job=0123456789abcdef"):
         html = render_template_string('{% include "admin/_forecast.html" %}')
     assert "There is no forecast <code>0123456789abcdef</code> here any more" in html
