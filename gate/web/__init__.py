@@ -148,6 +148,7 @@ def init_app(app) -> None:
         newsletter,
         passes,
         reading,
+        studio,
         subscribe,
     )
     from gate.web.access import RowId
@@ -155,7 +156,7 @@ def init_app(app) -> None:
     app.url_map.converters["id"] = RowId  # before the blueprints' routes use it
 
     for module in (reading, auth, account, subscribe, passes, newsletter, learn, devmail, demo, admin, admin_offers,
-                   api, gifts):
+                   api, gifts, studio):
         app.register_blueprint(module.bp)
     _register_licences(app)
     app.register_error_handler(HTTPException, _error)
