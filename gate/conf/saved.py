@@ -33,9 +33,15 @@ RACY_NS = 2_000_000_000
 _Stamp = tuple[int, int, int]
 
 
+#: Names the studio's own pages take (/admin/rules/new).
+RESERVED = ("new",)
+
+
 def name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a saved preset, or None."""
-    return None if isinstance(name, str) and NAME.match(name) else f"a preset name is {NAME_RULE}"
+    if not (isinstance(name, str) and NAME.match(name)):
+        return f"a preset name is {NAME_RULE}"
+    return f"{name!r} is the studio's own page: choose another name" if name in RESERVED else None
 
 
 def _stamp(stat: os.stat_result) -> _Stamp:

@@ -156,8 +156,9 @@ def init_app(app) -> None:
     app.url_map.converters["id"] = RowId  # before the blueprints' routes use it
 
     for module in (reading, auth, account, subscribe, passes, newsletter, learn, devmail, demo, admin, admin_offers,
-                   api, gifts, studio):
+                   api, gifts):
         app.register_blueprint(module.bp)
+    app.register_blueprint(studio.bp)  # the rule studio's editor, export and delete (its list is admin.rules)
     _register_licences(app)
     app.register_error_handler(HTTPException, _error)
     app.register_error_handler(CSRFError, _csrf_error)

@@ -109,6 +109,17 @@ def export():
     return _csv(body, f"gate-{span.first_day}-{span.last_day}.csv")
 
 
+# --- rules: the rule studio (gate.web.studio) ------------------------------------
+
+
+@bp.route("/rules", methods=["GET", "POST"])
+def rules():
+    """Every preset (built-in and saved, the running one marked), a new one, and two compared in words."""
+    from gate.web import studio  # the studio's views live beside its editor (studio imports this module)
+
+    return studio.index()
+
+
 # --- clock ----------------------------------------------------------------------
 
 

@@ -7,7 +7,8 @@ admin. The editor's form is built from the rules model (gate.web.rules_form) and
 checked by it, so a refused value reads as the TOML loader says it, beside its
 field; beside the form, the differences from the running preset, in words
 (gate.rules.describe). Forecast and Try act on a saved preset by name: they go in
-the editor's ``studio_tools`` block (templates/admin/rule_editor.html).
+the editor's ``studio_tools`` block (templates/admin/rule_editor.html). The list
+itself is the console's ``admin.rules`` (/admin/rules), served by :func:`index`.
 """
 
 from __future__ import annotations
@@ -37,9 +38,8 @@ ACTIONS = ("check", "save", "use")
 # --- the list -------------------------------------------------------------------------
 
 
-@bp.route("", methods=["GET", "POST"])
 def index():
-    """Every preset (built-in and saved, the running one marked), a new one, and two compared in words."""
+    """The studio's list (served as ``admin.rules``, the console's Rules): every preset, New, Compare; POST uses one."""
     if request.method == "POST":
         return _switch()
     cfg, db = site.config(), get_db()
@@ -80,7 +80,7 @@ def _switch():
             _record("preset_switched", after, **{"from": before, "to": after})
             current().after_rules_change()
             flash(f"The site now applies {after}.", "success")
-    return redirect(url_for("studio.index"), code=303)
+    return redirect(url_for("admin.rules"), code=303)
 
 
 # --- the editor -----------------------------------------------------------------------
@@ -103,9 +103,9 @@ def new():
     return _editor(form, None, source, presets.build(cfg, suggested or "new", start))
 
 
-@bp.route("/<name>/edit", methods=["GET", "POST"])
+@bp.route("/<name>", methods=["GET", "POST"])
 def edit(name: str):
-    """Edit a saved preset (a built-in one is copied first)."""
+    """A preset's page in the studio: the editor of a saved preset (a built-in one is copied first)."""
     cfg = site.config()
     if name not in cfg.presets:
         abort(404, description=f"There is no preset named {name[:40]!r}.")
@@ -130,7 +130,7 @@ def _submit(editing: str | None, source: str, start: dict):
     form = _form()
     if not form.validate_on_submit():  # a field sent as a file, say: nothing to read, nothing changes
         flash("Nothing was saved: the form could not be read. Open the editor again and retry.", "warning")
-        return redirect(url_for("studio.index"), code=303)
+        return redirect(url_for("admin.rules"), code=303)
     cfg, db = site.config(), get_db()
     name = editing or (form.name.data or "").strip()
     action = request.form.get("action", "check")
@@ -194,6 +194,6 @@ def delete(name: str):
         presets.delete(db, cfg, name, current().now, current_user.email)
     except (presets.PresetRefused, ConfigError) as refused:
         flash(f"Nothing was deleted: {refused}.", "warning")
-        return redirect(url_for("studio.index"), code=303)
+        return redirect(url_for("admin.rules"), code=303)
     flash(f"Deleted {name}. Its rules are kept in the preset_deleted event.", "success")
-    return redirect(url_for("studio.index"), code=303)
+    return redirect(url_for("admin.rules"), code=303)
