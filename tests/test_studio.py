@@ -313,8 +313,10 @@ def test_a_rolling_period_and_an_unlimited_tier_come_from_their_pairs(admin, cfg
 
 
 def test_a_built_in_preset_is_copied_before_it_is_edited(admin):
-    response = admin.client.get("/admin/rules/hard")
-    assert response.status_code == 303 and response.headers["Location"].endswith("/admin/rules/new?from=hard")
+    page = admin.client.get("/admin/rules").get_data(as_text=True)
+    assert 'href="/admin/rules/new?from=hard">Copy and edit' in page
+    response = admin.client.get("/admin/rules/hard")  # a built-in preset's page is the list
+    assert response.status_code == 303 and response.headers["Location"].endswith("/admin/rules")
     assert admin.client.get("/admin/rules/nope").status_code == 404
     assert admin.client.get("/admin/rules/new?from=nope").status_code == 404
 

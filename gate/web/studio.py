@@ -105,12 +105,12 @@ def new():
 
 @bp.route("/<name>", methods=["GET", "POST"])
 def edit(name: str):
-    """A preset's page in the studio: the editor of a saved preset (a built-in one is copied first)."""
+    """A preset's page in the studio: the editor of a saved preset (a built-in one's is the list, with Copy and edit)."""
     cfg = site.config()
     if name not in cfg.presets:
         abort(404, description=f"There is no preset named {name[:40]!r}.")
     if not presets.is_saved(cfg, name):
-        return redirect(url_for("studio.new", **{"from": name}), code=303)
+        return redirect(url_for("admin.rules"), code=303)
     start = presets.editable(cfg.presets[name])
     if request.method == "POST":
         return _submit(name, name, start)
