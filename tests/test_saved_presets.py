@@ -6,6 +6,7 @@ import logging
 import os
 import time
 import tomllib
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -142,3 +143,12 @@ VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
 @given(st.dictionaries(KEYS, VALUES, max_size=5))
 def test_tomllib_reads_back_what_the_writer_wrote(data):
     assert tomllib.loads(presetfile.dumps(data, "a header\nof two lines")) == data
+
+
+def test_the_folder_is_the_instance_folders_presets_unless_gate_presets_dir_moves_it(tmp_path, monkeypatch):
+    base = {"TESTING": True, "DATABASE": str(tmp_path / "g.sqlite"), "SECRET_KEY": "k"}
+    monkeypatch.delenv("GATE_PRESETS_DIR", raising=False)
+    app = create_app(base)
+    assert app.extensions["gate.config"].saved.folder == Path(app.instance_path) / "presets"
+    monkeypatch.setenv("GATE_PRESETS_DIR", str(tmp_path / "elsewhere"))
+    assert create_app(base).extensions["gate.config"].saved.folder == tmp_path / "elsewhere"
