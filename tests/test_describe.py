@@ -7,6 +7,7 @@ import pytest
 from gate.conf.settings import Config
 from gate.rules import describe
 from gate.rules.paywall import Rules
+from tests.helpers import DynamicRules
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +97,26 @@ def test_summary_leaves_out_what_is_asked(shipped):
     words = dict(describe.summary(shipped["wpr"], without=("title", "description")))
     assert "Title" not in words and words["Registered readers"] == "3 of their choice a month"
     assert words["Anonymous visitors"] == "a teaser only" and words["Subscribers"] == "every article"
+
+
+def dynamic(**data) -> DynamicRules:
+    return DynamicRules.model_validate({"title": "A preset", **data, "name": "p", "timezone": "UTC"})
+
+
+BANDS = {"tiers": ["anonymous", "registered"],
+         "bands": [{"up_to": 30, "allowance": 5}, {"up_to": 70, "allowance": 3}, {"allowance": 1, "offer": "subscribe"}]}
+
+
+def test_a_dynamic_meter_is_told_by_its_bands():
+    fixed, banded = dynamic(tiers={"registered": {"limit": 3}}), dynamic(dynamic=BANDS)
+    changes = describe.differences(fixed, banded)
+    assert changes == [
+        "Anonymous visitors: a teaser only → their band's allowance, of their choice a month",
+        "Registered readers: 3 of their choice a month → their band's allowance, of their choice a month",
+        "Dynamic meter: none → score ≤ 30: 5, ≤ 70: 3, higher: 1 and a subscribe offer "
+        "(anonymous visitors, registered readers)",
+        "Engagement score weights: none → the documented defaults"]
+    weighted = dynamic(dynamic={**BANDS, "weights": {"visits": 4}})
+    assert describe.differences(banded, weighted) == ["Engagement score weights: the documented defaults → custom"]
+    heavier = dynamic(dynamic={**BANDS, "weights": {"visits": 6}})
+    assert describe.differences(weighted, heavier) == ["dynamic.weights.visits: 4 → 6"]

@@ -8,39 +8,12 @@ error by dotted key finds its field.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import pytest
 from flask import render_template_string
-from pydantic import Field
 from werkzeug.datastructures import MultiDict
 
-from gate.rules.model import Strict
-from gate.rules.paywall import Rules
 from gate.web import rules_form
-
-
-class Band(Strict):
-    up_to: int | None = Field(default=None, ge=0, le=100)
-    allowance: int = Field(ge=0, le=100)
-    offer: Literal["subscribe"] | None = None
-
-
-class Weights(Strict):
-    visits: int = Field(default=2, ge=0, le=100)
-
-
-class Dynamic(Strict):
-    tiers: list[Literal["anonymous", "registered"]] = Field(min_length=1)
-    bands: list[Band] = Field(min_length=1)
-    weights: Weights = Weights()
-
-
-class DynamicRules(Rules):
-    """The rules model with one more section, as another branch adds one."""
-
-    dynamic: Dynamic | None = None
-
+from tests.helpers import DynamicRules
 
 START = {"title": "Dynamic", "dynamic": {"tiers": ["anonymous"],
                                          "bands": [{"up_to": 30, "allowance": 5}, {"allowance": 1}]}}

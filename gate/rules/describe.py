@@ -69,8 +69,14 @@ def period_words(period: str) -> str:
     return f"in any {count(days, 'day', 'days')}" if days is not None else _PER[period]
 
 
-def tier_words(rule: TierRule, tier: str = "registered") -> str:
-    """What one tier reads of metered articles: 'a teaser only', '3 of their choice a month', 'every article'."""
+def tier_words(rule: TierRule, tier: str = "registered", dynamic: bool = False) -> str:
+    """What one tier reads of metered articles: 'a teaser only', '3 of their choice a month', 'every article'.
+
+    ``dynamic``: the tier's allowance comes from the dynamic meter's bands, not ``limit``.
+    """
+    if dynamic:
+        what = "their band's allowance" + (", of their choice" if rule.mode == "choice" else " in counted views")
+        return f"{what} {period_words(rule.period)}"
     if rule.limit == 0:
         words = "a teaser only"
     elif rule.unlimited:
@@ -104,7 +110,25 @@ def parted(before: str, after: str) -> tuple[str, str]:
 
 def _tier(tier: str) -> Aspect:
     """A tier's meter."""
-    return Aspect(TIER_LABELS[tier], (f"tiers.{tier}",), lambda rules: tier_words(rules.tier(tier), tier))
+    return Aspect(TIER_LABELS[tier], (f"tiers.{tier}",),
+                  lambda rules: tier_words(rules.tier(tier), tier, _dynamic_for(rules, tier) is not None))
+
+
+def _dynamic_for(rules: Rules, tier: str):
+    """The dynamic meter setting this tier's allowance, where the rules model has one (else None)."""
+    dynamic_for = getattr(rules, "dynamic_for", None)
+    return dynamic_for(tier) if dynamic_for is not None else None
+
+
+def _bands(rules: Rules) -> str:
+    """The dynamic meter's bands: 'score ≤ 30: 5, ≤ 70: 3, higher: 1 and a subscribe offer (anonymous visitors)'."""
+    dynamic = getattr(rules, "dynamic", None)
+    if dynamic is None:
+        return "none"
+    parts = [("score " if number == 0 else "") + (f"≤ {band.up_to}" if band.up_to is not None else "higher")
+             + f": {band.allowance}" + (" and a subscribe offer" if band.offer else "")
+             for number, band in enumerate(dynamic.bands)]
+    return ", ".join(parts) + f" ({', '.join(TIER_LABELS[tier].lower() for tier in dynamic.tiers)})"
 
 
 def _section(name: str) -> Aspect:
@@ -121,6 +145,14 @@ def _search(rules: Rules) -> str:
 def _door(kind: str) -> Callable[[Rules], str]:
     """A side door that opens the one article an arrival came for."""
     return lambda rules: "read the article they came for" if getattr(rules.referral, kind) else "the meter"
+
+
+def _weights(rules: Rules) -> str:
+    """Whether the dynamic meter scores with the documented weights (two custom sets differ by their keys)."""
+    dynamic = getattr(rules, "dynamic", None)
+    if dynamic is None:
+        return "none"
+    return "the documented defaults" if dynamic.weights == type(dynamic.weights)() else "custom"
 
 
 def _experiments(rules: Rules) -> str:
@@ -148,6 +180,8 @@ ASPECTS: tuple[Aspect, ...] = (
            if rules.referral.search_registration_grant else "nothing more"),
     Aspect("Social arrivals", ("referral.social",), _door("social")),
     Aspect("Newsletter links", ("referral.newsletter",), _door("newsletter")),
+    Aspect("Dynamic meter", ("dynamic.tiers", "dynamic.bands"), _bands),
+    Aspect("Engagement score weights", ("dynamic.weights",), _weights),
     Aspect("Experiments", ("experiments",), _experiments),
     Aspect("Porous page (unsafe, for the bypass lab)", ("porous",), lambda rules: "yes" if rules.porous else "no"),
 )
@@ -168,13 +202,13 @@ def change(label: str, before: str, after: str) -> str:
 
 
 def flatten(value, prefix: str = "", empty: str | None = "(none)") -> dict[str, object]:
-    """Settings as dotted keys (lists whole); an empty table is ``empty`` (None: left out)."""
+    """Settings as dotted keys (lists whole); an empty table is ``empty`` (None: left out, and so is an unset key)."""
     if isinstance(value, dict):
         flat: dict[str, object] = {}
         for key, inner in value.items():
             flat.update(flatten(inner, f"{prefix}{key}.", empty))
         return flat or ({prefix.rstrip("."): empty} if empty is not None else {})
-    return {prefix.rstrip("."): value}
+    return {} if value is None and empty is None else {prefix.rstrip("."): value}
 
 
 def settings(rules: Rules, empty: str | None = "(none)") -> dict[str, object]:
