@@ -120,3 +120,9 @@ def test_a_dynamic_meter_is_told_by_its_bands():
     assert describe.differences(banded, weighted) == ["Engagement score weights: the documented defaults → custom"]
     heavier = dynamic(dynamic={**BANDS, "weights": {"visits": 6}})
     assert describe.differences(weighted, heavier) == ["dynamic.weights.visits: 4 → 6"]
+
+
+def test_a_longer_phrase_is_said_whole():
+    before, after = preset(tiers={"registered": {"limit": 3}}), preset(tiers={"registered": {"limit": 10}})
+    assert describe.differences(before, after) == [
+        "Registered readers: 3 of their choice a month → 10 of their choice a month"]

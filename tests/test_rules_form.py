@@ -27,13 +27,15 @@ def test_the_new_section_is_drawn_with_its_rows_and_switch(app):
         rules_form.add_empty_rows(form)
         html = render_template_string(
             '{% import "admin/_rules_form.html" as f with context %}{% for x in form %}{{ f.field(x) }}{% endfor %}',
-            form=form, errors={"dynamic-bands-1": "Input should be less than or equal to 100"})
+            form=form, errors={"dynamic-bands-1": "Input should be less than or equal to 100",
+                               "dynamic-bands": "up_to must increase from band to band, got [80, 70]"})
     assert "<legend>Dynamic</legend>" in html and 'name="dynamic-included" type="checkbox" value="y"' in html
     assert 'id="dynamic-tiers-0" name="dynamic-tiers" type="checkbox" value="anonymous"' in html
     assert 'name="dynamic-bands-0-up_to" size="7" type="text" value="30"' in html
     assert 'name="dynamic-bands-2-allowance"' in html  # an empty row to add a band
     assert '<p class="field__error" id="dynamic-bands-1-error">Input should be less than or equal to 100</p>' in html
     assert '<option value="subscribe">Subscribe</option>' in html
+    assert '<p class="field__error" id="dynamic-bands-error">up_to must increase' in html  # a key stays as written
 
 
 def test_what_is_posted_comes_back_as_a_files_keys(app):

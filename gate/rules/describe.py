@@ -27,7 +27,8 @@ GATE_STYLES = {"inline": "inline, under the teaser", "modal": "a modal over the 
 _UNTOLD = ("name", "timezone")
 #: Text longer than this is cut in a sentence (the full text is in the form and the file).
 QUOTE_CHARS = 60
-_COUNT = re.compile(r"^(\d+) (\D.*)$")
+#: "2 paragraphs": a number and a one-word unit, said once in a change ("Teaser: 2 paragraphs → 3").
+_COUNT = re.compile(r"^(\d+) (\D\S*)$")
 
 
 @dataclass(frozen=True)
