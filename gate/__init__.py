@@ -41,6 +41,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         DATABASE_POOL=env["GATE_DATABASE_POOL"],
         SECRET_KEY=env["GATE_SECRET_KEY"],
         PRESET=env["GATE_PRESET"],
+        PRESETS_DIR=env["GATE_PRESETS_DIR"] or os.path.join(app.instance_path, "presets"),
         DEMO=env["GATE_DEMO"],
         CONFIG_DIR=None,
         SESSION_COOKIE_HTTPONLY=True,
@@ -73,7 +74,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from gate.app import db, site
     from gate.conf.settings import Config
 
-    app.extensions["gate.config"] = Config(app.config["CONFIG_DIR"])
+    app.extensions["gate.config"] = Config(app.config["CONFIG_DIR"], app.config["PRESETS_DIR"])
     _pin_origin(app.config, app.extensions["gate.config"].publication.base_url)
     if app.config["BASE_URL"]:  # services without Flask (lifecycle mail) build links from it
         app.extensions["gate.config"].origin = app.config["BASE_URL"]

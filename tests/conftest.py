@@ -63,6 +63,7 @@ def app(tmp_path, engine, request):
         "DATABASE": target,  # a SQLite path or a PostgreSQL URL
         "SECRET_KEY": "test-secret-key",
         "SERVER_NAME": "meridian.test",
+        "PRESETS_DIR": str(tmp_path / "presets"),  # saved presets: never the checkout's instance folder
     })
 
 

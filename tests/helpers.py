@@ -21,13 +21,17 @@ import urllib.request
 from datetime import datetime
 from functools import cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import expect
+from pydantic import Field
 
 from gate.loadtest.server import Nodes, ServerProcess, database_env, gate_command, site_env
+from gate.rules.model import Strict
+from gate.rules.paywall import Rules
 from gate.rules.timeutil import to_iso
 from gate.services import content, seed
 from gate.services.content import parse_article_file, split_teaser
@@ -295,7 +299,7 @@ class LiveSite:
         # (tested on their own in test_security.py) would make the browser tests flaky.
         self.env = site_env(**database_env(self.database), GATE_SECRET_KEY=secret_key,
                             GATE_RATE_LIMITS="on" if rate_limits else "off", GATE_BASE_URL=MAIL_ORIGIN,
-                            **settings)
+                            **{"GATE_PRESETS_DIR": str(self.directory / "presets"), **settings})
         self.node_count = nodes
         self.nodes: Nodes | None = None  # made at start, from env as it stands then (callers add settings)
         self.seed = ("db", "seed") if schedule else ("db", "seed", "--no-schedule")
@@ -646,3 +650,33 @@ def at_once(target, count: int, action, pool: int = TEST_POOL) -> tuple[list, li
     for thread in threads:
         thread.join()
     return results, errors
+
+
+# --- a rules model with one section more, as the dynamic meter's branch adds one ---------------
+# (the rule studio's form and the differences in words are built from the model: they must take it)
+
+
+class ToyBand(Strict):
+    up_to: int | None = Field(default=None, ge=0, le=100)
+    allowance: int = Field(ge=0, le=100)
+    offer: Literal["subscribe"] | None = None
+
+
+class ToyWeights(Strict):
+    visits: int = Field(default=2, ge=0, le=100)
+
+
+class ToyDynamic(Strict):
+    tiers: list[Literal["anonymous", "registered"]] = Field(min_length=1)
+    bands: list[ToyBand] = Field(min_length=1)
+    weights: ToyWeights = ToyWeights()
+
+
+class DynamicRules(Rules):
+    """The rules with a ``[dynamic]`` section: bands of allowances for some tiers."""
+
+    dynamic: ToyDynamic | None = None
+
+    def dynamic_for(self, tier: str) -> ToyDynamic | None:
+        """The dynamic meter, if it sets this tier's allowance."""
+        return self.dynamic if self.dynamic is not None and tier in self.dynamic.tiers else None

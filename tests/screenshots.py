@@ -117,6 +117,11 @@ def demo_pages(browser, site, camera: Camera) -> None:
     page.get_by_role("button", name="Log in", exact=True).click()
     camera.shoot(page, "console-dashboard", "/admin/")
     camera.shoot(page, "console-rules", "/admin/rules?a=wpr&b=metered")
+    page.goto("/admin/rules/new?from=metered")  # the rule studio's editor, with its differences in words
+    page.get_by_label("Teaser length (paragraphs)").fill("3")
+    page.get_by_role("group", name="Registered readers", exact=True).get_by_label("Number of articles").fill("5")
+    page.get_by_role("button", name="Show differences").click()
+    camera.shoot(page, "console-rule-editor")
     camera.shoot(page, "console-readers", "/admin/readers?q=persona.past-due")
     page.locator("table a", has_text="persona.past-due").first.click()
     camera.shoot(page, "console-reader")

@@ -55,6 +55,9 @@ READER_FORMS = {
 #: The admin clock's durations are fuzzed in tests/test_clock.py.
 ADMIN_FORMS = {
     "/admin/rules": ("preset",),
+    "/admin/rules/new": ("name", "title", "teaser_paragraphs", "tiers-registered-limit-count",
+                         "tiers-registered-period-every", "tiers-registered-period-days", "sections-0-key",
+                         "sections-0-value", "devices-limit", "action"),
     "/admin/readers/{id}/comp": ("until",),
     "/admin/readers/{id}/reset-meter": (),
     "/admin/readers/{id}/cancel": (),

@@ -37,8 +37,14 @@ def absolute_url(endpoint: str, **values) -> str:
     return origin() + url_for(endpoint, **values)
 
 
+def refresh_presets() -> None:
+    """Each request sees presets another process saved or deleted (one ``stat`` when none did)."""
+    config().refresh()
+
+
 def init_app(app) -> None:
-    """Apply GATE_PRESET, if set, when the site starts."""
+    """Keep saved presets current on every request, and apply GATE_PRESET, if set, when the site starts."""
+    app.before_request(refresh_presets)
     name = app.config.get("PRESET")
     if not name:
         return

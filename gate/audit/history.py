@@ -26,7 +26,7 @@ from gate.services import personas, retention, seed, subscriptions
 
 _EVENT_TYPES = ("article_view", "unlock", "meter_merged", "preset_changed", "subscription_changed",
                 "newsletter_changed", "comp_changed", "admin_action", "persona_switched", "signup",
-                "save_offer_accepted", "device_signed_in", "referral_read")
+                "save_offer_accepted", "device_signed_in", "referral_read", "preset_saved")
 
 
 @dataclass(frozen=True)
@@ -247,16 +247,27 @@ class History:
                              if email in demo_emails}
 
     def _preset_timeline(self) -> Timeline:
-        """The active preset over time, from preset_changed events."""
+        """The active preset over time, from preset_changed events.
+
+        A saved preset is named with the save it was running by (``mine@<event id>``,
+        from preset_saved), so a spend is checked against the rules of that moment
+        even when the preset was edited while it ran.
+        """
         changes = self.by_type["preset_changed"]
         if changes:
             initial = changes[0].data.get("from")
         else:
             value = self.db.scalar("select value from settings where key = 'preset'")
             initial = value if value in self.cfg.presets else self.cfg.publication.default_preset
-        timeline = Timeline(initial)
-        for event in changes:
-            timeline.add(event.id, event.at, event.data.get("to"))
+        timeline, versions, running = Timeline(initial), {}, initial
+        for event in sorted(changes + self.by_type["preset_saved"], key=lambda event: event.id):
+            if event.type == "preset_saved":
+                versions[event.data.get("name")] = f"{event.data.get('name')}@{event.id}"
+                if event.data.get("name") != running:
+                    continue
+            else:
+                running = event.data.get("to")
+            timeline.add(event.id, event.at, versions.get(running, running))
         return timeline
 
     def _subscription_timelines(self) -> dict[int, dict[int, Timeline]]:
@@ -290,14 +301,32 @@ class History:
     # --- questions the checks ask ---------------------------------------------------
 
     def rules_variants(self, name: str | None) -> list[Rules]:
-        """A preset and each of its active experiments' variants applied to it."""
-        base = self.cfg.presets.get(name or "")
-        if base is None:
-            return []
-        found = [base]
-        for exp in base.experiments:
-            if exp.active:
-                found += [experiments.apply(base, variant) for variant in exp.variants]
+        """A preset (each version of it the site saved) and each of its active experiments' variants applied to it."""
+        found = []
+        for base in self.preset_versions(name):
+            found.append(base)
+            for exp in base.experiments:
+                if exp.active:
+                    found += [experiments.apply(base, variant) for variant in exp.variants]
+        return found
+
+    def preset_versions(self, name: str | None) -> list[Rules]:
+        """The rules a preset name stood for: one saved version (``mine@<event id>``), else every one.
+
+        ``preset_saved`` keeps the rules, so a saved preset is checked even where its
+        file is gone. Without a version (an event that names its preview), every
+        version it had may have applied: the benefit of the doubt.
+        """
+        plain, _, version = (name or "").partition("@")
+        saves = [event for event in self.by_type["preset_saved"] if event.data.get("name") == plain]
+        exact = [event for event in saves if version and str(event.id) == version]
+        found = [] if exact or plain not in self.cfg.presets else [self.cfg.presets[plain]]
+        for event in exact or saves:
+            try:
+                found.append(Rules.model_validate({**event.data.get("to"), "name": plain,
+                                                   "timezone": self.cfg.publication.timezone}))
+            except (TypeError, ValueError):
+                continue  # rules saved by a gate with another model: nothing to check them by
         return found
 
     def subscriber_as_of(self, reader_id: int, event_id: int, moment: datetime) -> bool:

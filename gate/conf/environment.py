@@ -118,6 +118,8 @@ VARIABLES = (
              "signs sessions and links", text),
     Variable("GATE_PRESET", "preset name", "the database's choice, else `site.default_preset`",
              "the preset applied when the site starts", text),
+    Variable("GATE_PRESETS_DIR", "path", "`presets/` in the instance folder",
+             "where presets saved in the rule studio and by `gate preset new` live", path),
     Variable("GATE_BASE_URL", "origin", "`[site] base_url`; `gate demo`: `http://` + `--bind`",
              "the public origin of every absolute URL (mail, feed, sitemap, JSON-LD, canonical)",
              origin),

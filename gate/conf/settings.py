@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from gate.conf import environment
 from gate.conf.resources import resource_dir
+from gate.conf.saved import SavedPresets
 from gate.rules import periods
 from gate.rules.model import Strict, Zoned
 from gate.rules.paywall import Rules, unique_ids
@@ -279,16 +280,30 @@ class SiteFile(Strict):
         return offers
 
 
-def _explain(path: Path, error: ValidationError) -> str:
-    """One line per problem: file, dotted key, reason."""
-    lines = []
+def _reasons(error: ValidationError) -> list[tuple[str, str]]:
+    """Each problem as (dotted key, reason): the words every preset error uses (file, studio, CLI, API).
+
+    A check of gate's own is its message alone (pydantic prefixes "Value error, ").
+    """
+    found = []
     for problem in error.errors():
         key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-        reason = problem["msg"]
-        if problem["type"] == "extra_forbidden":
-            reason = "unknown key"
-        lines.append(f"{path}: {key}: {reason}")
-    return "\n".join(lines)
+        reason = problem["msg"].removeprefix("Value error, ")
+        found.append((key, "unknown key" if problem["type"] == "extra_forbidden" else reason))
+    return found
+
+
+def field_errors(error: ValidationError) -> dict[str, str]:
+    """The first reason for each dotted key, as a form shows it beside the field and the API answers."""
+    found: dict[str, str] = {}
+    for key, reason in _reasons(error):
+        found.setdefault(key, reason)
+    return found
+
+
+def _explain(path: Path, error: ValidationError) -> str:
+    """One line per problem: file, dotted key, reason."""
+    return "\n".join(f"{path}: {key}: {reason}" for key, reason in _reasons(error))
 
 
 def _read_toml(path: Path) -> dict:
@@ -313,10 +328,14 @@ def load_site(path: Path) -> SiteFile:
         raise ConfigError(_explain(path, error)) from None
 
 
+#: Keys gate sets on every preset itself: a file (or a studio form) never gives them.
+RESERVED_KEYS = ("name", "timezone")
+
+
 def load_preset(path: Path, timezone: str) -> Rules:
     """Load and validate one preset; its name is its file name."""
     data = _read_toml(path)
-    for reserved in ("name", "timezone"):
+    for reserved in RESERVED_KEYS:
         if reserved in data:
             raise ConfigError(f"{path}: {reserved}: unknown key (set by gate, not the preset)")
     try:
@@ -325,10 +344,18 @@ def load_preset(path: Path, timezone: str) -> Rules:
         raise ConfigError(_explain(path, error)) from None
 
 
+def foreign_sections(rules: Rules, sections: list[str]) -> str | None:
+    """Why a preset's ``[sections]`` names a section this site has not, or None (key: reason)."""
+    unknown = sorted(set(rules.sections) - set(sections))
+    if not unknown:
+        return None
+    return f"sections.{unknown[0]}: not a section of this site (have: {', '.join(sections)})"
+
+
 class Config:
     """The whole validated configuration: the publication, its plans, mail and lists, and every preset."""
 
-    def __init__(self, config_dir: Path | None = None) -> None:
+    def __init__(self, config_dir: Path | None = None, saved_dir: Path | str | None = None) -> None:
         self.dir = Path(config_dir) if config_dir else resource_dir("config")
         site_file = load_site(self.dir / "site.toml")
         self.publication: Publication = site_file.site
@@ -340,7 +367,10 @@ class Config:
         self.passes: list[Pass] = site_file.passes
         self.retention: Retention = site_file.retention
         self.gifts: Gifts = site_file.gifts
-        self.presets = self._load_presets()
+        #: The presets shipped in config/presets/: a broken one stops the start.
+        self.builtin: dict[str, Rules] = self._load_presets()
+        #: The presets saved in the instance folder (the rule studio, `gate preset new`).
+        self.saved = SavedPresets(saved_dir, self.builtin, self._checked)
         #: The public origin of every link; the app pins it from GATE_BASE_URL and friends.
         self.origin = self.publication.base_url or LOCAL_ORIGIN
         default = self.publication.default_preset
@@ -355,23 +385,31 @@ class Config:
         found, problems = {}, []
         for path in sorted((self.dir / "presets").glob("*.toml")):
             try:
-                rules = load_preset(path, self.publication.timezone)
+                found[path.stem] = self._checked(path)
             except ConfigError as error:
                 problems.append(str(error))
-                continue
-            unknown = sorted(set(rules.sections) - set(self.publication.sections))
-            if unknown:
-                problems.append(
-                    f"{path}: sections.{unknown[0]}: not a section of this site "
-                    f"(have: {', '.join(self.publication.sections)})"
-                )
-                continue
-            found[path.stem] = rules
         if problems:
             raise ConfigError("\n".join(problems))
         if not found:
             raise ConfigError(f"{self.dir / 'presets'}: no presets (*.toml) found")
         return found
+
+    def _checked(self, path: Path) -> Rules:
+        """One preset file, valid and naming only this site's sections (ConfigError naming the file if not)."""
+        rules = load_preset(path, self.publication.timezone)
+        foreign = foreign_sections(rules, self.publication.sections)
+        if foreign:
+            raise ConfigError(f"{path}: {foreign}")
+        return rules
+
+    @property
+    def presets(self) -> dict[str, Rules]:
+        """Every preset by name: the built-in ones, then those saved in the instance folder."""
+        return self.saved.presets
+
+    def refresh(self) -> bool:
+        """Pick up presets saved or deleted by another process (one ``stat`` when nothing changed)."""
+        return self.saved.check()
 
     @property
     def signup_lists(self) -> list[Newsletter]:

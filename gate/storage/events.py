@@ -29,6 +29,9 @@ TYPES = {
     "meter_merged": "A visitor's spends moved to the account they signed in to.",
     "magic_link_sent": "A sign-in link was written to the outbox.",
     "preset_changed": "The active preset changed (data: from, to).",
+    "preset_saved": "A preset was saved in the instance folder (data: by, name, created, from, to: its rules "
+                    "before, null when new, and after).",
+    "preset_deleted": "A saved preset was deleted (data: by, name, from: its rules, to: null).",
     "clock_changed": "The site clock moved (data: from, to, how).",
     "reader_changed": "An account's flags changed (data: field, from, to).",
     "subscription_changed": "A subscription moved between states (data: from, to, reason, by).",

@@ -156,6 +156,7 @@ def init_app(app) -> None:
         newsletter,
         passes,
         reading,
+        studio,
         subscribe,
     )
     from gate.web.access import RowId
@@ -165,6 +166,7 @@ def init_app(app) -> None:
     for module in (reading, auth, account, subscribe, passes, newsletter, learn, devmail, demo, admin, admin_offers,
                    api, gifts, admin_forecast):
         app.register_blueprint(module.bp)
+    app.register_blueprint(studio.bp)  # the rule studio's editor, export and delete (its list is admin.rules)
     _register_licences(app)
     _register_studio(app)
     app.register_error_handler(HTTPException, _error)

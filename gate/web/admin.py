@@ -1,4 +1,4 @@
-"""The instructor console at /admin: dashboard, rules, clock, readers, events, experiments.
+"""The instructor console at /admin: dashboard, clock, readers, events, experiments (rules: gate.web.studio).
 
 Admins only: anonymous visitors are sent to log in, readers get 403. Every
 change made here is an event naming the admin.
@@ -6,7 +6,6 @@ change made here is an event naming the admin.
 
 from __future__ import annotations
 
-import json
 from datetime import date, datetime, timedelta
 
 from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
@@ -110,47 +109,15 @@ def export():
     return _csv(body, f"gate-{span.first_day}-{span.last_day}.csv")
 
 
-# --- rules ----------------------------------------------------------------------
-
-
-def _flatten(value, prefix: str = "") -> dict:
-    """A preset as dotted keys, for the settings table and the diff."""
-    if isinstance(value, dict):
-        flat = {}
-        for key, inner in value.items():
-            flat.update(_flatten(inner, f"{prefix}{key}."))
-        return flat or {prefix.rstrip("."): "(none)"}
-    if isinstance(value, list):
-        return {prefix.rstrip("."): json.dumps(value)}
-    return {prefix.rstrip("."): value}
+# --- rules: the rule studio (gate.web.studio) ------------------------------------
 
 
 @bp.route("/rules", methods=["GET", "POST"])
 def rules():
-    """The active preset in full, a switcher, and a side-by-side diff of two presets."""
-    cfg = site.config()
-    db = get_db()
-    if _posted():
-        try:
-            before, after = presets.use(db, cfg, request.form.get("preset", ""), current().now,
-                                            by=current_user.email)
-        except ConfigError as error:
-            flash(str(error), "warning")
-        else:
-            _record("preset_switched", after, **{"from": before, "to": after})
-            flash(f"The site now applies {after}.", "success")
-        return redirect(url_for("admin.rules"), code=303)
-    active = presets.active_name(db, cfg)
-    left = request.args.get("a") or active
-    right = request.args.get("b") or next(name for name in sorted(cfg.presets) if name != left)
-    if left not in cfg.presets or right not in cfg.presets:
-        abort(400, description="Choose two presets to compare.")
-    flat_a = _flatten(cfg.presets[left].model_dump(exclude={"name", "timezone"}))
-    flat_b = _flatten(cfg.presets[right].model_dump(exclude={"name", "timezone"}))
-    diff = [(key, flat_a.get(key, "—"), flat_b.get(key, "—")) for key in sorted(set(flat_a) | set(flat_b))]
-    return render_template("admin/rules.html", presets=cfg.presets, active=active,
-                           settings=_flatten(cfg.presets[active].model_dump(exclude={"name", "timezone"})),
-                           left=left, right=right, diff=diff, form=ConfirmForm())
+    """Every preset (built-in and saved, the running one marked), a new one, and two compared in words."""
+    from gate.web import studio  # the studio's views live beside its editor (studio imports this module)
+
+    return studio.index()
 
 
 # --- clock ----------------------------------------------------------------------

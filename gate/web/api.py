@@ -9,8 +9,10 @@ from gate.app import ratelimit, site
 from gate.app.context import current
 from gate.app.db import get_db
 from gate.app.ratelimit import limiter
-from gate.rules import paywall
-from gate.services import offers
+from gate.conf.environment import boolean
+from gate.conf.settings import ConfigError
+from gate.rules import describe, paywall
+from gate.services import offers, presets
 from gate.services.gifts import GiftRefused
 from gate.storage.db import ping
 from gate.web import access
@@ -83,3 +85,76 @@ def health():
     """Liveness and the site's clock and preset."""
     ping(get_db())
     return jsonify(status="ok", now=current().now.isoformat(), preset=current().rules.name)
+
+
+# --- presets: read by anyone, changed by admins (the rule studio's operations) -----------------
+
+
+@bp.get("/presets")
+def preset_list():
+    """Every preset: name, title, built-in or saved, and which one the site runs."""
+    cfg = site.config()
+    return jsonify(presets=[info.as_dict() for info in presets.catalogue(get_db(), cfg)],
+                   skipped=dict(sorted(cfg.saved.problems.items())))
+
+
+@bp.get("/presets/<name>")
+def preset(name: str):
+    """One preset: its rules as its file holds them, in words, and how it differs from the running one."""
+    cfg = site.config()
+    if name not in cfg.presets:
+        return jsonify(error="not_found", message=f"There is no preset named {name[:40]!r}."), 404
+    return jsonify(_preset_payload(cfg, name))
+
+
+def _preset_payload(cfg, name: str) -> dict:
+    """A preset as the API shows it."""
+    info = next(info for info in presets.catalogue(get_db(), cfg) if info.name == name)
+    rules, running = cfg.presets[name], cfg.presets[presets.active_name(get_db(), cfg)]
+    return {**info.as_dict(), "rules": presets.editable(rules),
+            "in_words": [{"rule": label, "words": words} for label, words in describe.summary(rules)],
+            "differences_from_running": describe.differences(running, rules)}
+
+
+def _admin_refusal():
+    """None for an admin (or the admin underneath a demo persona); else the JSON refusal to send."""
+    if current_user.is_authenticated and current_user.is_admin or current().act_as_instructor():
+        return None
+    if not current_user.is_authenticated:
+        return jsonify(error="login_required", message="Sign in as an admin to change presets."), 401
+    return jsonify(error="forbidden", message="Only admins change presets."), 403
+
+
+@bp.route("/presets/<name>", methods=["POST", "PUT"])
+def preset_save(name: str):
+    """Admins: save JSON rules as a preset (POST: a new one; PUT: new or replaced); ``?use=1`` also runs it."""
+    refused = _admin_refusal()
+    if refused:
+        return refused
+    try:
+        then_use = boolean(request.args.get("use") or "0")
+    except ValueError as error:
+        return jsonify(errors={"use": str(error)}), 400
+    cfg, db = site.config(), get_db()
+    existed = name in cfg.saved.rules
+    try:
+        presets.save(db, cfg, name, request.get_json(silent=True), current().now, current_user.email,
+                     new=request.method == "POST", then_use=then_use)
+    except presets.PresetInvalid as invalid:
+        return jsonify(errors=invalid.errors), 400
+    return jsonify(_preset_payload(cfg, name)), 200 if existed else 201
+
+
+@bp.delete("/presets/<name>")
+def preset_delete(name: str):
+    """Admins: delete a saved preset that is not running (its rules stay in the event)."""
+    refused = _admin_refusal()
+    if refused:
+        return refused
+    try:
+        presets.delete(get_db(), site.config(), name, current().now, current_user.email)
+    except presets.PresetRefused as error:
+        return jsonify(error="refused", message=str(error)), 409
+    except ConfigError as error:
+        return jsonify(error="not_found", message=str(error)), 404
+    return jsonify(deleted=name)

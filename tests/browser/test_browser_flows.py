@@ -455,7 +455,7 @@ def test_an_admin_uses_the_console(site, open_page, audit):
     # Playwright's taps on the switch below would land on the wrong element.
     problem = too_wide(page)
     assert problem is None, problem
-    switcher = page.get_by_role("region", name="Switch the running site")
+    switcher = page.get_by_role("region", name="Presets")
     active = page.get_by_role("heading", name=re.compile(r"^Active: "))
 
     def switch_to(preset: str):
