@@ -299,7 +299,8 @@ class LiveSite:
         # (tested on their own in test_security.py) would make the browser tests flaky.
         self.env = site_env(**database_env(self.database), GATE_SECRET_KEY=secret_key,
                             GATE_RATE_LIMITS="on" if rate_limits else "off", GATE_BASE_URL=MAIL_ORIGIN,
-                            **{"GATE_PRESETS_DIR": str(self.directory / "presets"), **settings})
+                            **{"GATE_PRESETS_DIR": str(self.directory / "presets"),
+                               "GATE_INSTANCE": str(self.directory / "instance"), **settings})
         self.node_count = nodes
         self.nodes: Nodes | None = None  # made at start, from env as it stands then (callers add settings)
         self.seed = ("db", "seed") if schedule else ("db", "seed", "--no-schedule")

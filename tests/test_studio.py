@@ -426,6 +426,15 @@ def test_the_cli_makes_edits_exports_and_deletes_a_preset(runner, db, folder, tm
     assert [event["by"] for event in saved_events(db)] == ["cli", "cli"]
 
 
+
+def test_a_saved_preset_runs_in_gate_simulate_as_the_forecast_says(runner, folder):
+    assert gate(runner, "new", "weekly", "--from", "wpr")[0] == 0
+    gate(runner, "edit", "weekly", "--set", "tiers.registered.limit=5", "--set", 'tiers.registered.period="week"')
+    result = runner.invoke(args=["simulate", "--preset", "wpr", "--preset", "weekly", "--readers", "300",
+                                 "--days", "7", "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"presets": [\n    "wpr",\n    "weekly"\n  ]' in result.output  # the JSON, after the progress line
+
 @pytest.mark.parametrize("args, message", [
     (("edit", "wpr", "--set", "title=x"), "wpr is a built-in preset: copy it first"),
     (("edit", "nope", "--set", "title=x"), "no preset named 'nope'"),

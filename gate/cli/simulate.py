@@ -23,10 +23,18 @@ MAX_SCENARIOS = 16
 NO_OFFER = "none"
 
 
+def _saved_presets_dir() -> str | None:
+    """Where the site keeps the presets saved in the rule studio, so a forecast's command line runs here too."""
+    from flask.cli import ScriptInfo
+
+    info = click.get_current_context().find_object(ScriptInfo)
+    return info.load_app().config["PRESETS_DIR"] if info else None
+
+
 def _config(config_dir: str | None) -> Config:
-    """The site's validated configuration, or a clean error naming the broken file."""
+    """The site's validated configuration (saved presets included), or a clean error naming the broken file."""
     try:
-        return Config(Path(config_dir) if config_dir else None)
+        return Config(Path(config_dir) if config_dir else None, saved_dir=_saved_presets_dir())
     except ConfigError as error:
         raise click.ClickException(f"configuration error:\n{error}") from None
 
