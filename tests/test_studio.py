@@ -18,6 +18,7 @@ import pytest
 from gate import audit, create_app
 from gate.conf import presetfile
 from gate.conf.settings import Config, ConfigError, load_preset
+from gate.app.site import config as site_config
 from gate.services import presets
 from tests.helpers import ADMIN, BOTH_ENGINES, METERED, START, Reader, metered_slugs
 
@@ -227,6 +228,21 @@ def error_beside(html: str, field_id: str) -> str:
     found = re.search(rf'<p class="field__error" id="{re.escape(field_id)}-error">([^<]*)</p>', html)
     return unescape(found.group(1)) if found else ""
 
+
+def test_the_dynamic_meter_is_designed_in_the_studio_like_any_rule(admin, app):
+    form = editor_form(admin, "/admin/rules/new?from=dynamic", name="gentler", **{"dynamic-bands-0-allowance": "6"})
+    assert form["dynamic-included"] == "y" and form["dynamic-bands-2-offer"] == "subscribe"
+    shown = admin.post("/admin/rules/new", {**form, "action": "check"}).get_data(as_text=True)
+    assert "Dynamic meter: none → score ≤ 30: 6, ≤ 70: 3, higher: 1 and a subscribe offer (anonymous visitors)" in (
+        unescape(shown))  # the edited bands, in words, against the running preset (no dynamic meter)
+    assert admin.post("/admin/rules/new", {**form, "action": "save"}).status_code == 303
+    with app.app_context():
+        saved = site_config().preset("gentler")
+    assert [band.allowance for band in saved.dynamic.bands] == [6, 3, 1] and saved.dynamic.tiers == ["anonymous"]
+    refused = admin.post("/admin/rules/new", {**form, "name": "broken", "dynamic-bands-1-up_to": "10",
+                                              "action": "save"})
+    listed = [preset["name"] for preset in admin.client.get("/api/presets").get_json()["presets"]]
+    assert refused.status_code == 400 and "broken" not in listed and "gentler" in listed
 
 def test_a_new_preset_from_an_existing_one_is_shown_filled_in(admin):
     page = admin.client.get("/admin/rules/new?from=wpr").get_data(as_text=True)
