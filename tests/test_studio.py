@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from gate import audit, create_app
+from gate.app.site import config as site_config
 from gate.conf import presetfile
 from gate.conf.settings import Config, ConfigError, load_preset
-from gate.app.site import config as site_config
 from gate.services import presets
 from tests.helpers import ADMIN, BOTH_ENGINES, METERED, START, Reader, metered_slugs
 
