@@ -308,7 +308,7 @@ def presenter_reads_the_numbers_and_changes_the_rule(presenter, student, audit, 
     check(audit, presenter, "7. dashboard")
 
     presenter.get_by_role("navigation", name="Console").get_by_role("link", name="Rules").click()
-    switcher = presenter.get_by_role("region", name="Switch the running site")
+    switcher = presenter.get_by_role("region", name="Presets")
     switcher.locator("form").filter(has=presenter.locator("input[value=metered-ab]")).get_by_role("button").click()
     expect(presenter.locator(".flash")).to_have_text("The site now applies metered-ab.")
     check(audit, presenter, "7. rules")
