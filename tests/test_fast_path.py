@@ -254,3 +254,48 @@ def test_the_signed_in_join_reads_every_column_a_reader_is_built_from(db):
     """A readers column Reader.from_row reads but the join leaves out would be None on every signed-in page."""
     columns = {row["name"] for row in db.rows("select name from pragma_table_info('readers')")}
     assert set(accounts.READER_COLUMNS) == columns - {"synthetic", "comp_by"}  # read by the console only
+
+
+# --- Flask's plumbing, done once (gate.app.plumbing) -----------------------------------------
+
+
+def test_each_hook_is_checked_for_async_once(app, client, monkeypatch):
+    import flask
+
+    asked = []
+    real = flask.Flask.ensure_sync
+    monkeypatch.setattr(flask.Flask, "ensure_sync", lambda self, func: asked.append(func) or real(self, func))
+    app._sync.clear()
+    for _ in range(3):
+        assert client.get(f"/articles/{METERED}").status_code == 200
+    assert asked and len(asked) == len(set(asked))  # each function once, however many requests
+    assert app.view_functions["reading.article"] in asked and current_context_processors(app) <= set(asked)
+
+
+def current_context_processors(app) -> set:
+    """The template context processors an article page runs."""
+    return set(app.template_context_processors[None]) | set(app.template_context_processors["reading"])
+
+
+def test_an_unhashable_hook_is_still_run(app, client):
+    class Hook(dict):  # a dict subclass: callable, and unhashable
+        def __call__(self):
+            self["ran"] = self.get("ran", 0) + 1
+
+    hook = Hook()
+    app.before_request_funcs.setdefault(None, []).append(hook)
+    client.get(f"/articles/{METERED}")
+    client.get(f"/articles/{METERED}")
+    assert hook["ran"] == 2
+
+
+def test_a_blueprint_page_runs_the_default_context_processor_once(app, client):
+    from flask.templating import _default_template_ctx_processor
+
+    assert all(_default_template_ctx_processor not in funcs
+               for name, funcs in app.template_context_processors.items() if name is not None)
+    assert app.template_context_processors[None].count(_default_template_ctx_processor) == 1
+    with app.test_request_context(f"/articles/{METERED}"):
+        context: dict = {}
+        app.update_template_context(context)
+        assert {"g", "request", "current_user", "csrf_token"} <= set(context)

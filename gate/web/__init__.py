@@ -7,7 +7,7 @@ from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, SecurityError
 
-from gate.app import context, sessions, site
+from gate.app import context, plumbing, sessions, site
 from gate.app.context import current
 from gate.app.csrf import SiteCSRF, keep_csrf_signature, page_token, prime_csrf_token
 from gate.rules import billing, paywall, periods
@@ -134,7 +134,7 @@ def init_app(app) -> None:
     app.before_request(prime_csrf_token)  # before any form builds its token
     app.after_request(keep_csrf_signature)
     app.jinja_env.globals["csrf_token"] = page_token  # a template without the page's context
-    login_manager.init_app(app)
+    login_manager.init_app(app, add_context_processor=False)  # _template_globals gives templates the reader
     from gate.web import (
         account,
         admin,
@@ -175,3 +175,4 @@ def init_app(app) -> None:
     app.jinja_env.filters["status_label"] = billing.status_label
     app.jinja_env.filters["charge_label"] = billing.charge_label
     app.jinja_env.filters["decline_label"] = lambda code: billing.DECLINE_LABELS.get(code, code)
+    plumbing.drop_repeated_context_processors(app)  # after every blueprint is registered
