@@ -299,3 +299,41 @@ def test_a_blueprint_page_runs_the_default_context_processor_once(app, client):
         context: dict = {}
         app.update_template_context(context)
         assert {"g", "request", "current_user", "csrf_token"} <= set(context)
+
+
+@BOTH_ENGINES
+def test_headers_added_as_the_answer_leaves_are_sent_once_each(reader, client):
+    from gate.web import _PAGE_HEADERS
+
+    reader.signup("headers@example.com")
+    answers = [client.get(f"/articles/{METERED}"), client.head(f"/articles/{METERED}"),
+               client.get("/api/meter"), client.get("/articles/no-such-article"),
+               client.post(f"/api/articles/{METERED}/unlock", headers={"X-CSRFToken": reader.token()}),
+               client.post(f"/articles/{METERED}/unlock", data={"csrf_token": reader.token()})]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 404, 200, 303]
+    for answer in answers:
+        for name, value in _PAGE_HEADERS:
+            assert answer.headers.getlist(name) == [value], (answer.request.path, name)
+
+
+def test_a_leaving_header_gives_way_to_one_set_before_the_answer_left(app, client):
+    from gate.app.plumbing import leaving_headers
+
+    @app.get("/leaving-test")
+    def leaving_test():
+        response = app.response_class("x")
+        response.leave_with(leaving_headers([("X-Example", "ours"), ("Vary", "Cookie")]))
+        response.headers["x-example"] = "the view's"
+        return response
+
+    answer = client.get("/leaving-test")
+    assert answer.headers.getlist("X-Example") == ["the view's"] and answer.headers.getlist("Vary") == ["Cookie"]
+
+
+def test_a_leaving_header_is_checked_for_newlines_once_when_built():
+    import pytest
+
+    from gate.app.plumbing import leaving_headers
+
+    with pytest.raises(ValueError, match="X-Bad"):
+        leaving_headers([("X-Bad", "one\r\nSet-Cookie: injected=1")])

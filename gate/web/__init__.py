@@ -76,6 +76,8 @@ SECURITY_HEADERS = (
 #: What a page or API answer gets when it set none of these itself (the usual case): added in one go.
 _PAGE_HEADERS = (*SECURITY_HEADERS, ("Cache-Control", "private, no-cache"), ("Vary", "Cookie"))
 _PAGE_NAMES = frozenset(key.lower() for key, _ in _PAGE_HEADERS)
+#: The same, checked once, for an answer to add as it leaves (see gate.app.plumbing.Answer).
+_PAGE_LEAVING = plumbing.leaving_headers(_PAGE_HEADERS)
 
 
 def _response_headers(response):
@@ -84,7 +86,10 @@ def _response_headers(response):
     present = {key.lower() for key, _ in headers.items()}
     page = request.endpoint != "static"  # pages and answers vary by reader
     if page and not present & _PAGE_NAMES:
-        headers.extend(_PAGE_HEADERS)
+        if isinstance(response, plumbing.Answer):
+            response.leave_with(_PAGE_LEAVING)  # added as it leaves, without checking each again
+        else:
+            headers.extend(_PAGE_HEADERS)
         return response
     headers.extend([(key, value) for key, value in SECURITY_HEADERS if key.lower() not in present])
     if page:
