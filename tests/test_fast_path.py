@@ -103,6 +103,35 @@ def test_re_unlocking_takes_no_write_transaction(reader, client, statements):
 
 
 @BOTH_ENGINES
+def test_an_unlock_reads_its_article_with_the_reader_its_rate_limit_asks_for(app, reader, client, statements):
+    """The limit's key asks for the reader before the view asks for the article: both come in one read."""
+    assert app.config["RATELIMIT_ENABLED"]
+    reader.signup("limited@example.com")
+    reader.unlock(METERED)
+    token = reader.token()
+    statements.clear()
+    for path in (f"/api/articles/{METERED}/unlock", f"/articles/{METERED}/unlock"):
+        answer = client.post(path, headers={"X-CSRFToken": token})
+        assert answer.status_code in (200, 303)
+    assert statements["select"] == 2, statements  # one read each
+    assert client.get(f"/api/articles/{METERED}").get_json()["reason"] == "already_unlocked"
+
+
+@BOTH_ENGINES
+def test_an_article_read_with_the_site_is_not_served_for_another_slug(app, db, statements):
+    publish(db, "another-piece", START - timedelta(days=1))
+    with app.test_request_context(f"/api/articles/{METERED}"):
+        state = current()
+        assert state.site.slug == METERED  # asked for first without a slug: the route's article came with it
+        statements.clear()
+        assert state.published(METERED).slug == METERED and not statements
+        assert state.published("another-piece").slug == "another-piece"
+        assert state.published("no-such-piece") is None
+    with app.test_request_context("/api/meter"):
+        assert current().site.slug is None and current().site.article is None  # not an article's route
+
+
+@BOTH_ENGINES
 def test_a_preset_switch_is_seen_by_the_next_request(client, runner):
     assert client.get(f"/api/articles/{METERED}").get_json()["offer"] == "register"
     runner.invoke(args=["preset", "use", "metered"])  # another process, as on another node

@@ -69,14 +69,22 @@ class RequestState:
 
     def published(self, slug: str) -> content.Article | None:
         """The article at ``slug`` if it is out by now; read with the site's state when that is not read yet."""
-        if "site" in self.__dict__:
+        if "site" not in self.__dict__:
+            self.__dict__["site"] = self._read_site(slug)  # the cached ``site``
+        elif self.site.slug != slug:
             return content.published(get_db(), slug, self.now)
-        self.__dict__["site"] = self._read_site(slug)  # the cached ``site``
         return content.out_by(self.site.article, self.now)
 
     def _read_site(self, slug: str | None = None) -> sitestate.SiteState:
-        """The site's state (with the article at ``slug``), and the session's reader when none is loaded yet."""
-        token = session.get("_user_id") if has_request_context() and "_login_user" not in g else None
+        """The site's state (with the article at ``slug``, else the route's), and the session's reader if not loaded.
+
+        Whatever asks first (an unlock's rate limit asks for the reader before
+        the view asks for the article) reads the route's article with it.
+        """
+        token = None
+        if has_request_context():
+            slug = slug or _route_article()
+            token = session.get("_user_id") if "_login_user" not in g else None
         token = token if isinstance(token, str) and token else None
         found = sitestate.read(get_db(), self.config, real_now(), slug, token)
         if token is not None:
@@ -359,6 +367,19 @@ class RequestState:
         g._login_user = admin  # what flask-login's current_user reads for the rest of this request
         self.after_rules_change()
         return True
+
+
+#: The routes that serve one article, named by their ``slug``: it is read with the site's state.
+ARTICLE_ROUTES = frozenset({"reading.article", "reading.article_json", "reading.unlock", "api.article",
+                            "api.unlock", "api.gift", "gifts.make"})
+
+
+def _route_article() -> str | None:
+    """The slug of the article this request's route serves, if it serves one."""
+    if request.endpoint in ARTICLE_ROUTES:
+        slug = (request.view_args or {}).get("slug")
+        return slug if isinstance(slug, str) else None
+    return None
 
 
 def current() -> RequestState:
