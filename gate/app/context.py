@@ -272,20 +272,24 @@ class RequestState:
         views of it (until another side-door arrival), so reloading or coming
         back to the article keeps the grant; a direct view changes nothing.
         """
-        slug = (request.view_args or {}).get("slug") if has_request_context() else None
+        if not has_request_context():
+            return "direct", None
+        # The request and the session, each looked up once (every article view asks this).
+        asked, kept_session = request._get_current_object(), session._get_current_object()
+        slug = (asked.view_args or {}).get("slug")
         if not isinstance(slug, str):
             return "direct", None
         # A persona that "arrives from search" (demo mode); popped only when set, so no other session is rewritten.
-        persona = session.pop(ARRIVAL_NEXT_KEY) if ARRIVAL_NEXT_KEY in session else None
-        referer = referral.PERSONA_REFERERS.get(persona) or request.headers.get("Referer")
-        raw = request.args.get(referral.NEWSLETTER_PARAM)
+        persona = kept_session.pop(ARRIVAL_NEXT_KEY) if ARRIVAL_NEXT_KEY in kept_session else None
+        referer = referral.PERSONA_REFERERS.get(persona) or asked.environ.get("HTTP_REFERER")
+        raw = asked.args.get(referral.NEWSLETTER_PARAM) if asked.query_string else None
         signed = tokens.load(current_app.secret_key, "newsletter-link", raw) if raw else None
         named = signed.get("a") if isinstance(signed, dict) else None  # a bad signature is no link at all
         kind = referral.classify(referer, self.rules.referral.trust_referer, named, slug)
         if kind != "direct":
-            session[ARRIVAL_KEY] = [kind, slug]
+            kept_session[ARRIVAL_KEY] = [kind, slug]
             return kind, slug
-        kept = session.get(ARRIVAL_KEY)
+        kept = kept_session.get(ARRIVAL_KEY)
         if isinstance(kept, list) and len(kept) == 2 and kept[0] in referral.REFERRALS and kept[1] == slug:
             return kept[0], slug
         return "direct", None
