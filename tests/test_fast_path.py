@@ -366,3 +366,22 @@ def test_a_leaving_header_is_checked_for_newlines_once_when_built():
 
     with pytest.raises(ValueError, match="X-Bad"):
         leaving_headers([("X-Bad", "one\r\nSet-Cookie: injected=1")])
+
+
+@BOTH_ENGINES
+def test_the_requests_account_is_flask_logins_current_user(app, reader, client):
+    from flask_login import current_user, logout_user
+
+    from gate.app.context import account
+
+    reader.signup("account@example.com")
+    cookie = client.get_cookie("session", domain="meridian.test").value
+    with app.test_request_context(f"/articles/{METERED}", headers={"Cookie": f"session={cookie}"}):
+        app.preprocess_request()
+        first = account()  # before anything loaded the user: loads it as current_user does
+        assert first.is_authenticated and first.email == "account@example.com"
+        assert first is current_user._get_current_object() and account() is first
+        logout_user()
+        assert not account().is_authenticated and account() is current_user._get_current_object()
+    with app.app_context():
+        assert account() is None  # no request: no user, as current_user gives

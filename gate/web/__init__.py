@@ -106,7 +106,7 @@ def _template_globals():
     state = current()
     rules, viewer, state_clock = state.rules, state.viewer, state.now
     cfg = site.config()
-    user = current_user._get_current_object()  # the reader itself: templates ask it several things
+    user = context.account()  # the reader itself: templates ask it several things
     return {
         "current_user": user,
         "site_info": cfg.publication,
