@@ -385,3 +385,19 @@ def test_the_requests_account_is_flask_logins_current_user(app, reader, client):
         assert not account().is_authenticated and account() is current_user._get_current_object()
     with app.app_context():
         assert account() is None  # no request: no user, as current_user gives
+
+
+@BOTH_ENGINES
+def test_with_limits_off_a_limited_view_runs_without_the_limiters_wrapper(tmp_path, app, engine):
+    from gate import create_app
+
+    assert ratelimit.limited(app.view_functions["api.unlock"])  # limits on: wrapped
+    off = create_app({**{key: app.config[key] for key in ("DATABASE", "SECRET_KEY", "SERVER_NAME")},
+                      "TESTING": True, "RATELIMIT_ENABLED": False})
+    unlock = off.view_functions["api.unlock"]
+    assert not ratelimit.limited(unlock) and unlock.__name__ == "unlock" and unlock.__module__ == "gate.web.api"
+    assert not any(ratelimit.limited(view) for view in off.view_functions.values())
+    reader = Reader(off.test_client())
+    reader.signup("unlimited@example.com")
+    answer = reader.client.post(f"/api/articles/{METERED}/unlock", headers={"X-CSRFToken": reader.token()})
+    assert answer.get_json()["spent"] is True and "X-RateLimit-Limit" not in answer.headers

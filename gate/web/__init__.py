@@ -7,7 +7,7 @@ from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, SecurityError
 
-from gate.app import context, plumbing, sessions, site
+from gate.app import context, plumbing, ratelimit, sessions, site
 from gate.app.context import current
 from gate.app.csrf import SiteCSRF, keep_csrf_signature, page_token, prime_csrf_token
 from gate.rules import billing, paywall, periods
@@ -181,3 +181,4 @@ def init_app(app) -> None:
     app.jinja_env.filters["charge_label"] = billing.charge_label
     app.jinja_env.filters["decline_label"] = lambda code: billing.DECLINE_LABELS.get(code, code)
     plumbing.drop_repeated_context_processors(app)  # after every blueprint is registered
+    ratelimit.unwrap_when_off(app)  # likewise
