@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import jsonify, render_template, request
-from flask_login import LoginManager, current_user
+from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, SecurityError
 
