@@ -401,3 +401,11 @@ def test_with_limits_off_a_limited_view_runs_without_the_limiters_wrapper(tmp_pa
     reader.signup("unlimited@example.com")
     answer = reader.client.post(f"/api/articles/{METERED}/unlock", headers={"X-CSRFToken": reader.token()})
     assert answer.get_json()["spent"] is True and "X-RateLimit-Limit" not in answer.headers
+
+
+def test_every_article_route_named_exists_and_serves_a_slug(app):
+    from gate.app.context import ARTICLE_ROUTES
+
+    rules = {rule.endpoint: rule for rule in app.url_map.iter_rules()}
+    assert ARTICLE_ROUTES <= set(rules)
+    assert all("slug" in rules[endpoint].arguments for endpoint in ARTICLE_ROUTES)
