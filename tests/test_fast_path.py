@@ -409,3 +409,20 @@ def test_every_article_route_named_exists_and_serves_a_slug(app):
     rules = {rule.endpoint: rule for rule in app.url_map.iter_rules()}
     assert ARTICLE_ROUTES <= set(rules)
     assert all("slug" in rules[endpoint].arguments for endpoint in ARTICLE_ROUTES)
+
+
+def test_a_function_made_for_each_request_is_not_kept_for_ever(app, client, monkeypatch):
+    from flask import after_this_request
+
+    from gate.app import plumbing
+
+    monkeypatch.setattr(plumbing, "KEEP_SYNCED", len(app._sync) + 5)
+
+    @app.get("/per-request-hook")
+    def per_request_hook():
+        after_this_request(lambda response: response)  # a new function every request
+        return "x"
+
+    for _ in range(20):
+        assert client.get("/per-request-hook").status_code == 200
+    assert len(app._sync) <= plumbing.KEEP_SYNCED

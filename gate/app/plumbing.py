@@ -45,6 +45,11 @@ def leaving_headers(pairs) -> tuple:
     return tuple((name.lower(), name, value) for name, value in pairs)
 
 
+#: Functions whose answer :class:`Site` keeps: the site's hooks and views are far fewer. A function made
+#: afresh for each request (``after_this_request``) would otherwise be kept for ever.
+KEEP_SYNCED = 1024
+
+
 class Site(Flask):
     """The site's Flask: answers are :class:`Answer`, and each hook is checked for ``async def`` once."""
 
@@ -59,7 +64,9 @@ class Site(Flask):
         try:
             return self._sync[func]
         except KeyError:
-            synced = self._sync[func] = super().ensure_sync(func)
+            synced = super().ensure_sync(func)
+            if len(self._sync) < KEEP_SYNCED:
+                self._sync[func] = synced
             return synced
         except TypeError:  # an unhashable callable: asked every time, as Flask does
             return super().ensure_sync(func)
@@ -69,7 +76,7 @@ def drop_repeated_context_processors(app: Flask) -> None:
     """Run Flask's default context processor once a render, not again for the blueprint.
 
     Each blueprint starts with its own copy of it, so a page of a blueprint put
-    ``g``, ``request`` and ``session`` into the context twice.
+    ``g`` and ``request`` into the context twice.
     """
     for name, funcs in app.template_context_processors.items():
         if name is not None and _default_template_ctx_processor in funcs:
