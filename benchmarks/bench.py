@@ -92,8 +92,10 @@ def bench_pages(n: int, rounds: int) -> list[dict]:
 
     Both sides go through a Flask test client: gate's app with a session per
     tier (view events batched by the background writer, as under `gate
-    serve`), and the HTTP benchmark's bare app (gate's templates and URL map,
-    a fixed context per tier, one article read on a kept connection). Each round
+    serve`), its cookie replayed as a fixed header as wrk replays it over HTTP
+    (the test client's cookie jar is no part of either side), and the HTTP
+    benchmark's bare app (gate's templates and URL map, a fixed context per
+    tier, one article read on a kept connection). Each round
     times ``n`` requests of each side, in alternating order, in this process's
     CPU time (all its threads, the event writer's too), which other tenants of a
     shared machine disturb far less than wall-clock time; a ratio is baseline
@@ -112,21 +114,23 @@ def bench_pages(n: int, rounds: int) -> list[dict]:
         app = create_app({"DATABASE": str(site["database"]), "SECRET_KEY": key, "RATELIMIT_ENABLED": False,
                           "EVENT_BUFFER": True})
         clients, tokens = httpbench.client_sessions(app, site)
+        replay = app.test_client(use_cookies=False)
         bare_app = httpbench.bare_app(str(site["bare_database"]), key)
         bare = bare_app.test_client()
         measured = [s for s in httpbench.scenarios(site["page"], site["unlocked"]) if s.target]
         calls = {}
         for scenario in measured:
-            client, headers = clients[scenario.session], {}
-            if scenario.csrf:
-                headers["X-CSRFToken"] = tokens[scenario.session]
+            headers = {"X-CSRFToken": tokens[scenario.session]} if scenario.csrf else {}
+            headers.update(replayed(app, clients[scenario.session], scenario, headers))
             calls[scenario.name] = (
-                lambda c=client, s=scenario, h=headers: c.open(s.gate_path, method=s.method, headers=h),
+                lambda s=scenario, h=headers: replay.open(s.gate_path, method=s.method, headers=h),
                 lambda s=scenario: bare.open(s.pooled_path, method=s.method))
             for call in calls[scenario.name]:
                 answer = call()
                 if answer.status_code != 200 or scenario.expect not in answer.get_data(as_text=True):
                     raise RuntimeError(f"{scenario.name}: {answer.status_code} without {scenario.expect!r}")
+                if "Set-Cookie" in answer.headers:
+                    raise RuntimeError(f"{scenario.name}: a replayed session still gets a new cookie")
         times = {name: ([], []) for name in calls}
         for number in range(rounds):
             for name, (gate, baseline) in calls.items():
@@ -142,6 +146,13 @@ def bench_pages(n: int, rounds: int) -> list[dict]:
              "baseline_s": statistics.median(times[scenario.name][1]), "target": scenario.target,
              "ratio": round(statistics.median(b / g for g, b in zip(*times[scenario.name])), 2)}
             for scenario in measured]
+
+
+def replayed(app, client, scenario, headers: dict) -> dict:
+    """The Cookie header of ``client``'s session once a visit of the scenario's page settled it (as httpbench does)."""
+    client.open(scenario.gate_path, method=scenario.method, headers=headers)  # a first view may keep a visitor id
+    cookie = client.get_cookie(app.config["SESSION_COOKIE_NAME"])
+    return {"Cookie": f"{cookie.key}={cookie.value}"} if cookie is not None else {}
 
 
 def bench_seed(n: int) -> dict:

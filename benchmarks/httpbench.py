@@ -190,7 +190,8 @@ def bare_app(database: str, secret_key: str):
     from gate.services import content
     from gate.web import passes
 
-    borrowed = create_app({"DATABASE": database, "SECRET_KEY": secret_key})
+    # Limits off: Flask-Limiter keeps one switch per process, and a benchmarked gate in this process has them off.
+    borrowed = create_app({"DATABASE": database, "SECRET_KEY": secret_key, "RATELIMIT_ENABLED": False})
     app = Flask("bare", template_folder=str(resource_dir("templates")),
                 static_folder=borrowed.static_folder)
     app.config.update(SECRET_KEY=secret_key, DEMO=False, JSON_SORT_KEYS=False)

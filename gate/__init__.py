@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from flask import Flask
 
 from gate.app import sessions
+from gate.app.plumbing import Site
 from gate.conf import environment
 from gate.conf.resources import resource_dir
 from gate.conf.version import __version__ as __version__  # re-exported: gate.__version__
@@ -29,7 +30,7 @@ def _instance_secret(instance_path: str) -> str:
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the site: configuration, database, extensions and blueprints."""
     env = environment.read()
-    app = Flask(
+    app = Site(
         __name__,
         instance_path=os.path.abspath(env["GATE_INSTANCE"]) if env["GATE_INSTANCE"] else None,
         instance_relative_config=True,

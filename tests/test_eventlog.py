@@ -92,3 +92,20 @@ def test_a_restarted_writer_keeps_what_was_queued(backend_target, backend):
     log.add(("2026-11-28T17:00:00.000000+00:00", "article_view", None, "after", "a", "{}"))
     assert _wait_for(db, 2) == 2
     assert {row[0] for row in db.execute("select visitor_id from events").fetchall()} == {"queued", "after"}
+
+
+def test_an_events_data_is_the_json_it_always_was():
+    """The shared encoder writes what json.dumps(data, default=str) wrote: dates as text, non-ASCII escaped."""
+    import json
+    from datetime import datetime, timezone
+
+    from gate.storage import events
+
+    at = datetime(2026, 11, 28, 17, tzinfo=timezone.utc)
+    data = {"from": "trialing", "until": at, "note": "café", "n": 3, "none": None}
+    token = events.TAGS.set({"variants": {"headline": "b"}})
+    try:
+        written = events.row("article_view", at, slug="a", **data)[5]
+    finally:
+        events.TAGS.reset(token)
+    assert written == json.dumps({"variants": {"headline": "b"}, **data}, default=str)

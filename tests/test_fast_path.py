@@ -103,6 +103,35 @@ def test_re_unlocking_takes_no_write_transaction(reader, client, statements):
 
 
 @BOTH_ENGINES
+def test_an_unlock_reads_its_article_with_the_reader_its_rate_limit_asks_for(app, reader, client, statements):
+    """The limit's key asks for the reader before the view asks for the article: both come in one read."""
+    assert app.config["RATELIMIT_ENABLED"]
+    reader.signup("limited@example.com")
+    reader.unlock(METERED)
+    token = reader.token()
+    statements.clear()
+    for path in (f"/api/articles/{METERED}/unlock", f"/articles/{METERED}/unlock"):
+        answer = client.post(path, headers={"X-CSRFToken": token})
+        assert answer.status_code in (200, 303)
+    assert statements["select"] == 2, statements  # one read each
+    assert client.get(f"/api/articles/{METERED}").get_json()["reason"] == "already_unlocked"
+
+
+@BOTH_ENGINES
+def test_an_article_read_with_the_site_is_not_served_for_another_slug(app, db, statements):
+    publish(db, "another-piece", START - timedelta(days=1))
+    with app.test_request_context(f"/api/articles/{METERED}"):
+        state = current()
+        assert state.site.slug == METERED  # asked for first without a slug: the route's article came with it
+        statements.clear()
+        assert state.published(METERED).slug == METERED and not statements
+        assert state.published("another-piece").slug == "another-piece"
+        assert state.published("no-such-piece") is None
+    with app.test_request_context("/api/meter"):
+        assert current().site.slug is None and current().site.article is None  # not an article's route
+
+
+@BOTH_ENGINES
 def test_a_preset_switch_is_seen_by_the_next_request(client, runner):
     assert client.get(f"/api/articles/{METERED}").get_json()["offer"] == "register"
     runner.invoke(args=["preset", "use", "metered"])  # another process, as on another node
@@ -254,3 +283,146 @@ def test_the_signed_in_join_reads_every_column_a_reader_is_built_from(db):
     """A readers column Reader.from_row reads but the join leaves out would be None on every signed-in page."""
     columns = {row["name"] for row in db.rows("select name from pragma_table_info('readers')")}
     assert set(accounts.READER_COLUMNS) == columns - {"synthetic", "comp_by"}  # read by the console only
+
+
+# --- Flask's plumbing, done once (gate.app.plumbing) -----------------------------------------
+
+
+def test_each_hook_is_checked_for_async_once(app, client, monkeypatch):
+    import flask
+
+    asked = []
+    real = flask.Flask.ensure_sync
+    monkeypatch.setattr(flask.Flask, "ensure_sync", lambda self, func: asked.append(func) or real(self, func))
+    app._sync.clear()
+    for _ in range(3):
+        assert client.get(f"/articles/{METERED}").status_code == 200
+    assert asked and len(asked) == len(set(asked))  # each function once, however many requests
+    assert app.view_functions["reading.article"] in asked and current_context_processors(app) <= set(asked)
+
+
+def current_context_processors(app) -> set:
+    """The template context processors an article page runs."""
+    return set(app.template_context_processors[None]) | set(app.template_context_processors["reading"])
+
+
+def test_an_unhashable_hook_is_still_run(app, client):
+    class Hook(dict):  # a dict subclass: callable, and unhashable
+        def __call__(self):
+            self["ran"] = self.get("ran", 0) + 1
+
+    hook = Hook()
+    app.before_request_funcs.setdefault(None, []).append(hook)
+    client.get(f"/articles/{METERED}")
+    client.get(f"/articles/{METERED}")
+    assert hook["ran"] == 2
+
+
+def test_a_blueprint_page_runs_the_default_context_processor_once(app, client):
+    from flask.templating import _default_template_ctx_processor
+
+    assert all(_default_template_ctx_processor not in funcs
+               for name, funcs in app.template_context_processors.items() if name is not None)
+    assert app.template_context_processors[None].count(_default_template_ctx_processor) == 1
+    with app.test_request_context(f"/articles/{METERED}"):
+        context: dict = {}
+        app.update_template_context(context)
+        assert {"g", "request", "current_user", "csrf_token"} <= set(context)
+
+
+@BOTH_ENGINES
+def test_headers_added_as_the_answer_leaves_are_sent_once_each(reader, client):
+    from gate.web import _PAGE_HEADERS
+
+    reader.signup("headers@example.com")
+    answers = [client.get(f"/articles/{METERED}"), client.head(f"/articles/{METERED}"),
+               client.get("/api/meter"), client.get("/articles/no-such-article"),
+               client.post(f"/api/articles/{METERED}/unlock", headers={"X-CSRFToken": reader.token()}),
+               client.post(f"/articles/{METERED}/unlock", data={"csrf_token": reader.token()})]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 404, 200, 303]
+    for answer in answers:
+        for name, value in _PAGE_HEADERS:
+            assert answer.headers.getlist(name) == [value], (answer.request.path, name)
+
+
+def test_a_leaving_header_gives_way_to_one_set_before_the_answer_left(app, client):
+    from gate.app.plumbing import leaving_headers
+
+    @app.get("/leaving-test")
+    def leaving_test():
+        response = app.response_class("x")
+        response.leave_with(leaving_headers([("X-Example", "ours"), ("Vary", "Cookie")]))
+        response.headers["x-example"] = "the view's"
+        return response
+
+    answer = client.get("/leaving-test")
+    assert answer.headers.getlist("X-Example") == ["the view's"] and answer.headers.getlist("Vary") == ["Cookie"]
+
+
+def test_a_leaving_header_is_checked_for_newlines_once_when_built():
+    import pytest
+
+    from gate.app.plumbing import leaving_headers
+
+    with pytest.raises(ValueError, match="X-Bad"):
+        leaving_headers([("X-Bad", "one\r\nSet-Cookie: injected=1")])
+
+
+@BOTH_ENGINES
+def test_the_requests_account_is_flask_logins_current_user(app, reader, client):
+    from flask_login import current_user, logout_user
+
+    from gate.app.context import account
+
+    reader.signup("account@example.com")
+    cookie = client.get_cookie("session", domain="meridian.test").value
+    with app.test_request_context(f"/articles/{METERED}", headers={"Cookie": f"session={cookie}"}):
+        app.preprocess_request()
+        first = account()  # before anything loaded the user: loads it as current_user does
+        assert first.is_authenticated and first.email == "account@example.com"
+        assert first is current_user._get_current_object() and account() is first
+        logout_user()
+        assert not account().is_authenticated and account() is current_user._get_current_object()
+    with app.app_context():
+        assert account() is None  # no request: no user, as current_user gives
+
+
+@BOTH_ENGINES
+def test_with_limits_off_a_limited_view_runs_without_the_limiters_wrapper(tmp_path, app, engine):
+    from gate import create_app
+
+    assert ratelimit.limited(app.view_functions["api.unlock"])  # limits on: wrapped
+    off = create_app({**{key: app.config[key] for key in ("DATABASE", "SECRET_KEY", "SERVER_NAME")},
+                      "TESTING": True, "RATELIMIT_ENABLED": False})
+    unlock = off.view_functions["api.unlock"]
+    assert not ratelimit.limited(unlock) and unlock.__name__ == "unlock" and unlock.__module__ == "gate.web.api"
+    assert not any(ratelimit.limited(view) for view in off.view_functions.values())
+    reader = Reader(off.test_client())
+    reader.signup("unlimited@example.com")
+    answer = reader.client.post(f"/api/articles/{METERED}/unlock", headers={"X-CSRFToken": reader.token()})
+    assert answer.get_json()["spent"] is True and "X-RateLimit-Limit" not in answer.headers
+
+
+def test_every_article_route_named_exists_and_serves_a_slug(app):
+    from gate.app.context import ARTICLE_ROUTES
+
+    rules = {rule.endpoint: rule for rule in app.url_map.iter_rules()}
+    assert ARTICLE_ROUTES <= set(rules)
+    assert all("slug" in rules[endpoint].arguments for endpoint in ARTICLE_ROUTES)
+
+
+def test_a_function_made_for_each_request_is_not_kept_for_ever(app, client, monkeypatch):
+    from flask import after_this_request
+
+    from gate.app import plumbing
+
+    monkeypatch.setattr(plumbing, "KEEP_SYNCED", len(app._sync) + 5)
+
+    @app.get("/per-request-hook")
+    def per_request_hook():
+        after_this_request(lambda response: response)  # a new function every request
+        return "x"
+
+    for _ in range(20):
+        assert client.get("/per-request-hook").status_code == 200
+    assert len(app._sync) <= plumbing.KEEP_SYNCED

@@ -83,14 +83,22 @@ class RequestState:
 
     def published(self, slug: str) -> content.Article | None:
         """The article at ``slug`` if it is out by now; read with the site's state when that is not read yet."""
-        if "site" in self.__dict__:
+        if "site" not in self.__dict__:
+            self.__dict__["site"] = self._read_site(slug)  # the cached ``site``
+        elif self.site.slug != slug:
             return content.published(get_db(), slug, self.now)
-        self.__dict__["site"] = self._read_site(slug)  # the cached ``site``
         return content.out_by(self.site.article, self.now)
 
     def _read_site(self, slug: str | None = None) -> sitestate.SiteState:
-        """The site's state (with the article at ``slug``), and the session's reader when none is loaded yet."""
-        token = session.get("_user_id") if has_request_context() and "_login_user" not in g else None
+        """The site's state (with the article at ``slug``, else the route's), and the session's reader if not loaded.
+
+        Whatever asks first (an unlock's rate limit asks for the reader before
+        the view asks for the article) reads the route's article with it.
+        """
+        token = None
+        if has_request_context():
+            slug = slug or _route_article()
+            token = session.get("_user_id") if "_login_user" not in g else None
         token = token if isinstance(token, str) and token else None
         found = sitestate.read(get_db(), self.config, real_now(), slug, token)
         if token is not None:
@@ -232,7 +240,7 @@ class RequestState:
     @property
     def porous(self) -> bool:
         """Whether this viewer's meter is the UNSAFE cookie of the bypass-lab preset."""
-        return self.rules.porous and not current_user.is_authenticated
+        return self.rules.porous and not account().is_authenticated
 
     @property
     def quota(self) -> SqlQuotaStore:
@@ -255,7 +263,7 @@ class RequestState:
     @cached_property
     def viewer(self) -> Viewer:
         """The current viewer with the spends of their meter."""
-        user = current_user._get_current_object()
+        user = account()
         verified = not user.is_authenticated or user.email_verified_at is not None
         if user.is_authenticated:
             tier, key = user.tier, user.meter_key
@@ -297,20 +305,24 @@ class RequestState:
         views of it (until another side-door arrival), so reloading or coming
         back to the article keeps the grant; a direct view changes nothing.
         """
-        slug = (request.view_args or {}).get("slug") if has_request_context() else None
+        if not has_request_context():
+            return "direct", None
+        # The request and the session, each looked up once (every article view asks this).
+        asked, kept_session = request._get_current_object(), session._get_current_object()
+        slug = (asked.view_args or {}).get("slug")
         if not isinstance(slug, str):
             return "direct", None
         # A persona that "arrives from search" (demo mode); popped only when set, so no other session is rewritten.
-        persona = session.pop(ARRIVAL_NEXT_KEY) if ARRIVAL_NEXT_KEY in session else None
-        referer = referral.PERSONA_REFERERS.get(persona) or request.headers.get("Referer")
-        raw = request.args.get(referral.NEWSLETTER_PARAM)
+        persona = kept_session.pop(ARRIVAL_NEXT_KEY) if ARRIVAL_NEXT_KEY in kept_session else None
+        referer = referral.PERSONA_REFERERS.get(persona) or asked.environ.get("HTTP_REFERER")
+        raw = asked.args.get(referral.NEWSLETTER_PARAM) if asked.query_string else None
         signed = tokens.load(current_app.secret_key, "newsletter-link", raw) if raw else None
         named = signed.get("a") if isinstance(signed, dict) else None  # a bad signature is no link at all
         kind = referral.classify(referer, self.rules.referral.trust_referer, named, slug)
         if kind != "direct":
-            session[ARRIVAL_KEY] = [kind, slug]
+            kept_session[ARRIVAL_KEY] = [kind, slug]
             return kind, slug
-        kept = session.get(ARRIVAL_KEY)
+        kept = kept_session.get(ARRIVAL_KEY)
         if isinstance(kept, list) and len(kept) == 2 and kept[0] in referral.REFERRALS and kept[1] == slug:
             return kept[0], slug
         return "direct", None
@@ -399,6 +411,29 @@ class RequestState:
         g._login_user = admin  # what flask-login's current_user reads for the rest of this request
         self.after_rules_change()
         return True
+
+
+#: The routes that serve one article, named by their ``slug``: it is read with the site's state.
+ARTICLE_ROUTES = frozenset({"reading.article", "reading.article_json", "reading.unlock", "api.article",
+                            "api.unlock", "api.gift", "gifts.make"})
+
+
+def _route_article() -> str | None:
+    """The slug of the article this request's route serves, if it serves one."""
+    if request.endpoint in ARTICLE_ROUTES:
+        slug = (request.view_args or {}).get("slug")
+        return slug if isinstance(slug, str) else None
+    return None
+
+
+def account():
+    """The request's user as Flask-Login holds it (its anonymous user when signed out): ``current_user``.
+
+    Once loaded it is kept on ``g``, and one lookup finds it there: the proxy
+    makes three, and a page asks about ten times.
+    """
+    user = g._get_current_object().__dict__.get("_login_user") if has_request_context() else None
+    return user if user is not None else current_user._get_current_object()
 
 
 def current() -> RequestState:

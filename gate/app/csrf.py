@@ -55,15 +55,16 @@ def _issued_here(token: str | None) -> bool:
     return issued is not None and hmac.compare_digest(issued, token)
 
 
-def _secret():
-    """The key CSRF tokens are signed with, as Flask-WTF chooses it."""
-    app = current_app._get_current_object()
-    return app.config.get("WTF_CSRF_SECRET_KEY") or app.secret_key
+def _secret(config=None):
+    """The key CSRF tokens are signed with, as Flask-WTF chooses it (``config``: the app's, when at hand)."""
+    config = config if config is not None else current_app.config
+    return config.get("WTF_CSRF_SECRET_KEY") or config["SECRET_KEY"]
 
 
-def _untimed() -> bool:
+def _untimed(config=None) -> bool:
     """Whether tokens live as long as their session (no time limit), so a kept signature stays valid."""
-    return current_app.config.get("WTF_CSRF_TIME_LIMIT", 3600) is None
+    config = config if config is not None else current_app.config
+    return config.get("WTF_CSRF_TIME_LIMIT", 3600) is None
 
 
 def _signed_csrf(secret, raw: str) -> str:
@@ -81,12 +82,19 @@ def _keep_signed(secret, raw: str, token: str) -> None:
     _signed[(secret, raw)] = token
 
 
+#: The attribute of ``g`` holding the token :func:`prime_csrf_token` handed out (nothing to keep after the page).
+PRIMED = "csrf_primed"
+
+
 def prime_csrf_token() -> None:
     """Before the view (a form builds its token as it is made): hand Flask-WTF this session's kept signature."""
-    if _untimed():
+    config = current_app.config
+    if _untimed(config):
         raw = session.get("csrf_token")
         if isinstance(raw, str):
-            g.csrf_token = _signed_csrf(_secret(), raw)  # where generate_csrf looks first
+            token = _signed_csrf(_secret(config), raw)
+            kept = g._get_current_object().__dict__
+            kept["csrf_token"] = kept[PRIMED] = token  # where generate_csrf looks first
 
 
 def page_token() -> str:
@@ -101,9 +109,13 @@ def page_token() -> str:
 
 def keep_csrf_signature(response):
     """After a page that signed a token afresh (a new session's first): keep it for the session's next pages."""
-    token = g.get("csrf_token")
-    if token is not None and _untimed():
+    kept = g._get_current_object().__dict__
+    token = kept.get("csrf_token")
+    if token is None or token is kept.get(PRIMED):
+        return response  # no token, or the one kept already
+    config = current_app.config
+    if _untimed(config):
         raw = session.get("csrf_token")
-        if isinstance(raw, str) and (_secret(), raw) not in _signed:
-            _keep_signed(_secret(), raw, token)
+        if isinstance(raw, str) and (_secret(config), raw) not in _signed:
+            _keep_signed(_secret(config), raw, token)
     return response

@@ -95,6 +95,21 @@ def _only_on_limited_routes(app) -> None:
                 funcs[index] = _on_limited_routes(app, hook, kind)
 
 
+def unwrap_when_off(app) -> None:
+    """With limits off (GATE_RATE_LIMITS=off), serve each limited view without Flask-Limiter's wrapper.
+
+    Switched off, the wrapper still filters and evaluates limits on every call
+    (finding none to apply), about a hundred calls an unlock. Called once every
+    blueprint is registered; the switch is this app's, not the process's.
+    """
+    if app.config.get("RATELIMIT_ENABLED", True):
+        return
+    for endpoint, view in list(app.view_functions.items()):
+        while limited(view):
+            view = view.__wrapped__  # the view under Flask-Limiter's functools.wraps
+        app.view_functions[endpoint] = view
+
+
 def _on_limited_routes(app, hook, kind: str):
     """``hook``, run only when this request's view has a limit (an after-request hook passes the response on)."""
 

@@ -78,7 +78,7 @@ class Reader:
 
     def comp_active(self, now: datetime) -> bool:
         """Whether complimentary full access covers ``now``."""
-        return bool(self.comp_until and self.comp_until > now)
+        return comp_covers(self.comp_until, now)
 
     @property
     def tier(self) -> str:
@@ -91,8 +91,8 @@ class Reader:
         return f"{METER_PREFIX}{self.id}"
 
     @classmethod
-    def from_row(cls, row) -> "Reader":
-        """Build from a ``readers`` row."""
+    def from_row(cls, row, **access) -> "Reader":
+        """Build from a ``readers`` row (``access``: is_subscriber and grace_ends, when already worked out)."""
         return cls(
             id=row["id"], email=row["email"], password_hash=row["password_hash"],
             is_admin=bool(row["is_admin"]), session_token=row["session_token"],
@@ -103,7 +103,13 @@ class Reader:
             pass_until=from_iso(row["pass_until"]) if row.get("pass_until") else None,
             licence=licence_from_text(row.get("licence")),
             seen_at=from_iso(row["seen_at"]) if row.get("seen_at") else None,
+            **access,
         )
+
+
+def comp_covers(comp_until: datetime | None, now: datetime) -> bool:
+    """Whether a complimentary grant until ``comp_until`` covers ``now``."""
+    return bool(comp_until and comp_until > now)
 
 
 def licence_from_text(text: str | None) -> Licence | None:

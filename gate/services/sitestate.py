@@ -48,6 +48,8 @@ class SiteState:
     consent_lesson: bool
     #: The article a page asked for with the state (published or not), when it asked and it exists.
     article: content.Article | None = None
+    #: The slug it asked for (None: it asked for no article).
+    slug: str | None = None
     #: The rows of the reader a session token named, when it asked (for :func:`subscriptions.settled`).
     reader_rows: list | None = None
 
@@ -66,4 +68,4 @@ def read(db, cfg: Config, real: datetime, slug: str | None = None, token: str | 
     clock = state_of((row["mode"], row["offset_seconds"], row["frozen_at"]), real)
     article = content.Article.from_row(row) if slug is not None and row["slug"] is not None else None
     return SiteState(clock, presets.known_or_default(cfg, row["preset"]), row["lesson"] == "on", article,
-                     found if token is not None else None)
+                     slug, found if token is not None else None)

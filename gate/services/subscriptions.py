@@ -176,8 +176,10 @@ def settled(db, cfg, found: list[dict], now: datetime, spends: bool = True
     if row is None or row["reader_id"] is None:
         return None, None
     sub = _from_row({column: row[key] for key, column in _SUB_KEYS}) if row["sub_id"] is not None else None
-    reader = accounts.Reader.from_row({column: row[key] for key, column in _READER_KEYS})
-    reader = _refreshed(cfg, reader, now, _settle(db, cfg, reader.id, now, sub)[0])
+    fields = {column: row[key] for key, column in _READER_KEYS}
+    sub = _settle(db, cfg, fields["id"], now, sub)[0]
+    comp_until = from_iso(fields["comp_until"]) if fields["comp_until"] else None
+    reader = accounts.Reader.from_row(fields, **_access(cfg, comp_until, now, sub))  # built once, access and all
     meter = quota.spends_of((r["spend_slug"], r["spend_at"]) for r in found if r["spend_slug"]) if spends else None
     return reader, meter
 
@@ -262,8 +264,13 @@ def refresh(db, cfg, reader: accounts.Reader, now: datetime) -> accounts.Reader:
 
 def _refreshed(cfg, reader: accounts.Reader, now: datetime, sub: Subscription | None) -> accounts.Reader:
     """The reader with their access now, from their settled subscription."""
-    access = reader.comp_active(now) or billing.has_access(sub, policy(cfg), now)
-    return replace(reader, is_subscriber=access, grace_ends=grace_end(cfg, sub))
+    return replace(reader, **_access(cfg, reader.comp_until, now, sub))
+
+
+def _access(cfg, comp_until: datetime | None, now: datetime, sub: Subscription | None) -> dict:
+    """A reader's access now (the Reader fields), from their complimentary grant and settled subscription."""
+    access = accounts.comp_covers(comp_until, now) or billing.has_access(sub, policy(cfg), now)
+    return {"is_subscriber": access, "grace_ends": grace_end(cfg, sub)}
 
 
 def checkout(db, cfg, reader_id: int, plan_id: str, card: billing.Card, card_number: str,

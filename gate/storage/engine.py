@@ -220,9 +220,7 @@ class PostgresDatabase(_Seam):
         return self._dicts(sql, params).fetchone()
 
     def _dicts(self, sql: str, params):
-        from psycopg.rows import dict_row
-
-        return self.conn.cursor(row_factory=dict_row).execute(to_pyformat(sql), _params(params))
+        return self.conn.cursor(row_factory=_psycopg().dict_row).execute(to_pyformat(sql), _params(params))
 
     def query(self, sql: str, params=()) -> Iterator[dict]:
         """The rows of a read as dicts (sqlite-utils' ``db.query``, for code being ported)."""
@@ -265,9 +263,18 @@ def _params(params):
 
 def _busy(conn) -> bool:
     """Whether a psycopg connection has a transaction open (or failed and not yet rolled back)."""
-    from psycopg.pq import TransactionStatus
+    return conn.info.transaction_status != _psycopg().idle
 
-    return conn.info.transaction_status != TransactionStatus.IDLE
+
+@functools.cache
+def _psycopg():
+    """What the seam uses of psycopg, imported on first use (a request's reads and its close ask every time)."""
+    from types import SimpleNamespace
+
+    from psycopg.pq import TransactionStatus
+    from psycopg.rows import dict_row
+
+    return SimpleNamespace(dict_row=dict_row, idle=TransactionStatus.IDLE)
 
 
 def integrity_errors() -> tuple[type[Exception], ...]:

@@ -84,6 +84,9 @@ class UnknownEvent(ValueError):
     """An event type that was never declared in TYPES."""
 
 
+#: One encoder for every event's data: ``json.dumps(data, default=str)`` builds a new one per call.
+_DATA_JSON = json.JSONEncoder(default=str)
+
 _INTO = "insert into events (at, type, reader_id, visitor_id, slug, data) values "
 _MARKS = "(?, ?, ?, ?, ?, ?)"
 INSERT = _INTO + _MARKS
@@ -105,7 +108,7 @@ def row(
         raise UnknownEvent(type)
     tags = TAGS.get()
     data = {**(tags() if callable(tags) else tags), **data}
-    return (to_iso(at), type, reader_id, visitor_id, slug, json.dumps(data, default=str))
+    return (to_iso(at), type, reader_id, visitor_id, slug, _DATA_JSON.encode(data))
 
 
 def record(db, type: str, at: datetime, **fields) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from flask import jsonify, render_template, request
-from flask_login import LoginManager, current_user
+from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, SecurityError
 
-from gate.app import context, sessions, site
+from gate.app import context, plumbing, ratelimit, sessions, site
 from gate.app.context import current
 from gate.app.csrf import SiteCSRF, keep_csrf_signature, page_token, prime_csrf_token
 from gate.rules import billing, paywall, periods
@@ -76,6 +76,8 @@ SECURITY_HEADERS = (
 #: What a page or API answer gets when it set none of these itself (the usual case): added in one go.
 _PAGE_HEADERS = (*SECURITY_HEADERS, ("Cache-Control", "private, no-cache"), ("Vary", "Cookie"))
 _PAGE_NAMES = frozenset(key.lower() for key, _ in _PAGE_HEADERS)
+#: The same, checked once, for an answer to add as it leaves (see gate.app.plumbing.Answer).
+_PAGE_LEAVING = plumbing.leaving_headers(_PAGE_HEADERS)
 
 
 def _response_headers(response):
@@ -84,7 +86,10 @@ def _response_headers(response):
     present = {key.lower() for key, _ in headers.items()}
     page = request.endpoint != "static"  # pages and answers vary by reader
     if page and not present & _PAGE_NAMES:
-        headers.extend(_PAGE_HEADERS)
+        if isinstance(response, plumbing.Answer):
+            response.leave_with(_PAGE_LEAVING)  # added as it leaves, without checking each again
+        else:
+            headers.extend(_PAGE_HEADERS)
         return response
     headers.extend([(key, value) for key, value in SECURITY_HEADERS if key.lower() not in present])
     if page:
@@ -101,7 +106,7 @@ def _template_globals():
     state = current()
     rules, viewer, state_clock = state.rules, state.viewer, state.now
     cfg = site.config()
-    user = current_user._get_current_object()  # the reader itself: templates ask it several things
+    user = context.account()  # the reader itself: templates ask it several things
     return {
         "current_user": user,
         "site_info": cfg.publication,
@@ -141,7 +146,7 @@ def init_app(app) -> None:
     app.before_request(prime_csrf_token)  # before any form builds its token
     app.after_request(keep_csrf_signature)
     app.jinja_env.globals["csrf_token"] = page_token  # a template without the page's context
-    login_manager.init_app(app)
+    login_manager.init_app(app, add_context_processor=False)  # _template_globals gives templates the reader
     from gate.web import (
         account,
         admin,
@@ -186,3 +191,5 @@ def init_app(app) -> None:
     app.jinja_env.filters["status_label"] = billing.status_label
     app.jinja_env.filters["charge_label"] = billing.charge_label
     app.jinja_env.filters["decline_label"] = lambda code: billing.DECLINE_LABELS.get(code, code)
+    plumbing.drop_repeated_context_processors(app)  # after every blueprint is registered
+    ratelimit.unwrap_when_off(app)  # likewise

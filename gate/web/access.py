@@ -15,7 +15,7 @@ from flask_login import current_user
 from werkzeug.routing import IntegerConverter
 
 from gate.app import site
-from gate.app.context import current
+from gate.app.context import account, current
 from gate.app.db import get_db
 from gate.rules import billing, paywall
 from gate.rules.paywall import Decision, Rules
@@ -36,7 +36,7 @@ def published(slug: str) -> Article:
 
 def _who(state=None) -> dict:
     """The reader or visitor an event is about."""
-    user = current_user._get_current_object()
+    user = account()
     if user.is_authenticated:
         return {"reader_id": user.id}
     return {"visitor_id": (state or current()).visitor_id()}
