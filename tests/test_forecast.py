@@ -79,6 +79,8 @@ def test_a_request_defaults_to_a_small_seeded_population_against_the_running_pre
     ("readers", "-5", "must be a whole number"),
     ("readers", "2.5", "must be a whole number"),
     ("readers", "lots", "must be a whole number from 1 to 1,000,000, not 'lots'"),
+    ("readers", "²", "must be a whole number from 1 to 1,000,000, not '²'"),
+    ("readers", "１２", "must be a whole number"),
     ("days", "0", "must be from 1 to 3,650"),
     ("days", "3651", "must be from 1 to 3,650 (not 3,651)"),
     ("seed", "4294967296", "must be from 0 to 4,294,967,295"),

@@ -287,6 +287,15 @@ def test_show_differences_checks_and_compares_without_saving(admin, db, folder):
     assert changes(db) == 0 and not folder.exists()
 
 
+@pytest.mark.parametrize("section", ["Sport", "²"])
+def test_an_unknown_section_is_refused_beside_its_row(admin, db, folder, section):
+    form = editor_form(admin, "/admin/rules/new?from=wpr", name="sections-test",
+                       **{"sections-0-key": section, "sections-0-value": "free", "action": "save"})
+    response = admin.post("/admin/rules/new", form)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400 and "Not a section of this site (have: Diplomacy," in page
+    assert changes(db) == 0 and not folder.exists()
+
 def test_save_and_use_ships_the_preset_and_names_the_admin(admin, client, db, folder):
     form = editor_form(admin, "/admin/rules/new?from=metered", name="two-free",
                        **{"tiers-anonymous-limit-count": "2", "action": "use"})

@@ -94,7 +94,8 @@ def _whole(text: str | None, low: int, high: int, default: int) -> int:
     cleaned = (text or "").strip().replace(",", "").replace("_", "")  # "20,000" is how people write it
     if not cleaned:
         return default
-    if not cleaned.isdigit() or len(cleaned) > 12:
+    # ASCII digits only: str.isdigit() also passes "²" (which int() refuses) and "１２" (which it reads).
+    if not (cleaned.isascii() and cleaned.isdigit()) or len(cleaned) > 12:
         raise ValueError(f"must be a whole number from {low:,} to {high:,}, not {(text or '').strip()[:20]!r}")
     value = int(cleaned)
     if not low <= value <= high:

@@ -452,7 +452,7 @@ def locate(form: PresetForm, key: str):
 
 def _row(rows: RowsField, part: str):
     """The row a key part names: by number in a list of tables, by name in a table of rows."""
-    if part.isdigit():
+    if part.isascii() and part.isdigit():  # a section row is named by its key, which may be any text
         return rows.entries[int(part)] if int(part) < len(rows.entries) else None
     return next((entry for entry in rows.entries if "key" in entry.form and entry.form.key.data == part), None)
 
