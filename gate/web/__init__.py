@@ -133,13 +133,6 @@ def _register_licences(app) -> None:
         app.register_blueprint(module.bp)
 
 
-def _register_studio(app) -> None:
-    """The rule studio's Try: a preset previewed as a persona, in one browser only."""
-    from gate.web import admin_try
-
-    app.register_blueprint(admin_try.bp)
-
-
 def init_app(app) -> None:
     """Bind extensions, blueprints, error handlers and response headers."""
     csrf.init_app(app)
@@ -152,6 +145,7 @@ def init_app(app) -> None:
         admin,
         admin_forecast,
         admin_offers,
+        admin_try,
         api,
         auth,
         demo,
@@ -168,12 +162,12 @@ def init_app(app) -> None:
 
     app.url_map.converters["id"] = RowId  # before the blueprints' routes use it
 
+    # The rule studio: its list is admin.rules; studio edits, exports and deletes; admin_try and
+    # admin_forecast act on a saved preset.
     for module in (reading, auth, account, subscribe, passes, newsletter, learn, devmail, demo, admin, admin_offers,
-                   api, gifts, admin_forecast):
+                   api, gifts, studio, admin_try, admin_forecast):
         app.register_blueprint(module.bp)
-    app.register_blueprint(studio.bp)  # the rule studio's editor, export and delete (its list is admin.rules)
     _register_licences(app)
-    _register_studio(app)
     app.register_error_handler(HTTPException, _error)
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(SecurityError, _untrusted_host)  # TRUSTED_HOSTS said no
