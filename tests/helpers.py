@@ -570,7 +570,13 @@ def newsletter_status(page, name: str):
 
 
 def open_demo_bar(page) -> None:
-    """On a phone the demo bar folds its personas behind one control: open it (a wide screen shows them)."""
+    """On a phone the demo bar folds its personas behind one control: open it (a wide screen shows them).
+
+    Whether the summary shows is the stylesheet's call, so the page must have loaded it first: a
+    page that has its HTML but not yet its CSS shows the summary on any screen, and a click begun
+    then waits for ever once the wide-screen rule hides it.
+    """
+    page.wait_for_load_state("load")
     summary = page.locator(".personas__summary")
     if summary.is_visible() and page.locator(".personas__menu[open]").count() == 0:
         summary.click()
