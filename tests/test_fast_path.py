@@ -12,6 +12,7 @@ import re
 import time
 from datetime import timedelta
 
+from flask import request
 from flask_login import login_user
 from flask_login import utils as login_utils
 from itsdangerous import TimestampSigner
@@ -426,3 +427,84 @@ def test_a_function_made_for_each_request_is_not_kept_for_ever(app, client, monk
     for _ in range(20):
         assert client.get("/per-request-hook").status_code == 200
     assert len(app._sync) <= plumbing.KEEP_SYNCED
+
+
+def _recording_site(cls):
+    """A bare site of class ``cls`` with app and blueprint hooks and context processors that record their order."""
+    from flask import Blueprint, after_this_request, render_template_string
+
+    app, ran = cls(__name__), []
+    app.secret_key = "test"
+    part = Blueprint("part", __name__)
+
+    def hook(name, answer=None):
+        def run(response=None):
+            ran.append(name)
+            return response if response is not None else answer
+        run.__name__ = name
+        return run
+
+    @part.get("/page")
+    def page():
+        after_this_request(hook("this request's"))
+        ran.append("view")
+        return render_template_string("{{ mine }} {{ shared }}", mine="passed to the render")
+
+    @part.get("/refused")
+    def refused():
+        ran.append("view")
+        return "never"
+
+    part.before_request(hook("part before 1"))
+    part.before_request(hook("part before 2"))
+    part.after_request(hook("part after 1"))
+    part.after_request(hook("part after 2"))
+    part.context_processor(lambda: ran.append("part context") or {"mine": "the blueprint's", "shared": "part"})
+    app.before_request(hook("app before 1"))
+    app.before_request(lambda: "refused by a hook" if request.path == "/refused" else None)
+    app.after_request(hook("app after 1"))
+    app.after_request(hook("app after 2"))
+    app.context_processor(lambda: ran.append("app context") or {"shared": "app"})
+    app.register_blueprint(part)
+    return app, ran
+
+
+def test_hooks_and_context_processors_run_in_flasks_order_and_a_hooks_answer_ends_the_request():
+    import flask
+
+    from gate.app.plumbing import Site
+
+    seen = {}
+    for cls in (flask.Flask, Site):
+        app, ran = _recording_site(cls)
+        client = app.test_client()
+        answers = [client.get("/page").get_data(as_text=True) for _ in range(2)]  # the second from the kept lists
+        refused = client.get("/refused").get_data(as_text=True)
+        seen[cls.__name__] = (answers, refused, ran)
+    assert seen["Site"] == seen["Flask"]
+    answers, refused, ran = seen["Site"]
+    assert answers == ["passed to the render part"] * 2 and refused == "refused by a hook"
+    assert ran[:ran.index("view")] == ["app before 1", "part before 1", "part before 2"]
+    last = len(ran) - 1 - ran[::-1].index("app before 1")  # the refused request's hooks
+    assert ran[last:] == ["app before 1", "part after 2", "part after 1", "app after 2", "app after 1"]
+
+
+def test_an_unchanged_session_only_varies_the_answer_and_a_changed_one_is_written(app, client):
+    from flask import session
+
+    @app.get("/own-vary")
+    def own_vary():
+        session.get("anything")  # read, not changed
+        return "x", 200, {"Vary": "Accept"}
+
+    @app.get("/changes-session")
+    def changes_session():
+        session["note"] = "kept"
+        return "x"
+
+    answer = client.get("/own-vary")
+    assert answer.headers.getlist("Vary") == ["Accept, Cookie"] and "Set-Cookie" not in answer.headers
+    answer = client.get("/changes-session")
+    assert "Set-Cookie" in answer.headers and answer.headers.getlist("Vary") == ["Cookie"]
+    answer = client.get(f"/articles/{METERED}")
+    assert answer.headers.getlist("Vary") == ["Cookie"]

@@ -5,6 +5,12 @@ each template context processor, the view itself) whether it is an
 ``async def``, on every call: about twenty questions a page, always with the
 same answers. :class:`Site` asks once per function.
 
+Flask also works out, on every request, which before- and after-request
+hooks and which template context processors apply to the request's
+blueprint, walking its names each time. Hooks cannot be added once the site
+has served its first request (Flask refuses), so :class:`Site` works each
+blueprint's lists out once, on its first request, and calls them in Flask's order.
+
 Every page also carries the same security and cache headers. Added through
 ``response.headers`` they are validated one by one, and copied (and
 validated again) when the answer leaves; an :class:`Answer` can instead be
@@ -14,7 +20,10 @@ the request set.
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from itertools import chain
+
+from flask import Flask, Response, has_request_context, request
+from flask.globals import request_ctx
 from flask.templating import _default_template_ctx_processor
 
 
@@ -27,6 +36,11 @@ class Answer(Response):
     def leave_with(self, headers: tuple) -> None:
         """Add ``headers`` (built by :func:`leaving_headers`) as the answer leaves, each one it lacks by then."""
         self.leaving = headers
+
+    def leaves_varying_by_cookie(self) -> bool:
+        """Whether the answer will leave with ``Vary: Cookie`` from its leaving headers (it set no Vary of its own)."""
+        return any(lower == "vary" and "Cookie" in value for lower, _, value in self.leaving) \
+            and "Vary" not in self.headers
 
     def get_wsgi_response(self, environ):
         """Werkzeug's WSGI answer, plus the leaving headers that nothing set meanwhile (the session's Vary, say)."""
@@ -58,6 +72,8 @@ class Site(Flask):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._sync: dict = {}
+        #: Per blueprint name (None: no blueprint): its before hooks, after hooks and context processors, synced.
+        self._hooks: dict = {}
 
     def ensure_sync(self, func):
         """Flask's ``ensure_sync``, its answer kept per function (a hook does not turn async)."""
@@ -70,6 +86,66 @@ class Site(Flask):
             return synced
         except TypeError:  # an unhashable callable: asked every time, as Flask does
             return super().ensure_sync(func)
+
+    def _hooks_of(self, asked) -> tuple | None:
+        """The request's blueprint's (before hooks, after hooks, context processors), in Flask's order.
+
+        None when a URL value preprocessor applies (gate has none): Flask's own
+        code handles that request.
+        """
+        blueprint = asked.blueprint
+        try:
+            return self._hooks[blueprint]
+        except KeyError:
+            pass
+        names = asked.blueprints
+        before = (None, *reversed(names))
+        if any(name in self.url_value_preprocessors for name in before):
+            return None
+        hooks = (
+            tuple(self.ensure_sync(func) for name in before for func in self.before_request_funcs.get(name, ())),
+            tuple(self.ensure_sync(func) for name in chain(names, (None,))
+                  for func in reversed(self.after_request_funcs.get(name, ()))),
+            tuple(self.ensure_sync(func) for name in before for func in self.template_context_processors.get(name, ())),
+        )
+        if self._got_first_request:  # hooks are fixed from now on (Flask refuses new ones)
+            self._hooks[blueprint] = hooks
+        return hooks
+
+    def preprocess_request(self):
+        """Flask's before-request hooks of the app and the request's blueprint, in its order; a hook's answer ends it."""
+        hooks = self._hooks_of(request._get_current_object())
+        if hooks is None:
+            return super().preprocess_request()
+        for hook in hooks[0]:
+            answer = hook()
+            if answer is not None:
+                return answer
+        return None
+
+    def process_response(self, response):
+        """Flask's after-request hooks (this request's own first), then the session is saved, as Flask does."""
+        ctx = request_ctx._get_current_object()
+        hooks = self._hooks_of(ctx.request)
+        if hooks is None:
+            return super().process_response(response)
+        for func in ctx._after_request_functions:
+            response = self.ensure_sync(func)(response)
+        for hook in hooks[1]:
+            response = hook(response)
+        if not self.session_interface.is_null_session(ctx._session):
+            self.session_interface.save_session(self, ctx._session, response)
+        return response
+
+    def update_template_context(self, context: dict) -> None:
+        """Flask's: every context processor's values, the values passed to the render taking precedence."""
+        hooks = self._hooks_of(request._get_current_object()) if has_request_context() else None
+        if hooks is None:
+            return super().update_template_context(context)
+        passed = context.copy()
+        for processor in hooks[2]:
+            context.update(processor())
+        context.update(passed)
 
 
 def drop_repeated_context_processors(app: Flask) -> None:

@@ -87,6 +87,24 @@ class SessionInterface(SecureCookieSessionInterface):
             self.verified.remember(key, data, signed_at.timestamp())
         return self.session_class(data)
 
+    def save_session(self, app, session, response) -> None:
+        """Flask's, with the usual case first: a session with nothing to write only varies the answer by cookie.
+
+        Flask looks up six cookie settings before it finds that out, and adds
+        ``Vary: Cookie`` through the answer's parsed ``Vary`` header even when
+        the answer leaves with it anyway (see :class:`gate.app.plumbing.Answer`).
+        """
+        if session.modified or (session.permanent and app.config["SESSION_REFRESH_EACH_REQUEST"]):
+            return super().save_session(app, session, response)
+        if session.accessed and not _leaves_varying(response):
+            response.vary.add("Cookie")
+
+
+def _leaves_varying(response) -> bool:
+    """Whether the answer leaves with ``Vary: Cookie`` already."""
+    check = getattr(response, "leaves_varying_by_cookie", None)
+    return check is not None and check()
+
 
 #: Session identifiers hashed per process, by the request's (forwarded-for, address, user agent).
 _identifiers: dict[tuple, str] = {}
@@ -107,3 +125,4 @@ def session_identifier() -> str:
             _identifiers.clear()
         found = _identifiers[key] = login_utils._create_identifier()
     return found
+
