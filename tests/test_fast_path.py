@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.parse
 from datetime import timedelta
 
 from flask import request
@@ -508,3 +509,16 @@ def test_an_unchanged_session_only_varies_the_answer_and_a_changed_one_is_writte
     assert "Set-Cookie" in answer.headers and answer.headers.getlist("Vary") == ["Cookie"]
     answer = client.get(f"/articles/{METERED}")
     assert answer.headers.getlist("Vary") == ["Cookie"]
+
+
+def test_an_article_pages_canonical_url_is_the_one_the_url_map_builds(app):
+    from gate.app import site
+
+    for slug in (METERED, "caf\u00e9 au lait", "a/b", "x%2Fy", "tilde~dot.under_score"):
+        with app.test_request_context(f"/articles/{urllib.parse.quote(slug, safe='~')}"):
+            app.preprocess_request()
+            assert site.canonical_url("reading.article", "slug", slug) == \
+                site.absolute_url("reading.article", slug=slug), slug
+    with app.test_request_context(f"/articles/{METERED}"):  # asked for another page: built, not copied
+        assert site.canonical_url("reading.article", "slug", "another") == \
+            site.absolute_url("reading.article", slug="another")

@@ -5,7 +5,9 @@ What differs per request (clock, rules, variants, viewer) is :mod:`gate.app.cont
 
 from __future__ import annotations
 
-from flask import current_app, url_for
+import re
+
+from flask import current_app, request, url_for
 
 from gate.conf.settings import Config, ConfigError
 from gate.services import presets
@@ -35,6 +37,21 @@ def origin() -> str:
 def absolute_url(endpoint: str, **values) -> str:
     """The configured origin plus the path of ``endpoint`` (for mail, feeds, JSON-LD, canonical)."""
     return origin() + url_for(endpoint, **values)
+
+
+#: A path segment that ``url_for`` writes as it is (nothing to percent-encode).
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_.~-]+")
+
+
+def canonical_url(endpoint: str, key: str, value: str) -> str:
+    """:func:`absolute_url` of this request's own page (``endpoint`` with ``key=value``, the route it matched).
+
+    When ``value`` needs no percent-encoding the request's own path is that URL's
+    path, and building it again through the URL map (about twenty calls) is skipped.
+    """
+    if _PLAIN_SEGMENT.fullmatch(value) and request.endpoint == endpoint and request.view_args == {key: value}:
+        return origin() + request.script_root + request.path
+    return absolute_url(endpoint, **{key: value})
 
 
 def refresh_presets() -> None:

@@ -43,7 +43,7 @@ def article(slug: str):
     shown = access.show(slug, explained=bool(current_app.config.get("DEMO")))
     item, decision = shown.article, shown.decision
     ld = content.json_ld(item, decision.access_class, site.config().publication.name,
-                         site.absolute_url("reading.article", slug=slug))
+                         site.canonical_url("reading.article", "slug", slug))
     return render_template("reading/article.html", article=item, decision=decision, teaser=shown.teaser,
                            gated=shown.gated, json_ld=ld, meter=decision.meter,
                            explain=shown.explain, porous=shown.porous, gate_copy=shown.gate_copy)
