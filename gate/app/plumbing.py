@@ -27,6 +27,10 @@ from flask.globals import request_ctx
 from flask.templating import _default_template_ctx_processor
 
 
+#: ``Vary: Cookie`` as :func:`leaving_headers` keeps it.
+_VARY_COOKIE = ("vary", "Vary", "Cookie")
+
+
 class Answer(Response):
     """A response that can carry fixed headers added as it leaves (see :meth:`leave_with`)."""
 
@@ -39,8 +43,7 @@ class Answer(Response):
 
     def leaves_varying_by_cookie(self) -> bool:
         """Whether the answer will leave with ``Vary: Cookie`` from its leaving headers (it set no Vary of its own)."""
-        return any(lower == "vary" and "Cookie" in value for lower, _, value in self.leaving) \
-            and "Vary" not in self.headers
+        return _VARY_COOKIE in self.leaving and "Vary" not in self.headers
 
     def get_wsgi_response(self, environ):
         """Werkzeug's WSGI answer, plus the leaving headers that nothing set meanwhile (the session's Vary, say)."""
