@@ -50,6 +50,19 @@ def test_placeholders_and_percent_signs_mean_the_same_on_both_engines(backend):
                                                                               {"session_token": "t2"}]
 
 
+def test_a_read_names_its_columns_as_the_schema_has_them_now(backend):
+    """Column names are kept per statement, except where ``*`` lets the schema choose them."""
+    backend.execute("create table notes (id INTEGER PRIMARY KEY, body TEXT)")
+    backend.execute("insert into notes (id, body) values (1, ?)", ["first"])
+    assert backend.rows("select * from notes") == [{"id": 1, "body": "first"}]
+    assert backend.first("select body as text from notes") == {"text": "first"}
+    backend.execute("alter table notes rename column body to words")
+    backend.execute("alter table notes add column tag TEXT")
+    assert backend.rows("select * from notes") == [{"id": 1, "words": "first", "tag": None}]
+    assert backend.first("select words as text from notes where id = ?", [1]) == {"text": "first"}
+    assert backend.rows("select words from notes where id = ?", [2]) == []
+
+
 def test_sums_come_back_as_sqlite_returns_them(backend):
     for number, recipients in ((1, 250), (2, 499)):
         backend.insert("newsletter_issues", {"list_id": "daily", "number": number, "scheduled_for": "2026",
