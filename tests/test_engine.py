@@ -14,7 +14,7 @@ import pytest
 from gate import create_app
 from gate.conf.environment import SettingError, database_url
 from gate.storage.db import immediate, open_database, rows
-from gate.storage.engine import NotInTransaction, integrity_errors, to_pyformat
+from gate.storage.engine import COPY_FROM, NotInTransaction, integrity_errors, to_pyformat
 
 #: Pool size for the tests' own connections: one per spender of a race.
 POOL = 24
@@ -48,6 +48,30 @@ def test_placeholders_and_percent_signs_mean_the_same_on_both_engines(backend):
     assert backend.first("select 1 where 1 = 0") is None
     assert rows(backend, "select session_token from readers order by id") == [{"session_token": "t1"},
                                                                               {"session_token": "t2"}]
+
+
+def test_a_read_names_its_columns_as_the_schema_has_them_now(backend):
+    """Column names are kept per statement, except where ``*`` lets the schema choose them."""
+    backend.execute("create table notes (id INTEGER PRIMARY KEY, body TEXT)")
+    backend.execute("insert into notes (id, body) values (1, ?)", ["first"])
+    assert backend.rows("select * from notes") == [{"id": 1, "body": "first"}]
+    assert backend.first("select body as text from notes") == {"text": "first"}
+    backend.execute("alter table notes rename column body to words")
+    backend.execute("alter table notes add column tag TEXT")
+    assert backend.rows("select * from notes") == [{"id": 1, "words": "first", "tag": None}]
+    assert backend.first("select words as text from notes where id = ?", [1]) == {"text": "first"}
+    assert backend.rows("select words from notes where id = ?", [2]) == []
+
+
+@pytest.mark.parametrize("count", [1, COPY_FROM - 1, COPY_FROM, 1201])
+def test_insert_rows_appends_every_row_as_given(backend, count):
+    """A writer's batch: multi-row inserts (chunked under the parameter limit), or COPY on PostgreSQL from COPY_FROM rows."""
+    backend.execute("create table notes (id INTEGER PRIMARY KEY, body TEXT, n INTEGER)")
+    awkward = ["tab\there", "new\nline", "back\\slash \\N", "quote ' \" , ;", "\\.", "émoji 🙂", "", None]
+    rows = [(number, awkward[number % len(awkward)], None if number % 3 else number) for number in range(count)]
+    with backend.transaction():
+        backend.insert_rows("notes", ("id", "body", "n"), rows)
+    assert [tuple(row.values()) for row in backend.rows("select id, body, n from notes order by id")] == rows
 
 
 def test_sums_come_back_as_sqlite_returns_them(backend):

@@ -22,7 +22,9 @@ from gate.app import ratelimit, sessions
 from gate.app.context import current
 from gate.app.db import get_db
 from gate.app.sessions import VerifiedCookies
-from gate.services import accounts
+from gate.rules.timeutil import to_iso
+from gate.services import accounts, devices, sitestate, subscriptions
+from gate.storage.quota import SqlQuotaStore
 from tests.helpers import BOTH_ENGINES, CARD, METERED, START, Reader, open_checkout, publish
 
 
@@ -53,6 +55,26 @@ def test_the_meter_read_with_the_site_is_the_readers(reader, client):
     reader.unlock(METERED)
     meter = client.get(f"/api/articles/{METERED}").get_json()["meter"]
     assert (meter["used"], meter["remaining"]) == (1, 2)
+
+
+@BOTH_ENGINES
+def test_the_spends_read_with_the_site_are_oldest_first(app, db):
+    """The joined read has no ORDER BY (a sort node cost PostgreSQL more than the rest of the reader's joins):
+    its spends come out as the meter's own read orders them, by time and then by insertion, ties included."""
+    reader = accounts.create(db, "ordered@example.com", None, START)
+    token = devices._start(db, reader.id, "test", START, None)
+    at = [START - timedelta(days=2), START - timedelta(days=9), START - timedelta(days=2), START - timedelta(days=5)]
+    for number, moment in enumerate(at):  # inserted out of time order, two at the same instant
+        db.insert("unlocks", {"meter_key": reader.meter_key, "slug": f"spent-{number}", "window_key": f"w{number}",
+                              "unlocked_at": to_iso(moment)})
+    # A rewritten row moves on PostgreSQL (a new tuple, after its tie in the unlocked_at index): only the sort holds.
+    db.execute("update unlocks set window_key = 'moved' where slug = 'spent-0'")
+    cfg = app.extensions["gate.config"]
+    state = sitestate.read(db, cfg, START, METERED, token)
+    _, meter = subscriptions.settled(db, cfg, state.reader_rows, START)
+    assert [spend.slug for spend in meter] == ["spent-1", "spent-3", "spent-0", "spent-2"]
+    assert meter == SqlQuotaStore(db).spends(reader.meter_key)
+    assert subscriptions.signed_in(db, cfg, token, START, spends=True)[1] == meter
 
 
 @BOTH_ENGINES

@@ -32,7 +32,7 @@ _READER_JOIN = f"{subscriptions.SESSION_JOIN}{subscriptions.SIGNED_IN_JOINS}"
 def _statement(article: bool, reader: bool) -> str:
     """The one statement for the state, with an article and a signed-in reader as asked."""
     columns = [_STATE, *([_ARTICLE] if article else []), *([subscriptions.SIGNED_IN_COLUMNS] if reader else [])]
-    joins = (_ARTICLE_JOIN if article else "") + (_READER_JOIN + subscriptions.SPENDS_ORDER if reader else "")
+    joins = (_ARTICLE_JOIN if article else "") + (_READER_JOIN if reader else "")
     return f"select {', '.join(columns)}{_FROM}{joins}"
 
 

@@ -87,11 +87,9 @@ class UnknownEvent(ValueError):
 #: One encoder for every event's data: ``json.dumps(data, default=str)`` builds a new one per call.
 _DATA_JSON = json.JSONEncoder(default=str)
 
-_INTO = "insert into events (at, type, reader_id, visitor_id, slug, data) values "
-_MARKS = "(?, ?, ?, ?, ?, ?)"
-INSERT = _INTO + _MARKS
-#: Rows per multi-row insert: 3,000 parameters, far below either engine's limit.
-ROWS_PER_STATEMENT = 500
+#: The columns of a row built by :func:`row`, in its order.
+COLUMNS = ("at", "type", "reader_id", "visitor_id", "slug", "data")
+INSERT = f"insert into events ({', '.join(COLUMNS)}) values (?, ?, ?, ?, ?, ?)"
 
 
 def row(
@@ -117,10 +115,8 @@ def record(db, type: str, at: datetime, **fields) -> None:
 
 
 def record_rows(db, rows: list[tuple]) -> None:
-    """Append events built by :func:`row`: one multi-row insert per 500 rows, on either engine."""
-    for start in range(0, len(rows), ROWS_PER_STATEMENT):
-        chunk = rows[start:start + ROWS_PER_STATEMENT]
-        db.execute(_INTO + ", ".join([_MARKS] * len(chunk)), [value for one in chunk for value in one])
+    """Append events built by :func:`row`: multi-row inserts, or on PostgreSQL a COPY for a writer's batch."""
+    db.insert_rows("events", COLUMNS, rows)
 
 
 def recent(db, limit: int = 50, type: str | None = None) -> list[dict]:
