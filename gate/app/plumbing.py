@@ -26,7 +26,6 @@ from flask import Flask, Response, has_request_context, request
 from flask.globals import request_ctx
 from flask.templating import _default_template_ctx_processor
 
-
 #: ``Vary: Cookie`` as :func:`leaving_headers` keeps it.
 _VARY_COOKIE = ("vary", "Vary", "Cookie")
 
