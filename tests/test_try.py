@@ -87,6 +87,9 @@ def test_every_page_shows_the_try_banner_the_console_too(studio):
     front = page(studio)
     assert 'action="/demo/studio"' in front and "Back to the studio</button>" in front
     assert "Stop trying</button>" in front and '<label for="try-persona">Switch persona</label>' in front
+    # The personas row below names the rules without a second way out of the Try, or a Preview badge.
+    assert "Rules: <strong>Hard paywall</strong>" in front and "Back to the site's preset" not in front
+    assert "personas__badge" not in front
 
 
 def test_switching_persona_keeps_the_try(studio, db):
@@ -119,7 +122,9 @@ def test_stop_trying_ends_the_preview_and_keeps_the_persona(studio):
 def test_another_preview_ends_the_try(studio):
     try_preset(studio)
     studio.post("/demo/preview", {"preset": "metered", "next": "/"})
-    assert preset_of(studio) == "metered" and "Trying preset" not in page(studio)
+    front = page(studio)
+    assert preset_of(studio) == "metered" and "Trying preset" not in front
+    assert "Previewing <strong>Classic meter</strong>" in front and "Back to the site's preset</button>" in front
 
 
 def test_back_to_the_studio_returns_to_the_admin_and_the_rules_page(studio, db):
