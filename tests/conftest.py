@@ -226,7 +226,7 @@ def pytest_collection_modifyitems(config, items):
 def statements(monkeypatch):
     """The statements the site sends through the engine seam, by their first word (rate-limit counters aside)."""
     sent = Counter()
-    for seam, method in ((SqliteDatabase, "execute"), (PostgresDatabase, "execute"), (PostgresDatabase, "_dicts")):
+    for seam, method in ((SqliteDatabase, "execute"), (PostgresDatabase, "execute"), (PostgresDatabase, "_read")):
         real = getattr(seam, method)
 
         def counted(self, sql, *args, _real=real, **kwargs):

@@ -125,4 +125,3 @@ def session_identifier() -> str:
             _identifiers.clear()
         found = _identifiers[key] = login_utils._create_identifier()
     return found
-

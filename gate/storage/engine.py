@@ -224,17 +224,17 @@ class PostgresDatabase(_Seam):
 
     def rows(self, sql: str, params=()) -> list[dict]:
         """A read as a list of dicts (the column names of a statement are read once per process, not per call)."""
-        cursor = self._dicts(sql, params)
+        cursor = self._read(sql, params)
         names = _names(sql, cursor)
         return [dict(zip(names, row)) for row in cursor.fetchall()]
 
     def first(self, sql: str, params=()) -> dict | None:
         """The first row of a read as a dict, or None."""
-        cursor = self._dicts(sql, params)
+        cursor = self._read(sql, params)
         row = cursor.fetchone()
         return dict(zip(_names(sql, cursor), row)) if row is not None else None
 
-    def _dicts(self, sql: str, params):
+    def _read(self, sql: str, params):
         """The connection's kept read cursor, having run one read (its rows are tuples, named by the caller)."""
         return self.conn.reads().execute(to_pyformat(sql), _params(params))
 

@@ -89,7 +89,7 @@ _DATA_JSON = json.JSONEncoder(default=str)
 
 #: The columns of a row built by :func:`row`, in its order.
 COLUMNS = ("at", "type", "reader_id", "visitor_id", "slug", "data")
-INSERT = f"insert into events ({', '.join(COLUMNS)}) values (?, ?, ?, ?, ?, ?)"
+INSERT = f"insert into events ({', '.join(COLUMNS)}) values ({', '.join('?' for _ in COLUMNS)})"
 
 
 def row(
