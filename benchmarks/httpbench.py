@@ -159,7 +159,9 @@ def _bare_views(cfg, now: datetime) -> dict[str, SimpleNamespace]:
     }
 
 
-ARTICLE_SQL = "select * from articles where slug = {}"
+#: The article row as gate reads it (``content.COLUMNS``): on PostgreSQL ``select *`` would also send the
+#: ``search`` tsvector, which the server decompresses and prints (about 360 K instructions a read) and gate never reads.
+ARTICLE_SQL = "select {columns} from articles where slug = {mark}"
 
 
 def _connect(database: str):
@@ -201,7 +203,7 @@ def bare_app(database: str, secret_key: str):
     rules, site_info = views.pop("rules"), cfg.publication
     signup_lists = cfg.signup_lists
     gate_pass = passes.gate_offer(cfg.passes)
-    sql = ARTICLE_SQL.format("%s" if is_url(database) else "?")
+    sql = ARTICLE_SQL.format(columns=content.COLUMNS, mark="%s" if is_url(database) else "?")
     html: dict[str, tuple[str, str, str]] = {}
 
     def rendered(body_md: str) -> tuple[str, str, str]:

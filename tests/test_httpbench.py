@@ -98,6 +98,40 @@ def test_the_postgresql_baseline_reads_the_same_row_from_postgresql(tmp_path, be
         httpbench.close_kept(app)
 
 
+def test_the_baseline_reads_the_article_columns_gate_reads_not_the_search_vector(bench_site, pg_empty,
+                                                                                monkeypatch):
+    """On PostgreSQL ``select *`` would hand the baseline the articles' tsvector too, which gate never reads."""
+    from gate.services import content
+
+    sent = []
+
+    class Recording:
+        def __init__(self, conn):
+            self.conn = conn
+
+        def execute(self, sql, params=()):
+            sent.append(sql)
+            return self.conn.execute(sql, params)
+
+        def close(self):
+            self.conn.close()
+
+    connect = httpbench._connect
+    monkeypatch.setattr(httpbench, "_connect", lambda database: Recording(connect(database)))
+    for database in (str(bench_site["bare_database"]), httpbench.prepare_site(bench_site["database"].parent / "pg",
+                                                                               pg_empty)["bare_database"]):
+        app = httpbench.bare_app(database, "bench-key")
+        try:
+            assert app.test_client().get(f"/pooled/articles/{bench_site['page']}").status_code == 200
+        finally:
+            httpbench.close_kept(app)
+        columns = re.match(r"select (.*) from articles where", sent.pop()).group(1)
+        assert columns.split(", ") == content.COLUMNS.split(", ")
+    with psycopg.connect(pg_empty) as conn:  # the column it leaves out is there to leave out
+        assert conn.execute("select count(*) from information_schema.columns"
+                            " where table_name = 'articles' and column_name = 'search'").fetchone()[0] == 1
+
+
 def test_each_worker_is_capped_near_its_share_of_the_connections():
     # 2 workers x 4 threads: 16 connections split 8 and 8, plus a thread's worth of headroom
     assert httpbench.worker_connections(16) == 8 + 4
