@@ -6,6 +6,7 @@ without GATE_TEST_DATABASE_URL locally and fails without it in CI.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -14,7 +15,7 @@ import pytest
 from gate import create_app
 from gate.conf.environment import SettingError, database_url
 from gate.storage.db import immediate, open_database, rows
-from gate.storage.engine import COPY_FROM, NotInTransaction, integrity_errors, to_pyformat
+from gate.storage.engine import COPY_FROM, NotInTransaction, integrity_errors, json_rows, to_pyformat
 
 #: Pool size for the tests' own connections: one per spender of a race.
 POOL = 24
@@ -147,6 +148,20 @@ def test_json_text_goes_down_nested_keys_with_dashes(backend):
     assert backend.scalar(f"select {backend.json_text('data', 'variants', 'other')} from events") is None
     with pytest.raises(ValueError):
         backend.json_text("data", "variants", "x') or ('1")
+
+
+def test_json_rows_gives_one_array_per_row_found_and_an_empty_one_for_none(backend):
+    for slug, at in (("a-tab\tand \"quotes\"", "2026-01-02"), ("café", "2026-01-01")):
+        backend.insert("unlocks", {**UNLOCK, "slug": slug, "window_key": slug, "unlocked_at": at})
+    found = backend.scalar("select " + json_rows(backend.dialect, ("u.unlocked_at", "u.id", "u.slug"),
+                                                 "from unlocks u where u.meter_key = ?"), [UNLOCK["meter_key"]])
+    rows = sorted(json.loads(found))
+    assert [row[0] for row in rows] == ["2026-01-01", "2026-01-02"]
+    assert [row[2] for row in rows] == ["café", "a-tab\tand \"quotes\""]
+    assert all(isinstance(row[1], int) for row in rows)
+    none = backend.scalar("select " + json_rows(backend.dialect, ("u.slug",), "from unlocks u where u.meter_key = ?"),
+                          ["reader:none"])
+    assert json.loads(none) == []
 
 
 LIMIT = 3

@@ -58,8 +58,27 @@ def test_the_meter_read_with_the_site_is_the_readers(reader, client):
 
 
 @BOTH_ENGINES
+def test_a_readers_page_is_one_row_however_many_spends_they_have(app, db):
+    """A year of spends comes as one column of the one row, not as a row each repeating the reader's columns."""
+    reader = accounts.create(db, "tenured@example.com", None, START)
+    token = devices._start(db, reader.id, "test", START, None)
+    for number in range(36):
+        db.insert("unlocks", {"meter_key": reader.meter_key, "slug": f"spent-{number}", "window_key": f"w{number}",
+                              "unlocked_at": to_iso(START - timedelta(days=10 * number))})
+    cfg = app.extensions["gate.config"]
+    state = sitestate.read(db, cfg, START, METERED, token)
+    assert len(state.reader_rows) == 1
+    signed_in, meter = subscriptions.settled(db, cfg, state.reader_rows, START)
+    assert signed_in.id == reader.id and len(meter) == 36
+    assert meter == SqlQuotaStore(db).spends(reader.meter_key)
+    nobody = accounts.create(db, "unspent@example.com", None, START)
+    fresh = devices._start(db, nobody.id, "test", START, None)
+    assert subscriptions.settled(db, cfg, sitestate.read(db, cfg, START, METERED, fresh).reader_rows, START)[1] == ()
+
+
+@BOTH_ENGINES
 def test_the_spends_read_with_the_site_are_oldest_first(app, db):
-    """The joined read has no ORDER BY (a sort node cost PostgreSQL more than the rest of the reader's joins):
+    """The read has no ORDER BY (a sort cost PostgreSQL more than the rest of the reader's part of it):
     its spends come out as the meter's own read orders them, by time and then by insertion, ties included."""
     reader = accounts.create(db, "ordered@example.com", None, START)
     token = devices._start(db, reader.id, "test", START, None)

@@ -10,6 +10,7 @@ come in the same statement.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,18 +26,17 @@ _FROM = " from (select 1 as one) site left join clock c on c.id = 1"
 #: With an article: its row at a slug (published or not) beside the state.
 _ARTICLE = ", ".join(f"a.{column}" for column in content.COLUMNS.split(", "))
 _ARTICLE_JOIN = " left join articles a on a.slug = ?"
-#: With a session token: the signed-in reader, their subscription and spends (one row per spend).
+#: With a session token: the signed-in reader, their subscription and their spends (one row).
 _READER_JOIN = f"{subscriptions.SESSION_JOIN}{subscriptions.SIGNED_IN_JOINS}"
 
 
-def _statement(article: bool, reader: bool) -> str:
+@functools.cache
+def _statement(dialect: str, article: bool, reader: bool) -> str:
     """The one statement for the state, with an article and a signed-in reader as asked."""
-    columns = [_STATE, *([_ARTICLE] if article else []), *([subscriptions.SIGNED_IN_COLUMNS] if reader else [])]
+    columns = [_STATE, *([_ARTICLE] if article else []),
+               *([subscriptions.signed_in_columns(dialect)] if reader else [])]
     joins = (_ARTICLE_JOIN if article else "") + (_READER_JOIN if reader else "")
     return f"select {', '.join(columns)}{_FROM}{joins}"
-
-
-_SQL = {(article, reader): _statement(article, reader) for article in (False, True) for reader in (False, True)}
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def read(db, cfg: Config, real: datetime, slug: str | None = None, token: str | 
     """
     params = [presets.PRESET_KEY, newsletter.LESSON_KEY, *([slug] if slug is not None else []),
               *([token] if token is not None else [])]
-    found = db.rows(_SQL[slug is not None, token is not None], params)
+    found = db.rows(_statement(db.dialect, slug is not None, token is not None), params)
     row = found[0]
     clock = state_of((row["mode"], row["offset_seconds"], row["frozen_at"]), real)
     article = content.Article.from_row(row) if slug is not None and row["slug"] is not None else None

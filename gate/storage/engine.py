@@ -68,6 +68,22 @@ def _pyformat(match: re.Match) -> str:
     return token.replace("%", "%%")
 
 
+#: Per engine, a subquery giving one JSON array text with one inner array per row of a ``from ... where``.
+_JSON_ROWS = {
+    "sqlite": "(select json_group_array(json_array({values})) {source})",
+    "postgresql": "coalesce((select json_agg(json_build_array({values}))::text {source}), '[]')",  # none: '[]'
+}
+
+
+def json_rows(dialect: str, values: Sequence[str], source: str) -> str:
+    """SQL for one JSON array text of ``[value, ...]`` per row ``source`` (``from ... where ...``) finds, in no order.
+
+    A read that needs a list of child rows beside one parent row takes them as one
+    column: a join would repeat the parent's columns on every child row.
+    """
+    return _JSON_ROWS[dialect].format(values=", ".join(values), source=source)
+
+
 @functools.lru_cache(maxsize=2048)
 def to_pyformat(sql: str) -> str:
     """SQL written with ``?``/``:name`` placeholders, for psycopg (``%s``/``%(name)s``, ``%`` doubled)."""
