@@ -15,7 +15,7 @@ import pytest
 from gate import create_app
 from gate.conf.environment import SettingError, database_url
 from gate.storage.db import immediate, open_database, rows
-from gate.storage.engine import COPY_FROM, NotInTransaction, integrity_errors, json_rows, to_pyformat
+from gate.storage.engine import COPY_FROM, NotInTransaction, integrity_errors, json_row, json_rows, to_pyformat
 
 #: Pool size for the tests' own connections: one per spender of a race.
 POOL = 24
@@ -162,6 +162,16 @@ def test_json_rows_gives_one_array_per_row_found_and_an_empty_one_for_none(backe
     none = backend.scalar("select " + json_rows(backend.dialect, ("u.slug",), "from unlocks u where u.meter_key = ?"),
                           ["reader:none"])
     assert json.loads(none) == []
+
+
+def test_json_row_gives_the_joined_row_as_one_object_and_null_for_none(backend):
+    backend.insert("unlocks", {**UNLOCK, "slug": "o'brien \"quoted\""})
+    sql = ("select " + json_row(backend.dialect, "u", ("id", "slug", "meter_key")) +
+           " from (select 1 as one) site left join unlocks u on u.meter_key = ?")
+    found = json.loads(backend.scalar(sql, [UNLOCK["meter_key"]]))
+    assert (found["slug"], found["meter_key"]) == ("o'brien \"quoted\"", UNLOCK["meter_key"])
+    assert isinstance(found["id"], int)
+    assert backend.scalar(sql, ["reader:none"]) is None
 
 
 LIMIT = 3

@@ -8,6 +8,7 @@ request, a forged or expired session cookie is refused as before.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import urllib.parse
@@ -320,6 +321,26 @@ def test_a_forged_session_cookie_is_still_refused(app, reader, client):
     cookie = client.get_cookie("session", domain=domain)
     client.set_cookie("session", cookie.value[:-3] + "AAA", domain=domain)
     assert reader.meter()["tier"] == "anonymous"
+
+
+@BOTH_ENGINES
+def test_a_subscription_read_as_one_column_is_the_subscription_read_by_itself(app, db):
+    """Every field, times, flags and discounts included, survives the JSON column of the signed-in read."""
+    cfg = app.extensions["gate.config"]
+    reader = accounts.create(db, "paying@example.com", None, START)
+    token = devices._start(db, reader.id, "test", START, None)
+    subscriptions.grant(db, cfg, reader.id, cfg.plans[0].id, START, by="test")
+    db.execute("update subscriptions set cancel_at_period_end = 1, offer_code = 'SPRING', discount_kind = 'percent',"
+               " discount_value = 25, discount_periods = 3, card_last4 = '4242', cancel_reason = 'price \"too\" high'"
+               " where reader_id = ?", [reader.id])
+    by_itself = subscriptions.current(db, reader.id)
+    assert by_itself.cancel_at_period_end is True and by_itself.discount_value == 25
+    for row in (sitestate.read(db, cfg, START, METERED, token).reader_rows[0],
+                db.rows(subscriptions._signed_in(db.dialect, False), [token])[0]):
+        assert subscriptions._from_row(json.loads(row["sub"])) == by_itself
+    assert subscriptions.signed_in(db, cfg, token, START)[0].is_subscriber
+    nobody = devices._start(db, accounts.create(db, "free@example.com", None, START).id, "test", START, None)
+    assert db.rows(subscriptions._signed_in(db.dialect, True), [nobody])[0]["sub"] is None
 
 
 def test_the_signed_in_join_reads_every_column_a_reader_is_built_from(db):
