@@ -55,7 +55,6 @@ class SavedPresets:
     def __init__(self, folder: Path | str | None, builtin: dict[str, Rules],
                  load: Callable[[Path], Rules]) -> None:
         self.folder = Path(folder) if folder else None
-        self._folder_path = os.fspath(self.folder) if self.folder else None  # os.stat on a str skips pathlib
         self.builtin = builtin
         self._load = load
         #: Saved presets that loaded, and the files that did not (name → reason).
@@ -70,10 +69,10 @@ class SavedPresets:
 
     def _folder_stamp(self) -> _Stamp | None:
         """The folder's stamp (one ``stat``), or None when there is no folder yet."""
-        if self._folder_path is None:
+        if self.folder is None:
             return None
         try:
-            return _stamp(os.stat(self._folder_path))
+            return _stamp(os.stat(self.folder))  # without Path.stat's own frame: every request asks
         except OSError:
             return None
 

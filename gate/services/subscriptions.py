@@ -138,7 +138,7 @@ def settle_reader(db, cfg, reader_id: int, now: datetime) -> Subscription | None
 
 #: A signed-in reader's columns (``reader_``); their newest subscription comes as one JSON column (``sub``).
 _READER_COLUMNS = ", ".join(f"{source} as reader_{column}" for column, source in accounts.SIGNED_IN_SOURCES.items())
-#: Their meter's spends, for :func:`spends_column`.
+#: Their meter's spends, for :func:`signed_in_columns`.
 _SPENDS = ("u.unlocked_at", "u.id", "u.slug")
 _SPENDS_OF = f"from unlocks u where u.meter_key = '{accounts.METER_PREFIX}' || cast(r.id as text)"
 #: The newest subscription by its primary key (one index probe; the max() uses the reader_id index), joined to ``readers r``.
@@ -160,7 +160,7 @@ def _reader_columns(dialect: str) -> str:
 
 @functools.cache
 def signed_in_columns(dialect: str) -> str:
-    """The reader's columns, their subscription (``sub``) and their meter's spends (``spends``), each as one JSON column.
+    """The reader's columns, then their subscription (``sub``) and their meter's spends (``spends``), one JSON column each.
 
     The spends come as one array of ``[at, id, slug]``, in no order (:func:`settled` orders them), so
     the statement is one row however many there are. Joined, it was a row per spend: a reader with 36
