@@ -8,12 +8,14 @@ request, a forged or expired session cookie is refused as before.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
 import urllib.parse
 from datetime import timedelta
 
+import pytest
 from flask import request
 from flask_login import login_user
 from flask_login import utils as login_utils
@@ -77,6 +79,135 @@ def test_a_readers_page_is_one_row_however_many_spends_they_have(app, db):
     assert subscriptions.settled(db, cfg, sitestate.read(db, cfg, START, METERED, fresh).reader_rows, START)[1] == ()
 
 
+def _signed_in_device(db, email: str) -> tuple[accounts.Reader, str]:
+    reader = accounts.create(db, email, None, START)
+    return reader, devices._start(db, reader.id, "test", START, None)
+
+
+def _version(db, reader) -> int:
+    return db.scalar("select version from readers where id = ?", [reader.id])
+
+
+@BOTH_ENGINES
+def test_a_reader_this_process_read_is_only_version_checked(app, db):
+    """The second read of a device's reader asks for no reader, subscription or spends: the kept ones are used."""
+    cfg = app.extensions["gate.config"]
+    reader, token = _signed_in_device(db, "kept@example.com")
+    db.insert("unlocks", {"meter_key": reader.meter_key, "slug": METERED, "window_key": "w", "unlocked_at": to_iso(START)})
+    first = sitestate.read(db, cfg, START, METERED, token).reader_rows
+    assert first[0]["reader"] is not None and first[0]["spends"] != "[]"
+    read = subscriptions.settled(db, cfg, first, START)
+    again = sitestate.read(db, cfg, START, METERED, token).reader_rows
+    assert set(again[0]) & {"reader", "sub", "spends"} == set()
+    assert subscriptions.settled(db, cfg, again, START) == read
+    assert [spend.slug for spend in read[1]] == [METERED]
+
+
+#: Writes that change what a signed-in page reads of a reader (``{id}``, ``{key}``: their meter key), each
+#: made as another node would, straight to the database: every one must change the reader's version.
+CHANGES = {
+    "their row": ["update readers set email_verified_at = '2026-01-02T00:00:00+00:00' where id = {id}"],
+    "a subscription added": [],  # subscriptions.grant, below
+    "their subscription changed": ["update subscriptions set cancel_at_period_end = 1 where reader_id = {id}"],
+    "their subscription removed": ["delete from payments where reader_id = {id}",
+                                   "delete from subscriptions where reader_id = {id}"],
+    "a spend": ["insert into unlocks (meter_key, slug, window_key, unlocked_at)"
+                " values ('{key}', 'spent', 'w', '2026-01-01T00:00:00+00:00')"],
+    "a visitor's spends moved to them": ["update unlocks set meter_key = '{key}' where meter_key = 'visitor:v'"],
+    "a spend changed": ["update unlocks set window_key = 'moved' where meter_key = '{key}'"],
+    "a spend removed": ["delete from unlocks where meter_key = '{key}'"],
+}
+
+
+@BOTH_ENGINES
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_every_write_a_page_reads_gives_the_reader_a_new_version(app, db, change):
+    cfg = app.extensions["gate.config"]
+    reader, _ = _signed_in_device(db, "versioned@example.com")
+    if change != "a subscription added":
+        subscriptions.grant(db, cfg, reader.id, cfg.plans[0].id, START, by="test")
+    for key in ("visitor:v", reader.meter_key):  # a visitor's spend, to move to them, and one of theirs
+        db.insert("unlocks", {"meter_key": key, "slug": f"from-{key}", "window_key": "w", "unlocked_at": to_iso(START)})
+    before = _version(db, reader)
+    if change == "a subscription added":
+        subscriptions.grant(db, cfg, reader.id, cfg.plans[0].id, START, by="test")
+    for statement in CHANGES[change]:
+        db.execute(statement.format(id=reader.id, key=reader.meter_key))
+    assert _version(db, reader) != before
+
+
+@BOTH_ENGINES
+def test_writes_about_others_leave_the_version(app, db):
+    """Another reader's or a visitor's spends, and the device's own last-seen time (read on every page), do not."""
+    reader, token = _signed_in_device(db, "steady@example.com")
+    other = accounts.create(db, "other@example.com", None, START)
+    before = _version(db, reader)
+    for key in (other.meter_key, "visitor:v", f"giftlink:{reader.id}"):
+        db.insert("unlocks", {"meter_key": key, "slug": "x", "window_key": "w", "unlocked_at": to_iso(START)})
+    db.execute("update reader_sessions set last_seen_at = ? where token = ?", [to_iso(START), token])
+    assert _version(db, reader) == before
+
+
+@BOTH_ENGINES
+def test_a_write_on_another_node_is_seen_by_the_next_page(app, reader, client, db):
+    """A page of a reader this process keeps, after each kind of write made straight to the database."""
+    reader.signup("elsewhere@example.com")
+    account = accounts.by_email(db, "elsewhere@example.com")
+    assert reader.meter()["used"] == 0 and reader.meter()["tier"] == "registered"  # read, then kept
+    db.insert("unlocks", {"meter_key": account.meter_key, "slug": METERED, "window_key": "w",
+                          "unlocked_at": to_iso(START)})
+    assert reader.meter()["used"] == 1
+    cfg = app.extensions["gate.config"]
+    subscriptions.grant(db, cfg, account.id, cfg.plans[0].id, START, by="another node")
+    assert reader.meter()["tier"] == "subscriber"
+    db.execute("delete from payments where reader_id = ?", [account.id])
+    db.execute("delete from subscriptions where reader_id = ?", [account.id])
+    db.execute("update readers set comp_until = ? where id = ?", [to_iso(START + timedelta(days=9)), account.id])
+    assert reader.meter()["tier"] == "subscriber"  # complimentary access, on the row
+    db.execute("update readers set comp_until = null where id = ?", [account.id])
+    assert reader.meter()["tier"] == "registered"
+    db.execute("update reader_sessions set ended_at = ? where reader_id = ?", [to_iso(START), account.id])
+    assert reader.meter()["tier"] == "anonymous"
+
+
+@BOTH_ENGINES
+def test_a_reader_changed_since_is_read_again_once(reader, client, statements, db):
+    reader.signup("changed@example.com")
+    assert reads_of(client, statements, "/api/meter") == 1
+    db.execute("update readers set email_verified_at = ? where email = ?", [to_iso(START), "changed@example.com"])
+    statements.clear()
+    client.get("/api/meter")
+    assert statements["select"] == 2  # the version, then the reader whole
+    statements.clear()
+    client.get("/api/meter")
+    assert statements["select"] == 1
+
+
+@BOTH_ENGINES
+def test_a_kept_read_replaced_meanwhile_is_read_whole(app, db):
+    """A kept read whose version is not the row's (another thread kept another read meanwhile): read again."""
+    cfg = app.extensions["gate.config"]
+    reader, token = _signed_in_device(db, "raced@example.com")
+    subscriptions.signed_in(db, cfg, token, START)  # kept
+    row = sitestate.read(db, cfg, START, METERED, token).reader_rows  # only the version came
+    assert "reader" not in row[0]
+    kept = subscriptions._kept[token]
+    subscriptions._kept[token] = dataclasses.replace(kept, version=kept.version + 1, spends=("not", "these"))
+    signed_in, spends = subscriptions.settled(db, cfg, row, START)
+    assert signed_in.id == reader.id and spends == ()
+    assert subscriptions._kept[token].version == _version(db, reader)
+
+
+def test_the_kept_readers_are_bounded(app, db, monkeypatch):
+    monkeypatch.setattr(subscriptions, "KEEP_READERS", 2)
+    monkeypatch.setattr(subscriptions, "_kept", {})
+    cfg = app.extensions["gate.config"]
+    for number in range(3):
+        _, token = _signed_in_device(db, f"bounded{number}@example.com")
+        subscriptions.signed_in(db, cfg, token, START)
+    assert 1 <= len(subscriptions._kept) <= 2 and token in subscriptions._kept
+
+
 @BOTH_ENGINES
 def test_the_spends_read_with_the_site_are_oldest_first(app, db):
     """The read has no ORDER BY (a sort cost PostgreSQL more than the rest of the reader's part of it):
@@ -94,7 +225,7 @@ def test_the_spends_read_with_the_site_are_oldest_first(app, db):
     _, meter = subscriptions.settled(db, cfg, state.reader_rows, START)
     assert [spend.slug for spend in meter] == ["spent-1", "spent-3", "spent-0", "spent-2"]
     assert meter == SqlQuotaStore(db).spends(reader.meter_key)
-    assert subscriptions.signed_in(db, cfg, token, START, spends=True)[1] == meter
+    assert subscriptions.signed_in(db, cfg, token, START)[1] == meter
 
 
 @BOTH_ENGINES
@@ -340,13 +471,13 @@ def test_a_subscription_read_as_one_column_is_the_subscription_read_by_itself(ap
         assert subscriptions._from_row(json.loads(row["sub"])) == by_itself
     assert subscriptions.signed_in(db, cfg, token, START)[0].is_subscriber
     nobody = devices._start(db, accounts.create(db, "free@example.com", None, START).id, "test", START, None)
-    assert db.rows(subscriptions._signed_in(db.dialect, True), [nobody])[0]["sub"] is None
+    assert db.rows(subscriptions._signed_in(db.dialect, False), [nobody])[0]["sub"] is None
 
 
 def test_the_signed_in_join_reads_every_column_a_reader_is_built_from(db):
     """A readers column Reader.from_row reads but the join leaves out would be None on every signed-in page."""
     columns = {row["name"] for row in db.rows("select name from pragma_table_info('readers')")}
-    assert set(accounts.READER_COLUMNS) == columns - {"synthetic", "comp_by"}  # read by the console only
+    assert set(accounts.READER_COLUMNS) == columns - {"synthetic", "comp_by", "version"}  # the console's; the check's
 
 
 # --- Flask's plumbing, done once (gate.app.plumbing) -----------------------------------------

@@ -109,8 +109,8 @@ class RequestState:
         """The account a session's token names, their subscription settled (flask-login's user loader).
 
         They came with the site's state when the session named them then; else
-        they, their subscription and (if the preset may meter them) their
-        meter are read in one statement now.
+        they, their subscription and their meter are read in one statement now
+        (either way only their version when this process has them already).
         """
         if "site" not in self.__dict__:
             self.__dict__["site"] = self._read_site()  # the cached ``site``, with this session's reader
@@ -119,7 +119,7 @@ class RequestState:
         if read is not None and read[0] == token:
             reader, spends = subscriptions.settled(db, self.config, read[1], now)
         else:
-            reader, spends = subscriptions.signed_in(db, self.config, token, now, spends=self.may_meter("registered"))
+            reader, spends = subscriptions.signed_in(db, self.config, token, now)
         if reader is not None and spends is not None:
             self.read_with_reader[reader.meter_key] = spends  # the viewer's meter, read in the same statement
         if reader is None:
@@ -337,11 +337,6 @@ class RequestState:
             devices.append(f"visitor:{session['visitor']}")
         devices += [device for device in gift_devices(opened) if device not in devices]
         return gifts.grants(get_db(), devices, self.now)
-
-    def may_meter(self, tier: str) -> bool:
-        """Whether ``tier`` may have a meter to read under the viewer's preset (any experiment arm may give one)."""
-        rules = self.base_rules
-        return rules.meters(tier) or any(exp.active for exp in rules.experiments)
 
     @cached_property
     def meter(self) -> Meter:

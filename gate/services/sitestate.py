@@ -1,11 +1,13 @@
 """What every request reads about the running site, in one statement: the clock, the preset, the consent lesson.
 
 A page needs all three before it decides anything; reading them as one row
-is one round trip to PostgreSQL instead of three, and nothing is cached
+is one round trip to PostgreSQL instead of three, and none of them is kept
 between requests, so a preset switch or a clock move made on any node is
 seen by the next request everywhere. An article page also needs its article,
 and a signed-in page its reader (with their subscription and meter): both
-come in the same statement.
+come in the same statement. The reader is the one thing a process keeps,
+checked by the version of their row in that same statement
+(:func:`gate.services.subscriptions.signed_in_columns`).
 """
 
 from __future__ import annotations
@@ -26,16 +28,14 @@ _FROM = " from (select 1 as one) site left join clock c on c.id = 1"
 #: With an article: its row at a slug (published or not) beside the state.
 _ARTICLE = ", ".join(f"a.{column}" for column in content.COLUMNS.split(", "))
 _ARTICLE_JOIN = " left join articles a on a.slug = ?"
-#: With a session token: the signed-in reader, their subscription and their spends (one row).
-_READER_JOIN = f"{subscriptions.SESSION_JOIN}{subscriptions.SIGNED_IN_JOINS}"
 
 
 @functools.cache
-def _statement(dialect: str, article: bool, reader: bool) -> str:
-    """The one statement for the state, with an article and a signed-in reader as asked."""
+def _statement(dialect: str, article: bool, reader: bool, kept: bool = False) -> str:
+    """The one statement for the state, with an article and a signed-in reader as asked (``kept``: their version only)."""
     columns = [_STATE, *([_ARTICLE] if article else []),
-               *([subscriptions.signed_in_columns(dialect)] if reader else [])]
-    joins = (_ARTICLE_JOIN if article else "") + (_READER_JOIN if reader else "")
+               *([subscriptions.signed_in_columns(dialect, kept)] if reader else [])]
+    joins = (_ARTICLE_JOIN if article else "") + (subscriptions.SESSION_JOIN if reader else "")
     return f"select {', '.join(columns)}{_FROM}{joins}"
 
 
@@ -59,11 +59,14 @@ def read(db, cfg: Config, real: datetime, slug: str | None = None, token: str | 
 
     With ``slug``, the article at that slug comes in the same statement; with
     ``token``, the account that session token names, their newest
-    subscription and their meter's spends too (a signed-in page is one round trip).
+    subscription and their meter's spends too, or only their version when this
+    process has them already (a signed-in page is one round trip; two when a
+    reader this process keeps has changed since).
     """
     params = [presets.PRESET_KEY, newsletter.LESSON_KEY, *([slug] if slug is not None else []),
               *([token] if token is not None else [])]
-    found = db.rows(_statement(db.dialect, slug is not None, token is not None), params)
+    kept = token is not None and subscriptions.kept(token)
+    found = db.rows(_statement(db.dialect, slug is not None, token is not None, kept), params)
     row = found[0]
     clock = state_of((row["mode"], row["offset_seconds"], row["frozen_at"]), real)
     article = content.Article.from_row(row) if slug is not None and row["slug"] is not None else None

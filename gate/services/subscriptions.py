@@ -136,78 +136,120 @@ def settle_reader(db, cfg, reader_id: int, now: datetime) -> Subscription | None
     return _settle(db, cfg, reader_id, now, current(db, reader_id))[0]
 
 
-#: A signed-in reader's columns (``reader_``); their newest subscription comes as one JSON column (``sub``).
-_READER_COLUMNS = ", ".join(f"{source} as reader_{column}" for column, source in accounts.SIGNED_IN_SOURCES.items())
 #: Their meter's spends, for :func:`signed_in_columns`.
 _SPENDS = ("u.unlocked_at", "u.id", "u.slug")
 _SPENDS_OF = f"from unlocks u where u.meter_key = '{accounts.METER_PREFIX}' || cast(r.id as text)"
-#: The newest subscription by its primary key (one index probe; the max() uses the reader_id index), joined to ``readers r``.
-SIGNED_IN_JOINS = " left join subscriptions s on s.id = (select max(id) from subscriptions where reader_id = r.id)"
 #: A session token's live device (``d``, a parameter) and its account (``r``): none for an ended session.
 SESSION_JOIN = (" left join reader_sessions d on d.token = ? and d.ended_at is null"
                 " left join readers r on r.id = d.reader_id")
-_READER_KEYS = tuple((f"reader_{column}", column) for column in accounts.SIGNED_IN_SOURCES)
 _BY_TOKEN = " from reader_sessions d join readers r on r.id = d.reader_id"
 _LIVE = " where d.token = ? and d.ended_at is null"
+#: Read on every signed-in page: the device's own columns and the version of the reader's row.
+_DEVICE = ("d.reader_id as reader_id, d.token as reader_session_token, d.last_seen_at as reader_seen_at,"
+           " r.version as reader_version")
+
+
+@dataclass(frozen=True)
+class KeptReader:
+    """What this process last read of a signed-in device's reader, and the version of their row it was read at."""
+
+    version: int
+    #: Their ``readers`` row (the columns :meth:`accounts.Reader.from_row` reads, and more on PostgreSQL).
+    fields: dict
+    comp_until: datetime | None
+    #: Their newest subscription as read (settled again on every page), and their meter's spends, oldest first.
+    sub: Subscription | None
+    spends: tuple
+
+
+#: The readers this process read, by session token (one per signed-in device), until past this many.
+KEEP_READERS = 4096
+_kept: dict[str, KeptReader] = {}
+
+
+def kept(token: str) -> bool:
+    """Whether this process keeps a read of the reader a session token names (so a page asks only their version)."""
+    return token in _kept
 
 
 @functools.cache
-def _reader_columns(dialect: str) -> str:
-    """The reader's columns and their newest subscription as one JSON object (PostgreSQL: 63 K server
-    instructions a read fewer than its 23 columns)."""
-    return f"{_READER_COLUMNS}, {engine.json_row(dialect, 's', tuple(Subscription.__dataclass_fields__))} as sub"
+def signed_in_columns(dialect: str, kept: bool = False) -> str:
+    """The device's columns and the reader's version; unless ``kept``, the reader, their newest subscription
+    (``sub``) and their meter's spends (``spends``) too, one JSON column each.
 
-
-@functools.cache
-def signed_in_columns(dialect: str) -> str:
-    """The reader's columns, then their subscription (``sub``) and their meter's spends (``spends``), one JSON column each.
-
-    The spends come as one array of ``[at, id, slug]``, in no order (:func:`settled` orders them), so
-    the statement is one row however many there are. Joined, it was a row per spend: a reader with 36
-    spends (a year under three a month) read 36 rows of 56 columns on every page, 4.8 M server instructions
-    a read on PostgreSQL against 0.78 M as one column (0.55 M and 0.43 M with one spend).
+    The version changes with every write to the reader's row, their subscriptions or their spends
+    (triggers, migration m023), so a kept read whose version the database still shows is what reading
+    it again would find, and a page of a reader this process has read asks for nothing more: on
+    PostgreSQL the three JSON columns' subqueries cost the server as much to set up as to run. The
+    spends come as one array of ``[at, id, slug]``, in no order (:func:`settled` orders them), so the
+    statement is one row however many there are (joined, a reader with 36 spends read 36 rows of 56
+    columns: 4.8 M PostgreSQL server instructions a read against 0.78 M as one column).
     """
-    return f"{_reader_columns(dialect)}, {engine.json_rows(dialect, _SPENDS, _SPENDS_OF)} as spends"
+    if kept:
+        return _DEVICE
+    sub = engine.json_row(dialect, "s", tuple(Subscription.__dataclass_fields__))
+    newest = (f"(select {sub} from subscriptions s"
+              " where s.id = (select max(id) from subscriptions where reader_id = r.id))")  # one index probe each
+    return (f"{_DEVICE}, {engine.json_row(dialect, 'r', accounts.READER_COLUMNS)} as reader, {newest} as sub,"
+            f" {engine.json_rows(dialect, _SPENDS, _SPENDS_OF)} as spends")
 
 
 @functools.cache
-def _signed_in(dialect: str, spends: bool) -> str:
-    columns = signed_in_columns(dialect) if spends else _reader_columns(dialect)
-    return f"select {columns}{_BY_TOKEN}{SIGNED_IN_JOINS}{_LIVE}"
+def _signed_in(dialect: str, kept: bool) -> str:
+    return f"select {signed_in_columns(dialect, kept)}{_BY_TOKEN}{_LIVE}"
 
 
-def signed_in(db, cfg, token: str, now: datetime, spends: bool = False
-              ) -> tuple[accounts.Reader | None, tuple | None]:
-    """The account a session token names, with its access settled for ``now`` (see :func:`refresh`).
+def signed_in(db, cfg, token: str, now: datetime) -> tuple[accounts.Reader | None, tuple | None]:
+    """The account a session token names, with its access settled for ``now`` (see :func:`refresh`), and their spends.
 
-    Every signed-in page asks this first, so the reader and their newest
-    subscription come in one statement, and with ``spends`` their meter's
-    spends too (else None); settling reads again only when a renewal, retry
-    or expiry is due. A page that read them with the site's state instead
-    (:mod:`gate.services.sitestate`) hands its rows to :func:`settled`.
+    Every signed-in page asks this first, so the reader, their newest
+    subscription and their meter's spends come in one statement (nothing but
+    their version when this process has read them before); settling reads
+    again only when a renewal, retry or expiry is due. A page that read them
+    with the site's state instead (:mod:`gate.services.sitestate`) hands its
+    rows to :func:`settled`.
     """
     if not token:
         return None, None
-    return settled(db, cfg, db.rows(_signed_in(db.dialect, spends), [token]), now, spends)
+    return settled(db, cfg, db.rows(_signed_in(db.dialect, kept(token)), [token]), now)
 
 
-def settled(db, cfg, found: list[dict], now: datetime, spends: bool = True
-            ) -> tuple[accounts.Reader | None, tuple | None]:
+def settled(db, cfg, found: list[dict], now: datetime) -> tuple[accounts.Reader | None, tuple | None]:
     """The reader in rows read with :func:`signed_in_columns` (none matched: None), settled for ``now``; their spends."""
     row = found[0] if found else None
-    if row is None or row["reader_id"] is None:
+    kept = _kept_read(db, row) if row is not None and row["reader_id"] is not None else None
+    if kept is None:
         return None, None
-    sub = _from_row(json.loads(row["sub"])) if row["sub"] is not None else None
-    fields = {column: row[key] for key, column in _READER_KEYS}
-    sub = _settle(db, cfg, fields["id"], now, sub)[0]
+    sub = _settle(db, cfg, kept.fields["id"], now, kept.sub)[0]
+    fields = {**kept.fields, "session_token": row["reader_session_token"], "seen_at": row["reader_seen_at"]}
+    reader = accounts.Reader.from_row(fields, **_access(cfg, kept.comp_until, now, sub))  # built once, access and all
+    return reader, kept.spends
+
+
+def _kept_read(db, row: dict) -> KeptReader | None:
+    """The reader a signed-in row names: read in it (and kept), or kept at the version it shows, or read again."""
+    token = row["reader_session_token"]
+    if "reader" not in row:  # only the version came
+        kept = _kept.get(token)
+        if kept is not None and kept.version == row["reader_version"]:
+            return kept
+        found = db.rows(_signed_in(db.dialect, False), [token])  # changed since this process read them
+        if not found:
+            return None
+        row = found[0]
+    fields = json.loads(row["reader"])
     comp_until = from_iso(fields["comp_until"]) if fields["comp_until"] else None
-    reader = accounts.Reader.from_row(fields, **_access(cfg, comp_until, now, sub))  # built once, access and all
-    return reader, _spends(found) if spends else None
+    kept = KeptReader(row["reader_version"], fields, comp_until,
+                      _from_row(json.loads(row["sub"])) if row["sub"] is not None else None, _spends(row["spends"]))
+    if len(_kept) >= KEEP_READERS:
+        _kept.clear()
+    _kept[token] = kept
+    return kept
 
 
-def _spends(found: list[dict]) -> tuple:
-    """The meter's spends in a row read with :func:`signed_in_columns`, oldest first (as ``quota.spends`` orders them)."""
-    spent = sorted(tuple(spend) for spend in json.loads(found[0]["spends"]))  # [at, id, slug]: by time, then id
+def _spends(spends: str) -> tuple:
+    """The meter's spends as :func:`signed_in_columns` reads them (JSON), oldest first (as ``quota.spends`` orders them)."""
+    spent = sorted(tuple(spend) for spend in json.loads(spends))  # [at, id, slug]: by time, then id
     return quota.spends_of((slug, at) for at, _, slug in spent)
 
 

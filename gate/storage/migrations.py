@@ -398,3 +398,54 @@ def m022_dynamic_meter(db):
                " where type = 'article_view' and visitor_id is not null")
     db.execute("create index idx_events_reads_by_reader on events (reader_id, at)"
                " where type = 'article_view' and reader_id is not null")
+
+
+#: A new version for a readers row: a random 63-bit number (never reused: a copied site keeps its readers' versions).
+_NEW_VERSION = {"sqlite": "random()", "postgresql": "floor(random() * 9223372036854775807)::bigint"}
+#: Besides their own row, what a signed-in page reads of a reader: each table, and the SQL for the id of
+#: the reader a row (``{row}``: new or old) is about (a meter key other than ``reader:<id>``: none).
+_VERSIONED = (("subscriptions", "{row}.reader_id"),
+              ("unlocks", "case when substr({row}.meter_key, 1, 7) = 'reader:'"
+                          " then cast(substr({row}.meter_key, 8) as bigint) end"))
+
+
+@migration
+def m023_reader_versions(db):
+    """A version on each readers row that the database changes with every write a signed-in page would read.
+
+    Any insert or update of the row, and any insert, update or delete of one of the reader's subscriptions
+    or of their meter's spends (``unlocks`` under ``reader:<id>``), sets a new random version, by triggers,
+    so no code path can forget it. A process that read a reader keeps what it read with its version, and
+    a page asks only whether the version is still the same (gate.services.subscriptions).
+    """
+    new = _NEW_VERSION[db.dialect]
+    ddl(db, "alter table readers add column version INTEGER NOT NULL DEFAULT 0")
+    db.execute(f"update readers set version = {new}")
+    if db.dialect == "postgresql":
+        db.execute(f"""create function gate_readers_version() returns trigger language plpgsql as $$
+            begin new.version := {new}; return new; end $$""")
+        db.execute("create trigger readers_version before insert or update on readers"
+                   " for each row execute function gate_readers_version()")
+        for table, reader in _VERSIONED:
+            was, now = reader.format(row="old"), reader.format(row="new")
+            db.execute(f"""create function gate_{table}_reader_version() returns trigger language plpgsql as $$
+                begin
+                    if tg_op <> 'DELETE' then update readers set version = {new} where id = {now}; end if;
+                    if tg_op = 'DELETE' or (tg_op = 'UPDATE' and {was} is distinct from {now}) then
+                        update readers set version = {new} where id = {was};
+                    end if;
+                    return null;
+                end $$""")
+            db.execute(f"create trigger {table}_reader_version after insert or update or delete on {table}"
+                       f" for each row execute function gate_{table}_reader_version()")
+        return
+    # SQLite cannot set NEW: the row is written again, once (the version changed, so the trigger stops there).
+    db.execute(f"create trigger readers_version_insert after insert on readers begin"
+               f" update readers set version = {new} where id = new.id; end")
+    db.execute(f"create trigger readers_version_update after update on readers when new.version = old.version begin"
+               f" update readers set version = {new} where id = new.id; end")
+    for table, reader in _VERSIONED:
+        for event, rows in (("insert", ("new",)), ("update", ("new", "old")), ("delete", ("old",))):
+            changed = " or ".join(f"id = {reader.format(row=row)}" for row in rows)
+            db.execute(f"create trigger {table}_reader_version_{event} after {event} on {table} begin"
+                       f" update readers set version = {new} where {changed}; end")
