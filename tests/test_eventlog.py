@@ -10,7 +10,7 @@ import time
 import pytest
 
 from gate.storage import eventlog
-from tests.helpers import METERED, Reader
+from tests.helpers import BOTH_ENGINES, METERED, Reader
 
 
 def test_buffered_views_reach_the_events_table(app, db):
@@ -109,3 +109,27 @@ def test_an_events_data_is_the_json_it_always_was():
     finally:
         events.TAGS.reset(token)
     assert written == json.dumps({"variants": {"headline": "b"}, **data}, default=str)
+
+
+#: The reads of a reader's events, and the dynamic meter's count of their reads in a window.
+BY_READER = ("select * from events where reader_id = ? order by id desc limit 200",
+             "select count(*) from events e where e.type = 'article_view' and e.reader_id = ? and e.at >= ?")
+
+
+@BOTH_ENGINES
+def test_a_readers_events_are_one_index_that_visitors_events_stay_out_of(db):
+    """One partial index (a visitor's event adds no entry, a reader's view one): both reads by reader use it."""
+    if db.dialect == "sqlite":
+        definition = db.scalar("select sql from sqlite_master where name = 'idx_events_by_reader'")
+        for sql in BY_READER:
+            plan = " ".join(row[3] for row in db.execute(f"explain query plan {sql}", [1, "2026"][:sql.count("?")]))
+            assert "idx_events_by_reader" in plan, plan
+    else:
+        definition = db.scalar("select indexdef from pg_indexes where schemaname = current_schema()"
+                               " and indexname = 'idx_events_by_reader'")
+    assert "(reader_id, type, at) where reader_id is not null" in definition.lower().replace("(reader_id is not null)",
+                                                                                             "reader_id is not null")
+    indexed = {row[0] for row in db.execute("select name from sqlite_master where type = 'index' and tbl_name = 'events'")
+               } if db.dialect == "sqlite" else {row[0] for row in db.execute(
+                   "select indexname from pg_indexes where schemaname = current_schema() and tablename = 'events'")}
+    assert not indexed & {"idx_events_reader_id_at", "idx_events_reads_by_reader"}
