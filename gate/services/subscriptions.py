@@ -144,8 +144,8 @@ SESSION_JOIN = (" left join reader_sessions d on d.token = ? and d.ended_at is n
                 " left join readers r on r.id = d.reader_id")
 _BY_TOKEN = " from reader_sessions d join readers r on r.id = d.reader_id"
 _LIVE = " where d.token = ? and d.ended_at is null"
-#: Read on every signed-in page: the device's own columns and the version of the reader's row.
-_DEVICE = ("d.reader_id as reader_id, d.token as reader_session_token, d.last_seen_at as reader_seen_at,"
+#: Read on every signed-in page: the account, the device's own columns and the version of the reader's row.
+_DEVICE = ("r.id as reader_id, d.token as reader_session_token, d.last_seen_at as reader_seen_at,"
            " r.version as reader_version")
 
 
