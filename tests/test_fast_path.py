@@ -184,7 +184,7 @@ def test_a_reader_changed_since_is_read_again_once(reader, client, statements, d
 
 
 @BOTH_ENGINES
-def test_a_kept_read_replaced_meanwhile_is_read_whole(app, db):
+def test_a_kept_read_replaced_meanwhile_is_read_whole(app, db, monkeypatch):
     """A kept read whose version is not the row's (another thread kept another read meanwhile): read again."""
     cfg = app.extensions["gate.config"]
     reader, token = _signed_in_device(db, "raced@example.com")
@@ -192,7 +192,8 @@ def test_a_kept_read_replaced_meanwhile_is_read_whole(app, db):
     row = sitestate.read(db, cfg, START, METERED, token).reader_rows  # only the version came
     assert "reader" not in row[0]
     kept = subscriptions._kept[token]
-    subscriptions._kept[token] = dataclasses.replace(kept, version=kept.version + 1, spends=("not", "these"))
+    monkeypatch.setitem(subscriptions._kept, token, dataclasses.replace(kept, version=kept.version + 1,
+                                                                        spends=("not", "these")))
     signed_in, spends = subscriptions.settled(db, cfg, row, START)
     assert signed_in.id == reader.id and spends == ()
     assert subscriptions._kept[token].version == _version(db, reader)
