@@ -71,12 +71,13 @@ def test_a_readers_page_is_one_row_however_many_spends_they_have(app, db):
     cfg = app.extensions["gate.config"]
     state = sitestate.read(db, cfg, START, METERED, token)
     assert len(state.reader_rows) == 1
-    signed_in, meter = subscriptions.settled(db, cfg, state.reader_rows, START)
+    signed_in, meter = subscriptions.settled(db, cfg, token, state.reader_rows, START)
     assert signed_in.id == reader.id and len(meter) == 36
     assert meter == SqlQuotaStore(db).spends(reader.meter_key)
     nobody = accounts.create(db, "unspent@example.com", None, START)
     fresh = devices._start(db, nobody.id, "test", START, None)
-    assert subscriptions.settled(db, cfg, sitestate.read(db, cfg, START, METERED, fresh).reader_rows, START)[1] == ()
+    assert subscriptions.settled(db, cfg, fresh, sitestate.read(db, cfg, START, METERED, fresh).reader_rows,
+                                 START)[1] == ()
 
 
 def _signed_in_device(db, email: str) -> tuple[accounts.Reader, str]:
@@ -96,10 +97,10 @@ def test_a_reader_this_process_read_is_only_version_checked(app, db):
     db.insert("unlocks", {"meter_key": reader.meter_key, "slug": METERED, "window_key": "w", "unlocked_at": to_iso(START)})
     first = sitestate.read(db, cfg, START, METERED, token).reader_rows
     assert first[0]["reader"] is not None and first[0]["spends"] != "[]"
-    read = subscriptions.settled(db, cfg, first, START)
+    read = subscriptions.settled(db, cfg, token, first, START)
     again = sitestate.read(db, cfg, START, METERED, token).reader_rows
-    assert set(again[0]) & {"reader", "sub", "spends"} == set()
-    assert subscriptions.settled(db, cfg, again, START) == read
+    assert set(again[0]) & {"reader", "sub", "spends", "reader_session_token", "reader_seen_at"} == set()
+    assert subscriptions.settled(db, cfg, token, again, START) == read
     assert [spend.slug for spend in read[1]] == [METERED]
 
 
@@ -116,6 +117,9 @@ CHANGES = {
     "a visitor's spends moved to them": ["update unlocks set meter_key = '{key}' where meter_key = 'visitor:v'"],
     "a spend changed": ["update unlocks set window_key = 'moved' where meter_key = '{key}'"],
     "a spend removed": ["delete from unlocks where meter_key = '{key}'"],
+    "a session ended": ["update reader_sessions set ended_at = '2026-01-02T00:00:00+00:00' where reader_id = {id}"],
+    "a session deleted": ["delete from reader_sessions where reader_id = {id}"],
+    "a session's token changed": ["update reader_sessions set token = 'another' where reader_id = {id}"],
 }
 
 
@@ -149,6 +153,91 @@ def test_writes_about_others_leave_the_version(app, db):
 
 
 @BOTH_ENGINES
+def test_a_session_moved_to_another_reader_gives_both_a_new_version(db):
+    one, token = _signed_in_device(db, "first@example.com")
+    two = accounts.create(db, "second@example.com", None, START)
+    before = (_version(db, one), _version(db, two))
+    db.execute("update reader_sessions set reader_id = ? where token = ?", [two.id, token])
+    assert _version(db, one) != before[0] and _version(db, two) != before[1]
+
+
+LATER = to_iso(START + timedelta(days=2))
+#: Writes that change the site's state a page reads, made straight to the database as another node would.
+SITE_CHANGES = {
+    "the preset set": ["delete from settings where key = 'preset'",
+                       "insert into settings (key, value) values ('preset', 'metered')"],
+    "the preset changed": ["update settings set value = 'metered' where key = 'preset'"],
+    "the consent lesson": ["insert into settings (key, value) values ('consent_lesson', 'on')"],
+    "a setting removed": ["delete from settings where key = 'preset'"],
+    "the clock set": ["delete from clock", f"insert into clock (id, mode, frozen_at) values (1, 'frozen', '{LATER}')"],
+    "the clock moved": [f"update clock set frozen_at = '{LATER}' where id = 1"],
+    "the clock reset": ["delete from clock"],
+}
+
+
+def _site_version(db) -> int:
+    return db.scalar("select version from site_version where id = 1")
+
+
+@BOTH_ENGINES
+@pytest.mark.parametrize("change", list(SITE_CHANGES))
+def test_every_write_to_the_sites_state_gives_it_a_new_version(db, change):
+    db.execute("insert into settings (key, value) values ('preset', 'wpr') on conflict (key) do nothing")
+    *setup, last = SITE_CHANGES[change]
+    for statement in setup:
+        db.execute(statement)
+    before = _site_version(db)
+    db.execute(last)
+    assert _site_version(db) != before
+
+
+@BOTH_ENGINES
+def test_a_state_this_process_read_is_only_version_checked(app, db, statements):
+    """The second read asks for no clock and no settings, and reads them again only once they change."""
+    cfg = app.extensions["gate.config"]
+    first = sitestate.read(db, cfg, START, METERED)
+    statements.clear()
+    again = sitestate.read(db, cfg, START, METERED)
+    assert again == first and statements["select"] == 1
+    kept = db.rows(*sitestate._asked(db.dialect, METERED, None, None, True))[0]
+    assert set(kept) & {"mode", "offset_seconds", "frozen_at", "preset", "lesson"} == set()
+    db.execute(f"update clock set frozen_at = '{LATER}' where id = 1")
+    db.execute("insert into settings (key, value) values ('preset', 'metered')"
+               " on conflict (key) do update set value = excluded.value")
+    statements.clear()
+    moved = sitestate.read(db, cfg, START, METERED)
+    assert statements["select"] == 2  # the version, then the state whole
+    assert moved.clock.now(START) == START + timedelta(days=2) and moved.preset == "metered"
+    assert moved.article == first.article
+    statements.clear()
+    assert sitestate.read(db, cfg, START, METERED) == moved and statements["select"] == 1
+
+
+@BOTH_ENGINES
+def test_a_site_change_made_straight_to_the_database_is_seen_by_the_next_page(client, db):
+    """As another node would make it (or someone in a SQL shell): no code path of this process is told."""
+    publish(db, "tomorrows-piece", START + timedelta(days=1))
+    assert client.get(f"/api/articles/{METERED}").get_json()["offer"] == "register"
+    assert client.get("/articles/tomorrows-piece").status_code == 404
+    db.execute("insert into settings (key, value) values ('preset', 'metered')"
+               " on conflict (key) do update set value = excluded.value")
+    assert client.get(f"/api/articles/{METERED}").get_json()["reason"] == "meter_available"
+    db.execute(f"update clock set frozen_at = '{LATER}' where id = 1")
+    assert client.get("/articles/tomorrows-piece").status_code == 200
+
+
+def test_the_kept_states_are_bounded(app, db, monkeypatch):
+    monkeypatch.setattr(sitestate, "KEEP_STATES", 2)
+    monkeypatch.setattr(sitestate, "_kept", {})
+    cfg = app.extensions["gate.config"]
+    for _ in range(3):
+        sitestate.read(db, cfg, START)
+        db.execute("insert into settings (key, value) values ('consent_lesson', 'on')"
+                   " on conflict (key) do update set value = excluded.value")
+    assert 1 <= len(sitestate._kept) <= 2
+
+
+@BOTH_ENGINES
 def test_a_write_on_another_node_is_seen_by_the_next_page(app, reader, client, db):
     """A page of a reader this process keeps, after each kind of write made straight to the database."""
     reader.signup("elsewhere@example.com")
@@ -167,6 +256,14 @@ def test_a_write_on_another_node_is_seen_by_the_next_page(app, reader, client, d
     db.execute("update readers set comp_until = null where id = ?", [account.id])
     assert reader.meter()["tier"] == "registered"
     db.execute("update reader_sessions set ended_at = ? where reader_id = ?", [to_iso(START), account.id])
+    assert reader.meter()["tier"] == "anonymous"
+
+
+@BOTH_ENGINES
+def test_a_device_whose_session_row_is_deleted_elsewhere_is_signed_out(reader, db):
+    reader.signup("deleted@example.com")
+    assert reader.meter()["tier"] == "registered"  # read, then kept
+    db.execute("delete from reader_sessions where reader_id = ?", [accounts.by_email(db, "deleted@example.com").id])
     assert reader.meter()["tier"] == "anonymous"
 
 
@@ -194,7 +291,7 @@ def test_a_kept_read_replaced_meanwhile_is_read_whole(app, db, monkeypatch):
     kept = subscriptions._kept[token]
     monkeypatch.setitem(subscriptions._kept, token, dataclasses.replace(kept, version=kept.version + 1,
                                                                         spends=("not", "these")))
-    signed_in, spends = subscriptions.settled(db, cfg, row, START)
+    signed_in, spends = subscriptions.settled(db, cfg, token, row, START)
     assert signed_in.id == reader.id and spends == ()
     assert subscriptions._kept[token].version == _version(db, reader)
 
@@ -223,7 +320,7 @@ def test_the_spends_read_with_the_site_are_oldest_first(app, db):
     db.execute("update unlocks set window_key = 'moved' where slug = 'spent-0'")
     cfg = app.extensions["gate.config"]
     state = sitestate.read(db, cfg, START, METERED, token)
-    _, meter = subscriptions.settled(db, cfg, state.reader_rows, START)
+    _, meter = subscriptions.settled(db, cfg, token, state.reader_rows, START)
     assert [spend.slug for spend in meter] == ["spent-1", "spent-3", "spent-0", "spent-2"]
     assert meter == SqlQuotaStore(db).spends(reader.meter_key)
     assert subscriptions.signed_in(db, cfg, token, START)[1] == meter

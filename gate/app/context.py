@@ -117,7 +117,7 @@ class RequestState:
         read, self.unread_reader = self.unread_reader, None
         db, now = get_db(), self.now
         if read is not None and read[0] == token:
-            reader, spends = subscriptions.settled(db, self.config, read[1], now)
+            reader, spends = subscriptions.settled(db, self.config, token, read[1], now)
         else:
             reader, spends = subscriptions.signed_in(db, self.config, token, now)
         if reader is not None and spends is not None:

@@ -151,6 +151,7 @@ def seen(db, reader: accounts.Reader, now: datetime) -> None:
         return
     db.execute("update reader_sessions set last_seen_at = ? where token = ? and ended_at is null",
                [to_iso(now), reader.session_token])
+    subscriptions.seen(reader.session_token, to_iso(now))  # kept with the reader: their version does not change
 
 
 def ended_reason(db, token: str) -> str | None:

@@ -144,9 +144,11 @@ SESSION_JOIN = (" left join reader_sessions d on d.token = ? and d.ended_at is n
                 " left join readers r on r.id = d.reader_id")
 _BY_TOKEN = " from reader_sessions d join readers r on r.id = d.reader_id"
 _LIVE = " where d.token = ? and d.ended_at is null"
-#: Read on every signed-in page: the account, the device's own columns and the version of the reader's row.
+#: Read with a reader: the account, the device's own columns and the version of the reader's row.
 _DEVICE = ("r.id as reader_id, d.token as reader_session_token, d.last_seen_at as reader_seen_at,"
            " r.version as reader_version")
+#: All a page reads of a reader this process keeps: the version of their row, by id (a parameter).
+_VERSION = "(select version from readers where id = ?) as reader_version"
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,8 @@ class KeptReader:
     #: Their newest subscription as read (settled again on every page), and their meter's spends, oldest first.
     sub: Subscription | None
     spends: tuple
+    #: The device's last-seen time as read, or as this process last wrote it (ISO text; None: never).
+    seen_at: str | None = None
 
 
 #: The readers this process read, by session token (one per signed-in device), until past this many.
@@ -167,26 +171,36 @@ KEEP_READERS = 4096
 _kept: dict[str, KeptReader] = {}
 
 
-def kept(token: str) -> bool:
-    """Whether this process keeps a read of the reader a session token names (so a page asks only their version)."""
-    return token in _kept
+def kept(token: str) -> int | None:
+    """The id of the reader a session token names, when this process keeps a read of them (a page asks
+    only their version, with this id), else None."""
+    found = _kept.get(token)
+    return found.fields["id"] if found is not None else None
+
+
+def seen(token: str, at: str) -> None:
+    """This process wrote the device's last-seen time: keep it with the device's reader."""
+    found = _kept.get(token)
+    if found is not None:
+        _kept[token] = replace(found, seen_at=at)
 
 
 @functools.cache
 def signed_in_columns(dialect: str, kept: bool = False) -> str:
-    """The device's columns and the reader's version; unless ``kept``, the reader, their newest subscription
-    (``sub``) and their meter's spends (``spends``) too, one JSON column each.
+    """The device's columns and the reader's version, their newest subscription (``sub``) and their
+    meter's spends (``spends``), one JSON column each; if ``kept``, only the version, by id.
 
-    The version changes with every write to the reader's row, their subscriptions or their spends
-    (triggers, migration m023), so a kept read whose version the database still shows is what reading
-    it again would find, and a page of a reader this process has read asks for nothing more: on
-    PostgreSQL the three JSON columns' subqueries cost the server as much to set up as to run. The
-    spends come as one array of ``[at, id, slug]``, in no order (:func:`settled` orders them), so the
-    statement is one row however many there are (joined, a reader with 36 spends read 36 rows of 56
-    columns: 4.8 M PostgreSQL server instructions a read against 0.78 M as one column).
+    The version changes with every write to the reader's row, their subscriptions, their spends or
+    their sessions' ends (triggers, migrations m023 and m025), so a kept read whose version the
+    database still shows is what reading it again would find, and a page of a reader this process
+    has read asks for nothing more, not even their session: on PostgreSQL each relation a statement
+    reads costs the server tens of thousands of instructions to set up, however little it reads.
+    The spends come as one array of ``[at, id, slug]``, in no order (:func:`settled` orders them),
+    so the statement is one row however many there are (joined, a reader with 36 spends read 36
+    rows of 56 columns: 4.8 M PostgreSQL server instructions a read against 0.78 M as one column).
     """
     if kept:
-        return _DEVICE
+        return _VERSION
     sub = engine.json_row(dialect, "s", tuple(Subscription.__dataclass_fields__))
     newest = (f"(select {sub} from subscriptions s"
               " where s.id = (select max(id) from subscriptions where reader_id = r.id))")  # one index probe each
@@ -196,7 +210,7 @@ def signed_in_columns(dialect: str, kept: bool = False) -> str:
 
 @functools.cache
 def _signed_in(dialect: str, kept: bool) -> str:
-    return f"select {signed_in_columns(dialect, kept)}{_BY_TOKEN}{_LIVE}"
+    return f"select {_VERSION}" if kept else f"select {signed_in_columns(dialect)}{_BY_TOKEN}{_LIVE}"
 
 
 def signed_in(db, cfg, token: str, now: datetime) -> tuple[accounts.Reader | None, tuple | None]:
@@ -211,36 +225,38 @@ def signed_in(db, cfg, token: str, now: datetime) -> tuple[accounts.Reader | Non
     """
     if not token:
         return None, None
-    return settled(db, cfg, db.rows(_signed_in(db.dialect, kept(token)), [token]), now)
+    reader_id = kept(token)
+    found = db.rows(_signed_in(db.dialect, reader_id is not None), [reader_id if reader_id is not None else token])
+    return settled(db, cfg, token, found, now)
 
 
-def settled(db, cfg, found: list[dict], now: datetime) -> tuple[accounts.Reader | None, tuple | None]:
-    """The reader in rows read with :func:`signed_in_columns` (none matched: None), settled for ``now``; their spends."""
+def settled(db, cfg, token: str, found: list[dict], now: datetime) -> tuple[accounts.Reader | None, tuple | None]:
+    """The reader a session token names in rows read with :func:`signed_in_columns` (none: None), settled for
+    ``now``; their spends."""
     row = found[0] if found else None
-    kept = _kept_read(db, row) if row is not None and row["reader_id"] is not None else None
+    kept = _kept_read(db, token, row) if row is not None else None
     if kept is None:
         return None, None
     sub = _settle(db, cfg, kept.fields["id"], now, kept.sub)[0]
-    fields = {**kept.fields, "session_token": row["reader_session_token"], "seen_at": row["reader_seen_at"]}
+    fields = {**kept.fields, "session_token": token, "seen_at": kept.seen_at}
     reader = accounts.Reader.from_row(fields, **_access(cfg, kept.comp_until, now, sub))  # built once, access and all
     return reader, kept.spends
 
 
-def _kept_read(db, row: dict) -> KeptReader | None:
+def _kept_read(db, token: str, row: dict) -> KeptReader | None:
     """The reader a signed-in row names: read in it (and kept), or kept at the version it shows, or read again."""
-    token = row["reader_session_token"]
     if "reader" not in row:  # only the version came
         kept = _kept.get(token)
         if kept is not None and kept.version == row["reader_version"]:
             return kept
-        found = db.rows(_signed_in(db.dialect, False), [token])  # changed since this process read them
-        if not found:
-            return None
-        row = found[0]
+        row = first(db, _signed_in(db.dialect, False), [token])  # changed since this process read them
+    if row is None or row["reader_id"] is None:
+        return None
     fields = json.loads(row["reader"])
     comp_until = from_iso(fields["comp_until"]) if fields["comp_until"] else None
     kept = KeptReader(row["reader_version"], fields, comp_until,
-                      _from_row(json.loads(row["sub"])) if row["sub"] is not None else None, _spends(row["spends"]))
+                      _from_row(json.loads(row["sub"])) if row["sub"] is not None else None, _spends(row["spends"]),
+                      row["reader_seen_at"])
     if len(_kept) >= KEEP_READERS:
         _kept.clear()
     _kept[token] = kept

@@ -464,3 +464,56 @@ def m024_events_by_reader(db):
     db.execute("drop index idx_events_reader_id_at")
     db.execute("drop index idx_events_reads_by_reader")
     db.execute("create index idx_events_by_reader on events (reader_id, type, at) where reader_id is not null")
+
+
+#: What a page reads of the site besides its article: the tables whose every write gives the site a new version.
+_SITE_STATE = ("clock", "settings")
+
+
+@migration
+def m025_site_and_session_versions(db):
+    """A version for the site's state, and a new reader version when one of their sessions ends.
+
+    Every page reads the clock row and two settings (the preset, the consent lesson). A process keeps
+    what it read with the version of the one ``site_version`` row, which any insert, update or delete
+    of ``clock`` or ``settings`` changes (triggers), so a page asks only that version, as it asks only
+    a kept reader's: a switch or a clock move made on any node is still seen by the next request.
+
+    A kept reader is checked by their row alone, without their session's: ending, deleting or
+    re-pointing a session (``ended_at``, ``token``, ``reader_id``) now gives the reader a new version
+    too, so a device signed out elsewhere is read again, and found signed out, on its next page.
+    The device's last-seen time, written at most once a minute, changes no version.
+    """
+    new = _NEW_VERSION[db.dialect]
+    ddl(db, "create table site_version (id INTEGER PRIMARY KEY, version INTEGER NOT NULL)")
+    db.execute(f"insert into site_version (id, version) values (1, {new})")
+    session = "ended_at, token, reader_id"
+    differs = "is distinct from" if db.dialect == "postgresql" else "is not"
+    changed = " or ".join(f"old.{column} {differs} new.{column}" for column in session.split(", "))
+    if db.dialect == "postgresql":
+        db.execute(f"""create function gate_site_version() returns trigger language plpgsql as $$
+            begin update site_version set version = {new} where id = 1; return null; end $$""")
+        for table in _SITE_STATE:
+            db.execute(f"create trigger {table}_site_version after insert or update or delete or truncate"
+                       f" on {table} for each statement execute function gate_site_version()")
+        db.execute(f"""create function gate_reader_sessions_reader_version() returns trigger language plpgsql as $$
+            begin
+                if tg_op = 'DELETE' then
+                    update readers set version = {new} where id = old.reader_id;
+                elsif {changed} then
+                    update readers set version = {new} where id = old.reader_id or id = new.reader_id;
+                end if;
+                return null;
+            end $$""")
+        db.execute(f"create trigger reader_sessions_reader_version after update of {session} or delete"
+                   f" on reader_sessions for each row execute function gate_reader_sessions_reader_version()")
+        return
+    for table in _SITE_STATE:
+        for event in ("insert", "update", "delete"):
+            db.execute(f"create trigger {table}_site_version_{event} after {event} on {table} begin"
+                       f" update site_version set version = {new} where id = 1; end")
+    db.execute(f"create trigger reader_sessions_reader_version_update after update of {session} on reader_sessions"
+               f" when {changed} begin update readers set version = {new}"
+               f" where id = old.reader_id or id = new.reader_id; end")
+    db.execute("create trigger reader_sessions_reader_version_delete after delete on reader_sessions begin"
+               f" update readers set version = {new} where id = old.reader_id; end")
