@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from gate.storage import eventlog
+from gate.storage import engine, eventlog, events
 from tests.helpers import BOTH_ENGINES, METERED, Reader
 
 
@@ -37,6 +37,17 @@ def test_flush_writes_everything_queued(backend_target, backend):
     assert log.flush() == 1200
     assert backend.scalar("select count(*) from events") == 1200
     assert backend.scalar("select count(distinct visitor_id) from events") == 1200
+
+
+def test_each_batch_is_one_statement_that_commits_by_itself(backend_target, backend, statements):
+    """No BEGIN and no COMMIT around a batch: a multi-row insert or a COPY is written whole or not at all."""
+    assert eventlog.BATCH * len(events.COLUMNS) <= engine.INSERT_PARAMETERS  # one insert holds a whole batch
+    log = eventlog.EventWriter(backend_target)
+    for n in range(2 * eventlog.BATCH + 7):
+        log.rows.put(("2026-11-28T17:00:00.000000+00:00", "article_view", None, f"v{n}", "a", "{}"))
+    assert log.flush() == 2 * eventlog.BATCH + 7
+    assert statements["transaction"] == statements["begin"] == statements["commit"] == 0
+    assert statements["insert"] == (3 if backend.dialect == "sqlite" else 1)  # PostgreSQL: COPY, but for the 7
 
 
 def test_spends_are_never_buffered(app, db):

@@ -226,6 +226,16 @@ def test_a_site_change_made_straight_to_the_database_is_seen_by_the_next_page(cl
     assert client.get("/articles/tomorrows-piece").status_code == 200
 
 
+@BOTH_ENGINES
+def test_without_its_version_row_the_state_is_read_whole_every_time(app, db):
+    cfg = app.extensions["gate.config"]
+    db.execute("delete from site_version")
+    sitestate.read(db, cfg, START)
+    db.execute("insert into settings (key, value) values ('preset', 'metered')"
+               " on conflict (key) do update set value = excluded.value")
+    assert sitestate.read(db, cfg, START).preset == "metered"
+
+
 def test_the_kept_states_are_bounded(app, db, monkeypatch):
     monkeypatch.setattr(sitestate, "KEEP_STATES", 2)
     monkeypatch.setattr(sitestate, "_kept", {})

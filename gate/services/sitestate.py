@@ -88,9 +88,10 @@ def read(db, cfg: Config, real: datetime, slug: str | None = None, token: str | 
             found = db.rows(*_asked(db.dialect, slug, token, reader_id, False))
         row = found[0]
         state = ((row["mode"], row["offset_seconds"], row["frozen_at"]), row["preset"], row["lesson"])
-        if len(_kept) >= KEEP_STATES:
-            _kept.clear()
-        _kept[row["site_version"]] = state
+        if row["site_version"] is not None:  # its row deleted by hand: nothing would tell a change, so keep nothing
+            if len(_kept) >= KEEP_STATES:
+                _kept.clear()
+            _kept[row["site_version"]] = state
     row = found[0]
     clock, preset, lesson = state
     article = content.Article.from_row(row) if slug is not None and row["slug"] is not None else None

@@ -36,6 +36,8 @@ SCHEMES = ("postgresql://", "postgres://")
 DEFAULT_POOL = 5
 #: Rows from which PostgreSQL appends with COPY (:meth:`PostgresDatabase.insert_rows`).
 COPY_FROM = 16
+#: Parameters one multi-row insert carries at most (far below either engine's limit).
+INSERT_PARAMETERS = 3000
 #: Seconds to wait for a free pooled connection before failing the request.
 POOL_TIMEOUT_SECONDS = 30
 
@@ -160,10 +162,10 @@ class _Seam:
         return row[0] if row else None
 
     def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence]) -> None:
-        """Append many rows (no ids back): multi-row inserts of up to 3,000 parameters, far below either limit."""
+        """Append many rows (no ids back): multi-row inserts of up to :data:`INSERT_PARAMETERS` parameters each."""
         into = f"insert into {_name(table)} ({', '.join(_name(column) for column in columns)}) values "
         marks = f"({', '.join('?' for _ in columns)})"
-        per_statement = max(1, 3000 // len(columns))
+        per_statement = max(1, INSERT_PARAMETERS // len(columns))
         for start in range(0, len(rows), per_statement):
             chunk = rows[start:start + per_statement]
             self.execute(into + ", ".join([marks] * len(chunk)), [value for one in chunk for value in one])
