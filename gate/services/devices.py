@@ -149,9 +149,10 @@ def seen(db, reader: accounts.Reader, now: datetime) -> None:
     """Note that this device was seen now, at most once a ``SEEN_EVERY`` (one cheap update, no transaction)."""
     if reader.seen_at is not None and abs(now - reader.seen_at) < SEEN_EVERY:
         return
+    at = to_iso(now)
     db.execute("update reader_sessions set last_seen_at = ? where token = ? and ended_at is null",
-               [to_iso(now), reader.session_token])
-    subscriptions.seen(reader.session_token, to_iso(now))  # kept with the reader: their version does not change
+               [at, reader.session_token])
+    subscriptions.seen(reader.session_token, at)  # kept with the reader: their version does not change
 
 
 def ended_reason(db, token: str) -> str | None:

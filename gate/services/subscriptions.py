@@ -210,7 +210,7 @@ def signed_in_columns(dialect: str, kept: bool = False) -> str:
 
 @functools.cache
 def _signed_in(dialect: str, kept: bool) -> str:
-    return f"select {_VERSION}" if kept else f"select {signed_in_columns(dialect)}{_BY_TOKEN}{_LIVE}"
+    return f"select {signed_in_columns(dialect, kept)}" + ("" if kept else f"{_BY_TOKEN}{_LIVE}")
 
 
 def signed_in(db, cfg, token: str, now: datetime) -> tuple[accounts.Reader | None, tuple | None]:
