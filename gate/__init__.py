@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,9 +23,16 @@ def _instance_secret(instance_path: str) -> str:
     path = Path(instance_path) / "secret_key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
+        # Written whole under a private name (mode 0600), then linked into place. Commands started at
+        # once on a fresh instance folder all keep the one key that was linked first, never half of one.
+        fd, draft = tempfile.mkstemp(dir=path.parent, prefix=".secret_key.")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+            with contextlib.suppress(FileExistsError):  # another process was first: its key is the key
+                os.link(draft, path)
+        finally:
+            os.unlink(draft)
     return path.read_text().strip()
 
 

@@ -15,6 +15,15 @@ from gate.storage.engine import PostgresDatabase, SqliteDatabase
 from tests.helpers import ADMIN, START, TEST_POOL, Reader
 
 
+@pytest.fixture(autouse=True, scope="session")
+def instance_folder(tmp_path_factory):
+    """Commands run with no GATE_INSTANCE keep their instance folder (its secret key) out of the checkout."""
+    folder = tmp_path_factory.mktemp("instance")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GATE_INSTANCE", str(folder))
+        yield folder
+
+
 @pytest.fixture(autouse=True)
 def engine(request):
     """The engine a test's site runs on: SQLite, unless its module runs on both.

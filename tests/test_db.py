@@ -61,6 +61,38 @@ def test_secret_key_is_generated_once_and_kept(tmp_path, monkeypatch):
     assert (tmp_path / "instance" / "secret_key").stat().st_mode & 0o077 == 0
 
 
+def test_a_command_that_loses_the_race_for_the_secret_keeps_the_winners_key(tmp_path, monkeypatch):
+    import gate
+
+    folder = tmp_path / "instance"
+    real = gate.secrets.token_hex
+
+    def drawn_while_another_process_links_its_key(size):
+        (folder / "secret_key").write_text("a" * 64)  # the other process was first
+        return real(size)
+
+    monkeypatch.setattr(gate.secrets, "token_hex", drawn_while_another_process_links_its_key)
+    assert gate._instance_secret(str(folder)) == "a" * 64
+    assert sorted(path.name for path in folder.iterdir()) == ["secret_key"]  # no draft left behind
+
+
+def test_commands_started_at_once_on_a_fresh_instance_share_one_key(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    import gate
+
+    def started(folder, start):
+        start.wait()
+        return gate._instance_secret(folder)
+
+    for attempt in range(20):
+        folder, start = str(tmp_path / f"instance{attempt}"), Barrier(8)
+        with ThreadPoolExecutor(8) as pool:
+            keys = set(pool.map(started, [folder] * 8, [start] * 8))
+        assert len(keys) == 1 and len(keys.pop()) == 64
+
+
 def test_unknown_event_types_are_refused(tmp_path):
     db = open_site_db(tmp_path / "e.sqlite")
     from datetime import datetime, timezone
