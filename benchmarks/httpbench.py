@@ -15,8 +15,9 @@ extra column). On PostgreSQL it reads gate's own database, one psycopg connectio
 The scenarios: the article page in four tiers (anonymous teaser, registered with quota left,
 registered reading an article they unlocked, subscriber; target 0.80 of the pooled page), the
 unlock API on an article already unlocked (target 0.70) and the JSON article (no target). At the
-first connection count (16 by default) every side runs in rotating rounds, and each ratio is the
-median of the rounds' ratios; at each further count (64) one rotating round gives throughput
+first connection count (16 by default) every side runs in 8 rounds, each gate side beside its
+baseline and each round in the reverse order of the last, and each ratio is the median of the
+rounds' ratios; at each further count (64) one round gives throughput
 and p50/p99 latency under more load. Each run also records the CPU time of every worker, which
 gives requests per worker CPU-second. A --quick run is one short round: a smoke test, not a
 measurement.
@@ -70,6 +71,8 @@ GATE_SIDES = ("gate", "postgresql")
 RATIOS = (("gate", "pooled", "pooled_ratio"), ("gate", "bare", "bare_ratio"),
           ("postgresql", "pg_pooled", "pg_pooled_ratio"), ("postgresql", "gate", "pg_sqlite_ratio"))
 CONNECTIONS = (16, 64)
+#: Rounds at the first connection count: an even number, so each pair runs as often in either order.
+ROUNDS = 8
 WORKERS, THREADS = 2, 4
 _CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 READER = ("bench-reader@bench.example", "bench-reader-pass")
@@ -645,22 +648,33 @@ def _median(runs: list[dict], key: str, digits: int) -> float:
     return round(statistics.median(run[key] for run in runs), digits)
 
 
+def round_order(sides, number: int) -> list[str]:
+    """The order of round ``number``: every gate side beside its baseline, reversed every other round.
+
+    Rounds 0 and 1 run gate, pooled, bare, postgresql, pg_pooled and then the
+    reverse: each pair of a target's ratio is adjacent both times, once each way round.
+    """
+    order = [name for name in (*SIDES, *PG_SIDES) if name in sides]
+    return order if number % 2 == 0 else order[::-1]
+
+
 def measure(scenario: Scenario, sides: dict[str, Side], load, connections: int, seconds: float,
             rounds: int, warmup: float) -> dict:
-    """Warm every side, then run them in rotating order each round, so drift hits all alike.
+    """Warm every side, then run them round after round, each round in the reverse order of the last.
 
-    Each round's gate run is divided by its baseline's run next to it in
-    time; a ratio is the median of the rounds' ratios, which a burst of noise
-    from another process on a shared machine moves less than a ratio of totals.
+    Each gate side runs right beside its baseline (:func:`round_order`), so a
+    round's ratio divides two runs next to each other in time, and which of
+    the two goes first alternates, so a drift in the machine's speed favours
+    neither. A ratio is the median of the rounds' ratios, which a burst of
+    noise from another process on a shared machine moves less than a ratio of totals.
     """
     sizes = check(scenario, sides)
     if warmup:
         for side in sides.values():
             load(side.url, scenario.method, side.headers, warmup, connections)
     runs: dict[str, list[dict]] = {name: [] for name in sides}
-    order = list(sides)
     for number in range(rounds):
-        for name in order[number % len(order):] + order[:number % len(order)]:
+        for name in round_order(sides, number):
             side = sides[name]
             runs[name].append(timed(side.server, load, side.url, scenario.method, side.headers, seconds,
                                     connections))
@@ -794,7 +808,7 @@ def run(quick: bool = False, generator: str = "auto", connections: tuple[int, ..
     version = wrk_version() if generator in ("auto", "wrk") else None
     if generator == "wrk" and version is None:
         raise RuntimeError("wrk is not installed (apt-get install wrk), use --generator builtin")
-    seconds, rounds, warmup = (1, 1, 0) if quick else (2, 5, 1)  # wrk counts whole seconds
+    seconds, rounds, warmup = (1, 1, 0) if quick else (2, ROUNDS, 1)  # wrk counts whole seconds
     began = time.perf_counter()
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="gate-httpbench-") as tmp, contextlib.ExitStack() as stack:
@@ -970,9 +984,9 @@ def latency_table(document: dict, markdown: bool = False) -> str:
 def format_table(document: dict, markdown: bool = False) -> str:
     """The run's tables: throughput and CPU against the baselines, then latency, then notes."""
     first = document["connections"][0]
-    lines = [f"Throughput at {first} connections, median of {document['rounds']} rotating rounds "
+    lines = [f"Throughput at {first} connections, median of {document['rounds']} alternating rounds "
              f"(target: gate / pooled on each engine):", "", throughput_table(document, markdown), "",
-             "Latency at each connection count (further counts: one rotating round):", "",
+             "Latency at each connection count (further counts: one round):", "",
              latency_table(document, markdown)]
     if document["postgresql"] != "measured":
         lines += ["", f"PostgreSQL: {document['postgresql']}"]

@@ -168,6 +168,18 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def test_each_round_runs_every_gate_beside_its_baseline_and_reverses_the_order_of_the_last():
+    sides = dict.fromkeys(("pg_pooled", "bare", "gate", "postgresql", "pooled"))
+    orders = [httpbench.round_order(sides, number) for number in range(httpbench.ROUNDS)]
+    assert orders[0] == ["gate", "pooled", "bare", "postgresql", "pg_pooled"]
+    for order in orders:
+        for measured, baseline in (("gate", "pooled"), ("postgresql", "pg_pooled")):
+            assert abs(order.index(measured) - order.index(baseline)) == 1
+    first = [order.index("gate") < order.index("pooled") for order in orders]
+    assert first.count(True) == first.count(False)  # each way round as often: a drift favours neither
+    assert httpbench.round_order({"gate": 1, "pooled": 2}, 1) == ["pooled", "gate"]  # SQLite only
+
+
 def test_builtin_generator_keeps_connections_alive_and_counts():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Quiet)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
