@@ -176,7 +176,7 @@ def test_serve_passes_its_gunicorn_settings(runner, monkeypatch):
     assert seen == {"workers": 3, "threads": 2, "worker_connections": 12, "bind": ["127.0.0.1:9"]}
 
 
-def test_serve_sizes_the_pool_for_its_threads_and_the_event_writer(runner, monkeypatch):
+def test_serve_sizes_the_pool_for_its_threads_the_event_writer_and_a_spare(runner, monkeypatch):
     from gate.cli import serving
 
     seen = {}
@@ -185,7 +185,7 @@ def test_serve_sizes_the_pool_for_its_threads_and_the_event_writer(runner, monke
     monkeypatch.setenv("GATE_BASE_URL", "https://news.example.com")
     monkeypatch.delenv("GATE_DATABASE_POOL", raising=False)  # serve sets it; undone afterwards
     assert runner.invoke(args=["serve", "--threads", "6"]).exit_code == 0
-    assert seen == {"pool": 7}
+    assert seen == {"pool": 8}
     monkeypatch.setenv("GATE_DATABASE_POOL", "3")  # a pool set by hand is kept
     assert runner.invoke(args=["serve", "--threads", "6"]).exit_code == 0
     assert seen == {"pool": 3}

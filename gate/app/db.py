@@ -1,8 +1,9 @@
 """The request's database, held in ``g`` for one request.
 
 On SQLite it is this thread's kept-open connection; on PostgreSQL
-(``DATABASE`` is a URL) a connection borrowed from this process's pool and
-given back when the request ends.
+(``DATABASE`` is a URL) the connection this thread borrowed from its
+process's pool and keeps between requests (a thread past the pool's room for
+kept connections borrows one per request and gives it back when it ends).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ def get_db() -> SqliteDatabase | PostgresDatabase:
     if db is None:
         target = str(current_app.config["DATABASE"])
         if is_url(target):
-            db = state.db = open_postgres(target, current_app.config.get("DATABASE_POOL") or DEFAULT_POOL)
+            # The thread's own connection: a request thread keeps one for all its requests.
+            db = state.db = open_postgres(target, current_app.config.get("DATABASE_POOL") or DEFAULT_POOL, kept=True)
         else:
             db = state.db = thread_connection(target)
     return db
@@ -30,7 +32,7 @@ def close_db(exception=None) -> None:
     """End the request's use of the connection: never leave a transaction open on it."""
     db = g.pop("db", None)
     if isinstance(db, PostgresDatabase):
-        db.close()  # back to the pool, rolled back if a failed request left a transaction open
+        db.close()  # kept by the thread or back to the pool, rolled back if a failed request left a transaction open
     elif db is not None:
         end_request(db)
 

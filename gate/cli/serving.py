@@ -77,8 +77,8 @@ def _gunicorn(app, bind: str, workers: int, threads: int, worker_connections: in
 def serve(bind, workers, threads, worker_connections):
     """Serve the site in production through gunicorn."""
     os.environ.setdefault("GATE_EVENT_BUFFER", "1")  # views are logged by a background writer
-    # On PostgreSQL, a connection for each request thread and one that the event writer keeps.
-    os.environ.setdefault("GATE_DATABASE_POOL", str(threads + 1))
+    # On PostgreSQL, a connection each request thread keeps, one the event writer keeps, and a spare.
+    os.environ.setdefault("GATE_DATABASE_POOL", str(threads + 2))
     if parsed("GATE_DEMO"):
         _origin_from_bind(bind)
     app = build_app()

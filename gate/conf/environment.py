@@ -112,7 +112,7 @@ VARIABLES = (
     Variable("GATE_DATABASE_URL", "database URL", "unset: SQLite at `GATE_DATABASE`",
              "PostgreSQL for all state (`postgresql://user@host:port/db`; needs `GATE_SECRET_KEY`)",
              database_url),
-    Variable("GATE_DATABASE_POOL", "integer 1-100", "5; `gate serve`: its threads + 1",
+    Variable("GATE_DATABASE_POOL", "integer 1-100", "6; `gate serve`: its threads + 2",
              "PostgreSQL connections each process may hold (its pool's size)", integer(1, 100), 5),
     Variable("GATE_SECRET_KEY", "text", "generated once and kept in `instance/secret_key` (mode 0600)",
              "signs sessions and links", text),

@@ -25,15 +25,16 @@ import os
 import re
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 
 import sqlite_utils
 
 SCHEMES = ("postgresql://", "postgres://")
-#: Connections one process may hold to PostgreSQL (GATE_DATABASE_POOL's default): one for each of
-#: `gate serve`'s 4 threads per worker, and one that the background event writer keeps (`gate serve
-#: --threads N` makes it N + 1).
-DEFAULT_POOL = 5
+#: Connections one process may hold to PostgreSQL (GATE_DATABASE_POOL's default): one that each of
+#: `gate serve`'s 4 threads per worker keeps, one that the background event writer keeps, and one
+#: spare (`gate serve --threads N` makes it N + 2; see :meth:`_Pools.kept_seam`).
+DEFAULT_POOL = 6
 #: Rows from which PostgreSQL appends with COPY (:meth:`PostgresDatabase.insert_rows`).
 COPY_FROM = 16
 #: Parameters one multi-row insert carries at most (far below either engine's limit).
@@ -240,9 +241,10 @@ class PostgresDatabase(_Seam):
     #: A plain READ COMMITTED transaction: locks on what a write protects, not isolation, order writers.
     BEGIN = "begin"
 
-    def __init__(self, pool) -> None:
+    def __init__(self, pool, kept: _KeptConnection | None = None) -> None:
         self.pool = pool
-        self.conn = pool.getconn()
+        self.kept = kept  # this thread's own connection, which stays with the thread when closed
+        self.conn = kept.conn if kept is not None else pool.getconn()
 
     @property
     def in_transaction(self) -> bool:
@@ -303,12 +305,18 @@ class PostgresDatabase(_Seam):
         return f"({_name(column)}::jsonb #>> '{{{','.join(_json_keys(key, *inner))}}}')"
 
     def close(self) -> None:
-        """Give the connection back to the pool (rolling back anything left open)."""
+        """Give the connection back to the pool, or to its thread if kept (rolling back anything left open)."""
         conn, self.conn = self.conn, None
-        if conn is not None:
+        if conn is None:
+            return
+        try:
             if not conn.closed and _busy(conn):
                 conn.rollback()
-            self.pool.putconn(conn)
+        finally:  # a connection that broke even as it rolled back still leaves: the pool replaces it
+            if self.kept is not None:
+                self.kept.done()  # kept for the thread's next request, or back to the pool if broken
+            else:
+                self.pool.putconn(conn)
 
     def _lock(self, key: str) -> None:
         """A transaction-scoped advisory lock on a 64-bit hash of the key.
@@ -382,6 +390,56 @@ def integrity_errors() -> tuple[type[Exception], ...]:
     return errors
 
 
+class _KeptConnection:
+    """A connection one thread borrowed from a pool once and keeps for all its requests.
+
+    A request thread of `gate serve` serves requests for as long as its worker
+    lives. Borrowing from the pool and giving back on every request costs the
+    pool's lock, its bookkeeping and a round of the pool's connections (a
+    thread seldom gets back the one it gave); the pooled baseline keeps one
+    connection per thread, and so does a kept thread. The connection goes back
+    to the pool when its thread ends (its thread-local slots are dropped), when
+    it breaks, and when the pool is closed.
+    """
+
+    def __init__(self, pool, url: str) -> None:
+        self.pool, self.url, self.pid = pool, url, os.getpid()
+        self.conn = pool.getconn()
+        self.busy = False  # lent to a seam that is not closed yet
+
+    def usable(self, pool) -> bool:
+        """Whether the next request may have it: from this pool, and still open."""
+        return self.conn is not None and self.pool is pool and not self.conn.closed
+
+    def done(self) -> None:
+        """The seam that had it closed: keep it for the next request, or give it back if it broke."""
+        self.busy = False
+        conn = self.conn
+        if conn is not None and (conn.closed or conn.pgconn.transaction_status != _IDLE):
+            self.give_back()
+
+    def give_back(self) -> None:
+        """Back to the pool (which closes a broken or surplus one); never a parent's connection in a forked child."""
+        conn, self.conn = self.conn, None
+        if conn is not None and self.pid == os.getpid():
+            try:
+                self.pool.putconn(conn)
+            except Exception:  # noqa: BLE001 - a pool closed meanwhile, or the interpreter's exit: nothing to give back to
+                pass
+
+
+
+class _Slots(dict):
+    """One thread's kept connections by URL (a dict that can be watched for the thread's end)."""
+
+
+class _ThreadKept(threading.local):
+    """Each thread's kept connection per database URL; its slots are dropped when the thread ends."""
+
+    def __init__(self) -> None:
+        self.by_url = _Slots()
+
+
 class _Pools:
     """One connection pool per database URL in this process (a forked child makes its own)."""
 
@@ -390,24 +448,62 @@ class _Pools:
         self.by_url: dict[str, object] = {}
         self.inherited: list = []  # a forked child never uses, nor closes, its parent's sockets
         self.guard = threading.Lock()
+        self.threads = _ThreadKept()
+        self.kept: dict[str, weakref.WeakSet] = {}  # by URL: every thread's kept connection, to close with the pool
 
     def get(self, url: str, size: int):
         """This process's pool for ``url``, opened on first use at ``size`` (one setting per process)."""
         with self.guard:
             if self.pid != os.getpid():
                 self.inherited.extend(self.by_url.values())
-                self.by_url, self.pid = {}, os.getpid()
+                self.by_url, self.kept, self.pid = {}, {}, os.getpid()
             pool = self.by_url.get(url)
             if pool is None:
                 pool = self.by_url[url] = _open_pool(url, size)
             return pool
 
+    def kept_seam(self, url: str, size: int) -> PostgresDatabase:
+        """A seam over this thread's kept connection to ``url`` (see :class:`_KeptConnection`).
+
+        Threads keep at most ``size`` − 2 connections of a pool: one is left for
+        the event writer and one for whatever else borrows (a second connection
+        within a request, the writer's last flush at exit), so a pool smaller
+        than the threads is shared by borrowing, never starved by keeping. A
+        thread whose kept connection is already lent (a second seam within one
+        request) borrows as before.
+        """
+        pool = self.get(url, size)
+        kept = self.threads.by_url.get(url)
+        if kept is not None and kept.pid != os.getpid():  # a forked child: its parent's, left alone
+            self.inherited.append(kept)
+            kept = self.threads.by_url[url] = None
+        if kept is not None and not kept.usable(pool):
+            kept.give_back()
+            kept = self.threads.by_url[url] = None
+        if kept is None:
+            with self.guard:
+                keeping = self.kept.setdefault(url, weakref.WeakSet())
+                room = sum(1 for other in keeping if other.conn is not None) < size - 2
+            if not room:
+                return PostgresDatabase(pool)
+            kept = _KeptConnection(pool, url)
+            with self.guard:
+                keeping.add(kept)
+            self.threads.by_url[url] = kept
+            weakref.finalize(self.threads.by_url, kept.give_back)  # the thread ended: back to the pool
+        if kept.busy:
+            return PostgresDatabase(pool)
+        kept.busy = True
+        return PostgresDatabase(pool, kept)
+
     def close(self, url: str | None = None) -> None:
-        """Close one URL's pool (before dropping its database), or all of them (at exit)."""
+        """Close one URL's pool (before dropping its database), or all of them (at exit), kept connections too."""
         with self.guard:
             if self.pid != os.getpid():
                 return
             for key in [url] if url else list(self.by_url):
+                for kept in list(self.kept.pop(key, ())):
+                    kept.give_back()
                 pool = self.by_url.pop(key, None)
                 if pool is not None:
                     pool.close()
@@ -440,6 +536,8 @@ pools = _Pools()
 atexit.register(pools.close)
 
 
-def open_postgres(url: str, pool_size: int = DEFAULT_POOL) -> PostgresDatabase:
-    """A seam over one connection from this process's pool for ``url``."""
+def open_postgres(url: str, pool_size: int = DEFAULT_POOL, kept: bool = False) -> PostgresDatabase:
+    """A seam over one connection from this process's pool for ``url``; ``kept``: this thread's own, if it may keep one."""
+    if kept:
+        return pools.kept_seam(url, pool_size)
     return PostgresDatabase(pools.get(url, pool_size))
