@@ -402,8 +402,8 @@ class _KeptConnection:
     it breaks, and when the pool is closed.
     """
 
-    def __init__(self, pool, url: str) -> None:
-        self.pool, self.url, self.pid = pool, url, os.getpid()
+    def __init__(self, pool) -> None:
+        self.pool, self.pid = pool, os.getpid()
         self.conn = pool.getconn()
         self.busy = False  # lent to a seam that is not closed yet
 
@@ -426,7 +426,6 @@ class _KeptConnection:
                 self.pool.putconn(conn)
             except Exception:  # noqa: BLE001 - a pool closed meanwhile, or the interpreter's exit: nothing to give back to
                 pass
-
 
 
 class _Slots(dict):
@@ -486,7 +485,7 @@ class _Pools:
                 room = sum(1 for other in keeping if other.conn is not None) < size - 2
             if not room:
                 return PostgresDatabase(pool)
-            kept = _KeptConnection(pool, url)
+            kept = _KeptConnection(pool)
             with self.guard:
                 keeping.add(kept)
             self.threads.by_url[url] = kept
