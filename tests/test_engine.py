@@ -253,6 +253,17 @@ def test_gate_database_url_selects_postgresql_for_the_site(pg_database, tmp_path
     assert not (tmp_path / "g.sqlite").exists()
 
 
+def test_without_gate_database_pool_a_process_pools_the_default(pg_empty, monkeypatch):
+    from gate.storage.engine import DEFAULT_POOL, pools
+
+    monkeypatch.setenv("GATE_DATABASE_URL", pg_empty)  # not opened yet: the site's start opens its pool
+    monkeypatch.delenv("GATE_DATABASE_POOL", raising=False)
+    monkeypatch.setenv("GATE_SECRET_KEY", "shared-by-every-node")
+    app = create_app({"TESTING": True, "SERVER_NAME": "meridian.test"})
+    assert app.test_client().get("/api/health").status_code == 200
+    assert pools.by_url[pg_empty].max_size == DEFAULT_POOL == 6  # as docs/postgresql.md says
+
+
 def test_a_database_url_without_a_shared_secret_key_refuses_to_start(monkeypatch):
     # A key generated in one node's instance folder would sign readers out on every other node.
     monkeypatch.delenv("GATE_SECRET_KEY", raising=False)

@@ -113,7 +113,7 @@ VARIABLES = (
              "PostgreSQL for all state (`postgresql://user@host:port/db`; needs `GATE_SECRET_KEY`)",
              database_url),
     Variable("GATE_DATABASE_POOL", "integer 1-100", "6; `gate serve`: its threads + 2",
-             "PostgreSQL connections each process may hold (its pool's size)", integer(1, 100), 5),
+             "PostgreSQL connections each process may hold (its pool's size)", integer(1, 100)),
     Variable("GATE_SECRET_KEY", "text", "generated once and kept in `instance/secret_key` (mode 0600)",
              "signs sessions and links", text),
     Variable("GATE_PRESET", "preset name", "the database's choice, else `site.default_preset`",
