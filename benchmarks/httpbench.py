@@ -60,6 +60,7 @@ from benchmarks.bench import arguments, percentile
 from benchmarks.engines import CHECKOUT, postgres_engine
 from gate.loadtest.server import ServerProcess, free_port, site_env
 from gate.rules import paywall, periods
+from gate.storage.db import MMAP_BYTES
 from gate.storage.engine import is_url
 
 UTC = timezone.utc
@@ -175,6 +176,7 @@ def _connect(database: str):
 
         return psycopg.connect(database, autocommit=True, row_factory=dict_row)
     conn = sqlite3.connect(database, check_same_thread=False)
+    conn.execute(f"pragma mmap_size = {MMAP_BYTES}")  # gate's connections read through a map too
     conn.row_factory = sqlite3.Row
     return conn
 

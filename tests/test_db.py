@@ -6,7 +6,7 @@ import pytest
 
 from gate import create_app
 from gate.storage import events, migrations
-from gate.storage.db import connect, open_site_db
+from gate.storage.db import MMAP_BYTES, connect, open_site_db
 
 
 def test_schema_is_migrated_once(tmp_path):
@@ -26,6 +26,25 @@ def test_wal_busy_timeout_and_foreign_keys(tmp_path):
     assert db.execute("pragma foreign_keys").fetchone()[0] == 1
     assert db.execute("pragma busy_timeout").fetchone()[0] >= 5000
     db.close()
+
+
+def test_reads_go_through_a_memory_map_and_see_every_commit_of_another_connection(tmp_path):
+    """The map covers the file as it grows and as checkpoints move pages from the WAL into it."""
+    path = tmp_path / "mapped.sqlite"
+    reader, writer = connect(path), connect(path)
+    assert reader.execute("pragma mmap_size").fetchone()[0] == MMAP_BYTES
+    writer.execute("create table notes (n integer primary key, text text)")
+    total = 0
+    for batch in range(4):
+        writer.conn.executemany("insert into notes (text) values (?)", [("x" * 500,)] * 2000)
+        total += 2000
+        assert reader.execute("select count(*), sum(length(text)) from notes").fetchone() == (total, 500 * total)
+        if batch % 2:
+            writer.execute("pragma wal_checkpoint(truncate)")
+            assert reader.execute("select count(*) from notes").fetchone()[0] == total
+    assert path.stat().st_size > 4 * 2000 * 500  # read back through the map, far past its first size
+    reader.close()
+    writer.close()
 
 
 def test_unlock_uniqueness_is_in_the_schema(tmp_path):

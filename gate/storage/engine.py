@@ -21,7 +21,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
-import os
 import re
 import sqlite3
 import threading
@@ -29,6 +28,8 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 
 import sqlite_utils
+
+from gate.storage import forks
 
 SCHEMES = ("postgresql://", "postgres://")
 #: Connections one process may hold to PostgreSQL (GATE_DATABASE_POOL's default): one that each of
@@ -403,7 +404,7 @@ class _KeptConnection:
     """
 
     def __init__(self, pool) -> None:
-        self.pool, self.pid = pool, os.getpid()
+        self.pool, self.pid = pool, forks.pid()
         self.conn = pool.getconn()
         self.busy = False  # lent to a seam that is not closed yet
 
@@ -421,7 +422,7 @@ class _KeptConnection:
     def give_back(self) -> None:
         """Back to the pool (which closes a broken or surplus one); never a parent's connection in a forked child."""
         conn, self.conn = self.conn, None
-        if conn is not None and self.pid == os.getpid():
+        if conn is not None and self.pid == forks.pid():
             try:
                 self.pool.putconn(conn)
             except Exception:  # noqa: BLE001 - a pool closed meanwhile, or the interpreter's exit: nothing to give back to
@@ -443,7 +444,7 @@ class _Pools:
     """One connection pool per database URL in this process (a forked child makes its own)."""
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
+        self.pid = forks.pid()
         self.by_url: dict[str, object] = {}
         self.inherited: list = []  # a forked child never uses, nor closes, its parent's sockets
         self.guard = threading.Lock()
@@ -453,9 +454,9 @@ class _Pools:
     def get(self, url: str, size: int):
         """This process's pool for ``url``, opened on first use at ``size`` (one setting per process)."""
         with self.guard:
-            if self.pid != os.getpid():
+            if self.pid != forks.pid():
                 self.inherited.extend(self.by_url.values())
-                self.by_url, self.kept, self.pid = {}, {}, os.getpid()
+                self.by_url, self.kept, self.pid = {}, {}, forks.pid()
             pool = self.by_url.get(url)
             if pool is None:
                 pool = self.by_url[url] = _open_pool(url, size)
@@ -473,7 +474,7 @@ class _Pools:
         """
         pool = self.get(url, size)
         kept = self.threads.by_url.get(url)
-        if kept is not None and kept.pid != os.getpid():  # a forked child: its parent's, left alone
+        if kept is not None and kept.pid != forks.pid():  # a forked child: its parent's, left alone
             self.inherited.append(kept)
             kept = self.threads.by_url[url] = None
         if kept is not None and not kept.usable(pool):
@@ -498,7 +499,7 @@ class _Pools:
     def close(self, url: str | None = None) -> None:
         """Close one URL's pool (before dropping its database), or all of them (at exit), kept connections too."""
         with self.guard:
-            if self.pid != os.getpid():
+            if self.pid != forks.pid():
                 return
             for key in [url] if url else list(self.by_url):
                 for kept in list(self.kept.pop(key, ())):

@@ -16,14 +16,13 @@ few milliseconds, never a spend, a charge or a consent.
 from __future__ import annotations
 
 import atexit
-import os
 import queue
 import sqlite3
 import sys
 import threading
 import time
 
-from gate.storage import events
+from gate.storage import events, forks
 from gate.storage.db import open_database
 from gate.storage.engine import INSERT_PARAMETERS
 
@@ -50,13 +49,13 @@ class EventWriter:
         self.rows.put(row)
 
     def _ensure_thread(self) -> None:
-        if self.pid == os.getpid() and self.thread and self.thread.is_alive():
+        if self.pid == forks.pid() and self.thread and self.thread.is_alive():
             return
         with self.lock:
-            if self.pid != os.getpid() or not (self.thread and self.thread.is_alive()):
-                if self.pid is not None and self.pid != os.getpid():
+            if self.pid != forks.pid() or not (self.thread and self.thread.is_alive()):
+                if self.pid is not None and self.pid != forks.pid():
                     self.rows = queue.SimpleQueue()  # a forked child: the parent writes what it queued
-                self.pid = os.getpid()
+                self.pid = forks.pid()
                 self.thread = threading.Thread(target=self._run, name="gate-events", daemon=True)
                 self.thread.start()
 
