@@ -707,7 +707,7 @@ def test_with_limits_off_a_limited_view_runs_without_the_limiters_wrapper(tmp_pa
 
 
 def test_every_article_route_named_exists_and_serves_a_slug(app):
-    from gate.app.context import ARTICLE_ROUTES
+    from gate.app.site import ARTICLE_ROUTES
 
     rules = {rule.endpoint: rule for rule in app.url_map.iter_rules()}
     assert ARTICLE_ROUTES <= set(rules)

@@ -8,6 +8,7 @@ loader's own words, beside its field; nothing is saved on a refusal.
 from __future__ import annotations
 
 import json
+import os
 import re
 from html import unescape
 from html.parser import HTMLParser
@@ -17,9 +18,10 @@ import pytest
 
 from gate import audit, create_app
 from gate.app.site import config as site_config
-from gate.conf import presetfile
+from gate.conf import presetfile, saved
 from gate.conf.settings import Config, ConfigError, load_preset
 from gate.services import presets
+from gate.storage.db import open_database
 from tests.helpers import ADMIN, BOTH_ENGINES, METERED, START, Reader, metered_slugs
 
 pytestmark = BOTH_ENGINES
@@ -168,6 +170,72 @@ def test_another_app_on_the_site_sees_a_save_on_its_next_request(app, admin, db)
                                                       action="save")).status_code == 303
     after = [p["name"] for p in other.test_client().get("/api/presets").get_json()["presets"]]
     assert after == [*before, "hard-copy"]
+
+
+def _other_process(app) -> tuple:
+    """What another process of the site holds: its own database connection and its own view of the folder."""
+    return open_database(app.config["DATABASE"]), Config(saved_dir=app.config["PRESETS_DIR"])
+
+
+def _stats_of(folder: Path, monkeypatch) -> list:
+    """A list that grows by one each time anything stats ``folder``."""
+    seen, real_stat = [], os.stat
+
+    def counting(path, *args, **kwargs):
+        if os.fspath(path) == os.fspath(folder):
+            seen.append(path)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counting)
+    return seen
+
+
+def test_an_article_page_looks_at_the_presets_only_when_the_site_moved(app, client, folder, monkeypatch):
+    monkeypatch.setattr(saved, "LOOK_SECONDS", 3600.0)
+    client.get(f"/articles/{METERED}")  # the site's state read and kept, the folder looked at
+    looks = _stats_of(folder, monkeypatch)
+    for _ in range(3):
+        assert client.get(f"/articles/{METERED}").status_code == 200
+    assert client.get(f"/api/articles/{METERED}").status_code == 200
+    assert looks == []
+    client.get("/")  # any other page looks, once
+    assert len(looks) == 1
+    db, cfg = _other_process(app)
+    presets.create(db, cfg, "quiet-copy", START, "tester", source="wpr")
+    db.close()
+    looks.clear()  # the other process's own looks
+    client.get(f"/articles/{METERED}")  # the save moved the site's version: this page looks
+    assert looks and "quiet-copy" in app.extensions["gate.config"].presets
+
+
+def test_an_article_page_uses_a_preset_another_process_just_saved(app, reader, folder, monkeypatch):
+    monkeypatch.setattr(saved, "LOOK_SECONDS", 3600.0)  # no look by the clock: only a moved version makes one
+    db, cfg = _other_process(app)
+    presets.create(db, cfg, "five-a-month", START, "tester", source="wpr")
+    presets.edit(db, cfg, "five-a-month", ["tiers.registered.limit=5"], START, "tester")
+    presets.use(db, cfg, "five-a-month", START, "tester")
+    reader.signup("counting@example.com")
+    assert reader.article(METERED)["meter"]["limit"] == 5
+    presets.edit(db, cfg, "five-a-month", ["tiers.registered.limit=6"], START, "tester")  # the file only
+    assert reader.article(METERED)["meter"]["limit"] == 6
+    assert reader.client.get(f"/articles/{METERED}").status_code == 200
+    presets.use(db, cfg, "wpr", START, "tester")
+    presets.delete(db, cfg, "five-a-month", START, "tester")
+    db.close()
+    assert reader.article(METERED)["meter"]["limit"] == 3
+    assert "five-a-month" not in reader.client.get("/api/presets").get_data(as_text=True)
+
+
+def test_a_file_put_in_the_folder_by_hand_is_seen_within_a_look(app, client, folder, monkeypatch):
+    client.get(f"/articles/{METERED}")
+    folder.mkdir(parents=True, exist_ok=True)
+    presetfile.write_atomic(folder / "by-hand.toml", presets.file_text(app.extensions["gate.config"].preset("wpr")))
+    looks = _stats_of(folder, monkeypatch)
+    client.get(f"/articles/{METERED}")
+    assert looks == [] and "by-hand" not in app.extensions["gate.config"].presets  # the last look was just now
+    monkeypatch.setattr(saved, "LOOK_SECONDS", 0.0)  # the second since the last look has passed
+    client.get(f"/articles/{METERED}")
+    assert looks and "by-hand" in app.extensions["gate.config"].presets
 
 
 # --- the console's editor --------------------------------------------------------------------

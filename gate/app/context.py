@@ -171,8 +171,13 @@ class RequestState:
 
     @cached_property
     def base_rules(self) -> Rules:
-        """The viewer's preset as configured, before any experiment variant."""
-        return self.config.preset(self.previewed_preset or self.site.preset)
+        """The viewer's preset as configured, before any experiment variant.
+
+        The site's state first: reading it looks at the saved presets when a
+        save or delete moved its version, so a preview of one just saved is found.
+        """
+        site_preset = self.site.preset
+        return self.config.preset(self.previewed_preset or site_preset)
 
     @cached_property
     def variants(self) -> dict[str, str]:
@@ -408,14 +413,9 @@ class RequestState:
         return True
 
 
-#: The routes that serve one article, named by their ``slug``: it is read with the site's state.
-ARTICLE_ROUTES = frozenset({"reading.article", "reading.article_json", "reading.unlock", "api.article",
-                            "api.unlock", "api.gift", "gifts.make"})
-
-
 def _route_article() -> str | None:
     """The slug of the article this request's route serves, if it serves one."""
-    if request.endpoint in ARTICLE_ROUTES:
+    if request.endpoint in site.ARTICLE_ROUTES:
         slug = (request.view_args or {}).get("slug")
         return slug if isinstance(slug, str) else None
     return None

@@ -54,9 +54,20 @@ def canonical_url(endpoint: str, key: str, value: str) -> str:
     return absolute_url(endpoint, **{key: value})
 
 
+#: The routes that serve one article, named by their ``slug``: it is read with the site's state.
+ARTICLE_ROUTES = frozenset({"reading.article", "reading.article_json", "reading.unlock", "api.article",
+                            "api.unlock", "api.gift", "gifts.make"})
+
+
 def refresh_presets() -> None:
-    """Each request sees presets another process saved or deleted (one ``stat`` when none did)."""
-    config().refresh()
+    """Each request sees presets another process saved or deleted (one ``stat`` when none did).
+
+    An article's route reads the site's state before it uses a preset, and
+    every save or delete moves that state's version: it looks at the folder
+    then (:func:`gate.services.sitestate.read`), not here.
+    """
+    if request.endpoint not in ARTICLE_ROUTES:
+        config().refresh()
 
 
 def init_app(app) -> None:

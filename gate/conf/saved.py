@@ -5,8 +5,11 @@ The rule studio and `gate preset new|edit|delete` write ``NAME.toml`` files here
 package. Every process of a site looks at the folder once per request with one
 ``stat``: a save or a delete renames or removes a file, which moves the folder's
 modification time, and only then is the listing read again (and only the files
-that changed are parsed). A file that cannot be used is reported by name and
-skipped: the site goes on with the others, unlike a broken built-in preset.
+that changed are parsed). An article's page, the hot path, looks only when the
+site's version moved (every save and delete through gate moves it) and once
+every :data:`LOOK_SECONDS` otherwise (:mod:`gate.services.sitestate`). A file
+that cannot be used is reported by name and skipped: the site goes on with the
+others, unlike a broken built-in preset.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ NAME_RULE = "1-40 lower-case letters, digits or dashes, starting with a letter o
 #: File systems stamp times in coarse ticks (a few ms): a folder changed this recently is
 #: listed again on each look, so two saves within one tick are both seen.
 RACY_NS = 2_000_000_000
+#: How long an article's page goes without looking at the folder while the site's version stays the
+#: same (a save or delete through gate moves it): a file put in the folder by hand is seen within this.
+LOOK_SECONDS = 1.0
 #: What a file's contents are known by: a save renames a new file in (a new inode).
 _Stamp = tuple[int, int, int]
 
@@ -64,6 +70,7 @@ class SavedPresets:
         self._files: dict[str, _Stamp] = {}
         self._folder: _Stamp | None = None
         self._racy = True
+        self._looked = 0.0  # time.monotonic() of the last look
         self._lock = threading.Lock()
         self.check()
 
@@ -76,8 +83,17 @@ class SavedPresets:
         except OSError:
             return None
 
-    def check(self) -> bool:
-        """Read the folder again if it changed since the last look; True if the presets changed."""
+    def check(self, within: float = 0.0) -> bool:
+        """Read the folder again if it changed since the last look; True if the presets changed.
+
+        With ``within``, no look at all (not even its ``stat``) if the last one
+        was less than that many seconds ago: a change is seen at the next look
+        after that, racy or not.
+        """
+        now = time.monotonic()
+        if within and now - self._looked < within:
+            return False
+        self._looked = now
         stamp = self._folder_stamp()
         if stamp == self._folder and not self._racy:
             return False

@@ -407,9 +407,12 @@ class Config:
         """Every preset by name: the built-in ones, then those saved in the instance folder."""
         return self.saved.presets
 
-    def refresh(self) -> bool:
-        """Pick up presets saved or deleted by another process (one ``stat`` when nothing changed)."""
-        return self.saved.check()
+    def refresh(self, within: float = 0.0) -> bool:
+        """Pick up presets saved or deleted by another process (one ``stat`` when nothing changed).
+
+        ``within``: not if the folder was looked at less than that many seconds ago.
+        """
+        return self.saved.check(within)
 
     @property
     def signup_lists(self) -> list[Newsletter]:

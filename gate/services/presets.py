@@ -21,6 +21,7 @@ from gate.conf.saved import name_problem
 from gate.conf.settings import RESERVED_KEYS, Config, ConfigError, field_errors, foreign_sections
 from gate.rules.paywall import Rules
 from gate.storage import events
+from gate.storage.migrations import NEW_VERSION
 
 PRESET_KEY = "preset"
 #: The lock every change of the running preset or of a saved file takes (one at a time, across processes).
@@ -192,11 +193,22 @@ def save(db, cfg: Config, name: str, data: dict, at: datetime, by: str, *, new: 
         before = cfg.saved.rules.get(name)
         events.record(db, "preset_saved", at, by=by, name=name, created=before is None,
                       **{"from": editable(before) if before else None, "to": editable(rules)})
+        _site_moved(db)
         presetfile.write_atomic(cfg.saved.path(name), text)  # last: a failed write rolls the event back
         cfg.refresh()
         if then_use:
             use(db, cfg, name, at, by)
     return rules
+
+
+def _site_moved(db) -> None:
+    """A new version of the site's state, seen when the transaction commits (after the file is in place).
+
+    An article's page looks at the presets folder only when that version
+    moved (:func:`gate.services.sitestate.read`), so every process's next
+    article page sees this save or delete.
+    """
+    db.execute(f"update site_version set version = {NEW_VERSION[db.dialect]} where id = 1")
 
 
 def delete(db, cfg: Config, name: str, at: datetime, by: str) -> Rules:
@@ -212,6 +224,7 @@ def delete(db, cfg: Config, name: str, at: datetime, by: str) -> Rules:
             raise PresetRefused(f"{name} is running: switch the site to another preset first, then delete it")
         rules = cfg.saved.rules[name]
         events.record(db, "preset_deleted", at, by=by, name=name, **{"from": editable(rules), "to": None})
+        _site_moved(db)
         cfg.saved.path(name).unlink()
         cfg.refresh()
     return rules

@@ -5,7 +5,8 @@ needs its article, and a signed-in page its reader (with their subscription
 and meter): all of it comes in one statement, one round trip to PostgreSQL.
 What a process has read before it keeps, checked by a version in that same
 statement: the state by the version of the ``site_version`` row, which every
-write to the clock or the settings changes (migration m025), and a reader by
+write to the clock or the settings changes (migration m025), and every save or
+delete of a preset (:mod:`gate.services.presets`), and a reader by
 their row's (:func:`gate.services.subscriptions.signed_in_columns`). So a
 page of a reader this process knows reads the article and two versions, and
 a preset switch or a clock move made on any node is still seen by the next
@@ -18,6 +19,7 @@ import functools
 from dataclasses import dataclass
 from datetime import datetime
 
+from gate.conf import saved
 from gate.conf.settings import Config
 from gate.services import content, newsletter, presets, subscriptions
 from gate.storage.clock import ClockState, state_of
@@ -84,6 +86,7 @@ def read(db, cfg: Config, real: datetime, slug: str | None = None, token: str | 
     found = db.rows(*_asked(db.dialect, slug, token, reader_id, kept_site))
     state = _kept.get(found[0]["site_version"]) if kept_site else None
     if state is None:  # changed since this process read it (or never read): the whole state, once
+        cfg.refresh()  # a preset saved or deleted moves the version too: look at the folder now
         if kept_site:
             found = db.rows(*_asked(db.dialect, slug, token, reader_id, False))
         row = found[0]
@@ -92,6 +95,8 @@ def read(db, cfg: Config, real: datetime, slug: str | None = None, token: str | 
             if len(_kept) >= KEEP_STATES:
                 _kept.clear()
             _kept[row["site_version"]] = state
+    else:
+        cfg.refresh(within=saved.LOOK_SECONDS)  # a file put there by hand: seen within a second
     row = found[0]
     clock, preset, lesson = state
     article = content.Article.from_row(row) if slug is not None and row["slug"] is not None else None

@@ -401,7 +401,7 @@ def m022_dynamic_meter(db):
 
 
 #: A new version for a readers row: a random 63-bit number (never reused: a copied site keeps its readers' versions).
-_NEW_VERSION = {"sqlite": "random()", "postgresql": "floor(random() * 9223372036854775807)::bigint"}
+NEW_VERSION = {"sqlite": "random()", "postgresql": "floor(random() * 9223372036854775807)::bigint"}
 #: Besides their own row, what a signed-in page reads of a reader: each table, and the SQL for the id of
 #: the reader a row (``{row}``: new or old) is about (a meter key other than ``reader:<id>``: none).
 _VERSIONED = (("subscriptions", "{row}.reader_id"),
@@ -418,7 +418,7 @@ def m023_reader_versions(db):
     so no code path can forget it. A process that read a reader keeps what it read with its version, and
     a page asks only whether the version is still the same (gate.services.subscriptions).
     """
-    new = _NEW_VERSION[db.dialect]
+    new = NEW_VERSION[db.dialect]
     ddl(db, "alter table readers add column version INTEGER NOT NULL DEFAULT 0")
     db.execute(f"update readers set version = {new}")
     if db.dialect == "postgresql":
@@ -484,7 +484,7 @@ def m025_site_and_session_versions(db):
     too, so a device signed out elsewhere is read again, and found signed out, on its next page.
     The device's last-seen time, written at most once a minute, changes no version.
     """
-    new = _NEW_VERSION[db.dialect]
+    new = NEW_VERSION[db.dialect]
     ddl(db, "create table site_version (id INTEGER PRIMARY KEY, version INTEGER NOT NULL)")
     db.execute(f"insert into site_version (id, version) values (1, {new})")
     session = "ended_at, token, reader_id"
