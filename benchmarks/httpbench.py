@@ -17,7 +17,8 @@ registered reading an article they unlocked, subscriber; target 0.80 of the pool
 unlock API on an article already unlocked (target 0.70) and the JSON article (no target). At the
 first connection count (16 by default) every side runs in 8 rounds, each gate side beside its
 baseline and each round in the reverse order of the last, and each ratio is the median of the
-rounds' ratios; at each further count (64) one round gives throughput
+rounds' ratios, shown with the interval the rounds give that median (:func:`median_interval`, at
+least 90%, whatever the shape of the noise); at each further count (64) one round gives throughput
 and p50/p99 latency under more load. Each run also records the CPU time of every worker, which
 gives requests per worker CPU-second. A --quick run is one short round: a smoke test, not a
 measurement.
@@ -35,6 +36,7 @@ import contextlib
 import http.client
 import http.cookiejar
 import json
+import math
 import os
 import re
 import secrets
@@ -650,6 +652,32 @@ def _median(runs: list[dict], key: str, digits: int) -> float:
     return round(statistics.median(run[key] for run in runs), digits)
 
 
+#: How often the interval :func:`median_interval` gives holds the true median, at least.
+CONFIDENCE = 0.90
+
+
+def median_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """A distribution-free interval for the median of what ``values`` sample, or None for too few values.
+
+    Two order statistics, the k-th smallest and the k-th largest value: the
+    true median lies below the k-th smallest only if fewer than k of the n
+    values fall below it, which happens with probability P(Binomial(n, 1/2) < k).
+    So the interval holds the median with probability 1 - 2 P(Binomial(n, 1/2) < k);
+    k is the largest that keeps that at ``confidence`` or more. It asks nothing
+    of the shape of the noise (a burst from another tenant, a slow core), so a
+    ratio's interval says how far this run's rounds leave it from settled.
+    With 8 rounds it is the 2nd smallest to the 2nd largest (at least 93%).
+    """
+    ordered, n = sorted(values), len(values)
+    below, k = 0.0, 0  # below: P(Binomial(n, 1/2) < k + 1) as k grows
+    while True:
+        below += math.comb(n, k) / 2**n
+        if 1 - 2 * below < confidence:
+            break
+        k += 1
+    return None if k == 0 else (ordered[k - 1], ordered[n - k])
+
+
 def round_order(sides, number: int) -> list[str]:
     """The order of round ``number``: every gate side beside its baseline, reversed every other round.
 
@@ -695,6 +723,8 @@ def measure(scenario: Scenario, sides: dict[str, Side], load, connections: int, 
             ratios = [m["rps"] / max(b["rps"], 1e-9) for m, b in pairs]
             result[key] = round(statistics.median(ratios), 3)
             result[f"round_{key}s"] = [round(ratio, 3) for ratio in ratios]
+            interval = median_interval(ratios)
+            result[f"{key}_interval"] = [round(end, 3) for end in interval] if interval else None
             result[f"cpu_{key}"] = round(statistics.median(
                 m["per_cpu_s"] / max(b["per_cpu_s"], 1e-9) for m, b in pairs), 3)
     result["balanced"] = all(_balanced(run["worker_cpu_s"]) for done in runs.values() for run in done)
@@ -943,6 +973,12 @@ def _target(ratio: float, target: float | None) -> str:
     return "—" if target is None else f"{target:.2f} {'✓' if ratio >= target else '✗'}"
 
 
+def _ratio(row: dict, key: str) -> str:
+    """A median ratio and, when the run had rounds enough, the interval its rounds give it."""
+    interval = row.get(f"{key}_interval")
+    return f"{row[key]:.2f}" + (f" ({interval[0]:.2f}–{interval[1]:.2f})" if interval else "")
+
+
 def _engine_rows(document: dict):
     """(row, engine, gate side, pooled side, ratio key) for every scenario on every measured engine."""
     for row in document["results"]:
@@ -959,7 +995,7 @@ def throughput_table(document: dict, markdown: bool = False) -> str:
     for row, engine, gate, pooled, key in _engine_rows(document):
         sqlite = gate == "gate"
         body.append([row["name"] + ("" if row["balanced"] else " †"), engine, _rps(row[gate]["rps"]),
-                     _rps(row[pooled]["rps"]), f"{row[key]:.2f}", _target(row[key], row["target"]),
+                     _rps(row[pooled]["rps"]), _ratio(row, key), _target(row[key], row["target"]),
                      _rps(row[gate]["per_cpu_s"]), _rps(row[pooled]["per_cpu_s"]), f"{row[f'cpu_{key}']:.2f}",
                      _rps(row["bare"]["rps"]) if sqlite else "—", f"{row['bare_ratio']:.2f}" if sqlite else "—",
                      "—" if sqlite else f"{row['pg_sqlite_ratio']:.2f}"])
@@ -987,7 +1023,9 @@ def format_table(document: dict, markdown: bool = False) -> str:
     """The run's tables: throughput and CPU against the baselines, then latency, then notes."""
     first = document["connections"][0]
     lines = [f"Throughput at {first} connections, median of {document['rounds']} alternating rounds "
-             f"(target: gate / pooled on each engine):", "", throughput_table(document, markdown), "",
+             f"(target: gate / pooled on each engine; in brackets, an interval that holds the median "
+             f"ratio at least {CONFIDENCE:.0%} of the time, from the rounds):", "",
+             throughput_table(document, markdown), "",
              "Latency at each connection count (further counts: one round):", "",
              latency_table(document, markdown)]
     if document["postgresql"] != "measured":

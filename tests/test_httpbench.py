@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import math
 import os
+import random
 import re
 import threading
 
@@ -180,6 +182,36 @@ def test_each_round_runs_every_gate_beside_its_baseline_and_reverses_the_order_o
     assert httpbench.round_order({"gate": 1, "pooled": 2}, 1) == ["pooled", "gate"]  # SQLite only
 
 
+def test_the_median_interval_takes_the_order_statistics_the_binomial_allows():
+    assert httpbench.median_interval([0.9, 0.7, 0.8, 0.75, 0.85, 0.95, 0.6, 0.82]) == (0.7, 0.9)  # 2nd each end
+    assert httpbench.median_interval(list(range(16))) == (4, 11)  # 5th each end: P(Bin(16, 1/2) < 5) = 0.038
+    assert httpbench.median_interval([3, 1, 2, 5, 4]) == (1, 5)  # the extremes hold the median 94% of the time
+    assert httpbench.median_interval([1, 2, 3, 4]) is None  # even the extremes: only 87.5%
+    assert httpbench.median_interval([0.8]) is None and httpbench.median_interval([]) is None
+
+
+def test_the_median_interval_holds_the_median_as_often_as_it_says():
+    """Rounds drawn from a skewed distribution (noise bursts on one side): the interval covers its median."""
+    draw = random.Random(15)
+    true_median = 0.8 + math.log(2) * 0.05  # of 0.8 + an exponential burst with mean 0.05
+    covered = 0
+    trials = 4000
+    for _ in range(trials):
+        low, high = httpbench.median_interval([0.8 + draw.expovariate(20) for _ in range(httpbench.ROUNDS)])
+        covered += low <= true_median <= high
+    assert covered / trials >= httpbench.CONFIDENCE - 0.02  # 93% for 8 rounds, give or take the draw
+
+
+def test_the_throughput_table_shows_each_ratio_with_its_interval():
+    document = _document()
+    document["results"][0]["pooled_ratio_interval"] = [0.74, 0.86]
+    sqlite, postgresql = [line for line in httpbench.format_table(document).splitlines()
+                          if line.startswith("article page")][:2]
+    assert "0.80 (0.74–0.86)" in sqlite and "0.80 ✓" in sqlite
+    assert "(" not in postgresql.split("0.50")[1].split("0.80")[0]  # a run with no interval shows the ratio alone
+    assert "90% of the time" in httpbench.format_table(document)
+
+
 def test_builtin_generator_keeps_connections_alive_and_counts():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Quiet)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -294,6 +326,7 @@ def test_quick_http_bench_writes_ratios(tmp_path, capsys):
                 keys += ["pg_pooled_ratio", "pg_sqlite_ratio"]
             assert all(phase[key] > 0 and phase[f"cpu_{key}"] > 0 for key in keys), row
             assert len(phase["round_pooled_ratios"]) == phase["rounds"]
+            assert phase["pooled_ratio_interval"] is None  # one round: no interval to give
             assert isinstance(phase["balanced"], bool)
     assert [row["target"] for row in document["results"]] == [0.8, 0.8, 0.8, 0.8, 0.7, None]
     assert "gate / pooled" in capsys.readouterr().out
