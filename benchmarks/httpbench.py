@@ -253,7 +253,7 @@ def bare_app(database: str, secret_key: str):
                 "current_persona": None, "signup_lists": signup_lists,
                 "csrf_token": lambda: BARE_CSRF, "current_user": chosen.user,
                 "billing_alert": None, "consent_lesson": lambda: False,
-                "consent_ticked": lambda item: item.consent_default == "ticked", "gate_pass": gate_pass}
+                "consent_ticked": lambda item: item.consent_default == "ticked", "gate_pass": lambda: gate_pass}
 
     app.jinja_env.filters["local"] = lambda moment: moment.astimezone(rules.tz)
     app.jinja_env.filters["period_phrase"] = lambda period: periods.describe(period) if period else ""

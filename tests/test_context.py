@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 
 import pytest
 from flask_login import login_user
 
 from gate.app import site
-from gate.app.context import current
+from gate.app.context import cached_property, current
 from gate.app.db import get_db
 from gate.rules import paywall
 from gate.services import accounts, presets, sitestate
@@ -116,3 +117,55 @@ def test_an_article_is_decided_once_a_request(client, runner, computations, pres
     computations.clear()
     assert client.get(f"/api/articles/{METERED}").status_code == 200
     assert +computations == +Counter(read=1, spends=meters, decide=1, meter_for=1)
+
+
+def test_a_field_worked_out_in_one_request_does_not_hold_up_another():
+    """Two requests' states work out the same field at once: neither waits on a lock held by the other.
+
+    Python 3.11's ``functools.cached_property`` holds one lock per field for
+    every instance while it is worked out, so the second thread would wait
+    for the first, which waits for the second: this would time out.
+    """
+    first_started, second_done = threading.Event(), threading.Event()
+
+    class State:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @cached_property
+        def field(self) -> str:
+            if self.name == "first":
+                first_started.set()
+                assert second_done.wait(5), "the other request's field waited for this one's"
+            return self.name
+
+    answers = {}
+
+    def work_out(state: State) -> None:
+        answers[state.name] = state.field
+
+    first = threading.Thread(target=work_out, args=(State("first"),))
+    first.start()
+    assert first_started.wait(5)
+    work_out(State("second"))
+    second_done.set()
+    first.join(5)
+    assert answers == {"first": "first", "second": "second"}
+
+
+def test_a_worked_out_field_is_kept_on_its_instance():
+    """Worked out once per instance, then read from the instance (and dropped by deleting it there)."""
+    calls = []
+
+    class State:
+        @cached_property
+        def field(self) -> int:
+            """The field's own doc."""
+            calls.append(1)
+            return len(calls)
+
+    state, other = State(), State()
+    assert (state.field, state.field, other.field) == (1, 1, 2)
+    del state.__dict__["field"]
+    assert state.field == 3
+    assert State.field.__doc__ == "The field's own doc."

@@ -14,7 +14,6 @@ import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
 
 from flask import current_app, flash, g, has_request_context, request, session
 from flask_login import current_user
@@ -43,6 +42,29 @@ RULES_FIELDS = ("site", "base_rules", "variants", "rules", "viewer", "viewer_bef
                 "consent_lesson", "meter", "arrival")
 #: The session's last side-door arrival ([class, slug]), and a persona's "arrives from" for the next article.
 ARRIVAL_KEY, ARRIVAL_NEXT_KEY = "arrival", "arrival_next"
+
+
+class cached_property:  # noqa: N801 - named as the decorator it stands in for
+    """A field worked out on first use and kept on the instance: ``functools.cached_property`` without its lock.
+
+    Python 3.11's takes one lock per field for every instance of the class,
+    held while the field is worked out: a request thread that reads the
+    database there made every other thread that asked for the same field
+    for its own request wait on the lock. A request's state belongs to one
+    thread, so it needs none (Python 3.12 dropped the lock for this reason).
+    """
+
+    def __init__(self, func) -> None:
+        self.func, self.__doc__ = func, func.__doc__
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.func(instance)  # found there from now on, never here
+        return value
 
 
 def reader_unit(reader) -> str:

@@ -7,7 +7,7 @@ from dataclasses import replace
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, logout_user
 
-from gate.app import site
+from gate.app import context, site
 from gate.app.context import current
 from gate.app.db import get_db
 from gate.rules import billing, paywall
@@ -44,7 +44,7 @@ def account():
 @bp.app_context_processor
 def _billing_alert():
     """A past-due reader sees on every page until when they keep access, and how to fix it."""
-    user = current_user._get_current_object()
+    user = context.account()
     if not user.is_authenticated:
         return {"billing_alert": None}
     ends = user.grace_ends  # worked out with the reader's access when the session loaded it

@@ -47,13 +47,10 @@ def make(slug: str):
     return redirect(url_for("gifts.mine", _anchor=f"gift-{link.id}"), code=303)
 
 
-@bp.app_context_processor
-def _gift_helpers():
-    """The console's reader page asks ``gifts_of(reader_id)`` for a reader's links (read only when asked)."""
-    def gifts_of(reader_id: int) -> list[gifts.Link]:
-        return gifts.of_giver(get_db(), reader_id, limit=20)
-
-    return {"gifts_of": gifts_of}
+@bp.app_template_global()
+def gifts_of(reader_id: int) -> list[gifts.Link]:
+    """A reader's gift links, newest first: the console's reader page asks (read only when asked)."""
+    return gifts.of_giver(get_db(), reader_id, limit=20)
 
 
 @bp.get("/gifts")

@@ -105,20 +105,16 @@ def unsubscribe(token: str):
     return render_template("newsletter/newsletter_unsubscribe.html", item=item, email=reader.email, token=token)
 
 
+@bp.app_template_global()
 def consent_lesson() -> bool:
     """Whether the pre-ticked consent lesson is on (read once per request)."""
     return current().consent_lesson
 
 
+@bp.app_template_global()
 def consent_ticked(item) -> bool:
     """Whether this list's signup box is shown ticked on the running site."""
     return newsletter.ticked_by_default(item, consent_lesson())
-
-
-@bp.app_context_processor
-def _consent_defaults():
-    """Templates ask whether a signup box starts ticked, and whether the lesson is on."""
-    return {"consent_ticked": consent_ticked, "consent_lesson": consent_lesson}
 
 
 def enroll_at_signup(reader: accounts.Reader, list_ids: list[str], source: str) -> None:

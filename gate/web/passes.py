@@ -171,10 +171,10 @@ def pass_length(hours: int) -> str:
     return f"{hours} hours"
 
 
-@bp.app_context_processor
-def _pass_on_the_gate():
-    """The pass the gate offers as its third option (see :func:`gate_offer`)."""
-    return {"gate_pass": gate_offer(site.config().passes)}
+@bp.app_template_global()
+def gate_pass() -> dict | None:
+    """The pass the gate offers as its third option (see :func:`gate_offer`): worked out only where a gate shows."""
+    return gate_offer(site.config().passes)
 
 
 def gate_offer(passes) -> dict | None:
