@@ -176,6 +176,25 @@ def test_serve_passes_its_gunicorn_settings(runner, monkeypatch):
     assert seen == {"workers": 3, "threads": 2, "worker_connections": 12, "bind": ["127.0.0.1:9"]}
 
 
+def test_serve_freezes_the_built_app_before_the_workers_fork(runner, monkeypatch):
+    import gc
+
+    from gunicorn.app.base import BaseApplication
+
+    seen = {}
+
+    def run(self):  # where gunicorn would fork its workers
+        seen.update(frozen=gc.get_freeze_count())
+        gc.unfreeze()
+
+    monkeypatch.setattr(BaseApplication, "run", run)
+    monkeypatch.setenv("GATE_EVENT_BUFFER", "1")
+    monkeypatch.setenv("GATE_BASE_URL", "https://news.example.com")
+    gc.unfreeze()
+    assert runner.invoke(args=["serve", "--bind", "127.0.0.1:9"]).exit_code == 0
+    assert seen["frozen"] > 1000  # the app and what it imported, not just a few objects
+
+
 def test_serve_sizes_the_pool_for_its_threads_the_event_writer_and_a_spare(runner, monkeypatch):
     from gate.cli import serving
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from urllib.parse import urlsplit, urlunsplit
@@ -61,6 +62,9 @@ def _gunicorn(app, bind: str, workers: int, threads: int, worker_connections: in
             return app
 
     close_thread_connections()  # the master keeps no connection (nor pool) into the forked workers
+    # The app's objects are built once, here: in the permanent generation, no worker's full collection
+    # walks them again (with them, one took about 40 ms every few thousand pages; docs/benchmarks.md).
+    gc.freeze()
     Server().run()
 
 
