@@ -20,7 +20,8 @@ baseline and each round in the reverse order of the last, and each ratio is the 
 rounds' ratios, shown with the interval the rounds give that median (:func:`median_interval`, at
 least 90%, whatever the shape of the noise); at each further count (64) one round gives throughput
 and p50/p99 latency under more load. Each run also records the CPU time of every worker, which
-gives requests per worker CPU-second. A --quick run is one short round: a smoke test, not a
+gives requests per worker CPU-second; after the first count's rounds, each engine's gate and
+pooled server report their workers' memory (:func:`worker_memory`). A --quick run is one short round: a smoke test, not a
 measurement.
 
 The load comes from another process: wrk (Debian package `wrk`) when it is installed, otherwise a
@@ -339,6 +340,29 @@ def worker_cpu(server: ServerProcess) -> list[float]:
             continue
         times.append(used.user + used.system)
     return times
+
+
+#: Whose workers' memory a run reports: each engine's gate, and the server of its pooled page (and bare page).
+MEMORY_SERVERS = (("gate", "gate"), ("pooled", "bare"), ("postgresql", "postgresql"), ("pg_pooled", "pg_bare"))
+
+
+def worker_memory(server: ServerProcess) -> dict:
+    """The memory of ``server``'s gunicorn workers now, in MiB, the mean of its workers.
+
+    ``uss``: pages the worker alone holds (what another worker adds); ``pss``:
+    those plus its share of the pages it shares with the master and the other
+    workers (what the workers hold between them, divided fairly).
+    """
+    held = []
+    for worker in psutil.Process(server.process.pid).children():
+        try:
+            held.append(worker.memory_full_info())
+        except psutil.NoSuchProcess:  # a worker restarting: nothing to read
+            continue
+    if not held:
+        return {"workers": 0, "uss_mib": None, "pss_mib": None}
+    return {"workers": len(held), **{f"{field}_mib": round(statistics.fmean(getattr(info, field) for info in held)
+                                                          / 2**20, 1) for field in ("uss", "pss")}}
 
 
 def prepare_site(directory: Path, database_url: str | None = None) -> dict:
@@ -843,6 +867,7 @@ def run(quick: bool = False, generator: str = "auto", connections: tuple[int, ..
     seconds, rounds, warmup = (1, 1, 0) if quick else (2, ROUNDS, 1)  # wrk counts whole seconds
     began = time.perf_counter()
     rows: dict[str, dict] = {}
+    memory: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="gate-httpbench-") as tmp, contextlib.ExitStack() as stack:
         directory = Path(tmp)
         load, site = _loader(directory, version), prepare_site(directory)
@@ -872,6 +897,8 @@ def run(quick: bool = False, generator: str = "auto", connections: tuple[int, ..
                                                "target": scenario.target, **measured, "more_connections": {}}
                     else:
                         rows[scenario.name]["more_connections"][str(count)] = measured
+                if number == 0:  # each side's workers after every page and the API at the first count
+                    memory = {side: worker_memory(servers[name]) for side, name in MEMORY_SERVERS if name in servers}
             finally:
                 for server in servers.values():
                     server.stop()
@@ -881,7 +908,8 @@ def run(quick: bool = False, generator: str = "auto", connections: tuple[int, ..
             "connections": list(connections), "seconds_per_run": seconds, "rounds": rounds,
             "cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
             "rate_limits": "off", "postgresql": postgresql,
-            "elapsed_s": round(time.perf_counter() - began, 1), "results": list(rows.values())}
+            "elapsed_s": round(time.perf_counter() - began, 1), "results": list(rows.values()),
+            "memory": memory}
 
 
 def client_sessions(app, site: dict) -> tuple[dict, dict]:
@@ -1019,6 +1047,21 @@ def latency_table(document: dict, markdown: bool = False) -> str:
     return render(header, body, markdown)
 
 
+def memory_table(document: dict, markdown: bool = False) -> str:
+    """Per engine: a worker's own memory and its fair share, gate's against its pooled baseline's."""
+    header = ["engine", "gate USS MiB", "pooled USS MiB", "pooled / gate (USS)", "gate PSS MiB", "pooled PSS MiB",
+              "pooled / gate (PSS)"]
+    body = []
+    for engine, gate, pooled, _ in ENGINES:
+        sides = document.get("memory", {})
+        if sides.get(gate, {}).get("uss_mib") and sides.get(pooled, {}).get("uss_mib"):
+            ours, base = sides[gate], sides[pooled]
+            body.append([engine, f"{ours['uss_mib']:.1f}", f"{base['uss_mib']:.1f}",
+                         f"{base['uss_mib'] / ours['uss_mib']:.2f}", f"{ours['pss_mib']:.1f}",
+                         f"{base['pss_mib']:.1f}", f"{base['pss_mib'] / ours['pss_mib']:.2f}"])
+    return render(header, body, markdown) if body else ""
+
+
 def format_table(document: dict, markdown: bool = False) -> str:
     """The run's tables: throughput and CPU against the baselines, then latency, then notes."""
     first = document["connections"][0]
@@ -1028,6 +1071,10 @@ def format_table(document: dict, markdown: bool = False) -> str:
              throughput_table(document, markdown), "",
              "Latency at each connection count (further counts: one round):", "",
              latency_table(document, markdown)]
+    memory = memory_table(document, markdown)
+    if memory:
+        lines += ["", "Memory of a worker after the run's rounds at the first count (the mean of its workers; "
+                      "USS: its own pages, PSS: those and its share of the shared ones):", "", memory]
     if document["postgresql"] != "measured":
         lines += ["", f"PostgreSQL: {document['postgresql']}"]
     if not all(row["balanced"] for row in document["results"]):

@@ -270,7 +270,12 @@ def _document(**changes) -> dict:
              "pooled_ratio": 0.8, "cpu_pooled_ratio": 0.75, "bare_ratio": 1.11, "pg_pooled_ratio": 0.5,
              "cpu_pg_pooled_ratio": 0.6, "pg_sqlite_ratio": 0.5, "balanced": True}
     row = {"name": "article page, subscriber", "target": 0.8, **phase, "more_connections": {"64": phase}}
-    return {"connections": [16, 64], "rounds": 5, "postgresql": "measured", "results": [row], **changes}
+    memory = {"gate": {"workers": 2, "uss_mib": 25.0, "pss_mib": 40.0},
+              "pooled": {"workers": 2, "uss_mib": 20.0, "pss_mib": 36.0},
+              "postgresql": {"workers": 2, "uss_mib": 30.0, "pss_mib": 44.0},
+              "pg_pooled": {"workers": 2, "uss_mib": 24.0, "pss_mib": 33.0}}
+    return {"connections": [16, 64], "rounds": 5, "postgresql": "measured", "results": [row], "memory": memory,
+            **changes}
 
 
 def test_tables_give_each_engine_its_own_baseline_ratio_cpu_and_latency():
@@ -284,11 +289,24 @@ def test_tables_give_each_engine_its_own_baseline_ratio_cpu_and_latency():
     assert "| --- |" in markdown
 
 
+def test_the_memory_table_puts_each_engines_workers_beside_their_baselines():
+    text = httpbench.format_table(_document())
+    assert "Memory of a worker" in text
+    sqlite, postgresql = [line.split() for line in text.splitlines() if line.startswith(("SQLite ", "PostgreSQL "))]
+    assert sqlite == ["SQLite", "25.0", "20.0", "0.80", "40.0", "36.0", "0.90"]
+    assert postgresql == ["PostgreSQL", "30.0", "24.0", "0.80", "44.0", "33.0", "0.75"]
+    older = _document()
+    del older["memory"]  # a run saved before memory was measured prints without the table
+    assert "Memory" not in httpbench.format_table(older)
+
+
 def test_a_skipped_postgresql_says_why_and_shows_sqlite_only():
     document = _document(postgresql=engines.NO_POSTGRES)
     for key in ("postgresql", "pg_pooled", "pg_pooled_ratio"):
         del document["results"][0][key]
         del document["results"][0]["more_connections"]["64"][key]
+    for side in ("postgresql", "pg_pooled"):  # no PostgreSQL servers, so no memory of theirs
+        del document["memory"][side]
     text = httpbench.format_table(document)
     assert engines.NO_POSTGRES in text and "SQLite" in text and "PostgreSQL  " not in text
 
@@ -329,4 +347,9 @@ def test_quick_http_bench_writes_ratios(tmp_path, capsys):
             assert phase["pooled_ratio_interval"] is None  # one round: no interval to give
             assert isinstance(phase["balanced"], bool)
     assert [row["target"] for row in document["results"]] == [0.8, 0.8, 0.8, 0.8, 0.7, None]
-    assert "gate / pooled" in capsys.readouterr().out
+    gate_and_pooled = [side for _, *pair, _ in httpbench.ENGINES for side in pair if side in sides]
+    for side in gate_and_pooled:  # their workers, measured after the first count's rounds
+        memory = document["memory"][side]
+        assert memory["workers"] == 2 and 0 < memory["uss_mib"] <= memory["pss_mib"], (side, memory)
+    out = capsys.readouterr().out
+    assert "gate / pooled" in out and "pooled / gate (USS)" in out
