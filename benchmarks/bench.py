@@ -9,6 +9,7 @@ a shared, noisy machine where absolute times do not.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sqlite3
 import statistics
@@ -99,7 +100,9 @@ def bench_pages(n: int, rounds: int) -> list[dict]:
     times ``n`` requests of each side, in alternating order, in this process's
     CPU time (all its threads, the event writer's too), which other tenants of a
     shared machine disturb far less than wall-clock time; a ratio is baseline
-    time / gate time (higher is better), the median of the rounds'.
+    time / gate time (higher is better), the median of the rounds'. What both
+    apps built before the rounds is frozen out of the cyclic collector's way
+    while they run, as `gate serve` freezes its app before its workers fork.
     """
     import secrets
 
@@ -132,14 +135,18 @@ def bench_pages(n: int, rounds: int) -> list[dict]:
                 if "Set-Cookie" in answer.headers:
                     raise RuntimeError(f"{scenario.name}: a replayed session still gets a new cookie")
         times = {name: ([], []) for name in calls}
-        for number in range(rounds):
-            for name, (gate, baseline) in calls.items():
-                order = ((0, gate), (1, baseline)) if number % 2 == 0 else ((1, baseline), (0, gate))
-                for side, call in order:
-                    start = time.process_time()
-                    for _ in range(n):
-                        call()
-                    times[name][side].append(time.process_time() - start)
+        gc.freeze()  # both apps' objects out of the collector's way, as `gate serve` freezes its app
+        try:
+            for number in range(rounds):
+                for name, (gate, baseline) in calls.items():
+                    order = ((0, gate), (1, baseline)) if number % 2 == 0 else ((1, baseline), (0, gate))
+                    for side, call in order:
+                        start = time.process_time()
+                        for _ in range(n):
+                            call()
+                        times[name][side].append(time.process_time() - start)
+        finally:
+            gc.unfreeze()
         httpbench.close_kept(bare_app)
         eventlog.writer(str(site["database"])).flush()  # before its database goes with the folder
     return [{"name": f"{scenario.name} x{n}", "gate_s": statistics.median(times[scenario.name][0]),
