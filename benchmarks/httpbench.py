@@ -21,8 +21,8 @@ rounds' ratios, shown with the interval the rounds give that median (:func:`medi
 least 90%, whatever the shape of the noise); at each further count (64) one round gives throughput
 and p50/p99 latency under more load. Each run also records the CPU time of every worker, which
 gives requests per worker CPU-second; after the first count's rounds, each engine's gate and
-pooled server report their workers' memory (:func:`worker_memory`). A --quick run is one short round: a smoke test, not a
-measurement.
+pooled server report their workers' memory (:func:`worker_memory`). A --quick run is one short
+round: a smoke test, not a measurement.
 
 The load comes from another process: wrk (Debian package `wrk`) when it is installed, otherwise a
 small keep-alive http.client generator run in a subprocess (``--generator builtin``). Rate limits
@@ -1051,9 +1051,8 @@ def memory_table(document: dict, markdown: bool = False) -> str:
     """Per engine: a worker's own memory and its fair share, gate's against its pooled baseline's."""
     header = ["engine", "gate USS MiB", "pooled USS MiB", "pooled / gate (USS)", "gate PSS MiB", "pooled PSS MiB",
               "pooled / gate (PSS)"]
-    body = []
+    body, sides = [], document.get("memory", {})  # runs saved before memory was measured have none
     for engine, gate, pooled, _ in ENGINES:
-        sides = document.get("memory", {})
         if sides.get(gate, {}).get("uss_mib") and sides.get(pooled, {}).get("uss_mib"):
             ours, base = sides[gate], sides[pooled]
             body.append([engine, f"{ours['uss_mib']:.1f}", f"{base['uss_mib']:.1f}",
