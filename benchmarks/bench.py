@@ -196,9 +196,14 @@ QUERIES = ("trade policy", "border", "inflation reserve", "treaty summit", "grid
 
 
 def percentile(values: list[float], share: float) -> float:
-    """The value below which ``share`` of ``values`` fall (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+    """The ``share`` quantile of ``values`` (0 < share < 1, to a thousandth), within their range.
+
+    ``statistics.quantiles`` with the inclusive method: interpolated between the
+    two values around it, as a latency percentile usually is.
+    """
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=1000, method="inclusive")[round(share * 1000) - 1]
 
 
 def bench_search(n: int, rounds: int) -> list[dict]:

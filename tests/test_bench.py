@@ -24,3 +24,11 @@ def test_quick_bench_writes_ratios(tmp_path, capsys):
     for row in results + document["pages"]:
         assert row["gate_s"] > 0 and row["baseline_s"] > 0 and row["ratio"] > 0
     assert "baseline / gate, higher is better" in capsys.readouterr().out
+
+
+def test_percentiles_interpolate_within_the_values():
+    values = [float(n) for n in range(100, 0, -1)]  # 1..100, in any order
+    assert bench.percentile(values, 0.5) == pytest.approx(50.5)
+    assert bench.percentile(values, 0.99) == pytest.approx(99.01)
+    assert 1.0 <= bench.percentile([1.0, 2.0], 0.95) <= 2.0
+    assert bench.percentile([0.25], 0.99) == 0.25  # one request: its own latency
