@@ -201,9 +201,12 @@ def percentile(values: list[float], share: float) -> float:
     ``statistics.quantiles`` with the inclusive method: interpolated between the
     two values around it, as a latency percentile usually is.
     """
+    cut = round(share * 1000)
+    if not 1 <= cut <= 999:
+        raise ValueError(f"a percentile's share is between 0.001 and 0.999, not {share!r}")
     if len(values) == 1:
         return values[0]
-    return statistics.quantiles(values, n=1000, method="inclusive")[round(share * 1000) - 1]
+    return statistics.quantiles(values, n=1000, method="inclusive")[cut - 1]
 
 
 def bench_search(n: int, rounds: int) -> list[dict]:

@@ -342,10 +342,6 @@ def worker_cpu(server: ServerProcess) -> list[float]:
     return times
 
 
-#: Whose workers' memory a run reports: each engine's gate, and the server of its pooled page (and bare page).
-MEMORY_SERVERS = (("gate", "gate"), ("pooled", "bare"), ("postgresql", "postgresql"), ("pg_pooled", "pg_bare"))
-
-
 def worker_memory(server: ServerProcess) -> dict:
     """The memory of ``server``'s gunicorn workers now, in MiB, the mean of its workers.
 
@@ -897,8 +893,9 @@ def run(quick: bool = False, generator: str = "auto", connections: tuple[int, ..
                                                "target": scenario.target, **measured, "more_connections": {}}
                     else:
                         rows[scenario.name]["more_connections"][str(count)] = measured
-                if number == 0:  # each side's workers after every page and the API at the first count
-                    memory = {side: worker_memory(servers[name]) for side, name in MEMORY_SERVERS if name in servers}
+                if number == 0:  # each engine's gate and pooled workers, after every page and the API
+                    memory = {side: worker_memory(servers[SIDE_PLACES[side][0]]) for _, *pair, _ in ENGINES
+                              for side in pair if SIDE_PLACES[side][0] in servers}
             finally:
                 for server in servers.values():
                     server.stop()

@@ -32,3 +32,6 @@ def test_percentiles_interpolate_within_the_values():
     assert bench.percentile(values, 0.99) == pytest.approx(99.01)
     assert 1.0 <= bench.percentile([1.0, 2.0], 0.95) <= 2.0
     assert bench.percentile([0.25], 0.99) == 0.25  # one request: its own latency
+    for share in (0, 1, 0.9999, -0.5):  # the minimum, the maximum or past them: not a percentile it gives
+        with pytest.raises(ValueError, match="between 0.001 and 0.999"):
+            bench.percentile(values, share)
