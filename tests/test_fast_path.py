@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import sys
 import time
 import urllib.parse
 from datetime import timedelta
@@ -20,6 +21,7 @@ from flask import request
 from flask_login import login_user
 from flask_login import utils as login_utils
 from itsdangerous import TimestampSigner
+from werkzeug.local import LocalProxy
 
 from gate.app import ratelimit, sessions
 from gate.app.context import current
@@ -823,3 +825,38 @@ def test_an_article_pages_canonical_url_is_the_one_the_url_map_builds(app):
     with app.test_request_context(f"/articles/{METERED}"):  # asked for another page: built, not copied
         assert site.canonical_url("reading.article", "slug", "another") == \
             site.absolute_url("reading.article", slug="another")
+
+
+def _proxy_reads(monkeypatch) -> list[tuple[str, str]]:
+    """(module, attribute) of each attribute read through one of Flask's proxies from now on."""
+    reads = []
+
+    def counted(proxy, name):
+        reads.append((sys._getframe(1).f_globals.get("__name__", ""), name))
+        return getattr(proxy._get_current_object(), name)
+
+    monkeypatch.setattr(LocalProxy, "__getattr__", counted)
+    return reads
+
+
+def test_the_pages_and_the_unlock_read_no_attribute_through_flasks_proxies(reader, client, monkeypatch):
+    """Gate's own code takes the request, session, ``g`` and app once, never each attribute through a proxy.
+
+    On Python 3.11 every such read first fails as an ordinary attribute (see
+    gate.app.plumbing): about a microsecond each, a dozen a page before.
+    Flask's and Flask-Login's own reads are theirs.
+    """
+    reads = _proxy_reads(monkeypatch)
+    assert client.get(f"/articles/{METERED}").status_code == 200  # anonymous: the teaser
+    reader.signup("proxies@example.com")
+    assert client.get(f"/articles/{METERED}").status_code == 200  # registered, quota left
+    reader.unlock(METERED)
+    token = reader.token()
+    reads.clear()
+    for _ in range(2):  # the article unlocked, then the unlock API on it
+        assert client.get(f"/articles/{METERED}").status_code == 200
+        answer = client.post(f"/api/articles/{METERED}/unlock", headers={"X-CSRFToken": token})
+        assert answer.get_json()["reason"] == "already_unlocked"
+    assert reads, "the counting proxy saw nothing: Flask's own reads should show"
+    gates = [read for read in reads if read[0].startswith("gate.")]
+    assert gates == [], gates

@@ -120,7 +120,8 @@ class RequestState:
         token = None
         if has_request_context():
             slug = slug or _route_article()
-            token = session.get("_user_id") if "_login_user" not in g else None
+            kept = g._get_current_object().__dict__  # the objects, not their proxies (gate.app.plumbing)
+            token = session._get_current_object().get("_user_id") if "_login_user" not in kept else None
         token = token if isinstance(token, str) and token else None
         found = sitestate.read(get_db(), self.config, real_now(), slug, token)
         if token is not None:
@@ -255,14 +256,16 @@ class RequestState:
         keeps it (``visitor_id``). A feed reader, a crawler or a 404 gets no
         cookie and adds no visitor.
         """
-        return session["visitor"] if "visitor" in session else self.new_visitor
+        kept = session._get_current_object()  # the session, not its proxy (gate.app.plumbing)
+        return kept["visitor"] if "visitor" in kept else self.new_visitor
 
     def visitor_id(self) -> str:
         """The anonymous visitor id, kept in the signed session cookie and the visitors table from now on."""
-        if "visitor" not in session:
-            session["visitor"] = self._visitor()
-            visitors.keep(get_db(), session["visitor"], self.now)
-        return session["visitor"]
+        kept = session._get_current_object()
+        if "visitor" not in kept:
+            kept["visitor"] = self._visitor()
+            visitors.keep(get_db(), kept["visitor"], self.now)
+        return kept["visitor"]
 
     @property
     def porous(self) -> bool:
@@ -356,12 +359,13 @@ class RequestState:
 
     def gift_grants(self, tier: str, key: str) -> tuple:
         """The live gift links this device opened, read only once its session opened one (no cost otherwise)."""
-        opened = session.get(GIFT_SESSION_KEY)
+        kept_session = session._get_current_object()
+        opened = kept_session.get(GIFT_SESSION_KEY)
         if tier == "subscriber" or not opened:
             return ()
         devices = [key] if tier == "registered" else []
-        if "visitor" in session:
-            devices.append(f"visitor:{session['visitor']}")
+        if "visitor" in kept_session:
+            devices.append(f"visitor:{kept_session['visitor']}")
         devices += [device for device in gift_devices(opened) if device not in devices]
         return gifts.grants(get_db(), devices, self.now)
 
@@ -437,8 +441,9 @@ class RequestState:
 
 def _route_article() -> str | None:
     """The slug of the article this request's route serves, if it serves one."""
-    if request.endpoint in site.ARTICLE_ROUTES:
-        slug = (request.view_args or {}).get("slug")
+    asked = request._get_current_object()
+    if asked.endpoint in site.ARTICLE_ROUTES:
+        slug = (asked.view_args or {}).get("slug")
         return slug if isinstance(slug, str) else None
     return None
 
@@ -458,7 +463,8 @@ def current() -> RequestState:
     kept = g._get_current_object().__dict__  # one context lookup: this runs about ten times a request
     state = kept.get(G_KEY)
     if state is None:
-        state = kept[G_KEY] = RequestState(site.config(), bool(current_app.config.get("DEMO")))
+        demo = bool(current_app._get_current_object().config.get("DEMO"))
+        state = kept[G_KEY] = RequestState(site.config(), demo)
     return state
 
 
@@ -473,7 +479,7 @@ def _cookie_spends():
 
 def write_porous_cookie(response):
     """Send the cookie meter back, when this request spent from it."""
-    state = g.get(G_KEY)
+    state = g._get_current_object().get(G_KEY)
     if state is not None and state.spent_from_cookie and "cookie_meter" in state.__dict__:
         spends = [[s.slug, s.at.isoformat()] for s in state.cookie_meter.spends(POROUS_KEY)]
         response.set_cookie(POROUS_COOKIE, json.dumps(spends), max_age=3600 * 24 * 400, samesite="Lax")

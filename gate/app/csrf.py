@@ -35,23 +35,23 @@ class SiteCSRF(CSRFProtect):
     """
 
     def protect(self, apply_exemptions=False):
-        config = current_app.config
-        if request.method not in config["WTF_CSRF_METHODS"]:
+        config, asked = current_app._get_current_object().config, request._get_current_object()  # not proxies: gate.app.plumbing
+        if asked.method not in config["WTF_CSRF_METHODS"]:
             return None
         # The API sends its token in a header: looked at first, it spares parsing a form that isn't there.
-        token = request.headers.get("X-CSRFToken") or self._get_csrf_token()
-        if _untimed() and not request.is_secure and _issued_here(token):
-            g.csrf_valid = True
+        token = asked.headers.get("X-CSRFToken") or self._get_csrf_token()
+        if _untimed(config) and not asked.is_secure and _issued_here(token, config):
+            g._get_current_object().csrf_valid = True
             return None
         return super().protect(apply_exemptions)
 
 
-def _issued_here(token: str | None) -> bool:
-    """Whether ``token`` is the one this process signed for this session's CSRF token."""
-    raw = session.get("csrf_token")
+def _issued_here(token: str | None, config) -> bool:
+    """Whether ``token`` is the one this process signed for this session's CSRF token (``config``: the app's)."""
+    raw = session._get_current_object().get("csrf_token")
     if not token or not isinstance(raw, str):
         return False
-    issued = _signed.get((_secret(), raw))
+    issued = _signed.get((_secret(config), raw))
     return issued is not None and hmac.compare_digest(issued, token)
 
 
@@ -88,9 +88,9 @@ PRIMED = "csrf_primed"
 
 def prime_csrf_token() -> None:
     """Before the view (a form builds its token as it is made): hand Flask-WTF this session's kept signature."""
-    config = current_app.config
+    config = current_app._get_current_object().config
     if _untimed(config):
-        raw = session.get("csrf_token")
+        raw = session._get_current_object().get("csrf_token")
         if isinstance(raw, str):
             token = _signed_csrf(_secret(config), raw)
             kept = g._get_current_object().__dict__
@@ -113,9 +113,9 @@ def keep_csrf_signature(response):
     token = kept.get("csrf_token")
     if token is None or token is kept.get(PRIMED):
         return response  # no token, or the one kept already
-    config = current_app.config
+    config = current_app._get_current_object().config
     if _untimed(config):
-        raw = session.get("csrf_token")
+        raw = session._get_current_object().get("csrf_token")
         if isinstance(raw, str) and (_secret(config), raw) not in _signed:
             _keep_signed(_secret(config), raw, token)
     return response

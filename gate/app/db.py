@@ -17,12 +17,13 @@ from gate.storage.engine import DEFAULT_POOL, PostgresDatabase, SqliteDatabase, 
 def get_db() -> SqliteDatabase | PostgresDatabase:
     """The request's database connection (either engine's seam)."""
     state = g._get_current_object()  # one context lookup; this runs many times a request
-    db = getattr(state, "db", None)
+    db = state.get("db")  # not getattr: g's own __getattr__ would raise two errors to say it has none yet
     if db is None:
-        target = str(current_app.config["DATABASE"])
+        config = current_app._get_current_object().config
+        target = str(config["DATABASE"])
         if is_url(target):
             # The thread's own connection: a request thread keeps one for all its requests.
-            db = state.db = open_postgres(target, current_app.config.get("DATABASE_POOL") or DEFAULT_POOL, kept=True)
+            db = state.db = open_postgres(target, config.get("DATABASE_POOL") or DEFAULT_POOL, kept=True)
         else:
             db = state.db = thread_connection(target)
     return db
@@ -30,7 +31,7 @@ def get_db() -> SqliteDatabase | PostgresDatabase:
 
 def close_db(exception=None) -> None:
     """End the request's use of the connection: never leave a transaction open on it."""
-    db = g.pop("db", None)
+    db = g._get_current_object().pop("db", None)
     if isinstance(db, PostgresDatabase):
         db.close()  # kept by the thread or back to the pool, rolled back if a failed request left a transaction open
     elif db is not None:

@@ -16,6 +16,13 @@ Every page also carries the same security and cache headers. Added through
 validated again) when the answer leaves; an :class:`Answer` can instead be
 handed them as one ready tuple, appended as it leaves, after everything else
 the request set.
+
+Flask's ``request``, ``session``, ``g`` and ``current_app`` are proxies. On
+Python 3.11 each attribute read through one first fails as an ordinary
+attribute (an ``AttributeError`` made and dropped) before the proxy finds
+the object: about a microsecond, against a tenth of that for the object
+itself. Code that runs on every request takes the object once with
+``_get_current_object()`` (Werkzeug's documented way) and reads it from there.
 """
 
 from __future__ import annotations

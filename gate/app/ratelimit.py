@@ -21,9 +21,10 @@ from gate.storage import ratelimits  # (defining its storage classes registers g
 
 def viewer_key() -> str:
     """Limit per reader or per anonymous visitor (the tab racer shares one session)."""
-    if current_user.is_authenticated:
-        return f"reader:{current_user.id}"
-    return f"visitor:{session.get('visitor') or get_remote_address()}"
+    user = current_user._get_current_object()  # the objects, not their proxies (gate.app.plumbing)
+    if user.is_authenticated:
+        return f"reader:{user.id}"
+    return f"visitor:{session._get_current_object().get('visitor') or get_remote_address()}"
 
 
 def email_key() -> str:
@@ -115,7 +116,7 @@ def _on_limited_routes(app, hook, kind: str):
 
     @functools.wraps(hook)
     def only_when_limited(*args):
-        if limited(app.view_functions.get(request.endpoint)):
+        if limited(app.view_functions.get(request._get_current_object().endpoint)):
             return hook(*args)
         return args[0] if kind == "after" else None
 

@@ -117,7 +117,7 @@ def session_identifier() -> str:
     from the browser it was made in (``SESSION_PROTECTION``); the answer
     depends only on these three values, so each pair is hashed once.
     """
-    environ = request.environ
+    environ = request._get_current_object().environ
     key = (environ.get("HTTP_X_FORWARDED_FOR"), environ.get("REMOTE_ADDR"), environ.get("HTTP_USER_AGENT"))
     found = _identifiers.get(key)
     if found is None:

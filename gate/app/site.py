@@ -26,12 +26,13 @@ PREVIEW_KEYS = (PREVIEW_KEY, CONSENT_PREVIEW_KEY, TRY_KEY)
 
 def config() -> Config:
     """The validated site configuration."""
-    return current_app.extensions["gate.config"]
+    return current_app._get_current_object().extensions["gate.config"]  # not the proxy: gate.app.plumbing
 
 
 def origin() -> str:
     """The public origin every absolute URL starts with: configuration, never the request."""
-    return current_app.config.get("BASE_URL") or config().origin
+    app = current_app._get_current_object()
+    return app.config.get("BASE_URL") or app.extensions["gate.config"].origin
 
 
 def absolute_url(endpoint: str, **values) -> str:
@@ -49,8 +50,9 @@ def canonical_url(endpoint: str, key: str, value: str) -> str:
     When ``value`` needs no percent-encoding the request's own path is that URL's
     path, and building it again through the URL map (about twenty calls) is skipped.
     """
-    if _PLAIN_SEGMENT.fullmatch(value) and request.endpoint == endpoint and request.view_args == {key: value}:
-        return origin() + request.script_root + request.path
+    asked = request._get_current_object()
+    if _PLAIN_SEGMENT.fullmatch(value) and asked.endpoint == endpoint and asked.view_args == {key: value}:
+        return origin() + asked.script_root + asked.path
     return absolute_url(endpoint, **{key: value})
 
 
@@ -66,7 +68,7 @@ def refresh_presets() -> None:
     every save or delete moves that state's version: it looks at the folder
     then (:func:`gate.services.sitestate.read`), not here.
     """
-    if request.endpoint not in ARTICLE_ROUTES:
+    if request._get_current_object().endpoint not in ARTICLE_ROUTES:
         config().refresh()
 
 

@@ -84,7 +84,7 @@ def _response_headers(response):
     """Security headers on everything; pages and API answers kept out of shared caches."""
     headers = response.headers
     present = {key.lower() for key, _ in headers.items()}
-    page = request.endpoint != "static"  # pages and answers vary by reader
+    page = request._get_current_object().endpoint != "static"  # pages and answers vary by reader
     if page and not present & _PAGE_NAMES:
         if isinstance(response, plumbing.Answer):
             response.leave_with(_PAGE_LEAVING)  # added as it leaves, without checking each again

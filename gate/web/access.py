@@ -74,7 +74,7 @@ def read(article: Article) -> tuple[Decision, Decision]:
     state = current()
     rules, now, viewer = state.rules, state.now, state.viewer
     before = decision = paywall.decide(rules, viewer, article, now)
-    if request.method == "HEAD":  # headers only: not a read, so no spend and no events
+    if request._get_current_object().method == "HEAD":  # headers only: not a read, so no spend and no events
         return before, decision
     if decision.spend:
         decision, _ = _spend(article, "view", before)
@@ -84,7 +84,7 @@ def read(article: Article) -> tuple[Decision, Decision]:
     if decision.access == "teaser":
         rows.append(events.row("gate_impression", now, slug=article.slug, **who, offer=decision.offer,
                                reason=decision.reason, style=rules.gate.style))
-    config = current_app.config
+    config = current_app._get_current_object().config
     if config.get("EVENT_BUFFER"):  # gate serve: a background writer batches views
         log = eventlog.writer(str(config["DATABASE"]))
         for event in rows:

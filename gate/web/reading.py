@@ -40,7 +40,7 @@ def section(name: str):
 @bp.get("/articles/<slug>")
 def article(slug: str):
     """One article: the full text, or the teaser and the gate the rules choose."""
-    shown = access.show(slug, explained=bool(current_app.config.get("DEMO")))
+    shown = access.show(slug, explained=bool(current_app._get_current_object().config.get("DEMO")))
     item, decision = shown.article, shown.decision
     ld = content.json_ld(item, decision.access_class, site.config().publication.name,
                          site.canonical_url("reading.article", "slug", slug))
