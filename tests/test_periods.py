@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gate.rules import periods
 from gate.rules.periods import (
     EPOCH,
     Window,
@@ -222,6 +223,19 @@ def test_every_instant_of_a_window_gets_the_same_window(period, case, share):
 
 @FAST
 @pytest.mark.parametrize("period", CALENDAR)
+@given(case=zoned_instants(), steps=st.lists(st.timedeltas(timedelta(days=-40), timedelta(days=40)), max_size=8))
+def test_the_kept_window_answers_as_a_fresh_one_whatever_was_asked_before(period, case, steps):
+    """Moments asked in any order, near DST changes and period ends, get the window worked out afresh for each."""
+    name, now = case
+    tz = ZoneInfo(name)
+    for moment in [now, *(min(max(now + step, LOW), HIGH) for step in steps), now - TICK, now]:
+        fresh = periods._window_at.__wrapped__(period, moment, tz)  # the computation, not its memo
+        assert period_window(period, moment, tz) == fresh
+        assert fresh.contains(moment)
+
+
+@FAST
+@pytest.mark.parametrize("period", CALENDAR)
 @given(case=zoned_instants())
 def test_window_ignores_the_offset_now_is_given_in(period, case):
     name, now = case
@@ -415,5 +429,6 @@ def test_validate_period_accepts(period):
 
 
 def test_naive_now_is_refused():
+    period_window("month", datetime(2026, 11, 28, 12, tzinfo=UTC), ZoneInfo(NY))  # a window kept for the zone
     with pytest.raises(ValueError, match="timezone-aware"):
         period_window("month", datetime(2026, 11, 28, 12), ZoneInfo(NY))

@@ -433,8 +433,16 @@ def test_spend_horizon_follows_the_widest_window(cfg):
 
 
 def test_windows_are_memoised_in_the_engine():
-    """decide's window lookup is cached once, in gate.rules.periods, for the site and the simulator."""
-    assert hasattr(periods.period_window, "cache_info")
+    """decide's window lookup is memoised once, in gate.rules.periods, for the site and the simulator.
+
+    A rolling window is never the kept calendar one: the same moment asked
+    again is found in the memo by moment.
+    """
+    tz, moment = ZoneInfo("America/New_York"), datetime(2031, 3, 5, 12, 0, 7, tzinfo=timezone.utc)
+    first = periods.period_window("rolling:30", moment, tz)
+    hits = periods._window_at.cache_info().hits
+    assert periods.period_window("rolling:30", moment, tz) is first
+    assert periods._window_at.cache_info().hits == hits + 1
 
 
 # --- speed: a smoke run that measures, without asserting the machine's speed ------------

@@ -49,7 +49,8 @@ class Answer(Response):
 
     def leaves_varying_by_cookie(self) -> bool:
         """Whether the answer will leave with ``Vary: Cookie`` from its leaving headers (it set no Vary of its own)."""
-        return _VARY_COOKIE in self.leaving and "Vary" not in self.headers
+        # getlist, not ``in``: Werkzeug answers a missing name by making and dropping a BadRequestKeyError
+        return _VARY_COOKIE in self.leaving and not self.headers.getlist("Vary")
 
     def get_wsgi_response(self, environ):
         """Werkzeug's WSGI answer, plus the leaving headers that nothing set meanwhile (the session's Vary, say)."""

@@ -91,17 +91,35 @@ def _calendar_bounds(period: str, today: date) -> tuple[date, date, str]:
     return first, following, f"month:{first:%Y-%m}"
 
 
-@lru_cache(maxsize=8192)
+#: The calendar window each (period, zone) was last asked for: a site's next request is almost always inside it.
+_latest: dict[tuple[str, ZoneInfo], Window] = {}
+
+
 def period_window(period: str, now: datetime, tz: ZoneInfo) -> Window:
     """The meter window that contains ``now`` for a period rule.
 
     Pure, and asked for the same few windows over and over (every decision
-    computes one), so it is memoised by moment (the simulator asks at the same
-    few moments again and again), and a calendar window by its local day (a
-    site asks at a new moment every request: :func:`_calendar_window`).
+    computes one). A site asks at a new moment every request, nearly always
+    inside the calendar window it asked for last: that one is kept per period
+    and zone and answered when it contains ``now`` (a calendar period's windows
+    tile time, so the one that contains a moment is its window). Otherwise the
+    window is memoised by moment (the simulator asks at the same few moments
+    again and again), and a calendar window by its local day.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    latest = _latest.get((period, tz))
+    if latest is not None and latest.start <= now < latest.end:
+        return latest
+    window = _window_at(period, now, tz)
+    if window.end is not None:
+        _latest[(period, tz)] = window
+    return window
+
+
+@lru_cache(maxsize=8192)
+def _window_at(period: str, now: datetime, tz: ZoneInfo) -> Window:
+    """:func:`period_window`, worked out (``now`` is aware)."""
     now = now.astimezone(UTC)
     if period == "lifetime":
         return _LIFETIME
