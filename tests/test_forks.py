@@ -80,7 +80,10 @@ def test_a_forked_childs_writer_writes_its_own_rows_not_its_parents(tmp_path):
     path = str(tmp_path / "site.sqlite")
     storage_db.open_site_db(path).close()
     log = eventlog.EventWriter(path)
-    log.add(ROW)  # the parent's writer thread has it, or soon will
+    log.add(ROW)
+    # Written before the fork, so the parent's writer thread is idle when it comes: a fork while that thread
+    # is inside SQLite (opening its connection, say) can leave SQLite's own mutex held in the child for good.
+    assert _wait_for_rows(path, 1) == ["v"]
 
     def child():
         log.add(("2026-12-03T17:00:01.000000+00:00", "article_view", None, "child", "a", "{}"))

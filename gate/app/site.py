@@ -31,8 +31,7 @@ def config() -> Config:
 
 def origin() -> str:
     """The public origin every absolute URL starts with: configuration, never the request."""
-    app = current_app._get_current_object()
-    return app.config.get("BASE_URL") or app.extensions["gate.config"].origin
+    return current_app._get_current_object().config.get("BASE_URL") or config().origin
 
 
 def absolute_url(endpoint: str, **values) -> str:
