@@ -843,7 +843,7 @@ def test_the_pages_and_the_unlock_read_no_attribute_through_flasks_proxies(reade
     """Gate's own code takes the request, session, ``g`` and app once, never each attribute through a proxy.
 
     On Python 3.11 every such read first fails as an ordinary attribute (see
-    gate.app.plumbing): about a microsecond each, a dozen a page before.
+    gate.app.plumbing): about a microsecond each, some twenty an unlock and thirty a page before.
     Flask's and Flask-Login's own reads are theirs.
     """
     reads = _proxy_reads(monkeypatch)
