@@ -187,7 +187,7 @@ def _spends(count: int) -> tuple[Spend, ...]:
 
 def test_the_band_allowance_replaces_the_limit_and_the_trace_says_why(cfg):
     rules = cfg.preset("dynamic")
-    decision = decide(rules, Viewer("anonymous", "visitor:v", signals=Signals()), Article("a"), NOW)
+    decision = decide(rules, Viewer("anonymous", "visitor:v", signals=Signals()), Article("a"), NOW, traced=True)
     assert (decision.access, decision.reason, decision.spend) == ("full", Reason.METER_AVAILABLE, True)
     meter = decision.meter.as_dict()
     assert (meter["score"], meter["band"], meter["allowance"], meter["limit"], meter["remaining"]) == (10, 1, 5, 5, 5)

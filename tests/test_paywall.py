@@ -217,8 +217,10 @@ def test_decision_table(config, preset, tier, cls, state):
     limit = LIMITS[preset][tier]
     assert decision.meter.resets_at == (DECEMBER if limit else None)
     assert decision.meter.period == ("month" if limit else None)
-    assert decision.trace and any(f"preset {preset}" in line for line in decision.trace)
-    assert decision.trace[-1].startswith(f"{access}: {reason}")
+    traced = decide(rules, viewer, article_for(preset, cls), NOW, traced=True)
+    assert decision.trace == () and replace(traced, trace=()) == decision  # the words change nothing decided
+    assert any(f"preset {preset}" in line for line in traced.trace)
+    assert traced.trace[-1].startswith(f"{access}: {reason}")
     if rules.tier(tier).mode == "choice":
         assert not decision.spend
     assert decision.as_dict()["meter"]["resets_at"] == (DECEMBER.isoformat() if limit else None)
@@ -342,7 +344,7 @@ def test_same_article_spent_twice_counts_once(config):
 def test_meter_resets_at_the_next_local_month_start(config, now, resets):
     rules = config.preset("wpr")
     assert rules.timezone == "America/New_York"
-    decision = decide(rules, Viewer("registered", "m"), article_for("wpr", "metered"), now)
+    decision = decide(rules, Viewer("registered", "m"), article_for("wpr", "metered"), now, traced=True)
     assert decision.meter.resets_at == resets
     assert any(resets.astimezone(NY).isoformat() in line for line in decision.trace)
 
@@ -361,7 +363,7 @@ def test_meter_resets_at_the_next_local_month_start(config, now, resets):
 def test_freemium_sections_override_the_article_class(config, section, own_class, access, reason):
     rules = config.preset("freemium")
     article = Article(SLUG, section, own_class)
-    decision = decide(rules, Viewer("registered", "m"), article, NOW)
+    decision = decide(rules, Viewer("registered", "m"), article, NOW, traced=True)
     assert (decision.access, decision.reason) == (access, reason)
     overridden = section in rules.sections and rules.sections[section] != own_class
     assert any(f"section {section} makes" in line for line in decision.trace) == overridden
@@ -393,7 +395,7 @@ def test_anonymous_is_offered_registration_only_when_it_helps(config, preset, of
 def test_trace_explains_the_decision(config):
     rules = config.preset("wpr")
     viewer = Viewer("registered", "m", spends_for("some", 3))
-    trace = decide(rules, viewer, article_for("wpr", "metered"), NOW).trace
+    trace = decide(rules, viewer, article_for("wpr", "metered"), NOW, traced=True).trace
     assert trace[:3] == ("tier registered", "preset wpr", "article is metered")
     assert any("meter 1 of 3 used" in line and "month:2026-11" in line for line in trace)
     assert trace[-1] == "teaser: meter_available, offer unlock"
@@ -581,7 +583,7 @@ def test_the_api_docs_name_every_reason_and_offer():
 ])
 def test_a_pass_grants_full_access_until_its_end_exactly(config, tier, cls, ends, reason):
     rules = config.preset("wpr")
-    decision = decide(rules, Viewer(tier, "m", pass_ends=ends), article_for("wpr", cls), NOW)
+    decision = decide(rules, Viewer(tier, "m", pass_ends=ends), article_for("wpr", cls), NOW, traced=True)
     assert decision.reason == reason
     assert ("pass_ends" in decision.as_dict()) == (reason == Reason.PASS)
     if reason == Reason.PASS:

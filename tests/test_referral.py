@@ -91,9 +91,26 @@ def test_social_opens_the_article_it_came_for_and_no_other(doors):
     came = decide(doors, viewer, Art("a"), START)
     assert came.reason == Reason.REFERRAL and came.access == "full" and not came.spend
     assert came.as_dict()["grant"] == {"kind": "referral", "referral": "social", "slug": "a"}
-    other = decide(doors, viewer, Art("b"), START)
+    other = decide(doors, viewer, Art("b"), START, traced=True)
     assert other.reason == Reason.METER_AVAILABLE and other.spend  # the normal meter, and it counts
     assert "another article" in " ".join(other.trace)
+
+
+def trace(rules, viewer, slug) -> tuple[str, ...]:
+    """The decision's steps in words for ``viewer`` on the metered article ``slug`` at START."""
+    return decide(rules, viewer, Art(slug), START, traced=True).trace
+
+
+@pytest.mark.parametrize("kind, preset, line", [
+    ("social", "side-doors", "social arrival reads the article it came for"),
+    ("newsletter", "side-doors", "newsletter arrival reads the article it came for"),
+    ("social", "wpr", "social arrival, but this preset opens no social side door"),
+    ("search", "wpr", "search arrival, but this preset opens no search side door for this reader"),
+])
+def test_the_trace_says_why_a_side_door_opened_or_not(kind, preset, line):
+    viewer = Viewer("anonymous", "visitor:v", referral=kind, arrival="a")
+    assert line in trace(Config().preset(preset), viewer, "a")
+    assert decide(Config().preset(preset), viewer, Art("a"), START).trace == ()  # words only when asked
 
 
 def test_the_search_allowance_is_per_day_and_wider_once_registered(doors):
@@ -105,8 +122,12 @@ def test_the_search_allowance_is_per_day_and_wider_once_registered(doors):
         assert spent and decision.reason == Reason.REFERRAL and decision.as_dict()["grant"]["left_today"] == 4 - n
     sixth = Viewer("anonymous", "visitor:v", referral="search", arrival="s5", search_spends=store.spends(day))
     assert decide(doors, sixth, Art("s5"), START).reason == Reason.METER_AVAILABLE  # the meter applies
+    assert "search arrival: 5 of 5 search reads used today, so the meter applies" in trace(doors, sixth, "s5")
     again = replace(sixth, arrival="s0")
     assert decide(doors, again, Art("s0"), START).reason == Reason.REFERRAL  # re-reading today is free
+    assert "search arrival: 5 of 5 search reads used today, re-reading this one is free" in trace(doors, again, "s0")
+    first = replace(sixth, search_spends=())
+    assert "search arrival: 0 of 5 search reads used today, this one counts (not the meter)" in trace(doors, first, "s5")
     assert decide(doors, sixth, Art("s5"), START + timedelta(days=1)).reason == Reason.REFERRAL  # a new day
     registered = replace(sixth, tier="registered")  # Extended Access: two more a day once registered
     assert decide(doors, registered, Art("s5"), START).reason == Reason.REFERRAL

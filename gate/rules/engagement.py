@@ -204,7 +204,7 @@ class Score:
     total: int
     parts: tuple[Part, ...]
 
-    def describe(self) -> str:
+    def __str__(self) -> str:
         """The score in one line, for the trace: ``engagement 42 (visits 12, recency 14, ...)``."""
         return f"engagement {self.total} (" + ", ".join(f"{p.signal} {p.points}" for p in self.parts) + ")"
 

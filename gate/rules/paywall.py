@@ -403,6 +403,7 @@ class Decision:
     tier: Tier
     access_class: AccessClass
     spend: bool = False
+    #: The steps in words, when decide() was asked for them (``traced``), else empty.
     trace: tuple[str, ...] = field(default=())
     #: With reason ``pass``: when the pass that grants this access ends.
     pass_ends: datetime | None = None
@@ -474,12 +475,6 @@ def rule_for(rules: Rules, tier: str, meter: Meter) -> TierRule:
     return rule if meter.allowance is None else _with_allowance(rule, meter.allowance)
 
 
-def _band_note(rules: Rules, meter: Meter) -> str:
-    """The trace's line for a dynamic meter: ``engagement 42 (visits 12, ...) → band ≤ 70: 3 free``."""
-    label = rules.dynamic.label(meter.band)
-    return f"{meter.score.describe()} → band {label}: {meter.allowance} free"
-
-
 def _unlocked(rule: TierRule, viewer: Viewer, slug: str, now: datetime, tz: ZoneInfo) -> bool:
     """Whether the viewer already holds this article under the current rule."""
     mine = [s for s in viewer.spends if s.slug == slug]
@@ -504,105 +499,142 @@ def pass_covers(viewer: Viewer, now: datetime) -> bool:
     return viewer.pass_ends is not None and now < viewer.pass_ends
 
 
-def _side_door(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime,
-               rule: TierRule) -> tuple[ReferralGrant | None, bool, str | None]:
-    """The side door this arrival opens on this article (and whether it spends a search read), and why or why not."""
+class _Trace:
+    """A decision's steps in words, written only when asked for.
+
+    Only the explain drawer reads them; the pages, the unlock and the simulator
+    decide on every view and would format lines nobody reads.
+    """
+
+    __slots__ = ("lines", "tz")
+
+    def __init__(self, written: bool, tz: ZoneInfo) -> None:
+        self.lines: list[str] | None = [] if written else None
+        self.tz = tz
+
+    def add(self, template: str, *args) -> None:
+        """One step: ``template`` filled with ``args``, a moment shown in the site's zone."""
+        if self.lines is not None:
+            self.lines.append(template.format(*(_local(arg, self.tz) if isinstance(arg, datetime) else arg
+                                                for arg in args)))
+
+    def written(self) -> tuple[str, ...]:
+        """The lines, or none when the trace was not asked for."""
+        return tuple(self.lines or ())
+
+
+def _side_door(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime, rule: TierRule,
+               trace: _Trace) -> tuple[ReferralGrant | None, bool]:
+    """The side door this arrival opens on this article (and whether it spends a search read); the trace says why."""
     doors, kind = rules.referral, viewer.referral
     if kind == "direct":
-        return None, False, None
+        return None, False
     if viewer.arrival != article.slug:
-        return None, False, f"{kind} arrival was for another article: the side door opens only that one"
+        trace.add("{} arrival was for another article: the side door opens only that one", kind)
+        return None, False
     if rule.metered and _unlocked(rule, viewer, article.slug, now, rules.tz):
-        return None, False, None  # already theirs on the meter: re-reading costs nothing either way
+        return None, False  # already theirs on the meter: re-reading costs nothing either way
     if kind in ("social", "newsletter"):
         if getattr(doors, kind):
-            return ReferralGrant(kind, article.slug), False, f"{kind} arrival reads the article it came for"
-        return None, False, f"{kind} arrival, but this preset opens no {kind} side door"
+            trace.add("{} arrival reads the article it came for", kind)
+            return ReferralGrant(kind, article.slug), False
+        trace.add("{0} arrival, but this preset opens no {0} side door", kind)
+        return None, False
     allowance = doors.search_allowance(viewer.tier)
     if not allowance:
-        return None, False, "search arrival, but this preset opens no search side door for this reader"
+        trace.add("search arrival, but this preset opens no search side door for this reader")
+        return None, False
     window = periods.period_window("day", now, rules.tz)
     today = {spend.slug for spend in viewer.search_spends if window.contains(spend.at)}
     fresh = article.slug not in today
     if fresh and len(today) >= allowance:
-        return None, False, f"search arrival: {len(today)} of {allowance} search reads used today, so the meter applies"
-    grant = ReferralGrant("search", article.slug, allowance, len(today), window.key)
-    note = f"search arrival: {len(today)} of {allowance} search reads used today" + (
-        ", this one counts (not the meter)" if fresh else ", re-reading this one is free")
-    return grant, fresh, note
+        trace.add("search arrival: {} of {} search reads used today, so the meter applies", len(today), allowance)
+        return None, False
+    trace.add("search arrival: {} of {} search reads used today, " + (
+        "this one counts (not the meter)" if fresh else "re-reading this one is free"), len(today), allowance)
+    return ReferralGrant("search", article.slug, allowance, len(today), window.key), fresh
 
 
-def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime) -> Decision:
-    """Decide what this viewer may read of this article now, and what to offer."""
+def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime, traced: bool = False) -> Decision:
+    """Decide what this viewer may read of this article now, and what to offer.
+
+    ``traced`` also writes the steps in words (``Decision.trace``), for the
+    explain drawer; the decision itself is the same either way.
+    """
     cls = rules.access_class(article)
     meter = meter_for(rules, viewer, now)
     rule = rule_for(rules, viewer.tier, meter)
-    trace = [f"tier {viewer.tier}", f"preset {rules.name}"]
+    trace = _Trace(traced, rules.tz)
+    trace.add("tier {}", viewer.tier)
+    trace.add("preset {}", rules.name)
     if cls != article.access_class:
-        trace.append(f"section {article.section} makes the article {cls}")
+        trace.add("section {} makes the article {}", article.section, cls)
     else:
-        trace.append(f"article is {cls}")
+        trace.add("article is {}", cls)
 
-    def verdict(access: Access, reason: Reason, offer: Offer | None = None, spend=False, note=None):
-        if note:
-            trace.append(note)
-        trace.append(f"{access}: {reason}" + (f", offer {offer}" if offer else ""))
-        return Decision(access, reason, offer, meter, viewer.tier, cls, spend, tuple(trace))
+    def verdict(access: Access, reason: Reason, offer: Offer | None = None, spend=False):
+        trace.add("{}: {}, offer {}" if offer else "{}: {}", access, reason, offer)
+        return Decision(access, reason, offer, meter, viewer.tier, cls, spend, trace.written())
 
     upsell = Offer.REGISTER if _registration_helps(rules, viewer) else Offer.SUBSCRIBE
     if viewer.tier == "subscriber":
         return verdict("full", Reason.SUBSCRIBER)
     # --- group licences: an active member of a running licence reads everything, premium too
-    if viewer.licence is not None and viewer.licence.covers(now):
-        note = f"licensed by {viewer.licence.org} ({viewer.licence.seats} seats)" + (
-            f" until {viewer.licence.until.astimezone(rules.tz).isoformat()}" if viewer.licence.until else "")
-        return replace(verdict("full", Reason.LICENSED, note=note), licence=viewer.licence)
+    licence = viewer.licence
+    if licence is not None and licence.covers(now):
+        trace.add("licensed by {} ({} seats) until {}" if licence.until else "licensed by {} ({} seats)",
+                  licence.org, licence.seats, licence.until)
+        return replace(verdict("full", Reason.LICENSED), licence=licence)
     # --- end of group licences
     if pass_covers(viewer, now):  # a pass is full access, premium articles too, until its end exactly
-        note = f"pass until {viewer.pass_ends.astimezone(rules.tz).isoformat()}"
-        return replace(verdict("full", Reason.PASS, note=note), pass_ends=viewer.pass_ends)
+        trace.add("pass until {}", viewer.pass_ends)
+        return replace(verdict("full", Reason.PASS), pass_ends=viewer.pass_ends)
     # --- grants for this article: a gift link this device opened, until it expires -----------
     gift = next((grant for grant in viewer.gifts if grant.live(article.slug, now)), None)
     if gift is not None:
-        note = f"gift link {gift.link_id} from {gift.giver}, until {gift.expires_at.astimezone(rules.tz).isoformat()}"
-        return replace(verdict("full", Reason.GIFT, note=note), grant=gift)
+        trace.add("gift link {} from {}, until {}", gift.link_id, gift.giver, gift.expires_at)
+        return replace(verdict("full", Reason.GIFT), grant=gift)
     # --- end of grants ------------------------------------------------------------------------
     if cls == "free":
         return verdict("full", Reason.FREE_ARTICLE)
     if cls == "premium":
-        return verdict("teaser", Reason.PREMIUM_ONLY, Offer.SUBSCRIBE, note="premium articles need a subscription")
+        trace.add("premium articles need a subscription")
+        return verdict("teaser", Reason.PREMIUM_ONLY, Offer.SUBSCRIBE)
     proof_note = "the meter opens once the reader confirms their address"
     if rule.unlimited and _awaits_proof(rule, viewer):
-        return verdict("teaser", Reason.VERIFICATION_REQUIRED, Offer.VERIFY, note=proof_note)
+        trace.add(proof_note)
+        return verdict("teaser", Reason.VERIFICATION_REQUIRED, Offer.VERIFY)
     if rule.unlimited:
-        return verdict("full", Reason.TIER_UNLIMITED, note=f"{viewer.tier} readers have no limit")
+        trace.add("{} readers have no limit", viewer.tier)
+        return verdict("full", Reason.TIER_UNLIMITED)
     # --- referral side doors (issue 17): the article a search, social or newsletter arrival came for
-    door, spend, door_note = _side_door(rules, viewer, article, now, rule)
+    door, spend = _side_door(rules, viewer, article, now, rule, trace)
     if door is not None:
-        return replace(verdict("full", Reason.REFERRAL, spend=spend, note=door_note), referral=door)
-    if door_note:
-        trace.append(door_note)
+        return replace(verdict("full", Reason.REFERRAL, spend=spend), referral=door)
     # --- end of referral side doors
     if rule.limit == 0 and meter.allowance is None:
         reason = Reason.REGISTRATION_REQUIRED if upsell == Offer.REGISTER else Reason.SUBSCRIBERS_ONLY
-        return verdict("teaser", reason, upsell, note=f"{viewer.tier} readers get a teaser only")
+        trace.add("{} readers get a teaser only", viewer.tier)
+        return verdict("teaser", reason, upsell)
     if meter.allowance is not None:
-        trace.append(_band_note(rules, meter))
+        trace.add("{} → band {}: {} free", meter.score, rules.dynamic.label(meter.band), meter.allowance)
         if rules.dynamic.bands[meter.band - 1].offer == "subscribe":
             upsell = Offer.SUBSCRIBE  # this band's readers are asked to pay, not to sign up
-    window_note = (
-        f"meter {meter.used} of {meter.limit} used, {rule.period} window {meter.window_key}"
-        + (f", resets {meter.resets_at.astimezone(rules.tz).isoformat()}" if meter.resets_at else "")
-    )
-    trace.append(window_note)
+    trace.add("meter {} of {} used, {} window {}, resets {}" if meter.resets_at
+              else "meter {} of {} used, {} window {}",
+              meter.used, meter.limit, rule.period, meter.window_key, meter.resets_at)
     if _unlocked(rule, viewer, article.slug, now, rules.tz):
-        return verdict("full", Reason.ALREADY_UNLOCKED, note="re-reading costs nothing")
+        trace.add("re-reading costs nothing")
+        return verdict("full", Reason.ALREADY_UNLOCKED)
     if meter.remaining and _awaits_proof(rule, viewer):
-        return verdict("teaser", Reason.VERIFICATION_REQUIRED, Offer.VERIFY, note=proof_note)
+        trace.add(proof_note)
+        return verdict("teaser", Reason.VERIFICATION_REQUIRED, Offer.VERIFY)
     if meter.remaining:
         if rule.mode == "auto":
-            return verdict("full", Reason.METER_AVAILABLE, spend=True, note="auto mode: this view counts")
-        return verdict("teaser", Reason.METER_AVAILABLE, Offer.UNLOCK, note="choice mode: the reader may unlock")
+            trace.add("auto mode: this view counts")
+            return verdict("full", Reason.METER_AVAILABLE, spend=True)
+        trace.add("choice mode: the reader may unlock")
+        return verdict("teaser", Reason.METER_AVAILABLE, Offer.UNLOCK)
     return verdict("teaser", Reason.METER_EXHAUSTED, upsell)
 
 
@@ -676,9 +708,10 @@ def explain(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime,
 
     ``viewer`` is the viewer before this request; ``after`` is the decision
     served (after an auto-mode spend), so counts before and after both show;
-    ``before`` is the decision already made for ``viewer``, so it is not made twice.
+    ``before`` is the decision already made for ``viewer`` with its trace
+    (``decide(..., traced=True)``), so it is not made twice.
     """
-    before = before or decide(rules, viewer, article, now)
+    before = before or decide(rules, viewer, article, now, traced=True)
     served = after or before
     rule = rule_for(rules, viewer.tier, before.meter)
     window = None

@@ -202,9 +202,7 @@ def unlock(
                                **first.meter.grant)
     decision = paywall.decide(rules, replace(viewer, spends=after), article, now)
     if spent:  # full access, granted by this spend: keep its reason, show the new meter
-        note = f"spent one: {decision.meter.used} of {decision.meter.limit} used now"
-        decision = replace(first, access="full", offer=None, spend=False, meter=decision.meter,
-                           trace=first.trace + (note,))
+        decision = replace(first, access="full", offer=None, spend=False, meter=decision.meter)
     return decision, spent
 
 

@@ -65,15 +65,16 @@ def _spend(article: Article, how: str, first: Decision | None = None) -> tuple[D
     return decision, spent
 
 
-def read(article: Article) -> tuple[Decision, Decision]:
+def read(article: Article, traced: bool = False) -> tuple[Decision, Decision]:
     """Decide what the viewer sees, spend quota in auto mode, and record the view.
 
     Returns the decision before any spend and the one served (the same one
-    unless this view spent): the explain drawer shows both.
+    unless this view spent): the explain drawer shows both, and asks for
+    the first with its trace (``traced``).
     """
     state = current()
     rules, now, viewer = state.rules, state.now, state.viewer
-    before = decision = paywall.decide(rules, viewer, article, now)
+    before = decision = paywall.decide(rules, viewer, article, now, traced)
     if request._get_current_object().method == "HEAD":  # headers only: not a read, so no spend and no events
         return before, decision
     if decision.spend:
@@ -164,7 +165,7 @@ def show(slug: str, explained: bool = False) -> Shown:
     """
     article = published(slug)
     viewer_before = current().viewer_before
-    before, decision = read(article)
+    before, decision = read(article, traced=explained)
     return shown(article, decision, explain(article, viewer_before, before, decision) if explained else None)
 
 
