@@ -541,6 +541,22 @@ def test_decide_speaks_only_the_shared_vocabulary(config):
     assert offers == {*Offer, None}
 
 
+@pytest.mark.parametrize("viewer, cls, line", [
+    (Viewer("registered", "m", licence=paywall.Licence("Riverside University", 25, datetime(2027, 1, 1, 5, tzinfo=UTC))),
+     "premium", "licensed by Riverside University (25 seats) until 2027-01-01T00:00:00-05:00"),
+    (Viewer("registered", "m", licence=paywall.Licence("Riverside University", 25)), "metered",
+     "licensed by Riverside University (25 seats)"),
+    (Viewer("anonymous", "v", gifts=(paywall.GiftGrant(SLUG, 7, "a***@example.org", datetime(2026, 12, 1, 17, tzinfo=UTC),
+                                                       3),)),
+     "premium", "gift link 7 from a***@example.org, until 2026-12-01T12:00:00-05:00"),
+    (Viewer("registered", "m"), "premium", "premium articles need a subscription"),
+])
+def test_the_trace_names_what_opened_the_article_with_its_end_in_the_sites_zone(config, viewer, cls, line):
+    rules = config.preset("wpr")
+    assert line in decide(rules, viewer, article_for("wpr", cls), NOW, traced=True).trace
+    assert decide(rules, viewer, article_for("wpr", cls), NOW).trace == ()
+
+
 def template_codes() -> dict[str, set]:
     """Every literal a template compares ``decision.<field>`` with, by field."""
     from jinja2 import Environment, nodes
