@@ -108,9 +108,9 @@ def trace(rules, viewer, slug) -> tuple[str, ...]:
     ("search", "wpr", "search arrival, but this preset opens no search side door for this reader"),
 ])
 def test_the_trace_says_why_a_side_door_opened_or_not(kind, preset, line):
-    viewer = Viewer("anonymous", "visitor:v", referral=kind, arrival="a")
-    assert line in trace(Config().preset(preset), viewer, "a")
-    assert decide(Config().preset(preset), viewer, Art("a"), START).trace == ()  # words only when asked
+    rules, viewer = Config().preset(preset), Viewer("anonymous", "visitor:v", referral=kind, arrival="a")
+    assert line in trace(rules, viewer, "a")
+    assert decide(rules, viewer, Art("a"), START).trace == ()  # words only when asked
 
 
 def test_the_search_allowance_is_per_day_and_wider_once_registered(doors):

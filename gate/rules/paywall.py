@@ -512,6 +512,11 @@ class _Trace:
         self.lines: list[str] | None = [] if written else None
         self.tz = tz
 
+    @property
+    def asked(self) -> bool:
+        """Whether the words were asked for (a step whose arguments cost work to find checks first)."""
+        return self.lines is not None
+
     def add(self, template: str, *args) -> None:
         """One step: ``template`` filled with ``args``, a moment shown in the site's zone."""
         if self.lines is not None:
@@ -573,7 +578,7 @@ def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime, tr
         trace.add("article is {}", cls)
 
     def verdict(access: Access, reason: Reason, offer: Offer | None = None, spend=False):
-        trace.add("{}: {}, offer {}" if offer else "{}: {}", access, reason, offer)
+        trace.add("{}: {}" + (", offer {}" if offer else ""), access, reason, offer)
         return Decision(access, reason, offer, meter, viewer.tier, cls, spend, trace.written())
 
     upsell = Offer.REGISTER if _registration_helps(rules, viewer) else Offer.SUBSCRIBE
@@ -582,7 +587,7 @@ def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime, tr
     # --- group licences: an active member of a running licence reads everything, premium too
     licence = viewer.licence
     if licence is not None and licence.covers(now):
-        trace.add("licensed by {} ({} seats) until {}" if licence.until else "licensed by {} ({} seats)",
+        trace.add("licensed by {} ({} seats)" + (" until {}" if licence.until else ""),
                   licence.org, licence.seats, licence.until)
         return replace(verdict("full", Reason.LICENSED), licence=licence)
     # --- end of group licences
@@ -617,11 +622,11 @@ def decide(rules: Rules, viewer: Viewer, article: ArticleLike, now: datetime, tr
         trace.add("{} readers get a teaser only", viewer.tier)
         return verdict("teaser", reason, upsell)
     if meter.allowance is not None:
-        trace.add("{} → band {}: {} free", meter.score, rules.dynamic.label(meter.band), meter.allowance)
+        if trace.asked:  # the band's label is worked out for the words alone
+            trace.add("{} → band {}: {} free", meter.score, rules.dynamic.label(meter.band), meter.allowance)
         if rules.dynamic.bands[meter.band - 1].offer == "subscribe":
             upsell = Offer.SUBSCRIBE  # this band's readers are asked to pay, not to sign up
-    trace.add("meter {} of {} used, {} window {}, resets {}" if meter.resets_at
-              else "meter {} of {} used, {} window {}",
+    trace.add("meter {} of {} used, {} window {}" + (", resets {}" if meter.resets_at else ""),
               meter.used, meter.limit, rule.period, meter.window_key, meter.resets_at)
     if _unlocked(rule, viewer, article.slug, now, rules.tz):
         trace.add("re-reading costs nothing")
