@@ -119,7 +119,7 @@ def bench_pages(n: int, rounds: int) -> list[dict]:
         clients, tokens = httpbench.client_sessions(app, site)
         replay = app.test_client(use_cookies=False)
         bare_app = httpbench.bare_app(str(site["bare_database"]), key)
-        bare = bare_app.test_client()
+        bare = bare_app.test_client(use_cookies=False)  # no cookie jar on either side (see above)
         measured = [s for s in httpbench.scenarios(site["page"], site["unlocked"]) if s.target]
         calls = {}
         for scenario in measured:

@@ -524,6 +524,23 @@ def test_a_session_replayed_from_another_browser_is_no_longer_fresh(reader, clie
         assert kept["_fresh"] is False  # flask-login's session protection, as before
 
 
+def test_a_kept_read_builds_its_reader_once_for_each_access_it_is_asked_with():
+    fields = {"id": 7, "email": "kept@example.com", "password_hash": "x", "is_admin": 0,
+              "created_at": to_iso(START)}
+    read = subscriptions.KeptReader(3, fields, None, None, ())
+    plain = {"is_subscriber": False, "grace_ends": None}
+    first = read.reader("token-a", plain)
+    assert read.reader("token-a", dict(plain)) is first and first.session_token == "token-a"
+    paying = read.reader("token-a", {"is_subscriber": True, "grace_ends": None})
+    assert paying.is_subscriber and not first.is_subscriber and paying is not first
+    assert read.reader("token-b", plain).session_token == "token-b"
+    for grace in range(subscriptions.BUILT_PER_READ + 1):  # bounded however many it meets
+        read.reader("token-a", {"is_subscriber": True, "grace_ends": START + timedelta(days=grace)})
+    assert len(read.built) <= subscriptions.BUILT_PER_READ
+    seen = dataclasses.replace(read, seen_at=to_iso(START))
+    assert seen.built == {} and seen.reader("token-a", plain).seen_at == START
+
+
 # --- the verified-cookie memory, without a site ---------------------------------------------
 
 
@@ -552,6 +569,25 @@ def test_the_memory_is_bounded():
     for name in ("a", "b", "c"):
         cookies.remember(name, {}, time.time())
     assert cookies.recall("a", 3600) is None and cookies.recall("c", 3600) == {}
+
+
+@BOTH_ENGINES
+def test_a_cookie_header_seen_before_is_neither_parsed_nor_verified_again(app, reader, client, monkeypatch):
+    import werkzeug.sansio.request
+
+    reader.signup("header@example.com")
+    client.get("/")  # shows the welcome (a session holding a message is never kept)
+    assert reader.meter()["tier"] == "registered"
+    parsed, loaded = [], []
+    parse = werkzeug.sansio.request.parse_cookie
+    monkeypatch.setattr(werkzeug.sansio.request, "parse_cookie", lambda *a, **k: parsed.append(1) or parse(*a, **k))
+    serializer = app.session_interface.get_signing_serializer(app)
+    loads = serializer.loads
+    monkeypatch.setattr(serializer, "loads", lambda *a, **k: loaded.append(1) or loads(*a, **k))
+    assert reader.meter()["tier"] == "registered" and (parsed, loaded) == ([], [])
+    client.set_cookie("another", "1", domain=app.config["SERVER_NAME"])  # the same session in another header
+    assert reader.meter()["tier"] == "registered" and (len(parsed), len(loaded)) == (1, 1)
+    assert reader.meter()["tier"] == "registered" and (len(parsed), len(loaded)) == (1, 1)
 
 
 @BOTH_ENGINES
@@ -764,6 +800,10 @@ def _recording_site(cls):
     part.after_request(hook("part after 1"))
     part.after_request(hook("part after 2"))
     part.context_processor(lambda: ran.append("part context") or {"mine": "the blueprint's", "shared": "part"})
+    part.teardown_request(hook("part teardown 1"))
+    part.teardown_request(hook("part teardown 2"))
+    app.teardown_request(hook("app teardown 1"))
+    app.teardown_request(hook("app teardown 2"))
     app.before_request(hook("app before 1"))
     app.before_request(lambda: "refused by a hook" if request.path == "/refused" else None)
     app.after_request(hook("app after 1"))
@@ -790,7 +830,8 @@ def test_hooks_and_context_processors_run_in_flasks_order_and_a_hooks_answer_end
     assert answers == ["passed to the render part"] * 2 and refused == "refused by a hook"
     assert ran[:ran.index("view")] == ["app before 1", "part before 1", "part before 2"]
     last = len(ran) - 1 - ran[::-1].index("app before 1")  # the refused request's hooks
-    assert ran[last:] == ["app before 1", "part after 2", "part after 1", "app after 2", "app after 1"]
+    assert ran[last:] == ["app before 1", "part after 2", "part after 1", "app after 2", "app after 1",
+                          "part teardown 2", "part teardown 1", "app teardown 2", "app teardown 1"]
 
 
 def test_an_unchanged_session_only_varies_the_answer_and_a_changed_one_is_written(app, client):

@@ -5,9 +5,9 @@ each template context processor, the view itself) whether it is an
 ``async def``, on every call: about twenty questions a page, always with the
 same answers. :class:`Site` asks once per function.
 
-Flask also works out, on every request, which before- and after-request
-hooks and which template context processors apply to the request's
-blueprint, walking its names each time. Hooks cannot be added once the site
+Flask also works out, on every request, which before-, after- and
+teardown-request hooks and which template context processors apply to the
+request's blueprint, walking its names each time. Hooks cannot be added once the site
 has served its first request (Flask refuses), so :class:`Site` works each
 blueprint's lists out once, on its first request, and calls them in Flask's order.
 
@@ -31,6 +31,7 @@ from itertools import chain
 
 from flask import Flask, Response, has_request_context, request
 from flask.globals import request_ctx
+from flask.signals import request_tearing_down
 from flask.templating import _default_template_ctx_processor
 
 #: ``Vary: Cookie`` as :func:`leaving_headers` keeps it.
@@ -69,6 +70,9 @@ def leaving_headers(pairs) -> tuple:
     return tuple((name.lower(), name, value) for name, value in pairs)
 
 
+#: Said for a teardown called without the request's error: Flask's own code looks it up (``sys.exc_info``).
+_FROM_SYS = object()
+
 #: Functions whose answer :class:`Site` keeps: the site's hooks and views are far fewer. A function made
 #: afresh for each request (``after_this_request``) would otherwise be kept for ever.
 KEEP_SYNCED = 1024
@@ -98,7 +102,7 @@ class Site(Flask):
             return super().ensure_sync(func)
 
     def _hooks_of(self, asked) -> tuple | None:
-        """The request's blueprint's (before hooks, after hooks, context processors), in Flask's order.
+        """The request's blueprint's (before hooks, after hooks, context processors, teardown hooks), in Flask's order.
 
         None when a URL value preprocessor applies (gate has none): Flask's own
         code handles that request.
@@ -117,6 +121,8 @@ class Site(Flask):
             tuple(self.ensure_sync(func) for name in chain(names, (None,))
                   for func in reversed(self.after_request_funcs.get(name, ()))),
             tuple(self.ensure_sync(func) for name in before for func in self.template_context_processors.get(name, ())),
+            tuple(self.ensure_sync(func) for name in chain(names, (None,))
+                  for func in reversed(self.teardown_request_funcs.get(name, ()))),
         )
         if self._got_first_request:  # hooks are fixed from now on (Flask refuses new ones)
             self._hooks[blueprint] = hooks
@@ -146,6 +152,20 @@ class Site(Flask):
         if not self.session_interface.is_null_session(ctx._session):
             self.session_interface.save_session(self, ctx._session, response)
         return response
+
+    def do_teardown_request(self, exc=_FROM_SYS) -> None:
+        """Flask's teardown-request hooks (the blueprint's, then the app's), then its ``request_tearing_down`` signal.
+
+        The request context hands over the request's error (None without one);
+        called without it, Flask's own code finds it, as Flask does.
+        """
+        hooks = self._hooks_of(request_ctx._get_current_object().request) if exc is not _FROM_SYS else None
+        if hooks is None:
+            return super().do_teardown_request() if exc is _FROM_SYS else super().do_teardown_request(exc)
+        for hook in hooks[3]:
+            hook(exc)
+        request_tearing_down.send(self, _async_wrapper=self.ensure_sync, exc=exc)
+        return None
 
     def update_template_context(self, context: dict) -> None:
         """Flask's: every context processor's values, the values passed to the render taking precedence."""

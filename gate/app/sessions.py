@@ -1,11 +1,12 @@
 """Flask's signed-cookie sessions, with each cookie's signature checked once per process.
 
 A reader's browser sends the same session cookie on every page until the
-site changes it. Flask verifies it every time: it derives the signing key,
-checks the HMAC, base64-decodes, inflates and parses the JSON. Here a cookie
-that verified once is remembered (per secret key, in a bounded LRU) with
-what it held and when it was signed, so the next request with the same bytes
-skips all of that. Nothing else changes: a changed, forged or expired cookie
+site changes it. Flask parses the ``Cookie`` header and verifies the cookie
+every time: it derives the signing key, checks the HMAC, base64-decodes,
+inflates and parses the JSON. Here a cookie that verified once is
+remembered (per secret key, in a bounded LRU, by the whole ``Cookie``
+header it came in) with what it held and when it was signed, so the next
+request with the same header skips all of that. Nothing else changes: a changed, forged or expired cookie
 is checked exactly as Flask checks it, the session expires on the same
 ``PERMANENT_SESSION_LIFETIME``, and a session holding anything but plain
 values (a list of flashed messages) is never kept, so no request can change
@@ -72,14 +73,23 @@ class SessionInterface(SecureCookieSessionInterface):
         return self.serializers[keys]
 
     def open_session(self, app, request):
+        """The session its cookie holds, recalled by the request's whole ``Cookie`` header when seen before.
+
+        The same header holds the same session cookie, so a browser's next
+        request skips parsing the header as well as verifying the cookie.
+        """
         serializer = self.get_signing_serializer(app)
-        value = request.cookies.get(self.get_cookie_name(app))
-        if serializer is None or not value:
+        header = request.environ.get("HTTP_COOKIE")
+        if serializer is None or not header:
             return super().open_session(app, request)
+        name = self.get_cookie_name(app)
         max_age = int(app.permanent_session_lifetime.total_seconds())
-        key = (app.secret_key, value)
+        key = (app.secret_key, name, header)
         data = self.verified.recall(key, max_age)
         if data is None:
+            value = request.cookies.get(name)
+            if not value:
+                return self.session_class()
             try:
                 data, signed_at = serializer.loads(value, max_age=max_age, return_timestamp=True)
             except BadSignature:

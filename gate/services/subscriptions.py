@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from gate.rules import billing
@@ -164,6 +164,24 @@ class KeptReader:
     spends: tuple
     #: The device's last-seen time as read, or as this process last wrote it (ISO text; None: never).
     seen_at: str | None = None
+    #: The readers built from it, by (token, is_subscriber, grace_ends): a page builds one only when the access
+    #: it works out for its moment is new (a ``replace`` of this read starts none).
+    built: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def reader(self, token: str, access: dict) -> accounts.Reader:
+        """The reader as read, with this device's token and the ``access`` worked out for now (frozen: shared)."""
+        key = (token, access["is_subscriber"], access["grace_ends"])
+        found = self.built.get(key)
+        if found is None:
+            if len(self.built) >= BUILT_PER_READ:
+                self.built.clear()
+            fields = {**self.fields, "session_token": token, "seen_at": self.seen_at}
+            found = self.built[key] = accounts.Reader.from_row(fields, **access)
+        return found
+
+
+#: Readers built from one read, at most (one per access a device's pages have seen since it was read).
+BUILT_PER_READ = 4
 
 
 #: The readers this process read, by session token (one per signed-in device), until past this many.
@@ -238,9 +256,7 @@ def settled(db, cfg, token: str, found: list[dict], now: datetime) -> tuple[acco
     if kept is None:
         return None, None
     sub = _settle(db, cfg, kept.fields["id"], now, kept.sub)[0]
-    fields = {**kept.fields, "session_token": token, "seen_at": kept.seen_at}
-    reader = accounts.Reader.from_row(fields, **_access(cfg, kept.comp_until, now, sub))  # built once, access and all
-    return reader, kept.spends
+    return kept.reader(token, _access(cfg, kept.comp_until, now, sub)), kept.spends
 
 
 def _kept_read(db, token: str, row: dict) -> KeptReader | None:
