@@ -295,21 +295,22 @@ class RequestState:
         """The current viewer with the spends of their meter."""
         user = account()
         verified = not user.is_authenticated or user.email_verified_at is not None
+        porous, store = self.porous, self.viewer_quota
         if user.is_authenticated:
             tier, key = user.tier, user.meter_key
-        elif self.porous:
+        elif porous:
             tier, key = "anonymous", POROUS_KEY
         else:
             tier, key = "anonymous", f"visitor:{self._visitor()}"
         # A tier without a meter (a subscriber, a teaser-only visitor) has no spends that decide would read.
         if not self.rules.meters(tier):
             spends = ()
-        elif key in self.read_with_reader and not self.porous:
+        elif key in self.read_with_reader and not porous:
             spends = self.read_with_reader[key]
         else:
-            spends = self.viewer_quota.spends(key)
+            spends = store.spends(key)
         kind, slug = self.arrival
-        search = () if kind != "search" else self.viewer_quota.spends(referral.search_meter(key))
+        search = () if kind != "search" else store.spends(referral.search_meter(key))
         signals = self._signals(tier, key, kind)
         return Viewer(tier, key, spends, verified, user.pass_until if user.is_authenticated else None,
                       licence=self.licence_of(user), referral=kind, arrival=slug, search_spends=search,

@@ -370,8 +370,8 @@ def _refreshed(cfg, reader: accounts.Reader, now: datetime, sub: Subscription | 
 
 def _access(cfg, comp_until: datetime | None, now: datetime, sub: Subscription | None) -> dict:
     """A reader's access now (the Reader fields), from their complimentary grant and settled subscription."""
-    access = accounts.comp_covers(comp_until, now) or billing.has_access(sub, policy(cfg), now)
-    return {"is_subscriber": access, "grace_ends": grace_end(cfg, sub)}
+    access = accounts.comp_covers(comp_until, now) or (sub is not None and billing.has_access(sub, policy(cfg), now))
+    return {"is_subscriber": access, "grace_ends": grace_end(cfg, sub)}  # without a subscription, no policy to read
 
 
 def checkout(db, cfg, reader_id: int, plan_id: str, card: billing.Card, card_number: str,
