@@ -546,10 +546,11 @@ def test_a_kept_read_builds_its_reader_once_for_each_access_it_is_asked_with():
 
 def test_a_verified_cookie_is_recalled_as_a_copy():
     cookies = VerifiedCookies()
-    cookies.remember("k", {"visitor": "v1"}, time.time())
-    held = cookies.recall("k", 3600)
+    parsed = {"session": "signed", "other": "1"}
+    cookies.remember("k", {"visitor": "v1"}, time.time(), parsed)
+    held, also = cookies.recall("k", 3600)
     held["visitor"] = "changed"
-    assert cookies.recall("k", 3600) == {"visitor": "v1"}
+    assert cookies.recall("k", 3600) == ({"visitor": "v1"}, parsed) and also is parsed
 
 
 def test_an_expired_or_unknown_cookie_is_not_recalled():
@@ -568,12 +569,16 @@ def test_the_memory_is_bounded():
     cookies = VerifiedCookies(keep=2)
     for name in ("a", "b", "c"):
         cookies.remember(name, {}, time.time())
-    assert cookies.recall("a", 3600) is None and cookies.recall("c", 3600) == {}
+    assert cookies.recall("a", 3600) is None and cookies.recall("c", 3600) == ({}, None)
 
 
 @BOTH_ENGINES
 def test_a_cookie_header_seen_before_is_neither_parsed_nor_verified_again(app, reader, client, monkeypatch):
     import werkzeug.sansio.request
+
+    @app.get("/cookies-seen")
+    def cookies_seen():
+        return dict(request.cookies)
 
     reader.signup("header@example.com")
     client.get("/")  # shows the welcome (a session holding a message is never kept)
@@ -588,6 +593,8 @@ def test_a_cookie_header_seen_before_is_neither_parsed_nor_verified_again(app, r
     client.set_cookie("another", "1", domain=app.config["SERVER_NAME"])  # the same session in another header
     assert reader.meter()["tier"] == "registered" and (len(parsed), len(loaded)) == (1, 1)
     assert reader.meter()["tier"] == "registered" and (len(parsed), len(loaded)) == (1, 1)
+    assert client.get("/cookies-seen").get_json()["another"] == "1"  # the request's cookies, as parsed before
+    assert len(parsed) == 1
 
 
 @BOTH_ENGINES

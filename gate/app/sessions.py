@@ -33,29 +33,30 @@ _PLAIN = (str, int, float, bool, type(None))
 
 
 class VerifiedCookies:
-    """cookie → (what it held, when it was signed): the cookies this process verified, least recent first."""
+    """header → (what its session cookie held, when it was signed, its cookies parsed): the headers this
+    process verified a session in, least recent first."""
 
     def __init__(self, keep: int = KEEP) -> None:
         self.keep = keep
         self.entries: OrderedDict = OrderedDict()
         self.lock = threading.Lock()  # a worker's threads share it
 
-    def remember(self, key, data: dict, signed_at: float) -> None:
-        """Keep a cookie that just verified, if it holds only plain values."""
+    def remember(self, key, data: dict, signed_at: float, cookies=None) -> None:
+        """Keep a session that just verified, if it holds only plain values (``cookies``: its header parsed, immutable)."""
         if all(isinstance(value, _PLAIN) for value in data.values()):
             with self.lock:
-                self.entries[key] = (dict(data), signed_at)
+                self.entries[key] = (dict(data), signed_at, cookies)
                 if len(self.entries) > self.keep:
                     self.entries.popitem(last=False)
 
-    def recall(self, key, max_age: int) -> dict | None:
-        """A copy of what a verified cookie held, unless it has expired since (or was never seen)."""
+    def recall(self, key, max_age: int) -> tuple[dict, object] | None:
+        """A copy of what a verified session held and its header's cookies, unless it has expired since (or was never seen)."""
         with self.lock:
             found = self.entries.get(key)
             if found is None or time.time() - found[1] > max_age:
                 return None
             self.entries.move_to_end(key)
-        return dict(found[0])
+        return dict(found[0]), found[2]
 
 
 class SessionInterface(SecureCookieSessionInterface):
@@ -75,8 +76,10 @@ class SessionInterface(SecureCookieSessionInterface):
     def open_session(self, app, request):
         """The session its cookie holds, recalled by the request's whole ``Cookie`` header when seen before.
 
-        The same header holds the same session cookie, so a browser's next
-        request skips parsing the header as well as verifying the cookie.
+        The same header holds the same session cookie and parses to the same
+        cookies, so a browser's next request skips parsing the header (the
+        request is handed its cookies as parsed before: Flask-Login looks for
+        a remember cookie on every signed-out page) as well as verifying the cookie.
         """
         serializer = self.get_signing_serializer(app)
         header = request.environ.get("HTTP_COOKIE")
@@ -85,16 +88,18 @@ class SessionInterface(SecureCookieSessionInterface):
         name = self.get_cookie_name(app)
         max_age = int(app.permanent_session_lifetime.total_seconds())
         key = (app.secret_key, name, header)
-        data = self.verified.recall(key, max_age)
-        if data is None:
-            value = request.cookies.get(name)
-            if not value:
-                return self.session_class()
-            try:
-                data, signed_at = serializer.loads(value, max_age=max_age, return_timestamp=True)
-            except BadSignature:
-                return self.session_class()
-            self.verified.remember(key, data, signed_at.timestamp())
+        found = self.verified.recall(key, max_age)
+        if found is not None:
+            data, request.cookies = found  # Werkzeug's cached property takes a value set
+            return self.session_class(data)
+        value = request.cookies.get(name)
+        if not value:
+            return self.session_class()
+        try:
+            data, signed_at = serializer.loads(value, max_age=max_age, return_timestamp=True)
+        except BadSignature:
+            return self.session_class()
+        self.verified.remember(key, data, signed_at.timestamp(), request.cookies)
         return self.session_class(data)
 
     def save_session(self, app, session, response) -> None:
