@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 from gate.storage import db as storage_db
@@ -76,14 +77,31 @@ def _wait_for_rows(path: str, count: int, visitor: str | None = None) -> list[st
     return found
 
 
+def _waiting_for_rows(log: eventlog.EventWriter) -> bool:
+    """Whether the writer's thread is back in its loop, out of any SQLite call, within 10 s.
+
+    A row is visible once its insert commits, while the thread is still inside that call; only
+    when the call has returned is the thread's innermost Python frame its loop again.
+    """
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(log.thread.ident)
+        if frame is not None and frame.f_code is eventlog.EventWriter._run.__code__:
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def test_a_forked_childs_writer_writes_its_own_rows_not_its_parents(tmp_path):
     path = str(tmp_path / "site.sqlite")
     storage_db.open_site_db(path).close()
     log = eventlog.EventWriter(path)
     log.add(ROW)
-    # Written before the fork, so the parent's writer thread is idle when it comes: a fork while that thread
-    # is inside SQLite (opening its connection, say) can leave SQLite's own mutex held in the child for good.
+    # Written before the fork, and its thread back in its loop, so that thread is idle when the fork comes: a
+    # fork while it is inside SQLite (finishing a commit, say) can leave SQLite's own mutex held in the child
+    # for good, and the child's writer could never open its connection.
     assert _wait_for_rows(path, 1) == ["v"]
+    assert _waiting_for_rows(log)
 
     def child():
         log.add(("2026-12-03T17:00:01.000000+00:00", "article_view", None, "child", "a", "{}"))
