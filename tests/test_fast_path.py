@@ -841,6 +841,39 @@ def test_hooks_and_context_processors_run_in_flasks_order_and_a_hooks_answer_end
                           "part teardown 2", "part teardown 1", "app teardown 2", "app teardown 1"]
 
 
+def test_a_failing_views_error_reaches_the_teardown_hooks_and_signal_as_under_flask():
+    import flask
+    from flask.signals import request_tearing_down
+
+    from gate.app.plumbing import Site
+
+    seen = {}
+    for cls in (flask.Flask, Site):
+        app, ran = cls(__name__), []
+        part = flask.Blueprint("part", __name__)
+
+        @part.get("/fails")
+        def fails():
+            raise RuntimeError("broken view")
+
+        part.teardown_request(lambda error, ran=ran: ran.append(("part", repr(error))))
+        app.teardown_request(lambda error, ran=ran: ran.append(("app", repr(error))))
+        app.register_blueprint(part)
+
+        def heard(sender, exc=None, ran=ran, **_):
+            ran.append(("signal", repr(exc)))
+
+        request_tearing_down.connect(heard, app)
+        try:
+            for _ in range(2):  # the second from the kept lists
+                assert app.test_client().get("/fails").status_code == 500
+        finally:
+            request_tearing_down.disconnect(heard, app)
+        seen[cls.__name__] = ran
+    error = repr(RuntimeError("broken view"))
+    assert seen["Site"] == seen["Flask"] == [("part", error), ("app", error), ("signal", error)] * 2
+
+
 def test_an_unchanged_session_only_varies_the_answer_and_a_changed_one_is_written(app, client):
     from flask import session
 

@@ -159,9 +159,11 @@ class Site(Flask):
         The request context hands over the request's error (None without one);
         called without it, Flask's own code finds it, as Flask does.
         """
-        hooks = self._hooks_of(request_ctx._get_current_object().request) if exc is not _FROM_SYS else None
+        if exc is _FROM_SYS:
+            return super().do_teardown_request()
+        hooks = self._hooks_of(request_ctx._get_current_object().request)
         if hooks is None:
-            return super().do_teardown_request() if exc is _FROM_SYS else super().do_teardown_request(exc)
+            return super().do_teardown_request(exc)
         for hook in hooks[3]:
             hook(exc)
         request_tearing_down.send(self, _async_wrapper=self.ensure_sync, exc=exc)
