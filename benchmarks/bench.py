@@ -96,7 +96,8 @@ def bench_pages(n: int, rounds: int) -> list[dict]:
     serve`), its cookie replayed as a fixed header as wrk replays it over HTTP
     (the test client's cookie jar is no part of either side), and the HTTP
     benchmark's bare app (gate's templates and URL map, a fixed context per
-    tier, one article read on a kept connection). Each round
+    tier, one article read on a kept connection, no sessions). Both get the
+    same request, cookie and CSRF header included, as over HTTP. Each round
     times ``n`` requests of each side, the two in alternating order round by round, in this process's
     CPU time (all its threads, the event writer's too), which other tenants of a
     shared machine disturb far less than wall-clock time; a ratio is baseline
@@ -127,7 +128,7 @@ def bench_pages(n: int, rounds: int) -> list[dict]:
             headers.update(replayed(app, clients[scenario.session], scenario, headers))
             calls[scenario.name] = (
                 lambda s=scenario, h=headers: replay.open(s.gate_path, method=s.method, headers=h),
-                lambda s=scenario: bare.open(s.pooled_path, method=s.method))
+                lambda s=scenario, h=headers: bare.open(s.pooled_path, method=s.method, headers=h))
             for call in calls[scenario.name]:
                 answer = call()
                 if answer.status_code != 200 or scenario.expect not in answer.get_data(as_text=True):

@@ -58,6 +58,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import psutil
+from flask.sessions import SessionInterface
 
 from benchmarks.bench import arguments, percentile
 from benchmarks.engines import CHECKOUT, postgres_engine
@@ -184,6 +185,17 @@ def _connect(database: str):
     return conn
 
 
+class NoSession(SessionInterface):
+    """The bare app's sessions: none. The request's cookie is gate's session, and Flask's own sessions
+    would verify it on every request (key derivation, HMAC, base64, JSON): gate's work, not the page's."""
+
+    def open_session(self, app, request):
+        return self.make_null_session(app)
+
+    def save_session(self, app, session, response) -> None:
+        return None
+
+
 def bare_app(database: str, secret_key: str):
     """A bare Flask app: gate's templates and URL map, one article read per request, no gate logic.
 
@@ -205,6 +217,7 @@ def bare_app(database: str, secret_key: str):
     app = Flask("bare", template_folder=str(resource_dir("templates")),
                 static_folder=borrowed.static_folder)
     app.config.update(SECRET_KEY=secret_key, DEMO=False, JSON_SORT_KEYS=False)
+    app.session_interface = NoSession()  # it gets gate's cookie, as over HTTP, and leaves it alone
 
     cfg = Config()
     views = _bare_views(cfg, datetime.now(UTC))

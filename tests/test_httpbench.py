@@ -59,12 +59,26 @@ def test_each_scenario_renders_the_same_page_on_gate_and_on_the_pooled_baseline(
     for scenario in httpbench.scenarios(bench_site["page"], bench_site["unlocked"]):
         headers = {"X-CSRFToken": tokens[scenario.session]} if scenario.csrf else {}
         gate = clients[scenario.session].open(scenario.gate_path, method=scenario.method, headers=headers)
-        baseline = bare.open(scenario.pooled_path, method=scenario.method)
+        baseline = bare.open(scenario.pooled_path, method=scenario.method, headers=headers)
         assert gate.status_code == baseline.status_code == 200, scenario.name
         assert scenario.expect in gate.get_data(as_text=True), scenario.name
         assert _same(baseline.get_data(as_text=True)) == _same(gate.get_data(as_text=True)), scenario.name
         names.append(scenario.name)
     assert sum("article page" in name for name in names) == 4 and len(names) == 6
+
+
+def test_the_baseline_leaves_gates_session_cookie_alone(bench_site):
+    """The bare app gets gate's session cookie, as over HTTP; verifying and reading it is gate's work."""
+    from flask import session
+    from flask.sessions import SecureCookieSessionInterface
+
+    app = httpbench.bare_app(str(bench_site["bare_database"]), "bench-key")
+    signed = SecureCookieSessionInterface().get_signing_serializer(app).dumps({"_user_id": "1"})
+    path, cookie = f"/pooled/articles/{bench_site['page']}", {"Cookie": f"session={signed}"}
+    with app.test_request_context(path, headers=cookie):
+        assert "_user_id" not in session  # Flask's own sessions would have verified the cookie and read it
+    answer = app.test_client().get(path, headers=cookie)
+    assert answer.status_code == 200 and "Set-Cookie" not in answer.headers
 
 
 def test_pooled_bare_page_is_the_same_page(bench_site):
