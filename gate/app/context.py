@@ -295,7 +295,7 @@ class RequestState:
         """The current viewer with the spends of their meter."""
         user = account()
         verified = not user.is_authenticated or user.email_verified_at is not None
-        porous, store = self.porous, self.viewer_quota
+        porous = self.porous
         if user.is_authenticated:
             tier, key = user.tier, user.meter_key
         elif porous:
@@ -308,9 +308,9 @@ class RequestState:
         elif key in self.read_with_reader and not porous:
             spends = self.read_with_reader[key]
         else:
-            spends = store.spends(key)
+            spends = self.viewer_quota.spends(key)  # the store only when read: most pages read none
         kind, slug = self.arrival
-        search = () if kind != "search" else store.spends(referral.search_meter(key))
+        search = () if kind != "search" else self.viewer_quota.spends(referral.search_meter(key))
         signals = self._signals(tier, key, kind)
         return Viewer(tier, key, spends, verified, user.pass_until if user.is_authenticated else None,
                       licence=self.licence_of(user), referral=kind, arrival=slug, search_spends=search,
