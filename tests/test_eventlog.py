@@ -6,11 +6,19 @@ import os
 import sqlite3
 import threading
 import time
+from datetime import UTC, datetime
 
 import pytest
 
 from gate.storage import engine, eventlog, events
 from tests.helpers import BOTH_ENGINES, METERED, Reader
+
+AT = datetime(2026, 11, 28, 17, tzinfo=UTC)
+
+
+def _view(visitor: str) -> tuple:
+    """One pending view event by ``visitor``, as a page queues it."""
+    return events.pending(AT, [("article_view", {})], visitor_id=visitor, slug="a")[0]
 
 
 def test_buffered_views_reach_the_events_table(app, db):
@@ -33,7 +41,7 @@ def test_buffered_views_reach_the_events_table(app, db):
 def test_flush_writes_everything_queued(backend_target, backend):
     log = eventlog.EventWriter(backend_target)
     for n in range(1200):  # more than one batch
-        log.rows.put(("2026-11-28T17:00:00.000000+00:00", "article_view", None, f"v{n}", "a", "{}"))
+        log.rows.put(_view(f"v{n}"))
     assert log.flush() == 1200
     assert backend.scalar("select count(*) from events") == 1200
     assert backend.scalar("select count(distinct visitor_id) from events") == 1200
@@ -44,7 +52,7 @@ def test_each_batch_is_one_statement_that_commits_by_itself(backend_target, back
     assert eventlog.BATCH * len(events.COLUMNS) <= engine.INSERT_PARAMETERS  # one insert holds a whole batch
     log = eventlog.EventWriter(backend_target)
     for n in range(2 * eventlog.BATCH + 7):
-        log.rows.put(("2026-11-28T17:00:00.000000+00:00", "article_view", None, f"v{n}", "a", "{}"))
+        log.rows.put(_view(f"v{n}"))
     assert log.flush() == 2 * eventlog.BATCH + 7
     assert statements["transaction"] == statements["begin"] == statements["commit"] == 0
     assert statements["insert"] == (3 if backend.dialect == "sqlite" else 1)  # PostgreSQL: COPY, but for the 7
@@ -87,22 +95,34 @@ def test_a_failed_write_is_retried_not_dropped(backend_target, backend, monkeypa
 
     monkeypatch.setattr(log, "_write", flaky)
     for n in range(5):
-        log.add(("2026-11-28T17:00:00.000000+00:00", "article_view", None, f"v{n}", "a", "{}"))
+        log.add(_view(f"v{n}"))
     assert _wait_for(backend, 5) == 5 and failures
     assert log.thread.is_alive()  # the writer survived its failed write
 
 
-def test_a_restarted_writer_keeps_what_was_queued(backend_target, backend):
+def test_a_restarted_writer_keeps_what_was_queued(backend_target, backend, monkeypatch):
     db = backend
     log = eventlog.EventWriter(backend_target)
-    dead = threading.Thread(target=lambda: None)
-    dead.start()
-    dead.join()
-    log.pid, log.thread = os.getpid(), dead  # this process's writer thread has died
-    log.rows.put(("2026-11-28T17:00:00.000000+00:00", "article_view", None, "queued", "a", "{}"))
-    log.add(("2026-11-28T17:00:00.000000+00:00", "article_view", None, "after", "a", "{}"))
+    monkeypatch.setattr(log, "_serve", lambda: None)  # this writer thread ends as soon as it starts
+    log.add(_view("queued"))
+    log.thread.join(5)
+    assert not log.thread.is_alive() and not log.running
+    monkeypatch.undo()
+    log.add(_view("after"))  # a new thread, which writes what the first left queued
+    assert log.running and log.thread.is_alive()
     assert _wait_for(db, 2) == 2
     assert {row[0] for row in db.execute("select visitor_id from events").fetchall()} == {"queued", "after"}
+
+
+def test_a_forked_childs_writer_is_its_own(backend_target, backend):
+    """A forked worker inherits the parent's writer as it was: it starts its own thread, with its own queue."""
+    log = eventlog.EventWriter(backend_target)
+    log.pid, log.running = -1, True  # as a child finds its parent's writer after the fork
+    log.rows.put(_view("parents"))  # the parent's to write
+    log.add(_view("childs"))
+    assert log.pid == os.getpid() and log.running and log.thread.ident != threading.get_ident()
+    assert _wait_for(backend, 1) == 1
+    assert [row[0] for row in backend.execute("select visitor_id from events").fetchall()] == ["childs"]
 
 
 def test_an_events_data_is_the_json_it_always_was():
@@ -120,6 +140,36 @@ def test_an_events_data_is_the_json_it_always_was():
     finally:
         events.TAGS.reset(token)
     assert written == json.dumps({"variants": {"headline": "b"}, **data}, default=str)
+
+
+def test_a_queued_events_tags_are_its_requests_though_its_text_is_made_later():
+    """A page queues its events with the tags of its request; the writer makes their text after the request ended."""
+    token = events.TAGS.set(lambda: {"variants": {"headline": "b"}})
+    try:
+        queued = events.pending(AT, [("article_view", {"access": "teaser"}), ("gate_impression", {"offer": "register"})],
+                                visitor_id="v", slug="a")
+    finally:
+        events.TAGS.reset(token)
+    written = events.as_rows(queued)  # as the writer's thread makes them, with no tags of its own
+    assert [row[5] for row in written] == ['{"variants": {"headline": "b"}, "access": "teaser"}',
+                                         '{"variants": {"headline": "b"}, "offer": "register"}']
+    assert written[0][:5] == ("2026-11-28T17:00:00.000000+00:00", "article_view", None, "v", "a")
+    token = events.TAGS.set({"variants": {"headline": "b"}})
+    try:
+        assert written == [events.row("article_view", AT, visitor_id="v", slug="a", access="teaser"),
+                           events.row("gate_impression", AT, visitor_id="v", slug="a", offer="register")]
+    finally:
+        events.TAGS.reset(token)
+
+
+@pytest.mark.parametrize("at, typed", [(datetime(2026, 11, 28, 17), [("article_view", {})]),
+                                       (AT, [("article_view", {}), ("no_such_event", {})])])
+def test_an_event_that_cannot_be_written_is_refused_in_the_request_that_made_it(at, typed):
+    """A time without a zone, or an undeclared type, fails where it is made, before the writer's thread sees it."""
+    log = eventlog.EventWriter(":memory:")
+    with pytest.raises((ValueError, events.UnknownEvent)):
+        log.add(*events.pending(at, typed, visitor_id="v", slug="a"))
+    assert log.rows.empty() and log.thread is None
 
 
 #: The reads of a reader's events, and the dynamic meter's count of their reads in a window.

@@ -6,11 +6,20 @@ import json
 import os
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 
 from gate.storage import db as storage_db
-from gate.storage import eventlog, forks
+from gate.storage import eventlog, events, forks
 
-ROW = ("2026-12-03T17:00:00.000000+00:00", "article_view", None, "v", "a", "{}")
+AT = datetime(2026, 12, 3, 17, tzinfo=UTC)
+
+
+def _view(visitor: str, at: datetime = AT) -> tuple:
+    """One pending view event by ``visitor``, as a page queues it."""
+    return events.pending(at, [("article_view", {})], visitor_id=visitor, slug="a")[0]
+
+
+ROW = _view("v")
 
 
 def test_the_kept_id_is_this_process_and_asks_no_system_call(monkeypatch):
@@ -86,7 +95,7 @@ def _waiting_for_rows(log: eventlog.EventWriter) -> bool:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         frame = sys._current_frames().get(log.thread.ident)
-        if frame is not None and frame.f_code is eventlog.EventWriter._run.__code__:
+        if frame is not None and frame.f_code is eventlog.EventWriter._serve.__code__:
             return True
         time.sleep(0.01)
     return False
@@ -104,7 +113,7 @@ def test_a_forked_childs_writer_writes_its_own_rows_not_its_parents(tmp_path):
     assert _waiting_for_rows(log)
 
     def child():
-        log.add(("2026-12-03T17:00:01.000000+00:00", "article_view", None, "child", "a", "{}"))
+        log.add(_view("child", AT + timedelta(seconds=1)))
         started = log.thread is not None and log.thread.is_alive() and log.pid == os.getpid()
         return {"thread": started, "written": "child" in _wait_for_rows(path, 2, "child")}
 

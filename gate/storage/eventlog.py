@@ -7,7 +7,9 @@ commits whatever has queued, every few milliseconds, as one statement (a
 multi-row insert, or on PostgreSQL a COPY), which commits whole by itself: one
 round trip a batch, not three with a BEGIN and a COMMIT. It opens its own
 connection in its thread, on either engine (on PostgreSQL, one more from the
-process's pool).
+process's pool). A view queues its events with their tags, as a datetime and a
+dict; the thread turns a whole batch into text in one loop, where each view
+turning its own would run that code cold, between two pages.
 Everything else (signups, unlocks, payments, enrollments) is still written
 in its request's own transaction. A hard kill can lose the views of the last
 few milliseconds, never a spend, a charge or a consent.
@@ -40,24 +42,32 @@ class EventWriter:
         self.rows = queue.SimpleQueue()  # put and get in C: a view pays one call, not a lock and a condition
         self.pid = None
         self.thread = None
+        #: Whether process ``pid``'s writer thread runs: set as it starts, cleared as it ends, however it ends.
+        #: A view reads this flag, not ``thread.is_alive()``, which takes and gives back a lock on every call.
+        self.running = False
         self.lock = threading.Lock()
         atexit.register(self.flush)  # forked workers inherit it and flush their own queue
 
-    def add(self, row: tuple) -> None:
-        """Queue one event row (built by gate.storage.events.row); the writer thread starts on first use."""
+    def add(self, *rows: tuple) -> None:
+        """Queue pending events (built by gate.storage.events.pending); the writer thread starts on first use."""
         self._ensure_thread()
-        self.rows.put(row)
+        for row in rows:
+            self.rows.put(row)
 
     def _ensure_thread(self) -> None:
-        if self.pid == forks.pid() and self.thread and self.thread.is_alive():
+        if self.running and self.pid == forks.pid():
             return
         with self.lock:
-            if self.pid != forks.pid() or not (self.thread and self.thread.is_alive()):
+            if not (self.running and self.pid == forks.pid()):  # never started, ended, or a forked child's copy
                 if self.pid is not None and self.pid != forks.pid():
                     self.rows = queue.SimpleQueue()  # a forked child: the parent writes what it queued
-                self.pid = forks.pid()
+                self.pid, self.running = forks.pid(), True
                 self.thread = threading.Thread(target=self._run, name="gate-events", daemon=True)
-                self.thread.start()
+                try:
+                    self.thread.start()
+                except RuntimeError:  # no thread to be had: the next view tries again
+                    self.running = False
+                    raise
 
     def _drain(self) -> list:
         batch = []
@@ -69,10 +79,19 @@ class EventWriter:
         return batch
 
     def _write(self, db, batch: list) -> None:
-        """One batch as one statement outside any transaction (autocommit): it is written whole or not at all."""
-        events.record_rows(db, batch)
+        """One batch as one statement outside any transaction (autocommit): it is written whole or not at all.
+
+        Its text (times and data) is made here, for the whole batch in one loop, not in each request.
+        """
+        events.record_rows(db, events.as_rows(batch))
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self.running = False  # the next view starts another, which writes what is still queued
+
+    def _serve(self) -> None:
         db = open_database(self.path)
         while True:
             try:

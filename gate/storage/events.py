@@ -7,7 +7,7 @@ only a log line. Each type is declared once, with what it means.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from datetime import datetime
 from types import MappingProxyType
@@ -102,11 +102,42 @@ def row(
     **data,
 ) -> tuple:
     """One event as the values of INSERT, tagged with the context's tags."""
-    if type not in TYPES:
-        raise UnknownEvent(type)
+    return as_rows(pending(at, [(type, data)], reader_id=reader_id, visitor_id=visitor_id, slug=slug))[0]
+
+
+def pending(
+    at: datetime,
+    typed: Iterable[tuple[str, dict]],
+    *,
+    reader_id: int | None = None,
+    visitor_id: str | None = None,
+    slug: str | None = None,
+) -> list[tuple]:
+    """Events of one moment about one viewer and article (a view and its gate impression), not yet as text.
+
+    ``typed`` holds each event's type and data. Each comes back as a row of INSERT with the time still
+    a datetime and the data still a dict: the context's tags, worked out now once for all of them,
+    merged into a new dict of the event's own data, which nothing else holds. :func:`as_rows` makes
+    the text; the background writer (:mod:`gate.storage.eventlog`) makes it for a whole batch at once,
+    outside the request.
+    """
+    if at.tzinfo is None:  # here, in the request that made it, not later in the writer's thread
+        raise ValueError("stored times must be timezone-aware")
     tags = TAGS.get()
-    data = {**(tags() if callable(tags) else tags), **data}
-    return (to_iso(at), type, reader_id, visitor_id, slug, _DATA_JSON.encode(data))
+    tags = tags() if callable(tags) else tags
+    built = []
+    for type, data in typed:
+        if type not in TYPES:
+            raise UnknownEvent(type)
+        built.append((at, type, reader_id, visitor_id, slug, {**tags, **data}))
+    return built
+
+
+def as_rows(events: Iterable[tuple]) -> list[tuple]:
+    """Pending events as the values of INSERT: the time as stored, the data as JSON."""
+    encode = _DATA_JSON.encode
+    return [(to_iso(at), type, reader_id, visitor_id, slug, encode(data))
+            for at, type, reader_id, visitor_id, slug, data in events]
 
 
 def record(db, type: str, at: datetime, **fields) -> None:

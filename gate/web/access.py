@@ -79,21 +79,18 @@ def read(article: Article, traced: bool = False) -> tuple[Decision, Decision]:
         return before, decision
     if decision.spend:
         decision, _ = _spend(article, "view", before)
-    who = _who(state)
-    rows = [events.row("article_view", now, slug=article.slug, **who, access=decision.access,
-                       reason=decision.reason, preset=rules.name)]
+    seen = [("article_view", {"access": decision.access, "reason": decision.reason, "preset": rules.name})]
     if decision.access == "teaser":
-        rows.append(events.row("gate_impression", now, slug=article.slug, **who, offer=decision.offer,
-                               reason=decision.reason, style=rules.gate.style))
+        seen.append(("gate_impression", {"offer": decision.offer, "reason": decision.reason,
+                                         "style": rules.gate.style}))
+    viewed = events.pending(now, seen, slug=article.slug, **_who(state))
     config = current_app._get_current_object().config
-    if config.get("EVENT_BUFFER"):  # gate serve: a background writer batches views
-        log = eventlog.writer(str(config["DATABASE"]))
-        for event in rows:
-            log.add(event)
+    if config.get("EVENT_BUFFER"):  # gate serve: a background writer batches views, and writes their text
+        eventlog.writer(str(config["DATABASE"])).add(*viewed)
     else:
         db = get_db()
         with immediate(db):  # one write transaction for the view and its impression
-            events.record_rows(db, rows)
+            events.record_rows(db, events.as_rows(viewed))
     state.keep_meter(decision.meter)
     return before, decision
 
