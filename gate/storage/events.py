@@ -119,7 +119,7 @@ def pending(
     a datetime and the data still a dict: the context's tags, worked out now once for all of them,
     merged into a new dict of the event's own data, which nothing else holds. :func:`as_rows` makes
     the text; the background writer (:mod:`gate.storage.eventlog`) makes it for a whole batch at once,
-    outside the request.
+    outside the request, so a value must not change once queued (a view's are strings).
     """
     if at.tzinfo is None:  # here, in the request that made it, not later in the writer's thread
         raise ValueError("stored times must be timezone-aware")
