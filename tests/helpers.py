@@ -18,7 +18,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -36,6 +36,7 @@ from gate.rules.timeutil import to_iso
 from gate.services import content, seed
 from gate.services.content import parse_article_file, split_teaser
 from gate.services.seed import ARTICLES_DIR
+from gate.storage import events
 from gate.storage.clock import Clock
 from gate.storage.db import open_database, open_site_db
 
@@ -687,3 +688,12 @@ class DynamicRules(Rules):
     def dynamic_for(self, tier: str) -> ToyDynamic | None:
         """The dynamic meter, if it sets this tier's allowance."""
         return self.dynamic if self.dynamic is not None and tier in self.dynamic.tiers else None
+
+
+#: When :func:`pending_view`'s events happen unless a test says otherwise.
+VIEWED_AT = datetime(2026, 11, 28, 17, tzinfo=UTC)
+
+
+def pending_view(visitor: str, at: datetime = VIEWED_AT) -> tuple:
+    """One view by ``visitor`` as a page queues it for the background writer (``events.pending``)."""
+    return events.pending(at, [("article_view", {})], visitor_id=visitor, slug="a")[0]

@@ -6,19 +6,12 @@ import os
 import sqlite3
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pytest
 
 from gate.storage import engine, eventlog, events
-from tests.helpers import BOTH_ENGINES, METERED, Reader
-
-AT = datetime(2026, 11, 28, 17, tzinfo=UTC)
-
-
-def _view(visitor: str) -> tuple:
-    """One pending view event by ``visitor``, as a page queues it."""
-    return events.pending(AT, [("article_view", {})], visitor_id=visitor, slug="a")[0]
+from tests.helpers import BOTH_ENGINES, METERED, VIEWED_AT, Reader, pending_view
 
 
 def test_buffered_views_reach_the_events_table(app, db):
@@ -41,7 +34,7 @@ def test_buffered_views_reach_the_events_table(app, db):
 def test_flush_writes_everything_queued(backend_target, backend):
     log = eventlog.EventWriter(backend_target)
     for n in range(1200):  # more than one batch
-        log.rows.put(_view(f"v{n}"))
+        log.rows.put(pending_view(f"v{n}"))
     assert log.flush() == 1200
     assert backend.scalar("select count(*) from events") == 1200
     assert backend.scalar("select count(distinct visitor_id) from events") == 1200
@@ -52,7 +45,7 @@ def test_each_batch_is_one_statement_that_commits_by_itself(backend_target, back
     assert eventlog.BATCH * len(events.COLUMNS) <= engine.INSERT_PARAMETERS  # one insert holds a whole batch
     log = eventlog.EventWriter(backend_target)
     for n in range(2 * eventlog.BATCH + 7):
-        log.rows.put(_view(f"v{n}"))
+        log.rows.put(pending_view(f"v{n}"))
     assert log.flush() == 2 * eventlog.BATCH + 7
     assert statements["transaction"] == statements["begin"] == statements["commit"] == 0
     assert statements["insert"] == (3 if backend.dialect == "sqlite" else 1)  # PostgreSQL: COPY, but for the 7
@@ -95,7 +88,7 @@ def test_a_failed_write_is_retried_not_dropped(backend_target, backend, monkeypa
 
     monkeypatch.setattr(log, "_write", flaky)
     for n in range(5):
-        log.add(_view(f"v{n}"))
+        log.add(pending_view(f"v{n}"))
     assert _wait_for(backend, 5) == 5 and failures
     assert log.thread.is_alive()  # the writer survived its failed write
 
@@ -104,11 +97,11 @@ def test_a_restarted_writer_keeps_what_was_queued(backend_target, backend, monke
     db = backend
     log = eventlog.EventWriter(backend_target)
     monkeypatch.setattr(log, "_serve", lambda: None)  # this writer thread ends as soon as it starts
-    log.add(_view("queued"))
+    log.add(pending_view("queued"))
     log.thread.join(5)
     assert not log.thread.is_alive() and not log.running
     monkeypatch.undo()
-    log.add(_view("after"))  # a new thread, which writes what the first left queued
+    log.add(pending_view("after"))  # a new thread, which writes what the first left queued
     assert log.running and log.thread.is_alive()
     assert _wait_for(db, 2) == 2
     assert {row[0] for row in db.execute("select visitor_id from events").fetchall()} == {"queued", "after"}
@@ -118,8 +111,8 @@ def test_a_forked_childs_writer_is_its_own(backend_target, backend):
     """A forked worker inherits the parent's writer as it was: it starts its own thread, with its own queue."""
     log = eventlog.EventWriter(backend_target)
     log.pid, log.running = -1, True  # as a child finds its parent's writer after the fork
-    log.rows.put(_view("parents"))  # the parent's to write
-    log.add(_view("childs"))
+    log.rows.put(pending_view("parents"))  # the parent's to write
+    log.add(pending_view("childs"))
     assert log.pid == os.getpid() and log.running and log.thread.ident != threading.get_ident()
     assert _wait_for(backend, 1) == 1
     assert [row[0] for row in backend.execute("select visitor_id from events").fetchall()] == ["childs"]
@@ -146,7 +139,7 @@ def test_a_queued_events_tags_are_its_requests_though_its_text_is_made_later():
     """A page queues its events with the tags of its request; the writer makes their text after the request ended."""
     token = events.TAGS.set(lambda: {"variants": {"headline": "b"}})
     try:
-        queued = events.pending(AT, [("article_view", {"access": "teaser"}), ("gate_impression", {"offer": "register"})],
+        queued = events.pending(VIEWED_AT, [("article_view", {"access": "teaser"}), ("gate_impression", {"offer": "register"})],
                                 visitor_id="v", slug="a")
     finally:
         events.TAGS.reset(token)
@@ -156,14 +149,14 @@ def test_a_queued_events_tags_are_its_requests_though_its_text_is_made_later():
     assert written[0][:5] == ("2026-11-28T17:00:00.000000+00:00", "article_view", None, "v", "a")
     token = events.TAGS.set({"variants": {"headline": "b"}})
     try:
-        assert written == [events.row("article_view", AT, visitor_id="v", slug="a", access="teaser"),
-                           events.row("gate_impression", AT, visitor_id="v", slug="a", offer="register")]
+        assert written == [events.row("article_view", VIEWED_AT, visitor_id="v", slug="a", access="teaser"),
+                           events.row("gate_impression", VIEWED_AT, visitor_id="v", slug="a", offer="register")]
     finally:
         events.TAGS.reset(token)
 
 
 @pytest.mark.parametrize("at, typed", [(datetime(2026, 11, 28, 17), [("article_view", {})]),
-                                       (AT, [("article_view", {}), ("no_such_event", {})])])
+                                       (VIEWED_AT, [("article_view", {}), ("no_such_event", {})])])
 def test_an_event_that_cannot_be_written_is_refused_in_the_request_that_made_it(at, typed):
     """A time without a zone, or an undeclared type, fails where it is made, before the writer's thread sees it."""
     log = eventlog.EventWriter(":memory:")

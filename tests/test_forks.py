@@ -6,20 +6,13 @@ import json
 import os
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from gate.storage import db as storage_db
-from gate.storage import eventlog, events, forks
+from gate.storage import eventlog, forks
+from tests.helpers import VIEWED_AT, pending_view
 
-AT = datetime(2026, 12, 3, 17, tzinfo=UTC)
-
-
-def _view(visitor: str, at: datetime = AT) -> tuple:
-    """One pending view event by ``visitor``, as a page queues it."""
-    return events.pending(at, [("article_view", {})], visitor_id=visitor, slug="a")[0]
-
-
-ROW = _view("v")
+ROW = pending_view("v")
 
 
 def test_the_kept_id_is_this_process_and_asks_no_system_call(monkeypatch):
@@ -113,7 +106,7 @@ def test_a_forked_childs_writer_writes_its_own_rows_not_its_parents(tmp_path):
     assert _waiting_for_rows(log)
 
     def child():
-        log.add(_view("child", AT + timedelta(seconds=1)))
+        log.add(pending_view("child", VIEWED_AT + timedelta(seconds=1)))
         started = log.thread is not None and log.thread.is_alive() and log.pid == os.getpid()
         return {"thread": started, "written": "child" in _wait_for_rows(path, 2, "child")}
 
