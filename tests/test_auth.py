@@ -124,6 +124,14 @@ def test_remember_cookie_dies_with_logout(app, reader, client, member):
     assert replay.get("/api/meter").get_json()["tier"] == "anonymous"
 
 
+def test_a_remember_cookie_alone_signs_the_reader_in(app, reader, client, member):
+    reader.post("/login", {"email": member[0], "password": member[1], "remember": "y"})
+    remember = client.get_cookie("remember_token", domain="meridian.test").value
+    reopened = app.test_client()  # the browser closed: its session cookie is gone, its remember cookie is not
+    reopened.set_cookie("remember_token", remember, domain="meridian.test")
+    assert reopened.get("/api/meter").get_json()["tier"] == "registered"
+
+
 def test_session_cookie_flags(reader, client):
     response = reader.signup("flags@example.com")
     cookie = response.headers.get("Set-Cookie")

@@ -18,7 +18,7 @@ from datetime import timedelta
 
 import pytest
 from flask import request
-from flask_login import login_user
+from flask_login import login_user, user_accessed
 from flask_login import utils as login_utils
 from itsdangerous import TimestampSigner
 from werkzeug.local import LocalProxy
@@ -30,6 +30,7 @@ from gate.app.sessions import VerifiedCookies
 from gate.rules.timeutil import to_iso
 from gate.services import accounts, devices, sitestate, subscriptions
 from gate.storage.quota import SqlQuotaStore
+from gate.web import login_manager
 from tests.helpers import BOTH_ENGINES, CARD, METERED, START, Reader, open_checkout, publish
 
 
@@ -522,6 +523,53 @@ def test_a_session_replayed_from_another_browser_is_no_longer_fresh(reader, clie
     client.get(f"/articles/{METERED}", headers={"User-Agent": "another browser"})
     with client.session_transaction() as kept:
         assert kept["_fresh"] is False  # flask-login's session protection, as before
+
+
+def _protection_checks(monkeypatch) -> list:
+    """Each time Flask-Login's own path checks session protection (SiteLogin's fallback)."""
+    checks, real = [], login_manager._session_protection_failed
+    monkeypatch.setattr(login_manager, "_session_protection_failed", lambda: checks.append(1) or real())
+    return checks
+
+
+@BOTH_ENGINES
+def test_a_signed_out_or_signed_in_page_loads_its_user_without_flask_logins_checks(reader, client, monkeypatch):
+    checks = _protection_checks(monkeypatch)
+    client.get(f"/articles/{METERED}")  # a visitor id: the session is no longer empty
+    assert reader.meter()["tier"] == "anonymous"
+    with client.session_transaction() as kept:
+        assert "_fresh" not in kept  # nothing reads freshness without a user
+    reader.signup("direct@example.com")
+    assert reader.meter()["tier"] == "registered"
+    assert checks == []
+    client.get("/api/meter", headers={"User-Agent": "another browser"})
+    assert checks == [1]  # a session from another browser: Flask-Login's protection, as before
+
+
+def test_user_accessed_is_sent_once_a_request_to_whoever_listens(app, reader, client):
+    heard = []
+    with user_accessed.connected_to(lambda sender: heard.append(sender), app):
+        client.get("/api/meter")
+        reader.signup("heard@example.com")
+        heard.clear()
+        client.get("/api/meter")
+    assert heard == [app]
+
+
+def test_a_request_loader_is_asked_on_flask_logins_path(reader, client, monkeypatch):
+    asked = []
+    monkeypatch.setattr(login_manager, "_request_callback", lambda request: asked.append(request.path))
+    assert reader.meter()["tier"] == "anonymous"
+    assert asked == ["/api/meter"]
+
+
+def test_strong_protection_signs_out_a_session_from_another_browser(app, reader, client):
+    app.config["SESSION_PROTECTION"] = "strong"
+    reader.signup("strong@example.com")
+    assert reader.meter()["tier"] == "registered"
+    moved = client.get("/api/meter", headers={"User-Agent": "another browser"})
+    assert moved.get_json()["tier"] == "anonymous"
+
 
 
 def test_a_kept_read_builds_its_reader_once_for_each_access_it_is_asked_with():

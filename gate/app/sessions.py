@@ -13,7 +13,9 @@ values (a list of flashed messages) is never kept, so no request can change
 what another one is handed.
 
 Flask-Login's session protection hashes the browser's address and user agent
-on every request; :func:`session_identifier` hashes each pair once.
+on every request; :func:`session_identifier` hashes each pair once. And it
+loads the user on every request by way of checks whose answer, on a signed-out
+page, is known from the session and the cookies alone (:class:`SiteLogin`).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import threading
 import time
 from collections import OrderedDict
 
-from flask import request
+from flask import current_app, request, session
 from flask.sessions import SecureCookieSessionInterface
+from flask_login import LoginManager, user_accessed
 from flask_login import utils as login_utils
+from flask_login.config import COOKIE_NAME
 from itsdangerous import BadSignature
 
 #: Verified cookies kept per process (one per active session is enough).
@@ -140,3 +144,44 @@ def session_identifier() -> str:
             _identifiers.clear()
         found = _identifiers[key] = login_utils._create_identifier()
     return found
+
+
+
+class SiteLogin(LoginManager):
+    """Flask-Login's manager, loading a request's user with each of Flask's proxies resolved once.
+
+    Flask-Login loads the user on every request that asks for it, through
+    Flask's proxies at every step: it sends ``user_accessed``, checks session
+    protection, calls the user loader with the session's user id, and when that
+    finds no one looks for a remember cookie, a request loader and a header
+    loader. gate has neither loader and "basic" protection, and there this does
+    the same, in Flask-Login's order, from the session, the configuration and
+    the cookies taken once. What it leaves to Flask-Login: any request loader
+    or header loader, "strong" protection, and a signed-in session whose
+    browser no longer matches (Flask-Login marks it not fresh). A signed-out
+    session is not marked not fresh here, as Flask-Login would mark it: without
+    a user nothing reads freshness, and a sign-in sets it anew.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._session_identifier_generator = session_identifier  # Flask-Login's own hook
+
+    def _load_user(self):
+        app = current_app._get_current_object()
+        config, kept = app.config, session._get_current_object()
+        if (self._user_callback is None or self._request_callback is not None or self._header_callback is not None
+                or config.get("SESSION_PROTECTION", self.session_protection) == "strong"):
+            return super()._load_user()
+        user_id = kept.get("_user_id")
+        if user_id is not None and kept.get("_id") != self._session_identifier_generator():
+            return super()._load_user()  # another browser's session: Flask-Login's protection
+        if user_accessed.receivers:  # what Flask-Login sends first, for whoever listens
+            user_accessed.send(app)
+        user = self._user_callback(user_id) if user_id is not None else None
+        if user is None:
+            cookies = request._get_current_object().cookies
+            name = config.get("REMEMBER_COOKIE_NAME", COOKIE_NAME)
+            if name in cookies and kept.get("_remember") != "clear":
+                user = self._load_user_from_remember_cookie(cookies[name])
+        return self._update_request_context_with_user(user)

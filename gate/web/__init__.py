@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask import jsonify, render_template, request
-from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, SecurityError
 
@@ -15,11 +14,10 @@ from gate.rules.timeutil import from_iso
 from gate.services import personas
 
 csrf = SiteCSRF()
-login_manager = LoginManager()
+login_manager = sessions.SiteLogin()
 login_manager.login_view = "auth.login"
 login_manager.login_message = "Please log in to see that page."
 login_manager.login_message_category = "info"
-login_manager._session_identifier_generator = sessions.session_identifier  # flask-login's own hook
 
 
 @login_manager.user_loader
