@@ -132,6 +132,16 @@ def test_a_remember_cookie_alone_signs_the_reader_in(app, reader, client, member
     assert reopened.get("/api/meter").get_json()["tier"] == "registered"
 
 
+def test_a_remembered_reader_gets_the_cookie_again_on_each_page_when_configured(app, reader, client, member):
+    reader.post("/login", {"email": member[0], "password": member[1], "remember": "y"})
+    def set_cookies() -> str:
+        return " ".join(client.get("/api/meter").headers.getlist("Set-Cookie"))
+
+    assert "remember_token=" not in set_cookies()
+    app.config["REMEMBER_COOKIE_REFRESH_EACH_REQUEST"] = True
+    assert "remember_token=" in set_cookies()
+
+
 def test_session_cookie_flags(reader, client):
     response = reader.signup("flags@example.com")
     cookie = response.headers.get("Set-Cookie")

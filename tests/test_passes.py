@@ -11,6 +11,7 @@ import pytest
 from gate.rules.offers import OfferTerms
 from gate.rules.timeutil import from_iso
 from gate.services import offers
+from gate.web import passes as web_passes
 from tests.helpers import BOTH_ENGINES, CARD, KEY, LINK, METERED, PREMIUM, START, Reader
 
 pytestmark = BOTH_ENGINES
@@ -169,6 +170,19 @@ def test_the_gate_offers_a_day_pass_and_explain_says_when_it_ends(holder, app):
     explained = holder.client.get(f"/api/articles/{PREMIUM}?explain=1").get_json()
     assert explained["explain"]["pass_ends"].startswith("2026-11-29T12:00:00")
     assert any(line.startswith("pass until 2026-11-29T12:00") for line in explained["trace"])
+
+
+def test_the_gates_pass_offer_is_worked_out_once_per_configuration(app, monkeypatch):
+    worked = []
+    monkeypatch.setattr(web_passes, "gate_offer", lambda on_sale: worked.append(1) or {"id": "day", "line": "Once"})
+    monkeypatch.setattr(web_passes, "_offered", {})
+    visitor = app.test_client()
+    for _ in range(3):
+        assert "Once</a>" in visitor.get(f"/articles/{METERED}").get_data(as_text=True)
+    assert worked == [1]
+    app.extensions["gate.config"].passes = []  # another configuration's passes: worked out again
+    visitor.get(f"/articles/{METERED}")
+    assert worked == [1, 1]
 
 
 def test_the_day_pass_persona_reads_until_the_clock_passes_its_end(app, reader, db, clock, runner):

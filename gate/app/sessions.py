@@ -185,3 +185,10 @@ class SiteLogin(LoginManager):
             if name in cookies and kept.get("_remember") != "clear":
                 user = self._load_user_from_remember_cookie(cookies[name])
         return self._update_request_context_with_user(user)
+
+    def _update_remember_cookie(self, response):
+        """Flask-Login's, after a look at the session itself: most answers have no remember cookie to set or clear."""
+        if "_remember" in session._get_current_object() or current_app._get_current_object().config.get(
+                "REMEMBER_COOKIE_REFRESH_EACH_REQUEST"):
+            return super()._update_remember_cookie(response)
+        return response

@@ -171,10 +171,26 @@ def pass_length(hours: int) -> str:
     return f"{hours} hours"
 
 
+#: The gate's pass offer per list of passes a configuration read (kept with the list: its id is not reused while kept).
+_offered: dict[int, tuple[list, dict | None]] = {}
+#: Configurations whose offer is kept (one per site a process serves; tests make many).
+KEEP_OFFERS = 64
+
+
 @bp.app_template_global()
 def gate_pass() -> dict | None:
-    """The pass the gate offers as its third option (see :func:`gate_offer`): worked out only where a gate shows."""
-    return gate_offer(site.config().passes)
+    """The pass the gate offers as its third option (see :func:`gate_offer`): asked only where a gate shows.
+
+    A site's passes are read with its configuration and never change after,
+    so the offer is worked out once per configuration, not on every teaser.
+    """
+    on_sale = site.config().passes
+    kept = _offered.get(id(on_sale))
+    if kept is None or kept[0] is not on_sale:
+        if len(_offered) >= KEEP_OFFERS:
+            _offered.clear()
+        kept = _offered[id(on_sale)] = (on_sale, gate_offer(on_sale))
+    return kept[1]
 
 
 def gate_offer(passes) -> dict | None:
