@@ -453,10 +453,17 @@ def account():
     """The request's user as Flask-Login holds it (its anonymous user when signed out): ``current_user``.
 
     Once loaded it is kept on ``g``, and one lookup finds it there: the proxy
-    makes three, and a page asks about ten times.
+    makes three, and a page asks about ten times. The first ask loads it with
+    the site's login manager, as the proxy would, without its own lookups.
     """
-    user = g._get_current_object().__dict__.get("_login_user") if has_request_context() else None
-    return user if user is not None else current_user._get_current_object()
+    if not has_request_context():
+        return current_user._get_current_object()
+    kept = g._get_current_object().__dict__
+    user = kept.get("_login_user")
+    if user is None:
+        current_app._get_current_object().login_manager._load_user()
+        user = kept["_login_user"]
+    return user
 
 
 def current() -> RequestState:
