@@ -134,6 +134,7 @@ def test_a_remember_cookie_alone_signs_the_reader_in(app, reader, client, member
 
 def test_a_remembered_reader_gets_the_cookie_again_on_each_page_when_configured(app, reader, client, member):
     reader.post("/login", {"email": member[0], "password": member[1], "remember": "y"})
+
     def set_cookies() -> str:
         return " ".join(client.get("/api/meter").headers.getlist("Set-Cookie"))
 

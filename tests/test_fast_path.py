@@ -571,7 +571,6 @@ def test_strong_protection_signs_out_a_session_from_another_browser(app, reader,
     assert moved.get_json()["tier"] == "anonymous"
 
 
-
 def test_a_kept_read_builds_its_reader_once_for_each_access_it_is_asked_with():
     fields = {"id": 7, "email": "kept@example.com", "password_hash": "x", "is_admin": 0,
               "created_at": to_iso(START)}

@@ -13,9 +13,9 @@ values (a list of flashed messages) is never kept, so no request can change
 what another one is handed.
 
 Flask-Login's session protection hashes the browser's address and user agent
-on every request; :func:`session_identifier` hashes each pair once. And it
-loads the user on every request by way of checks whose answer, on a signed-out
-page, is known from the session and the cookies alone (:class:`SiteLogin`).
+on every request; :func:`session_identifier` hashes each pair once. It also
+loads the user through Flask's proxies at every step of every request;
+:class:`SiteLogin` takes each proxy's object once.
 """
 
 from __future__ import annotations
@@ -144,7 +144,6 @@ def session_identifier() -> str:
             _identifiers.clear()
         found = _identifiers[key] = login_utils._create_identifier()
     return found
-
 
 
 class SiteLogin(LoginManager):
