@@ -106,25 +106,39 @@ def postgres_engine(directory: Path, start_local: bool = True) -> Iterator[Engin
             subprocess.run([str(PG_LOCAL), "stop", str(started)], capture_output=True, timeout=120)
 
 
-def postgres_cpu(port: int | None) -> dict[int, float]:
-    """CPU seconds so far of every process of the PostgreSQL server listening on ``port``."""
+def postgres_master(port: int | None) -> int | None:
+    """The process id of the PostgreSQL server listening on ``port``, or None when it can't be seen."""
     if port is None:
-        return {}
+        return None
     try:
         listeners = [c.pid for c in psutil.net_connections(kind="tcp")
                      if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid]
     except psutil.AccessDenied:  # not root: the server's processes can't be seen
-        return {}
+        return None
+    return listeners[0] if listeners else None
+
+
+def process_tree_cpu(pid: int | None) -> dict[int, float]:
+    """CPU seconds so far of process ``pid`` and each of its children (a server's backends), by process id."""
     used = {}
-    for pid in listeners[:1]:
-        try:
-            master = psutil.Process(pid)
-            for process in [master, *master.children()]:
+    if pid is None:
+        return used
+    try:
+        master = psutil.Process(pid)
+        for process in [master, *master.children()]:
+            try:
                 times = process.cpu_times()
-                used[process.pid] = times.user + times.system
-        except psutil.NoSuchProcess:
-            continue
+            except psutil.NoSuchProcess:  # a backend that ended meanwhile
+                continue
+            used[process.pid] = times.user + times.system
+    except psutil.NoSuchProcess:
+        pass
     return used
+
+
+def postgres_cpu(port: int | None) -> dict[int, float]:
+    """CPU seconds so far of every process of the PostgreSQL server listening on ``port``."""
+    return process_tree_cpu(postgres_master(port))
 
 
 def spent(before: dict[int, float], after: dict[int, float]) -> float:

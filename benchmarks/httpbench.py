@@ -20,9 +20,10 @@ baseline and each round in the reverse order of the last, and each ratio is the 
 rounds' ratios, shown with the interval the rounds give that median (:func:`median_interval`, at
 least 90%, whatever the shape of the noise); at each further count (64) one round gives throughput
 and p50/p99 latency under more load. Each run also records the CPU time of every worker, which
-gives requests per worker CPU-second; after the first count's rounds, each engine's gate and
-pooled server report their workers' memory (:func:`worker_memory`). A --quick run is one short
-round: a smoke test, not a measurement.
+gives requests per worker CPU-second, and of a PostgreSQL server on this machine (when root can
+see its processes), which gives the server's share of a request. After the first count's rounds,
+each engine's gate and pooled server report their workers' memory (:func:`worker_memory`). A
+--quick run is one short round: a smoke test, not a measurement.
 
 The load comes from another process: wrk (Debian package `wrk`) when it is installed, otherwise a
 small keep-alive http.client generator run in a subprocess (``--generator builtin``). Rate limits
@@ -61,7 +62,7 @@ import psutil
 from flask.sessions import SessionInterface
 
 from benchmarks.bench import arguments, percentile
-from benchmarks.engines import CHECKOUT, postgres_engine
+from benchmarks.engines import CHECKOUT, postgres_engine, postgres_master, process_tree_cpu, spent
 from gate.loadtest.server import ServerProcess, free_port, site_env
 from gate.rules import paywall, periods
 from gate.storage.db import MMAP_BYTES
@@ -617,11 +618,16 @@ def scenarios(page: str, unlocked: str) -> list[Scenario]:
 
 @dataclass(frozen=True)
 class Side:
-    """One side of a scenario: the server it loads, the URL and the request's headers."""
+    """One side of a scenario: the server it loads, the URL, the request's headers, and its database server.
+
+    ``db_pid``: the process of the PostgreSQL server a PostgreSQL side reads, when this run can see
+    it (a local server, read as root); its CPU is measured around each run too.
+    """
 
     server: ServerProcess
     url: str
     headers: dict
+    db_pid: int | None = None
 
 
 #: Each side: its server, which of the scenario's paths, and which engine's sessions.
@@ -630,14 +636,16 @@ SIDE_PLACES = {"gate": ("gate", "gate_path", "sqlite"), "pooled": ("bare", "pool
                "pg_pooled": ("pg_bare", "pooled_path", "postgresql")}
 
 
-def sides_of(scenario: Scenario, servers: dict[str, ServerProcess], cookies: dict[str, dict]) -> dict[str, Side]:
-    """The sides ``scenario`` is loaded on, in the order of a round; PostgreSQL's when it is served."""
+def sides_of(scenario: Scenario, servers: dict[str, ServerProcess], cookies: dict[str, dict],
+             db_pid: int | None = None) -> dict[str, Side]:
+    """The sides ``scenario`` is loaded on, in the order of a round; PostgreSQL's when it is served
+    (``db_pid``: its server's process, when seen)."""
     sides = {}
     for name in (*SIDES, *PG_SIDES):
         server, path, engine = SIDE_PLACES[name]
         if server in servers:
             sides[name] = Side(servers[server], servers[server].url + getattr(scenario, path),
-                               _headers(cookies[engine], scenario))
+                               _headers(cookies[engine], scenario), db_pid if engine == "postgresql" else None)
     return sides
 
 
@@ -671,13 +679,19 @@ def check(scenario: Scenario, sides: dict[str, Side]) -> dict[str, int]:
 
 
 def timed(server: ServerProcess, load, url: str, method: str, headers: dict, seconds: float,
-          connections: int) -> dict:
-    """One load run, with the CPU time the server's workers spent on it."""
+          connections: int, db_pid: int | None = None) -> dict:
+    """One load run, with the CPU time the server's workers spent on it, and with ``db_pid`` the
+    CPU time of that database server's processes (``db_cpu_s``; absent when none could be read)."""
+    database = process_tree_cpu(db_pid)
     before = worker_cpu(server)
     run = load(url, method, headers, seconds, connections)
-    spent = [max(0.0, after - start) for after, start in zip(worker_cpu(server), before)]
-    run["worker_cpu_s"] = [round(value, 2) for value in spent]
-    run["per_cpu_s"] = run["requests"] / sum(spent) if sum(spent) > 0 else 0.0
+    used = [max(0.0, after - start) for after, start in zip(worker_cpu(server), before)]
+    run["worker_cpu_s"] = [round(value, 2) for value in used]
+    run["per_cpu_s"] = run["requests"] / sum(used) if sum(used) > 0 else 0.0
+    if database:
+        run["db_cpu_s"] = spent(database, process_tree_cpu(db_pid))
+        total = sum(used) + run["db_cpu_s"]
+        run["per_cpu_db_s"] = run["requests"] / total if total > 0 else 0.0
     return run
 
 
@@ -740,7 +754,7 @@ def measure(scenario: Scenario, sides: dict[str, Side], load, connections: int, 
         for name in round_order(sides, number):
             side = sides[name]
             runs[name].append(timed(side.server, load, side.url, scenario.method, side.headers, seconds,
-                                    connections))
+                                    connections, side.db_pid))
     result: dict = {"connections": connections, "rounds": rounds}
     for name, done in runs.items():
         result[name] = {"rps": _median(done, "rps", 1), "p50_ms": _median(done, "p50_ms", 2),
@@ -748,8 +762,12 @@ def measure(scenario: Scenario, sides: dict[str, Side], load, connections: int, 
                         "requests": sum(run["requests"] for run in done),
                         "non2xx": sum(run["non2xx"] for run in done),
                         "errors": sum(run["errors"] for run in done), "bytes": sizes[name],
-                        "runs": [{"rps": round(run["rps"], 1), "worker_cpu_s": run["worker_cpu_s"]}
+                        "runs": [{"rps": round(run["rps"], 1), "worker_cpu_s": run["worker_cpu_s"],
+                                  **({"db_cpu_s": round(run["db_cpu_s"], 3)} if "db_cpu_s" in run else {})}
                                  for run in done]}
+        if all("db_cpu_s" in run for run in done):  # PostgreSQL's server, seen in every run
+            result[name]["db_us_per_req"] = round(statistics.median(
+                run["db_cpu_s"] * 1e6 / max(run["requests"], 1) for run in done), 1)
     for measured, baseline, key in RATIOS:
         if measured in runs and baseline in runs:
             pairs = list(zip(runs[measured], runs[baseline]))
@@ -760,6 +778,9 @@ def measure(scenario: Scenario, sides: dict[str, Side], load, connections: int, 
             result[f"{key}_interval"] = [round(end, 3) for end in interval] if interval else None
             result[f"cpu_{key}"] = round(statistics.median(
                 m["per_cpu_s"] / max(b["per_cpu_s"], 1e-9) for m, b in pairs), 3)
+            if all("per_cpu_db_s" in run for pair in pairs for run in pair):  # with the database server's CPU
+                result[f"cpu_db_{key}"] = round(statistics.median(
+                    m["per_cpu_db_s"] / max(b["per_cpu_db_s"], 1e-9) for m, b in pairs), 3)
     result["balanced"] = all(_balanced(run["worker_cpu_s"]) for done in runs.values() for run in done)
     return result
 
@@ -831,9 +852,13 @@ def postgres_site(stack: contextlib.ExitStack, directory: Path, pg_local: bool =
     if engine.skipped:
         return None, engine.skipped
     try:
-        return prepare_site(directory, engine.database(directory, "http")["GATE_DATABASE_URL"]), "measured"
+        site = prepare_site(directory, engine.database(directory, "http")["GATE_DATABASE_URL"])
     except Exception as error:  # reported in the table, as a skipped engine is
         return None, _refusal(error)
+    # Its processes' CPU is read around each run when they can be seen: a server on this machine.
+    local = urllib.parse.urlsplit(engine.server_url).hostname in ("127.0.0.1", "localhost", "::1")
+    site["db_pid"] = postgres_master(engine.port) if local else None
+    return site, "measured"
 
 
 def _refusal(error: Exception) -> str:
@@ -898,8 +923,9 @@ def run(quick: bool = False, generator: str = "auto", connections: tuple[int, ..
                                for engine, gate in (("sqlite", "gate"), ("postgresql", "postgresql"))
                                if gate in servers}
                 for scenario in scenarios(site["page"], site["unlocked"]):
-                    measured = measure(scenario, sides_of(scenario, servers, cookies), load, count,
-                                       seconds, rounds if number == 0 else 1, warmup)
+                    sides = sides_of(scenario, servers, cookies, pg_site["db_pid"] if pg_site else None)
+                    measured = measure(scenario, sides, load, count, seconds, rounds if number == 0 else 1,
+                                       warmup)
                     if number == 0:
                         rows[scenario.name] = {"name": scenario.name, "method": scenario.method,
                                                "gate_path": scenario.gate_path, "bare_path": scenario.bare_path,
@@ -1003,6 +1029,11 @@ def _rps(value: float) -> str:
     return f"{value:,.0f}"
 
 
+def _per_request(per_cpu_s: float) -> str:
+    """Requests per CPU-second as CPU microseconds a request."""
+    return _rps(1e6 / per_cpu_s) if per_cpu_s > 0 else "—"
+
+
 def _latency(side: dict) -> str:
     return f"{side['p50_ms']:.1f} / {side['p99_ms']:.1f}"
 
@@ -1057,6 +1088,21 @@ def latency_table(document: dict, markdown: bool = False) -> str:
     return render(header, body, markdown)
 
 
+def database_table(document: dict, markdown: bool = False) -> str:
+    """Per scenario on PostgreSQL: CPU microseconds a request in the workers and in the database server,
+    gate's and its pooled page's, and the CPU ratio without and with the server's share ("" if unmeasured)."""
+    header = ["scenario", "engine", "gate workers µs/req", "gate server µs/req", "pooled workers µs/req",
+              "pooled server µs/req", "CPU ratio", "CPU ratio with server"]
+    body = []
+    for row in document["results"]:
+        gate, pooled = row.get("postgresql", {}), row.get("pg_pooled", {})
+        if "db_us_per_req" in gate and "db_us_per_req" in pooled and "cpu_db_pg_pooled_ratio" in row:
+            body.append([row["name"], "PostgreSQL", _per_request(gate["per_cpu_s"]), _rps(gate["db_us_per_req"]),
+                         _per_request(pooled["per_cpu_s"]), _rps(pooled["db_us_per_req"]),
+                         f"{row['cpu_pg_pooled_ratio']:.2f}", f"{row['cpu_db_pg_pooled_ratio']:.2f}"])
+    return render(header, body, markdown) if body else ""
+
+
 def memory_table(document: dict, markdown: bool = False) -> str:
     """Per engine: a worker's own memory and its fair share, gate's against its pooled baseline's."""
     header = ["engine", "gate USS MiB", "pooled USS MiB", "pooled / gate (USS)", "gate PSS MiB", "pooled PSS MiB",
@@ -1077,9 +1123,14 @@ def format_table(document: dict, markdown: bool = False) -> str:
     lines = [f"Throughput at {first} connections, median of {document['rounds']} alternating rounds "
              f"(target: gate / pooled on each engine; in brackets, an interval that holds the median "
              f"ratio at least {CONFIDENCE:.0%} of the time, from the rounds):", "",
-             throughput_table(document, markdown), "",
-             "Latency at each connection count (further counts: one round):", "",
-             latency_table(document, markdown)]
+             throughput_table(document, markdown)]
+    database = database_table(document, markdown)
+    if database:
+        lines += ["", "PostgreSQL's server beside the workers, CPU a request (medians of the rounds; the server's "
+                      "processes read with psutil around each run): the CPU ratio again with the server's share "
+                      "added, as one machine running both pays it:", "", database]
+    lines += ["", "Latency at each connection count (further counts: one round):", "",
+              latency_table(document, markdown)]
     memory = memory_table(document, markdown)
     if memory:
         lines += ["", "Memory of a worker after the run's rounds at the first count (the mean of its workers; "

@@ -9,6 +9,7 @@ import os
 import random
 import re
 import threading
+import urllib.parse
 
 import psycopg
 import pytest
@@ -303,6 +304,45 @@ def test_tables_give_each_engine_its_own_baseline_ratio_cpu_and_latency():
     assert "| --- |" in markdown
 
 
+def test_a_run_reads_the_database_servers_cpu_beside_its_workers(monkeypatch):
+    """With a database server's process, each run also reads that server's CPU, and the CPU a request
+    counts both; without one, the run is as before."""
+    server_cpu = iter([{10: 5.0, 11: 1.0}, {10: 5.5, 11: 1.25, 12: 0.25}])  # a backend new during the run
+    monkeypatch.setattr(httpbench, "process_tree_cpu", lambda pid: next(server_cpu) if pid == 10 else {})
+    worker_cpu = iter([[1.0, 1.0], [2.0, 2.0]])
+    monkeypatch.setattr(httpbench, "worker_cpu", lambda server: next(worker_cpu))
+
+    def load(url, method, headers, seconds, connections):
+        return {"requests": 1000, "rps": 500.0}
+
+    run = httpbench.timed(None, load, "http://x/", "GET", {}, 2, 16, db_pid=10)
+    assert run["db_cpu_s"] == pytest.approx(1.0) and run["per_cpu_s"] == pytest.approx(500.0)
+    assert run["per_cpu_db_s"] == pytest.approx(1000 / 3.0)  # the workers' 2 s and the server's 1 s
+    worker_cpu = iter([[1.0, 1.0], [2.0, 2.0]])
+    plain = httpbench.timed(None, load, "http://x/", "GET", {}, 2, 16)
+    assert "db_cpu_s" not in plain and "per_cpu_db_s" not in plain
+
+
+def test_the_database_table_shows_each_side_of_postgresql_with_and_without_its_server():
+    document = _document()
+    row = document["results"][0]
+    row["postgresql"] = dict(row["postgresql"], per_cpu_s=800.0, db_us_per_req=160.0)
+    row["pg_pooled"] = dict(row["pg_pooled"], per_cpu_s=1000.0, db_us_per_req=90.0)
+    row["cpu_db_pg_pooled_ratio"] = 0.77
+    text = httpbench.format_table(document)
+    assert "PostgreSQL's server beside the workers" in text
+    line = next(line for line in text.splitlines() if line.startswith("article page") and "160" in line)
+    assert line.split()[-6:] == ["1,250", "160", "1,000", "90", "0.60", "0.77"]  # µs: 1e6 / requests per CPU-s
+    assert "| engine | gate workers µs/req | gate server µs/req |" in httpbench.format_table(document, markdown=True)
+    assert "PostgreSQL's server" not in httpbench.format_table(_document())  # not measured: no table
+
+
+def test_the_database_servers_processes_are_the_server_and_its_children():
+    assert engines.postgres_master(None) is None and engines.process_tree_cpu(None) == {}
+    mine = engines.process_tree_cpu(os.getpid())
+    assert os.getpid() in mine and mine[os.getpid()] > 0
+
+
 def test_the_memory_table_puts_each_engines_workers_beside_their_baselines():
     text = httpbench.format_table(_document())
     assert "Memory of a worker" in text
@@ -345,6 +385,8 @@ def test_quick_http_bench_writes_ratios(tmp_path, capsys):
     else:
         assert document["postgresql"] == engines.NO_POSTGRES
     sides = httpbench.SIDES + (httpbench.PG_SIDES if document["postgresql"] == "measured" else ())
+    url = os.environ.get("GATE_TEST_DATABASE_URL") or os.environ.get("GATE_DATABASE_URL") or ""
+    seen = os.geteuid() == 0 and urllib.parse.urlsplit(url).hostname in ("127.0.0.1", "localhost")
     for row in document["results"]:
         for phase in (row, row["more_connections"]["64"]):
             for side in sides:
@@ -357,6 +399,9 @@ def test_quick_http_bench_writes_ratios(tmp_path, capsys):
             if document["postgresql"] == "measured":
                 keys += ["pg_pooled_ratio", "pg_sqlite_ratio"]
             assert all(phase[key] > 0 and phase[f"cpu_{key}"] > 0 for key in keys), row
+            if document["postgresql"] == "measured" and seen:  # a server on this machine, read as root
+                assert all(phase[side]["db_us_per_req"] > 0 for side in httpbench.PG_SIDES), row
+                assert phase["cpu_db_pg_pooled_ratio"] > 0, row
             assert len(phase["round_pooled_ratios"]) == phase["rounds"]
             assert phase["pooled_ratio_interval"] is None  # one round: no interval to give
             assert isinstance(phase["balanced"], bool)
