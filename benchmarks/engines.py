@@ -9,6 +9,7 @@ and stops it afterwards; otherwise the engine is skipped, saying why.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import sqlite3
 import subprocess
@@ -32,7 +33,7 @@ class Engine:
     name: str
     server_url: str | None = None  # PostgreSQL: the server to create databases on
     skipped: str | None = None
-    port: int | None = None  # PostgreSQL: its listening port, to find its processes
+    port: int | None = None  # PostgreSQL on this machine: its listening port, to find its processes
     made: list[str] = field(default_factory=list)
 
     def database(self, directory: Path, label: str, template: dict | None = None) -> dict[str, str]:
@@ -97,13 +98,27 @@ def postgres_engine(directory: Path, start_local: bool = True) -> Iterator[Engin
         yield Engine("postgresql", skipped=NO_POSTGRES + (
             " (and no PostgreSQL server installed for tools/pg-local)" if start_local else ""))
         return
-    engine = Engine("postgresql", server_url=url, port=urllib.parse.urlsplit(url).port or 5432)
+    # Only a server on this machine has processes to read: a local one on a remote server's port is another.
+    port = (urllib.parse.urlsplit(url).port or 5432) if on_loopback(url) else None
+    engine = Engine("postgresql", server_url=url, port=port)
     try:
         yield engine
     finally:
         engine.drop_databases()
         if started is not None:
             subprocess.run([str(PG_LOCAL), "stop", str(started)], capture_output=True, timeout=120)
+
+
+def on_loopback(url: str) -> bool:
+    """Whether a database URL names a server on this machine over TCP: ``localhost`` or a loopback address
+    (a socket URL has no port to find its server by)."""
+    host = urllib.parse.urlsplit(url).hostname
+    if host is None or host == "localhost":
+        return host is not None
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name other than localhost
+        return False
 
 
 def postgres_master(port: int | None) -> int | None:
