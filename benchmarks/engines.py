@@ -113,8 +113,10 @@ def on_loopback(url: str) -> bool:
     """Whether a database URL names a server on this machine over TCP: ``localhost`` or a loopback address
     (a socket URL has no port to find its server by)."""
     host = urllib.parse.urlsplit(url).hostname
-    if host is None or host == "localhost":
-        return host is not None
+    if host is None:  # a socket URL, or no URL
+        return False
+    if host == "localhost":
+        return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a name other than localhost
