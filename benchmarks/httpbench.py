@@ -1140,6 +1140,67 @@ def format_table(document: dict, markdown: bool = False) -> str:
     return "\n".join(lines)
 
 
+def across_runs(documents: list[dict]) -> list[dict]:
+    """Per scenario and engine, over several saved runs of the same code: what one run cannot settle.
+
+    A run's ratio moves with the machine by about ±0.05 (see the benchmarks doc), so
+    a page near its target meets it in one run and misses in the next. Over runs,
+    the median of their medians and the interval :func:`median_interval` gives it
+    (the runs as its draws) say where the page stands; the verdict is "met" or
+    "missed" only when the whole interval is on one side of the target.
+    """
+    found: dict[tuple[str, str], dict] = {}
+    for document in documents:
+        for row, engine, _gate, _pooled, key in _engine_rows(document):
+            entry = found.setdefault((row["name"], engine), {"name": row["name"], "engine": engine,
+                                                             "target": row["target"], "ratios": [], "cpu": []})
+            entry["ratios"].append(row[key])
+            entry["cpu"].append(row[f"cpu_{key}"])
+    for entry in found.values():
+        ratios, target = entry["ratios"], entry["target"]
+        entry["median"], entry["interval"] = statistics.median(ratios), median_interval(ratios)
+        entry["cpu_median"] = statistics.median(entry["cpu"])
+        entry["met"] = None if target is None else sum(ratio >= target for ratio in ratios)
+        low, high = entry["interval"] or (None, None)
+        entry["verdict"] = ("—" if target is None else "too few runs" if low is None
+                            else "met" if low >= target else "missed" if high < target else "unsettled")
+    return list(found.values())
+
+
+def across_table(documents: list[dict], markdown: bool = False) -> str:
+    """The table of :func:`across_runs`: each run's ratio, their median and interval, and the verdict."""
+    header = ["scenario", "engine", "runs", "gate / pooled, each run", "median", "interval", "target",
+              "runs meeting it", "verdict", "CPU ratio (median)"]
+    body = []
+    for entry in across_runs(documents):
+        interval, target = entry["interval"], entry["target"]
+        body.append([entry["name"], entry["engine"], str(len(entry["ratios"])),
+                     " ".join(f"{ratio:.2f}" for ratio in entry["ratios"]), f"{entry['median']:.3f}",
+                     f"{interval[0]:.2f}–{interval[1]:.2f}" if interval else "—",
+                     "—" if target is None else f"{target:.2f}",
+                     "—" if target is None else f"{entry['met']} of {len(entry['ratios'])}",
+                     entry["verdict"], f"{entry['cpu_median']:.2f}"])
+    return (f"Across {len(documents)} runs: each run's median ratio (gate / pooled), their median, and an interval "
+            f"that holds the median at least {CONFIDENCE:.0%} of the time, from the runs:\n\n"
+            + render(header, body, markdown))
+
+
+def _saved_runs(paths: list[str], parser) -> list[dict]:
+    """The saved runs at ``paths`` (http.json files), or the parser's error naming the one that is not."""
+    documents = []
+    for path in paths:
+        try:
+            document = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            parser.error(f"{path}: not a saved run ({error})")
+        if not isinstance(document, dict) or not isinstance(document.get("results"), list):
+            parser.error(f"{path}: not a saved run (no results)")
+        if document.get("quick"):
+            parser.error(f"{path}: a --quick run (one round per count) does not compare with full runs")
+        documents.append(document)
+    return documents
+
+
 def _connection_counts(text: str) -> tuple[int, ...]:
     """``--connections 16,64``: the first count gets every round, each further one a round."""
     counts = tuple(int(part) for part in text.split(","))
@@ -1160,11 +1221,17 @@ def main(argv=None) -> None:
     parser.add_argument("--markdown", action="store_true", help="print the tables in Markdown (for the docs)")
     parser.add_argument("--show", metavar="HTTP_JSON",
                         help="instead, print the tables of a saved run (an http.json) and stop")
+    parser.add_argument("--across", metavar="HTTP_JSON", nargs="+",
+                        help="instead, compare several saved full runs of the same code (each page's median "
+                             "over them, its interval and a verdict) and stop")
     parser.add_argument("--profile", action="store_true",
                         help="instead, profile gate's request path in-process (cProfile) into http-profile.txt")
     args = parser.parse_args(argv)
     if args.show:
         print(format_table(json.loads(Path(args.show).read_text()), args.markdown))
+        return
+    if args.across:
+        print(across_table(_saved_runs(args.across, parser), args.markdown))
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -378,6 +378,49 @@ def test_saved_runs_print_again_in_markdown(tmp_path, capsys):
     assert "| article page, subscriber | PostgreSQL |" in capsys.readouterr().out
 
 
+def _runs(ratios: list[float], pg_ratio: float = 0.5) -> list[dict]:
+    """Saved runs of the one-scenario document, its SQLite ratio (and CPU ratio) ``ratios``, one a run."""
+    runs = []
+    for ratio in ratios:
+        document = _document()
+        document["results"][0].update(pooled_ratio=ratio, cpu_pooled_ratio=ratio + 0.01, pg_pooled_ratio=pg_ratio)
+        runs.append(document)
+    return runs
+
+
+def test_across_runs_gives_each_page_the_median_of_its_runs_and_a_verdict_only_the_interval_settles():
+    met, missed, unsettled = (httpbench.across_runs(_runs(ratios)) for ratios in (
+        [0.82, 0.81, 0.85, 0.80, 0.83], [0.78, 0.70, 0.79, 0.75, 0.77], [0.79, 0.81, 0.84, 0.78, 0.80]))
+    sqlite = met[0]
+    assert (sqlite["engine"], sqlite["ratios"], sqlite["median"]) == ("SQLite", [0.82, 0.81, 0.85, 0.80, 0.83], 0.82)
+    assert sqlite["interval"] == (0.80, 0.85) and sqlite["met"] == 5 and sqlite["verdict"] == "met"
+    assert sqlite["cpu_median"] == pytest.approx(0.83)
+    assert met[1]["engine"] == "PostgreSQL" and met[1]["verdict"] == "missed" and met[1]["met"] == 0
+    assert missed[0]["verdict"] == "missed" and missed[0]["interval"] == (0.70, 0.79)
+    assert unsettled[0]["verdict"] == "unsettled" and unsettled[0]["met"] == 3  # met in most runs, not settled
+    few = httpbench.across_runs(_runs([0.9, 0.9, 0.9, 0.9]))[0]  # four runs: even the extremes are not enough
+    assert few["interval"] is None and few["verdict"] == "too few runs"
+
+
+def test_across_runs_prints_each_run_and_refuses_what_is_not_a_full_saved_run(tmp_path, capsys):
+    paths = []
+    for n, document in enumerate(_runs([0.82, 0.81, 0.85, 0.80, 0.83])):
+        paths.append(tmp_path / f"run{n}.json")
+        paths[-1].write_text(json.dumps(document))
+    httpbench.main(["--across", *map(str, paths), "--markdown"])
+    out = capsys.readouterr().out
+    assert "Across 5 runs" in out
+    assert "| article page, subscriber | SQLite | 5 | 0.82 0.81 0.85 0.80 0.83 | 0.820 | 0.80–0.85 | 0.80 | 5 of 5 | met |" in out
+    quick = tmp_path / "quick.json"
+    quick.write_text(json.dumps(_document(quick=True)))
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    for bad, said in ((quick, "a --quick run"), (broken, "not a saved run"), (tmp_path / "absent.json", "not a saved run")):
+        with pytest.raises(SystemExit):
+            httpbench.main(["--across", str(paths[0]), str(bad)])
+        assert said in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_quick_http_bench_writes_ratios(tmp_path, capsys):
     httpbench.main(["--quick", "--no-pg-local", "--out", str(tmp_path)])
