@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 from datetime import datetime
+from types import SimpleNamespace
 
 import pytest
 
@@ -49,6 +50,19 @@ def test_each_batch_is_one_statement_that_commits_by_itself(backend_target, back
     assert log.flush() == 2 * eventlog.BATCH + 7
     assert statements["transaction"] == statements["begin"] == statements["commit"] == 0
     assert statements["insert"] == (3 if backend.dialect == "sqlite" else 1)  # PostgreSQL: COPY, but for the 7
+
+
+def test_a_backlog_is_written_at_once_in_full_batches_not_a_batch_a_wait(backend_target, backend, monkeypatch):
+    """After its wait the writer writes all that is queued, a batch after each full one, and only then waits again."""
+    waits = []
+    monkeypatch.setattr(eventlog, "time", SimpleNamespace(sleep=waits.append))  # the writer's waits, counted
+    log = eventlog.EventWriter(backend_target)
+    queued = 2 * eventlog.BATCH + 7
+    for n in range(queued - 1):
+        log.rows.put(pending_view(f"v{n}"))
+    log.add(pending_view("last"))  # starts the thread, the backlog already queued
+    assert _wait_for(backend, queued) == queued
+    assert waits == [eventlog.FLUSH_SECONDS]  # one wait for the whole backlog
 
 
 def test_spends_are_never_buffered(app, db):

@@ -21,7 +21,7 @@ from gate.storage.engine import DEFAULT_POOL, PostgresDatabase, SqliteDatabase, 
 
 BUSY_TIMEOUT_SECONDS = 30
 #: Reads of the database file through a memory map, not a ``pread`` each: every commit of another
-#: connection (the event writer's, every 50 ms) empties this connection's page cache, and the next
+#: connection (the event writer's, every quarter second) empties this connection's page cache, and the next
 #: page then reads the article's pages again, two to four system calls a page without the map.
 MMAP_BYTES = 256 * 2**20
 

@@ -3,16 +3,17 @@
 Every article view appends two events. Written inside the request, they make
 each page wait for SQLite's single write lock behind every other request.
 Under `gate serve` they go to this writer instead: a background thread that
-commits whatever has queued, every few milliseconds, as one statement (a
-multi-row insert, or on PostgreSQL a COPY), which commits whole by itself: one
-round trip a batch, not three with a BEGIN and a COMMIT. It opens its own
-connection in its thread, on either engine (on PostgreSQL, one more from the
-process's pool). A view queues its events with their tags, as a datetime and a
-dict; the thread turns a whole batch into text in one loop, where each view
-turning its own would run that code cold, between two pages.
+commits whatever has queued, a quarter of a second after the first of it, as
+one statement per :data:`BATCH` rows (a multi-row insert, or on PostgreSQL a
+COPY), which commits whole by itself: one round trip a batch, not three with
+a BEGIN and a COMMIT. It opens its own connection in its thread, on either
+engine (on PostgreSQL, one more from the process's pool). A view queues its
+events with their tags, as a datetime and a dict; the thread turns a whole
+batch into text in one loop, where each view turning its own would run that
+code cold, between two pages.
 Everything else (signups, unlocks, payments, enrollments) is still written
 in its request's own transaction. A hard kill can lose the views of the last
-few milliseconds, never a spend, a charge or a consent.
+quarter of a second, never a spend, a charge or a consent.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ from gate.storage import events, forks
 from gate.storage.db import open_database
 from gate.storage.engine import INSERT_PARAMETERS
 
-FLUSH_SECONDS = 0.05
+#: How long the first view of a batch waits for others. A batch costs something of its own besides its
+#: rows (the thread's wake-up, the statement, the commit; on PostgreSQL the server's work around a COPY),
+#: so fewer, larger batches are cheaper for each page: over HTTP, in alternating rounds, 0.25 s against
+#: 0.05 s served the article pages -1% to +8% more requests a second, 3% at the median, on both engines.
+#: Views reach the table (the console, the dynamic meter's count of reads) that much later.
+FLUSH_SECONDS = 0.25
 RETRY_SECONDS = 1.0
 #: Rows a batch holds at most: as many as one multi-row insert carries, so every batch is one statement.
 BATCH = INSERT_PARAMETERS // len(events.COLUMNS)
@@ -69,9 +75,10 @@ class EventWriter:
                     self.running = False
                     raise
 
-    def _drain(self) -> list:
+    def _drain(self, room: int = BATCH) -> list:
+        """Up to ``room`` queued rows, as many as are queued now."""
         batch = []
-        while len(batch) < BATCH:
+        while len(batch) < room:
             try:
                 batch.append(self.rows.get_nowait())
             except queue.Empty:
@@ -99,16 +106,24 @@ class EventWriter:
             except queue.Empty:
                 continue
             time.sleep(FLUSH_SECONDS)  # let the batch fill
-            batch = [first, *self._drain()]
-            while True:  # a failed write is retried, never dropped and never the thread's end
-                try:
-                    self._write(db, batch)
-                    break
-                except _database_errors() as error:
-                    print(f"gate: could not write {len(batch)} view events ({error}); retrying",
-                          file=sys.stderr, flush=True)
-                    time.sleep(RETRY_SECONDS)
-                    db = _reopen(db, self.path)  # a PostgreSQL connection may have died with the error
+            batch = [first, *self._drain(BATCH - 1)]
+            while batch:
+                db = self._write_surely(db, batch)
+                # A full batch may have left more queued meanwhile: written now, not a flush interval later,
+                # so a backlog never outgrows the writer. A short batch took everything: the next waits.
+                batch = self._drain() if len(batch) == BATCH else []
+
+    def _write_surely(self, db, batch: list):
+        """Write ``batch``, retrying a failed write (never dropped, never the thread's end); the connection after."""
+        while True:
+            try:
+                self._write(db, batch)
+                return db
+            except _database_errors() as error:
+                print(f"gate: could not write {len(batch)} view events ({error}); retrying",
+                      file=sys.stderr, flush=True)
+                time.sleep(RETRY_SECONDS)
+                db = _reopen(db, self.path)  # a PostgreSQL connection may have died with the error
 
     def flush(self) -> int:
         """Write everything queued now (at exit, and in tests); returns how many."""
