@@ -1155,11 +1155,12 @@ def across_runs(documents: list[dict]) -> list[dict]:
             entry = found.setdefault((row["name"], engine), {"name": row["name"], "engine": engine,
                                                              "target": row["target"], "ratios": [], "cpu": []})
             entry["ratios"].append(row[key])
-            entry["cpu"].append(row[f"cpu_{key}"])
+            if row.get(f"cpu_{key}") is not None:  # a run saved before CPU was read has none
+                entry["cpu"].append(row[f"cpu_{key}"])
     for entry in found.values():
         ratios, target = entry["ratios"], entry["target"]
         entry["median"], entry["interval"] = statistics.median(ratios), median_interval(ratios)
-        entry["cpu_median"] = statistics.median(entry["cpu"])
+        entry["cpu_median"] = statistics.median(entry["cpu"]) if entry["cpu"] else None
         entry["met"] = None if target is None else sum(ratio >= target for ratio in ratios)
         low, high = entry["interval"] or (None, None)
         entry["verdict"] = ("—" if target is None else "too few runs" if low is None
@@ -1179,7 +1180,7 @@ def across_table(documents: list[dict], markdown: bool = False) -> str:
                      f"{interval[0]:.2f}–{interval[1]:.2f}" if interval else "—",
                      "—" if target is None else f"{target:.2f}",
                      "—" if target is None else f"{entry['met']} of {len(entry['ratios'])}",
-                     entry["verdict"], f"{entry['cpu_median']:.2f}"])
+                     entry["verdict"], "—" if entry["cpu_median"] is None else f"{entry['cpu_median']:.2f}"])
     return (f"Across {len(documents)} runs: each run's median ratio (gate / pooled), their median, and an interval "
             f"that holds the median at least {CONFIDENCE:.0%} of the time, from the runs:\n\n"
             + render(header, body, markdown))

@@ -400,6 +400,12 @@ def test_across_runs_gives_each_page_the_median_of_its_runs_and_a_verdict_only_t
     assert unsettled[0]["verdict"] == "unsettled" and unsettled[0]["met"] == 3  # met in most runs, not settled
     few = httpbench.across_runs(_runs([0.9, 0.9, 0.9, 0.9]))[0]  # four runs: even the extremes are not enough
     assert few["interval"] is None and few["verdict"] == "too few runs"
+    older = _runs([0.82, 0.81])
+    del older[0]["results"][0]["cpu_pooled_ratio"]  # a run saved before CPU was read
+    assert httpbench.across_runs(older)[0]["cpu_median"] == pytest.approx(0.82)
+    del older[1]["results"][0]["cpu_pooled_ratio"]
+    assert httpbench.across_runs(older)[0]["cpu_median"] is None 
+    assert httpbench.across_table(older, True).splitlines()[-2].endswith("| — |")  # SQLite's row: no CPU ratio
 
 
 def test_across_runs_prints_each_run_and_refuses_what_is_not_a_full_saved_run(tmp_path, capsys):
