@@ -54,15 +54,52 @@ def test_each_batch_is_one_statement_that_commits_by_itself(backend_target, back
 
 def test_a_backlog_is_written_at_once_in_full_batches_not_a_batch_a_wait(backend_target, backend, monkeypatch):
     """After its wait the writer writes all that is queued, a batch after each full one, and only then waits again."""
-    waits = []
-    monkeypatch.setattr(eventlog, "time", SimpleNamespace(sleep=waits.append))  # the writer's waits, counted
-    log = eventlog.EventWriter(backend_target)
+    log, left, real_sleep = eventlog.EventWriter(backend_target), [], time.sleep
+
+    def wait(seconds):  # what is still queued at each of the writer's waits between batches
+        if seconds == eventlog.FLUSH_SECONDS and threading.current_thread() is log.thread:  # not another test's
+            left.append(log.rows.qsize())
+        real_sleep(0.01)
+
+    monkeypatch.setattr(eventlog, "time", SimpleNamespace(sleep=wait))
     queued = 2 * eventlog.BATCH + 7
     for n in range(queued - 1):
         log.rows.put(pending_view(f"v{n}"))
     log.add(pending_view("last"))  # starts the thread, the backlog already queued
     assert _wait_for(backend, queued) == queued
-    assert waits == [eventlog.FLUSH_SECONDS]  # one wait for the whole backlog
+    deadline = time.monotonic() + 5
+    while len(left) < 2 and time.monotonic() < deadline:
+        real_sleep(0.01)
+    assert left[0] >= queued - 1 and left[1] == 0  # the whole backlog between the first wait and the second
+    # (the thread starts as the last view is queued, so its first wait may come just before that view)
+
+
+def test_a_flush_returns_once_every_row_queued_before_it_is_written(backend_target, backend, monkeypatch):
+    """At exit a flush first lets the thread finish the batch it has in hand: no view queued before it is lost."""
+    log, in_hand, real_write = eventlog.EventWriter(backend_target), threading.Event(), eventlog.EventWriter._write
+
+    def slow(db, batch):  # the thread's batch is out of the queue for a while before it is written
+        in_hand.set()
+        time.sleep(0.3)
+        real_write(log, db, batch)
+
+    monkeypatch.setattr(log, "_write", slow)
+    log.add(pending_view("in-hand"))
+    assert in_hand.wait(5)
+    log.flush()
+    assert [row[0] for row in backend.execute("select visitor_id from events").fetchall()] == ["in-hand"]
+    log.add(pending_view("queued"))  # and one still queued when the flush comes: written once, by one of them
+    log.flush()
+    time.sleep(3 * eventlog.FLUSH_SECONDS)
+    assert sorted(row[0] for row in backend.execute("select visitor_id from events").fetchall()) == [
+        "in-hand", "queued"]
+
+
+def test_a_forked_childs_flush_leaves_its_parents_queue_to_the_parent(backend_target, backend):
+    log = eventlog.EventWriter(backend_target)
+    log.pid = -1  # as a child finds its parent's writer after the fork, before any view of its own
+    log.rows.put(pending_view("parents"))
+    assert log.flush() == 0 and backend.scalar("select count(*) from events") == 0
 
 
 def test_spends_are_never_buffered(app, db):
