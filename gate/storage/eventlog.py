@@ -82,10 +82,10 @@ class EventWriter:
                     self.running = False
                     raise
 
-    def _drain(self, room: int = BATCH) -> list:
-        """Up to ``room`` queued rows, as many as are queued now."""
+    def _drain(self) -> list:
+        """Up to a batch of queued rows, as many as are queued now."""
         batch = []
-        while len(batch) < room:
+        while len(batch) < BATCH:
             try:
                 batch.append(self.rows.get_nowait())
             except queue.Empty:
