@@ -1186,19 +1186,23 @@ def across_table(documents: list[dict], markdown: bool = False) -> str:
             + render(header, body, markdown))
 
 
-def _saved_runs(paths: list[str], parser) -> list[dict]:
-    """The saved runs at ``paths`` (http.json files), or the parser's error naming the one that is not."""
-    documents = []
-    for path in paths:
-        try:
-            document = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as error:
-            parser.error(f"{path}: not a saved run ({error})")
-        if not isinstance(document, dict) or not isinstance(document.get("results"), list):
-            parser.error(f"{path}: not a saved run (no results)")
+def _saved_run(path: str, parser) -> dict:
+    """The saved run at ``path`` (an http.json), or the parser's error naming it when it is not one."""
+    try:
+        document = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        parser.error(f"{path}: not a saved run ({error})")
+    if not isinstance(document, dict) or not isinstance(document.get("results"), list):
+        parser.error(f"{path}: not a saved run (no results)")
+    return document
+
+
+def _saved_full_runs(paths: list[str], parser) -> list[dict]:
+    """The saved runs at ``paths``, each a full run (a --quick run's single rounds do not compare)."""
+    documents = [_saved_run(path, parser) for path in paths]
+    for path, document in zip(paths, documents):
         if document.get("quick"):
             parser.error(f"{path}: a --quick run (one round per count) does not compare with full runs")
-        documents.append(document)
     return documents
 
 
@@ -1229,10 +1233,10 @@ def main(argv=None) -> None:
                         help="instead, profile gate's request path in-process (cProfile) into http-profile.txt")
     args = parser.parse_args(argv)
     if args.show:
-        print(format_table(json.loads(Path(args.show).read_text()), args.markdown))
+        print(format_table(_saved_run(args.show, parser), args.markdown))
         return
     if args.across:
-        print(across_table(_saved_runs(args.across, parser), args.markdown))
+        print(across_table(_saved_full_runs(args.across, parser), args.markdown))
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -378,6 +378,14 @@ def test_saved_runs_print_again_in_markdown(tmp_path, capsys):
     assert "| article page, subscriber | PostgreSQL |" in capsys.readouterr().out
 
 
+def test_show_refuses_what_is_not_a_saved_run(tmp_path, capsys):
+    (tmp_path / "other.json").write_text(json.dumps({"name": "not a run"}))
+    for bad in (tmp_path / "other.json", tmp_path / "absent.json"):
+        with pytest.raises(SystemExit):
+            httpbench.main(["--show", str(bad)])
+        assert f"{bad}: not a saved run" in capsys.readouterr().err
+
+
 def _runs(ratios: list[float], pg_ratio: float = 0.5) -> list[dict]:
     """Saved runs of the one-scenario document, its SQLite ratio (and CPU ratio) ``ratios``, one a run."""
     runs = []

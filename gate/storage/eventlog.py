@@ -66,12 +66,16 @@ class EventWriter:
         for row in rows:
             self.rows.put(row)
 
+    def _inherited(self) -> bool:
+        """Whether this writer is a forked child's copy of its parent's: the queue and its lock are the parent's."""
+        return self.pid is not None and self.pid != forks.pid()
+
     def _ensure_thread(self) -> None:
         if self.running and self.pid == forks.pid():
             return
         with self.lock:
             if not (self.running and self.pid == forks.pid()):  # never started, ended, or a forked child's copy
-                if self.pid is not None and self.pid != forks.pid():
+                if self._inherited():
                     self.rows = queue.SimpleQueue()  # a forked child: the parent writes what it queued
                     self.writing = threading.Lock()  # held by the parent's thread at the fork, maybe
                 self.pid, self.running = forks.pid(), True
@@ -138,7 +142,7 @@ class EventWriter:
         when it returns every row queued before it is in the table. A forked child leaves its
         parent's queue to the parent.
         """
-        if self.pid is not None and self.pid != forks.pid():
+        if self._inherited():
             return 0
         waited = self.writing.acquire(timeout=IN_HAND_SECONDS)
         try:
