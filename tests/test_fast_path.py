@@ -494,6 +494,53 @@ def test_over_https_a_known_token_still_needs_a_matching_referrer(reader, client
 
 
 @BOTH_ENGINES
+def test_a_token_another_process_signed_is_verified_once_then_recognised(app, reader, client, monkeypatch):
+    """Another worker signed the session's token: its first post here is verified in full, the next ones are not."""
+    from flask_wtf import csrf as wtf_csrf
+    from itsdangerous import URLSafeTimedSerializer
+
+    from gate.app import csrf
+
+    reader.signup("two-workers@example.com")
+    reader.token()  # the session has its raw token
+    with client.session_transaction() as kept:
+        raw = kept["csrf_token"]
+    later = TimestampSigner.get_timestamp
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: later(self) + 100)
+    theirs = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt="wtf-csrf-token").dumps(raw)
+    assert theirs != reader.token()  # as the other worker signed it, not as this process did
+    checked, real = [], wtf_csrf.validate_csrf
+    monkeypatch.setattr(wtf_csrf, "validate_csrf", lambda *a, **k: checked.append(a[0]) or real(*a, **k))
+    forged = theirs[:-2] + ("AA" if not theirs.endswith("AA") else "BB")
+    assert client.post(f"/api/articles/{METERED}/unlock", headers={"X-CSRFToken": forged}).status_code == 400
+    assert checked == [forged] and csrf._signed[(app.config["SECRET_KEY"], raw)] != forged  # refused, not kept
+    path = f"/api/articles/{METERED}/unlock"
+    assert client.post(path, headers={"X-CSRFToken": theirs}).status_code == 200
+    assert client.post(path, headers={"X-CSRFToken": theirs}).status_code == 200
+    assert checked == [forged, theirs]  # verified the first time only
+    assert reader.token() == theirs  # and this process's pages hand it out from now on
+    assert reader.post(f"/articles/{METERED}/unlock", {"csrf_token": theirs}).status_code == 303
+    assert len(checked) == 2
+
+
+@BOTH_ENGINES
+def test_a_token_verified_over_https_is_not_kept(app, reader, client, monkeypatch):
+    from gate.app import csrf
+
+    reader.signup("secure-kept@example.com")
+    token = reader.token()
+    with client.session_transaction() as kept:
+        key = (app.config["SECRET_KEY"], kept["csrf_token"])
+    monkeypatch.setattr(csrf, "_signed", {})  # as if another process had signed it
+    later = TimestampSigner.get_timestamp  # a signature this process makes now differs from it
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: later(self) + 100)
+    allowed = client.post(f"/api/articles/{METERED}/unlock", base_url="https://meridian.test",
+                          headers={"X-CSRFToken": token, "Referer": "https://meridian.test/articles/x"})
+    assert allowed.status_code in (200, 403)
+    assert csrf._signed[key] != token  # over HTTPS every post is checked, referrer and all: nothing kept
+
+
+@BOTH_ENGINES
 def test_article_pages_skip_the_rate_limiter_and_limited_routes_keep_it(app, reader, client):
     assert not ratelimit.limited(app.view_functions["reading.article"])
     assert ratelimit.limited(app.view_functions["api.unlock"])

@@ -5,9 +5,12 @@ page, and on every POST verifies the signature of what comes back. Where
 tokens live as long as their session (``WTF_CSRF_TIME_LIMIT`` is None, as
 gate configures it) the time stamp means nothing: each session's token is
 signed once per process, and a token that comes back exactly as this
-process handed it out is valid without verifying its signature again. With
-a time limit configured, or over HTTPS (Flask-WTF's referrer check), every
-token goes through Flask-WTF as before.
+process handed it out is valid without verifying its signature again. A
+token another process signed (the next worker, another app server) is
+verified once by Flask-WTF and then recognised the same way, so each process
+checks each session's signature at most once. With a time limit configured,
+or over HTTPS (Flask-WTF's referrer check), every token goes through
+Flask-WTF as before.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ class SiteCSRF(CSRFProtect):
     Flask-WTF looks up the view's exemptions on every request before it
     looks at the method, and verifies a posted token's signature every time.
     A GET needs neither. A posted token that is exactly the one this process
-    signed for the session's own token (see :func:`prime_csrf_token`) is valid
-    without verifying its signature again; anything else goes through
-    Flask-WTF's own check.
+    signed for the session's own token (see :func:`prime_csrf_token`), or one
+    Flask-WTF has already found valid for it here, is valid without verifying
+    its signature again; anything else goes through Flask-WTF's own check,
+    and a token that passes it is kept for the session's next posts.
     """
 
     def protect(self, apply_exemptions=False):
@@ -40,10 +44,14 @@ class SiteCSRF(CSRFProtect):
             return None
         # The API sends its token in a header: looked at first, it spares parsing a form that isn't there.
         token = asked.headers.get("X-CSRFToken") or self._get_csrf_token()
-        if _untimed(config) and not asked.is_secure and _issued_here(token, config):
+        kept = _untimed(config) and not asked.is_secure
+        if kept and _issued_here(token, config):
             g._get_current_object().csrf_valid = True
             return None
-        return super().protect(apply_exemptions)
+        answer = super().protect(apply_exemptions)  # a wrong token raises CSRFError here
+        if kept and g._get_current_object().__dict__.get("csrf_valid"):
+            _keep_valid(self._get_csrf_token(), config)  # the token Flask-WTF verified (form first, then header)
+        return answer
 
 
 def _issued_here(token: str | None, config) -> bool:
@@ -53,6 +61,20 @@ def _issued_here(token: str | None, config) -> bool:
         return False
     issued = _signed.get((_secret(config), raw))
     return issued is not None and hmac.compare_digest(issued, token)
+
+
+def _keep_valid(token: str, config) -> None:
+    """Keep a token Flask-WTF has just verified as this session's, in place of any this process signed.
+
+    Signed by another process, it would otherwise be verified again on every
+    post this process takes. Its time stamp means nothing without a time
+    limit, so it is as valid as a signature this process would make, and this
+    process's pages hand it out from now on: the processes a session's pages
+    come from settle on one token, the one its posts carry.
+    """
+    raw = session._get_current_object().get("csrf_token")
+    if isinstance(raw, str):
+        _keep_signed(_secret(config), raw, token)
 
 
 def _secret(config=None):
