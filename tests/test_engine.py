@@ -15,7 +15,15 @@ import pytest
 from gate import create_app
 from gate.conf.environment import SettingError, database_url
 from gate.storage.db import immediate, open_database, rows
-from gate.storage.engine import COPY_FROM, NotInTransaction, integrity_errors, json_row, json_rows, to_pyformat
+from gate.storage.engine import (
+    COPY_FROM,
+    INSERT_PARAMETERS,
+    NotInTransaction,
+    integrity_errors,
+    json_row,
+    json_rows,
+    to_pyformat,
+)
 
 #: Pool size for the tests' own connections: one per spender of a race.
 POOL = 24
@@ -73,6 +81,28 @@ def test_insert_rows_appends_every_row_as_given(backend, count):
     with backend.transaction():
         backend.insert_rows("notes", ("id", "body", "n"), rows)
     assert [tuple(row.values()) for row in backend.rows("select id, body, n from notes order by id")] == rows
+
+
+def test_batches_of_every_size_share_a_handful_of_statements(backend, monkeypatch):
+    """The event writer's batches vary in size: each size its own statement would fill the driver's statement cache."""
+    backend.execute("create table notes (id INTEGER PRIMARY KEY, body TEXT)")
+    said, execute = [], backend.execute
+    monkeypatch.setattr(backend, "execute", lambda sql, params=(): said.append(sql) or execute(sql, params))
+    start = 0
+    with backend.transaction():
+        for size in range(1, COPY_FROM):  # below COPY_FROM: PostgreSQL's inserts too
+            backend.insert_rows("notes", ("id", "body"), [(start + n, "x") for n in range(size)])
+            start += size
+        for size in (300, 325, 499, 500, 1201):
+            backend.insert_rows("notes", ("id", "body"), [(start + n, "x") for n in range(size)])
+            start += size
+    assert backend.scalar("select count(*) from notes") == start
+    inserts = {sql for sql in said if sql.startswith("insert")}
+    if backend.dialect == "sqlite":  # 1, 2, 4, ... rows a statement, no more
+        assert len(inserts) <= (INSERT_PARAMETERS // 2).bit_length()
+        assert all(sql.count("(?, ?)").bit_count() == 1 for sql in inserts)
+    else:  # a multi-row insert only below COPY_FROM rows, a COPY from there on
+        assert len(inserts) == COPY_FROM - 1
 
 
 def test_sums_come_back_as_sqlite_returns_them(backend):

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from gate.storage import engine, eventlog, events
+from gate.storage.db import open_site_db
 from tests.helpers import BOTH_ENGINES, METERED, VIEWED_AT, Reader, pending_view
 
 
@@ -41,15 +42,47 @@ def test_flush_writes_everything_queued(backend_target, backend):
     assert backend.scalar("select count(distinct visitor_id) from events") == 1200
 
 
-def test_each_batch_is_one_statement_that_commits_by_itself(backend_target, backend, statements):
-    """No BEGIN and no COMMIT around a batch: a multi-row insert or a COPY is written whole or not at all."""
-    assert eventlog.BATCH * len(events.COLUMNS) <= engine.INSERT_PARAMETERS  # one insert holds a whole batch
+def test_each_batch_is_written_whole_in_one_commit(backend_target, backend, statements):
+    """PostgreSQL: one COPY (a multi-row insert below COPY_FROM rows) with no BEGIN or COMMIT around it;
+    SQLite: multi-row inserts of a power of two rows each, in one transaction a batch."""
+    assert eventlog.BATCH * len(events.COLUMNS) <= engine.INSERT_PARAMETERS  # one insert could hold a whole batch
     log = eventlog.EventWriter(backend_target)
     for n in range(2 * eventlog.BATCH + 7):
         log.rows.put(pending_view(f"v{n}"))
     assert log.flush() == 2 * eventlog.BATCH + 7
-    assert statements["transaction"] == statements["begin"] == statements["commit"] == 0
-    assert statements["insert"] == (3 if backend.dialect == "sqlite" else 1)  # PostgreSQL: COPY, but for the 7
+    assert statements["begin"] == statements["commit"] == 0  # none sent as statements of their own
+    if backend.dialect == "sqlite":  # 500 rows as 256 + 128 + 64 + 32 + 16 + 4, and 7 as 4 + 2 + 1
+        assert statements["transaction"] == 3
+        assert statements["insert"] == sum(rows.bit_count() for rows in (eventlog.BATCH, eventlog.BATCH, 7))
+    else:
+        assert statements["transaction"] == 0 and statements["insert"] == 1  # COPY, but for the 7
+
+
+def test_a_batch_that_fails_part_way_writes_none_of_its_rows(tmp_path, monkeypatch):
+    """SQLite writes a batch in several statements, in one transaction: a failure leaves no part of it.
+
+    (PostgreSQL writes it as one COPY, or one insert below COPY_FROM rows: whole by itself.)
+    """
+    db = open_site_db(tmp_path / "events.sqlite")
+    try:
+        sent, real = [], type(db).execute
+
+        def failing(self, sql, params=()):  # the batch's second insert fails
+            if sql.startswith("insert into events"):
+                if sent:
+                    raise RuntimeError("the disk filled up")
+                sent.append(sql)
+            return real(self, sql, params)
+
+        monkeypatch.setattr(type(db), "execute", failing)
+        before = db.scalar("select count(*) from events")
+        with pytest.raises(RuntimeError):
+            events.record_rows(db, events.as_rows([pending_view(f"v{n}") for n in range(300)]))
+        monkeypatch.undo()
+        assert len(sent) == 1 and db.scalar("select count(*) from events") == before
+        assert not db.in_transaction
+    finally:
+        db.close()
 
 
 def test_a_backlog_is_written_at_once_in_full_batches_not_a_batch_a_wait(backend_target, backend, monkeypatch):

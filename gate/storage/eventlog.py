@@ -3,10 +3,12 @@
 Every article view appends two events. Written inside the request, they make
 each page wait for SQLite's single write lock behind every other request.
 Under `gate serve` they go to this writer instead: a background thread that
-commits whatever has queued every quarter of a second, as one statement per
-:data:`BATCH` rows (a multi-row insert, or on PostgreSQL a COPY), which
-commits whole by itself: one round trip a batch, not three with a BEGIN and a
-COMMIT. It opens its own connection in its thread, on either engine (on
+commits whatever has queued every quarter of a second, up to :data:`BATCH`
+rows at a time, each batch whole or not at all: on PostgreSQL one COPY, which
+commits whole by itself (one round trip a batch, not three with a BEGIN and a
+COMMIT); on SQLite a few multi-row inserts of a power of two rows each, in
+one transaction (see :meth:`gate.storage.engine.SqliteDatabase.insert_rows`).
+It opens its own connection in its thread, on either engine (on
 PostgreSQL, one more from the process's pool). A view queues its events with
 their tags, as a datetime and a dict; the thread turns a whole batch into text
 in one loop, where each view turning its own would run that code cold, between
@@ -40,7 +42,7 @@ FLUSH_SECONDS = 0.25
 RETRY_SECONDS = 1.0
 #: How long a flush waits for the rows the writer's thread has in hand (a write that keeps failing holds them).
 IN_HAND_SECONDS = 5.0
-#: Rows a batch holds at most: as many as one multi-row insert carries, so every batch is one statement.
+#: Rows a batch holds at most: as many as one multi-row insert carries.
 BATCH = INSERT_PARAMETERS // len(events.COLUMNS)
 
 
@@ -97,7 +99,7 @@ class EventWriter:
         return batch
 
     def _write(self, db, batch: list) -> None:
-        """One batch as one statement outside any transaction (autocommit): it is written whole or not at all.
+        """One batch, written whole or not at all (one statement, or SQLite's few in one transaction).
 
         Its text (times and data) is made here, for the whole batch in one loop, not in each request.
         """
