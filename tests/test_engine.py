@@ -72,7 +72,7 @@ def test_a_read_names_its_columns_as_the_schema_has_them_now(backend):
     assert backend.rows("select words from notes where id = ?", [2]) == []
 
 
-@pytest.mark.parametrize("count", [1, COPY_FROM - 1, COPY_FROM, 1201])
+@pytest.mark.parametrize("count", [0, 1, COPY_FROM - 1, COPY_FROM, 1201])
 def test_insert_rows_appends_every_row_as_given(backend, count):
     """A writer's batch: multi-row inserts (chunked under the parameter limit), or COPY on PostgreSQL from COPY_FROM rows."""
     backend.execute("create table notes (id INTEGER PRIMARY KEY, body TEXT, n INTEGER)")
