@@ -44,12 +44,12 @@ class SiteCSRF(CSRFProtect):
             return None
         # The API sends its token in a header: looked at first, it spares parsing a form that isn't there.
         token = asked.headers.get("X-CSRFToken") or self._get_csrf_token()
-        kept = _untimed(config) and not asked.is_secure
-        if kept and _issued_here(token, config):
+        recognisable = _untimed(config) and not asked.is_secure  # a kept signature stays valid
+        if recognisable and _issued_here(token, config):
             g._get_current_object().csrf_valid = True
             return None
         answer = super().protect(apply_exemptions)  # a wrong token raises CSRFError here
-        if kept and g._get_current_object().__dict__.get("csrf_valid"):
+        if recognisable and g._get_current_object().__dict__.get("csrf_valid"):
             _keep_valid(self._get_csrf_token(), config)  # the token Flask-WTF verified (form first, then header)
         return answer
 

@@ -239,12 +239,11 @@ class SqliteDatabase(_Seam, sqlite_utils.Database):
             size = min(most, 1 << ((len(rows) - start).bit_length() - 1))
             chunks.append(rows[start:start + size])
             start += size
-        if len(chunks) > 1:
-            with self.transaction():  # so the batch is still written whole or not at all
-                for chunk in chunks:
-                    super().insert_rows(table, columns, chunk)
-        elif chunks:  # one statement commits whole by itself
-            super().insert_rows(table, columns, chunks[0])
+        # Several statements in one transaction, so the batch is still written whole or not at all;
+        # one commits whole by itself, and none needs nothing.
+        with self.transaction() if len(chunks) > 1 else contextlib.nullcontext():
+            for chunk in chunks:
+                super().insert_rows(table, columns, chunk)
 
     def has_table(self, name: str) -> bool:
         """Whether the table exists."""
